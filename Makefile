@@ -1,0 +1,93 @@
+# sim2real developer entry points.  `make` (or `make help`) lists the targets.
+#
+# DDS discovery stays on this host: tests, the sim and the bridges must never
+# talk to (or be disturbed by) ROS 2 nodes elsewhere on the network.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+export RMW_IMPLEMENTATION=rmw_fastrtps_cpp
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Interpreter used to create the virtual environment (needs >= 3.11).
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+
+# pip >= 25.3 always builds editable installs through PEP 660.  Older pips
+# (Python 3.11's bundled 23.2.1) fall back to the legacy `setup.py develop`
+# when `wheel` is importable, and that honours the packages' setup.cfg
+# `[develop] script_dir=$base/lib/<pkg>`: console scripts then land in
+# .venv/lib/<pkg>/ instead of .venv/bin/.  So pin a modern pip first.
+PIP_VERSION := 26.3
+
+PKGS := sim_bridge real_bridge policies calibration
+REQS := requirements/runtime.txt requirements/test.txt requirements/train.txt
+PKG_META := $(foreach p,$(PKGS),$(p)/setup.py $(p)/setup.cfg $(p)/package.xml)
+
+# Extra arguments: make test PYTEST_ARGS="-k randomization -x"
+PYTEST_ARGS ?=
+#                  make sim SIM_ARGS="--seconds 10"
+SIM_ARGS ?=
+#                  make colcon COLCON_ARGS="--symlink-install"
+COLCON_ARGS ?=
+
+.PHONY: help setup test test-fast sim colcon bench clean distclean
+
+help: ## list the targets
+	@echo "sim2real make targets:"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@echo "variables: PYTEST_ARGS, SIM_ARGS, COLCON_ARGS, PYTHON (venv interpreter)"
+
+setup: $(STAMP) ## create .venv, install pinned deps and the 4 packages (editable)
+
+# Re-runs only when a requirements file or a package's metadata changes.
+# Package *code* is installed editable, so code changes need no re-run.
+$(STAMP): $(REQS) $(PKG_META)
+	@test -x $(VPY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@# keep colcon from crawling into the venv if it is ever run from the repo root
+	@touch $(VENV)/COLCON_IGNORE
+	$(VPY) -m pip install --quiet --upgrade pip==$(PIP_VERSION)
+	$(VPY) -m pip install -r requirements/test.txt -r requirements/train.txt
+	@# --no-build-isolation: build the editable wheels with the pinned setuptools
+	@# of the venv (no extra download); --no-deps: install_requires is only setuptools.
+	@# editable_mode=compat: a plain .pth entry per package dir instead of
+	@# setuptools' default import-hook finder.  With the finder, anything run
+	@# from the repo root (`python -m pytest`, `python -c`) imports e.g. the
+	@# *project dir* ./sim_bridge/ (no __init__.py) as an empty namespace
+	@# package, shadowing the real sim_bridge/sim_bridge/ package.
+	$(VPY) -m pip install --no-deps --no-build-isolation \
+		--config-settings editable_mode=compat $(addprefix -e ,$(PKGS))
+	@test -x $(VENV)/bin/sim2real || { echo "error: $(VENV)/bin/sim2real was not created" >&2; exit 1; }
+	@touch $@
+
+test: setup ## run the whole test suite
+	$(VPY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: setup ## run the tests that need neither DDS nor much time
+	$(VPY) -m pytest tests -m "not ros and not slow" $(PYTEST_ARGS)
+
+sim: setup ## run the simulation demo (SIM_ARGS=...)
+	$(VENV)/bin/sim2real sim $(SIM_ARGS)
+
+bench: setup ## benchmark the simulated environment
+	$(VENV)/bin/sim2real bench env
+
+# colcon from the venv: no system ROS needed.  colcon-ros builds ament_python
+# packages by running `python setup.py ...` with the interpreter that runs
+# colcon (here .venv/bin/python, with the setuptools pinned in
+# requirements/test.txt), so the generated executables under
+# install/<pkg>/lib/<pkg>/ use the venv's python and see rclpy & co.
+# A plain (copying) build is the default; --symlink-install also works.
+# Use it:  source ros2_ws/install/setup.bash
+colcon: setup ## build ros2_ws/ with colcon (COLCON_ARGS=--symlink-install ...)
+	cd ros2_ws && ../$(VENV)/bin/colcon build $(COLCON_ARGS)
+
+clean: ## remove build outputs and caches (keeps .venv)
+	rm -rf ros2_ws/build ros2_ws/install ros2_ws/log .pytest_cache
+	rm -rf $(addsuffix /build,$(PKGS)) $(foreach p,$(PKGS),$(p)/$(p).egg-info)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv too
+	rm -rf $(VENV)

@@ -1,0 +1,36 @@
+"""ament_python package: MuJoCo arm simulation, dynamics randomization, sim bridge node."""
+from setuptools import find_packages, setup
+
+PACKAGE = "sim_bridge"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={PACKAGE: ["models/*.xml", "config/*.yaml", "config/randomization/*.yaml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    description="MuJoCo simulation of a robot arm with dynamics randomization, published over ROS 2.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            # `sim2real` is the project's single CLI; subcommands come from the
+            # `sim2real.commands` entry point group of every installed package.
+            "sim2real = sim_bridge.cli:main",
+            # `ros2 run sim_bridge sim_bridge_node` after a colcon build.
+            "sim_bridge_node = sim_bridge.node:main",
+        ],
+        "sim2real.commands": [
+            "node = sim_bridge.cli:add_node_command",
+            "sim = sim_bridge.demo:add_sim_command",
+            "bench = sim_bridge.cli:add_bench_command",
+        ],
+        "sim2real.nodes": [
+            "sim_bridge = sim_bridge.node:main",
+        ],
+    },
+)

@@ -1,0 +1,96 @@
+"""``sim2real``: the stack's single command line.
+
+Subcommands come from the ``sim2real.commands`` entry-point group of every installed
+package (so ``policies`` can add ``train`` without sim_bridge knowing it), and ROS nodes
+from the ``sim2real.nodes`` group: ``sim2real node NAME --ros-args ...`` starts one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+DISCOVERY_ENV = "ROS_AUTOMATIC_DISCOVERY_RANGE"
+
+
+def _entry_points(group: str) -> dict:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def add_node_command(subparsers) -> None:
+    nodes = sorted(_entry_points("sim2real.nodes"))
+    p = subparsers.add_parser(
+        "node", help="run one ROS 2 node of the stack",
+        description="Run one ROS 2 node. Everything after the node name goes to ROS, e.g. "
+                    "`sim2real node sim_bridge --ros-args --params-file launch/config/sim.yaml`. "
+                    f"Nodes: {', '.join(nodes)}.")
+    p.add_argument("name", choices=nodes, help="node to run")
+    p.add_argument("ros_args", nargs=argparse.REMAINDER, help="arguments for ROS (--ros-args ...)")
+    p.set_defaults(func=_run_node)
+
+
+def _run_node(args) -> int:
+    main = _entry_points("sim2real.nodes")[args.name].load()
+    return int(main([f"sim2real-{args.name}", *args.ros_args]) or 0)
+
+
+def source_tree() -> Path | None:
+    """The repository checkout this package runs from (editable install), if any."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "bench").is_dir() else None
+
+
+def add_bench_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="run a benchmark from bench/ (prints ratios against its baseline)",
+        description="Run bench/NAME.py from the source checkout; extra arguments go to the benchmark.")
+    p.add_argument("name", help="benchmark name, e.g. 'env' (bench/env.py)")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark (--help)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    root = source_tree()
+    if root is None:
+        print("sim2real bench: benchmarks live in the bench/ folder of a source checkout; "
+              "install the packages editable from a clone (make setup)", file=sys.stderr)
+        return 2
+    script = root / "bench" / f"{args.name}.py"
+    if not script.is_file():
+        known = sorted(p.stem for p in (root / "bench").glob("*.py") if not p.stem.startswith("_"))
+        print(f"sim2real bench: no benchmark '{args.name}'; available: {known}", file=sys.stderr)
+        return 2
+    sys.argv = [str(script), *args.bench_args]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sim2real", description="ROS 2 sim-to-real stack for robot arms.",
+        epilog=f"DDS discovery: {DISCOVERY_ENV} defaults to LOCALHOST here; "
+               "widen it (e.g. SUBNET) to reach a robot on the network.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, ep in sorted(_entry_points("sim2real.commands").items()):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault(DISCOVERY_ENV, "LOCALHOST")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""``sim2real sim``: bring up the sim bridge and drive it through ROS for a few episodes.
+
+Until a trained policy ships, the arm is driven by the scripted reach controller
+(:class:`sim_bridge.oracle.ReachOracle`) running as its own ROS node: it sees only
+``joint_states`` and ``current_goal`` and publishes ``joint_commands``, exactly the
+interface a policy node uses. Each episode is started with the bridge's ``reset``
+service (new dynamics sample and goal). One line per episode, a summary, and a plot.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SUCCESS_RADIUS_M = 0.02
+SUCCESS_HOLD_STEPS = 10
+
+
+def add_sim_command(subparsers) -> None:
+    p = subparsers.add_parser("sim", help="run the sim bridge with a controller for a few randomized episodes",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--episodes", type=int, default=3, help="number of episodes (default 3)")
+    p.add_argument("--episode-s", type=float, default=4.0, help="time limit per episode in sim seconds")
+    p.add_argument("--randomization", default="default", help="shipped name or YAML path (default: default)")
+    p.add_argument("--robot-profile", default="panda_like", help="shipped name or YAML path")
+    p.add_argument("--mode", choices=("realtime", "lockstep"), default="realtime",
+                   help="realtime: stepped by a timer at the control rate; lockstep: one step per command")
+    p.add_argument("--seed", type=int, default=0, help="seed for dynamics and goals (-1: random)")
+    p.add_argument("--out", type=Path, default=Path("runs/sim"), help="folder for the plot and results")
+    p.add_argument("--json", type=Path, default=None, help="also write results as JSON to this path")
+    p.set_defaults(func=run_sim)
+
+
+@dataclass
+class EpisodeTrace:
+    time_s: list[float] = field(default_factory=list)
+    distance_m: list[float] = field(default_factory=list)
+    joint_pos: list[list[float]] = field(default_factory=list)
+    command: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
+class EpisodeResult:
+    episode: int
+    success: bool
+    time_to_goal_s: float | None
+    final_error_m: float
+    dynamics: dict[str, float]
+
+
+# Parameter groups shown in the one-line episode summary (all are in the JSON output).
+SUMMARY_GROUPS = {"body_mass": "mass x", "joint_damping": "damping x", "actuator_kp": "kp x",
+                  "joint_frictionloss": "stiction +", "action_latency": "latency ", "gravity": "gravity +"}
+
+
+def summarize_dynamics(dynamics: dict[str, float]) -> str:
+    """A short summary of a dynamics sample: the range of the main parameter groups."""
+    groups: dict[str, list[float]] = {}
+    for name, value in dynamics.items():
+        groups.setdefault(name.split("/")[0], []).append(value)
+    parts = []
+    for name, label in SUMMARY_GROUPS.items():
+        values = groups.pop(name, None)
+        if values is None:
+            continue
+        text = f"{values[0]:.2f}" if len(values) == 1 else f"{min(values):.2f}..{max(values):.2f}"
+        parts.append(label + text + (" steps" if name == "action_latency" else ""))
+    if groups:
+        parts.append(f"+{len(groups)} more groups")
+    return ", ".join(parts) if parts else "nominal"
+
+
+def run_sim(args) -> int:
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+    from std_srvs.srv import Trigger
+
+    from sim_bridge import interface
+    from sim_bridge.controller import ScriptedReachNode
+    from sim_bridge.node import SimBridgeNode
+
+    rclpy.init()
+    bridge = SimBridgeNode(parameter_overrides=[
+        Parameter("robot_profile", value=args.robot_profile),
+        Parameter("randomization_file", value=args.randomization),
+        Parameter("mode", value=args.mode), Parameter("seed", value=args.seed)])
+    controller = ScriptedReachNode(bridge.profile)
+    client = controller.create_client(Trigger, interface.RESET)
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(bridge)
+    executor.add_node(controller)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    session = bridge.session
+    period = bridge.profile.control_period_s
+    results, traces = [], []
+    try:
+        client.wait_for_service(timeout_sec=10.0)
+        print(f"sim2real sim: {args.episodes} episode(s), robot '{bridge.profile.name}', "
+              f"randomization '{args.randomization}', {args.mode} mode, scripted reach controller")
+        for ep in range(1, args.episodes + 1):
+            future = client.call_async(Trigger.Request())
+            while not future.done():
+                time.sleep(0.005)
+            controller.reset()
+            trace = EpisodeTrace()
+            start_clock = session.clock_s
+            held, reached_at = 0, None
+            last_step = session.counters.control_steps
+            deadline = time.monotonic() + args.episode_s * 5 + 10
+            while session.clock_s - start_clock < args.episode_s and time.monotonic() < deadline:
+                if session.counters.control_steps == last_step:
+                    time.sleep(period / 10)
+                    continue
+                last_step = session.counters.control_steps
+                t = session.clock_s - start_clock
+                dist = float(np.linalg.norm(session.sim.end_effector_position() - session.goal))
+                trace.time_s.append(t)
+                trace.distance_m.append(dist)
+                trace.joint_pos.append(session.sim.true_joint_positions().tolist())
+                trace.command.append(session.last_command.tolist())
+                held = held + 1 if dist < SUCCESS_RADIUS_M else 0
+                if held >= SUCCESS_HOLD_STEPS:
+                    reached_at = t - (SUCCESS_HOLD_STEPS - 1) * period
+                    break
+            final = trace.distance_m[-1] if trace.distance_m else float("nan")
+            result = EpisodeResult(ep, reached_at is not None, reached_at, final, session.sim.dynamics_dict())
+            results.append(result)
+            traces.append(trace)
+            status = "success" if result.success else "FAILED "
+            ttg = f"{reached_at:5.2f} s" if reached_at is not None else "   -   "
+            print(f"episode {ep}/{args.episodes}  {status}  time to goal {ttg}  final error "
+                  f"{100 * final:5.2f} cm  dynamics: {summarize_dynamics(result.dynamics)}", flush=True)
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        bridge.destroy_node()
+        controller.destroy_node()
+        rclpy.try_shutdown()
+
+    n_ok = sum(r.success for r in results)
+    times = [r.time_to_goal_s for r in results if r.success]
+    print(f"summary: {n_ok}/{len(results)} reached the goal (within {100 * SUCCESS_RADIUS_M:.0f} cm for "
+          f"{SUCCESS_HOLD_STEPS} steps); mean time to goal "
+          f"{np.mean(times):.2f} s; mean final error {100 * np.mean([r.final_error_m for r in results]):.2f} cm"
+          if times else f"summary: 0/{len(results)} reached the goal")
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot = args.out / "episodes.png"
+    plot_episodes(traces, results, bridge.profile.joint_names, plot)
+    print(f"plot: {plot.resolve()}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"episodes": [asdict(r) for r in results],
+                                         "success_rate": n_ok / max(1, len(results))}, indent=2))
+        print(f"results: {args.json.resolve()}")
+    return 0 if results else 1
+
+
+def plot_episodes(traces: list[EpisodeTrace], results: list[EpisodeResult], joint_names, path: Path) -> None:
+    """Distance to goal vs time for every episode; joints vs commands for the first one."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(joint_names)
+    fig, axes = plt.subplots(1 + (n + 1) // 2, 2, figsize=(11, 2.2 * (1 + (n + 1) // 2)), squeeze=False)
+    top = fig.add_subplot(axes.shape[0], 1, 1)
+    axes[0, 0].remove()
+    axes[0, 1].remove()
+    for trace, result in zip(traces, results):
+        top.plot(trace.time_s, 100 * np.array(trace.distance_m),
+                 label=f"episode {result.episode} ({'success' if result.success else 'failed'})")
+    top.axhline(100 * SUCCESS_RADIUS_M, color="k", ls="--", lw=0.8, label="success radius")
+    top.set_xlabel("time [s]")
+    top.set_ylabel("distance to goal [cm]")
+    top.set_yscale("log")
+    top.legend(fontsize=8)
+    top.set_title("sim2real sim: end-effector distance to goal")
+    if traces and traces[0].time_s:
+        t = traces[0].time_s
+        q, cmd = np.array(traces[0].joint_pos), np.array(traces[0].command)
+        for j in range(n):
+            ax = axes[1 + j // 2, j % 2]
+            ax.plot(t, q[:, j], label="joint position")
+            ax.plot(t, cmd[:, j], ls="--", label="command")
+            ax.set_ylabel(f"{joint_names[j]} [rad]", fontsize=8)
+            if j == 0:
+                ax.legend(fontsize=7)
+                ax.set_title("episode 1: joints vs commands", fontsize=9)
+        if n % 2:
+            axes[-1, 1].remove()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,227 @@
+"""A vectorized env for training on a few cores: envs batched per worker process.
+
+Each worker process hosts ``num_envs / num_workers`` envs and steps them all on one
+message, so the inter-process cost (one pipe round trip per worker per step) is
+amortized over the batch. Observations, rewards and the privileged dynamics come back
+through shared memory. Finished envs reset automatically; the observation that ended
+the episode is in ``info["final_observation"]`` (rows where ``terminated | truncated``).
+
+``num_workers=0`` runs the same envs in this process (handy for debugging and as the
+single-core baseline).
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim_bridge.envs import REACH_ID
+
+
+def make_env(env_id: str = REACH_ID, **kwargs):
+    """Build one env without gymnasium's checking wrappers (the env truncates itself)."""
+    import gymnasium as gym
+
+    import sim_bridge  # noqa: F401  (registers the envs in a fresh worker process)
+    return gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+
+
+@dataclass
+class _Buffers:
+    """Shared arrays for all envs; row i belongs to env i."""
+
+    obs: np.ndarray
+    final_obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    success: np.ndarray
+    blowup: np.ndarray
+    distance: np.ndarray
+    dynamics: np.ndarray
+
+
+def _allocate(ctx, num_envs: int, obs_dim: int, act_dim: int, dyn_dim: int):
+    shapes = {"obs": ((num_envs, obs_dim), np.float32), "final_obs": ((num_envs, obs_dim), np.float32),
+              "actions": ((num_envs, act_dim), np.float32), "rewards": ((num_envs,), np.float64),
+              "terminated": ((num_envs,), np.bool_), "truncated": ((num_envs,), np.bool_),
+              "success": ((num_envs,), np.bool_), "blowup": ((num_envs,), np.bool_),
+              "distance": ((num_envs,), np.float64), "dynamics": ((num_envs, max(dyn_dim, 1)), np.float32)}
+    raw = {k: ctx.RawArray("b", int(np.prod(s)) * np.dtype(t).itemsize) for k, (s, t) in shapes.items()}
+    return raw, shapes
+
+
+def _view(raw, shapes) -> _Buffers:
+    return _Buffers(**{k: np.frombuffer(raw[k], dtype=t).reshape(s) for k, (s, t) in shapes.items()})
+
+
+class _EnvBatch:
+    """The envs of one worker, writing into rows [start, stop) of the shared buffers."""
+
+    def __init__(self, env_id: str, env_kwargs: dict, start: int, stop: int, buf: _Buffers):
+        self.envs = [make_env(env_id, **env_kwargs) for _ in range(start, stop)]
+        self.start, self.buf = start, buf
+
+    def _write_info(self, row: int, info: dict) -> None:
+        b = self.buf
+        dyn = info["dynamics"]
+        b.dynamics[row, :len(dyn)] = dyn
+        b.success[row] = info["is_success"]
+        b.blowup[row] = info["physics_blowup"]
+        b.distance[row] = info["distance"]
+
+    def reset(self, seed: int | None) -> None:
+        for k, env in enumerate(self.envs):
+            row = self.start + k
+            obs, info = env.reset(seed=None if seed is None else seed + row)
+            self.buf.obs[row] = obs
+            self._write_info(row, info)
+            self.buf.terminated[row] = self.buf.truncated[row] = False
+
+    def step(self) -> None:
+        b = self.buf
+        for k, env in enumerate(self.envs):
+            row = self.start + k
+            obs, reward, term, trunc, info = env.step(b.actions[row])
+            b.rewards[row], b.terminated[row], b.truncated[row] = reward, term, trunc
+            self._write_info(row, info)
+            if term or trunc:
+                b.final_obs[row] = obs
+                obs, _ = env.reset()
+            b.obs[row] = obs
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _worker(conn, env_id, env_kwargs, start, stop, raw, shapes) -> None:
+    batch = None
+    try:
+        batch = _EnvBatch(env_id, env_kwargs, start, stop, _view(raw, shapes))
+        conn.send(("ok", None))
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "close":
+                break
+            getattr(batch, cmd)(*([arg] if cmd == "reset" else []))
+            conn.send(("ok", None))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    except Exception:  # report to the parent instead of dying silently
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        if batch is not None:
+            batch.close()
+        conn.close()
+
+
+class VectorReachEnv:
+    """``num_envs`` envs over ``num_workers`` processes (0 = in this process)."""
+
+    def __init__(self, num_envs: int, num_workers: int = 2, env_id: str = REACH_ID,
+                 env_kwargs: dict[str, Any] | None = None, start_method: str = "spawn"):
+        if num_envs < 1:
+            raise ValueError("num_envs must be >= 1")
+        if num_workers < 0:
+            raise ValueError("num_workers must be >= 0")
+        env_kwargs = dict(env_kwargs or {})
+        probe = make_env(env_id, **env_kwargs)
+        self.single_observation_space = probe.observation_space
+        self.single_action_space = probe.action_space
+        self.dynamics_names = tuple(probe.dynamics_names)
+        probe.close()
+        self.num_envs = num_envs
+        obs_dim = self.single_observation_space.shape[0]
+        act_dim = self.single_action_space.shape[0]
+        ctx = mp.get_context(start_method)
+        raw, shapes = _allocate(ctx, num_envs, obs_dim, act_dim, len(self.dynamics_names))
+        self._buf = _view(raw, shapes)
+        self._pipes, self._procs = [], []
+        self._local: _EnvBatch | None = None
+        if num_workers == 0:
+            self._local = _EnvBatch(env_id, env_kwargs, 0, num_envs, self._buf)
+        else:
+            workers = min(num_workers, num_envs)
+            bounds = np.linspace(0, num_envs, workers + 1).round().astype(int)
+            for start, stop in zip(bounds[:-1], bounds[1:]):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker, daemon=True,
+                                   args=(child, env_id, env_kwargs, int(start), int(stop), raw, shapes))
+                proc.start()
+                child.close()
+                self._pipes.append(parent)
+                self._procs.append(proc)
+            self.closed = False
+            self._collect()
+        self.closed = False
+
+    @property
+    def num_workers(self) -> int:
+        return len(self._procs)
+
+    def _call(self, cmd: str, arg=None) -> None:
+        if self._local is not None:
+            getattr(self._local, cmd)(*([arg] if cmd == "reset" else []))
+            return
+        for pipe in self._pipes:
+            pipe.send((cmd, arg))
+        self._collect()
+
+    def _collect(self) -> None:
+        errors = []
+        for i, pipe in enumerate(self._pipes):
+            try:
+                status, detail = pipe.recv()
+            except EOFError:
+                status, detail = "error", f"worker {i} exited (exit code {self._procs[i].exitcode})"
+            if status != "ok":
+                errors.append(detail)
+        if errors:
+            self.close()
+            raise RuntimeError("vector env worker failed:\n" + "\n".join(errors))
+
+    def _info(self) -> dict[str, np.ndarray]:
+        b = self._buf
+        return {"dynamics": b.dynamics[:, :len(self.dynamics_names)].copy(), "is_success": b.success.copy(),
+                "physics_blowup": b.blowup.copy(), "distance": b.distance.copy(),
+                "final_observation": b.final_obs.copy()}
+
+    def reset(self, seed: int | None = None):
+        self._call("reset", seed)
+        return self._buf.obs.copy(), self._info()
+
+    def step(self, actions: np.ndarray):
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != self._buf.actions.shape:
+            raise ValueError(f"expected actions of shape {self._buf.actions.shape}, got {actions.shape}")
+        self._buf.actions[:] = actions
+        self._call("step")
+        b = self._buf
+        return b.obs.copy(), b.rewards.copy(), b.terminated.copy(), b.truncated.copy(), self._info()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._local is not None:
+            self._local.close()
+        for pipe in self._pipes:
+            try:
+                pipe.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,240 @@
+"""The sim bridge ROS 2 node: a thin shell over :class:`sim_bridge.session.SimSession`.
+
+Publishes (names relative to the node's namespace, see :mod:`sim_bridge.interface`):
+  joint_states   sensor_msgs/JointState   at the control rate, stamped with sim time
+  current_goal   geometry_msgs/PointStamped (latched)
+  /clock         rosgraph_msgs/Clock      sim time (other nodes may set use_sim_time)
+  /diagnostics   diagnostic_msgs/DiagnosticArray: the episode's sampled dynamics as
+                 key/values, and health (achieved rate, counters), once per second
+Subscribes:
+  joint_commands std_msgs/Float64MultiArray  absolute joint targets, profile order, rad
+  goal           geometry_msgs/PointStamped  new reach target (base frame, m)
+Services:
+  reset          std_srvs/Trigger  new episode: resample dynamics and goal
+Parameters:
+  robot_profile (str, read-only)       shipped name or YAML path
+  randomization_file (str)             shipped name or YAML path; validated when set,
+                                       an invalid file is rejected with the reason and
+                                       the old one kept; applies at the next reset
+  mode (str, read-only)                "realtime": a timer steps at the control rate;
+                                       "lockstep": one control step per command received
+  seed (int, read-only)                -1 = random
+  control_rate_hz, physics_rate_hz (float, read-only)  0 = the profile's rates
+  frame_id (str)                       frame of the goal messages
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from sim_bridge import interface
+from sim_bridge.config import ConfigError
+from sim_bridge.profile import load_profile
+from sim_bridge.randomization import load_randomization
+from sim_bridge.session import SimSession
+
+MODES = ("realtime", "lockstep")
+READ_ONLY = ("robot_profile", "mode", "seed", "control_rate_hz", "physics_rate_hz")
+
+
+def _stamp(msg_stamp, seconds: float) -> None:
+    msg_stamp.sec = int(seconds)
+    msg_stamp.nanosec = int(round((seconds - int(seconds)) * 1e9)) % 1_000_000_000
+
+
+class SimBridgeNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim_bridge", **kwargs)
+        ro = ParameterDescriptor(read_only=True)
+        self.declare_parameter("robot_profile", "panda_like", ro)
+        self.declare_parameter("randomization_file", "default", ParameterDescriptor(
+            description="shipped randomization name or YAML path; applies at the next reset"))
+        self.declare_parameter("mode", "realtime", ro)
+        self.declare_parameter("seed", -1, ro)
+        self.declare_parameter("control_rate_hz", 0.0, ro)
+        self.declare_parameter("physics_rate_hz", 0.0, ro)
+        self.declare_parameter("frame_id", "base_link")
+
+        mode = self.get_parameter("mode").value
+        if mode not in MODES:
+            raise ConfigError(f"must be one of {list(MODES)}, got '{mode}'", field="mode")
+        self.mode = mode
+        profile = load_profile(self.get_parameter("robot_profile").value).with_rates(
+            self.get_parameter("control_rate_hz").value or None,
+            self.get_parameter("physics_rate_hz").value or None)
+        seed = self.get_parameter("seed").value
+        rand_name = self.get_parameter("randomization_file").value
+        session = SimSession(profile, load_randomization(rand_name), rand_name,
+                             seed=None if seed < 0 else int(seed))
+        self.session = session
+        self.profile = profile
+
+        self._state_pub = self.create_publisher(JointState, interface.JOINT_STATES, interface.STATE_QOS)
+        self._goal_pub = self.create_publisher(PointStamped, interface.CURRENT_GOAL, interface.LATCHED_QOS)
+        self._clock_pub = self.create_publisher(Clock, interface.CLOCK, 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
+        self.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, self._on_command, interface.COMMAND_QOS)
+        self.create_subscription(PointStamped, interface.GOAL, self._on_goal, interface.LATCHED_QOS)
+        self.create_service(Trigger, interface.RESET, self._on_reset)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._tick_times: deque[float] = deque(maxlen=max(10, int(profile.control_rate_hz * 2)))
+        self._last_log: dict[str, float] = {}
+        if mode == "realtime":
+            self.create_timer(profile.control_period_s, self._on_timer)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(
+            f"sim bridge up: robot '{profile.name}' ({profile.num_joints} joints), {mode} mode, "
+            f"{profile.control_rate_hz:g} Hz control over {profile.physics_rate_hz:g} Hz physics, "
+            f"randomization '{rand_name}' ({session.sim.randomizer.size} parameters)")
+        self._after_reset()
+
+    # --- callbacks ----------------------------------------------------------------------
+    def _on_timer(self) -> None:
+        self._step_and_publish()
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        result = self.session.submit_command(msg.data)
+        if not result.accepted:
+            self._log_throttled("reject", f"joint_commands rejected: {result.reason}")
+            return
+        if result.clipped:
+            self._log_throttled("clip", f"joint_commands {result.reason}")
+        if self.mode == "lockstep":
+            self._step_and_publish()
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        try:
+            self.session.set_goal([msg.point.x, msg.point.y, msg.point.z])
+        except ValueError as exc:
+            self.get_logger().warning(f"goal rejected: {exc}; kept {self.session.goal.tolist()}")
+            return
+        self._publish_goal()
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.session.reset()
+        self._after_reset()
+        response.success = True
+        response.message = (f"episode {self.session.counters.episodes}: goal "
+                            f"{np.round(self.session.goal, 3).tolist()}, randomization "
+                            f"'{self.session.randomization_name}'")
+        return response
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            if param.name in READ_ONLY:
+                return SetParametersResult(successful=False, reason=f"{param.name} is read-only; restart the node")
+            if param.name == "randomization_file":
+                try:
+                    self.session.request_randomization(param.value)
+                except ConfigError as exc:
+                    reason = f"rejected: {exc}; kept '{self.session.randomization_name}'"
+                    self.get_logger().error(f"randomization_file {reason}")
+                    return SetParametersResult(successful=False, reason=reason)
+                self.get_logger().info(f"randomization_file '{param.value}' accepted; applies at the next reset")
+        return SetParametersResult(successful=True)
+
+    # --- helpers ------------------------------------------------------------------------
+    def _step_and_publish(self) -> None:
+        ok = self.session.tick()
+        self._tick_times.append(time.monotonic())
+        if not ok:
+            self.get_logger().error(
+                f"physics blow-up (NaN or MuJoCo instability); reset to episode {self.session.counters.episodes}")
+            self._after_reset()
+            return
+        self._publish_state()
+
+    def _after_reset(self) -> None:
+        self._publish_goal()
+        self._publish_state()
+        self._publish_diagnostics()
+
+    def _publish_state(self) -> None:
+        s = self.session.joint_state()
+        msg = JointState()
+        _stamp(msg.header.stamp, s.sim_time_s)
+        msg.name = list(s.names)
+        msg.position = s.position_rad.tolist()
+        msg.velocity = s.velocity_rad_s.tolist()
+        msg.effort = s.effort_nm.tolist()
+        clock = Clock()
+        _stamp(clock.clock, s.sim_time_s)
+        self._clock_pub.publish(clock)
+        self._state_pub.publish(msg)
+
+    def _publish_goal(self) -> None:
+        msg = PointStamped()
+        _stamp(msg.header.stamp, self.session.clock_s)
+        msg.header.frame_id = self.get_parameter("frame_id").value
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.session.goal)
+        self._goal_pub.publish(msg)
+
+    def achieved_rate_hz(self) -> float:
+        if len(self._tick_times) < 2:
+            return 0.0
+        span = self._tick_times[-1] - self._tick_times[0]
+        return (len(self._tick_times) - 1) / span if span > 0 else 0.0
+
+    def _publish_diagnostics(self) -> None:
+        s, c = self.session, self.session.counters
+        dyn = DiagnosticStatus(name="sim_bridge: dynamics", hardware_id=self.profile.name,
+                               level=DiagnosticStatus.OK,
+                               message=f"episode {c.episodes}, randomization '{s.randomization_name}'")
+        dyn.values = [KeyValue(key=k, value=f"{v:.6g}") for k, v in s.sim.dynamics_dict().items()]
+        rate = self.achieved_rate_hz()
+        target = self.profile.control_rate_hz
+        slow = self.mode == "realtime" and len(self._tick_times) > 10 and rate < 0.9 * target
+        health = DiagnosticStatus(name="sim_bridge: health", hardware_id=self.profile.name,
+                                  level=DiagnosticStatus.WARN if slow else DiagnosticStatus.OK,
+                                  message=f"{self.mode}, {rate:.1f} Hz achieved (target {target:g} Hz)")
+        health.values = [KeyValue(key=k, value=str(v)) for k, v in (
+            ("mode", self.mode), ("target_rate_hz", f"{target:g}"), ("achieved_rate_hz", f"{rate:.2f}"),
+            ("control_steps", c.control_steps), ("episodes", c.episodes), ("blowups", c.blowups),
+            ("commands_accepted", c.commands_accepted), ("commands_rejected", c.commands_rejected),
+            ("commands_clipped", c.commands_clipped), ("last_rejection", c.last_rejection),
+            ("sim_time_s", f"{s.clock_s:.3f}"))]
+        msg = DiagnosticArray(status=[dyn, health])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+    def _log_throttled(self, key: str, text: str, period_s: float = 1.0) -> None:
+        now = time.monotonic()
+        if now - self._last_log.get(key, -1e9) >= period_s:
+            self._last_log[key] = now
+            self.get_logger().warning(text)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point for ``ros2 run sim_bridge sim_bridge_node`` and ``sim2real node sim_bridge``."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    try:
+        node = SimBridgeNode()
+    except ConfigError as exc:
+        print(f"sim_bridge: invalid configuration: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""What the sim bridge node does, without ROS: episodes, goals, command checks, stepping.
+
+:class:`SimSession` owns an :class:`~sim_bridge.simulator.ArmSimulator` and applies the
+bridge's rules: commands are validated (wrong length or non-finite -> rejected, the
+previous command stays in force; out of range -> clipped and counted); a new
+randomization file is validated at once and used from the next reset; a physics
+blow-up resets the episode instead of crashing. The ROS node is a thin shell over it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim_bridge.profile import RobotProfile
+from sim_bridge.randomization import DynamicsRandomizer, RandomizationSpec, load_randomization
+from sim_bridge.simulator import ArmSimulator
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    accepted: bool
+    clipped: bool = False
+    reason: str = ""
+
+
+@dataclass
+class SessionCounters:
+    commands_accepted: int = 0
+    commands_rejected: int = 0
+    commands_clipped: int = 0
+    control_steps: int = 0
+    episodes: int = 0
+    blowups: int = 0
+    last_rejection: str = ""
+
+
+@dataclass(frozen=True)
+class JointStateSample:
+    names: tuple[str, ...]
+    position_rad: np.ndarray
+    velocity_rad_s: np.ndarray
+    effort_nm: np.ndarray
+    sim_time_s: float
+
+
+@dataclass
+class SimSession:
+    profile: RobotProfile
+    randomization: RandomizationSpec
+    randomization_name: str = "default"
+    seed: int | None = None
+    counters: SessionCounters = field(default_factory=SessionCounters)
+
+    def __post_init__(self):
+        self.sim = ArmSimulator(self.profile, self.randomization, seed=self.seed)
+        self.rng = np.random.default_rng(self.seed)
+        self._pending: tuple[str, RandomizationSpec] | None = None
+        self.goal = np.zeros(3)
+        self.clock_s = 0.0  # monotonic sim time across episodes (what /clock shows)
+        self._last_command = self.profile.default_pose_rad.copy()
+        self._new_command = False
+        self.reset()
+
+    # --- configuration ------------------------------------------------------------------
+    def validate_randomization(self, name_or_path: str | os.PathLike) -> RandomizationSpec:
+        """Load and check a distribution file against this model; raises ConfigError."""
+        spec = load_randomization(name_or_path)
+        DynamicsRandomizer(spec, self.sim.model, self.profile, self.sim.nominal)
+        return spec
+
+    def request_randomization(self, name_or_path: str | os.PathLike) -> None:
+        """Validate now (raises ConfigError, nothing changes); use it from the next reset."""
+        self._pending = (os.fspath(name_or_path), self.validate_randomization(name_or_path))
+
+    # --- episodes -----------------------------------------------------------------------
+    def reset(self) -> dict[str, float]:
+        """New episode: pending randomization, new dynamics sample, new goal, default pose."""
+        if self._pending is not None:
+            self.randomization_name, self.randomization = self._pending
+            self.sim.set_randomization(self.randomization)
+            self._pending = None
+        self.sim.reset(seed=int(self.rng.integers(2**31)))
+        self.set_goal(self.rng.uniform(self.profile.reach_low_m, self.profile.reach_high_m))
+        self._last_command = self.sim.true_joint_positions()
+        self._new_command = False
+        self.counters.episodes += 1
+        return self.sim.dynamics_dict()
+
+    def set_goal(self, position_m) -> None:
+        goal = np.asarray(position_m, dtype=float)
+        if goal.shape != (3,) or not np.all(np.isfinite(goal)):
+            raise ValueError(f"goal must be 3 finite numbers (x, y, z in m), got {goal.tolist()}")
+        self.goal = goal
+        self.sim.set_target_marker(goal)
+
+    # --- commands and stepping ----------------------------------------------------------
+    def submit_command(self, values) -> CommandResult:
+        """Check a joint command (profile order, rad); it is used from the next tick."""
+        target = np.asarray(values, dtype=float)
+        names = list(self.profile.joint_names)
+        reason = ""
+        if target.shape != (len(names),):
+            reason = (f"expected {len(names)} values in joint order {names}, got {target.size}; "
+                      "kept the previous command")
+        elif not np.all(np.isfinite(target)):
+            bad = [names[i] for i in np.flatnonzero(~np.isfinite(target))]
+            reason = f"non-finite value for joint(s) {bad}; kept the previous command"
+        if reason:
+            self.counters.commands_rejected += 1
+            self.counters.last_rejection = reason
+            return CommandResult(False, reason=reason)
+        lower, upper = self.profile.position_lower_rad, self.profile.position_upper_rad
+        clipped = np.clip(target, lower, upper)
+        was_clipped = not np.array_equal(clipped, target)
+        if was_clipped:
+            self.counters.commands_clipped += 1
+        self.counters.commands_accepted += 1
+        self._last_command = clipped
+        self._new_command = True
+        out = [names[i] for i in np.flatnonzero(clipped != target)]
+        return CommandResult(True, clipped=was_clipped,
+                             reason=f"clipped to position limits for joint(s) {out}" if was_clipped else "")
+
+    @property
+    def last_command(self) -> np.ndarray:
+        """The joint targets in force (the last accepted command, or the reset pose)."""
+        return self._last_command.copy()
+
+    def tick(self) -> bool:
+        """One control period. On a physics blow-up the episode is reset; returns False."""
+        if self._new_command:
+            self.sim.command(self._last_command)
+            self._new_command = False
+        ok = self.sim.step()
+        self.counters.control_steps += 1
+        self.clock_s += self.profile.control_period_s
+        if not ok:
+            self.counters.blowups += 1
+            self.reset()
+        return ok
+
+    def joint_state(self) -> JointStateSample:
+        reading = self.sim.read()
+        effort = self.sim.actuator_efforts()
+        return JointStateSample(self.profile.joint_names, reading.position_rad, reading.velocity_rad_s,
+                                effort, self.clock_s)

@@ -1,0 +1,232 @@
+"""Simulator core: a MuJoCo arm stepped at the control rate, with randomized dynamics.
+
+No ROS and no task logic: the gymnasium env and the ROS node are thin shells over
+:class:`ArmSimulator`. One control step = ``profile.decimation`` physics steps (e.g.
+50 Hz control over 500 Hz physics). Commands are absolute joint position targets in
+the profile's joint order; they reach the actuators after the episode's sampled
+latency (in control steps, fractional values resolved to physics sub-steps) with the
+sampled action noise added. Observations carry the sampled observation noise.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from sim_bridge.config import ConfigError
+from sim_bridge.profile import RobotProfile
+from sim_bridge.randomization import (DynamicsRandomizer, EpisodeEffects, NominalModel,
+                                      RandomizationSpec)
+
+# Joint velocities above this (rad/s) are treated as a physics blow-up.
+BLOWUP_VELOCITY_RAD_S = 1.0e3
+
+
+
+@dataclass(frozen=True)
+class JointReading:
+    """Joint state as a sensor would report it (noise included), profile joint order."""
+
+    position_rad: np.ndarray
+    velocity_rad_s: np.ndarray
+
+
+def build_model(profile: RobotProfile) -> mujoco.MjModel:
+    """Compile the profile's MJCF and write the profile's gains and limits into it.
+
+    Raises ConfigError naming the profile field when a name does not exist in the MJCF.
+    """
+    try:
+        model = mujoco.MjModel.from_xml_path(str(profile.mjcf_path))
+    except ValueError as exc:  # MuJoCo's XML errors
+        raise ConfigError(f"MJCF failed to compile: {exc}", source=profile.source, field="mjcf") from None
+    model.opt.timestep = 1.0 / profile.physics_rate_hz
+    for j, (joint, actuator) in enumerate(zip(profile.joint_names, profile.actuator_names)):
+        jid = _name_to_id(model, mujoco.mjtObj.mjOBJ_JOINT, joint, profile, "joint_names")
+        if int(model.jnt_type[jid]) not in (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)):
+            raise ConfigError(f"joint '{joint}' must be a hinge or slide joint", source=profile.source,
+                              field="joint_names")
+        aid = _name_to_id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, actuator, profile, "actuator_names")
+        if model.actuator_trnid[aid, 0] != jid:
+            raise ConfigError(f"actuator '{actuator}' does not drive joint '{joint}'",
+                              source=profile.source, field="actuator_names")
+        # Position actuator: force = kp * ctrl - kp * q - kd * qdot, clipped to the effort limit.
+        model.actuator_gainprm[aid, 0] = profile.kp[j]
+        model.actuator_biasprm[aid, :3] = (0.0, -profile.kp[j], -profile.kd[j])
+        model.actuator_forcelimited[aid] = 1
+        model.actuator_forcerange[aid] = (-profile.effort_limit_nm[j], profile.effort_limit_nm[j])
+        model.actuator_ctrllimited[aid] = 1
+        model.actuator_ctrlrange[aid] = (profile.position_lower_rad[j], profile.position_upper_rad[j])
+        model.jnt_limited[jid] = 1
+        model.jnt_range[jid] = (profile.position_lower_rad[j], profile.position_upper_rad[j])
+    for link in profile.link_names:
+        _name_to_id(model, mujoco.mjtObj.mjOBJ_BODY, link, profile, "link_names")
+    _name_to_id(model, mujoco.mjtObj.mjOBJ_SITE, profile.end_effector_site, profile, "end_effector_site")
+    if profile.target_body is not None:
+        bid = _name_to_id(model, mujoco.mjtObj.mjOBJ_BODY, profile.target_body, profile, "target_body")
+        if model.body_mocapid[bid] < 0:
+            raise ConfigError(f"target body '{profile.target_body}' must be a mocap body",
+                              source=profile.source, field="target_body")
+    return model
+
+
+def _name_to_id(model, obj, name, profile, field) -> int:
+    idx = mujoco.mj_name2id(model, obj, name)
+    if idx < 0:
+        raise ConfigError(f"'{name}' not found in the MJCF {profile.mjcf_path.name}",
+                          source=profile.source, field=field)
+    return idx
+
+
+class ArmSimulator:
+    """A randomized MuJoCo arm stepped one control period at a time."""
+
+    def __init__(self, profile: RobotProfile, randomization: RandomizationSpec | None = None,
+                 seed: int | None = None):
+        self.profile = profile
+        self.model = build_model(profile)
+        self.data = mujoco.MjData(self.model)
+        self.nominal = NominalModel(self.model)
+        self.rng = np.random.default_rng(seed)
+        m = self.model
+        jids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j) for j in profile.joint_names]
+        self._qadr = np.array([m.jnt_qposadr[j] for j in jids])
+        self._dadr = np.array([m.jnt_dofadr[j] for j in jids])
+        self._act = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a)
+                              for a in profile.actuator_names])
+        self._ee_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, profile.end_effector_site)
+        self._mocap = (int(m.body_mocapid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, profile.target_body)])
+                       if profile.target_body else -1)
+        self.decimation = profile.decimation
+        self.randomizer = DynamicsRandomizer(randomization or RandomizationSpec(), m, profile, self.nominal)
+        self.dynamics = self.randomizer.nominal_values.copy()
+        self.effects = EpisodeEffects()
+        self._pending: deque[tuple[int, np.ndarray]] = deque()
+        self._latency_substeps = 0
+        self._substep = 0
+        self._warnings_seen = 0
+        self.control_steps = 0
+        self.blew_up = False
+        self.commands_clipped = 0
+        self.reset()
+
+    # --- configuration ------------------------------------------------------------------
+    def set_randomization(self, spec: RandomizationSpec) -> None:
+        """Validate ``spec`` against this model now; it takes effect at the next reset."""
+        self.randomizer = DynamicsRandomizer(spec, self.model, self.profile, self.nominal)
+
+    # --- episode ------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, dynamics: np.ndarray | None = None,
+              joint_pos: np.ndarray | None = None, randomize: bool = True) -> JointReading:
+        """Start an episode: new dynamics sample (or the given vector), arm at ``joint_pos``."""
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        if dynamics is not None:
+            values = np.asarray(dynamics, dtype=float)
+        elif randomize:
+            values = self.randomizer.sample(self.rng)
+        else:
+            values = self.randomizer.nominal_values.copy()
+        self.effects = self.randomizer.apply(self.model, values)
+        self.dynamics = values
+        # mj_setConst recomputes derived quantities (subtree masses, ...) for the new
+        # sample; it uses data as scratch space, so it runs before the state is set.
+        mujoco.mj_setConst(self.model, self.data)
+        mujoco.mj_resetData(self.model, self.data)
+        q0 = self.profile.default_pose_rad if joint_pos is None else np.asarray(joint_pos, dtype=float)
+        q0 = np.clip(q0, self.profile.position_lower_rad, self.profile.position_upper_rad)
+        self.data.qpos[self._qadr] = q0
+        self.data.ctrl[self._act] = q0
+        mujoco.mj_forward(self.model, self.data)
+        self._pending.clear()
+        self._latency_substeps = int(round(self.effects.action_latency_steps * self.decimation))
+        self._substep = 0
+        self._warnings_seen = self._warning_count()
+        self.control_steps = 0
+        self.blew_up = False
+        return self.read()
+
+    def command(self, joint_targets_rad: np.ndarray) -> None:
+        """Queue absolute joint position targets (profile order); clipped to the limits.
+
+        Raises ValueError for a wrong length or non-finite values (nothing is queued).
+        """
+        target = np.asarray(joint_targets_rad, dtype=float)
+        n = self.profile.num_joints
+        if target.shape != (n,):
+            raise ValueError(f"expected {n} joint targets in order {list(self.profile.joint_names)}, "
+                             f"got shape {target.shape}")
+        if not np.all(np.isfinite(target)):
+            raise ValueError(f"joint targets must be finite, got {target.tolist()}")
+        if self.effects.action_noise_std > 0:
+            target = target + self.rng.normal(0.0, self.effects.action_noise_std, n)
+        clipped = np.clip(target, self.profile.position_lower_rad, self.profile.position_upper_rad)
+        if not np.array_equal(clipped, target):
+            self.commands_clipped += 1
+        self._pending.append((self._substep + self._latency_substeps, clipped))
+
+    def step(self) -> bool:
+        """Advance one control period. Returns False (and sets ``blew_up``) on a physics blow-up."""
+        m, d = self.model, self.data
+        end = self._substep + self.decimation
+        while self._substep < end:
+            while self._pending and self._pending[0][0] <= self._substep:
+                d.ctrl[self._act] = self._pending.popleft()[1]
+            next_due = self._pending[0][0] if self._pending else end
+            n = max(1, min(end, next_due) - self._substep)
+            mujoco.mj_step(m, d, nstep=n)
+            self._substep += n
+        self.control_steps += 1
+        warnings = self._warning_count()
+        if (warnings != self._warnings_seen or not np.all(np.isfinite(d.qpos))
+                or np.abs(d.qvel).max(initial=0.0) > BLOWUP_VELOCITY_RAD_S):
+            self._warnings_seen = warnings
+            self.blew_up = True
+        return not self.blew_up
+
+    def _warning_count(self) -> int:
+        return int(sum(self.data.warning[w].number for w in
+                       (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQPOS,
+                        mujoco.mjtWarning.mjWARN_BADQVEL)))
+
+    # --- reading ------------------------------------------------------------------------
+    def read(self) -> JointReading:
+        """Joint positions and velocities with the episode's observation noise."""
+        q = self.data.qpos[self._qadr].copy()
+        qd = self.data.qvel[self._dadr].copy()
+        std = self.effects.obs_noise_std
+        if std["joint_pos"] > 0:
+            q += self.rng.normal(0.0, std["joint_pos"], q.shape)
+        if std["joint_vel"] > 0:
+            qd += self.rng.normal(0.0, std["joint_vel"], qd.shape)
+        return JointReading(q, qd)
+
+    def true_joint_positions(self) -> np.ndarray:
+        return self.data.qpos[self._qadr].copy()
+
+    def true_joint_velocities(self) -> np.ndarray:
+        return self.data.qvel[self._dadr].copy()
+
+    def applied_command(self) -> np.ndarray:
+        """The joint targets the actuators use right now (after latency)."""
+        return self.data.ctrl[self._act].copy()
+
+    def actuator_efforts(self) -> np.ndarray:
+        """Actuator torques (N m) of the last physics step, profile joint order."""
+        return self.data.actuator_force[self._act].copy()
+
+    def end_effector_position(self) -> np.ndarray:
+        return self.data.site_xpos[self._ee_site].copy()
+
+    def set_target_marker(self, position_m: np.ndarray) -> None:
+        if self._mocap >= 0:
+            self.data.mocap_pos[self._mocap] = position_m
+
+    @property
+    def time_s(self) -> float:
+        return float(self.data.time)
+
+    def dynamics_dict(self) -> dict[str, float]:
+        return self.randomizer.as_dict(self.dynamics)
