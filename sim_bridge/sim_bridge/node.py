@@ -18,6 +18,8 @@ Parameters:
                                        the old one kept; applies at the next reset
   mode (str, read-only)                "realtime": a timer steps at the control rate;
                                        "lockstep": one control step per command received
+                                       (the current state is republished every 0.1 s while
+                                       no command arrives, so a controller can start)
   seed (int, read-only)                -1 = random
   control_rate_hz, physics_rate_hz (float, read-only)  0 = the profile's rates
   frame_id (str)                       frame of the goal messages
@@ -46,12 +48,13 @@ from sim_bridge.randomization import load_randomization
 from sim_bridge.session import SimSession
 
 MODES = ("realtime", "lockstep")
+LOCKSTEP_IDLE_REPUBLISH_S = 0.1
 READ_ONLY = ("robot_profile", "mode", "seed", "control_rate_hz", "physics_rate_hz")
 
 
 def _stamp(msg_stamp, seconds: float) -> None:
-    msg_stamp.sec = int(seconds)
-    msg_stamp.nanosec = int(round((seconds - int(seconds)) * 1e9)) % 1_000_000_000
+    total_ns = int(round(seconds * 1e9))
+    msg_stamp.sec, msg_stamp.nanosec = divmod(total_ns, 1_000_000_000)
 
 
 class SimBridgeNode(Node):
@@ -94,6 +97,10 @@ class SimBridgeNode(Node):
         self._last_log: dict[str, float] = {}
         if mode == "realtime":
             self.create_timer(profile.control_period_s, self._on_timer)
+        else:
+            # Lockstep waits for a command, the controller for a state: republishing the
+            # current state while idle starts the loop and survives a lost message.
+            self.create_timer(LOCKSTEP_IDLE_REPUBLISH_S, self._on_lockstep_idle)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(
             f"sim bridge up: robot '{profile.name}' ({profile.num_joints} joints), {mode} mode, "
@@ -104,6 +111,11 @@ class SimBridgeNode(Node):
     # --- callbacks ----------------------------------------------------------------------
     def _on_timer(self) -> None:
         self._step_and_publish()
+
+    def _on_lockstep_idle(self) -> None:
+        last = self._tick_times[-1] if self._tick_times else 0.0
+        if time.monotonic() - last >= LOCKSTEP_IDLE_REPUBLISH_S:
+            self._publish_state()
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         result = self.session.submit_command(msg.data)

@@ -393,7 +393,12 @@ class DynamicsRandomizer:
         ids = np.array([self._target_id(param, kind.target, t, model, profile, field_name) for t in targets])
         nominal_values = [self._nominal_of(param, i, model) for i in ids]
         if param.shared:
-            value = _unchanged(param.operation, float(np.mean(nominal_values)))
+            if param.operation == "abs" and np.ptp(nominal_values) > 0:
+                raise ConfigError(
+                    f"shared 'abs' would give all targets one value, but their nominal values differ "
+                    f"({dict(zip(targets, np.round(nominal_values, 6).tolist()))}); use 'scale' or 'add', "
+                    "or drop 'shared'", source=self.spec.source, field=f"parameters.{param.name}.shared")
+            value = _unchanged(param.operation, float(nominal_values[0]))
             return [_Element(param.name, param, ids, value)]
         return [_Element(f"{param.name}/{t}", param, np.array([i]), _unchanged(param.operation, v))
                 for t, i, v in zip(targets, ids, nominal_values)]

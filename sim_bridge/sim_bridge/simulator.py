@@ -16,12 +16,15 @@ import mujoco
 import numpy as np
 
 from sim_bridge.config import ConfigError
+from sim_bridge.observations import clip
 from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import (DynamicsRandomizer, EpisodeEffects, NominalModel,
                                       RandomizationSpec)
 
 # Joint velocities above this (rad/s) are treated as a physics blow-up.
 BLOWUP_VELOCITY_RAD_S = 1.0e3
+_INSTABILITY_WARNINGS = np.array([int(mujoco.mjtWarning.mjWARN_BADQACC), int(mujoco.mjtWarning.mjWARN_BADQPOS),
+                                  int(mujoco.mjtWarning.mjWARN_BADQVEL)])
 
 
 
@@ -136,7 +139,7 @@ class ArmSimulator:
         mujoco.mj_setConst(self.model, self.data)
         mujoco.mj_resetData(self.model, self.data)
         q0 = self.profile.default_pose_rad if joint_pos is None else np.asarray(joint_pos, dtype=float)
-        q0 = np.clip(q0, self.profile.position_lower_rad, self.profile.position_upper_rad)
+        q0 = clip(q0, self.profile.position_lower_rad, self.profile.position_upper_rad)
         self.data.qpos[self._qadr] = q0
         self.data.ctrl[self._act] = q0
         mujoco.mj_forward(self.model, self.data)
@@ -162,8 +165,8 @@ class ArmSimulator:
             raise ValueError(f"joint targets must be finite, got {target.tolist()}")
         if self.effects.action_noise_std > 0:
             target = target + self.rng.normal(0.0, self.effects.action_noise_std, n)
-        clipped = np.clip(target, self.profile.position_lower_rad, self.profile.position_upper_rad)
-        if not np.array_equal(clipped, target):
+        clipped = clip(target, self.profile.position_lower_rad, self.profile.position_upper_rad)
+        if (clipped != target).any():
             self.commands_clipped += 1
         self._pending.append((self._substep + self._latency_substeps, clipped))
 
@@ -180,16 +183,16 @@ class ArmSimulator:
             self._substep += n
         self.control_steps += 1
         warnings = self._warning_count()
-        if (warnings != self._warnings_seen or not np.all(np.isfinite(d.qpos))
-                or np.abs(d.qvel).max(initial=0.0) > BLOWUP_VELOCITY_RAD_S):
+        # `not (x < limit)` is also true for NaN.
+        if (warnings != self._warnings_seen or not np.isfinite(d.qpos.sum())
+                or not np.abs(d.qvel).max(initial=0.0) < BLOWUP_VELOCITY_RAD_S):
             self._warnings_seen = warnings
             self.blew_up = True
         return not self.blew_up
 
     def _warning_count(self) -> int:
-        return int(sum(self.data.warning[w].number for w in
-                       (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQPOS,
-                        mujoco.mjtWarning.mjWARN_BADQVEL)))
+        """How often MuJoCo flagged bad accelerations, positions or velocities (and reset)."""
+        return int(self.data.warning.number[_INSTABILITY_WARNINGS].sum())
 
     # --- reading ------------------------------------------------------------------------
     def read(self) -> JointReading:

@@ -23,12 +23,13 @@ Info (privileged, for an asymmetric critic; never part of the observation)
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from sim_bridge.observations import action_to_joint_targets, build_observation, observation_size
+from sim_bridge.observations import action_to_joint_targets, build_observation, clip, observation_size
 from sim_bridge.profile import RobotProfile, load_profile
 from sim_bridge.randomization import RandomizationSpec, load_randomization
 from sim_bridge.simulator import ArmSimulator
@@ -64,6 +65,7 @@ class ReachEnv(gym.Env):
         self._prev_action = np.zeros(n)
         self._target = np.zeros(3)
         self._reading = None
+        self._dynamics = self.sim.dynamics.astype(np.float32)
         self._steps = 0
         self._held = 0
 
@@ -87,12 +89,13 @@ class ReachEnv(gym.Env):
                                        joint_pos=start)
         self.sim.set_target_marker(self._target)
         self._prev_action = np.zeros(p.num_joints)
+        self._dynamics = self.sim.dynamics.astype(np.float32)  # privileged state, fixed per episode
         self._steps = 0
         self._held = 0
         return self._observation(), self._info(self._distance(), blowup=False)
 
     def step(self, action):
-        a = np.clip(np.asarray(action, dtype=float), -1.0, 1.0)
+        a = clip(np.asarray(action, dtype=float), -1.0, 1.0)
         p = self.profile
         targets = action_to_joint_targets(a, self._reading.position_rad, self.action_scale_rad,
                                           p.position_lower_rad, p.position_upper_rad)
@@ -107,14 +110,15 @@ class ReachEnv(gym.Env):
         dist = self._distance()
         inside = dist < self.success_radius_m
         self._held = self._held + 1 if inside else 0
-        reward = -dist + self.success_bonus * inside - self.action_cost * float(np.mean(a * a))
+        reward = -dist + self.success_bonus * inside - self.action_cost * float(a @ a) / a.size
         terminated = self._held >= self.success_hold_steps
         truncated = self._steps >= self.max_episode_steps and not terminated
         return self._observation(), float(reward), terminated, truncated, self._info(dist, blowup=False)
 
     # --- helpers --------------------------------------------------------------------------
     def _distance(self) -> float:
-        return float(np.linalg.norm(self.sim.end_effector_position() - self._target))
+        delta = self.sim.end_effector_position() - self._target
+        return math.sqrt(float(delta @ delta))
 
     def _observation(self) -> np.ndarray:
         r = self._reading
@@ -122,7 +126,7 @@ class ReachEnv(gym.Env):
 
     def _info(self, dist: float, *, blowup: bool) -> dict[str, Any]:
         return {
-            "dynamics": self.sim.dynamics.astype(np.float32),
+            "dynamics": self._dynamics,
             "target_pos": self._target.copy(),
             "ee_pos": self.sim.end_effector_position(),
             "distance": dist,

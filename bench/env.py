@@ -1,0 +1,118 @@
+"""Benchmark: Sim2Real/Reach-v0 throughput against a bare MuJoCo loop, and vectorized scaling.
+
+Run as ``sim2real bench env`` (or ``python bench/env.py``). In one run it measures
+
+1. baseline: a bare loop over the same compiled model that sets ``ctrl`` and calls
+   ``mujoco.mj_step(model, data, nstep=decimation)`` once per control step (the cheapest
+   way to advance MuJoCo by the same physics sub-steps, no Python per sub-step);
+2. the env with the full default randomization (resets included, random actions);
+3. the vectorized env (``VectorReachEnv``) with 1 worker process and with 2.
+
+It prints env steps/s and the ratios. Targets (issue 2): overhead ratio baseline/env
+<= 1.5x; 2-worker throughput >= 1.7x one worker. The numbers depend on the machine and
+on what else runs; the ratios are the point.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+
+def bare_loop_steps_per_s(model: mujoco.MjModel, decimation: int, seconds: float, ctrl_low, ctrl_high) -> float:
+    data = mujoco.MjData(model)
+    rng = np.random.default_rng(0)
+    targets = rng.uniform(ctrl_low, ctrl_high, (1000, model.nu))
+    steps = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for k in range(100):
+            data.ctrl[:] = targets[(steps + k) % 1000]
+            mujoco.mj_step(model, data, nstep=decimation)
+        steps += 100
+    return steps / (time.perf_counter() - start)
+
+
+def env_steps_per_s(env, seconds: float) -> float:
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (1000,) + env.action_space.shape).astype(np.float32)
+    env.reset(seed=0)
+    steps = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for k in range(100):
+            _, _, term, trunc, _ = env.step(actions[(steps + k) % 1000])
+            if term or trunc:
+                env.reset()
+        steps += 100
+    return steps / (time.perf_counter() - start)
+
+
+def vector_steps_per_s(num_envs: int, num_workers: int, seconds: float) -> float:
+    from sim_bridge.envs.vector import VectorReachEnv
+
+    with VectorReachEnv(num_envs, num_workers) as venv:
+        rng = np.random.default_rng(0)
+        actions = rng.uniform(-1, 1, (16, num_envs) + venv.single_action_space.shape).astype(np.float32)
+        venv.reset(seed=0)
+        for k in range(20):  # warm-up
+            venv.step(actions[k % 16])
+        steps = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            venv.step(actions[steps % 16])
+            steps += 1
+        return steps * num_envs / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per variant")
+    parser.add_argument("--num-envs", type=int, default=16, help="envs in the vectorized runs")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; the best of each is kept")
+    parser.add_argument("--json", type=Path, help="write the results as JSON")
+    args = parser.parse_args(argv)
+
+    import gymnasium as gym
+
+    import sim_bridge  # noqa: F401  (registers the env)
+    env = gym.make("Sim2Real/Reach-v0", randomization="default", disable_env_checker=True).unwrapped
+    profile = env.profile
+    from sim_bridge.simulator import build_model
+    bare_model = build_model(profile)
+
+    bare, single = [], []
+    for _ in range(args.repeats):  # alternate so drifts in machine load hit both alike
+        bare.append(bare_loop_steps_per_s(bare_model, profile.decimation, args.seconds,
+                                          profile.position_lower_rad, profile.position_upper_rad))
+        single.append(env_steps_per_s(env, args.seconds))
+    bare_best, env_best = max(bare), max(single)
+    overhead = bare_best / env_best
+    print(f"bare mj_step loop ({profile.decimation} sub-steps/step): {bare_best:9.0f} steps/s")
+    print(f"Reach-v0, default randomization:          {env_best:9.0f} steps/s")
+    print(f"overhead ratio (bare / env):              {overhead:9.2f}x   (target <= 1.5x)")
+
+    one, two = [], []
+    for _ in range(args.repeats):
+        one.append(vector_steps_per_s(args.num_envs, 1, args.seconds))
+        two.append(vector_steps_per_s(args.num_envs, 2, args.seconds))
+    scaling = max(two) / max(one)
+    print(f"vector env, {args.num_envs} envs, 1 worker:          {max(one):9.0f} steps/s")
+    print(f"vector env, {args.num_envs} envs, 2 workers:         {max(two):9.0f} steps/s")
+    print(f"vectorized scaling (2 workers / 1):       {scaling:9.2f}x   (target >= 1.7x)")
+    results = {"bare_steps_per_s": bare_best, "env_steps_per_s": env_best, "overhead_ratio": overhead,
+               "vector_1_worker_steps_per_s": max(one), "vector_2_workers_steps_per_s": max(two),
+               "vector_scaling": scaling, "num_envs": args.num_envs, "decimation": profile.decimation,
+               "raw": {"bare": bare, "env": single, "vector_1": one, "vector_2": two}}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,269 @@
+"""The sim bridge node with real rclpy and DDS (in-process executor, plus one multi-process run)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PointStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from sim_bridge import interface  # noqa: E402
+from sim_bridge.node import SimBridgeNode  # noqa: E402
+
+pytestmark = pytest.mark.ros
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+class Graph:
+    """A sim bridge node plus a probe node that records what the bridge publishes."""
+
+    def __init__(self, **params):
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        self.bridge = SimBridgeNode(parameter_overrides=overrides)
+        self.probe = rclpy.create_node("probe")
+        self.states: list[tuple[float, JointState]] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.goals: list[PointStamped] = []
+        self.probe.create_subscription(JointState, interface.JOINT_STATES,
+                                       lambda m: self.states.append((time.monotonic(), m)), interface.STATE_QOS)
+        self.probe.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self.diagnostics.append,
+                                       interface.DIAGNOSTICS_QOS)
+        self.probe.create_subscription(PointStamped, interface.CURRENT_GOAL, self.goals.append,
+                                       interface.LATCHED_QOS)
+        self.commands = self.probe.create_publisher(Float64MultiArray, interface.JOINT_COMMANDS,
+                                                    interface.COMMAND_QOS)
+        self.goal_pub = self.probe.create_publisher(PointStamped, interface.GOAL, interface.LATCHED_QOS)
+        self.reset_client = self.probe.create_client(Trigger, interface.RESET)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.bridge)
+        self.executor.add_node(self.probe)
+
+    def spin(self, seconds: float, until=None) -> bool:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.005)
+            if until is not None and until():
+                return True
+        return until is None
+
+    def command(self, values) -> None:
+        self.commands.publish(Float64MultiArray(data=[float(v) for v in values]))
+
+    def reset(self) -> Trigger.Response:
+        assert self.reset_client.wait_for_service(timeout_sec=5.0)
+        future = self.reset_client.call_async(Trigger.Request())
+        assert self.spin(5.0, until=future.done), "reset service did not answer"
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.bridge.destroy_node()
+        self.probe.destroy_node()
+
+
+@pytest.fixture
+def graph_factory():
+    graphs = []
+
+    def make(**params):
+        graph = Graph(**params)
+        graphs.append(graph)
+        return graph
+
+    yield make
+    for graph in graphs:
+        graph.close()
+
+
+def test_publishes_joint_state_at_configured_rate(graph_factory):
+    g = graph_factory(control_rate_hz=100.0, physics_rate_hz=500.0, seed=1)
+    assert g.spin(5.0, until=lambda: len(g.states) > 5), "no joint_states received"
+    g.states.clear()
+    g.spin(3.0)
+    times = np.array([t for t, _ in g.states])
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert rate == pytest.approx(100.0, rel=0.05), f"received {rate:.1f} Hz, configured 100 Hz"
+    msg = g.states[-1][1]
+    assert list(msg.name) == [f"joint{i}" for i in range(1, 8)]
+    assert len(msg.position) == len(msg.velocity) == len(msg.effort) == 7
+    stamps = np.array([m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for _, m in g.states])
+    assert np.allclose(np.diff(stamps), 0.01, atol=1e-6), "stamps must advance one control period (sim time)"
+
+
+def test_command_moves_the_arm_in_lockstep(graph_factory):
+    g = graph_factory(mode="lockstep", seed=2, randomization_file="none")
+    assert g.spin(5.0, until=lambda: len(g.states) > 0), "lockstep bridge publishes the reset state"
+    q0 = np.array(g.states[-1][1].position)
+    target = q0.copy()
+    target[0] += 0.3
+    for _ in range(50):  # each command advances the sim one control step
+        n = len(g.states)
+        g.command(target)
+        assert g.spin(2.0, until=lambda: len(g.states) > n), "no state after a lockstep command"
+    q = np.array(g.states[-1][1].position)
+    assert q[0] - q0[0] == pytest.approx(0.3, abs=0.03), f"joint1 moved {q[0] - q0[0]:.3f} rad toward +0.3"
+    assert np.allclose(q[1:], q0[1:], atol=0.05)
+
+
+def test_reset_resamples_dynamics_and_goal(graph_factory):
+    g = graph_factory(seed=3)
+    g.spin(1.5, until=lambda: len(g.diagnostics) > 0 and len(g.goals) > 0)
+    before = g.bridge.session.sim.dynamics.copy()
+    goal_before = g.bridge.session.goal.copy()
+    response = g.reset()
+    assert response.success and "episode 2" in response.message
+    after = g.bridge.session.sim.dynamics
+    assert not np.allclose(before, after), "reset must draw a new dynamics sample"
+    assert not np.allclose(goal_before, g.bridge.session.goal)
+    assert g.spin(3.0, until=lambda: any(
+        s.name == "sim_bridge: dynamics" and "episode 2" in s.message for d in g.diagnostics for s in d.status))
+    status = [s for d in g.diagnostics for s in d.status if "episode 2" in s.message][-1]
+    values = {kv.key: float(kv.value) for kv in status.values}
+    assert set(values) == set(g.bridge.session.sim.randomizer.names)
+    assert values["body_mass/link3"] == pytest.approx(g.bridge.session.sim.dynamics_dict()["body_mass/link3"],
+                                                      rel=1e-5)
+    assert g.spin(2.0, until=lambda: np.allclose(
+        [g.goals[-1].point.x, g.goals[-1].point.y, g.goals[-1].point.z], g.bridge.session.goal))
+
+
+def test_invalid_randomization_file_is_rejected_and_old_kept(graph_factory, tmp_path):
+    g = graph_factory(seed=4)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("randomization_version: 1\nparameters:\n  body_mass: {operation: scale, distribution: "
+                   "uniform, low: 2.0, high: 1.0}\n")
+    result = g.bridge.set_parameters([Parameter("randomization_file", value=str(bad))])[0]
+    assert not result.successful
+    assert "parameters.body_mass.high" in result.reason and "kept 'default'" in result.reason
+    assert g.bridge.get_parameter("randomization_file").value == "default"
+    g.reset()
+    assert g.bridge.session.randomization_name == "default"
+    assert g.bridge.session.sim.randomizer.size > 0
+
+    unknown_body = tmp_path / "unknown_body.yaml"
+    unknown_body.write_text("randomization_version: 1\nparameters:\n  body_mass: {targets: [no_such_link], "
+                            "operation: scale, distribution: uniform, low: 0.5, high: 1.5}\n")
+    result = g.bridge.set_parameters([Parameter("randomization_file", value=str(unknown_body))])[0]
+    assert not result.successful and "no_such_link" in result.reason
+
+    result = g.bridge.set_parameters([Parameter("randomization_file", value="none")])[0]
+    assert result.successful
+    assert g.bridge.session.randomization_name == "default", "a new file applies at the next reset"
+    g.reset()
+    assert g.bridge.session.randomization_name == "none"
+    assert g.bridge.session.sim.randomizer.size == 0
+    assert g.spin(2.0, until=lambda: len(g.states) > 3), "node keeps publishing"
+
+
+def test_bad_commands_are_rejected_and_the_node_keeps_running(graph_factory):
+    g = graph_factory(seed=5, mode="lockstep", randomization_file="none")
+    g.spin(2.0, until=lambda: len(g.states) > 0)
+    counters = g.bridge.session.counters
+    g.command([0.1, 0.2])  # wrong length
+    assert g.spin(2.0, until=lambda: counters.commands_rejected == 1)
+    assert "expected 7 values" in counters.last_rejection
+    g.command([float("nan")] * 7)
+    assert g.spin(2.0, until=lambda: counters.commands_rejected == 2)
+    assert "non-finite" in counters.last_rejection
+    held = g.bridge.session.last_command
+    assert np.all(np.isfinite(held))
+    g.command([10.0] * 7)  # out of range: clipped to limits, accepted
+    assert g.spin(2.0, until=lambda: counters.commands_clipped == 1)
+    assert np.all(g.bridge.session.last_command <= g.bridge.profile.position_upper_rad)
+    n = len(g.states)
+    g.command(held)
+    assert g.spin(2.0, until=lambda: len(g.states) > n), "node still steps after bad input"
+
+
+def test_goal_topic_sets_target_and_bad_goal_is_rejected(graph_factory):
+    g = graph_factory(seed=6)
+    g.spin(1.0, until=lambda: len(g.goals) > 0)
+    msg = PointStamped()
+    msg.point.x, msg.point.y, msg.point.z = 0.5, 0.1, 0.3
+    g.goal_pub.publish(msg)
+    assert g.spin(3.0, until=lambda: np.allclose(g.bridge.session.goal, [0.5, 0.1, 0.3]))
+    msg.point.x = float("nan")
+    g.goal_pub.publish(msg)
+    g.spin(0.5)
+    assert np.allclose(g.bridge.session.goal, [0.5, 0.1, 0.3]), "a NaN goal must be rejected"
+
+
+def test_physics_blowup_resets_instead_of_crashing(graph_factory):
+    g = graph_factory(seed=7)
+    g.spin(1.0, until=lambda: len(g.states) > 2)
+    episodes = g.bridge.session.counters.episodes
+    g.bridge.session.sim.data.qvel[:] = np.nan
+    assert g.spin(3.0, until=lambda: g.bridge.session.counters.blowups == 1)
+    assert g.bridge.session.counters.episodes == episodes + 1
+    n = len(g.states)
+    assert g.spin(2.0, until=lambda: len(g.states) > n + 5)
+    assert np.all(np.isfinite(g.states[-1][1].position))
+
+
+def test_read_only_parameters_cannot_change(graph_factory):
+    g = graph_factory(seed=8)
+    result = g.bridge.set_parameters([Parameter("mode", value="lockstep")])[0]
+    assert not result.successful and "read-only" in result.reason
+
+
+@pytest.mark.slow
+def test_node_runs_as_a_process_from_a_params_file():
+    """`sim2real node sim_bridge --ros-args --params-file ...` in its own process, driven from here."""
+    exe = Path(sys.executable).with_name("sim2real")
+    cmd = [str(exe), "node", "sim_bridge", "--ros-args", "--params-file",
+           str(REPO / "launch/config/sim_bridge.yaml"), "-p", "mode:=lockstep", "-p", "seed:=11"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ))
+    node = rclpy.create_node("external_probe")
+    states = []
+    node.create_subscription(JointState, interface.JOINT_STATES, states.append, interface.STATE_QOS)
+    pub = node.create_publisher(Float64MultiArray, interface.JOINT_COMMANDS, interface.COMMAND_QOS)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and proc.poll() is None:
+            if pub.get_subscription_count() > 0:
+                break
+            executor.spin_once(timeout_sec=0.05)
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+        q[0] = 0.2
+        for _ in range(60):
+            n = len(states)
+            pub.publish(Float64MultiArray(data=q.tolist()))
+            end = time.monotonic() + 2.0
+            while len(states) == n and time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.01)
+        assert states, "no joint_states from the node process"
+        assert states[-1].position[0] > 0.1, f"joint1 at {states[-1].position[0]:.3f}, commanded 0.2"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        executor.shutdown()
+        node.destroy_node()
+    assert proc.returncode == 0, f"exit code {proc.returncode}:\n{out[-2000:]}"
+    assert "sim bridge up" in out and "lockstep mode" in out
