@@ -37,7 +37,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 # Python packages that have no apt package (mujoco, gymnasium, onnxruntime,
-# rosbags; scipy from pip for the pinned version) go into a virtual environment
+# rosbags, matplotlib; scipy from pip for the pinned version) go into a virtual environment
 # created WITH --system-site-packages, instead of `pip install
 # --break-system-packages` into the system interpreter:
 #  * pip never modifies or removes apt-owned files (with
@@ -58,7 +58,7 @@ RUN python3 -m venv --system-site-packages "${VIRTUAL_ENV}"
 ENV PATH="${VIRTUAL_ENV}/bin:${PATH}"
 
 COPY requirements/runtime.txt /tmp/requirements/runtime.txt
-RUN grep -E '^(mujoco|gymnasium|onnxruntime|rosbags|scipy)==' /tmp/requirements/runtime.txt \
+RUN grep -E '^(mujoco|gymnasium|onnxruntime|rosbags|scipy|matplotlib)==' /tmp/requirements/runtime.txt \
         > /tmp/requirements/docker.txt \
  && python3 -c 'import numpy, yaml; print(f"numpy=={numpy.__version__}"); print(f"pyyaml=={yaml.__version__}")' \
         > /tmp/requirements/constraints.txt \
