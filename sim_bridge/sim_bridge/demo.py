@@ -53,9 +53,11 @@ class EpisodeResult:
     dynamics: dict[str, float]
 
 
-# Parameter groups shown in the one-line episode summary (all are in the JSON output).
-SUMMARY_GROUPS = {"body_mass": "mass x", "joint_damping": "damping x", "actuator_kp": "kp x",
-                  "joint_frictionloss": "stiction +", "action_latency": "latency ", "gravity": "gravity +"}
+# Parameter groups shown in the one-line episode summary (all are in the JSON output):
+# label, number format ("x" = scale factor, "+" = offset), unit suffix.
+SUMMARY_GROUPS = {"body_mass": ("mass", "x{:.2f}", ""), "joint_damping": ("damping", "x{:.2f}", ""),
+                  "actuator_kp": ("kp", "x{:.2f}", ""), "joint_frictionloss": ("stiction", "{:+.2f}", " Nm"),
+                  "action_latency": ("latency", "{:.2f}", " steps"), "gravity": ("gravity", "{:+.2f}", " m/s^2")}
 
 
 def summarize_dynamics(dynamics: dict[str, float]) -> str:
@@ -64,20 +66,63 @@ def summarize_dynamics(dynamics: dict[str, float]) -> str:
     for name, value in dynamics.items():
         groups.setdefault(name.split("/")[0], []).append(value)
     parts = []
-    for name, label in SUMMARY_GROUPS.items():
+    for name, (label, fmt, unit) in SUMMARY_GROUPS.items():
         values = groups.pop(name, None)
         if values is None:
             continue
-        text = f"{values[0]:.2f}" if len(values) == 1 else f"{min(values):.2f}..{max(values):.2f}"
-        parts.append(label + text + (" steps" if name == "action_latency" else ""))
+        text = fmt.format(values[0]) if len(values) == 1 else \
+            f"{fmt.format(min(values))}..{fmt.format(max(values))}"
+        parts.append(f"{label} {text}{unit}")
     if groups:
         parts.append(f"+{len(groups)} more groups")
     return ", ".join(parts) if parts else "nominal"
 
 
+class EpisodeRecorder:
+    """Records every control step of one episode (called in the sim's stepping thread)."""
+
+    def __init__(self, control_period_s: float, episode_s: float):
+        self.period = control_period_s
+        self.max_steps = int(round(episode_s / control_period_s))
+        self.done = threading.Event()
+        self.done.set()
+        self._episode = -1
+
+    def arm(self, episode: int) -> None:
+        """Record the steps of session episode number ``episode`` (the next reset's)."""
+        self.trace = EpisodeTrace()
+        self.reached_at: float | None = None
+        self.dynamics: dict[str, float] = {}
+        self._held = 0
+        self._episode = episode
+        self.done.clear()
+
+    def on_tick(self, session) -> None:
+        if self.done.is_set():
+            return
+        if session.counters.episodes != self._episode:
+            if self.trace.time_s:  # the episode was reset under us (e.g. a physics blow-up)
+                self.done.set()
+            return
+        if not self.dynamics:
+            self.dynamics = session.sim.dynamics_dict()
+        t = len(self.trace.time_s) * self.period + self.period
+        dist = float(np.linalg.norm(session.sim.end_effector_position() - session.goal))
+        self.trace.time_s.append(t)
+        self.trace.distance_m.append(dist)
+        self.trace.joint_pos.append(session.sim.true_joint_positions().tolist())
+        self.trace.command.append(session.last_command.tolist())
+        self._held = self._held + 1 if dist < SUCCESS_RADIUS_M else 0
+        if self._held >= SUCCESS_HOLD_STEPS:
+            self.reached_at = t - (SUCCESS_HOLD_STEPS - 1) * self.period
+            self.done.set()
+        elif len(self.trace.time_s) >= self.max_steps:
+            self.done.set()
+
+
 def run_sim(args) -> int:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
 
@@ -92,53 +137,44 @@ def run_sim(args) -> int:
         Parameter("mode", value=args.mode), Parameter("seed", value=args.seed)])
     controller = ScriptedReachNode(bridge.profile)
     client = controller.create_client(Trigger, interface.RESET)
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()
     executor.add_node(bridge)
     executor.add_node(controller)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     session = bridge.session
-    period = bridge.profile.control_period_s
+    recorder = EpisodeRecorder(bridge.profile.control_period_s, args.episode_s)
+    session.tick_observers.append(recorder.on_tick)
     results, traces = [], []
     try:
         client.wait_for_service(timeout_sec=10.0)
         print(f"sim2real sim: {args.episodes} episode(s), robot '{bridge.profile.name}', "
               f"randomization '{args.randomization}', {args.mode} mode, scripted reach controller")
         for ep in range(1, args.episodes + 1):
-            future = client.call_async(Trigger.Request())
-            while not future.done():
-                time.sleep(0.005)
             controller.reset()
-            trace = EpisodeTrace()
-            start_clock = session.clock_s
-            held, reached_at = 0, None
-            last_step = session.counters.control_steps
-            deadline = time.monotonic() + args.episode_s * 5 + 10
-            while session.clock_s - start_clock < args.episode_s and time.monotonic() < deadline:
-                if session.counters.control_steps == last_step:
-                    time.sleep(period / 10)
-                    continue
-                last_step = session.counters.control_steps
-                t = session.clock_s - start_clock
-                dist = float(np.linalg.norm(session.sim.end_effector_position() - session.goal))
-                trace.time_s.append(t)
-                trace.distance_m.append(dist)
-                trace.joint_pos.append(session.sim.true_joint_positions().tolist())
-                trace.command.append(session.last_command.tolist())
-                held = held + 1 if dist < SUCCESS_RADIUS_M else 0
-                if held >= SUCCESS_HOLD_STEPS:
-                    reached_at = t - (SUCCESS_HOLD_STEPS - 1) * period
-                    break
+            recorder.arm(session.counters.episodes + 1)
+            future = client.call_async(Trigger.Request())
+            # Generous wall-clock guard: realtime runs 1x, lockstep faster.
+            if not recorder.done.wait(timeout=args.episode_s * 5 + 10):
+                print(f"episode {ep}: no progress from the sim bridge; stopping", flush=True)
+                break
+            end = time.monotonic() + 5.0
+            while not future.done() and time.monotonic() < end:  # the reply may trail the first steps
+                time.sleep(0.001)
+            trace = recorder.trace
             final = trace.distance_m[-1] if trace.distance_m else float("nan")
-            result = EpisodeResult(ep, reached_at is not None, reached_at, final, session.sim.dynamics_dict())
+            result = EpisodeResult(ep, recorder.reached_at is not None, recorder.reached_at, final,
+                                   recorder.dynamics)
             results.append(result)
             traces.append(trace)
             status = "success" if result.success else "FAILED "
-            ttg = f"{reached_at:5.2f} s" if reached_at is not None else "   -   "
+            ttg = f"{result.time_to_goal_s:5.2f} s" if result.success else "   -   "
             print(f"episode {ep}/{args.episodes}  {status}  time to goal {ttg}  final error "
                   f"{100 * final:5.2f} cm  dynamics: {summarize_dynamics(result.dynamics)}", flush=True)
     finally:
-        executor.shutdown(timeout_sec=1.0)
+        session.tick_observers.remove(recorder.on_tick)
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=2.0)
         bridge.destroy_node()
         controller.destroy_node()
         rclpy.try_shutdown()

@@ -54,6 +54,9 @@ class SimSession:
     counters: SessionCounters = field(default_factory=SessionCounters)
 
     def __post_init__(self):
+        # Called after every control step with the session (in the stepping thread);
+        # lets a recorder see every step, whatever the mode.
+        self.tick_observers: list = []
         self.sim = ArmSimulator(self.profile, self.randomization, seed=self.seed)
         self.rng = np.random.default_rng(self.seed)
         self._pending: tuple[str, RandomizationSpec] | None = None
@@ -136,7 +139,10 @@ class SimSession:
         ok = self.sim.step()
         self.counters.control_steps += 1
         self.clock_s += self.profile.control_period_s
-        if not ok:
+        if ok:
+            for observer in self.tick_observers:
+                observer(self)
+        else:
             self.counters.blowups += 1
             self.reset()
         return ok

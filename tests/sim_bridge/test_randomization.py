@@ -221,19 +221,27 @@ def test_apply_twice_equals_apply_once(profile, model):
     np.testing.assert_array_equal(twice["opt.gravity"], once["opt.gravity"])
 
 
-def test_shared_abs_nominal_vector_restores_nominal_model(profile, model):
-    """nominal_values must mean 'unchanged' for every element, also for shared 'abs' parameters.
-
-    A shared abs element gets one value for all its targets; its nominal value is the mean of
-    the targets' nominal values, which differs from each target's own nominal value.
-    """
+def test_shared_abs_with_differing_nominals_is_rejected(profile, model):
+    """A shared 'abs' element gives all targets one value; no single value means 'unchanged'
+    when the targets' nominal values differ, so the file is rejected (naming the field)."""
     spec = spec_of({"body_mass": {"shared": True, "targets": ["link1", "link2"], "operation": "abs",
                                   "distribution": "uniform", "low": 0.1, "high": 6.0}})
+    with pytest.raises(ConfigError, match=r"parameters\.body_mass\.shared"):
+        DynamicsRandomizer(spec, model, profile)
+
+
+def test_shared_abs_nominal_vector_restores_nominal_model(profile, model):
+    """nominal_values must mean 'unchanged' for every element, also for shared 'abs' parameters."""
+    spec = spec_of({"geom_friction": {"shared": True, "operation": "abs",  # all geoms: friction 1.0
+                                      "distribution": "uniform", "low": 0.1, "high": 2.0}})
     r = DynamicsRandomizer(spec, model, profile)
-    before = model.body_mass.copy()
+    assert r.names == ("geom_friction",)
+    before = model.geom_friction.copy()
+    r.apply(model, np.array([0.4]))
+    assert not np.array_equal(model.geom_friction, before)
     r.apply(model, r.nominal_values)
-    np.testing.assert_array_equal(model.body_mass, before,
-                                  err_msg="applying nominal_values of a shared abs parameter changed the masses")
+    np.testing.assert_array_equal(model.geom_friction, before,
+                                  err_msg="applying nominal_values of a shared abs parameter changed the model")
 
 
 # --- joint Gaussian ---------------------------------------------------------------------
