@@ -50,6 +50,20 @@ def resolve_path(value: str | os.PathLike, *, relative_to: Path | None = None) -
     return path
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping; errors name the file."""
     path = Path(path)
@@ -60,7 +74,7 @@ def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read file ({exc.strerror})", source=path) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML ({exc})", source=path) from None
     if not isinstance(data, dict):
@@ -134,6 +148,12 @@ class FieldReader:
             raise self.error(key, f"expected a finite number, got {value!r}")
         if positive and value <= 0:
             raise self.error(key, f"must be > 0, got {value}")
+        return value
+
+    def integer(self, key: str, default: Any = ...) -> int:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(key, f"expected an integer, got {value!r}")
         return value
 
     def numbers(self, key: str, length: int | None = None, default: Any = ...) -> list[float]:

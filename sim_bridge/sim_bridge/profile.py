@@ -93,7 +93,7 @@ def load_profile(path_or_name: str | os.PathLike = DEFAULT_PROFILE) -> RobotProf
 
 def parse_profile(data: dict, *, source: Path | None = None) -> RobotProfile:
     r = FieldReader(data, source=source)
-    version = int(r.number("profile_version", PROFILE_VERSION))
+    version = r.integer("profile_version", PROFILE_VERSION)
     if version != PROFILE_VERSION:
         raise r.error("profile_version", f"unsupported version {version}; this stack reads {PROFILE_VERSION}")
     name = r.str("name")

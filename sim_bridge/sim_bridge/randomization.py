@@ -146,9 +146,9 @@ class JointGaussian:
                 "cov": [[float(v) for v in row] for row in self.cov]}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RandomizationSpec:
-    """A validated distribution file (model-independent part)."""
+    """A validated distribution file (model-independent part). Equal = same file content."""
 
     parameters: tuple[ParameterSpec, ...] = ()
     joint_gaussian: JointGaussian | None = None
@@ -166,6 +166,11 @@ class RandomizationSpec:
         if self.provenance:
             out["provenance"] = copy.deepcopy(self.provenance)
         return out
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RandomizationSpec) and self.to_dict() == other.to_dict()
+
+    __hash__ = None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100)
@@ -193,7 +198,7 @@ def load_randomization(path_or_name: str | os.PathLike) -> RandomizationSpec:
 
 def parse_randomization(data: dict[str, Any], *, source: str | os.PathLike | None = None) -> RandomizationSpec:
     r = FieldReader(data, source=source)
-    version = int(r.number("randomization_version"))
+    version = r.integer("randomization_version")
     if version != RANDOMIZATION_VERSION:
         raise r.error("randomization_version",
                       f"unsupported version {version}; this stack reads {RANDOMIZATION_VERSION}")
@@ -367,6 +372,7 @@ class DynamicsRandomizer:
         for param in spec.parameters:
             self._elements.extend(self._resolve(param, model, profile))
         self.names: tuple[str, ...] = tuple(e.name for e in self._elements)
+        self._check_no_overlap()
         index = {name: i for i, name in enumerate(self.names)}
         self._gauss_idx = None
         if spec.joint_gaussian is not None:
@@ -379,9 +385,28 @@ class DynamicsRandomizer:
             self._gauss_factor = eigvec * np.sqrt(np.clip(eigval, 0.0, None))
             bounds = np.array([self._elements[i].param.distribution.bounds() for i in self._gauss_idx])
             self._gauss_low, self._gauss_high = bounds[:, 0], bounds[:, 1]
+            # Rejection sampling needs the bounds to hold some of the Gaussian's mass.
+            probe = self._draw_gaussian(np.random.default_rng(0), 4000)
+            inside = np.all((probe >= self._gauss_low) & (probe <= self._gauss_high), axis=1).mean()
+            if inside < 0.01:
+                raise ConfigError(f"the elements' bounds hold only {inside:.2%} of the Gaussian's mass; "
+                                  "move the mean inside the bounds or widen them",
+                                  source=spec.source, field="joint_gaussian.mean")
         self.nominal_values = np.array([e.nominal for e in self._elements])
         bounds = np.array([e.param.distribution.bounds() for e in self._elements]).reshape(-1, 2)
         self.low, self.high = bounds[:, 0], bounds[:, 1]
+
+    def _check_no_overlap(self) -> None:
+        """Two parameters of one kind must not randomize the same model element."""
+        owner: dict[tuple[str, int], str] = {}
+        for e in self._elements:
+            for i in e.ids:
+                key = (e.param.kind, int(i))
+                if key in owner and owner[key] != e.param.name:
+                    raise ConfigError(f"'{e.param.name}' and '{owner[key]}' both randomize the same "
+                                      f"{KINDS[e.param.kind].target} ({e.name})", source=self.spec.source,
+                                      field=f"parameters.{e.param.name}.targets")
+                owner[key] = e.param.name
 
     # --- resolution -------------------------------------------------------------------
     def _resolve(self, param: ParameterSpec, model: mujoco.MjModel, profile: RobotProfile) -> list[_Element]:
@@ -471,8 +496,7 @@ class DynamicsRandomizer:
 
     def _sample_gaussian(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """Joint Gaussian, truncated to the elements' bounds by rejection (clip as last resort)."""
-        g = self.spec.joint_gaussian
-        draw = lambda k: g.mean + rng.standard_normal((k, len(g.names))) @ self._gauss_factor.T
+        draw = lambda k: self._draw_gaussian(rng, k)  # noqa: E731
         out = draw(count)
         bad = np.any((out < self._gauss_low) | (out > self._gauss_high), axis=1)
         for _ in range(100):
@@ -481,6 +505,10 @@ class DynamicsRandomizer:
             out[bad] = draw(int(bad.sum()))
             bad = np.any((out < self._gauss_low) | (out > self._gauss_high), axis=1)
         return np.clip(out, self._gauss_low, self._gauss_high)
+
+    def _draw_gaussian(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        g = self.spec.joint_gaussian
+        return g.mean + rng.standard_normal((count, len(g.names))) @ self._gauss_factor.T
 
     def as_dict(self, values: np.ndarray) -> dict[str, float]:
         return {name: float(v) for name, v in zip(self.names, values)}

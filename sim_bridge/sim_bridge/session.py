@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim_bridge.profile import RobotProfile
-from sim_bridge.randomization import DynamicsRandomizer, RandomizationSpec, load_randomization
+from sim_bridge.randomization import RandomizationSpec, load_randomization
 from sim_bridge.simulator import ArmSimulator
 
 
@@ -67,22 +67,18 @@ class SimSession:
         self.reset()
 
     # --- configuration ------------------------------------------------------------------
-    def validate_randomization(self, name_or_path: str | os.PathLike) -> RandomizationSpec:
-        """Load and check a distribution file against this model; raises ConfigError."""
-        spec = load_randomization(name_or_path)
-        DynamicsRandomizer(spec, self.sim.model, self.profile, self.sim.nominal)
-        return spec
-
     def request_randomization(self, name_or_path: str | os.PathLike) -> None:
-        """Validate now (raises ConfigError, nothing changes); use it from the next reset."""
-        self._pending = (os.fspath(name_or_path), self.validate_randomization(name_or_path))
+        """Load and check a distribution file against this model now (ConfigError: nothing
+        changes); it is used from the next reset on."""
+        spec = load_randomization(name_or_path)
+        self.sim.set_randomization(spec)
+        self._pending = (os.fspath(name_or_path), spec)
 
     # --- episodes -----------------------------------------------------------------------
     def reset(self) -> dict[str, float]:
         """New episode: pending randomization, new dynamics sample, new goal, default pose."""
-        if self._pending is not None:
+        if self._pending is not None:  # the simulator switches its randomizer at this reset
             self.randomization_name, self.randomization = self._pending
-            self.sim.set_randomization(self.randomization)
             self._pending = None
         self.sim.reset(seed=int(self.rng.integers(2**31)))
         self.set_goal(self.rng.uniform(self.profile.reach_low_m, self.profile.reach_high_m))

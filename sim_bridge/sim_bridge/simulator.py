@@ -9,6 +9,7 @@ sampled action noise added. Observations carry the sampled observation noise.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -104,6 +105,7 @@ class ArmSimulator:
                        if profile.target_body else -1)
         self.decimation = profile.decimation
         self.randomizer = DynamicsRandomizer(randomization or RandomizationSpec(), m, profile, self.nominal)
+        self._next_randomizer: DynamicsRandomizer | None = None
         self.dynamics = self.randomizer.nominal_values.copy()
         self.effects = EpisodeEffects()
         self._pending: deque[tuple[int, np.ndarray]] = deque()
@@ -118,7 +120,7 @@ class ArmSimulator:
     # --- configuration ------------------------------------------------------------------
     def set_randomization(self, spec: RandomizationSpec) -> None:
         """Validate ``spec`` against this model now; it takes effect at the next reset."""
-        self.randomizer = DynamicsRandomizer(spec, self.model, self.profile, self.nominal)
+        self._next_randomizer = DynamicsRandomizer(spec, self.model, self.profile, self.nominal)
 
     # --- episode ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, dynamics: np.ndarray | None = None,
@@ -126,6 +128,8 @@ class ArmSimulator:
         """Start an episode: new dynamics sample (or the given vector), arm at ``joint_pos``."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+        if self._next_randomizer is not None:  # a new distribution applies from this episode on
+            self.randomizer, self._next_randomizer = self._next_randomizer, None
         if dynamics is not None:
             values = np.asarray(dynamics, dtype=float)
         elif randomize:
@@ -144,7 +148,8 @@ class ArmSimulator:
         self.data.ctrl[self._act] = q0
         mujoco.mj_forward(self.model, self.data)
         self._pending.clear()
-        self._latency_substeps = int(round(self.effects.action_latency_steps * self.decimation))
+        # Round half up to whole physics sub-steps (Python's round() would round half to even).
+        self._latency_substeps = int(math.floor(self.effects.action_latency_steps * self.decimation + 0.5))
         self._substep = 0
         self._warnings_seen = self._warning_count()
         self.control_steps = 0

@@ -241,6 +241,13 @@ def test_relative_mjcf_resolved_against_profile_folder(tmp_path, shipped_dict):
     build_model(profile)
 
 
+@pytest.mark.parametrize("version", [2, 1.5])
+def test_unsupported_profile_version(tmp_path, shipped_dict, version):
+    data = copy.deepcopy(shipped_dict)
+    data["profile_version"] = version
+    expect_error(write_profile(tmp_path, data), "profile_version")
+
+
 def test_missing_profile_file(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match="file not found") as info:

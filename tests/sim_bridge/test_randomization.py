@@ -732,6 +732,18 @@ def test_gaussian_name_not_an_element(tmp_path, profile, model):
     expect_error(path, "joint_gaussian.names", "gravity/w", model=model, profile=profile)
 
 
+def test_joint_gaussian_without_mass_inside_bounds_is_rejected(tmp_path, profile, model):
+    """Like a scalar normal whose bounds hold < 1% of its mass, a joint Gaussian far outside its
+    elements' bounds cannot be sampled by rejection; it must be an error, not silently clipped
+    (here every sample would be exactly the upper bound)."""
+    data = {"randomization_version": 1, "parameters": {
+        "gravity": {"operation": "add", "distribution": "uniform", "low": -1.0, "high": 1.0}}}
+    data["joint_gaussian"] = {"names": ["gravity/x", "gravity/y"], "mean": [10.0, 10.0],
+                              "cov": [[1.0, 0.0], [0.0, 1.0]]}
+    path = write_spec(tmp_path, data)
+    expect_error(path, "joint_gaussian", model=model, profile=profile)
+
+
 def test_unknown_field_in_gaussian(tmp_path):
     data = with_gaussian(["gravity/x", "gravity/y"], [0, 0], [[1, 0], [0, 1]])
     data["joint_gaussian"]["covariance"] = data["joint_gaussian"]["cov"]
@@ -782,6 +794,13 @@ def test_unsupported_version(tmp_path, version):
     expect_error(write_spec(tmp_path, data), "randomization_version", f"unsupported version {version}")
 
 
+def test_fractional_version_is_rejected(tmp_path):
+    """1.5 is not version 1: the version must not be truncated to an integer."""
+    data = base()
+    data["randomization_version"] = 1.5
+    expect_error(write_spec(tmp_path, data), "randomization_version")
+
+
 def test_missing_version(tmp_path):
     data = base()
     del data["randomization_version"]
@@ -818,3 +837,27 @@ def test_error_from_dict_without_source_names_field():
     data["parameters"]["body_mass"]["low"] = 2.0
     with pytest.raises(ConfigError, match=r"parameters\.body_mass\.high"):
         parse_randomization(data)
+
+
+def test_duplicate_yaml_key_is_rejected(tmp_path):
+    text = ("randomization_version: 1\nparameters:\n"
+            "  body_mass: {operation: scale, distribution: uniform, low: 0.5, high: 1.5}\n"
+            "  body_mass: {operation: scale, distribution: uniform, low: 0.9, high: 1.1}\n")
+    expect_error(write_spec(tmp_path, text), "duplicate key 'body_mass'")
+
+
+def test_two_parameters_on_the_same_element_are_rejected(tmp_path, profile, model):
+    data = base()
+    data["parameters"]["heavy_hand"] = {"kind": "body_mass", "targets": ["hand"], "operation": "scale",
+                                        "distribution": "uniform", "low": 1.0, "high": 2.0}
+    expect_error(write_spec(tmp_path, data), "parameters.heavy_hand.targets", "both randomize the same body",
+                 model=model, profile=profile)
+
+
+def test_spec_equality_with_a_joint_gaussian():
+    a = parse_randomization(copy.deepcopy(FULL_SPEC))
+    b = parse_randomization(copy.deepcopy(FULL_SPEC))
+    assert a == b
+    changed = copy.deepcopy(FULL_SPEC)
+    changed["joint_gaussian"]["mean"][0] += 0.01
+    assert a != parse_randomization(changed)

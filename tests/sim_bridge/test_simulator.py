@@ -329,7 +329,9 @@ def test_set_randomization_with_bad_spec_keeps_old_randomizer(profile):
 
 def test_set_randomization_takes_effect_at_next_reset(profile, latency_spec):
     sim = ArmSimulator(profile, load_randomization("default"), seed=0)
+    before = sim.dynamics_dict()
     sim.set_randomization(latency_spec)
+    assert sim.dynamics_dict() == before, "the running episode keeps its names and values until reset"
     sim.reset()
     assert sim.randomizer.names == ("action_latency",)
     assert 0.0 <= sim.dynamics[0] <= 5.0

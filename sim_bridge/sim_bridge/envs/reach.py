@@ -90,6 +90,7 @@ class ReachEnv(gym.Env):
         self.sim.set_target_marker(self._target)
         self._prev_action = np.zeros(p.num_joints)
         self._dynamics = self.sim.dynamics.astype(np.float32)  # privileged state, fixed per episode
+        self._dynamics.setflags(write=False)  # shared by every info of the episode
         self._steps = 0
         self._held = 0
         return self._observation(), self._info(self._distance(), blowup=False)
