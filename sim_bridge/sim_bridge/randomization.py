@@ -414,8 +414,14 @@ class DynamicsRandomizer:
         field_name = f"parameters.{param.name}.targets"
         if kind.target == "none":
             return [_Element(param.name, param, np.zeros(0, int), 0.0)]
-        targets = param.targets or self._default_targets(param.kind, model, profile)
-        ids = np.array([self._target_id(param, kind.target, t, model, profile, field_name) for t in targets])
+        if param.targets:
+            targets = param.targets
+            ids = np.array([self._target_id(param, kind.target, t, model, profile, field_name) for t in targets])
+        else:
+            targets, ids = self._default_targets(param, model, profile)
+        if len(ids) == 0:
+            raise ConfigError(f"no default targets for {param.kind} on this robot; list them in 'targets'",
+                              source=self.spec.source, field=field_name)
         nominal_values = [self._nominal_of(param, i, model) for i in ids]
         if param.shared:
             if param.operation == "abs" and np.ptp(nominal_values) > 0:
@@ -428,18 +434,19 @@ class DynamicsRandomizer:
         return [_Element(f"{param.name}/{t}", param, np.array([i]), _unchanged(param.operation, v))
                 for t, i, v in zip(targets, ids, nominal_values)]
 
-    @staticmethod
-    def _default_targets(kind: str, model: mujoco.MjModel, profile: RobotProfile) -> tuple[str, ...]:
-        target = KINDS[kind].target
-        if target == "body":
-            return profile.link_names
-        if target == "joint":
-            return profile.joint_names
+    def _default_targets(self, param: ParameterSpec, model: mujoco.MjModel,
+                         profile: RobotProfile) -> tuple[tuple[str, ...], np.ndarray]:
+        """Targets when a parameter lists none: the profile's links or joints, every
+        contact geom (unnamed ones labelled ``geom<id>``), all axes or signals."""
+        target = KINDS[param.kind].target
         if target == "geom":
-            return tuple(model.geom(i).name for i in range(model.ngeom) if model.geom(i).name)
-        if target == "axis":
-            return AXES
-        return SIGNALS
+            ids = [i for i in range(model.ngeom) if model.geom_contype[i] or model.geom_conaffinity[i]]
+            return tuple(model.geom(i).name or f"geom{i}" for i in ids), np.array(ids, dtype=int)
+        names = {"body": profile.link_names, "joint": profile.joint_names, "axis": AXES,
+                 "signal": SIGNALS}[target]
+        field_name = f"parameters.{param.name}.targets"
+        ids = [self._target_id(param, target, t, model, profile, field_name) for t in names]
+        return tuple(names), np.array(ids, dtype=int)
 
     def _target_id(self, param, target_type, name, model, profile, field_name) -> int:
         if target_type in ("axis", "signal"):
