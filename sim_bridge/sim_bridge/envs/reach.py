@@ -19,6 +19,7 @@ Truncation
     blow-up (``info["physics_blowup"] = True``; the next reset starts clean).
 Info (privileged, for an asymmetric critic; never part of the observation)
     ``dynamics``: the sampled dynamics vector (float32, order = ``env.dynamics_names``),
+    ``privileged``: ``dynamics`` followed by the true end-effector-to-target vector (m),
     ``target_pos``, ``ee_pos``, ``distance``, ``is_success``, ``physics_blowup``.
 """
 from __future__ import annotations
@@ -73,6 +74,11 @@ class ReachEnv(gym.Env):
     def dynamics_names(self) -> tuple[str, ...]:
         return self.sim.randomizer.names
 
+    @property
+    def privileged_names(self) -> tuple[str, ...]:
+        """Names of ``info["privileged"]``: the dynamics, then the true target error."""
+        return self.dynamics_names + ("target_error/x", "target_error/y", "target_error/z")
+
     # --- gymnasium API --------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Options: ``target`` (xyz), ``joint_pos`` (start pose), ``dynamics`` (vector)."""
@@ -126,10 +132,15 @@ class ReachEnv(gym.Env):
         return build_observation(r.position_rad, r.velocity_rad_s, self._prev_action, self._target)
 
     def _info(self, dist: float, *, blowup: bool) -> dict[str, Any]:
+        ee = self.sim.end_effector_position()
+        privileged = np.empty(len(self._dynamics) + 3, dtype=np.float32)
+        privileged[:-3] = self._dynamics
+        privileged[-3:] = self._target - ee
         return {
             "dynamics": self._dynamics,
+            "privileged": privileged,
             "target_pos": self._target.copy(),
-            "ee_pos": self.sim.end_effector_position(),
+            "ee_pos": ee,
             "distance": dist,
             "is_success": self._held >= self.success_hold_steps,
             "physics_blowup": blowup,

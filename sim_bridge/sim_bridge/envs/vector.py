@@ -4,7 +4,10 @@ Each worker process hosts ``num_envs / num_workers`` envs and steps them all on 
 message, so the inter-process cost (one pipe round trip per worker per step) is
 amortized over the batch. Observations, rewards and the privileged dynamics come back
 through shared memory. Finished envs reset automatically; the observation that ended
-the episode is in ``info["final_observation"]`` (rows where ``terminated | truncated``).
+the episode is in ``info["final_observation"]`` and its privileged state in
+``info["final_privileged"]`` (rows where ``terminated | truncated``); ``is_success``,
+``distance`` and ``dynamics`` describe the step just taken, ``privileged`` the returned
+observation.
 
 ``num_workers=0`` runs the same envs in this process (handy for debugging and as the
 single-core baseline).
@@ -22,11 +25,16 @@ from sim_bridge.envs import REACH_ID
 
 
 def make_env(env_id: str = REACH_ID, **kwargs):
-    """Build one env without gymnasium's checking wrappers (the env truncates itself)."""
+    """Build one env from its registered entry point, without gymnasium's wrappers.
+
+    (``gym.make`` would take ``max_episode_steps`` for its own TimeLimit wrapper instead
+    of passing it to the env; the env truncates itself.)
+    """
     import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
 
     import sim_bridge  # noqa: F401  (registers the envs in a fresh worker process)
-    return gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+    return load_env_creator(gym.spec(env_id).entry_point)(**kwargs)
 
 
 @dataclass
@@ -43,14 +51,18 @@ class _Buffers:
     blowup: np.ndarray
     distance: np.ndarray
     dynamics: np.ndarray
+    privileged: np.ndarray
+    final_privileged: np.ndarray
 
 
-def _allocate(ctx, num_envs: int, obs_dim: int, act_dim: int, dyn_dim: int):
+def _allocate(ctx, num_envs: int, obs_dim: int, act_dim: int, dyn_dim: int, priv_dim: int):
     shapes = {"obs": ((num_envs, obs_dim), np.float32), "final_obs": ((num_envs, obs_dim), np.float32),
               "actions": ((num_envs, act_dim), np.float32), "rewards": ((num_envs,), np.float64),
               "terminated": ((num_envs,), np.bool_), "truncated": ((num_envs,), np.bool_),
               "success": ((num_envs,), np.bool_), "blowup": ((num_envs,), np.bool_),
-              "distance": ((num_envs,), np.float64), "dynamics": ((num_envs, max(dyn_dim, 1)), np.float32)}
+              "distance": ((num_envs,), np.float64), "dynamics": ((num_envs, max(dyn_dim, 1)), np.float32),
+              "privileged": ((num_envs, priv_dim), np.float32),
+              "final_privileged": ((num_envs, priv_dim), np.float32)}
     raw = {k: ctx.RawArray("b", int(np.prod(s)) * np.dtype(t).itemsize) for k, (s, t) in shapes.items()}
     return raw, shapes
 
@@ -73,6 +85,7 @@ class _EnvBatch:
         b.success[row] = info["is_success"]
         b.blowup[row] = info["physics_blowup"]
         b.distance[row] = info["distance"]
+        b.privileged[row] = info["privileged"]
 
     def reset(self, seed: int | None) -> None:
         for k, env in enumerate(self.envs):
@@ -91,7 +104,9 @@ class _EnvBatch:
             self._write_info(row, info)
             if term or trunc:
                 b.final_obs[row] = obs
-                obs, _ = env.reset()
+                b.final_privileged[row] = info["privileged"]
+                obs, reset_info = env.reset()
+                b.privileged[row] = reset_info["privileged"]  # aligned with the new observation
             b.obs[row] = obs
 
     def close(self) -> None:
@@ -134,12 +149,14 @@ class VectorReachEnv:
         self.single_observation_space = probe.observation_space
         self.single_action_space = probe.action_space
         self.dynamics_names = tuple(probe.dynamics_names)
+        self.privileged_names = tuple(probe.privileged_names)
         probe.close()
         self.num_envs = num_envs
         obs_dim = self.single_observation_space.shape[0]
         act_dim = self.single_action_space.shape[0]
         ctx = mp.get_context(start_method)
-        raw, shapes = _allocate(ctx, num_envs, obs_dim, act_dim, len(self.dynamics_names))
+        raw, shapes = _allocate(ctx, num_envs, obs_dim, act_dim, len(self.dynamics_names),
+                                len(self.privileged_names))
         self._buf = _view(raw, shapes)
         self._pipes, self._procs = [], []
         self._local: _EnvBatch | None = None
@@ -189,7 +206,8 @@ class VectorReachEnv:
         b = self._buf
         return {"dynamics": b.dynamics[:, :len(self.dynamics_names)].copy(), "is_success": b.success.copy(),
                 "physics_blowup": b.blowup.copy(), "distance": b.distance.copy(),
-                "final_observation": b.final_obs.copy()}
+                "privileged": b.privileged.copy(), "final_observation": b.final_obs.copy(),
+                "final_privileged": b.final_privileged.copy()}
 
     def reset(self, seed: int | None = None):
         self._call("reset", seed)
