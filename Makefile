@@ -71,8 +71,18 @@ test-fast: setup ## run the tests that need neither DDS nor much time
 sim: setup ## run the simulation demo (SIM_ARGS=...)
 	$(VENV)/bin/sim2real sim $(SIM_ARGS)
 
-bench: setup ## benchmark the simulated environment
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+bench: $(BENCH_STAMP) ## benchmark the env (vs bare MuJoCo) and training (vs sb3-contrib RecurrentPPO)
 	$(VENV)/bin/sim2real bench env
+	$(VENV)/bin/sim2real bench train
+
+# The benchmark-only extras (sb3-contrib), kept out of `setup` so `make test` never needs
+# them. The runtime/train pins are constraints: this install cannot move torch, numpy or
+# gymnasium.
+$(BENCH_STAMP): requirements/bench.txt $(STAMP)
+	$(VPY) -m pip install -r requirements/bench.txt -c requirements/runtime.txt -c requirements/train.txt
+	@touch $@
 
 # colcon from the venv: no system ROS needed.  colcon-ros builds ament_python
 # packages by running `python setup.py ...` with the interpreter that runs

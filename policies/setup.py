@@ -12,6 +12,14 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
     ],
     install_requires=["setuptools"],
+    package_data={PACKAGE: ["zoo/*/*.onnx", "zoo/*/*.json"]},
     zip_safe=False,
+    entry_points={
+        "sim2real.commands": [
+            "train = policies.cli:add_train_command",
+            "export = policies.cli:add_export_command",
+            "eval = policies.cli:add_eval_command",
+        ],
+    },
     license="Apache-2.0",
 )

@@ -168,8 +168,10 @@ def test_blowup_truncates_and_next_reset_works():
 
 
 def test_reward_matches_documented_formula():
-    """reward = -distance + success_bonus * [distance < radius] - action_cost * mean(a^2)."""
-    env = make(randomization="none", success_bonus=1.0, action_cost=0.01)
+    """reward = -d + w * (1 - tanh(d / s)) + success_bonus * [d < radius] - action_cost * mean(a^2)."""
+    env = make(randomization="none", success_bonus=1.0, action_cost=0.01, precision_weight=0.5,
+               precision_scale_m=0.05)
+    kernel = lambda d: 0.5 * (1.0 - np.tanh(d / 0.05))  # noqa: E731
     u = env.unwrapped
     # far target: no bonus
     env.reset(seed=0, options={"target": [0.6, 0.3, 0.6]})
@@ -178,7 +180,7 @@ def test_reward_matches_documented_formula():
     dist = np.linalg.norm(info["ee_pos"] - info["target_pos"])
     assert info["distance"] == pytest.approx(dist, abs=1e-12)
     assert dist > u.success_radius_m
-    expected = -dist - 0.01 * np.mean(a.astype(float) ** 2)
+    expected = -dist + kernel(dist) - 0.01 * np.mean(a.astype(float) ** 2)
     assert reward == pytest.approx(expected, abs=1e-9)
     # target at the end effector: bonus applies; out-of-range actions are clipped to [-1, 1] first
     pose = u.profile.default_pose_rad
@@ -192,13 +194,13 @@ def test_reward_matches_documented_formula():
     assert info["distance"] < u.success_radius_m + 0.05  # sanity: still near the target after one step
     clipped = np.clip(big.astype(float), -1, 1)
     bonus = 1.0 if info["distance"] < u.success_radius_m else 0.0
-    expected = -info["distance"] + bonus - 0.01 * np.mean(clipped ** 2)
+    expected = -info["distance"] + kernel(info["distance"]) + bonus - 0.01 * np.mean(clipped ** 2)
     assert reward == pytest.approx(expected, abs=1e-9)
     env.close()
 
 
 def test_reward_bonus_when_holding_at_target():
-    env = make(randomization="none", success_hold_steps=3)
+    env = make(randomization="none", success_hold_steps=3, precision_weight=0.0)
     u = env.unwrapped
     pose = u.profile.default_pose_rad
     env.reset(seed=0, options={"joint_pos": pose, "target": [0.0, 0.0, 0.0]})
@@ -210,4 +212,23 @@ def test_reward_bonus_when_holding_at_target():
         assert info["distance"] < u.success_radius_m, "holding still near the default pose left the target"
         assert reward == pytest.approx(-info["distance"] + 1.0, abs=1e-9)
     assert terminated and info["is_success"], "3 steps inside the radius must terminate with success"
+    env.close()
+
+
+def test_success_is_sticky_without_termination():
+    """Training keeps the episode running at the goal; is_success stays True once reached."""
+    env = make(randomization="none", success_hold_steps=3, terminate_on_success=False)
+    u = env.unwrapped
+    pose = u.profile.default_pose_rad
+    env.reset(seed=0, options={"joint_pos": pose, "target": [0.0, 0.0, 0.0]})
+    ee = u.sim.end_effector_position()
+    env.reset(seed=0, options={"joint_pos": pose, "target": ee})
+    for _ in range(3):
+        _, _, terminated, _, info = env.step(np.zeros(7, np.float32))
+        assert not terminated
+    assert info["is_success"]
+    u.sim.set_target_marker(ee)
+    u._target = ee + np.array([0.3, 0.0, 0.0])  # move the goal away: no longer inside
+    _, _, terminated, _, info = env.step(np.zeros(7, np.float32))
+    assert not terminated and info["distance"] > u.success_radius_m and info["is_success"]
     env.close()

@@ -9,11 +9,16 @@ Observation
 Action
     Joint position deltas in [-1, 1], scaled by ``action_scale_rad`` and added to the
     measured position (:func:`sim_bridge.observations.action_to_joint_targets`).
-Reward (per control step)
-    ``-distance_m + success_bonus * [distance < success_radius] - action_cost * mean(a^2)``
+Reward (per control step, d = distance to the target in m)
+    ``-d + precision_weight * (1 - tanh(d / precision_scale_m))
+    + success_bonus * [d < success_radius] - action_cost * mean(a^2)``
+    (the tanh kernel gives a gradient toward the centre once the arm is close).
 Success / termination
     Success = the end effector stays within ``success_radius_m`` (2 cm) of the target for
-    ``success_hold_steps`` consecutive control steps; the episode then terminates.
+    ``success_hold_steps`` consecutive control steps; ``info["is_success"]`` stays True
+    for the rest of the episode. With ``terminate_on_success`` (default) the episode then
+    terminates; training turns it off, because ending the episode at the goal would take
+    away the positive reward of staying there.
 Truncation
     After ``max_episode_steps`` control steps (200 = 4 s at 50 Hz), or on a physics
     blow-up (``info["physics_blowup"] = True``; the next reset starts clean).
@@ -44,7 +49,8 @@ class ReachEnv(gym.Env):
                  randomization: str | RandomizationSpec | None = "default",
                  max_episode_steps: int = 200, success_radius_m: float = 0.02,
                  success_hold_steps: int = 10, action_scale_rad: float = 0.05,
-                 success_bonus: float = 1.0, action_cost: float = 0.01,
+                 success_bonus: float = 1.0, action_cost: float = 0.01, precision_weight: float = 0.5,
+                 precision_scale_m: float = 0.05, terminate_on_success: bool = True,
                  start_pose_noise_rad: float = 0.1, render_mode: str | None = None):
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         if isinstance(randomization, str):
@@ -55,6 +61,9 @@ class ReachEnv(gym.Env):
         self.success_hold_steps = int(success_hold_steps)
         self.action_scale_rad = float(action_scale_rad)
         self.success_bonus = float(success_bonus)
+        self.precision_weight = float(precision_weight)
+        self.precision_scale_m = float(precision_scale_m)
+        self.terminate_on_success = bool(terminate_on_success)
         self.action_cost = float(action_cost)
         self.start_pose_noise_rad = float(start_pose_noise_rad)
         n = self.profile.num_joints
@@ -99,6 +108,7 @@ class ReachEnv(gym.Env):
         self._dynamics.setflags(write=False)  # shared by every info of the episode
         self._steps = 0
         self._held = 0
+        self._succeeded = False
         return self._observation(), self._info(self._distance(), blowup=False)
 
     def step(self, action):
@@ -117,8 +127,10 @@ class ReachEnv(gym.Env):
         dist = self._distance()
         inside = dist < self.success_radius_m
         self._held = self._held + 1 if inside else 0
-        reward = -dist + self.success_bonus * inside - self.action_cost * float(a @ a) / a.size
-        terminated = self._held >= self.success_hold_steps
+        self._succeeded |= self._held >= self.success_hold_steps
+        reward = (-dist + self.precision_weight * (1.0 - math.tanh(dist / self.precision_scale_m))
+                  + self.success_bonus * inside - self.action_cost * float(a @ a) / a.size)
+        terminated = self.terminate_on_success and self._succeeded
         truncated = self._steps >= self.max_episode_steps and not terminated
         return self._observation(), float(reward), terminated, truncated, self._info(dist, blowup=False)
 
@@ -142,6 +154,6 @@ class ReachEnv(gym.Env):
             "target_pos": self._target.copy(),
             "ee_pos": ee,
             "distance": dist,
-            "is_success": self._held >= self.success_hold_steps,
+            "is_success": self._succeeded,
             "physics_blowup": blowup,
         }

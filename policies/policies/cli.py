@@ -1,0 +1,120 @@
+"""``sim2real train | eval | export``: the policy subcommands (registered by entry points)."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from functools import partial
+from pathlib import Path
+
+ZOO = Path(__file__).resolve().parent / "zoo"
+
+
+def add_train_command(subparsers) -> None:
+    from policies.config import add_arguments
+    p = subparsers.add_parser("train", help="train a policy with LSTM PPO under dynamics randomization",
+                              description="Train with PPO; every option is a field of policies.config.TrainConfig. "
+                                          "Writes runs/NAME/ (config.json, progress.csv, checkpoints/latest.pt).",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(p)
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
+    p.add_argument("--export", type=Path, default=None,
+                   help="after training, export to this artifact folder and evaluate it")
+    p.add_argument("--json", type=Path, default=None, help="write the final training row (+ eval) as JSON")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    from policies.config import from_args
+    from policies.train import Trainer
+    cfg = from_args(args)
+    out = args.out or Path("runs") / cfg.name
+    trainer = Trainer(cfg, out)
+    try:
+        if args.resume:
+            trainer.load_checkpoint(out / "checkpoints" / "latest.pt")
+            print(f"resumed {out} at iteration {trainer.iteration} ({trainer.env_steps} env steps)")
+        final = trainer.train()
+    finally:
+        trainer.close()
+    print(f"trained {cfg.name}: {final.get('env_steps', 0)} env steps in {final.get('wall_time_s', 0):.0f} s; "
+          f"checkpoint {out / 'checkpoints' / 'latest.pt'}")
+    result = {"train": final}
+    if args.export:
+        command = "sim2real " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        result["evaluation"] = export_and_evaluate(out / "checkpoints" / "latest.pt", args.export,
+                                                   cfg.eval_episodes, command=command)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command: str = "") -> dict:
+    from policies.evaluate import evaluate, runtime_policy
+    from policies.export import export_checkpoint, update_evaluation
+    out = export_checkpoint(checkpoint, artifact, training_extra={"command": command} if command else None)
+    print(f"exported {out} (torch/onnxruntime parity checked)")
+    results = {}
+    for randomization in ("none", "default"):
+        res = evaluate(partial(runtime_policy, str(out)), episodes=episodes, randomization=randomization)
+        print(res.line())
+        results[randomization] = res.to_dict()
+    update_evaluation(out, results)
+    return results
+
+
+def add_export_command(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export a checkpoint to ONNX + manifest (parity-checked)")
+    p.add_argument("checkpoint", type=Path, help="training checkpoint (runs/NAME/checkpoints/latest.pt)")
+    p.add_argument("--out", type=Path, required=True, help="artifact folder, e.g. policies/policies/zoo/NAME")
+    p.add_argument("--eval-episodes", type=int, default=0, help="also evaluate the artifact (0: skip)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    if args.eval_episodes > 0:
+        export_and_evaluate(args.checkpoint, args.out, args.eval_episodes)
+    else:
+        from policies.export import export_checkpoint
+        print(f"exported {export_checkpoint(args.checkpoint, args.out)} (torch/onnxruntime parity checked)")
+    return 0
+
+
+def add_eval_command(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a policy artifact (or checkpoint) on Reach-v0")
+    p.add_argument("policy", help="artifact folder or .onnx file, a shipped name (see policies/zoo), "
+                                  "or a training checkpoint (.pt)")
+    p.add_argument("--episodes", type=int, default=100, help="episodes per setting")
+    p.add_argument("--randomization", action="append", default=None,
+                   help="shipped name or YAML path; repeat for several (default: none and default)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.add_argument("--seed", type=int, default=10_000, help="first env seed")
+    p.add_argument("--json", type=Path, default=None, help="write results as JSON")
+    p.set_defaults(func=run_eval)
+
+
+def resolve_policy(text: str) -> Path:
+    path = Path(text)
+    if path.exists():
+        return path
+    if (ZOO / text).is_dir():
+        return ZOO / text
+    known = sorted(p.name for p in ZOO.iterdir() if p.is_dir()) if ZOO.is_dir() else []
+    raise SystemExit(f"sim2real: no policy '{text}' (not a path; shipped: {known})")
+
+
+def run_eval(args) -> int:
+    from policies.evaluate import checkpoint_policy, evaluate, runtime_policy
+    path = resolve_policy(args.policy)
+    factory = partial(checkpoint_policy if path.suffix == ".pt" else runtime_policy, str(path))
+    results = {}
+    for randomization in args.randomization or ["none", "default"]:
+        res = evaluate(factory, episodes=args.episodes, randomization=randomization, workers=args.workers,
+                       seed=args.seed)
+        print(res.line(), flush=True)
+        results[randomization] = res.to_dict()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0

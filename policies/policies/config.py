@@ -1,0 +1,136 @@
+"""Training configuration: one typed dataclass, one docstring per field (they become --help)."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class TrainConfig:
+    """LSTM PPO under dynamics randomization for Sim2Real/Reach-v0."""
+
+    name: str = "reach_lstm"
+    """run / policy name (the export writes policies/zoo/NAME)"""
+    seed: int = 0
+    """seed for torch, numpy and the env resets"""
+    architecture: str = "lstm"
+    """actor network: 'lstm' (recurrent) or 'mlp' (feed-forward, for comparison)"""
+    randomization: str = "default"
+    """dynamics randomization: shipped name (default | none) or YAML path"""
+    robot_profile: str = "panda_like"
+    """robot profile: shipped name or YAML path"""
+    total_env_steps: int = 3_000_000
+    """stop after this many environment steps"""
+    num_envs: int = 32
+    """parallel environments"""
+    num_workers: int = 2
+    """env worker processes (0 = step the envs in the training process)"""
+    num_steps: int = 200
+    """steps per env per iteration; envs are reset at every iteration start (one full episode fits)"""
+    seq_len: int = 50
+    """length of the padded sequences the LSTM is trained on (truncated BPTT)"""
+    hidden: int = 64
+    """LSTM (or first MLP layer) width of the actor"""
+    critic_hidden: tuple[int, ...] = (128, 128)
+    """critic MLP widths"""
+    init_log_std: float = -1.0
+    """initial log standard deviation of the Gaussian policy"""
+    learning_rate: float = 1e-3
+    """Adam learning rate (adapted on KL when kl_target > 0)"""
+    kl_target: float = 0.01
+    """desired KL per update for the adaptive learning rate (0: fixed learning rate)"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda"""
+    update_epochs: int = 5
+    """passes over each rollout"""
+    num_minibatches: int = 4
+    """minibatches per epoch (each a set of whole sequences)"""
+    clip_coef: float = 0.2
+    """PPO clipping of the probability ratio"""
+    vf_coef: float = 0.5
+    """value loss weight"""
+    ent_coef: float = 0.0
+    """entropy bonus weight"""
+    max_grad_norm: float = 1.0
+    """gradient clipping (global norm)"""
+    epopt_epsilon: float = 1.0
+    """EPOpt: train on the worst epsilon-fraction of episodes by return (1.0 = off)"""
+    epopt_warmup_iterations: int = 20
+    """EPOpt: iterations with epsilon = 1 before the worst-fraction training starts"""
+    torch_threads: int = 2
+    """torch intra-op threads for the update"""
+    checkpoint_every: int = 10
+    """iterations between checkpoints"""
+    eval_episodes: int = 200
+    """episodes of the final evaluation (nominal and randomized)"""
+    env_kwargs: dict = field(default_factory=lambda: {"terminate_on_success": False})
+    """keyword arguments of the env (training keeps episodes running at the goal)"""
+
+    def validate(self) -> None:
+        if self.architecture not in ("lstm", "mlp"):
+            raise ValueError(f"architecture must be 'lstm' or 'mlp', got {self.architecture!r}")
+        for name in ("total_env_steps", "num_envs", "num_steps", "seq_len", "hidden", "update_epochs",
+                     "num_minibatches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.epopt_epsilon <= 1:
+            raise ValueError(f"epopt_epsilon must be in (0, 1], got {self.epopt_epsilon}")
+        if self.num_minibatches > self.num_envs * self.num_steps // self.seq_len:
+            raise ValueError("num_minibatches exceeds the number of sequences per rollout")
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}")
+        values = dict(data)
+        if "critic_hidden" in values:
+            values["critic_hidden"] = tuple(values["critic_hidden"])
+        return cls(**values)
+
+
+def field_docs() -> dict[str, str]:
+    """Field name -> docstring (parsed from this module's source)."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    docs, body = {}, tree.body[0].body
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+def add_arguments(parser, defaults: TrainConfig | None = None) -> None:
+    """One --flag per config field, help text from its docstring."""
+    defaults = defaults or TrainConfig()
+    docs = field_docs()
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        kind = hints[f.name]
+        if f.name == "env_kwargs":
+            continue
+        if kind is bool:
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default,
+                                help=f"{docs.get(f.name, '')} (default {default})")
+        elif typing.get_origin(kind) is tuple:
+            parser.add_argument(flag, type=int, nargs="+", default=list(default),
+                                help=f"{docs.get(f.name, '')} (default {list(default)})")
+        else:
+            parser.add_argument(flag, type=kind, default=default, help=f"{docs.get(f.name, '')} (default {default})")
+
+
+def from_args(args) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    if "critic_hidden" in values:
+        values["critic_hidden"] = tuple(values["critic_hidden"])
+    return dataclasses.replace(TrainConfig(), **values)

@@ -1,0 +1,136 @@
+"""Evaluate a policy on Sim2Real/Reach-v0: success rate, return and final distance with CIs.
+
+Works with any object that has ``reset()`` and ``step(obs) -> action`` (the deployed
+ONNX runtime, or a torch actor in :class:`TorchPolicy`). Episodes are spread over
+worker processes; episode ``i`` always uses env seed ``seed + i``, so results do not
+depend on the number of workers.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class EvalResult:
+    episodes: int
+    randomization: str
+    success_rate: float
+    success_ci95: tuple[float, float]
+    mean_return: float
+    return_ci95: tuple[float, float]
+    mean_final_distance_m: float
+    final_distance_ci95: tuple[float, float]
+    median_steps_to_success: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        lo, hi = self.success_ci95
+        steps = f"{self.median_steps_to_success:.0f}" if self.median_steps_to_success is not None else "-"
+        return (f"{self.randomization:>10}: success {100 * self.success_rate:5.1f}% "
+                f"[{100 * lo:.1f}, {100 * hi:.1f}]  return {self.mean_return:7.2f} "
+                f"+- {(self.return_ci95[1] - self.return_ci95[0]) / 2:.2f}  final distance "
+                f"{100 * self.mean_final_distance_m:.2f} cm  median steps to success {steps}  "
+                f"({self.episodes} episodes)")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_ci(values: np.ndarray, z: float = 1.96) -> tuple[float, tuple[float, float]]:
+    mean = float(np.mean(values))
+    half = z * float(np.std(values, ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else float("inf")
+    return mean, (mean - half, mean + half)
+
+
+def run_episodes(policy, env, seeds) -> list[tuple[bool, float, float, int]]:
+    """(success, return, final distance, steps) per seeded episode."""
+    out = []
+    for seed in seeds:
+        obs, info = env.reset(seed=int(seed))
+        policy.reset()
+        total, steps = 0.0, 0
+        while True:
+            obs, reward, terminated, truncated, info = env.step(policy.step(obs))
+            total += reward
+            steps += 1
+            if terminated or truncated:
+                break
+        out.append((bool(info["is_success"]), total, float(info["distance"]), steps))
+    return out
+
+
+def _worker(args):
+    factory, env_kwargs, seeds = args
+    import torch
+    torch.set_num_threads(1)
+    from sim_bridge.envs.vector import make_env
+
+    env = make_env(**env_kwargs)
+    return run_episodes(factory(), env, seeds)
+
+
+def evaluate(policy_factory, *, episodes: int, randomization: str = "default", robot_profile: str = "panda_like",
+             seed: int = 10_000, workers: int = 2, env_kwargs: dict | None = None) -> EvalResult:
+    """Run ``episodes`` seeded episodes; ``policy_factory()`` builds the policy in each worker
+    (it must be picklable: a module-level function or a functools.partial of one)."""
+    kwargs = {"profile": robot_profile, "randomization": randomization, **(env_kwargs or {})}
+    seeds = seed + np.arange(episodes)
+    chunks = [c for c in np.array_split(seeds, max(1, workers)) if len(c)]
+    if workers <= 1:
+        results = _worker((policy_factory, kwargs, seeds))
+    else:
+        with mp.get_context("spawn").Pool(len(chunks)) as pool:
+            results = [r for part in pool.map(_worker, [(policy_factory, kwargs, c) for c in chunks]) for r in part]
+    success = np.array([r[0] for r in results])
+    returns = np.array([r[1] for r in results])
+    dist = np.array([r[2] for r in results])
+    steps = np.array([r[3] for r in results])
+    mean_ret, ret_ci = mean_ci(returns)
+    mean_dist, dist_ci = mean_ci(dist)
+    return EvalResult(episodes, str(randomization), float(success.mean()),
+                      wilson_interval(int(success.sum()), len(success)), mean_ret, ret_ci, mean_dist, dist_ci,
+                      float(np.median(steps[success])) if success.any() else None)
+
+
+class TorchPolicy:
+    """A torch actor behind the runtime's interface (deterministic mean action, batch 1)."""
+
+    def __init__(self, actor):
+        import torch
+        self.torch, self.actor = torch, actor.eval()
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.actor.initial_state(1)
+
+    def step(self, obs: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            mean, self.state = self.actor(self.torch.as_tensor(obs, dtype=self.torch.float32).view(1, 1, -1),
+                                          self.state)
+        return mean.view(-1).numpy()
+
+
+def checkpoint_policy(checkpoint_path: str) -> TorchPolicy:
+    """A TorchPolicy from a training checkpoint (module-level so workers can build it)."""
+    from policies.export import actor_from_checkpoint
+    return TorchPolicy(actor_from_checkpoint(checkpoint_path)[0])
+
+
+def runtime_policy(artifact_path: str):
+    """The deployed ONNX runtime (module-level so workers can build it)."""
+    from policies.runtime import PolicyRuntime
+    return PolicyRuntime(artifact_path)

@@ -1,0 +1,323 @@
+"""The policy manifest: what a deployed ONNX policy expects and produces.
+
+A policy artifact is a folder holding ``NAME.onnx`` and ``manifest.json``. The manifest
+records the observation layout (it must equal
+:func:`sim_bridge.observations.observation_layout` for the policy's joints), the action
+semantics, the joints and rates the policy was trained for, the graph's input/output
+names, the sha256 of the ONNX file, and free-form training and evaluation records.
+
+numpy and the standard library only: the deployed runtime imports this module.
+Errors are :class:`sim_bridge.config.ConfigError` naming the file and the field.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sim_bridge.config import ConfigError, FieldReader, write_text_atomic
+from sim_bridge.observations import ACTION_TYPE, Signal, observation_layout
+
+MANIFEST_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+ARCHITECTURES = ("lstm", "mlp")
+# The graph's input and output names, per architecture (the artifact contract).
+IO_NAMES = {
+    "lstm": (("obs", "h_in", "c_in"), ("actions", "h_out", "c_out")),
+    "mlp": (("obs",), ("actions",)),
+}
+ACTION_LOW, ACTION_HIGH = -1.0, 1.0  # the runtime clips actions to this range
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    size: int
+    layout: tuple[Signal, ...]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    type: str
+    size: int
+    scale_rad: float
+    low: float = ACTION_LOW
+    high: float = ACTION_HIGH
+
+
+@dataclass(frozen=True)
+class RecurrentStateSpec:
+    layers: int
+    hidden: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of ``h`` and ``c``: [layers, batch 1, hidden]."""
+        return (self.layers, 1, self.hidden)
+
+
+@dataclass(frozen=True)
+class IoSpec:
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PolicyManifest:
+    """A validated ``manifest.json``. ``source`` is the file it was loaded from (if any)."""
+
+    name: str
+    onnx_file: str
+    onnx_sha256: str
+    architecture: str
+    observation: ObservationSpec
+    action: ActionSpec
+    joint_names: tuple[str, ...]
+    robot_profile: str
+    control_rate_hz: float
+    default_pose_rad: tuple[float, ...]
+    recurrent_state: RecurrentStateSpec | None
+    io: IoSpec
+    training: dict[str, Any]
+    evaluation: dict[str, Any]
+    created_utc: str
+    manifest_version: int = MANIFEST_VERSION
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def recurrent(self) -> bool:
+        return self.recurrent_state is not None
+
+    @property
+    def onnx_path(self) -> Path | None:
+        """The ONNX file next to the manifest (None for a manifest not loaded from a file)."""
+        return self.source.parent / self.onnx_file if self.source is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``manifest.json`` (fields in the contract's order)."""
+        rs = self.recurrent_state
+        return {
+            "manifest_version": self.manifest_version,
+            "name": self.name,
+            "onnx_file": self.onnx_file,
+            "onnx_sha256": self.onnx_sha256,
+            "architecture": self.architecture,
+            "observation": {"size": self.observation.size,
+                            "layout": [{"name": s.name, "size": s.size, "unit": s.unit,
+                                        "description": s.description} for s in self.observation.layout]},
+            "action": {"type": self.action.type, "size": self.action.size, "scale_rad": self.action.scale_rad,
+                       "low": self.action.low, "high": self.action.high},
+            "joint_names": list(self.joint_names),
+            "robot_profile": self.robot_profile,
+            "control_rate_hz": self.control_rate_hz,
+            "default_pose_rad": list(self.default_pose_rad),
+            "recurrent_state": None if rs is None else {"layers": rs.layers, "hidden": rs.hidden},
+            "io": {"inputs": list(self.io.inputs), "outputs": list(self.io.outputs)},
+            "training": _plain(self.training),
+            "evaluation": _plain(self.evaluation),
+            "created_utc": self.created_utc,
+        }
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_path_for(path: str | os.PathLike) -> Path:
+    """``manifest.json`` of an artifact given as its folder, its manifest or its .onnx file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return path.with_name(MANIFEST_FILE)
+    if path.suffix == ".json" and not path.is_dir():
+        return path
+    return path / MANIFEST_FILE
+
+
+def load_manifest(path: str | os.PathLike) -> PolicyManifest:
+    """Read and validate a manifest (path of the file, or of the artifact folder)."""
+    path = manifest_path_for(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("manifest file not found", source=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read manifest ({exc.strerror})", source=path) from None
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise ConfigError(f"not valid JSON ({exc})", source=path) from None
+    return parse_manifest(data, source=path)
+
+
+def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> PolicyManifest:
+    """Validate a manifest given as the JSON object (a dict)."""
+    source = Path(source) if source is not None else None
+    r = FieldReader(data, source=source)
+    version = r.integer("manifest_version")
+    if version != MANIFEST_VERSION:
+        raise r.error("manifest_version", f"unsupported version {version}; this runtime reads {MANIFEST_VERSION}")
+    name = _nonempty(r, "name")
+    onnx_file = _nonempty(r, "onnx_file")
+    if Path(onnx_file).name != onnx_file or not onnx_file.endswith(".onnx"):
+        raise r.error("onnx_file", f"expected a file name ending in .onnx next to the manifest, got {onnx_file!r}")
+    sha = r.str("onnx_sha256")
+    if not _SHA256.fullmatch(sha):
+        raise r.error("onnx_sha256", f"expected 64 lowercase hex digits, got {sha!r}")
+    arch = r.str("architecture")
+    if arch not in ARCHITECTURES:
+        raise r.error("architecture", f"unknown architecture {arch!r}; expected one of {list(ARCHITECTURES)}")
+
+    joints = r.strings("joint_names")
+    n = len(joints)
+    if n == 0:
+        raise r.error("joint_names", "at least one joint is required")
+    observation = _observation(r.child("observation"), n)
+    action = _action(r.child("action"), n)
+    robot_profile = _nonempty(r, "robot_profile")
+    rate = r.number("control_rate_hz", positive=True)
+    pose = tuple(r.numbers("default_pose_rad", n))
+
+    raw_state = r.raw("recurrent_state")
+    if arch == "lstm":
+        if raw_state is None:
+            raise r.error("recurrent_state", "an 'lstm' policy needs {layers, hidden}, got null")
+        sr = r.child("recurrent_state")
+        state = RecurrentStateSpec(_positive_int(sr, "layers"), _positive_int(sr, "hidden"))
+        sr.finish()
+    else:
+        if raw_state is not None:
+            raise r.error("recurrent_state", f"must be null for architecture {arch!r}, got {raw_state!r}")
+        state = None
+
+    io = r.child("io")
+    want_in, want_out = IO_NAMES[arch]
+    inputs, outputs = tuple(io.strings("inputs")), tuple(io.strings("outputs"))
+    if inputs != want_in:
+        raise io.error("inputs", f"expected {list(want_in)} for architecture {arch!r}, got {list(inputs)}")
+    if outputs != want_out:
+        raise io.error("outputs", f"expected {list(want_out)} for architecture {arch!r}, got {list(outputs)}")
+    io.finish()
+
+    training, evaluation = _mapping(r, "training"), _mapping(r, "evaluation")
+    created = r.str("created_utc")
+    try:
+        datetime.fromisoformat(created)
+    except ValueError:
+        raise r.error("created_utc", f"expected an ISO 8601 date-time, got {created!r}") from None
+    r.finish()
+    return PolicyManifest(
+        name=name, onnx_file=onnx_file, onnx_sha256=sha, architecture=arch, observation=observation,
+        action=action, joint_names=tuple(joints), robot_profile=robot_profile, control_rate_hz=rate,
+        default_pose_rad=pose, recurrent_state=state, io=IoSpec(inputs, outputs), training=training,
+        evaluation=evaluation, created_utc=created, manifest_version=version, source=source)
+
+
+def save_manifest(manifest: PolicyManifest, path: str | os.PathLike) -> Path:
+    """Write ``manifest.json`` atomically (path of the file or of the artifact folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_FILE
+    try:
+        text = json.dumps(manifest.to_dict(), indent=2, allow_nan=False)
+    except (TypeError, ValueError) as exc:  # NaN / inf or objects in the free-form records
+        raise ConfigError(f"cannot write the manifest as JSON: {exc}", source=path) from None
+    write_text_atomic(path, text + "\n")
+    return path
+
+
+# --- helpers -----------------------------------------------------------------------
+
+def _observation(o: FieldReader, num_joints: int) -> ObservationSpec:
+    size = _positive_int(o, "size")
+    raw = o.raw("layout")
+    if not isinstance(raw, list) or not raw:
+        raise o.error("layout", f"expected a non-empty list of signals, got {raw!r}")
+    layout = []
+    for i, item in enumerate(raw):
+        s = FieldReader(item, source=o.source, prefix=f"{o.prefix}.layout[{i}]")
+        layout.append(Signal(_nonempty(s, "name"), _positive_int(s, "size"), s.str("unit"), s.str("description")))
+        s.finish()
+    o.finish()
+    total = sum(s.size for s in layout)
+    if total != size:
+        raise o.error("size", f"{size} does not equal the sum of the layout sizes ({total})")
+    expected = observation_layout(num_joints)
+    got = [(s.name, s.size, s.unit) for s in layout]
+    want = [(s.name, s.size, s.unit) for s in expected]
+    if got != want:
+        raise o.error("layout", f"(name, size, unit) must be {want} (sim_bridge.observations.observation_layout "
+                                f"for {num_joints} joints), got {got}")
+    return ObservationSpec(size, tuple(layout))
+
+
+def _action(a: FieldReader, num_joints: int) -> ActionSpec:
+    kind = a.str("type")
+    if kind != ACTION_TYPE:
+        raise a.error("type", f"unsupported action type {kind!r}; the runtime implements {ACTION_TYPE!r}")
+    size = _positive_int(a, "size")
+    if size != num_joints:
+        raise a.error("size", f"{size} does not equal the number of joint_names ({num_joints})")
+    scale = a.number("scale_rad", positive=True)
+    low, high = a.number("low"), a.number("high")
+    if (low, high) != (ACTION_LOW, ACTION_HIGH):
+        raise a.error("low", f"actions are clipped to [{ACTION_LOW}, {ACTION_HIGH}] by the runtime; "
+                             f"got low={low}, high={high}")
+    a.finish()
+    return ActionSpec(kind, size, scale, low, high)
+
+
+def _nonempty(r: FieldReader, key: str) -> str:
+    value = r.str(key)
+    if not value.strip():
+        raise r.error(key, "must not be empty")
+    return value
+
+
+def _positive_int(r: FieldReader, key: str) -> int:
+    value = r.integer(key)
+    if value <= 0:
+        raise r.error(key, f"must be > 0, got {value}")
+    return value
+
+
+def _mapping(r: FieldReader, key: str) -> dict[str, Any]:
+    value = r.raw(key)
+    if not isinstance(value, dict):
+        raise r.error(key, f"expected an object, got {value!r}")
+    return value
+
+
+def _unique_keys(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Free-form records as plain JSON types (numpy scalars/arrays and paths allowed)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar or array
+        return _plain(value.tolist())
+    return value

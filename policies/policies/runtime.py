@@ -1,0 +1,243 @@
+"""The deployed policy runtime: an ONNX policy artifact run with onnxruntime.
+
+numpy + onnxruntime only (no torch, no mujoco): this is what runs on the robot computer.
+Observations are built and actions turned into joint targets by the same functions the
+training env uses (:mod:`sim_bridge.observations`).
+
+    policy = PolicyRuntime("policies/policies/zoo/reach_lstm")
+    policy.warmup()
+    action = policy.act(q, qd, prev_action, target)   # float32 [n], the unclipped mean
+    q_target = policy.joint_targets(action, q, lower, upper)
+    prev_action = np.clip(action, -1, 1)              # what the env feeds back (clipped)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
+
+from policies.manifest import PolicyManifest, load_manifest, manifest_path_for
+from sim_bridge.config import ConfigError
+from sim_bridge.observations import action_to_joint_targets, build_observation
+
+# What onnxruntime raises for a file it cannot load (all plain Exception subclasses).
+_ORT_LOAD_ERRORS = (_ort_errors.InvalidProtobuf, _ort_errors.InvalidGraph, _ort_errors.InvalidArgument,
+                    _ort_errors.Fail, _ort_errors.NotImplemented, _ort_errors.RuntimeException,
+                    _ort_errors.NoSuchFile)
+_FLOAT = "tensor(float)"
+
+
+class PolicyLoadError(ConfigError):
+    """A policy artifact cannot be used; the message names the file and the field."""
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The policy produced NaN or inf; the recurrent state was not advanced."""
+
+
+class NonFiniteObservationError(ValueError):
+    """The observation holds NaN or inf; the policy was not run.
+
+    Checked before running because onnxruntime's LSTM kernel does not propagate NaN: it
+    returns finite, saturated outputs for a NaN input, where torch returns NaN.
+    """
+
+
+class PolicyRuntime:
+    """One policy, stepped one observation at a time (batch 1), recurrent state kept inside."""
+
+    def __init__(self, path: str | os.PathLike, intra_op_threads: int = 1, inter_op_threads: int = 1):
+        manifest_path = manifest_path_for(path)
+        if not manifest_path.is_file():
+            raise PolicyLoadError(f"no manifest.json for policy {os.fspath(path)!r}", source=manifest_path)
+        try:
+            m = load_manifest(manifest_path)
+        except ConfigError as exc:
+            raise _as_load_error(exc) from None
+        onnx_path = m.onnx_path
+        given = Path(path)
+        if given.suffix == ".onnx" and given.name != m.onnx_file:
+            raise PolicyLoadError(f"names {m.onnx_file!r}, but the policy was given as {given}",
+                                  source=manifest_path, field="onnx_file")
+        try:
+            model_bytes = onnx_path.read_bytes()
+        except OSError as exc:
+            raise PolicyLoadError(f"cannot read ONNX file {onnx_path} ({exc.strerror})",
+                                  source=manifest_path, field="onnx_file") from None
+        digest = hashlib.sha256(model_bytes).hexdigest()
+        if digest != m.onnx_sha256:
+            raise PolicyLoadError(f"{onnx_path.name} has sha256 {digest}, the manifest says {m.onnx_sha256} "
+                                  "(file changed or copied incompletely)", source=manifest_path, field="onnx_sha256")
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(intra_op_threads)
+        options.inter_op_num_threads = int(inter_op_threads)
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only
+        try:
+            self._session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        except _ORT_LOAD_ERRORS as exc:
+            raise PolicyLoadError(f"not a valid ONNX model ({type(exc).__name__}: {exc})", source=onnx_path) from None
+
+        self._manifest = m
+        self._onnx_path = onnx_path
+        self._check_graph()
+        self._obs = np.zeros((1, m.observation.size), dtype=np.float32)
+        self._obs_row = self._obs[0]
+        self._feed = {"obs": self._obs}
+        self._outputs = list(m.io.outputs)
+        if m.recurrent_state is not None:
+            self._h = np.zeros(m.recurrent_state.shape, dtype=np.float32)
+            self._c = np.zeros(m.recurrent_state.shape, dtype=np.float32)
+            self._feed.update(h_in=self._h, c_in=self._c)
+        else:
+            self._h = self._c = None
+        self._probe()
+
+    # --- properties --------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._manifest.name
+
+    @property
+    def manifest(self) -> PolicyManifest:
+        return self._manifest
+
+    @property
+    def state(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """A copy of the recurrent state (h, c), each [layers, 1, hidden]; None for an MLP."""
+        return None if self._h is None else (self._h.copy(), self._c.copy())
+
+    def set_state(self, h: np.ndarray, c: np.ndarray) -> None:
+        if self._h is None:
+            raise ValueError(f"policy {self.name!r} is feed-forward ({self._manifest.architecture}); it has no state")
+        for label, value, buf in (("h", h, self._h), ("c", c, self._c)):
+            value = np.asarray(value)
+            if value.shape != buf.shape:
+                raise ValueError(f"policy {self.name!r}: {label} has shape {value.shape}, expected {buf.shape}")
+            if not np.isfinite(value).all():
+                raise ValueError(f"policy {self.name!r}: {label} is not finite")
+        self._h[...] = h
+        self._c[...] = c
+
+    # --- stepping ----------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Zero the recurrent state (call at the start of every episode)."""
+        if self._h is not None:
+            self._h.fill(0.0)
+            self._c.fill(0.0)
+
+    def step(self, obs: np.ndarray) -> np.ndarray:
+        """The action (float32 [act_size], unclipped mean) for one observation [obs_size]."""
+        obs = np.asarray(obs)
+        if obs.shape != self._obs_row.shape:
+            raise ValueError(f"policy {self.name!r}: observation has shape {obs.shape}, "
+                             f"expected {self._obs_row.shape}")
+        self._obs_row[:] = obs
+        return self._run()
+
+    def act(self, joint_pos: np.ndarray, joint_vel: np.ndarray, prev_action: np.ndarray,
+            target_pos: np.ndarray) -> np.ndarray:
+        """Build the observation exactly as the env does and step.
+
+        ``prev_action`` is the previous action as the env saw it: clipped to [-1, 1].
+        """
+        n = self._manifest.num_joints
+        if not (len(joint_pos) == len(joint_vel) == len(prev_action) == n and len(target_pos) == 3):
+            raise ValueError(f"policy {self.name!r}: expected {n} joint positions, velocities and previous "
+                             f"actions and a 3-D target, got {len(joint_pos)}, {len(joint_vel)}, "
+                             f"{len(prev_action)}, {len(target_pos)}")
+        build_observation(joint_pos, joint_vel, prev_action, target_pos, out=self._obs_row)
+        return self._run()
+
+    def joint_targets(self, action: np.ndarray, joint_pos: np.ndarray, lower: np.ndarray,
+                      upper: np.ndarray) -> np.ndarray:
+        """Absolute joint targets for an action (clipped to [-1, 1], scaled, clipped to the limits)."""
+        return action_to_joint_targets(action, joint_pos, self._manifest.action.scale_rad, lower, upper)
+
+    def warmup(self, n: int = 10) -> None:
+        """Run ``n`` steps on a zero observation (first runs are slow), then reset."""
+        self._obs.fill(0.0)
+        for _ in range(n):
+            self._run()
+        self.reset()
+
+    def _run(self) -> np.ndarray:
+        if not np.isfinite(self._obs).all():
+            raise NonFiniteObservationError(f"policy {self.name!r}: observation is not finite: "
+                                            f"{self._non_finite_signals()}; the policy was not run")
+        out = self._session.run(self._outputs, self._feed)
+        for name, value in zip(self._outputs, out):
+            if not np.isfinite(value).all():
+                raise NonFiniteOutputError(f"policy {self.name!r}: output '{name}' is not finite; "
+                                           "the recurrent state was not advanced")
+        if self._h is not None:
+            np.copyto(self._h, out[1])
+            np.copyto(self._c, out[2])
+        return out[0][0]
+
+    def _non_finite_signals(self) -> str:
+        bad, start = [], 0
+        for signal in self._manifest.observation.layout:
+            values = self._obs_row[start:start + signal.size]
+            bad += [f"{signal.name}[{i}]={values[i]}" for i in np.flatnonzero(~np.isfinite(values))]
+            start += signal.size
+        return ", ".join(bad)
+
+    # --- validation --------------------------------------------------------------
+
+    def _check_graph(self) -> None:
+        m = self._manifest
+        for kind, nodes, want in (("inputs", self._session.get_inputs(), m.io.inputs),
+                                  ("outputs", self._session.get_outputs(), m.io.outputs)):
+            got = [node.name for node in nodes]
+            if sorted(got) != sorted(want):
+                raise self._error(f"io.{kind}", f"the graph's {kind} are {got}, the manifest says {list(want)}")
+        expected = {"obs": ((1, m.observation.size), "observation.size"),
+                    "actions": ((1, m.action.size), "action.size")}
+        if m.recurrent_state is not None:
+            for name in ("h_in", "c_in", "h_out", "c_out"):
+                expected[name] = (m.recurrent_state.shape, "recurrent_state")
+        for node in (*self._session.get_inputs(), *self._session.get_outputs()):
+            shape, field = expected[node.name]
+            if node.type != _FLOAT:
+                raise self._error(field, f"graph {node.name!r} has type {node.type}, expected {_FLOAT}")
+            # Symbolic dims (str/None, e.g. a dynamic batch axis) are checked by the probe run.
+            if len(node.shape) != len(shape) or any(isinstance(d, int) and d != w for d, w in zip(node.shape, shape)):
+                raise self._error(field, f"graph {node.name!r} has shape {list(node.shape)}, "
+                                         f"the manifest implies {list(shape)}")
+
+    def _probe(self) -> None:
+        """One run on zeros: the outputs' actual shapes must match (covers symbolic dims)."""
+        try:
+            out = self._session.run(self._outputs, self._feed)
+        except _ORT_LOAD_ERRORS as exc:
+            raise PolicyLoadError(f"the graph fails on a zero observation ({type(exc).__name__}: {exc})",
+                                  source=self._onnx_path) from None
+        m = self._manifest
+        want = [(1, m.action.size)] + ([m.recurrent_state.shape] * 2 if m.recurrent_state else [])
+        for name, value, shape in zip(self._outputs, out, want):
+            if value.shape != shape or value.dtype != np.float32:
+                field = "action.size" if name == "actions" else "recurrent_state"
+                raise self._error(field, f"graph output {name!r} is {value.dtype} {list(value.shape)}, "
+                                         f"expected float32 {list(shape)}")
+
+    def _error(self, field: str, message: str) -> PolicyLoadError:
+        return PolicyLoadError(f"{message} ({self._onnx_path.name})", source=self._manifest.source, field=field)
+
+    def __repr__(self) -> str:
+        m = self._manifest
+        return (f"PolicyRuntime({m.name!r}, {m.architecture}, obs {m.observation.size}, act {m.action.size}, "
+                f"joints {list(m.joint_names)})")
+
+
+def _as_load_error(exc: ConfigError) -> PolicyLoadError:
+    err = PolicyLoadError(str(exc))
+    err.source, err.field = exc.source, exc.field
+    return err

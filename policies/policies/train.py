@@ -1,0 +1,265 @@
+"""The PPO runner: rollouts on the vector env, updates, logging, checkpoints.
+
+Every iteration starts by resetting all envs (seeded by ``seed`` and the iteration), so
+an iteration boundary holds no env state: a checkpoint (model, optimizer, normalizers,
+learning rate, random generators, counters) resumes a run exactly. ``num_steps``
+defaults to the episode length, so each env completes at least one whole episode per
+iteration; an episode still running at the end is bootstrapped with the critic.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policies.config import TrainConfig
+from policies.model import ActorCritic
+from policies.ppo import PPO, Batch, build_sequences, compute_gae
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class RolloutStats:
+    episodes: int
+    mean_return: float
+    success_rate: float
+    mean_length: float
+
+
+def make_vector_env(cfg: TrainConfig):
+    from sim_bridge.envs.vector import VectorReachEnv
+
+    kwargs = {"profile": cfg.robot_profile, "randomization": cfg.randomization, **cfg.env_kwargs}
+    return VectorReachEnv(cfg.num_envs, cfg.num_workers, env_kwargs=kwargs)
+
+
+def build_model(cfg: TrainConfig, obs_size: int, act_size: int, priv_size: int) -> ActorCritic:
+    return ActorCritic(obs_size, act_size, priv_size, architecture=cfg.architecture, hidden=cfg.hidden,
+                       critic_hidden=cfg.critic_hidden, init_log_std=cfg.init_log_std)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out_dir: Path, *, quiet: bool = False):
+        cfg.validate()
+        self.cfg, self.out_dir, self.quiet = cfg, Path(out_dir), quiet
+        torch.manual_seed(cfg.seed)
+        self.venv = make_vector_env(cfg)
+        obs_size = self.venv.single_observation_space.shape[0]
+        act_size = self.venv.single_action_space.shape[0]
+        self.priv_names = self.venv.privileged_names
+        self.model = build_model(cfg, obs_size, act_size, len(self.priv_names))
+        self.ppo = PPO(self.model, cfg)
+        self.sample_gen = torch.Generator().manual_seed(cfg.seed)
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.iteration = 0
+        self.env_steps = 0
+        self.wall_time_s = 0.0
+        self.history: list[dict] = []
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        return {"checkpoint_version": CHECKPOINT_VERSION, "config": self.cfg.to_dict(),
+                "model": self.model.state_dict(), "optimizer": self.ppo.optimizer.state_dict(),
+                "learning_rate": self.ppo.learning_rate, "iteration": self.iteration,
+                "env_steps": self.env_steps, "wall_time_s": self.wall_time_s,
+                "sample_gen": self.sample_gen.get_state(), "batch_gen": self.batch_gen.get_state(),
+                "privileged_names": list(self.priv_names)}
+
+    def save_checkpoint(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.checkpoint(), tmp)
+        tmp.replace(path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = load_checkpoint_file(path)
+        self.model.load_state_dict(state["model"])
+        self.ppo.optimizer.load_state_dict(state["optimizer"])
+        self.ppo._set_lr(state["learning_rate"])
+        self.iteration, self.env_steps = state["iteration"], state["env_steps"]
+        self.wall_time_s = state["wall_time_s"]
+        self.sample_gen.set_state(state["sample_gen"])
+        self.batch_gen.set_state(state["batch_gen"])
+
+    # --- rollouts ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def collect(self) -> tuple[Batch, np.ndarray, RolloutStats]:
+        cfg, model, venv = self.cfg, self.model, self.venv
+        T, N = cfg.num_steps, cfg.num_envs
+        obs, info = venv.reset(seed=cfg.seed * 1_000_003 + self.iteration * N)
+        priv = info["privileged"]
+        O, P = obs.shape[1], priv.shape[1]
+        A = venv.single_action_space.shape[0]
+        buf_obs = np.zeros((T, N, O), np.float32)
+        buf_priv = np.zeros((T, N, P), np.float32)
+        buf_act = np.zeros((T, N, A), np.float32)
+        buf_logp = np.zeros((T, N), np.float32)
+        buf_val = np.zeros((T, N), np.float32)
+        buf_rew = np.zeros((T, N), np.float32)
+        buf_done = np.zeros((T, N), np.float32)
+        starts = np.zeros((T, N), bool)
+        starts[0] = True
+        recurrent = model.actor.recurrent
+        H = model.actor.hidden
+        buf_h = np.zeros((T, N, H), np.float32) if recurrent else None
+        buf_c = np.zeros((T, N, H), np.float32) if recurrent else None
+        state = model.actor.initial_state(N)
+        ep_return, ep_len = np.zeros(N), np.zeros(N, int)
+        done_returns, done_success, done_lengths = [], [], []
+        for t in range(T):
+            obs_t = torch.from_numpy(obs)
+            if recurrent:
+                buf_h[t], buf_c[t] = state[0][0].numpy(), state[1][0].numpy()
+            mean, next_state = model.actor(obs_t.unsqueeze(0), state)
+            dist = model.distribution(mean[0])
+            action = dist.mean + dist.stddev * torch.randn(mean[0].shape, generator=self.sample_gen)
+            buf_logp[t] = dist.log_prob(action).sum(-1).numpy()
+            buf_val[t] = model.value(obs_t, torch.from_numpy(priv)).numpy()
+            buf_obs[t], buf_priv[t], buf_act[t] = obs, priv, action.numpy()
+            obs, reward, term, trunc, info = venv.step(buf_act[t])
+            done = term | trunc
+            bootstrap = trunc & ~term
+            if bootstrap.any():  # a time limit is not a terminal state: add gamma * V(s_final)
+                v_final = model.value(torch.from_numpy(info["final_observation"][bootstrap]),
+                                      torch.from_numpy(info["final_privileged"][bootstrap])).numpy()
+                reward = reward.copy()
+                reward[bootstrap] += cfg.gamma * v_final
+            buf_rew[t], buf_done[t] = reward, done
+            priv = info["privileged"]
+            ep_return += info_reward(reward, bootstrap, info, cfg.gamma, v_final if bootstrap.any() else None)
+            ep_len += 1
+            for n in np.flatnonzero(done):
+                done_returns.append(ep_return[n])
+                done_success.append(bool(info["is_success"][n]))
+                done_lengths.append(ep_len[n])
+                ep_return[n], ep_len[n] = 0.0, 0
+            if t + 1 < T:
+                starts[t + 1] = done
+            if recurrent:
+                keep = torch.from_numpy(~done).float().view(1, N, 1)
+                state = (next_state[0] * keep, next_state[1] * keep)
+        last_val = model.value(torch.from_numpy(obs), torch.from_numpy(priv)).numpy()
+        adv, ret = compute_gae(buf_rew, buf_val, buf_done, last_val, cfg.gamma, cfg.gae_lambda)
+        weights = self._epopt_weights(buf_rew, starts, buf_done)
+        flat = lambda x: torch.from_numpy(np.ascontiguousarray(x.reshape(T * N, *x.shape[2:])))  # noqa: E731
+        batch = Batch(flat(buf_obs), flat(buf_priv), flat(buf_act), flat(buf_logp), flat(adv), flat(ret),
+                      flat(buf_h) if recurrent else None, flat(buf_c) if recurrent else None, flat(weights))
+        stats = RolloutStats(len(done_returns), float(np.mean(done_returns)) if done_returns else float("nan"),
+                             float(np.mean(done_success)) if done_success else float("nan"),
+                             float(np.mean(done_lengths)) if done_lengths else float("nan"))
+        return batch, starts, stats
+
+    def _epopt_weights(self, rewards: np.ndarray, starts: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        """EPOpt (Rajeswaran 2017): after warm-up, keep only the worst epsilon-fraction of the
+        completed episodes by return (a CVaR objective); other steps get weight 0."""
+        cfg = self.cfg
+        if cfg.epopt_epsilon >= 1.0 or self.iteration < cfg.epopt_warmup_iterations:
+            return np.ones_like(rewards)
+        T, N = rewards.shape
+        ep_id = np.cumsum(starts.T.reshape(-1)) - 1  # env-major episode ids
+        rew = rewards.T.reshape(-1)
+        complete = np.zeros(ep_id[-1] + 1, bool)
+        complete[ep_id[dones.T.reshape(-1).astype(bool)]] = True
+        returns = np.bincount(ep_id, weights=rew)
+        candidates = np.flatnonzero(complete)
+        k = max(1, int(np.ceil(cfg.epopt_epsilon * len(candidates))))
+        chosen = candidates[np.argsort(returns[candidates])[:k]]
+        keep = np.isin(ep_id, chosen).astype(np.float32)
+        return keep.reshape(N, T).T
+
+    # --- the loop ---------------------------------------------------------------------------
+    def train(self, *, stop_after_iterations: int | None = None) -> dict:
+        cfg = self.cfg
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        steps_per_iter = cfg.num_envs * cfg.num_steps
+        total_iters = -(-cfg.total_env_steps // steps_per_iter)
+        log_path = self.out_dir / "progress.csv"
+        new_log = not log_path.exists() or self.iteration == 0
+        log_file = log_path.open("w" if new_log else "a", newline="")
+        writer = None
+        done_here = 0
+        try:
+            while self.iteration < total_iters:
+                if stop_after_iterations is not None and done_here >= stop_after_iterations:
+                    break
+                t0 = time.perf_counter()
+                torch.set_num_threads(1)
+                batch, starts, stats = self.collect()
+                t1 = time.perf_counter()
+                torch.set_num_threads(self.cfg.torch_threads)
+                seqs = build_sequences(starts, cfg.seq_len)
+                update = self.ppo.update(batch, seqs, self.batch_gen)
+                T, N = starts.shape
+                self.model.update_normalizers(batch.obs, batch.priv)
+                t2 = time.perf_counter()
+                self.iteration += 1
+                done_here += 1
+                self.env_steps += steps_per_iter
+                self.wall_time_s += t2 - t0
+                row = {"iteration": self.iteration, "env_steps": self.env_steps,
+                       "wall_time_s": round(self.wall_time_s, 2), "episodes": stats.episodes,
+                       "mean_return": stats.mean_return, "success_rate": stats.success_rate,
+                       "mean_length": stats.mean_length, "steps_per_s": steps_per_iter / (t2 - t0),
+                       "collect_s": t1 - t0, "update_s": t2 - t1,
+                       "action_std": float(self.model.actor.log_std.exp().mean()), **update}
+                self.history.append(row)
+                if writer is None:
+                    writer = csv.DictWriter(log_file, fieldnames=list(row))
+                    if new_log:
+                        writer.writeheader()
+                writer.writerow(row)
+                log_file.flush()
+                if not self.quiet:
+                    self._progress(row, total_iters)
+                if self.iteration % cfg.checkpoint_every == 0 or self.iteration == total_iters:
+                    self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
+        finally:
+            log_file.close()
+            if not self.quiet:
+                print(file=sys.stderr)
+        self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
+        return self.history[-1] if self.history else {}
+
+    def _progress(self, row: dict, total_iters: int) -> None:
+        width = 24
+        filled = int(width * self.iteration / total_iters)
+        eta = (total_iters - self.iteration) * row["wall_time_s"] / max(1, self.iteration)
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] it {self.iteration}/{total_iters} "
+              f"steps {row['env_steps'] / 1e6:.2f}M  return {row['mean_return']:8.2f}  "
+              f"success {100 * row['success_rate']:5.1f}%  len {row['mean_length']:5.1f}  "
+              f"{row['steps_per_s']:6.0f} steps/s  kl {row['kl']:.4f}  lr {row['learning_rate']:.1e}  "
+              f"eta {eta / 60:4.1f} min", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.venv.close()
+
+
+def info_reward(reward, bootstrap, info, gamma, v_final) -> np.ndarray:
+    """The env's own reward (the critic's bootstrap term removed) for episode statistics."""
+    if v_final is None:
+        return reward
+    out = reward.copy()
+    out[bootstrap] -= gamma * v_final
+    return out
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(state, dict) or state.get("checkpoint_version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: not a sim2real checkpoint (version {CHECKPOINT_VERSION})")
+    return state
