@@ -209,7 +209,7 @@ class Trainer:
                        "mean_return": stats.mean_return, "success_rate": stats.success_rate,
                        "mean_length": stats.mean_length, "steps_per_s": steps_per_iter / (t2 - t0),
                        "collect_s": t1 - t0, "update_s": t2 - t1,
-                       "action_std": float(self.model.actor.log_std.exp().mean()), **update}
+                       "action_std": self.model.actor.log_std.detach().exp().mean().item(), **update}
                 self.history.append(row)
                 if writer is None:
                     writer = csv.DictWriter(log_file, fieldnames=list(row))

@@ -1,0 +1,104 @@
+"""The PPO runner end to end on small budgets: exact resume, learning, EPOpt, safe loading."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from policies.config import TrainConfig
+from policies.train import Trainer, load_checkpoint_file
+from sim_bridge.profile import shipped_profile_path
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    base = dict(num_envs=4, num_workers=0, num_steps=20, seq_len=10, hidden=8, critic_hidden=(16,),
+                update_epochs=2, num_minibatches=2, total_env_steps=4 * 20 * 3, torch_threads=1,
+                checkpoint_every=1, env_kwargs={"max_episode_steps": 20, "terminate_on_success": False})
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def test_resume_from_a_checkpoint_is_exact(tmp_path):
+    straight = Trainer(tiny_config(), tmp_path / "a", quiet=True)
+    straight.train()
+    straight.close()
+
+    first = Trainer(tiny_config(), tmp_path / "b", quiet=True)
+    first.train(stop_after_iterations=2)
+    first.close()
+    resumed = Trainer(tiny_config(), tmp_path / "b", quiet=True)
+    resumed.load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")
+    assert resumed.iteration == 2
+    resumed.train()
+    resumed.close()
+
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+    assert straight.env_steps == resumed.env_steps == 240
+
+
+@pytest.fixture
+def easy_profile(tmp_path):
+    """The shipped arm with a (nearly) fixed target: a task PPO improves on within seconds."""
+    data = yaml.safe_load(shipped_profile_path().read_text())
+    data["mjcf"] = str((shipped_profile_path().parent / data["mjcf"]).resolve())
+    data["reach_workspace"] = {"low": [0.45, 0.2, 0.3], "high": [0.451, 0.201, 0.301]}
+    path = tmp_path / "easy_profile.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_training_improves_return_on_an_easy_setting(tmp_path, easy_profile):
+    iterations = 40
+    cfg = tiny_config(num_envs=16, num_steps=50, seq_len=25, hidden=32, critic_hidden=(64,),
+                      total_env_steps=16 * 50 * iterations, update_epochs=4, num_minibatches=4,
+                      learning_rate=3e-3, randomization="none", robot_profile=easy_profile,
+                      env_kwargs={"max_episode_steps": 50, "terminate_on_success": False})
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True)
+    trainer.train()
+    trainer.close()
+    returns = [row["mean_return"] for row in trainer.history]
+    first, last = np.mean(returns[:3]), np.mean(returns[-3:])
+    assert last > first + 1.5, f"return did not improve: first {first:.2f}, last {last:.2f}"
+    rows = (tmp_path / "run" / "progress.csv").read_text().strip().splitlines()
+    assert len(rows) == iterations + 1  # header + one row per iteration
+
+
+def test_epopt_keeps_the_worst_fraction_of_complete_episodes(tmp_path):
+    trainer = Trainer(tiny_config(epopt_epsilon=0.5, epopt_warmup_iterations=0), tmp_path, quiet=True)
+    trainer.close()
+    T, N = 6, 2
+    starts = np.zeros((T, N), bool)
+    starts[0] = True
+    starts[3, 0] = True  # env 0: episodes [0..2] and [3..5] (the last one is cut: not complete)
+    dones = np.zeros((T, N))
+    dones[2, 0] = 1.0
+    dones[4, 1] = 1.0  # env 1: one complete episode [0..4], step 5 starts a cut one
+    starts[5, 1] = True
+    rewards = np.zeros((T, N))
+    rewards[:3, 0] = -1.0  # env 0 first episode: return -3 (worst)
+    rewards[:5, 1] = 1.0  # env 1 episode: return +5
+    weights = trainer._epopt_weights(rewards, starts, dones)
+    np.testing.assert_array_equal(weights[:, 0], [1, 1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(weights[:, 1], [0, 0, 0, 0, 0, 0])
+
+
+def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
+    path = tmp_path / "evil.pt"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    with path.open("wb") as handle:
+        pickle.dump({"checkpoint_version": 1, "payload": Evil()}, handle, protocol=2)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint_file(path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint_file(tmp_path / "missing.pt")
