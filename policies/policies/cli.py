@@ -51,10 +51,27 @@ def run_train(args) -> int:
     return 0
 
 
+def training_milestones(progress_csv: Path, threshold: float = 0.95) -> dict:
+    """When the run's (stochastic) training success rate first reached ``threshold``."""
+    import csv
+    if not progress_csv.is_file():
+        return {}
+    with progress_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            if float(row["success_rate"]) >= threshold:
+                return {f"first_training_success_{int(threshold * 100)}pct": {
+                    "iteration": int(row["iteration"]), "env_steps": int(row["env_steps"]),
+                    "wall_time_s": float(row["wall_time_s"])}}
+    return {}
+
+
 def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command: str = "") -> dict:
     from policies.evaluate import evaluate, runtime_policy
     from policies.export import export_checkpoint, update_evaluation
-    out = export_checkpoint(checkpoint, artifact, training_extra={"command": command} if command else None)
+    extra = training_milestones(Path(checkpoint).parent.parent / "progress.csv")
+    if command:
+        extra["command"] = command
+    out = export_checkpoint(checkpoint, artifact, training_extra=extra)
     print(f"exported {out} (torch/onnxruntime parity checked)")
     results = {}
     for randomization in ("none", "default"):
