@@ -15,10 +15,17 @@ setup(
     package_data={PACKAGE: ["zoo/*/*.onnx", "zoo/*/*.json"]},
     zip_safe=False,
     entry_points={
+        "console_scripts": [
+            # `ros2 run policies policy_node` after a colcon build.
+            "policy_node = policies.node:main",
+        ],
         "sim2real.commands": [
             "train = policies.cli:add_train_command",
             "export = policies.cli:add_export_command",
             "eval = policies.cli:add_eval_command",
+        ],
+        "sim2real.nodes": [
+            "policy = policies.node:main",
         ],
     },
     license="Apache-2.0",

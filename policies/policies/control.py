@@ -1,0 +1,479 @@
+"""What the policy node does, without ROS: the control cycle, its guards, and policy swaps.
+
+:class:`PolicyController` owns the active :class:`~policies.runtime.PolicyRuntime` and the
+inputs of the next cycle (the latest joint state in the profile's joint order, the goal,
+the previous action). The ROS node (:mod:`policies.node`) is a thin shell over it; tests
+drive it directly. numpy + the runtime only.
+
+Rules:
+
+* **Policies come from one folder.** A policy is named by its artifact folder inside
+  ``policy_dir``; paths (absolute, ``..``, separators) and symlinks that resolve outside
+  the folder are refused. A loaded policy is validated against the robot profile (joint
+  names equal and in order, action and observation sizes, control rate; a rate mismatch
+  is refused unless ``allow_rate_mismatch``) and warmed up on a zero observation, so a
+  policy that outputs NaN for every input is refused at load.
+* **Swaps happen at a cycle boundary.** :meth:`swap` loads and validates in the calling
+  thread (the node's parameter thread, never the control thread), then leaves the new
+  policy *pending*; the next :meth:`cycle` installs it before it runs. Only one swap may
+  be loading or pending at a time; a second is refused with the reason. The new policy
+  starts cold (zero LSTM state, as at the start of every training episode); the previous
+  action stays, as it is what was really commanded last.
+* **Joint states are mapped by name** (reordered and extra joints are fine). A message
+  that lacks a profile joint, or holds NaN/inf for one, is rejected on arrival and the
+  last good state is kept.
+* **Staleness is judged by arrival time** (a monotonic clock read when the message
+  arrives), not header stamps: the sim bridge stamps sim time, which runs slower or faster
+  than the wall clock (lockstep, a loaded machine) and restarts with the process, and a
+  real arm's computer has its own clock. What matters for safety is how long ago *this*
+  process last heard from the arm. A cycle more than ``stale_after_periods`` control
+  periods after the last state publishes nothing (the bridge keeps its last command).
+* **Hold.** When the policy output (or its observation) is non-finite, the cycle
+  commands the measured joint positions latched at the first held cycle (re-targeting the
+  live measurement every cycle would let a gravity-loaded arm creep down), and feeds back
+  a zero action. The recurrent state is not advanced (the runtime guarantees it). The
+  first good output ends the hold.
+* **Timing.** In periodic (timer) mode a cycle that starts more than 1.5 periods after the
+  previous one counts the skipped periods as missed (``round(gap / period) - 1``; timer
+  jitter below half a period is not a miss); a cycle whose work takes longer than a period
+  is an overrun. Inference time and loop latency (state arrival -> command ready) are kept
+  in sliding windows with p50/p99, per policy (cleared at a swap).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from policies.manifest import MANIFEST_FILE
+from policies.runtime import NonFiniteObservationError, NonFiniteOutputError, PolicyRuntime
+from sim_bridge.observations import clip, observation_size
+from sim_bridge.profile import RobotProfile
+
+WAITING, COMMAND, HOLD, STALE = "waiting", "command", "hold", "stale"
+WARMUP_STEPS = 10
+
+
+class PolicyRejected(ValueError):
+    """A policy, a swap, a joint state or a goal was refused; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A validated, warmed-up policy, ready to be installed."""
+
+    name: str
+    path: Path
+    runtime: PolicyRuntime
+    load_s: float
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def sha256(self) -> str:
+        return self.runtime.manifest.onnx_sha256
+
+    @property
+    def short_sha(self) -> str:
+        return self.sha256[:12]
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """``command`` is what to publish (profile joint order, rad), or None for nothing."""
+
+    status: str                  # waiting | command | hold | stale
+    command: np.ndarray | None = None
+    reason: str = ""
+    swapped_to: str | None = None  # name of the policy installed at this cycle's boundary
+
+
+@dataclass
+class ControlCounters:
+    cycles: int = 0
+    commands: int = 0
+    missed_cycles: int = 0
+    overruns: int = 0
+    stale_cycles: int = 0
+    swaps: int = 0
+    holds: Counter = field(default_factory=Counter)        # by reason kind
+    rejections: Counter = field(default_factory=Counter)   # joint_state | goal | policy
+    last_rejection: str = ""
+    last_hold: str = ""
+
+
+class LatencyWindow:
+    """The last ``size`` durations (s), with percentiles."""
+
+    def __init__(self, size: int = 500):
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self._values.append(seconds)
+
+    def clear(self) -> None:
+        self._values.clear()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(np.fromiter(self._values, float), q)) if self._values else float("nan")
+
+    def p50(self) -> float:
+        return self.percentile(50)
+
+    def p99(self) -> float:
+        return self.percentile(99)
+
+
+# --- the policy folder ----------------------------------------------------------------
+
+def _inside(path: Path, root: Path) -> bool:
+    real = path.resolve()
+    return real != root and real.is_relative_to(root)
+
+
+def list_policies(policy_dir: str | os.PathLike) -> list[str]:
+    """Names of the artifact folders (with a manifest.json) that resolve inside ``policy_dir``."""
+    root = Path(policy_dir).resolve()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if not p.name.startswith((".", "_")) and _inside(p, root) and p.resolve().is_dir()
+                  and (p / MANIFEST_FILE).is_file() and _inside(p / MANIFEST_FILE, root))
+
+
+def resolve_policy(policy_dir: str | os.PathLike, name: str) -> Path:
+    """The artifact folder of policy ``name``; PolicyRejected for anything but a listed name."""
+    root = Path(policy_dir).resolve()
+    if not isinstance(name, str) or not name.strip():
+        raise PolicyRejected("the policy name is empty")
+    if os.path.isabs(name) or "/" in name or "\\" in name or name in (".", ".."):
+        raise PolicyRejected(f"'{name}' is a path; give the name of an artifact folder inside "
+                             f"policy_dir ({root}), paths are refused")
+    path = root / name
+    if (path.exists() or path.is_symlink()) and not _inside(path, root):
+        raise PolicyRejected(f"'{name}' resolves outside policy_dir ({root}); refused")
+    available = list_policies(root)
+    if name not in available:
+        if path.is_dir():
+            raise PolicyRejected(f"'{name}' in {root} is not a policy artifact (no {MANIFEST_FILE})")
+        raise PolicyRejected(f"no policy '{name}' in {root}; available: {available}")
+    for file in path.iterdir():  # the runtime reads files next to the manifest
+        if file.is_symlink() and not _inside(file, root):
+            raise PolicyRejected(f"'{name}/{file.name}' resolves outside policy_dir ({root}); refused")
+    return path.resolve()
+
+
+# --- the controller -------------------------------------------------------------------
+
+class PolicyController:
+    """The active policy, its inputs, and the cycle rules (see the module docstring).
+
+    Thread safety: :meth:`on_joint_state` and :meth:`set_goal` only take a short lock to
+    store their input, so states keep arriving while a (slow) cycle runs; :meth:`cycle`,
+    :meth:`reset` and installing a policy share the run lock (held for a whole cycle);
+    :meth:`swap` loads without either, so the control loop keeps running while a policy loads.
+    """
+
+    def __init__(self, profile: RobotProfile, policy_dir: str | os.PathLike, *,
+                 control_rate_hz: float | None = None, stale_after_periods: int = 5,
+                 allow_rate_mismatch: bool = False, periodic: bool = True, window: int = 500,
+                 clock=time.monotonic):
+        self.profile = profile
+        self.policy_dir = Path(policy_dir).resolve()
+        self.control_rate_hz = float(control_rate_hz) if control_rate_hz else None  # None: the first policy's
+        self.stale_after_periods = int(stale_after_periods)
+        self.allow_rate_mismatch = bool(allow_rate_mismatch)
+        self.periodic = periodic
+        self.counters = ControlCounters()
+        self.inference = LatencyWindow(window)     # runtime.act, s
+        self.loop_latency = LatencyWindow(window)  # state arrival -> command ready, s
+        self._clock = clock
+        self._cycle_starts: deque[float] = deque(maxlen=max(10, window // 5))
+        self._run_lock = threading.Lock()     # the runtime, prev_action, hold: held for a whole cycle
+        self._inputs_lock = threading.Lock()  # the latest state and goal: held only to copy them
+        self._swap_lock = threading.Lock()    # the loading / pending slot
+        self._loading: str | None = None
+        self._pending: LoadedPolicy | None = None
+        self.active: LoadedPolicy | None = None
+        n = profile.num_joints
+        self._index_cache: tuple[tuple[str, ...], np.ndarray | None, list[str]] | None = None
+        self.q: np.ndarray | None = None        # last good joint state, profile order
+        self.qd: np.ndarray | None = None
+        self.state_arrival_s: float | None = None
+        self.goal: np.ndarray | None = None
+        self.prev_action = np.zeros(n)
+        self.hold_target: np.ndarray | None = None  # latched while holding
+        self.stale = False
+
+    # --- loading and swapping -----------------------------------------------------------
+    @property
+    def period_s(self) -> float:
+        return 1.0 / (self.control_rate_hz or self.profile.control_rate_hz)
+
+    @property
+    def active_name(self) -> str:
+        return self.active.name if self.active is not None else ""
+
+    @property
+    def holding(self) -> bool:
+        return self.hold_target is not None
+
+    def available_policies(self) -> list[str]:
+        return list_policies(self.policy_dir)
+
+    def load_policy(self, name: str, *, allow_rate_mismatch: bool | None = None) -> LoadedPolicy:
+        """Resolve, load, validate and warm up ``name``; PolicyRejected says why not.
+
+        ``allow_rate_mismatch`` overrides the controller's setting for this load.
+        """
+        start = time.perf_counter()
+        allow = self.allow_rate_mismatch if allow_rate_mismatch is None else allow_rate_mismatch
+        try:
+            path = resolve_policy(self.policy_dir, name)
+            runtime = PolicyRuntime(path)
+            warnings = self._validate(runtime, allow)
+            runtime.warmup(WARMUP_STEPS)
+        except PolicyRejected as exc:
+            raise self._reject("policy", f"policy '{name}' rejected: {exc}") from None
+        except (NonFiniteOutputError, NonFiniteObservationError) as exc:
+            raise self._reject("policy", f"policy '{name}' rejected: outputs non-finite values on a zero "
+                                         f"observation during warm-up ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - PolicyLoadError, and anything a broken file may raise
+            raise self._reject("policy", f"policy '{name}' rejected: {exc}") from None
+        return LoadedPolicy(name, path, runtime, time.perf_counter() - start, tuple(warnings))
+
+    def _validate(self, runtime: PolicyRuntime, allow_rate_mismatch: bool) -> list[str]:
+        m, p = runtime.manifest, self.profile
+        if tuple(m.joint_names) != tuple(p.joint_names):
+            if sorted(m.joint_names) == sorted(p.joint_names):
+                why = f"same joints in another order: {list(m.joint_names)}"
+            else:
+                missing = [j for j in p.joint_names if j not in m.joint_names]
+                extra = [j for j in m.joint_names if j not in p.joint_names]
+                why = f"missing {missing}, unknown {extra}"
+            raise PolicyRejected(f"trained for joints {list(m.joint_names)}, robot profile '{p.name}' has "
+                                 f"{list(p.joint_names)} ({why})")
+        if m.action.size != p.num_joints:
+            raise PolicyRejected(f"action size {m.action.size}, the profile has {p.num_joints} joints")
+        if m.observation.size != observation_size(p.num_joints):
+            raise PolicyRejected(f"observation size {m.observation.size}, expected "
+                                 f"{observation_size(p.num_joints)} for {p.num_joints} joints")
+        warnings = []
+        if self.control_rate_hz is not None and abs(m.control_rate_hz - self.control_rate_hz) > 1e-6:
+            text = f"trained at {m.control_rate_hz:g} Hz, the node runs at {self.control_rate_hz:g} Hz"
+            if not allow_rate_mismatch:
+                raise PolicyRejected(f"{text} (set allow_rate_mismatch to run it anyway)")
+            warnings.append(f"{text} (allowed by allow_rate_mismatch)")
+        return warnings
+
+    def set_policy(self, loaded: LoadedPolicy) -> None:
+        """Install ``loaded`` now (no control loop running: configure, or while inactive).
+
+        The first policy fixes the control rate if none was given.
+        """
+        with self._run_lock:
+            if self.control_rate_hz is None:
+                self.control_rate_hz = loaded.runtime.manifest.control_rate_hz
+            self._install(loaded)
+
+    def swap(self, name: str, *, allow_rate_mismatch: bool | None = None) -> LoadedPolicy:
+        """Load ``name`` in the calling thread and make it pending (the next cycle installs it)."""
+        with self._swap_lock:
+            busy = self._busy()
+            if busy:
+                raise self._reject("policy", f"policy '{name}' rejected: {busy}")
+            self._loading = name
+        try:
+            loaded = self.load_policy(name, allow_rate_mismatch=allow_rate_mismatch)
+        except BaseException:
+            with self._swap_lock:
+                self._loading = None
+            raise
+        with self._swap_lock:
+            self._loading = None
+            self._pending = loaded
+        return loaded
+
+    def request_swap(self, loaded: LoadedPolicy) -> None:
+        """Make an already loaded policy pending; refused while another swap loads or is pending."""
+        with self._swap_lock:
+            busy = self._busy()
+            if busy:
+                raise self._reject("policy", f"policy '{loaded.name}' rejected: {busy}")
+            self._pending = loaded
+
+    def _busy(self) -> str:
+        if self._loading is not None:
+            return f"another swap is in progress (policy '{self._loading}' is loading)"
+        if self._pending is not None:
+            return f"another swap is in progress (policy '{self._pending.name}' takes control at the next cycle)"
+        return ""
+
+    @property
+    def pending_name(self) -> str:
+        pending = self._pending
+        return pending.name if pending is not None else ""
+
+    @property
+    def loading_name(self) -> str:
+        return self._loading or ""
+
+    def apply_pending_swap(self) -> str | None:
+        """Install the pending policy now, if any (the node calls this while inactive)."""
+        with self._run_lock:
+            return self._apply_pending()
+
+    def _apply_pending(self) -> str | None:
+        with self._swap_lock:
+            loaded, self._pending = self._pending, None
+        if loaded is None:
+            return None
+        self._install(loaded)
+        self.counters.swaps += 1
+        self.inference.clear()  # timing statistics are per policy
+        self.loop_latency.clear()
+        return loaded.name
+
+    def _install(self, loaded: LoadedPolicy) -> None:
+        loaded.runtime.reset()  # cold start: zero LSTM state
+        self.active = loaded
+        self.hold_target = None
+
+    # --- inputs -------------------------------------------------------------------------
+    def on_joint_state(self, names, position, velocity, arrival_s: float) -> tuple[bool, str]:
+        """Map a JointState by name into profile order; (accepted, reason)."""
+        names = tuple(names)
+        index, missing = self._index(names)
+        n_pos, n_vel = len(position), len(velocity)
+        reason = ""
+        if index is None:
+            reason = f"lacks joint(s) {missing} of robot profile '{self.profile.name}'"
+        elif n_pos != len(names) or n_vel != len(names):
+            reason = f"has {len(names)} names but {n_pos} positions and {n_vel} velocities"
+        else:
+            q = np.asarray(position, dtype=float)[index]
+            qd = np.asarray(velocity, dtype=float)[index]
+            bad = np.flatnonzero(~(np.isfinite(q) & np.isfinite(qd)))
+            if bad.size:
+                reason = f"non-finite position/velocity for joint(s) {[self.profile.joint_names[i] for i in bad]}"
+        if reason:
+            self._reject("joint_state", f"joint_states rejected: {reason}; kept the last good state")
+            return False, self.counters.last_rejection
+        with self._inputs_lock:
+            self.q, self.qd, self.state_arrival_s = q, qd, arrival_s
+        return True, ""
+
+    def _index(self, names: tuple[str, ...]) -> tuple[np.ndarray | None, list[str]]:
+        if self._index_cache is None or self._index_cache[0] != names:
+            position = {name: i for i, name in enumerate(names)}
+            missing = [j for j in self.profile.joint_names if j not in position]
+            index = None if missing else np.array([position[j] for j in self.profile.joint_names])
+            self._index_cache = (names, index, missing)
+        return self._index_cache[1], self._index_cache[2]
+
+    def set_goal(self, xyz) -> tuple[bool, str]:
+        goal = np.asarray(xyz, dtype=float)
+        if goal.shape != (3,) or not np.isfinite(goal).all():
+            self._reject("goal", f"goal rejected: expected 3 finite numbers, got {goal.tolist()}; "
+                                 f"kept {None if self.goal is None else self.goal.tolist()}")
+            return False, self.counters.last_rejection
+        with self._inputs_lock:
+            self.goal = goal
+        return True, ""
+
+    def reset(self) -> None:
+        """Zero the recurrent state and the previous action; end a hold."""
+        with self._run_lock:
+            if self.active is not None:
+                self.active.runtime.reset()
+            self.prev_action = np.zeros(self.profile.num_joints)
+            self.hold_target = None
+
+    def wait_idle(self) -> None:
+        """Return once no cycle is running (a cycle in progress finishes first)."""
+        with self._run_lock:
+            pass
+
+    # --- the cycle ----------------------------------------------------------------------
+    def cycle(self, now_s: float) -> CycleResult:
+        """One control cycle starting at ``now_s`` (same monotonic clock as the arrivals)."""
+        with self._run_lock:
+            swapped = self._apply_pending()
+            self._count_timing(now_s)
+            with self._inputs_lock:
+                inputs = self.q, self.qd, self.state_arrival_s, self.goal
+            result = self._decide(now_s, *inputs)
+            if result.status in (COMMAND, HOLD):
+                self.counters.commands += 1
+                if self._clock() - now_s > self.period_s:
+                    self.counters.overruns += 1
+        if swapped:
+            result = CycleResult(result.status, result.command, result.reason, swapped)
+        return result
+
+    def _count_timing(self, now_s: float) -> None:
+        c = self.counters
+        c.cycles += 1
+        if self.periodic and self._cycle_starts:
+            gap = now_s - self._cycle_starts[-1]
+            if gap > 1.5 * self.period_s:
+                c.missed_cycles += int(round(gap / self.period_s)) - 1
+        self._cycle_starts.append(now_s)
+
+    def _decide(self, now_s: float, q, qd, arrival_s, goal) -> CycleResult:
+        if self.active is None:
+            return CycleResult(WAITING, reason="no policy loaded")
+        if q is None or goal is None:
+            waiting = [what for what, v in (("joint_states", q), ("current_goal", goal)) if v is None]
+            return CycleResult(WAITING, reason=f"waiting for {' and '.join(waiting)}")
+        age = now_s - arrival_s
+        limit = self.stale_after_periods * self.period_s
+        if age > limit:
+            self.stale = True
+            self.counters.stale_cycles += 1
+            return CycleResult(STALE, reason=f"joint state is stale: last one arrived {1e3 * age:.0f} ms ago "
+                                             f"(limit {self.stale_after_periods} periods = {1e3 * limit:.0f} ms); "
+                                             "no command sent")
+        self.stale = False
+        runtime = self.active.runtime
+        start = time.perf_counter()
+        try:
+            action = runtime.act(q, qd, self.prev_action, goal)
+        except (NonFiniteOutputError, NonFiniteObservationError) as exc:
+            kind = "non_finite_output" if isinstance(exc, NonFiniteOutputError) else "non_finite_observation"
+            return self._hold(kind, str(exc), q)
+        self.inference.add(time.perf_counter() - start)
+        target = runtime.joint_targets(action, q, self.profile.position_lower_rad,
+                                       self.profile.position_upper_rad)
+        self.prev_action = clip(action.astype(float), -1.0, 1.0)
+        self.hold_target = None
+        self.loop_latency.add(self._clock() - arrival_s)
+        return CycleResult(COMMAND, target)
+
+    def _hold(self, kind: str, why: str, q: np.ndarray) -> CycleResult:
+        if self.hold_target is None:
+            self.hold_target = clip(q, self.profile.position_lower_rad, self.profile.position_upper_rad)
+        self.prev_action = np.zeros(self.profile.num_joints)
+        c = self.counters
+        c.holds[kind] += 1
+        c.last_hold = f"{kind}: {why}; holding the measured joint positions"
+        return CycleResult(HOLD, self.hold_target.copy(), c.last_hold)
+
+    # --- reporting ----------------------------------------------------------------------
+    def achieved_rate_hz(self) -> float:
+        starts = list(self._cycle_starts)
+        if len(starts) < 2 or starts[-1] <= starts[0]:
+            return 0.0
+        return (len(starts) - 1) / (starts[-1] - starts[0])
+
+    def _reject(self, kind: str, reason: str) -> PolicyRejected:
+        self.counters.rejections[kind] += 1
+        self.counters.last_rejection = reason
+        return PolicyRejected(reason)

@@ -1,0 +1,448 @@
+"""The policy node: an ONNX policy at the control rate, swappable at runtime. A lifecycle
+node, thin over :class:`policies.control.PolicyController`.
+
+Subscribes (names relative to the node's namespace, see :mod:`sim_bridge.interface`):
+  joint_states   sensor_msgs/JointState      mapped by joint name (STATE_QOS: reliable, keep-last 1)
+  current_goal   geometry_msgs/PointStamped  the reach target (latched)
+Publishes:
+  joint_commands std_msgs/Float64MultiArray  absolute joint targets, profile order, rad;
+                                             only while active (a lifecycle publisher)
+  /diagnostics   diagnostic_msgs/DiagnosticArray, status 'policy: control', once per second
+Services:
+  ~/reset          std_srvs/Trigger  zero the recurrent state and the previous action
+  ~/list_policies  std_srvs/Trigger  the policy names in policy_dir, comma-separated
+Parameters:
+  policy (str)                 artifact folder name inside policy_dir; setting it swaps the
+                               policy at runtime (loaded, validated and warmed up in the
+                               parameter thread; refused with the reason, old one kept)
+  policy_dir (str, read-only)  folder of policy artifacts; '' = the shipped zoo
+  robot_profile (str, read-only)  shipped name or YAML path
+  trigger (str, read-only)     'timer': a cycle per control period; 'state': a cycle per joint state
+  control_rate_hz (float, read-only)  0 = the policy manifest's rate
+  stale_after_periods (int)    no state for longer than this many periods -> no command
+  allow_rate_mismatch (bool)   accept a policy trained at another control rate
+  available_policies (str[], read-only)  refreshed at configure
+  autostart (bool, read-only)  configure + activate at construction (default true for main())
+
+Lifecycle: configure loads and validates the policy and creates the topics (control off);
+activate zeroes the recurrent state and starts commanding; deactivate stops all commands;
+cleanup frees the runtime. Threads (ControlExecutor, a MultiThreadedExecutor; main()): the control
+cycle has its own mutually exclusive callback group, state and goal intake another (in
+'timer' mode), parameters and lifecycle services stay in the node's default group, services
+and diagnostics in a fourth. A swap loads in the parameter thread, so the control loop runs
+on meanwhile, and states keep arriving while a slow policy runs.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import (ConditionReachedException, ExternalShutdownException, MultiThreadedExecutor,
+                             ShutdownException, TimeoutException)
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+import policies
+from policies.control import HOLD, STALE, PolicyController, PolicyRejected, list_policies, resolve_policy
+from sim_bridge import interface
+from sim_bridge.config import ConfigError
+from sim_bridge.profile import load_profile
+
+TRIGGERS = ("timer", "state")
+DEFAULT_POLICY = "reach_lstm"
+EXECUTOR_THREADS = 4  # control cycle, state intake, parameters/lifecycle, services/diagnostics
+
+
+class ControlExecutor(MultiThreadedExecutor):
+    """A MultiThreadedExecutor without rclpy's busy loop on queued callbacks.
+
+    rclpy (7.1) yields a callback task that no worker has started yet again on every pass of
+    its wait loop, without waiting, and MultiThreadedExecutor submits it again. While the
+    workers wait for the GIL, the spinning thread keeps it busy: measured here, a 50 Hz node
+    used 0.3-0.6 of a core and fell to 30 Hz (4 Hz on a loaded machine), with the loop
+    rebuilding its wait set ~13 times per callback. Here a task already submitted is not
+    submitted again; the spinning thread sleeps briefly instead, so a worker can take it.
+    """
+
+    QUEUED_BACKOFF_S = 2e-4
+
+    def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
+        try:
+            handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
+        except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
+            return
+        if any(handler is queued for queued in self._futures):
+            time.sleep(self.QUEUED_BACKOFF_S)
+        else:
+            self._executor.submit(handler)
+            self._futures.append(handler)
+        for future in self._futures[:]:
+            if future.done():
+                self._futures.remove(future)
+                future.result()  # raise any exceptions
+
+
+def shipped_policy_dir() -> Path:
+    """The zoo folder shipped inside the policies package."""
+    return Path(policies.__file__).resolve().parent / "zoo"
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, *, autostart: bool = False, **kwargs):
+        super().__init__("policy", **kwargs)
+
+        def describe(text: str, read_only: bool = False, **extra) -> ParameterDescriptor:
+            return ParameterDescriptor(description=text, read_only=read_only, **extra)
+
+        self.declare_parameter("policy", DEFAULT_POLICY, describe(
+            "artifact folder name inside policy_dir; set it at runtime to swap policies"))
+        self.declare_parameter("policy_dir", "", describe(
+            "folder holding the policy artifacts; '' = the shipped zoo", read_only=True))
+        self.declare_parameter("robot_profile", "panda_like", describe(
+            "robot profile (shipped name or YAML path) the policy is validated against", read_only=True))
+        self.declare_parameter("trigger", "timer", describe(
+            "'timer': one cycle per control period; 'state': one cycle per joint state received",
+            read_only=True))
+        self.declare_parameter("control_rate_hz", 0.0, describe(
+            "control rate; 0 = the policy manifest's rate", read_only=True))
+        self.declare_parameter("stale_after_periods", 5, describe(
+            "no command when the last joint state arrived more than this many control periods ago",
+            integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)]))
+        self.declare_parameter("allow_rate_mismatch", False, describe(
+            "accept a policy trained at another control rate than the node's"))
+        self.declare_parameter("available_policies", Parameter.Type.STRING_ARRAY, describe(
+            "policy names found in policy_dir (refreshed at configure)", read_only=True))
+        self.declare_parameter("autostart", autostart, describe(
+            "configure and activate right after construction", read_only=True))
+
+        self.controller: PolicyController | None = None
+        self.trigger = ""
+        self.lifecycle_state = "unconfigured"
+        self.last_error = ""
+        self._active = False
+        self._publish_lock = threading.Lock()  # no command can go out once on_deactivate returned
+        self._pub = None
+        self._entities: list = []
+        self._last_log: dict[str, float] = {}
+        self._control_group = MutuallyExclusiveCallbackGroup()  # the cycle (timer, or state in 'state' mode)
+        self._input_group = MutuallyExclusiveCallbackGroup()    # state and goal intake in 'timer' mode
+        self._aux_group = MutuallyExclusiveCallbackGroup()      # services, diagnostics
+        self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._aux_group)
+        self.create_service(Trigger, "~/list_policies", self._on_list_policies, callback_group=self._aux_group)
+        self.create_timer(1.0, self.publish_diagnostics, callback_group=self._aux_group)
+        self._refresh_available()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        if self.get_parameter("autostart").value:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+    # --- parameters -----------------------------------------------------------------------
+    @property
+    def policy_dir(self) -> Path:
+        return Path(self.get_parameter("policy_dir").value or shipped_policy_dir()).expanduser().resolve()
+
+    def _refresh_available(self) -> list[str]:
+        names = list_policies(self.policy_dir)
+        param = Parameter("available_policies", Parameter.Type.STRING_ARRAY, names)
+        # Read-only to the outside; the node updates it itself, bypassing the read-only check.
+        self._set_parameters_atomically_common([param], {param.name: self.describe_parameter(param.name)})
+        return names
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        new = {param.name: param.value for param in params}
+        ctl = self.controller
+        if "policy" in new:  # first: if the swap is refused, nothing of this request applies
+            allow = new.get("allow_rate_mismatch", ctl.allow_rate_mismatch if ctl else False)
+            ok, reason = self._swap(new["policy"], allow)
+            if not ok:
+                return SetParametersResult(successful=False, reason=reason)
+        if ctl is not None:
+            if "stale_after_periods" in new:
+                ctl.stale_after_periods = int(new["stale_after_periods"])
+            if "allow_rate_mismatch" in new:
+                ctl.allow_rate_mismatch = bool(new["allow_rate_mismatch"])
+        return SetParametersResult(successful=True)
+
+    def _swap(self, name: str, allow_rate_mismatch: bool) -> tuple[bool, str]:
+        """Runs in the parameter thread: load, validate and warm up, then hand over to the loop."""
+        ctl = self.controller
+        if ctl is None:  # unconfigured: only the name is checked; configure loads it
+            try:
+                resolve_policy(self.policy_dir, name)
+            except PolicyRejected as exc:
+                reason = f"policy '{name}' rejected: {exc}"
+                self.get_logger().error(reason)
+                return False, reason
+            return True, ""
+        old = ctl.active_name
+        try:
+            loaded = ctl.swap(name, allow_rate_mismatch=allow_rate_mismatch)
+        except PolicyRejected as exc:
+            reason = f"{exc}; '{old}' keeps control"
+            self.get_logger().error(reason)
+            return False, reason
+        for warning in loaded.warnings:
+            self.get_logger().warning(f"policy '{name}': {warning}")
+        if not self._active:  # no control loop to hand over to
+            ctl.apply_pending_swap()
+            self.get_logger().info(f"policy '{name}' ({loaded.short_sha}) loaded in {1e3 * loaded.load_s:.0f} ms "
+                                   "and installed (node inactive)")
+        else:
+            self.get_logger().info(f"policy '{name}' ({loaded.short_sha}) loaded in {1e3 * loaded.load_s:.0f} ms; "
+                                   f"takes over from '{old}' at the next control cycle")
+        return True, ""
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except (ConfigError, PolicyRejected) as exc:
+            self.last_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            self._teardown()
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # rclpy would turn it into ERROR without a word
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"configure failed unexpectedly: {self.last_error}")
+            self._teardown()
+            return TransitionCallbackReturn.ERROR
+        self.lifecycle_state = "inactive"
+        return super().on_configure(state)
+
+    def _configure(self) -> None:
+        trigger = self.get_parameter("trigger").value
+        if trigger not in TRIGGERS:
+            raise ConfigError(f"must be one of {list(TRIGGERS)}, got '{trigger}'", field="trigger")
+        policy_dir = self.policy_dir
+        if not policy_dir.is_dir():
+            raise ConfigError(f"policy folder {policy_dir} does not exist", field="policy_dir")
+        profile = load_profile(self.get_parameter("robot_profile").value)
+        ctl = PolicyController(profile, policy_dir,
+                               control_rate_hz=self.get_parameter("control_rate_hz").value or None,
+                               stale_after_periods=self.get_parameter("stale_after_periods").value,
+                               allow_rate_mismatch=self.get_parameter("allow_rate_mismatch").value,
+                               periodic=trigger == "timer")
+        available = self._refresh_available()
+        loaded = ctl.load_policy(self.get_parameter("policy").value)
+        ctl.set_policy(loaded)
+        self.controller, self.trigger = ctl, trigger
+
+        # In 'timer' mode the subscriptions get a group of their own: in the timer's group an
+        # overrunning policy would starve them (the overdue timer always wins), and states that
+        # do arrive would be reported stale.
+        inputs = self._input_group if trigger == "timer" else self._control_group
+        self._pub = self.create_lifecycle_publisher(Float64MultiArray, interface.JOINT_COMMANDS,
+                                                    interface.COMMAND_QOS)
+        self._entities = [
+            self.create_subscription(JointState, interface.JOINT_STATES, self._on_state, interface.STATE_QOS,
+                                     callback_group=inputs),
+            self.create_subscription(PointStamped, interface.CURRENT_GOAL, self._on_goal, interface.LATCHED_QOS,
+                                     callback_group=inputs)]
+        if trigger == "timer":
+            self._entities.append(self.create_timer(ctl.period_s, self._on_timer, callback_group=self._control_group))
+        for warning in loaded.warnings:
+            self.get_logger().warning(f"policy '{loaded.name}': {warning}")
+        self.get_logger().info(
+            f"configured: policy '{loaded.name}' ({loaded.short_sha}, {loaded.runtime.manifest.architecture}) "
+            f"loaded in {1e3 * loaded.load_s:.0f} ms for robot '{profile.name}' ({profile.num_joints} joints), "
+            f"{ctl.control_rate_hz:g} Hz, trigger '{trigger}'; policies in {policy_dir}: {available}")
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.controller.reset()  # the arm may have moved while inactive: start from zero state
+        ret = super().on_activate(state)  # enables the lifecycle publisher
+        self._active = True
+        self.lifecycle_state = "active"
+        self.get_logger().info(f"active: policy '{self.controller.active_name}' commands joint_commands")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._publish_lock:
+            self._active = False
+        self.lifecycle_state = "inactive"
+        self.get_logger().info("inactive: no commands are sent")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        self.lifecycle_state = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._publish_lock:
+            self._active = False
+        self._teardown()
+        self.lifecycle_state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        with self._publish_lock:
+            self._active = False
+        self._teardown()
+        self.lifecycle_state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _teardown(self) -> None:
+        for entity in self._entities:
+            if hasattr(entity, "cancel"):
+                entity.cancel()
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._entities = []
+        if self._pub is not None:
+            self.destroy_lifecycle_publisher(self._pub)
+            self._pub = None
+        self.controller = None  # frees the runtime
+
+    def destroy_node(self) -> None:
+        # An executor's shutdown does not wait for running callbacks: stop publishing and let
+        # a cycle in progress finish before the publishers go away.
+        with self._publish_lock:
+            self._active = False
+        ctl = self.controller
+        if ctl is not None:
+            ctl.wait_idle()
+        super().destroy_node()
+
+    # --- control --------------------------------------------------------------------------
+    def _on_state(self, msg: JointState) -> None:
+        ctl = self.controller
+        if ctl is None:
+            return
+        now = time.monotonic()
+        ok, reason = ctl.on_joint_state(msg.name, msg.position, msg.velocity, now)
+        if not ok:
+            self._log_throttled("state", reason)
+        elif self.trigger == "state" and self._active:
+            self._run_cycle(ctl, now)
+
+    def _on_goal(self, msg: PointStamped) -> None:
+        ctl = self.controller
+        if ctl is not None:
+            ok, reason = ctl.set_goal([msg.point.x, msg.point.y, msg.point.z])
+            if not ok:
+                self.get_logger().warning(reason)
+
+    def _on_timer(self) -> None:
+        ctl = self.controller
+        if ctl is not None and self._active:
+            self._run_cycle(ctl, time.monotonic())
+
+    def _run_cycle(self, ctl: PolicyController, now: float) -> None:
+        result = ctl.cycle(now)
+        if result.swapped_to:
+            self.get_logger().info(f"policy '{result.swapped_to}' ({ctl.active.short_sha}) took control at cycle "
+                                   f"{ctl.counters.cycles} (zero recurrent state)")
+        if result.command is not None:
+            msg = Float64MultiArray(data=result.command.tolist())
+            with self._publish_lock:
+                if self._active and self._pub is not None:
+                    self._pub.publish(msg)
+        if result.status in (HOLD, STALE):
+            self._log_throttled(result.status, result.reason)
+
+    # --- services -------------------------------------------------------------------------
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        ctl = self.controller
+        if ctl is None:
+            response.success, response.message = False, f"not configured ({self.lifecycle_state})"
+            return response
+        ctl.reset()
+        response.success = True
+        response.message = f"policy '{ctl.active_name}': recurrent state and previous action zeroed"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_list_policies(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success = True
+        response.message = ",".join(list_policies(self.policy_dir))
+        return response
+
+    # --- diagnostics ----------------------------------------------------------------------
+    def publish_diagnostics(self) -> None:
+        ctl = self.controller
+        status = DiagnosticStatus(name="policy: control", level=DiagnosticStatus.OK)
+        if ctl is None:
+            status.message = f"{self.lifecycle_state}" + (f"; last error: {self.last_error}" if self.last_error else "")
+            status.values = [KeyValue(key="lifecycle_state", value=self.lifecycle_state)]
+        else:
+            c, active = ctl.counters, ctl.active
+            rate, target = ctl.achieved_rate_hz(), ctl.control_rate_hz
+            status.hardware_id = ctl.profile.name
+            status.message = (f"{self.lifecycle_state}, policy '{ctl.active_name}', {rate:.1f} Hz achieved "
+                              f"(target {target:g} Hz, trigger '{self.trigger}')")
+            if self._active and (ctl.holding or ctl.stale):
+                status.level = DiagnosticStatus.WARN
+                status.message += f"; HOLDING: {c.last_hold}" if ctl.holding else "; joint state STALE"
+            us = 1e6
+            status.values = [KeyValue(key=k, value=str(v)) for k, v in (
+                ("lifecycle_state", self.lifecycle_state),
+                ("policy", ctl.active_name),
+                ("onnx_sha256", active.short_sha if active else ""),
+                ("pending_policy", ctl.pending_name),
+                ("target_rate_hz", f"{target:g}"), ("achieved_rate_hz", f"{rate:.2f}"),
+                ("inference_p50_us", f"{us * ctl.inference.p50():.0f}"),
+                ("inference_p99_us", f"{us * ctl.inference.p99():.0f}"),
+                ("loop_latency_p50_us", f"{us * ctl.loop_latency.p50():.0f}"),
+                ("loop_latency_p99_us", f"{us * ctl.loop_latency.p99():.0f}"),
+                ("cycles", c.cycles), ("commands", c.commands), ("missed_cycles", c.missed_cycles),
+                ("overruns", c.overruns), ("stale_cycles", c.stale_cycles), ("swaps", c.swaps),
+                ("holds", sum(c.holds.values())), ("holding", ctl.holding), ("stale", ctl.stale),
+                ("rejections", sum(c.rejections.values())),
+                ("rejected_joint_states", c.rejections["joint_state"]),
+                ("rejected_goals", c.rejections["goal"]), ("rejected_policies", c.rejections["policy"]),
+                ("last_rejection", c.last_rejection), ("last_hold", c.last_hold))]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+    def _log_throttled(self, key: str, text: str, period_s: float = 1.0) -> None:
+        now = time.monotonic()
+        if now - self._last_log.get(key, -1e9) >= period_s:
+            self._last_log[key] = now
+            self.get_logger().warning(text)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point for ``ros2 run policies policy_node`` and ``sim2real node policy``."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    try:
+        node = PolicyNode(autostart=True)
+    except (ConfigError, ParameterException) as exc:
+        print(f"policy: invalid configuration: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    if node.get_parameter("autostart").value and node.lifecycle_state != "active":
+        print(f"policy: cannot start: {node.last_error or 'activation failed'}", file=sys.stderr)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
+    executor = ControlExecutor(num_threads=EXECUTOR_THREADS)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.remove_node(node)  # stop dispatching; destroy_node lets a running cycle finish
+        node.destroy_node()
+        executor.shutdown(timeout_sec=1.0)
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
