@@ -47,7 +47,7 @@ def add_bench_command(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="run a benchmark from bench/ (prints ratios against its baseline)",
         description="Run bench/NAME.py from the source checkout; extra arguments go to the benchmark.")
-    p.add_argument("name", help="benchmark name, e.g. 'env' (bench/env.py)")
+    p.add_argument("name", help="benchmark name, e.g. 'env' (bench/env.py) or 'policy-node' (bench/policy_node.py)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark (--help)")
     p.set_defaults(func=_run_bench)
 
@@ -58,9 +58,9 @@ def _run_bench(args) -> int:
         print("sim2real bench: benchmarks live in the bench/ folder of a source checkout; "
               "install the packages editable from a clone (make setup)", file=sys.stderr)
         return 2
-    script = root / "bench" / f"{args.name}.py"
+    script = root / "bench" / f"{args.name.replace('-', '_')}.py"  # policy-node -> bench/policy_node.py
     if not script.is_file():
-        known = sorted(p.stem for p in (root / "bench").glob("*.py") if not p.stem.startswith("_"))
+        known = sorted(p.stem.replace("_", "-") for p in (root / "bench").glob("*.py") if not p.stem.startswith("_"))
         print(f"sim2real bench: no benchmark '{args.name}'; available: {known}", file=sys.stderr)
         return 2
     sys.argv = [str(script), *args.bench_args]
