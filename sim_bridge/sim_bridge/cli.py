@@ -75,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                "widen it (e.g. SUBNET) to reach a robot on the network.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, ep in sorted(_entry_points("sim2real.commands").items()):
-        ep.load()(sub)
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # noqa: BLE001 - one broken package must not take the CLI down
+            print(f"sim2real: command '{name}' unavailable ({ep.value}: {exc})", file=sys.stderr)
     return parser
 
 
