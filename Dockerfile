@@ -34,6 +34,7 @@ RUN apt-get update \
         ros-jazzy-diagnostic-msgs \
         ros-jazzy-rosgraph-msgs \
         ros-jazzy-lifecycle-msgs \
+        ros-jazzy-trajectory-msgs \
  && rm -rf /var/lib/apt/lists/*
 
 # Python packages that have no apt package (mujoco, gymnasium, onnxruntime,

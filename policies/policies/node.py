@@ -54,6 +54,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 import policies
+from sim_bridge.executor import ControlExecutor
 from policies.control import HOLD, STALE, PolicyController, PolicyRejected, list_policies, resolve_policy
 from sim_bridge import interface
 from sim_bridge.config import ConfigError
@@ -62,35 +63,6 @@ from sim_bridge.profile import load_profile
 TRIGGERS = ("timer", "state")
 DEFAULT_POLICY = "reach_lstm"
 EXECUTOR_THREADS = 4  # control cycle, state intake, parameters/lifecycle, services/diagnostics
-
-
-class ControlExecutor(MultiThreadedExecutor):
-    """A MultiThreadedExecutor without rclpy's busy loop on queued callbacks.
-
-    rclpy (7.1) yields a callback task that no worker has started yet again on every pass of
-    its wait loop, without waiting, and MultiThreadedExecutor submits it again. While the
-    workers wait for the GIL, the spinning thread keeps it busy: measured here, a 50 Hz node
-    used 0.3-0.6 of a core and fell to 30 Hz (4 Hz on a loaded machine), with the loop
-    rebuilding its wait set ~13 times per callback. Here a task already submitted is not
-    submitted again; the spinning thread sleeps briefly instead, so a worker can take it.
-    """
-
-    QUEUED_BACKOFF_S = 2e-4
-
-    def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
-        try:
-            handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
-        except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
-            return
-        if any(handler is queued for queued in self._futures):
-            time.sleep(self.QUEUED_BACKOFF_S)
-        else:
-            self._executor.submit(handler)
-            self._futures.append(handler)
-        for future in self._futures[:]:
-            if future.done():
-                self._futures.remove(future)
-                future.result()  # raise any exceptions
 
 
 def shipped_policy_dir() -> Path:

@@ -1,5 +1,9 @@
-"""Bridge from the sim2real policy interface to a ros2_control arm.
+"""real_bridge: the sim2real policy interface on a real ros2_control arm.
 
-Not built yet: the safety filter, watchdog, recorder and arm emulator arrive with the
-real-bridge issue. The package exists so the workspace layout and colcon build are final.
+- ``node``: the bridge node (hardware side: ``/joint_states`` in, ``/<controller>/commands``
+  out; policy side: exactly the sim bridge's topics), with the ``safety`` filter and the
+  ``watchdog`` in its control loop;
+- ``recorder`` / ``recorder_node`` / ``bagload``: rosbag2 recording and loading of episodes;
+- ``emulator`` / ``emulator_node``: a MuJoCo arm with hidden physics that stands in for
+  hardware in tests and demos.
 """

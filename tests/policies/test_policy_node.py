@@ -31,7 +31,8 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from policies.control import list_policies  # noqa: E402
-from policies.node import ControlExecutor, PolicyNode, shipped_policy_dir  # noqa: E402
+from policies.node import PolicyNode, shipped_policy_dir  # noqa: E402
+from sim_bridge.executor import ControlExecutor  # noqa: E402
 from policies.runtime import PolicyRuntime  # noqa: E402
 from sim_bridge import interface  # noqa: E402
 from sim_bridge.profile import load_profile  # noqa: E402
