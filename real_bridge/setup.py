@@ -31,6 +31,7 @@ setup(
         ],
         "sim2real.commands": [
             "record = real_bridge.recorder_node:add_record_command",
+            "real = real_bridge.deploy:add_real_command",
         ],
     },
 )

@@ -1,0 +1,621 @@
+"""``sim2real real``: the real-deployment graph, against the arm emulator or a ros2_control arm.
+
+One process, one :class:`~sim_bridge.executor.ControlExecutor`, the nodes a deployment runs,
+each configured from its parameter file ``<params-dir>/<node>.yaml`` (``/**/<node>:
+ros__parameters``, loaded by rcl exactly as ``--ros-args --params-file`` loads it for
+``sim2real node <node>``; the few CLI flags below override single values on top):
+
+  arm_emulator  (``--emulator``, the default) the hardware stand-in with hidden physics, at the
+                root: ``/joint_states`` out, ``/forward_position_controller/commands`` in.
+                With ``--no-emulator`` the graph expects a real ros2_control arm there
+                (joint_state_broadcaster + forward position controller) and never homes it.
+  real_bridge   hardware side absolute (as above); policy side in ``--namespace``
+                (default ``/sim2real``): joint_states, joint_commands, current_goal, reset
+  policy        the ONNX policy node (``--policy`` overrides policy.yaml's ``policy``), in
+                the namespace. The ``policies`` package is imported lazily inside
+                :func:`run_real`: real_bridge does not depend on it at module level (its
+                other modules and nodes work without it); only this command needs it.
+  recorder      (``--record DIR``) records the namespace's topics and the hardware command
+                into a rosbag2 bag with one start/end marker pair per episode (success flag)
+
+Episode protocol (what an operator does on a real arm): the policy is deactivated
+(lifecycle) and the bridge too, so nothing commands the arm; the emulator homes the arm
+(``/arm_emulator/reset``; skipped with ``--no-emulator``: home a real arm with its own
+tools); the bridge's ``reset`` samples the next goal (seeded, so the goal sequence is the
+same for every policy run with the same ``--seed``); the bridge is activated (its step limit
+starts from the measured position); the policy's ``~/reset`` zeroes its recurrent state;
+the recorder's ``~/start_episode`` opens the episode; the policy is activated. The episode
+ends at success or after ``--episode-s`` wall-clock seconds: the policy is deactivated (the
+bridge holds the measured position) and the marker is closed with the outcome.
+
+Success is judged from what can be measured on a real arm: the joint positions the bridge
+relays to the policy (one per control cycle), through the forward kinematics of the
+NOMINAL robot model (:meth:`sim_bridge.oracle.ReachOracle.end_effector`), within 2 cm of
+the goal for 10 consecutive control steps (the sim's criterion). On the emulator the
+measured joints are quantized, noisy and lagging, and the hidden link geometry equals the
+nominal one, so the nominal FK is exact up to the encoder and its noise. Time to goal is wall-clock time
+from the policy's activation to the first of the 10 steps.
+
+``--compare A B`` runs the whole graph once per policy (fresh nodes, same seed: same
+goal sequence, same emulator) and prints the success rates side by side with the sim
+evaluation recorded in each policy's manifest: the sim-to-real gap.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SUCCESS_RADIUS_M = 0.02     # the sim's criterion (sim_bridge.demo, Sim2Real/Reach-v0)
+SUCCESS_HOLD_STEPS = 10
+DEFAULT_NAMESPACE = "/sim2real"
+EMULATOR_RESET = "/arm_emulator/reset"
+SERVICE_TIMEOUT_S = 10.0
+STARTUP_TIMEOUT_S = 15.0
+EXECUTOR_THREADS = 8  # policy (4) + bridge (4) groups; emulator, recorder, monitor share them
+
+
+class DeployError(RuntimeError):
+    """The graph cannot be built or driven; the message says why."""
+
+
+def add_real_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "real", help="run a policy on the arm emulator (or a real ros2_control arm) through the real bridge",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", default=None,
+                   help="policy name in policy_dir (default: policy.yaml's 'policy')")
+    p.add_argument("--compare", nargs=2, metavar=("POLICY_A", "POLICY_B"), default=None,
+                   help="run both policies on the same goal sequence and print the gap table")
+    p.add_argument("--episodes", type=int, default=3, help="episodes per policy (default 3)")
+    p.add_argument("--episode-s", type=float, default=4.0,
+                   help="wall-clock time limit per episode (default 4.0 = the training episode, 200 steps)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the goal sequence (real_bridge 'seed'; default: real_bridge.yaml's; "
+                        "-1 there: drawn here and printed)")
+    p.add_argument("--params-dir", type=Path, default=None,
+                   help="folder of the parameter files <node>.yaml (default: launch/config of the checkout)")
+    p.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+                   help=f"namespace of the policy side (default {DEFAULT_NAMESPACE})")
+    p.add_argument("--emulator", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the arm emulator as the hardware (--no-emulator: a real ros2_control arm must "
+                        "publish /joint_states and take /<controller>/commands; it is not homed)")
+    p.add_argument("--record", type=Path, default=None, metavar="DIR",
+                   help="record a rosbag2 bag to DIR (must not exist; with --compare: DIR/<policy>)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this path")
+    p.set_defaults(func=run_real)
+
+
+# --- results ------------------------------------------------------------------------------
+@dataclass
+class EpisodeResult:
+    episode: int
+    success: bool
+    time_to_goal_s: float | None     # wall clock, policy activation -> first of the held steps
+    steps_to_goal: int | None        # control steps (relayed states) to the first held step
+    final_error_m: float             # at the last relayed state of the episode
+    min_error_m: float
+    steps: int                       # relayed joint states during the episode
+    wall_s: float
+    goal_m: list[float]
+    safety_interventions: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class RunResult:
+    policy: str
+    onnx_sha256: str
+    seed: int
+    episodes: list[EpisodeResult]
+    sim_evaluation: dict[str, dict]   # the policy manifest's evaluation (sim), by randomization
+    bag: str | None = None
+
+    @property
+    def successes(self) -> int:
+        return sum(e.success for e in self.episodes)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / len(self.episodes) if self.episodes else float("nan")
+
+    def to_dict(self) -> dict:
+        times = [e.time_to_goal_s for e in self.episodes if e.success]
+        return {"policy": self.policy, "onnx_sha256": self.onnx_sha256, "seed": self.seed,
+                "episodes": [asdict(e) for e in self.episodes], "successes": self.successes,
+                "success_rate": self.success_rate, "success_ci95": list(wilson(self.successes, len(self.episodes))),
+                "mean_time_to_goal_s": float(np.mean(times)) if times else None,
+                "mean_final_error_m": float(np.mean([e.final_error_m for e in self.episodes]))
+                if self.episodes else None,
+                "sim_evaluation": {k: {f: v.get(f) for f in ("episodes", "success_rate", "success_ci95")}
+                                   for k, v in self.sim_evaluation.items() if isinstance(v, dict)},
+                "bag": self.bag}
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+# --- parameter files ----------------------------------------------------------------------
+def default_params_dir() -> Path:
+    from sim_bridge.cli import source_tree  # noqa: PLC0415
+
+    root = source_tree()
+    return root / "launch" / "config" if root is not None else Path("launch/config")
+
+
+def params_file_args(params_dir: Path, node: str) -> list[str]:
+    """``cli_args`` that make rcl load ``<params_dir>/<node>.yaml`` for the node (its
+    ``/**/<node>`` key), as ``--ros-args --params-file`` does; missing file -> DeployError."""
+    path = (params_dir / f"{node}.yaml").expanduser()
+    if not path.is_file():
+        raise DeployError(f"parameter file {path} not found (--params-dir {params_dir})")
+    return ["--ros-args", "--params-file", str(path.resolve())]
+
+
+def file_parameters(node: str, namespace: str, cli_args: list[str]) -> dict:
+    """The values rcl resolves from the parameter file for a node of this name and namespace
+    (a short-lived plain node with the same name, cli_args and namespace)."""
+    from rclpy.node import Node  # noqa: PLC0415
+
+    probe = Node(node, namespace=namespace, cli_args=cli_args, start_parameter_services=False,
+                 automatically_declare_parameters_from_overrides=True)
+    try:
+        return {name: p.value for name, p in probe.get_parameters_by_prefix("").items()}
+    finally:
+        probe.destroy_node()
+
+
+# --- the monitor: episode outcome from the relayed joint states ---------------------------
+class EpisodeMonitor:
+    """Measures the episode from the policy side: relayed joint states + current goal.
+
+    A plain node in the namespace with its own callback group; it also holds the service
+    clients the episode loop calls."""
+
+    def __init__(self, profile, namespace: str, *, emulator: bool, recording: bool):
+        import rclpy  # noqa: PLC0415
+        from geometry_msgs.msg import PointStamped  # noqa: PLC0415
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: PLC0415
+        from sensor_msgs.msg import JointState  # noqa: PLC0415
+        from std_srvs.srv import Trigger  # noqa: PLC0415
+
+        from sim_bridge import interface  # noqa: PLC0415
+        from sim_bridge.oracle import ReachOracle  # noqa: PLC0415
+
+        self.node = rclpy.create_node("real_deploy", namespace=namespace)
+        self.profile = profile
+        self.period_s = profile.control_period_s
+        self._fk = ReachOracle(profile)  # nominal model: FK only
+        self._index = None
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        self.state_count = 0
+        self.goal_count = 0
+        self.goal: np.ndarray | None = None
+        self._goal_event = threading.Condition(self._lock)
+        self._state_event = threading.Condition(self._lock)
+        self._active = False
+        group = MutuallyExclusiveCallbackGroup()
+        self.node.create_subscription(JointState, interface.JOINT_STATES, self._on_state, interface.STATE_QOS,
+                                      callback_group=group)
+        self.node.create_subscription(PointStamped, interface.CURRENT_GOAL, self._on_goal, interface.LATCHED_QOS,
+                                      callback_group=group)
+        client_group = MutuallyExclusiveCallbackGroup()
+
+        def client(name: str):
+            return self.node.create_client(Trigger, name, callback_group=client_group)
+
+        self.bridge_reset = client(interface.RESET)
+        self.policy_reset = client("policy/reset")
+        self.emulator_reset = client(EMULATOR_RESET) if emulator else None
+        self.start_episode = client("recorder/start_episode") if recording else None
+        self.end_success = client("recorder/end_episode_success") if recording else None
+        self.end_failure = client("recorder/end_episode_failure") if recording else None
+
+    # callbacks (executor threads)
+    def _on_goal(self, msg) -> None:
+        with self._lock:
+            self.goal = np.array([msg.point.x, msg.point.y, msg.point.z], dtype=float)
+            self.goal_count += 1
+            self._goal_event.notify_all()
+
+    def _on_state(self, msg) -> None:
+        arrival = time.monotonic()
+        names = tuple(msg.name)
+        if self._index is None or self._index[0] != names:
+            try:
+                self._index = (names, np.array([names.index(j) for j in self.profile.joint_names]))
+            except ValueError:
+                return
+        q = np.asarray(msg.position, dtype=float)[self._index[1]]
+        with self._lock:
+            self.state_count += 1
+            self._state_event.notify_all()
+            if not self._active or self.done.is_set():
+                return
+            goal = self._goal
+        dist = float(np.linalg.norm(self._fk.end_effector(q) - goal))
+        with self._lock:
+            if not self._active:
+                return
+            self._steps += 1
+            self._final = dist
+            self._min = min(self._min, dist)
+            self._held = self._held + 1 if dist < SUCCESS_RADIUS_M else 0
+            if self._held == 1:
+                self._first_held = (arrival, self._steps)
+            if self._held >= SUCCESS_HOLD_STEPS:
+                self._reached = self._first_held
+                self.done.set()
+
+    # main thread
+    def wait_goal_after(self, count: int, timeout: float) -> np.ndarray:
+        with self._lock:
+            if not self._goal_event.wait_for(lambda: self.goal_count > count, timeout):
+                raise DeployError("the bridge published no new goal on current_goal after its reset")
+            return self.goal.copy()
+
+    def wait_state_after(self, count: int, timeout: float) -> None:
+        with self._lock:
+            if not self._state_event.wait_for(lambda: self.state_count > count, timeout):
+                raise DeployError("the bridge relays no joint states (no fresh hardware state on its "
+                                  "hardware_joint_states topic?)")
+
+    def begin(self, goal: np.ndarray, t0: float) -> None:
+        with self._lock:
+            self._goal, self._t0 = np.asarray(goal, float), t0
+            self._steps, self._held, self._final, self._min = 0, 0, float("nan"), float("inf")
+            self._first_held = self._reached = None
+            self.done.clear()
+            self._active = True
+
+    def finish(self) -> dict:
+        with self._lock:
+            self._active = False
+            reached = self._reached
+            return {"success": reached is not None,
+                    "time_to_goal_s": reached[0] - self._t0 if reached else None,
+                    "steps_to_goal": reached[1] if reached else None,
+                    "final_error_m": self._final, "min_error_m": self._min if self._steps else float("nan"),
+                    "steps": self._steps}
+
+    def destroy(self) -> None:
+        self.node.destroy_node()
+
+
+def call(client, timeout: float = SERVICE_TIMEOUT_S, *, must_succeed: bool = True):
+    """Call a std_srvs/Trigger service from the main thread (the executor spins elsewhere)."""
+    from std_srvs.srv import Trigger  # noqa: PLC0415
+
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise DeployError(f"service {client.srv_name} not available")
+    future = client.call_async(Trigger.Request())
+    end = time.monotonic() + timeout
+    while not future.done():
+        if time.monotonic() > end:
+            raise DeployError(f"service {client.srv_name} did not answer within {timeout:g} s")
+        time.sleep(0.002)
+    response = future.result()
+    if must_succeed and not response.success:
+        raise DeployError(f"{client.srv_name} failed: {response.message}")
+    return response
+
+
+# --- the graph ----------------------------------------------------------------------------
+class DeploymentGraph:
+    """The nodes of one deployment in one process, spun by one ControlExecutor on a thread."""
+
+    def __init__(self, *, policy: str | None, seed: int, params_dir: Path, namespace: str, emulator: bool,
+                 record: Path | None):
+        from rclpy.exceptions import ParameterException  # noqa: PLC0415
+        from rclpy.lifecycle import TransitionCallbackReturn  # noqa: PLC0415
+        from rclpy.parameter import Parameter  # noqa: PLC0415
+
+        from sim_bridge.config import ConfigError  # noqa: PLC0415
+
+        from sim_bridge.executor import ControlExecutor  # noqa: PLC0415
+        from real_bridge.node import RealBridgeNode  # noqa: PLC0415
+        try:  # lazily: real_bridge does not import policies at module level
+            from policies.node import PolicyNode  # noqa: PLC0415
+        except ImportError as exc:
+            raise DeployError(f"sim2real real needs the policies package ({exc})") from None
+
+        self.nodes: list = []
+        self.emulator = self.recorder = self.monitor = None
+        self.executor = None
+        self._spinner = None
+        self._success = TransitionCallbackReturn.SUCCESS
+        try:
+            if emulator:
+                from real_bridge.emulator_node import ArmEmulatorNode  # noqa: PLC0415
+
+                self.emulator = ArmEmulatorNode(cli_args=params_file_args(params_dir, "arm_emulator"))
+                self.nodes.append(self.emulator)
+            self.bridge = RealBridgeNode(namespace=namespace, cli_args=params_file_args(params_dir, "real_bridge"),
+                                         parameter_overrides=[Parameter("seed", value=int(seed))])
+            self.nodes.append(self.bridge)
+            policy_overrides = [Parameter("policy", value=policy)] if policy else []
+            self.policy = PolicyNode(namespace=namespace, cli_args=params_file_args(params_dir, "policy"),
+                                     parameter_overrides=policy_overrides)
+            self.nodes.append(self.policy)
+            self.policy_name = self.policy.get_parameter("policy").value
+            if record is not None:
+                from real_bridge.recorder_node import RecorderNode  # noqa: PLC0415
+
+                self.recorder = RecorderNode(
+                    namespace=namespace, cli_args=params_file_args(params_dir, "recorder"),
+                    parameter_overrides=[Parameter("output", value=str(record)),
+                                         Parameter("policy_name", value=self.policy_name)])
+                self.nodes.append(self.recorder)
+                if self.recorder.recorder is None:
+                    raise DeployError(f"recorder: {self.recorder.error}")
+            if self.bridge.trigger_configure() != self._success:
+                raise DeployError(f"real_bridge: configure failed: {self.bridge.last_error}")
+            if self.policy.trigger_configure() != self._success:
+                raise DeployError(f"policy: configure failed: {self.policy.last_error}")
+            loaded = self.policy.controller.active
+            self.onnx_sha256 = loaded.sha256
+            self.sim_evaluation = dict(loaded.runtime.manifest.evaluation or {})
+            self.profile = self.bridge.profile
+            self.monitor = EpisodeMonitor(self.profile, namespace, emulator=emulator, recording=record is not None)
+            self.executor = ControlExecutor(num_threads=EXECUTOR_THREADS)
+            for node in [*self.nodes, self.monitor.node]:
+                self.executor.add_node(node)
+            self._spinner = threading.Thread(target=self.executor.spin, name="executor", daemon=True)
+            self._spinner.start()
+        except (ConfigError, ParameterException) as exc:
+            self.close()
+            raise DeployError(f"invalid configuration: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    # lifecycle helpers
+    def _set_active(self, node, active: bool) -> None:
+        if active and node.lifecycle_state == "inactive":
+            if node.trigger_activate() != self._success:
+                raise DeployError(f"{node.get_name()}: activation failed: {node.last_error}")
+        elif not active and node.lifecycle_state == "active":
+            node.trigger_deactivate()
+
+    def wait_for_hardware(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        end = time.monotonic() + timeout
+        topic = self.bridge.get_parameter("hardware_joint_states").value
+        while self.bridge.counters["hardware_states"] == 0:
+            if time.monotonic() > end:
+                hint = "" if self.emulator else " (--no-emulator: is the ros2_control arm running?)"
+                raise DeployError(f"no joint states from the hardware on {topic} within {timeout:g} s{hint}")
+            time.sleep(0.01)
+        for client in (self.monitor.bridge_reset, self.monitor.policy_reset, self.monitor.emulator_reset,
+                       self.monitor.start_episode):
+            if client is not None and not client.wait_for_service(timeout_sec=timeout):
+                raise DeployError(f"service {client.srv_name} not available")
+
+    def run_episode(self, index: int, episode_s: float) -> EpisodeResult:
+        m = self.monitor
+        # Nothing commands the arm while it is homed and the goal changes.
+        self._set_active(self.policy, False)
+        self._set_active(self.bridge, False)
+        if m.emulator_reset is not None:
+            call(m.emulator_reset)
+        goals = m.goal_count
+        call(m.bridge_reset)
+        goal = m.wait_goal_after(goals, SERVICE_TIMEOUT_S)
+        states = m.state_count
+        self._set_active(self.bridge, True)
+        m.wait_state_after(states, STARTUP_TIMEOUT_S)  # the bridge relays the (homed) arm again
+        call(m.policy_reset)
+        if m.start_episode is not None:
+            call(m.start_episode)
+        before = Counter(self.bridge.filter.counts())
+        t0 = time.monotonic()
+        m.begin(goal, t0)
+        self._set_active(self.policy, True)
+        m.done.wait(timeout=episode_s)
+        outcome = m.finish()
+        wall = time.monotonic() - t0
+        interventions = {k: v for k, v in (Counter(self.bridge.filter.counts()) - before).items() if v}
+        self._set_active(self.policy, False)  # the bridge holds the measured position from here
+        if m.start_episode is not None:
+            call(m.end_success if outcome["success"] else m.end_failure)
+        note = "" if outcome["steps"] else "no joint states relayed during the episode"
+        return EpisodeResult(episode=index, goal_m=[round(float(v), 4) for v in goal], wall_s=wall,
+                             safety_interventions=interventions, note=note, **outcome)
+
+    def close(self):
+        """Stop commanding, close the bag, stop the executor, destroy the nodes. Returns the
+        recorder's final stats (or None)."""
+        stats = None
+        for node in (getattr(self, "policy", None), getattr(self, "bridge", None)):
+            if node is not None and getattr(node, "lifecycle_state", "") == "active":
+                try:
+                    node.trigger_deactivate()
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    pass
+        if self.recorder is not None:
+            stats = self.recorder.close_bag()
+        monitor_node = [self.monitor.node] if self.monitor is not None else []
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=2.0)
+            if self._spinner is not None:
+                self._spinner.join(timeout=2.0)
+            for node in [*self.nodes, *monitor_node]:
+                self.executor.remove_node(node)  # no references left: the nodes are finalized now
+        if self.monitor is not None:
+            self.monitor.destroy()
+        for node in reversed(self.nodes):
+            node.destroy_node()
+        self.nodes = []
+        self.executor = None
+        return stats
+
+
+# --- the command --------------------------------------------------------------------------
+def _fmt_rate(ok: int, n: int) -> str:
+    return f"{ok}/{n} ({100 * ok / n:.0f}%)" if n else "0/0"
+
+
+def _pct(rate) -> str:
+    return f"{100 * rate:.1f}%" if isinstance(rate, (int, float)) else "-"
+
+
+def _sim_rates(evaluation: dict) -> str:
+    parts = []
+    for key, label in (("none", "nominal"), ("default", "randomized")):
+        r = evaluation.get(key)
+        if isinstance(r, dict) and "success_rate" in r:
+            parts.append(f"{label} {100 * r['success_rate']:.1f}% ({r.get('episodes', '?')} ep.)")
+    return ", ".join(parts) if parts else "no evaluation in the manifest"
+
+
+def episode_line(r: EpisodeResult, total: int) -> str:
+    status = "success" if r.success else "FAILED "
+    ttg = f"{r.time_to_goal_s:5.2f} s" if r.success else "   -   "
+    extra = f"  safety filter: {', '.join(f'{k} x{v}' for k, v in r.safety_interventions.items())}" \
+        if r.safety_interventions else ""
+    note = f"  ({r.note})" if r.note else ""
+    return (f"episode {r.episode}/{total}  {status}  time to goal {ttg}  final error {100 * r.final_error_m:5.2f} cm"
+            f"  goal [{', '.join(f'{v:+.3f}' for v in r.goal_m)}] m  {r.steps} steps{extra}{note}")
+
+
+def summary_line(run: RunResult) -> str:
+    n, ok = len(run.episodes), run.successes
+    lo, hi = wilson(ok, n)
+    times = [e.time_to_goal_s for e in run.episodes if e.success]
+    text = (f"summary: policy '{run.policy}': {ok}/{n} reached the goal (within {100 * SUCCESS_RADIUS_M:.0f} cm for "
+            f"{SUCCESS_HOLD_STEPS} control steps, nominal FK of the measured joints): {100 * run.success_rate:.0f}% "
+            f"(95% CI {100 * lo:.0f}-{100 * hi:.0f}%)")
+    if times:
+        text += f"; mean time to goal {np.mean(times):.2f} s"
+    if n:
+        text += f"; mean final error {100 * np.mean([e.final_error_m for e in run.episodes]):.2f} cm"
+    return text + f"\n  in sim (manifest): {_sim_rates(run.sim_evaluation)}"
+
+
+def gap_table(runs: list[RunResult], hardware: str, label: str) -> str:
+    n = max(len(r.episodes) for r in runs)
+    seed = runs[0].seed
+    width = max(len(r.policy) for r in runs) + 2
+    lines = [f"sim-to-real gap on {hardware}: seed {seed}, {n} episodes per policy, the same goal sequence",
+             f"  {'policy':<{width}}{label + ' success':<19}{'95% CI':<12}{'sim nominal':<13}{'sim randomized':<16}"
+             f"{'time to goal':<14}final error"]
+    for r in runs:
+        lo, hi = wilson(r.successes, len(r.episodes))
+        sim_nominal, sim_randomized = (_pct(r.sim_evaluation.get(k, {}).get("success_rate"))
+                                       for k in ("none", "default"))
+        times = [e.time_to_goal_s for e in r.episodes if e.success]
+        ci = f"{100 * lo:.0f}-{100 * hi:.0f}%"
+        ttg = f"{np.mean(times):.2f} s" if times else "-"
+        lines.append(
+            f"  {r.policy:<{width}}{_fmt_rate(r.successes, len(r.episodes)):<19}{ci:<12}{sim_nominal:<13}"
+            f"{sim_randomized:<16}{ttg:<14}{100 * np.mean([e.final_error_m for e in r.episodes]):.2f} cm")
+    return "\n".join(lines)
+
+
+def run_policy(args, policy: str | None, seed: int, params_dir: Path, record: Path | None) -> RunResult:
+    graph = DeploymentGraph(policy=policy, seed=seed, params_dir=params_dir, namespace=args.namespace,
+                            emulator=args.emulator, record=record)
+    run = RunResult(graph.policy_name, graph.onnx_sha256, seed, [], graph.sim_evaluation,
+                    str(graph.recorder.output) if graph.recorder is not None else None)
+    stats = None
+    try:
+        graph.wait_for_hardware()
+        if args.emulator:
+            e = graph.emulator
+            hardware = (f"arm emulator ({e.mode}, hidden physics from "
+                        f"{e.emulator.hidden.source.name if e.emulator.hidden.source else 'memory'})")
+        else:
+            hardware = "the ros2_control arm (NOT homed between episodes)"
+        print(f"sim2real real: {args.episodes} episode(s) of {args.episode_s:g} s, policy '{run.policy}' "
+              f"({run.onnx_sha256[:12]}), {hardware}; hardware "
+              f"{graph.bridge.get_parameter('hardware_joint_states').value} -> {graph.bridge.hardware_topic}, "
+              f"policy side in {args.namespace}; parameters from {params_dir}; seed {seed}", flush=True)
+        for ep in range(1, args.episodes + 1):
+            result = graph.run_episode(ep, args.episode_s)
+            run.episodes.append(result)
+            print(episode_line(result, args.episodes), flush=True)
+    finally:
+        stats = graph.close()
+    print(summary_line(run), flush=True)
+    if record is not None:
+        if stats is None:
+            print(f"bag: nothing recorded to {record}", flush=True)
+        else:
+            print(f"bag: {stats.path} ({stats.state}): {stats.written} messages, {stats.episodes} episode(s), "
+                  f"{stats.dropped} dropped, {stats.failed} failed" + (f"; {stats.error}" if stats.error else ""),
+                  flush=True)
+    return run
+
+
+def run_real(args) -> int:
+    import rclpy  # noqa: PLC0415
+
+    if args.episodes < 1 or args.episode_s <= 0:
+        print("sim2real real: --episodes must be >= 1 and --episode-s > 0", file=sys.stderr)
+        return 2
+    policies = list(args.compare) if args.compare else [args.policy]
+    if args.compare and args.policy:
+        print("sim2real real: use either --policy or --compare", file=sys.stderr)
+        return 2
+    params_dir = (args.params_dir or default_params_dir()).expanduser()
+    records = [None] * len(policies)
+    if args.record is not None:
+        records = [args.record / p for p in policies] if args.compare else [args.record]
+        for path in records:
+            if path.exists():
+                print(f"sim2real real: {path} exists (a new bag needs a new folder)", file=sys.stderr)
+                return 2
+    rclpy.init()
+    runs: list[RunResult] = []
+    try:
+        seed = args.seed
+        if seed is None:
+            seed = int(file_parameters("real_bridge", args.namespace,
+                                       params_file_args(params_dir, "real_bridge")).get("seed", -1))
+        if seed < 0:
+            seed = random.SystemRandom().randrange(2**31)
+            print(f"sim2real real: seed -1 in the parameter file: using seed {seed} (repeat with --seed {seed})")
+        for policy, record in zip(policies, records):
+            runs.append(run_policy(args, policy, seed, params_dir, record))
+            gc.collect()  # finalize the destroyed nodes (reference cycles) before the next graph reuses their names
+    except DeployError as exc:
+        print(f"sim2real real: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sim2real real: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        rclpy.try_shutdown()
+    if len(runs) > 1:
+        print(gap_table(runs, *(("the arm emulator", "emulator") if args.emulator else ("the real arm", "real"))),
+              flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "command": "sim2real real", "hardware": "arm_emulator" if args.emulator else "ros2_control",
+            "namespace": args.namespace, "params_dir": str(params_dir.resolve()),
+            "seed": runs[0].seed if runs else None,
+            "episode_s": args.episode_s,
+            "success_criterion": {"radius_m": SUCCESS_RADIUS_M, "hold_steps": SUCCESS_HOLD_STEPS,
+                                  "measured_by": "nominal forward kinematics of the joint states relayed by the "
+                                                 "bridge"},
+            "runs": [r.to_dict() for r in runs]}, indent=2))
+        print(f"results: {args.json.resolve()}")
+    return 0 if runs and all(r.episodes for r in runs) else 1
