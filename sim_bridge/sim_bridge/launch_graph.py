@@ -1,0 +1,378 @@
+"""One description of each launch graph, read by the launch files and by ``sim2real launch``.
+
+``launch/graphs/<graph>.yaml`` lists the graph's launch arguments and nodes; both
+``launch/<graph>.launch.py`` (``ros2 launch sim_bridge sim.launch.py`` after a colcon build)
+and ``sim2real launch <graph>`` resolve it here, with :func:`resolve`, into the same
+:class:`ResolvedNode` list (names, namespaces, parameter files, parameter overrides,
+remappings), so the two launchers cannot drift apart. Pure Python + PyYAML: no ``launch``
+or ``launch_ros`` import (they are not installable in the venv; the launch files import
+them, this module does not).
+
+Graph format (``graph_version: 1``)::
+
+    description: one line
+    arguments:                    # launch arguments = sim2real launch flags (--robot-profile ...)
+      NAME: {default: "", description: "...", type: str|bool}
+    nodes:
+      - name: policy              # node name (-r __node:=)
+        package: policies         # ros2 launch: package + executable under lib/<package>/
+        executable: policy_node
+        entry_point: policy       # sim2real launch: `sim2real node <entry_point>` (sim2real.nodes)
+        namespace: "{namespace}"  # "{ARG}" is replaced by an argument's value; "/" = root
+        params_file: policy.yaml  # in params_dir (default: launch/config next to the graphs)
+        lifecycle: true           # a lifecycle node (activated through `parameters: {autostart: true}`)
+        condition: record         # optional: started only if this argument is true / non-empty
+        parameters: {autostart: true}              # fixed values on top of the parameter file
+        overrides: {policy: policy}                # parameter <- argument, when the argument is not ''
+        remappings: [["from", "to"]]               # optional, "{ARG}" substituted
+
+Parameter precedence (same in both launchers): parameter file, then ``parameters``, then
+``overrides``.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+GRAPH_VERSION = 1
+PACKAGE = "sim_bridge"          # the package whose share/ holds launch/, launch/graphs/, launch/config/
+GRAPHS = ("sim", "real")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+_NODE_KEYS = {"name", "package", "executable", "entry_point", "namespace", "params_file", "lifecycle",
+              "condition", "parameters", "overrides", "remappings"}
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class GraphError(ValueError):
+    """A graph file or an argument value is invalid; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    default: str
+    description: str
+    type: str = "str"          # str | bool
+
+    def parse(self, value) -> str | bool:
+        text = str(value).strip() if not isinstance(value, bool) else ("true" if value else "false")
+        if self.type == "bool":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise GraphError(f"argument '{self.name}': expected true or false, got {value!r}")
+        return text
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    package: str
+    executable: str
+    entry_point: str
+    namespace: str
+    params_file: str
+    lifecycle: bool = False
+    condition: str | None = None
+    parameters: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
+    remappings: tuple = ()
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    path: Path
+    description: str
+    arguments: dict            # name -> Argument (file order)
+    nodes: tuple               # NodeSpec, file order = start order
+
+
+@dataclass(frozen=True)
+class ResolvedNode:
+    """One node to start, with everything either launcher needs."""
+    name: str
+    package: str
+    executable: str
+    entry_point: str
+    namespace: str             # absolute ("/" or "/sim2real")
+    params_file: Path          # absolute
+    parameters: dict           # fixed parameters + overrides (typed), applied after the file
+    remappings: tuple          # ((from, to), ...)
+    lifecycle: bool
+
+    @property
+    def fqn(self) -> str:
+        return f"{self.namespace.rstrip('/')}/{self.name}"
+
+    def ros_args(self) -> list[str]:
+        """``--ros-args`` for ``sim2real node <entry_point>`` (or ``ros2 run``): the same name,
+        namespace, file, parameters and remappings the launch file gives launch_ros."""
+        args = ["--ros-args", "-r", f"__node:={self.name}", "-r", f"__ns:={self.namespace}",
+                "--params-file", str(self.params_file)]
+        for key, value in self.parameters.items():
+            args += ["-p", f"{key}:={_param_text(value)}"]
+        for src, dst in self.remappings:
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+
+def _param_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        # YAML-quote strings so '' , 'true' or '1' stay strings for rcl's parser
+        return yaml.safe_dump(value, default_style="'").strip().removesuffix("\n...")
+    return str(value)
+
+
+# --- where the files are ------------------------------------------------------------------
+def launch_dir() -> Path:
+    """The folder holding ``*.launch.py``, ``graphs/`` and ``config/``: the source checkout's
+    ``launch/`` (editable install), else ``<prefix>/share/sim_bridge/launch`` (colcon or pip
+    install; data_files of sim_bridge/setup.py), else the ament index."""
+    from sim_bridge.cli import source_tree  # noqa: PLC0415
+
+    candidates = []
+    root = source_tree()
+    if root is not None:
+        candidates.append(root / "launch")
+    candidates.append(Path(sys.prefix) / "share" / PACKAGE / "launch")
+    try:
+        from ament_index_python.packages import get_package_share_directory  # noqa: PLC0415
+
+        candidates.append(Path(get_package_share_directory(PACKAGE)) / "launch")
+    except Exception:  # noqa: BLE001 - not in an ament prefix
+        pass
+    for path in candidates:
+        if (path / "graphs").is_dir():
+            return path
+    raise GraphError("launch graphs not found (looked in: " + ", ".join(str(p) for p in candidates) + ")")
+
+
+# --- loading ------------------------------------------------------------------------------
+def load_graph(graph: str | Path, graphs_dir: Path | None = None) -> Graph:
+    """``graph``: a name (``sim``, ``real``: ``<graphs_dir>/<name>.yaml``) or a YAML path."""
+    path = Path(graph)
+    if path.suffix not in (".yaml", ".yml"):
+        path = (graphs_dir if graphs_dir is not None else launch_dir() / "graphs") / f"{graph}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise GraphError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise GraphError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict) or data.get("graph_version") != GRAPH_VERSION:
+        raise GraphError(f"{path}: graph_version must be {GRAPH_VERSION}")
+    unknown = set(data) - {"graph_version", "description", "arguments", "nodes"}
+    if unknown:
+        raise GraphError(f"{path}: unknown keys {sorted(unknown)}")
+    arguments = {}
+    for name, spec in (data.get("arguments") or {}).items():
+        if not isinstance(spec, dict) or set(spec) - {"default", "description", "type"}:
+            raise GraphError(f"{path}: arguments.{name}: expected {{default, description, type}}")
+        if spec.get("type", "str") not in ("str", "bool"):
+            raise GraphError(f"{path}: arguments.{name}.type must be str or bool")
+        if not spec.get("description"):
+            raise GraphError(f"{path}: arguments.{name}: a description is required")
+        arguments[name] = Argument(name, str(spec.get("default", "")), str(spec["description"]),
+                                   spec.get("type", "str"))
+    nodes, names = [], set()
+    for i, spec in enumerate(data.get("nodes") or []):
+        where = f"{path}: nodes[{i}]"
+        if not isinstance(spec, dict):
+            raise GraphError(f"{where}: expected a mapping")
+        unknown = set(spec) - _NODE_KEYS
+        missing = {"name", "package", "executable", "entry_point", "namespace", "params_file"} - set(spec)
+        if unknown or missing:
+            raise GraphError(f"{where}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        node = NodeSpec(
+            name=str(spec["name"]), package=str(spec["package"]), executable=str(spec["executable"]),
+            entry_point=str(spec["entry_point"]), namespace=str(spec["namespace"]),
+            params_file=str(spec["params_file"]), lifecycle=bool(spec.get("lifecycle", False)),
+            condition=spec.get("condition"), parameters=dict(spec.get("parameters") or {}),
+            overrides=dict(spec.get("overrides") or {}),
+            remappings=tuple((str(a), str(b)) for a, b in (spec.get("remappings") or [])))
+        used = set(node.overrides.values()) | set(_PLACEHOLDER.findall(node.namespace))
+        used |= {a for pair in node.remappings for s in pair for a in _PLACEHOLDER.findall(s)}
+        if node.condition is not None:
+            used.add(node.condition)
+        if used - set(arguments):
+            raise GraphError(f"{where} ({node.name}): undeclared arguments {sorted(used - set(arguments))}")
+        if (node.namespace, node.name) in names:
+            raise GraphError(f"{where}: duplicate node {node.name}")
+        names.add((node.namespace, node.name))
+        nodes.append(node)
+    return Graph(path.stem, path, str(data.get("description", "")), arguments, tuple(nodes))
+
+
+# --- resolving ----------------------------------------------------------------------------
+def argument_values(graph: Graph, values: dict | None = None) -> dict:
+    """Typed argument values: the defaults, updated by ``values`` (strings as launch gives them,
+    or Python values); unknown names -> GraphError."""
+    values = dict(values or {})
+    unknown = set(values) - set(graph.arguments)
+    if unknown:
+        raise GraphError(f"graph '{graph.name}': unknown arguments {sorted(unknown)} "
+                         f"(known: {sorted(graph.arguments)})")
+    return {name: arg.parse(values.get(name, arg.default)) for name, arg in graph.arguments.items()}
+
+
+def _namespace(text: str) -> str:
+    text = text.strip().strip("/")
+    return "/" + text if text else "/"
+
+
+def resolve(graph: Graph, values: dict | None = None, *, base_dir: Path | None = None) -> list[ResolvedNode]:
+    """The nodes to start for these argument values, in start order. ``base_dir``: the folder
+    whose ``config/`` holds the parameter files when ``params_dir`` is '' (default: the graph
+    file's parent's parent, i.e. ``launch/``)."""
+    args = argument_values(graph, values)
+    params_dir = Path(args["params_dir"]).expanduser() if args.get("params_dir") else \
+        (base_dir if base_dir is not None else graph.path.parent.parent) / "config"
+
+    def sub(text: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: str(args[m.group(1)]), text)
+
+    out = []
+    for node in graph.nodes:
+        if node.condition is not None and not args[node.condition]:
+            continue
+        params_file = (params_dir / node.params_file).resolve()
+        if not params_file.is_file():
+            raise GraphError(f"node {node.name}: parameter file {params_file} not found")
+        parameters = dict(node.parameters)
+        for param, arg in node.overrides.items():
+            value = args[arg]
+            if value == "":
+                continue       # '' = keep the parameter file's value
+            parameters[param] = str(Path(value).expanduser().resolve()) if param == "output" else value
+        out.append(ResolvedNode(
+            name=node.name, package=node.package, executable=node.executable, entry_point=node.entry_point,
+            namespace=_namespace(sub(node.namespace)), params_file=params_file, parameters=parameters,
+            remappings=tuple((sub(a), sub(b)) for a, b in node.remappings), lifecycle=node.lifecycle))
+    return out
+
+
+# --- sim2real launch ----------------------------------------------------------------------
+def add_launch_command(subparsers) -> None:
+    import argparse  # noqa: PLC0415
+
+    p = subparsers.add_parser(
+        "launch", help="start a launch graph (sim | real) as one process per node, like ros2 launch",
+        description="Start the nodes of launch/graphs/<graph>.yaml, the description launch/<graph>.launch.py "
+                    "reads too, each as `sim2real node <name> --ros-args ...` in its own process. Ctrl-C or "
+                    "--duration-s stops them (SIGINT, then SIGTERM after --stop-timeout-s).")
+    sub = p.add_subparsers(dest="graph", metavar="GRAPH", required=True)
+    try:
+        directory = launch_dir()
+        graphs = {name: load_graph(name, directory / "graphs") for name in GRAPHS}
+    except GraphError as exc:
+        p.set_defaults(func=lambda _args: _fail(str(exc)))
+        return
+    for name, graph in graphs.items():
+        g = sub.add_parser(name, help=graph.description, description=graph.description)
+        for arg in graph.arguments.values():
+            flag = "--" + arg.name.replace("_", "-")
+            if arg.type == "bool":
+                g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{arg.description} (default {arg.default})")
+            else:
+                g.add_argument(flag, default=None, metavar=arg.name.upper(),
+                               help=f"{arg.description} (default {arg.default!r})")
+        g.add_argument("--duration-s", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
+        g.add_argument("--stop-timeout-s", type=float, default=10.0,
+                       help="after SIGINT, wait this long for each node before SIGTERM (default 10)")
+        g.add_argument("--dry-run", action="store_true", help="print the node commands and exit")
+        g.set_defaults(func=run_launch, graph_obj=graph, launch_base=directory)
+
+
+def _fail(message: str) -> int:
+    print(f"sim2real launch: {message}", file=sys.stderr)
+    return 2
+
+
+def node_command(node: ResolvedNode) -> list[str]:
+    """The process for one node: ``sim2real node <entry_point> --ros-args ...`` with this interpreter."""
+    return [sys.executable, "-m", "sim_bridge.cli", "node", node.entry_point, *node.ros_args()]
+
+
+def run_launch(args) -> int:
+    import os  # noqa: PLC0415
+    import shlex  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    graph: Graph = args.graph_obj
+    values = {name: getattr(args, name) for name in graph.arguments if getattr(args, name, None) is not None}
+    try:
+        nodes = resolve(graph, values, base_dir=args.launch_base)
+    except GraphError as exc:
+        return _fail(str(exc))
+    record = argument_values(graph, values).get("record")
+    if record and Path(record).expanduser().exists():
+        return _fail(f"{record} exists (a new bag needs a new folder)")
+    if args.duration_s < 0:
+        return _fail("--duration-s must be >= 0")
+    commands = [node_command(n) for n in nodes]
+    if args.dry_run:
+        for node, cmd in zip(nodes, commands):
+            print(f"{node.fqn}: {shlex.join(cmd)}")
+        return 0
+
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    procs: list[tuple[ResolvedNode, subprocess.Popen]] = []
+    failed: list[str] = []
+    until = f"for {args.duration_s:g} s" if args.duration_s > 0 else "until Ctrl-C"
+    print(f"sim2real launch {graph.name}: {len(nodes)} node(s) from {graph.path} {until}: "
+          + ", ".join(n.fqn for n in nodes), flush=True)
+    try:
+        for node, cmd in zip(nodes, commands):
+            # own process group: a terminal Ctrl-C reaches only this process, which then stops
+            # the nodes once each (a second SIGINT would interrupt a node's clean shutdown)
+            procs.append((node, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, process_group=0, env=os.environ)))
+        end = time.monotonic() + args.duration_s if args.duration_s > 0 else float("inf")
+        while stop["signal"] is None and time.monotonic() < end:
+            exited = [(n, p.returncode) for n, p in procs if p.poll() is not None]
+            if exited:
+                failed += [f"{n.fqn} exited early with code {rc}" for n, rc in exited]
+                break
+            time.sleep(0.1)
+    finally:
+        for _node, proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for node, proc in reversed(procs):
+            try:
+                rc = proc.wait(timeout=args.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=3.0)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                failed.append(f"{node.fqn} did not stop within {args.stop_timeout_s:g} s of SIGINT")
+                continue
+            if rc != 0 and not any(f.startswith(node.fqn + " ") for f in failed):
+                failed.append(f"{node.fqn} exited with code {rc} after SIGINT")
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for line in failed:
+        print(f"sim2real launch: {line}", file=sys.stderr)
+    if failed:
+        return 1
+    print(f"sim2real launch {graph.name}: all {len(procs)} node(s) stopped cleanly", flush=True)
+    return 0

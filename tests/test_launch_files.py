@@ -1,0 +1,256 @@
+"""launch/*.launch.py, launch/graphs/*.yaml and `sim2real launch`.
+
+`launch` / `launch_ros` are not installable in the venv (no ros-jazzy-launch* wheels on the
+configured indexes), so `ros2 launch` itself is not run here. Instead:
+  * the launch files are parsed (ast) and every file they reference must exist;
+  * they are executed against minimal stand-ins for the launch / launch_ros classes they
+    use, and the nodes they create must equal what sim_bridge.launch_graph.resolve returns,
+    which is also what `sim2real launch` starts (one code path);
+  * (slow) a colcon build must install the launch files, graphs and config into
+    share/sim_bridge/launch/ and every graph node's executable into lib/<package>/;
+  * (ros, slow) `sim2real launch sim|real --emulator --duration-s 5` run and stop cleanly.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import types
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from sim_bridge import launch_graph
+from sim_bridge.cli import main as sim2real_main
+from sim_bridge.launch_graph import GraphError, load_graph, node_command, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch"
+GRAPHS = {"sim": LAUNCH / "graphs" / "sim.yaml", "real": LAUNCH / "graphs" / "real.yaml"}
+LAUNCH_FILES = {"sim": LAUNCH / "sim.launch.py", "real": LAUNCH / "real.launch.py"}
+COMMON_ARGS = {"robot_profile", "policy", "namespace", "use_sim_time", "record", "params_dir"}
+EXPECTED_ARGS = {"sim": COMMON_ARGS | {"randomization_file"}, "real": COMMON_ARGS | {"emulator"}}
+
+
+# --- static: the launch files -------------------------------------------------------------
+@pytest.mark.parametrize("graph", sorted(LAUNCH_FILES))
+def test_launch_file_parses_and_references_existing_files(graph):
+    path = LAUNCH_FILES[graph]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+    imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert ("sim_bridge.launch_graph", "load_graph") in imported and ("sim_bridge.launch_graph", "resolve") in imported
+    for name in ("DeclareLaunchArgument", "OpaqueFunction"):
+        assert ("launch.actions", name) in imported
+    assert ("launch_ros.actions", "LifecycleNode") in imported and ("launch_ros.actions", "Node") in imported
+    # every string literal that looks like a file of ours must exist next to the launch file
+    literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    referenced = [s for s in literals if s.endswith((".yaml", ".py")) and "\n" not in s]
+    assert f"{graph}.yaml" in referenced
+    for name in referenced:
+        assert (path.parent / "graphs" / name).is_file() or (path.parent / name).is_file(), name
+
+
+@pytest.mark.parametrize("graph", sorted(GRAPHS))
+def test_graph_arguments_and_references(graph):
+    g = load_graph(GRAPHS[graph])
+    assert set(g.arguments) == EXPECTED_ARGS[graph]
+    assert all(a.description for a in g.arguments.values())
+    assert g.arguments["namespace"].default == "sim2real"
+    console = {ep.name for ep in entry_points(group="console_scripts")}
+    nodes = {ep.name for ep in entry_points(group="sim2real.nodes")}
+    for node in g.nodes:
+        assert (LAUNCH / "config" / node.params_file).is_file(), node.params_file
+        assert node.entry_point in nodes, f"{node.entry_point} is no sim2real.nodes entry point"
+        assert node.executable in console, f"{node.executable} is no console script"
+        setup_py = (REPO / node.package / "setup.py").read_text()
+        assert f'"{node.executable} = ' in setup_py, f"{node.executable} not a console script of {node.package}"
+        # the parameter file's key matches the node's name in any namespace
+        assert f"/**/{node.name}:" in (LAUNCH / "config" / node.params_file).read_text()
+    lifecycle = {n.name for n in g.nodes if n.lifecycle}
+    assert lifecycle == ({"policy"} if graph == "sim" else {"policy", "real_bridge"})
+    assert all(g.nodes[[n.name for n in g.nodes].index(x)].parameters.get("autostart") is True for x in lifecycle)
+
+
+def test_resolve_conditions_namespaces_and_overrides(tmp_path):
+    sim = load_graph(GRAPHS["sim"])
+    assert [n.name for n in resolve(sim)] == ["sim_bridge", "policy"]
+    nodes = {n.name: n for n in resolve(sim, {"record": str(tmp_path / "bag"), "policy": "reach_mlp",
+                                              "namespace": "arm1/", "use_sim_time": "true",
+                                              "randomization_file": "none"})}
+    assert list(nodes) == ["sim_bridge", "policy", "recorder"]
+    assert {n.namespace for n in nodes.values()} == {"/arm1"}
+    assert nodes["policy"].parameters == {"autostart": True, "policy": "reach_mlp", "use_sim_time": True}
+    assert nodes["sim_bridge"].parameters == {"randomization_file": "none"}
+    assert nodes["recorder"].parameters["output"] == str((tmp_path / "bag").resolve())
+    assert nodes["recorder"].parameters["policy_name"] == "reach_mlp"
+    assert nodes["policy"].params_file == (LAUNCH / "config" / "policy.yaml").resolve()
+
+    real = load_graph(GRAPHS["real"])
+    assert [n.name for n in resolve(real)] == ["real_bridge", "policy"]
+    nodes = {n.name: n for n in resolve(real, {"emulator": "true"})}
+    assert list(nodes) == ["arm_emulator", "real_bridge", "policy"]
+    assert nodes["arm_emulator"].namespace == "/" and nodes["real_bridge"].namespace == "/sim2real"
+    assert nodes["real_bridge"].ros_args() == [
+        "--ros-args", "-r", "__node:=real_bridge", "-r", "__ns:=/sim2real",
+        "--params-file", str((LAUNCH / "config" / "real_bridge.yaml").resolve()),
+        "-p", "autostart:=true", "-p", "use_sim_time:=false"]
+    assert resolve(real, {"policy": "true"})[1].ros_args()[-4:-2] == ["-p", "policy:='true'"]  # stays a string
+
+    with pytest.raises(GraphError, match="unknown arguments"):
+        resolve(real, {"randomization_file": "none"})
+    with pytest.raises(GraphError, match="true or false"):
+        resolve(real, {"emulator": "maybe"})
+    with pytest.raises(GraphError, match="not found"):
+        resolve(real, {"params_dir": str(tmp_path)})
+
+
+def test_graph_file_errors_name_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("graph_version: 1\narguments: {}\nnodes:\n  - {name: a, package: p, executable: e, "
+                   "entry_point: e, namespace: '{ns}', params_file: a.yaml}\n")
+    with pytest.raises(GraphError, match=r"nodes\[0\].*undeclared arguments \['ns'\]"):
+        load_graph(bad)
+    bad.write_text("graph_version: 2\n")
+    with pytest.raises(GraphError, match="graph_version"):
+        load_graph(bad)
+
+
+# --- the launch files, run against stand-ins for launch / launch_ros ------------------------
+class _Action:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+def _fake_launch_modules() -> dict:
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    mods = {name: types.ModuleType(name) for name in
+            ("launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions")}
+    mods["launch"].LaunchDescription = lambda actions: list(actions)
+    mods["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (_Action,), {})
+    mods["launch.actions"].OpaqueFunction = type("OpaqueFunction", (_Action,), {})
+    mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
+    mods["launch_ros.actions"].Node = type("Node", (_Action,), {})
+    mods["launch_ros.actions"].LifecycleNode = type("LifecycleNode", (_Action,), {})
+    return mods
+
+
+def _run_launch_file(path: Path, monkeypatch, arguments: dict) -> tuple[list, list]:
+    """(DeclareLaunchArgument kwargs, node actions) of a launch file for these arguments."""
+    for name, module in _fake_launch_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    namespace = {"__file__": str(path), "__name__": path.stem.replace(".", "_")}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)  # noqa: S102 - our own launch file
+    description = namespace["generate_launch_description"]()
+    declared = [a.kwargs | {"name": a.args[0]} for a in description if type(a).__name__ == "DeclareLaunchArgument"]
+    opaque = [a for a in description if type(a).__name__ == "OpaqueFunction"]
+    assert len(opaque) == 1
+    context = {d["name"]: d["default_value"] for d in declared} | arguments
+    return declared, opaque[0].kwargs["function"](context)
+
+
+@pytest.mark.parametrize("graph,arguments", [
+    ("sim", {}),
+    ("sim", {"record": "/nonexistent-sim2real-test/bag", "policy": "reach_mlp", "namespace": "arm1"}),
+    ("real", {}),
+    ("real", {"emulator": "true", "record": "/nonexistent-sim2real-test/bag", "use_sim_time": "false"}),
+])
+def test_launch_file_starts_what_the_graph_and_the_cli_start(graph, arguments, monkeypatch, capsys):
+    declared, actions = _run_launch_file(LAUNCH_FILES[graph], monkeypatch, arguments)
+    g = load_graph(GRAPHS[graph])
+    assert [(d["name"], d["default_value"], d["description"]) for d in declared] == \
+        [(a.name, a.default, a.description) for a in g.arguments.values()]
+    expected = resolve(g, arguments)
+    got = [(type(a).__name__, a.kwargs) for a in actions]
+    assert got == [("LifecycleNode" if n.lifecycle else "Node",
+                    {"package": n.package, "executable": n.executable, "name": n.name, "namespace": n.namespace,
+                     "parameters": [str(n.params_file), n.parameters], "remappings": list(n.remappings),
+                     "output": "screen", "emulate_tty": True}) for n in expected]
+
+    # `sim2real launch` resolves the same graph file into the same nodes and commands
+    flags = []
+    for key, value in arguments.items():
+        if g.arguments[key].type == "bool":
+            flags.append(("--" if value == "true" else "--no-") + key.replace("_", "-"))
+        else:
+            flags += ["--" + key.replace("_", "-"), value]
+    assert sim2real_main(["launch", graph, *flags, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    import shlex  # noqa: PLC0415
+
+    assert lines == [f"{n.fqn}: {shlex.join(node_command(n))}" for n in expected]
+
+
+def test_cli_finds_the_graphs_of_the_checkout():
+    assert launch_graph.launch_dir() == LAUNCH
+
+
+# --- install layout (colcon) --------------------------------------------------------------
+@pytest.mark.slow
+def test_colcon_installs_launch_files_config_and_executables(tmp_path):
+    from test_colcon_build import COLCON, WS_SRC, _tail  # noqa: PLC0415 - tests/ is on sys.path (rootdir conftest)
+
+    if not COLCON.is_file():
+        pytest.fail(f"colcon not found next to {sys.executable} (run `make setup`)")
+    env = {k: v for k, v in os.environ.items() if k not in ("COLCON_DEFAULTS_FILE", "COLCON_PREFIX_PATH",
+                                                             "AMENT_PREFIX_PATH")}
+    env["COLCON_HOME"] = str(tmp_path / "colcon_home")
+    graphs = [load_graph(p) for p in GRAPHS.values()]
+    packages = sorted({n.package for g in graphs for n in g.nodes} | {"sim_bridge"})
+    install = tmp_path / "install"
+    proc = subprocess.run(
+        [str(COLCON), "--log-base", str(tmp_path / "log"), "build", "--base-paths", str(WS_SRC),
+         "--build-base", str(tmp_path / "build"), "--install-base", str(install),
+         "--packages-select", *packages, "--event-handlers", "console_cohesion+"],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=240)
+    assert proc.returncode == 0, _tail(proc.stdout)
+
+    share = install / "sim_bridge" / "share" / "sim_bridge" / "launch"
+    for source in [*LAUNCH.glob("*.launch.py"), *LAUNCH.glob("graphs/*.yaml"), *LAUNCH.glob("config/*.yaml")]:
+        installed = share / source.relative_to(LAUNCH)
+        assert installed.is_file(), f"{installed.relative_to(install)} not installed"
+        assert installed.read_bytes() == source.read_bytes()
+    for g in graphs:
+        for n in g.nodes:
+            exe = install / n.package / "lib" / n.package / n.executable
+            assert exe.is_file() and os.access(exe, os.X_OK), f"{exe.relative_to(install)} missing"
+    # what `ros2 launch sim_bridge sim.launch.py` imports: the installed helper, and it resolves
+    # the installed graph against the installed config
+    site = next((install / "sim_bridge" / "lib").glob("python3*/site-packages"))
+    check = subprocess.run(
+        [sys.executable, "-I", "-c",
+         "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+         "import sim_bridge.launch_graph as lg; assert lg.__file__.startswith(sys.argv[1]), lg.__file__; "
+         "g = lg.load_graph(Path(sys.argv[2]) / 'graphs' / 'real.yaml'); "
+         "print([str(n.params_file) for n in lg.resolve(g, {'emulator': 'true'}, base_dir=Path(sys.argv[2]))])",
+         str(site), str(share)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert str(share / "config" / "arm_emulator.yaml") in check.stdout
+
+
+# --- sim2real launch, for real ------------------------------------------------------------
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.parametrize("graph,flags,started", [
+    ("sim", [], 2),
+    ("real", ["--emulator"], 3),
+])
+def test_sim2real_launch_runs_and_stops_cleanly(graph, flags, started):
+    cmd = [sys.executable, "-m", "sim_bridge.cli", "launch", graph, *flags, "--duration-s", "5"]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert f"all {started} node(s) stopped cleanly" in out, out[-4000:]
+    assert "active: policy" in out, out[-4000:]   # the lifecycle policy node reached active
+    if graph == "real":
+        assert "arm emulator up" in out and "/sim2real/real_bridge" in out
