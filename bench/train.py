@@ -20,6 +20,12 @@ other in this process (same machine, same load conditions), it measures
    cycle (torch warm-up) is excluded: a callback records the time at each rollout start,
    and the timed span runs from the start of the second rollout to the end of ``learn()``.
    Throughput = env steps / that wall time (rollouts, updates and sb3's logging).
+   RecurrentPPO's cycles differ a lot in cost (the per-cycle range is printed): its LSTM
+   runs the whole padded sequence in one call only when a minibatch holds no episode
+   start, otherwise it loops over the time steps in Python. The 8 envs reset in sync and
+   episodes last 200 steps, so that depends on where the episode boundaries fall in each
+   128-step rollout (a 25-cycle pattern; 6 of the 16 default timed cycles, 9 of 25, are
+   fast ones, so 16 cycles are representative).
 
 It prints env steps/s of both and the ratio ours / sb3 (target: >= 10x), plus the split
 into rollout collection and update time for each, since the two differ in algorithm
@@ -43,6 +49,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -85,6 +92,7 @@ def bench_ours(iterations: int, warmup: int) -> dict:
     return {"env_steps": steps, "iterations": len(rows), "steps_per_iteration": steps_per_iter,
             "collect_s": collect, "update_s": update,
             "steps_per_s": steps / (collect + update), "collect_steps_per_s": steps / collect,
+            "median_iteration_steps_per_s": statistics.median(r["steps_per_s"] for r in rows),
             "end_to_end_s": end_to_end, "end_to_end_steps_per_s": steps / end_to_end,
             "per_iteration_steps_per_s": [r["steps_per_s"] for r in rows],
             "config": {k: getattr(cfg, k) for k in ("architecture", "hidden", "num_envs", "num_workers",
@@ -143,9 +151,11 @@ def bench_sb3(vec: str, num_envs: int, timed_steps: int, lstm_hidden: int, seed:
     steps = model.num_timesteps - n0
     wall = end - t0
     collect = sum(e[0] - s[0] for s, e in zip(starts[1:], ends[1:]))
+    bounds = [s[0] for s in starts[1:]] + [end]
+    per_cycle = [cycle / (b - a) for a, b in zip(bounds, bounds[1:])]
     return {"vec_env": vec, "num_envs": num_envs, "env_steps": steps, "cycles": len(starts) - 1,
             "wall_s": wall, "steps_per_s": steps / wall, "collect_s": collect, "update_s": wall - collect,
-            "collect_steps_per_s": steps / collect,
+            "collect_steps_per_s": steps / collect, "per_cycle_steps_per_s": per_cycle,
             "hyperparameters": {"n_steps": model.n_steps, "batch_size": model.batch_size,
                                 "n_epochs": model.n_epochs, "learning_rate": model.learning_rate,
                                 "lstm_hidden_size": lstm_hidden}}
@@ -212,6 +222,7 @@ def main(argv=None) -> int:
     print(f"  collect+update:  {ours['steps_per_s']:9.0f} steps/s   "
           f"(collect {ours['collect_s']:.1f} s, update {ours['update_s']:.1f} s)")
     print(f"  collect only:    {ours['collect_steps_per_s']:9.0f} steps/s")
+    print(f"  median iteration:{ours['median_iteration_steps_per_s']:9.0f} steps/s   (collect+update)")
     print(f"  end to end:      {ours['end_to_end_steps_per_s']:9.0f} steps/s   (logging and checkpoints included)",
           flush=True)
 
@@ -224,7 +235,9 @@ def main(argv=None) -> int:
               f"{r['hyperparameters']['n_steps'] * r['num_envs']} steps after 1 warm-up cycle:")
         print(f"  collect+update:  {r['steps_per_s']:9.0f} steps/s   "
               f"(collect {r['collect_s']:.1f} s, update {r['update_s']:.1f} s)")
-        print(f"  collect only:    {r['collect_steps_per_s']:9.0f} steps/s", flush=True)
+        print(f"  collect only:    {r['collect_steps_per_s']:9.0f} steps/s")
+        print(f"  per cycle:       {min(r['per_cycle_steps_per_s']):9.0f} .. {max(r['per_cycle_steps_per_s']):.0f} steps/s",
+              flush=True)
     best = max(sb3, key=lambda k: sb3[k]["steps_per_s"])
     ratio = ours["steps_per_s"] / sb3[best]["steps_per_s"]
     collect_ratio = ours["collect_steps_per_s"] / max(r["collect_steps_per_s"] for r in sb3.values())
