@@ -1,10 +1,15 @@
 """``sim2real sim``: bring up the sim bridge and drive it through ROS for a few episodes.
 
-Until a trained policy ships, the arm is driven by the scripted reach controller
-(:class:`sim_bridge.oracle.ReachOracle`) running as its own ROS node: it sees only
-``joint_states`` and ``current_goal`` and publishes ``joint_commands``, exactly the
-interface a policy node uses. Each episode is started with the bridge's ``reset``
-service (new dynamics sample and goal). One line per episode, a summary, and a plot.
+By default the arm is driven by the policy node (``policies.node.PolicyNode``) running a
+shipped ONNX policy (``--policy``, default ``reach_lstm``); ``--swap-to NAME`` switches the
+running node to another policy through its ``policy`` parameter halfway through, as an
+operator's ``ros2 param set`` would. ``--controller scripted`` uses the scripted reach
+controller (:class:`sim_bridge.oracle.ReachOracle`) instead. Either way the controller
+sees only ``joint_states`` and ``current_goal`` and publishes ``joint_commands``. Each
+episode starts with the bridge's ``reset`` service (new dynamics sample and goal) and,
+for a policy, the policy's ``~/reset`` (zero recurrent state). One line per episode, a
+summary, and a plot. (The policy package is imported only when a policy is used: the
+sim_bridge package does not depend on it.)
 """
 from __future__ import annotations
 
@@ -31,6 +36,11 @@ def add_sim_command(subparsers) -> None:
     p.add_argument("--mode", choices=("realtime", "lockstep"), default="realtime",
                    help="realtime: stepped by a timer at the control rate; lockstep: one step per command")
     p.add_argument("--seed", type=int, default=0, help="seed for dynamics and goals (-1: random)")
+    p.add_argument("--controller", choices=("policy", "scripted"), default="policy",
+                   help="policy: the policy node with a shipped policy; scripted: the DLS reach controller")
+    p.add_argument("--policy", default="reach_lstm", help="shipped policy name (policies/policies/zoo)")
+    p.add_argument("--swap-to", default=None,
+                   help="switch the running policy node to this policy before the second half of the episodes")
     p.add_argument("--out", type=Path, default=Path("runs/sim"), help="folder for the plot and results")
     p.add_argument("--json", type=Path, default=None, help="also write results as JSON to this path")
     p.set_defaults(func=run_sim)
@@ -78,6 +88,17 @@ def summarize_dynamics(dynamics: dict[str, float]) -> str:
     return ", ".join(parts) if parts else "nominal"
 
 
+def _call(client, timeout_s: float = 5.0) -> None:
+    """Call a std_srvs/Trigger service and wait (the executor spins in another thread)."""
+    from std_srvs.srv import Trigger
+    if not client.wait_for_service(timeout_sec=timeout_s):
+        raise RuntimeError(f"service {client.srv_name} not available")
+    future = client.call_async(Trigger.Request())
+    end = time.monotonic() + timeout_s
+    while not future.done() and time.monotonic() < end:
+        time.sleep(0.001)
+
+
 class EpisodeRecorder:
     """Records every control step of one episode (called in the sim's stepping thread)."""
 
@@ -122,12 +143,12 @@ class EpisodeRecorder:
 
 def run_sim(args) -> int:
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
 
     from sim_bridge import interface
     from sim_bridge.controller import ScriptedReachNode
+    from sim_bridge.executor import ControlExecutor
     from sim_bridge.node import SimBridgeNode
 
     rclpy.init()
@@ -135,9 +156,20 @@ def run_sim(args) -> int:
         Parameter("robot_profile", value=args.robot_profile),
         Parameter("randomization_file", value=args.randomization),
         Parameter("mode", value=args.mode), Parameter("seed", value=args.seed)])
-    controller = ScriptedReachNode(bridge.profile)
+    if args.controller == "policy":
+        from policies.node import PolicyNode  # optional dependency, see the module docstring
+        controller = PolicyNode(autostart=True, parameter_overrides=[
+            Parameter("policy", value=args.policy), Parameter("robot_profile", value=args.robot_profile),
+            Parameter("trigger", value="state" if args.mode == "lockstep" else "timer")])
+        if controller.lifecycle_state != "active":
+            print(f"sim2real sim: policy node did not start: {controller.last_error}")
+            return 2
+        policy_reset = controller.create_client(Trigger, "~/reset")
+    else:
+        controller = ScriptedReachNode(bridge.profile)
+        policy_reset = None
     client = controller.create_client(Trigger, interface.RESET)
-    executor = SingleThreadedExecutor()
+    executor = ControlExecutor(num_threads=4)
     executor.add_node(bridge)
     executor.add_node(controller)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -148,10 +180,18 @@ def run_sim(args) -> int:
     results, traces = [], []
     try:
         client.wait_for_service(timeout_sec=10.0)
+        driver = f"policy '{args.policy}'" if policy_reset else "scripted reach controller"
         print(f"sim2real sim: {args.episodes} episode(s), robot '{bridge.profile.name}', "
-              f"randomization '{args.randomization}', {args.mode} mode, scripted reach controller")
+              f"randomization '{args.randomization}', {args.mode} mode, {driver}")
         for ep in range(1, args.episodes + 1):
-            controller.reset()
+            if policy_reset is not None and args.swap_to and ep == args.episodes // 2 + 1:
+                result = controller.set_parameters([Parameter("policy", value=args.swap_to)])[0]
+                print(f"swap to '{args.swap_to}': " + ("accepted (takes over at the next control cycle)"
+                      if result.successful else f"refused: {result.reason}"), flush=True)
+            if policy_reset is None:
+                controller.reset()
+            else:
+                _call(policy_reset)
             recorder.arm(session.counters.episodes + 1)
             future = client.call_async(Trigger.Request())
             # Generous wall-clock guard: realtime runs 1x, lockstep faster.
@@ -173,6 +213,8 @@ def run_sim(args) -> int:
                   f"{100 * final:5.2f} cm  dynamics: {summarize_dynamics(result.dynamics)}", flush=True)
     finally:
         session.tick_observers.remove(recorder.on_tick)
+        executor.remove_node(controller)  # stop dispatching before the nodes go away
+        executor.remove_node(bridge)
         executor.shutdown(timeout_sec=2.0)
         spinner.join(timeout=2.0)
         bridge.destroy_node()

@@ -46,17 +46,28 @@ def test_node_with_a_bad_robot_profile_exits_with_a_clear_error(tmp_path):
 @pytest.mark.ros
 @pytest.mark.slow
 def test_sim_runs_episodes_and_writes_plot_and_json(tmp_path):
-    out = run("sim", "--episodes", "2", "--mode", "lockstep", "--out", str(tmp_path),
+    out = run("sim", "--episodes", "2", "--mode", "lockstep", "--out", str(tmp_path), "--swap-to", "reach_mlp",
               "--json", str(tmp_path / "results.json"), timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     assert sum(line.startswith("episode ") for line in lines) == 2, out.stdout
+    assert "policy 'reach_lstm'" in lines[0]
+    assert "swap to 'reach_mlp': accepted" in out.stdout, "the running policy node takes the new policy"
     assert any(line.startswith("summary: ") for line in lines)
     png = tmp_path / "episodes.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["episodes"]) == 2
-    # The scripted controller reaches the goal under the default randomization (seed 0).
+    # The shipped policies reach the goal under the default randomization (seed 0).
     assert results["success_rate"] == 1.0, out.stdout
     assert "body_mass/link1" in results["episodes"][0]["dynamics"]
     assert results["episodes"][0]["dynamics"] != results["episodes"][1]["dynamics"]
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_sim_with_the_scripted_controller(tmp_path):
+    out = run("sim", "--episodes", "1", "--mode", "lockstep", "--controller", "scripted", "--out", str(tmp_path),
+              timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "scripted reach controller" in out.stdout and "summary: 1/1 reached the goal" in out.stdout
