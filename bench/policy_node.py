@@ -1,0 +1,880 @@
+"""Benchmark: the policy node closing the loop with the sim bridge, over real rclpy and DDS.
+
+Run as ``sim2real bench policy-node`` (or ``python bench/policy_node.py``). Every run starts
+the sim bridge and the policy node as two separate processes (``sim2real node sim_bridge``
+and ``sim2real node policy``, in a namespace, ``seed:=0``, physics at ``--physics-rate``
+Hz) and watches them from a third: this benchmark's own monitor node, which subscribes
+``joint_states``, ``joint_commands`` and ``/diagnostics`` and changes nothing in the loop
+(it only calls the policy node's parameter service in the swap run). Runs:
+
+1. lockstep (``mode:=lockstep``, ``trigger:=state``, control rate ``--lockstep-rate``):
+   the bridge steps once per command and the policy runs once per state, so the loop runs
+   as fast as it can; its achieved rate is reported (there is no rate target);
+2. real time at each of ``--rates`` (default 100, 250, 500 Hz): the bridge's timer steps
+   the sim at the control rate, the policy node uses ``--realtime-trigger`` (default
+   ``state``, see below);
+3. a swap run at ``--swap-rate`` (500 Hz, real time): no swaps in the first half, then
+   ``--swaps`` (20) swaps evenly spread over the second half, alternating between two
+   shipped policies by setting the node's ``policy`` parameter (SetParameters service).
+
+What the monitor measures, over the steady window (``--warmup`` s after the first command,
+then ``--duration`` s):
+
+* achieved command rate and state rate: (messages - 1) / time between the first and last;
+* the cycle-time distribution: inter-arrival times of the commands (p50/p99/max);
+  missed cycles = for each interval longer than 1.5 periods, round(interval / period) - 1
+  (the policy node's own rule), counted on the command stream and, for comparison, on the
+  bridge's state stream (misses of the bridge's own timer, which ``trigger:=state`` passes
+  on). At 500 Hz a command that is merely 1 ms later than its predecessor's also makes a
+  3 ms interval, so this counts late cycles as well as lost ones; *late* (below) counts
+  the states the bridge really had to step past without a fresh command;
+* the round trip: for each joint state, the time from its arrival to the arrival of the
+  command that answers it, both at the monitor. The state reaches the policy node and the
+  monitor over two parallel DDS hops, whose times roughly cancel; the command then travels
+  one more hop to the monitor. So the round trip is one policy-node cycle (executor
+  wake-up, state intake, observation, ONNX inference, publish) plus one extra DDS hop
+  (policy -> monitor, about as long as policy -> bridge). The answer to a state is the
+  first command the policy node *published* after the bridge *published* the state
+  (source timestamps, same host clock): pairing by reception order ("the next command
+  received") breaks whenever the monitor receives a state after its own answer, which
+  measured here happens for up to a quarter of the states at 100 Hz (an idle machine wakes
+  the monitor's receive thread late) and would report a period instead of the latency.
+  The literal "next command received" figure is kept in the JSON for comparison. A state
+  whose answer was not published before the next state is counted *late* (answered after
+  more than a period, or dropped: the node's state queue keeps only the newest). With
+  ``trigger:=timer`` the figure also contains the phase between the two timers (0..1
+  period). Two more figures from the source stamps: state published -> answer received
+  (``pub->rx``: two hops + one cycle, the latency the bridge sees) and state published ->
+  answer published.
+* arrival times are the DDS reception timestamps of the monitor's readers (``MessageInfo``
+  ``received_timestamp``, set by Fast DDS when the sample arrives), so the monitor's own
+  Python latency is not in the figures: it takes the samples in batches every <= 20 ms
+  from a deep reader history, serialized, without an executor callback per message (a
+  third Python process at 1000 messages/s would otherwise take a large share of 2 cores).
+  A round trip is negative when the monitor received the state after its answer (counted).
+* the policy node's /diagnostics (``policy: control``): inference and loop latency p50/p99
+  (over the node's last 500 cycles) as last reported before the end of the window, and the
+  worst per-second report in the window; missed cycles (the node counts them only with
+  ``trigger:=timer``; with ``trigger:=state`` a cycle is a state, so the node reports 0 and
+  only the monitor's figure is meaningful); and CPU use of each process and of everything
+  else on the machine during the window (from /proc: other load disturbs the figures).
+
+Why ``trigger:=state`` in real time: the bridge's timer is then the only clock, each
+state gets exactly one command computed from it as soon as it arrives, and the command
+is applied at the bridge's next tick. With ``trigger:=timer`` two independent timers run
+at the same nominal rate: their phase drifts, so a command is computed from a state
+0..1 period old, and around phase wrap the policy uses one state twice or skips one
+(aliasing). Measured here (15 s per rate, ``--realtime-trigger timer``): at 100 Hz the
+timer runs' round trip p99 was 11 ms against 2 ms with ``state`` (the node's own loop
+latency, state arrival -> command, had a p50 of 9.4 ms: the phase had settled near a
+whole period) and 3% of the states were never used; at 500 Hz p99 3.2 against 2.4 ms.
+
+Swap attribution: a swap's window runs from sending the SetParameters request until
+``--swap-window-ms`` (50) after the reply (the node loads, validates and warms up the new
+policy before replying and installs it at the next cycle). Misses inside the 20 windows
+are compared with the rate of misses between the windows in the same half (interleaved,
+so a drift in machine load hits both alike), with a one-sided Poisson test; the no-swap
+half is shown alongside. Misses are *attributable* when the windows hold significantly
+more than that rate predicts (p < 0.05); the strict count inside the windows is reported too.
+
+Lockstep caveat: when the loop stalls for 0.1 s the bridge republishes the state (its idle
+rule); if the answer to the old state was merely late, two cycles can then be in flight
+until a keep-last-1 queue drops one, and states and commands no longer pair one to one
+(late states, unequal counts). Such stalls show as a max cycle near 100 ms.
+
+Targets (real time): achieved command rate within 2% of the target rate; round trip
+p99 <= 2 ms at 500 Hz; in the swap run, zero missed cycles attributable to the swaps.
+All figures depend on the machine and on what else runs (2 cores here: bridge, policy
+node and monitor are three Python processes); the load average, whether a training job
+was running, and the CPU other processes used during each run are printed and recorded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO = ROOT / "policies" / "policies" / "zoo"
+RATE_TOLERANCE = 0.02
+TARGET_RT_P99_MS = 2.0
+TARGET_RT_RATE_HZ = 500.0
+MISS_FACTOR = 1.5
+DIAG_TAIL_S = 1.2  # after the window: wait this long at most for the nodes' next /diagnostics report
+SIM2REAL = next((p for p in (Path(sys.executable).with_name("sim2real"), ROOT / ".venv" / "bin" / "sim2real")
+                 if p.is_file()), Path(shutil.which("sim2real") or "sim2real"))
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+# --- processes ------------------------------------------------------------------------
+
+class Child:
+    """A node process in its own session, output to a log file; stopped with SIGINT, then SIGKILL."""
+
+    def __init__(self, name: str, cmd: list[str], log: Path, env: dict):
+        self.name, self.cmd, self.log = name, cmd, log
+        self._out = open(log, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=env, start_new_session=True, cwd=ROOT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cpu_s(self) -> float | None:
+        """User + system CPU seconds of the process so far (Linux /proc), None if unknown."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGINT)
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.proc.wait(5.0)
+                except subprocess.TimeoutExpired:
+                    pass
+        self._out.close()
+        return self.proc.returncode
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def system_idle_s() -> float | None:
+    """CPU seconds all cores spent idle (idle + iowait) since boot (/proc/stat), None if unknown.
+
+    Busy time is derived as cores x elapsed - idle: summing the busy counters instead came out
+    below the nodes' own CPU times here (a 500 Hz wake/sleep pattern escapes tick sampling).
+    """
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return (fields[3] + fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def node_cmd(kind: str, namespace: str, params: dict) -> list[str]:
+    cmd = [str(SIM2REAL), "node", kind, "--ros-args", "-r", f"__ns:={namespace}"]
+    for key, value in params.items():
+        cmd += ["-p", f"{key}:={value}"]
+    return cmd
+
+
+# --- the monitor ----------------------------------------------------------------------
+
+def diag_values(status) -> dict:
+    return {kv.key: kv.value for kv in status.values}
+
+
+class Monitor:
+    """What the bench process sees of the loop; one instance for all runs.
+
+    joint_states and joint_commands are read on a node that no executor spins: their
+    samples wait in a deep reader history (DDS keeps receiving and time-stamping them) and
+    :meth:`drain` takes them in batches, serialized (not deserialized: only the reception
+    info is needed), with the take call rclpy's own executors use. That costs the bench
+    process far less CPU than an executor callback per message (2 cores here, shared with
+    the two nodes under test). /diagnostics and the parameter client go through an ordinary
+    executor.
+    """
+
+    def __init__(self, namespace: str):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        from sim_bridge import interface
+
+        self.node = Node("bench_monitor", namespace=namespace)
+        self.reader = Node("bench_monitor_reader", namespace=namespace)
+        # 1000 samples = 2 s at 500 Hz between drains before anything is lost (losses are counted).
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self._state_sub = self.reader.create_subscription(JointState, interface.JOINT_STATES, lambda m: None, qos,
+                                                          raw=True)
+        self._command_sub = self.reader.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS,
+                                                            lambda m: None, qos, raw=True)
+        self.node.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diag, interface.DIAGNOSTICS_QOS)
+        self.param_client = self.node.create_client(SetParameters, f"{namespace.rstrip('/')}/policy/set_parameters")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.clear()
+
+    def clear(self) -> None:
+        self.drain()
+        # (received ns, source ns, publication sequence number, taken ns)
+        self.states: list[tuple[int, int, int, int]] = []
+        self.commands: list[tuple[int, int, int, int]] = []
+        self.policy_diag: list[tuple[int, dict, str]] = []
+        self.bridge_diag: list[tuple[int, dict, str]] = []
+
+    def drain(self) -> int:
+        """Take every sample waiting in the two readers; returns how many."""
+        taken = 0
+        for sub, store in ((self._state_sub, getattr(self, "states", None)),
+                           (self._command_sub, getattr(self, "commands", None))):
+            with sub.handle:
+                while True:
+                    got = sub.handle.take_message(sub.msg_type, True)
+                    if got is None:
+                        break
+                    taken += 1
+                    if store is not None:
+                        info, now = got[1], time.time_ns()
+                        store.append((info.get("received_timestamp") or now, info.get("source_timestamp") or 0,
+                                      info.get("publication_sequence_number") or 0, now))
+        return taken
+
+    def _on_diag(self, msg) -> None:
+        now = time.time_ns()
+        for status in msg.status:
+            if status.name == "policy: control":
+                self.policy_diag.append((now, diag_values(status), status.message))
+            elif status.name == "sim_bridge: health":
+                self.bridge_diag.append((now, diag_values(status), status.message))
+
+    def spin(self, seconds: float) -> None:
+        """Serve diagnostics and the client for up to ``seconds``, then drain the readers."""
+        self.executor.spin_once(timeout_sec=seconds)
+        self.drain()
+
+    def destroy(self) -> None:
+        self.executor.shutdown()
+        self.reader.destroy_node()
+        self.node.destroy_node()
+
+
+# --- analysis -------------------------------------------------------------------------
+
+def pct(values: np.ndarray, scale: float = 1.0) -> dict:
+    if len(values) == 0:
+        return {"n": 0}
+    v = np.asarray(values, dtype=float) * scale
+    p50, p90, p99, p999 = np.percentile(v, [50, 90, 99, 99.9])
+    return {"n": int(len(v)), "p50": float(p50), "p90": float(p90), "p99": float(p99), "p99_9": float(p999),
+            "max": float(v.max()), "min": float(v.min()), "mean": float(v.mean()), "std": float(v.std())}
+
+
+def rate_hz(times_ns: np.ndarray) -> float:
+    if len(times_ns) < 2 or times_ns[-1] <= times_ns[0]:
+        return 0.0
+    return (len(times_ns) - 1) / ((times_ns[-1] - times_ns[0]) / 1e9)
+
+
+def missed_cycles(intervals_s: np.ndarray, period_s: float) -> int:
+    late = intervals_s[intervals_s > MISS_FACTOR * period_s]
+    return int(np.sum(np.round(late / period_s) - 1)) if len(late) else 0
+
+
+def window(rows: list, start_ns: int, end_ns: int) -> np.ndarray:
+    a = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    return a[(a[:, 0] >= start_ns) & (a[:, 0] <= end_ns)]
+
+
+def pair_answers(states: np.ndarray, commands: np.ndarray) -> dict:
+    """Each state's answer: the first command the policy node *published* after the bridge published it.
+
+    Paired by the publishers' source stamps (causal order; same host, same clock), not by
+    reception order at the monitor: the monitor's reader sometimes receives a state after the
+    command that answers it (its hop from the bridge is slower than bridge -> policy -> monitor,
+    e.g. when its receive thread wakes late), and "the next command received" would then be the
+    answer to the following state, a period later. Returns, per state (sorted by publication):
+    ``rt`` reception -> reception at the monitor (s), ``bridge_view`` state published -> answer
+    received (s), ``pub_pub`` state published -> answer published (s), NaN without an answer, and
+    ``late`` (no command published before the next state was: the answer was later than a
+    period, or the state was never answered).
+    """
+    have_src = bool(len(states) and len(commands) and np.all(states[:, 1] > 0) and np.all(commands[:, 1] > 0))
+    key = 1 if have_src else 0  # without source stamps: reception order
+    st, cm = states[np.argsort(states[:, key])], commands[np.argsort(commands[:, key])]
+    j = np.searchsorted(cm[:, key], st[:, key], side="right")
+    has = j < len(cm)
+    jj = np.where(has, j, 0)
+    nan = np.full(len(st), np.nan)
+    rt = np.where(has, (cm[jj, 0] - st[:, 0]) / 1e9, nan)
+    bridge_view = np.where(has, (cm[jj, 0] - st[:, 1]) / 1e9, nan) if have_src else nan
+    pub_pub = np.where(has, (cm[jj, 1] - st[:, 1]) / 1e9, nan) if have_src else nan
+    next_state = np.append(st[1:, key], np.iinfo(np.int64).max)
+    late = ~has | (cm[jj, key] > next_state)
+    late[-1:] = False  # the last state's answer may lie past the window
+    return {"by_source_stamps": have_src, "state_rx": st[:, 0], "rt": rt, "bridge_view": bridge_view,
+            "pub_pub": pub_pub, "late": late}
+
+
+def finite(a: np.ndarray) -> np.ndarray:
+    return a[np.isfinite(a)]
+
+
+def loop_stats(states: np.ndarray, commands: np.ndarray, period_s: float | None) -> dict:
+    """Rates, cycle times, misses and round trips from (received, source, seq, taken) rows."""
+    s_rx, c_rx = np.sort(states[:, 0]), np.sort(commands[:, 0])
+    out = {"states": int(len(s_rx)), "commands": int(len(c_rx)),
+           "command_rate_hz": rate_hz(c_rx), "state_rate_hz": rate_hz(s_rx)}
+    cmd_dt = np.diff(c_rx) / 1e9
+    out["command_interval_ms"] = pct(cmd_dt, 1e3)
+    out["state_interval_ms"] = pct(np.diff(s_rx) / 1e9, 1e3)
+    if period_s is not None:
+        out["missed_cycles"] = missed_cycles(cmd_dt, period_s)
+        out["late_intervals"] = int(np.sum(cmd_dt > MISS_FACTOR * period_s))
+        out["state_missed_periods"] = missed_cycles(np.diff(s_rx) / 1e9, period_s)
+    # Monitor losses (publication sequence gaps): would look like misses, but are not the loop's.
+    for name, rows in (("commands", commands), ("states", states)):
+        seq = np.sort(rows[:, 2][rows[:, 2] > 0])
+        out[f"monitor_lost_{name}"] = int(np.sum(np.diff(seq) - 1)) if len(seq) > 1 else 0
+    pairs = pair_answers(states, commands)
+    out["paired_by_source_stamps"] = pairs["by_source_stamps"]
+    out["round_trip_ms"] = pct(finite(pairs["rt"]), 1e3)
+    out["received_after_its_answer"] = int(np.sum(finite(pairs["rt"]) < 0))
+    out["state_pub_to_command_rx_ms"] = pct(finite(pairs["bridge_view"]), 1e3)
+    out["state_pub_to_command_pub_ms"] = pct(finite(pairs["pub_pub"]), 1e3)
+    out["late_or_unanswered_states"] = int(pairs["late"].sum())
+    # The literal "next command received after the state was received", for comparison (see pair_answers).
+    j = np.searchsorted(c_rx, s_rx, side="left")
+    has = j < len(c_rx)
+    out["next_received_command_ms"] = pct((c_rx[j[has]] - s_rx[has]) / 1e9, 1e3)
+    # One DDS hop as the monitor sees it (publisher's source stamp -> reception here).
+    out["hop_bridge_to_monitor_ms"] = pct((states[:, 0] - states[:, 1]) / 1e9, 1e3)
+    out["hop_policy_to_monitor_ms"] = pct((commands[:, 0] - commands[:, 1]) / 1e9, 1e3)
+    out["monitor_take_lag_ms"] = pct(np.concatenate([states[:, 3] - states[:, 0],
+                                                     commands[:, 3] - commands[:, 0]]) / 1e9, 1e3)
+    return out
+
+
+def num(value: str | None) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def policy_diag_summary(diag: list, start_ns: int, end_ns: int) -> dict:
+    inside = [(t, v, m) for t, v, m in diag if start_ns <= t <= end_ns]
+    if not inside:
+        return {"reports": 0}
+    last, first = inside[-1][1], inside[0][1]
+    keys = ("inference_p50_us", "inference_p99_us", "loop_latency_p50_us", "loop_latency_p99_us", "achieved_rate_hz")
+    out = {"reports": len(inside), "message": inside[-1][2], "policy": last.get("policy"),
+           "last": {k: num(last.get(k)) for k in keys}}
+    out["worst"] = {k: max((num(v.get(k)) for _, v, _ in inside if num(v.get(k)) is not None), default=None)
+                    for k in keys if k != "achieved_rate_hz"}
+    for k in ("cycles", "commands", "missed_cycles", "overruns", "stale_cycles", "swaps", "holds", "rejections"):
+        a, b = num(first.get(k)), num(last.get(k))
+        out[k] = None if b is None else int(b)
+        out[f"{k}_in_window"] = None if a is None or b is None else int(b - a)
+    return out
+
+
+def bridge_diag_summary(diag: list, start_ns: int, end_ns: int) -> dict:
+    inside = [v for t, v, _ in diag if start_ns <= t <= end_ns]
+    if not inside:
+        return {"reports": 0}
+    last = inside[-1]
+    return {"reports": len(inside), "achieved_rate_hz": num(last.get("achieved_rate_hz")),
+            **{k: int(num(last.get(k)) or 0) for k in ("episodes", "blowups", "commands_rejected",
+                                                       "commands_clipped", "control_steps")}}
+
+
+# --- one run --------------------------------------------------------------------------
+
+@dataclass
+class RunSpec:
+    label: str
+    mode: str                 # realtime | lockstep
+    rate_hz: float
+    trigger: str              # state | timer
+    swaps: int = 0
+    swap_policies: tuple[str, str] = ("", "")
+    policy_dir: str = ""
+
+
+def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) -> dict:
+    ns = args.namespace
+    period = 1.0 / spec.rate_hz
+    bridge_params = {"mode": spec.mode, "control_rate_hz": float(spec.rate_hz),
+                     "physics_rate_hz": float(args.physics_rate), "seed": args.seed,
+                     "randomization_file": args.randomization}
+    policy_params = {"policy": spec.swap_policies[0] if spec.swaps else args.policy,
+                     "control_rate_hz": float(spec.rate_hz), "allow_rate_mismatch": "true", "trigger": spec.trigger}
+    if spec.policy_dir:
+        policy_params["policy_dir"] = spec.policy_dir
+    slug = spec.label.replace(" ", "_")
+    monitor.clear()
+    children: list[Child] = []
+    swaps: list[dict] = []
+    try:
+        for kind, params in (("sim_bridge", bridge_params), ("policy", policy_params)):
+            children.append(Child(kind, node_cmd(kind, ns, params), log_dir / f"{slug}_{kind}.log", env))
+
+        def check_alive():
+            for c in children:
+                if not c.alive():
+                    raise RunFailed(f"{c.name} exited with code {c.proc.returncode} during '{spec.label}':\n"
+                                    f"{c.tail()}")
+
+        # Start-up: wait until the monitor receives both streams (discovery matches each pair of
+        # endpoints separately, the monitor's may come seconds after the loop closed) and, for
+        # swaps, the parameter service is up.
+        deadline = time.monotonic() + args.startup_timeout
+        while not (monitor.commands and monitor.states
+                   and (not spec.swaps or monitor.param_client.service_is_ready())):
+            check_alive()
+            if time.monotonic() > deadline:
+                raise RunFailed(f"the loop did not start within {args.startup_timeout:g} s in '{spec.label}' "
+                                f"({len(monitor.states)} joint_states, {len(monitor.commands)} joint_commands seen)\n"
+                                + "\n".join(f"--- {c.name}:\n{c.tail()}" for c in children))
+            monitor.spin(0.05)
+        t_first = time.time_ns()
+        start_ns = t_first + int(args.warmup * 1e9)
+        end_ns = start_ns + int(args.duration * 1e9)
+        half_ns = start_ns + (end_ns - start_ns) // 2
+        swap_at = []
+        if spec.swaps:  # evenly over the second half, the first at half an interval in
+            step = (end_ns - half_ns) / spec.swaps
+            swap_at = [int(half_ns + (k + 0.5) * step) for k in range(spec.swaps)]
+        cpu_start: dict = {}
+        pending = None
+        last_check = 0.0
+        while True:
+            now = time.time_ns()
+            if now >= end_ns and pending is None:
+                break
+            if now >= start_ns and not cpu_start:
+                cpu_start = {c.name: (c.cpu_s(), time.monotonic()) for c in children}
+                cpu_start["monitor"] = (time.process_time(), time.monotonic())
+                cpu_start["idle"] = (system_idle_s(), time.monotonic())
+            if time.monotonic() - last_check > 0.5:
+                check_alive()
+                last_check = time.monotonic()
+            if pending is None and swap_at and now >= swap_at[0]:
+                swap_at.pop(0)
+                name = spec.swap_policies[1 - len(swaps) % 2]  # starts on [0]: swaps go to [1], [0], [1], ...
+                pending = {"policy": name, "sent_ns": time.time_ns(),
+                           "future": monitor.param_client.call_async(make_set_policy_request(name))}
+            if pending is not None:
+                fut = pending["future"]
+                if fut.done() or time.time_ns() - pending["sent_ns"] > args.swap_timeout * 1e9:
+                    pending["reply_ns"] = time.time_ns()
+                    result = fut.result() if fut.done() else None
+                    ok = bool(result and result.results and result.results[0].successful)
+                    pending["successful"] = ok
+                    pending["reason"] = ("" if ok else (result.results[0].reason if result and result.results
+                                                        else f"no reply within {args.swap_timeout:g} s"))
+                    pending.pop("future")
+                    swaps.append(pending)
+                    pending = None
+                    continue
+            monitor.spin(0.002 if pending is not None else 0.02)
+        cpu = {}
+        for name, t1 in [(c.name, c.cpu_s()) for c in children] + [("monitor", time.process_time()),
+                                                                    ("idle", system_idle_s())]:
+            t0 = cpu_start.get(name)
+            if t0 and t0[0] is not None and t1 is not None:
+                cpu[name] = (t1 - t0[0]) / (time.monotonic() - t0[1])
+        if "idle" in cpu:  # what else ran on the machine meanwhile (other processes, kernel)
+            cpu["system"] = (os.cpu_count() or 1) - cpu.pop("idle")
+            cpu["other"] = cpu["system"] - sum(cpu.get(k, 0.0) for k in ("sim_bridge", "policy", "monitor"))
+        monitor.spin(0.0)  # take what has arrived
+        # The nodes report once per second: wait for the report that covers the window's end.
+        n_diag, tail_end = len(monitor.policy_diag), time.monotonic() + DIAG_TAIL_S
+        while time.monotonic() < tail_end and len(monitor.policy_diag) == n_diag:
+            monitor.spin(0.05)
+    finally:
+        codes = {c.name: c.stop() for c in reversed(children)}
+    states, commands = window(monitor.states, start_ns, end_ns), window(monitor.commands, start_ns, end_ns)
+    if len(states) < 2 or len(commands) < 2:
+        raise RunFailed(f"'{spec.label}': too few messages in the window ({len(states)} states, "
+                        f"{len(commands)} commands)")
+    result = {"label": spec.label, "mode": spec.mode, "trigger": spec.trigger, "target_rate_hz": spec.rate_hz,
+              "physics_rate_hz": args.physics_rate, "warmup_s": args.warmup, "duration_s": args.duration,
+              "exit_codes": codes, "cpu_cores": cpu,
+              "loop": loop_stats(states, commands, period if spec.mode == "realtime" else None),
+              "policy_diagnostics": policy_diag_summary(monitor.policy_diag, start_ns, end_ns + int(DIAG_TAIL_S * 1e9)),
+              "bridge_diagnostics": bridge_diag_summary(monitor.bridge_diag, start_ns, end_ns + int(DIAG_TAIL_S * 1e9))}
+    if spec.mode == "realtime":
+        err = result["loop"]["command_rate_hz"] / spec.rate_hz - 1.0
+        result["rate_error"] = err
+        result["rate_target_met"] = bool(abs(err) <= RATE_TOLERANCE)
+    if args.raw_dir:
+        args.raw_dir.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.raw_dir / f"{slug}.npz", states=np.array(monitor.states, dtype=np.int64),
+                            commands=np.array(monitor.commands, dtype=np.int64),
+                            window=np.array([start_ns, end_ns], dtype=np.int64),
+                            swaps=np.array([(s["sent_ns"], s["reply_ns"], s["successful"]) for s in swaps],
+                                           dtype=np.int64).reshape(-1, 3))
+    if spec.swaps:
+        result["swap"] = swap_analysis(states, commands, swaps, start_ns, half_ns, end_ns, period, args)
+    return result
+
+
+def make_set_policy_request(name: str):
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    return SetParameters.Request(parameters=[Parameter("policy", value=name).to_parameter_msg()])
+
+
+def poisson_sf(observed: int, expected: float) -> float:
+    """P(X >= observed) for X ~ Poisson(expected)."""
+    if observed <= 0:
+        return 1.0
+    return float(max(0.0, 1.0 - sum(math.exp(-expected) * expected ** k / math.factorial(k) for k in range(observed))))
+
+
+def swap_analysis(states: np.ndarray, commands: np.ndarray, swaps: list[dict], start_ns: int, half_ns: int,
+                  end_ns: int, period: float, args) -> dict:
+    """Cycle times with and without swapping: the two halves, and the swap windows against the rest.
+
+    A command interval belongs to a segment if it overlaps it; a state (its round trip, whether
+    it was answered in time) if it arrived in it. State-side misses (the bridge's own timer) are kept
+    apart from command-side ones: with ``trigger:=state`` a missed state is a missed command.
+    """
+    c_rx, s_rx = np.sort(commands[:, 0]), np.sort(states[:, 0])
+    c_lo, c_hi, c_dt = c_rx[:-1], c_rx[1:], np.diff(c_rx) / 1e9
+    s_lo, s_hi, s_dt = s_rx[:-1], s_rx[1:], np.diff(s_rx) / 1e9
+    pairs = pair_answers(states, commands)
+    p_rx, rt, late = pairs["state_rx"], pairs["rt"], pairs["late"]
+    margin = int(args.swap_window_ms * 1e6)
+    windows = [(sw["sent_ns"], sw["reply_ns"] + margin) for sw in swaps]
+
+    def overlap(lo, hi, spans):
+        mask = np.zeros(len(lo), dtype=bool)
+        for a, b in spans:
+            mask |= (hi >= a) & (lo <= b)
+        return mask
+
+    def part(spans) -> dict:
+        cm, sm, pm = overlap(c_lo, c_hi, spans), overlap(s_lo, s_hi, spans), overlap(p_rx, p_rx, spans)
+        d = c_dt[cm]
+        r = rt[pm]
+        return {"intervals": int(len(d)), "seconds": float(sum(min(b, end_ns) - max(a, start_ns)
+                                                               for a, b in spans) / 1e9),
+                "missed_cycles": missed_cycles(d, period), "late_intervals": int(np.sum(d > MISS_FACTOR * period)),
+                "state_missed_periods": missed_cycles(s_dt[sm], period),
+                "late_or_unanswered_states": int(np.sum(late[pm])),
+                "interval_ms": pct(d, 1e3), "round_trip_ms": pct(r[np.isfinite(r)], 1e3)}
+
+    inside = part(windows)
+    gaps, t = [], half_ns  # the swap half between the windows
+    for a, b in sorted(windows):
+        if a > t:
+            gaps.append((t, a))
+        t = max(t, b)
+    if t < end_ns:
+        gaps.append((t, end_ns))
+    result = {"no_swap_half": part([(start_ns, half_ns)]), "swap_half": part([(half_ns, end_ns)]),
+              "in_swap_windows": inside, "between_swap_windows": part(gaps)}
+    # Baseline: the swap half between the windows (interleaved with them, so a drift in machine
+    # load hits both alike); misses expected inside the windows at its rate, one-sided Poisson test.
+    base = result["between_swap_windows"]
+    base_rate = base["missed_cycles"] / base["seconds"] if base["seconds"] else 0.0
+    expected = base_rate * inside["seconds"]
+    observed = inside["missed_cycles"]
+    p_value = poisson_sf(observed, expected)
+    late_rate = base["late_or_unanswered_states"] / base["seconds"] if base["seconds"] else 0.0
+    late_expected = late_rate * inside["seconds"]
+    replies = [(sw["reply_ns"] - sw["sent_ns"]) / 1e6 for sw in swaps]
+    all_ok = len(swaps) == args.swaps and all(sw["successful"] for sw in swaps)
+    return {"requested": len(swaps), "successful": sum(sw["successful"] for sw in swaps),
+            "failures": [sw["reason"] for sw in swaps if not sw["successful"]],
+            "policies": sorted({sw["policy"] for sw in swaps}),
+            "request_to_reply_ms": pct(np.array(replies)) if replies else {"n": 0},
+            "window_margin_ms": args.swap_window_ms, **result,
+            "expected_misses_in_windows_at_baseline_rate": expected,
+            "excess_misses_in_windows": observed - expected,
+            "poisson_p_value": p_value,
+            "expected_late_states_in_windows_at_baseline_rate": late_expected,
+            "late_states_poisson_p_value": poisson_sf(inside["late_or_unanswered_states"], late_expected),
+            "strict_zero_in_windows": bool(observed == 0),
+            # Attributable = more misses inside the windows than the no-swap rate explains (p < 0.05).
+            "target_met": bool(all_ok and (observed == 0 or p_value >= 0.05))}
+
+
+# --- reporting ------------------------------------------------------------------------
+
+def fmt(value, spec: str = ".2f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def print_tables(results: list[dict]) -> None:
+    print()
+    print(f"{'run':<20}{'cmd Hz':>8}{'state Hz':>9}{'err':>7}{'cycle p50/p99/max ms':>23}{'missed':>7}{'bridge':>7}"
+          f"{'late':>6}{'round trip p50/p99 ms':>22}{'pub->rx p50/p99':>17}{'CPU b/p/m/other':>22}")
+    for r in results:
+        lp = r["loop"]
+        ci, rt, bv = lp["command_interval_ms"], lp["round_trip_ms"], lp["state_pub_to_command_rx_ms"]
+        err = f"{100 * r['rate_error']:+.1f}%" if "rate_error" in r else "n/a"
+        cpu = r["cpu_cores"]
+        print(f"{r['label']:<20}{lp['command_rate_hz']:8.1f}{lp['state_rate_hz']:9.1f}{err:>7}"
+              f"{ci['p50']:8.3f}{ci['p99']:7.3f}{ci['max']:8.2f}"
+              f"{fmt(lp.get('missed_cycles'), 'd', 'n/a'):>7}{fmt(lp.get('state_missed_periods'), 'd', 'n/a'):>7}"
+              f"{lp['late_or_unanswered_states']:6d}{rt['p50']:10.3f}{rt['p99']:12.3f}"
+              f"{fmt(bv.get('p50'), '.3f'):>8}{fmt(bv.get('p99'), '.3f'):>9}"
+              + "".join(f"{fmt(cpu.get(k), '.2f'):>{w}}" for k, w in (("sim_bridge", 6), ("policy", 5),
+                                                                        ("monitor", 5), ("other", 6))))
+    print()
+    print("policy node /diagnostics (last report in the window; worst per-second report in brackets):")
+    print(f"{'run':<22}{'inference p50/p99 us':>26}{'loop latency p50/p99 us':>30}{'missed':>8}{'overruns':>9}"
+          f"{'stale':>6}{'swaps':>6}{'holds':>6}   bridge: episodes/blowups/rejected")
+    for r in results:
+        d, b = r["policy_diagnostics"], r["bridge_diagnostics"]
+        if not d.get("reports"):
+            print(f"{r['label']:<22}  (no diagnostics received)")
+            continue
+        last, worst = d["last"], d["worst"]
+        inf = f"{fmt(last['inference_p50_us'], '.0f')}/{fmt(last['inference_p99_us'], '.0f')} " \
+              f"[{fmt(worst['inference_p99_us'], '.0f')}]"
+        loop = f"{fmt(last['loop_latency_p50_us'], '.0f')}/{fmt(last['loop_latency_p99_us'], '.0f')} " \
+               f"[{fmt(worst['loop_latency_p99_us'], '.0f')}]"
+        print(f"{r['label']:<22}{inf:>26}{loop:>30}{fmt(d.get('missed_cycles_in_window'), 'd'):>8}"
+              f"{fmt(d.get('overruns_in_window'), 'd'):>9}{fmt(d.get('stale_cycles_in_window'), 'd'):>6}"
+              f"{fmt(d.get('swaps'), 'd'):>6}{fmt(d.get('holds'), 'd'):>6}   "
+              f"{b.get('episodes', '-')}/{b.get('blowups', '-')}/{b.get('commands_rejected', '-')}")
+
+
+def print_swap(r: dict) -> None:
+    s = r["swap"]
+    rr = s["request_to_reply_ms"]
+    print()
+    print(f"swaps ({r['label']}): {s['successful']}/{s['requested']} accepted, alternating {s['policies']}; "
+          f"request -> reply p50 {fmt(rr.get('p50'), '.1f')} ms, max {fmt(rr.get('max'), '.1f')} ms; "
+          f"swap window = request .. reply + {s['window_margin_ms']:g} ms")
+    print(f"  {'segment':<22}{'cycles':>7}{'s':>6}{'cycle p50/p99/max ms':>24}{'missed':>7}{'bridge':>7}"
+          f"{'late':>6}{'round trip p50/p99 ms':>23}")
+    for label, key in (("no-swap half", "no_swap_half"), ("swap half", "swap_half"),
+                       ("inside swap windows", "in_swap_windows"), ("between swap windows", "between_swap_windows")):
+        p = s[key]
+        if not p["intervals"]:
+            print(f"  {label:<22} no intervals")
+            continue
+        i, rt = p["interval_ms"], p["round_trip_ms"]
+        print(f"  {label:<22}{p['intervals']:7d}{p['seconds']:6.1f}{i['p50']:8.3f}{i['p99']:8.3f}{i['max']:8.2f}"
+              f"{p['missed_cycles']:7d}{p['state_missed_periods']:7d}{p['late_or_unanswered_states']:6d}"
+              f"{fmt(rt.get('p50'), '.3f'):>11}{fmt(rt.get('p99'), '.3f'):>12}")
+    if s["failures"]:
+        print(f"  refused/failed swaps: {s['failures']}")
+    ins = s["in_swap_windows"]
+    print(f"  inside the windows: {ins['missed_cycles']} missed cycles, expected at the rate between the windows "
+          f"{s['expected_misses_in_windows_at_baseline_rate']:.2f} (one-sided Poisson p = {s['poisson_p_value']:.3g}); "
+          f"{ins['late_or_unanswered_states']} late states, expected "
+          f"{s['expected_late_states_in_windows_at_baseline_rate']:.2f} (p = {s['late_states_poisson_p_value']:.3g})")
+
+
+def targets(results: list[dict]) -> list[tuple[str, bool, str]]:
+    out = []
+    for r in results:
+        if r["mode"] == "realtime" and "rate_error" in r and not r.get("swap"):
+            out.append((f"{r['label']}: command rate within 2% of {r['target_rate_hz']:g} Hz",
+                        r["rate_target_met"], f"{r['loop']['command_rate_hz']:.1f} Hz ({100 * r['rate_error']:+.2f}%)"))
+        if r["mode"] == "realtime" and r["target_rate_hz"] == TARGET_RT_RATE_HZ and not r.get("swap"):
+            p99 = r["loop"]["round_trip_ms"]["p99"]
+            out.append((f"{r['label']}: round trip p99 <= {TARGET_RT_P99_MS:g} ms", p99 <= TARGET_RT_P99_MS,
+                        f"{p99:.3f} ms"))
+        if r.get("swap"):
+            s = r["swap"]
+            ins, base, first = s["in_swap_windows"], s["between_swap_windows"], s["no_swap_half"]
+            out.append((f"{r['label']}: zero missed cycles attributable to the {s['requested']} swaps", s["target_met"],
+                        f"{ins['missed_cycles']} missed in {ins['seconds']:.1f} s of swap windows (expected "
+                        f"{s['expected_misses_in_windows_at_baseline_rate']:.2f} from the {base['missed_cycles']} in "
+                        f"{base['seconds']:.0f} s between them, p = {s['poisson_p_value']:.3f}; no-swap half "
+                        f"{first['missed_cycles']} in {first['seconds']:.0f} s); "
+                        f"{s['successful']}/{s['requested']} swaps accepted"))
+    return out
+
+
+# --- main -----------------------------------------------------------------------------
+
+def choose_swap_policies(arg: str | None, tmp: Path) -> tuple[tuple[str, str], str, str]:
+    """(two policy names, policy_dir ('' = the zoo), how they were chosen)."""
+    from policies.control import list_policies
+
+    available = list_policies(ZOO)
+    if arg:
+        a, b = (x.strip() for x in arg.split(","))
+        return (a, b), "", "given"
+    preferred = [p for p in ("reach_lstm", "reach_lstm_nominal", "reach_mlp") if p in available]
+    others = [p for p in available if p not in preferred]
+    names = preferred + others
+    if len(names) >= 2:
+        return (names[0], names[1]), "", "shipped"
+    if not names:
+        raise RunFailed(f"no policy in {ZOO}")
+    # Only one shipped policy: swap between it and a byte-identical copy under another name
+    # in a temporary policy_dir (a swap still loads, validates and warms up a new runtime).
+    zoo = tmp / "swap_zoo"
+    zoo.mkdir()
+    shutil.copytree(ZOO / names[0], zoo / names[0])
+    shutil.copytree(ZOO / names[0], zoo / f"{names[0]}_copy")
+    return (names[0], f"{names[0]}_copy"), str(zoo), f"only '{names[0]}' is shipped: a copy under another name"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per run (after --warmup)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds after the first command not measured")
+    parser.add_argument("--rates", default="100,250,500", help="real-time control rates, Hz (comma-separated)")
+    parser.add_argument("--physics-rate", type=float, default=500.0,
+                        help="sim physics rate, Hz (an integer multiple of every control rate)")
+    parser.add_argument("--lockstep-rate", type=float, default=500.0,
+                        help="control rate of the lockstep run (sim time per step; the loop runs as fast as it can)")
+    parser.add_argument("--realtime-trigger", choices=("state", "timer"), default="state",
+                        help="policy node trigger in the real-time runs (see above)")
+    parser.add_argument("--swap-rate", type=float, default=500.0, help="control rate of the swap run, Hz")
+    parser.add_argument("--swaps", type=int, default=20, help="swaps in the second half of the swap run")
+    parser.add_argument("--swap-policies", help="two policy names, comma-separated (default: two shipped ones; "
+                                                "with only one shipped, it and a copy of it)")
+    parser.add_argument("--swap-window-ms", type=float, default=50.0,
+                        help="a swap's window: request sent .. reply + this")
+    parser.add_argument("--swap-timeout", type=float, default=10.0, help="seconds to wait for a swap reply")
+    parser.add_argument("--runs", default="lockstep,realtime,swap",
+                        help="which runs: any of lockstep, realtime, swap (comma-separated)")
+    parser.add_argument("--policy", default="reach_lstm", help="policy of the non-swap runs")
+    parser.add_argument("--randomization", default="default", help="sim bridge randomization_file")
+    parser.add_argument("--seed", type=int, default=0, help="sim bridge seed")
+    parser.add_argument("--namespace", default="/bench", help="namespace of the three nodes")
+    parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID, else one "
+                                                      "derived from the pid, 1..100)")
+    parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for the loop to start")
+    parser.add_argument("--log-dir", type=Path, help="keep the node logs here (default: a temporary folder)")
+    parser.add_argument("--raw-dir", type=Path, help="save every run's raw reception times here (.npz: columns "
+                                                     "received ns, source ns, publication sequence, taken ns)")
+    parser.add_argument("--json", type=Path, help="write the results as JSON")
+    args = parser.parse_args(argv)
+    runs = {r.strip() for r in args.runs.split(",") if r.strip()}
+    if runs - {"lockstep", "realtime", "swap"}:
+        parser.error(f"unknown run(s) {sorted(runs - {'lockstep', 'realtime', 'swap'})}")
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    for r in rates + [args.lockstep_rate, args.swap_rate]:
+        ratio = args.physics_rate / r
+        if ratio < 1 or abs(ratio - round(ratio)) > 1e-6:
+            parser.error(f"--physics-rate {args.physics_rate:g} is not an integer multiple of {r:g} Hz")
+
+    domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID") or
+                                                                   os.getpid() % 100 + 1)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGHUP, on_sigterm)
+
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    tmp = Path(tempfile.mkdtemp(prefix="sim2real-bench-policy-node-"))
+    log_dir = args.log_dir or tmp / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    training = subprocess.run(["pgrep", "-f", "sim2real train"], capture_output=True, text=True).stdout.split()
+    load = os.getloadavg()
+    print(f"policy node + sim bridge loop, real rclpy ({os.environ['RMW_IMPLEMENTATION']}), separate processes; "
+          f"ROS_DOMAIN_ID {domain}, namespace {args.namespace}")
+    print(f"{os.cpu_count()} CPU(s), {platform.processor() or platform.machine()}, load average "
+          f"{load[0]:.2f}; {'TRAINING RUNNING (measured under load)' if training else 'no training running'}")
+    print(f"runs: {args.warmup:g} s warm-up + {args.duration:g} s measured each; physics {args.physics_rate:g} Hz; "
+          f"policy '{args.policy}'; logs in {log_dir}")
+
+    specs: list[RunSpec] = []
+    if "lockstep" in runs:
+        specs.append(RunSpec(f"lockstep {args.lockstep_rate:g}", "lockstep", args.lockstep_rate, "state"))
+    if "realtime" in runs:
+        specs += [RunSpec(f"realtime {r:g} {args.realtime_trigger}", "realtime", r, args.realtime_trigger)
+                  for r in rates]
+    swap_origin = ""
+    if "swap" in runs:
+        pair, policy_dir, swap_origin = choose_swap_policies(args.swap_policies, tmp)
+        specs.append(RunSpec(f"swaps {args.swap_rate:g} {args.realtime_trigger}", "realtime", args.swap_rate,
+                             args.realtime_trigger, swaps=args.swaps, swap_policies=pair, policy_dir=policy_dir))
+        print(f"swap run: {args.swaps} swaps between '{pair[0]}' and '{pair[1]}' ({swap_origin})")
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C: KeyboardInterrupt, cleanup below
+    monitor = Monitor(args.namespace)
+    results, failures = [], []
+    try:
+        for spec in specs:
+            t = time.monotonic()
+            print(f"running {spec.label} ...", flush=True)
+            try:
+                results.append(run_loop(spec, args, monitor, env, log_dir))
+            except RunFailed as exc:
+                failures.append({"label": spec.label, "error": str(exc)})
+                print(f"  FAILED: {exc}", flush=True)
+                continue
+            lp, other = results[-1]["loop"], results[-1]["cpu_cores"].get("other")
+            busy = f"; OTHER LOAD: {other:.2f} cores used by other processes" if other and other > 0.25 else ""
+            print(f"  {time.monotonic() - t:.0f} s: {lp['command_rate_hz']:.1f} Hz commands, round trip p99 "
+                  f"{lp['round_trip_ms']['p99']:.3f} ms{busy}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted; node processes stopped", file=sys.stderr)
+        return 130
+    finally:
+        monitor.destroy()
+        rclpy.try_shutdown()
+
+    if results:
+        print_tables(results)
+        for r in results:
+            if r.get("swap"):
+                print_swap(r)
+    print()
+    checks = targets(results)
+    for text, ok, detail in checks:
+        print(f"{'met    ' if ok else 'NOT MET'}  {text}: {detail}")
+    for f in failures:
+        print(f"FAILED   {f['label']}: {f['error'].splitlines()[0]}")
+    print("cycle = command inter-arrival at the monitor; missed = intervals > 1.5 periods (round(dt/T) - 1); "
+          "bridge = the same count on the bridge's state stream; late = states whose answer was not published "
+          "before the next state (answered late or never); round trip = state received -> its answer received, "
+          "at the monitor (one policy cycle + one DDS hop); pub->rx = state published by the bridge -> its answer "
+          "received (the bridge's view: two hops + one cycle); CPU b/p/m/other = cores used by bridge / policy "
+          "node / this monitor / everything else on the machine during the window")
+
+    if args.json:
+        out = {"rmw": os.environ["RMW_IMPLEMENTATION"], "ros_domain_id": domain, "namespace": args.namespace,
+               "cpus": os.cpu_count(), "load_average_start": load, "load_average_end": os.getloadavg(),
+               "training_running_at_start": bool(training), "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                                      for k, v in vars(args).items()},
+               "swap_policies_origin": swap_origin, "runs": results, "failures": failures,
+               "targets": [{"target": t, "met": ok, "value": d} for t, ok, d in checks]}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    if args.log_dir is None and not failures:
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif failures:
+        print(f"node logs kept in {log_dir}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
