@@ -15,7 +15,11 @@ Hz) and watches them from a third: this benchmark's own monitor node, which subs
    ``state``, see below);
 3. a swap run at ``--swap-rate`` (500 Hz, real time): no swaps in the first half, then
    ``--swaps`` (20) swaps evenly spread over the second half, alternating between two
-   shipped policies by setting the node's ``policy`` parameter (SetParameters service).
+   shipped policies by setting the node's ``policy`` parameter (SetParameters service);
+   the node preloads the second one (``preload_policies``), as an operator who plans the
+   swap would: creating an onnxruntime session holds the GIL for milliseconds and, without
+   the preload, stalled the 500 Hz control thread on the first load (~1.5 cycles per swap
+   were lost before loaded runtimes were cached and preloadable).
 
 What the monitor measures, over the steady window (``--warmup`` s after the first command,
 then ``--duration`` s):
@@ -425,6 +429,8 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
                      "randomization_file": args.randomization}
     policy_params = {"policy": spec.swap_policies[0] if spec.swaps else args.policy,
                      "control_rate_hz": float(spec.rate_hz), "allow_rate_mismatch": "true", "trigger": spec.trigger}
+    if spec.swaps:  # the operator names the swap candidates at configure (preload_policies):
+        policy_params["preload_policies"] = f"[{spec.swap_policies[1]}]"  # no session creation mid-run
     if spec.policy_dir:
         policy_params["policy_dir"] = spec.policy_dir
     slug = spec.label.replace(" ", "_")

@@ -201,6 +201,10 @@ class PolicyController:
         self._swap_lock = threading.Lock()    # the loading / pending slot
         self._loading: str | None = None
         self._pending: LoadedPolicy | None = None
+        # Loaded runtimes by artifact folder, reused while the files are unchanged: creating
+        # an onnxruntime session holds the GIL for milliseconds, which stalls a 500 Hz control
+        # thread; a swap to a policy loaded before (or preloaded) creates none.
+        self._runtimes: dict[Path, tuple[tuple, PolicyRuntime]] = {}
         self.active: LoadedPolicy | None = None
         n = profile.num_joints
         self._index_cache: tuple[tuple[str, ...], np.ndarray | None, list[str]] | None = None
@@ -237,7 +241,7 @@ class PolicyController:
         allow = self.allow_rate_mismatch if allow_rate_mismatch is None else allow_rate_mismatch
         try:
             path = resolve_policy(self.policy_dir, name)
-            runtime = PolicyRuntime(path)
+            runtime = self._runtime_for(path)
             warnings = self._validate(runtime, allow)
             runtime.warmup(WARMUP_STEPS)
         except PolicyRejected as exc:
@@ -248,6 +252,28 @@ class PolicyController:
         except Exception as exc:  # noqa: BLE001 - PolicyLoadError, and anything a broken file may raise
             raise self._reject("policy", f"policy '{name}' rejected: {exc}") from None
         return LoadedPolicy(name, path, runtime, time.perf_counter() - start, tuple(warnings))
+
+    def _runtime_for(self, path: Path) -> PolicyRuntime:
+        """A runtime for the artifact at ``path``: the cached one if its files are unchanged
+        (same size and modification time) and it is not the active one, else a new load."""
+        key = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir()) if f.is_file())
+        cached = self._runtimes.get(path)
+        active = self.active.runtime if self.active is not None else None
+        if cached is not None and cached[0] == key and cached[1] is not active:
+            return cached[1]
+        runtime = PolicyRuntime(path)
+        self._runtimes[path] = (key, runtime)
+        return runtime
+
+    def preload(self, names) -> list[str]:
+        """Load (and cache) policies ahead of swaps; returns the reasons of those refused."""
+        refused = []
+        for name in names:
+            try:
+                self.load_policy(name)
+            except PolicyRejected as exc:
+                refused.append(str(exc))
+        return refused
 
     def _validate(self, runtime: PolicyRuntime, allow_rate_mismatch: bool) -> list[str]:
         m, p = runtime.manifest, self.profile

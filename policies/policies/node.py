@@ -22,6 +22,8 @@ Parameters:
   stale_after_periods (int)    no state for longer than this many periods -> no command
   allow_rate_mismatch (bool)   accept a policy trained at another control rate
   available_policies (str[], read-only)  refreshed at configure
+  preload_policies (str[], read-only)  loaded at configure and kept, so swapping to them
+                               creates no onnxruntime session (that stalls the control thread)
   autostart (bool, read-only)  configure + activate at construction (default true for main())
 
 Lifecycle: configure loads and validates the policy and creates the topics (control off);
@@ -95,6 +97,9 @@ class PolicyNode(LifecycleNode):
             "accept a policy trained at another control rate than the node's"))
         self.declare_parameter("available_policies", Parameter.Type.STRING_ARRAY, describe(
             "policy names found in policy_dir (refreshed at configure)", read_only=True))
+        self.declare_parameter("preload_policies", [""], describe(
+            "policies to load at configure so that swapping to them creates no onnxruntime session "
+            "(a session's creation can stall the control thread for milliseconds)", read_only=True))
         self.declare_parameter("autostart", autostart, describe(
             "configure and activate right after construction", read_only=True))
 
@@ -210,6 +215,9 @@ class PolicyNode(LifecycleNode):
         available = self._refresh_available()
         loaded = ctl.load_policy(self.get_parameter("policy").value)
         ctl.set_policy(loaded)
+        preload = [name for name in self.get_parameter("preload_policies").value if name]
+        for reason in ctl.preload(preload):
+            self.get_logger().warning(f"preload_policies: {reason}")
         self.controller, self.trigger = ctl, trigger
 
         # In 'timer' mode the subscriptions get a group of their own: in the timer's group an

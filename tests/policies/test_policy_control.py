@@ -340,3 +340,19 @@ def test_latency_window_percentiles():
         window.add(v * 1e-6)
     assert len(window) == 100
     assert window.p50() == pytest.approx(150.5e-6) and window.p99() == pytest.approx(199.01e-6)
+
+
+def test_swapping_back_reuses_the_loaded_runtime_unless_the_files_changed(tmp_path):
+    from policies.control import PolicyController
+    from policies.testing import export_dummy_policy
+    from sim_bridge.profile import load_profile
+    for name, seed in (("a", 1), ("b", 2)):
+        export_dummy_policy(tmp_path / name, architecture="lstm", hidden=8, seed=seed, name=name)
+    ctl = PolicyController(load_profile("panda_like"), tmp_path)
+    ctl.set_policy(ctl.load_policy("a"))
+    assert ctl.preload(["b", "missing"]) and "missing" in ctl.preload(["missing"])[0]
+    first_b = ctl.load_policy("b").runtime
+    assert ctl.load_policy("b").runtime is first_b, "an unchanged artifact is not loaded again"
+    assert ctl.load_policy("a").runtime is not ctl.active.runtime, "the active runtime is never handed out"
+    export_dummy_policy(tmp_path / "b", architecture="lstm", hidden=8, seed=3, name="b")  # files change
+    assert ctl.load_policy("b").runtime is not first_b
