@@ -42,11 +42,9 @@ import sys
 import time
 from collections import deque
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -56,6 +54,7 @@ from std_srvs.srv import Trigger
 
 from real_bridge.emulator import ArmEmulator
 from sim_bridge import interface
+from sim_bridge.executor import run_node
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
 
@@ -237,21 +236,7 @@ class ArmEmulatorNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point for ``ros2 run real_bridge arm_emulator`` and ``sim2real node arm_emulator``."""
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = ArmEmulatorNode()
-    except (ConfigError, ParameterException) as exc:
-        print(f"arm_emulator: invalid configuration: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("arm_emulator", ArmEmulatorNode, args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""A multi-threaded executor for control nodes (shared by the policy node and the bridges)."""
+"""Executors and the process entry point shared by the stack's ROS nodes."""
 from __future__ import annotations
 
+import sys
 import time
 
 from rclpy.executors import (ConditionReachedException, ExternalShutdownException, MultiThreadedExecutor,
@@ -34,3 +35,28 @@ class ControlExecutor(MultiThreadedExecutor):
             if future.done():
                 self._futures.remove(future)
                 future.result()  # raise any exceptions
+
+
+def run_node(label: str, make_node, args: list[str] | None = None) -> int:
+    """``main()`` of a single-threaded node: init, build (a ConfigError or a bad parameter
+    prints the reason and returns 2), spin until Ctrl-C or shutdown, clean up, return 0."""
+    import rclpy
+    from rclpy.exceptions import ParameterException
+
+    from sim_bridge.config import ConfigError
+
+    rclpy.init(args=args if args is not None else sys.argv)
+    try:
+        node = make_node()
+    except (ConfigError, ParameterException) as exc:
+        print(f"{label}: invalid configuration: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -31,7 +31,6 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -42,6 +41,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from sim_bridge import interface
+from sim_bridge.executor import run_node
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
 from sim_bridge.randomization import load_randomization
@@ -231,21 +231,7 @@ class SimBridgeNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point for ``ros2 run sim_bridge sim_bridge_node`` and ``sim2real node sim_bridge``."""
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = SimBridgeNode()
-    except ConfigError as exc:
-        print(f"sim_bridge: invalid configuration: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("sim_bridge", SimBridgeNode, args)
 
 
 if __name__ == "__main__":
