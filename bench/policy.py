@@ -20,42 +20,27 @@ with ``time.perf_counter_ns`` (p50/p90/p99/max). Target: runtime step p99 <= 50 
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also under runpy
+from _timing import percentiles_us, time_calls  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = ROOT / "policies" / "policies" / "zoo" / "reach_lstm"
 TARGET_P99_US = 50.0
 
 
-def percentiles_us(samples_ns: np.ndarray) -> dict:
-    us = samples_ns / 1e3
-    p50, p90, p99 = np.percentile(us, [50, 90, 99])
-    return {"p50_us": float(p50), "p90_us": float(p90), "p99_us": float(p99), "max_us": float(us.max()),
-            "mean_us": float(us.mean())}
-
-
-def time_steps(step, observations: np.ndarray, warmup: int) -> np.ndarray:
-    """Per-call latency of ``step(obs)`` over the observations (after ``warmup`` calls)."""
-    for k in range(warmup):
-        step(observations[k % len(observations)])
-    samples = np.empty(len(observations), dtype=np.int64)
-    clock = time.perf_counter_ns
-    for k, obs in enumerate(observations):
-        start = clock()
-        step(obs)
-        samples[k] = clock() - start
-    return samples
 
 
 def onnxruntime_samples(policy, observations: np.ndarray, warmup: int) -> np.ndarray:
     policy.warmup()
-    return time_steps(policy.step, observations, warmup)
+    return time_calls(policy.step, observations, warmup)
 
 
 def torch_samples(manifest, observations: np.ndarray, warmup: int) -> np.ndarray:
@@ -78,7 +63,7 @@ def torch_samples(manifest, observations: np.ndarray, warmup: int) -> np.ndarray
         else:
             def step(obs):
                 return module(torch.from_numpy(obs)[None])[0].numpy()
-        return time_steps(step, observations, warmup)
+        return time_calls(step, observations, warmup)
 
 
 def main(argv=None) -> int:

@@ -23,32 +23,19 @@ else runs; the ratios and the share of the period are the point.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also under runpy
+from _timing import percentiles_us, time_calls  # noqa: E402
+
 PERIOD_500HZ_US = 2000.0
 
 
-def percentiles_us(samples_ns: np.ndarray) -> dict:
-    us = samples_ns / 1e3
-    p50, p99 = np.percentile(us, [50, 99])
-    return {"p50_us": float(p50), "p99_us": float(p99), "max_us": float(us.max()), "mean_us": float(us.mean())}
-
-
-def time_calls(call, inputs: list, warmup: int = 200) -> np.ndarray:
-    for k in range(warmup):
-        call(inputs[k % len(inputs)])
-    samples = np.empty(len(inputs), dtype=np.int64)
-    clock = time.perf_counter_ns
-    for k, x in enumerate(inputs):
-        start = clock()
-        call(x)
-        samples[k] = clock() - start
-    return samples
 
 
 def policy_like_commands(flt, profile, period_s: float, calls: int, seed: int = 0) -> list[np.ndarray]:
