@@ -57,6 +57,7 @@ from std_srvs.srv import Trigger
 
 import policies
 from sim_bridge.executor import ControlExecutor
+from sim_bridge.lifecycle import CommandGateMixin
 from policies.control import HOLD, STALE, PolicyController, PolicyRejected, list_policies, resolve_policy
 from sim_bridge import interface
 from sim_bridge.config import ConfigError
@@ -72,7 +73,7 @@ def shipped_policy_dir() -> Path:
     return Path(policies.__file__).resolve().parent / "zoo"
 
 
-class PolicyNode(LifecycleNode):
+class PolicyNode(CommandGateMixin, LifecycleNode):
     def __init__(self, *, autostart: bool = False, **kwargs):
         super().__init__("policy", **kwargs)
 
@@ -109,6 +110,7 @@ class PolicyNode(LifecycleNode):
         self.last_error = ""
         self._active = False
         self._publish_lock = threading.Lock()  # no command can go out once on_deactivate returned
+        self._gate = self._publish_lock  # CommandGateMixin
         self._pub = None
         self._entities: list = []
         self._last_log: dict[str, float] = {}
@@ -247,32 +249,6 @@ class PolicyNode(LifecycleNode):
         self.lifecycle_state = "active"
         self.get_logger().info(f"active: policy '{self.controller.active_name}' commands joint_commands")
         return ret
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._publish_lock:
-            self._active = False
-        self.lifecycle_state = "inactive"
-        self.get_logger().info("inactive: no commands are sent")
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
-        self.lifecycle_state = "unconfigured"
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._publish_lock:
-            self._active = False
-        self._teardown()
-        self.lifecycle_state = "finalized"
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._publish_lock:
-            self._active = False
-        self._teardown()
-        self.lifecycle_state = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
         for entity in self._entities:

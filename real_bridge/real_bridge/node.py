@@ -90,6 +90,7 @@ from real_bridge.safety import CLIPS, REJECTIONS, SafetyFilter
 from real_bridge.watchdog import HOLD, RUN, STOP, WAITING, Watchdog
 from sim_bridge import interface
 from sim_bridge.executor import ControlExecutor
+from sim_bridge.lifecycle import CommandGateMixin
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
 
@@ -113,7 +114,9 @@ LOG_THROTTLE_S = 1.0
 MISSING_JOINTS, LENGTH, NON_FINITE_STATE = "missing_joints", "length_mismatch", "non_finite"
 
 
-class RealBridgeNode(LifecycleNode):
+class RealBridgeNode(CommandGateMixin, LifecycleNode):
+    INACTIVE_MESSAGE = "inactive: no commands are sent to the hardware"
+
     def __init__(self, *, autostart: bool = False, **kwargs):
         super().__init__("real_bridge", **kwargs)
 
@@ -156,6 +159,7 @@ class RealBridgeNode(LifecycleNode):
         self.hardware_topic = ""
         self._active = False
         self._lock = threading.Lock()   # inputs, watchdog, filter; held for a whole cycle
+        self._gate = self._lock         # CommandGateMixin
         self._entities: list = []
         self._hw_pub = None
         self._state_pub = None
@@ -296,32 +300,6 @@ class RealBridgeNode(LifecycleNode):
         self.lifecycle_state = "active"
         self.get_logger().info(f"active: commands go to {self.hardware_topic} once the policy sends joint_commands")
         return ret
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._lock:
-            self._active = False
-        self.lifecycle_state = "inactive"
-        self.get_logger().info("inactive: no commands are sent to the hardware")
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
-        self.lifecycle_state = "unconfigured"
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._lock:
-            self._active = False
-        self._teardown()
-        self.lifecycle_state = "finalized"
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        with self._lock:
-            self._active = False
-        self._teardown()
-        self.lifecycle_state = "unconfigured"
-        return TransitionCallbackReturn.SUCCESS
 
     def _teardown(self) -> None:
         with self._lock:
