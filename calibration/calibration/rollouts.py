@@ -1,0 +1,315 @@
+"""Simulated rollouts for calibration: many dynamics samples x the recorded episodes, batched.
+
+Pure core (numpy, MuJoCo, onnxruntime; no ROS). For S dynamics vectors and E recorded
+episodes, :class:`BatchSimulator` produces S x E simulated joint trajectories that start
+from each episode's recorded initial state:
+
+* **closed loop** (SimOpt): the same ONNX policy runs on the *simulated* states, with the
+  recorded goal, its recurrent state starting at zero as at every episode start;
+* **open loop** (replay): the recorded hardware commands are applied as they were.
+
+All S x E rollouts advance together, one control period at a time: the policy runs once
+per period on a batch of S x E observations (the ONNX graph with its batch axis made
+symbolic, see :class:`BatchPolicy`), and the physics run in MuJoCo's native multi-threaded
+``mujoco.rollout`` (one ``MjModel`` per sample, ``threads`` worker threads, the GIL
+released). The command latency of each sample is applied exactly as
+:class:`sim_bridge.simulator.ArmSimulator` applies it (sub-step resolution); rollouts are
+deterministic: observation and action noise are not simulated (they are not dynamics a
+trajectory can be matched against). :func:`naive_rollouts` is the same computation as a
+plain per-sample, per-step Python loop over ``ArmSimulator`` (the speed baseline, and the
+reference the batched path is tested against).
+
+Trajectory row t is the joint state after t control periods (row 0: the initial state),
+the same rows a recorded episode has (one per joint state).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import Sequence
+
+import mujoco
+import numpy as np
+import onnx
+import onnxruntime as ort
+from mujoco import rollout as mj_rollout
+
+from calibration.episodes import ReferenceEpisode
+from policies.runtime import PolicyLoadError, PolicyRuntime
+from sim_bridge.observations import clip
+from sim_bridge.profile import RobotProfile
+from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec
+from sim_bridge.simulator import BLOWUP_VELOCITY_RAD_S, ArmSimulator, build_model
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BatchPolicy", "BatchSimulator", "naive_rollouts", "MODES"]
+
+MODES = ("closed_loop", "open_loop")
+_FULLPHYSICS = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
+
+
+# --- the policy, batched ---------------------------------------------------------------
+class BatchPolicy:
+    """An exported ONNX policy run on a batch of observations at once.
+
+    The artifact is first loaded and validated by :class:`policies.runtime.PolicyRuntime`
+    (manifest, hash, graph). Exported graphs have a fixed batch of 1; here the batch axis
+    of every input and output is made symbolic and the result is checked against the
+    batch-1 graph on random inputs. A graph that does not batch this way (it reshapes
+    with a hard-coded batch) falls back to running the batch-1 graph row by row.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1):
+        self.runtime = PolicyRuntime(path)
+        m = self.manifest = self.runtime.manifest
+        self.recurrent = m.recurrent_state is not None
+        self.hidden_shape = tuple(m.recurrent_state.shape) if self.recurrent else None
+        self.action_scale_rad = m.action.scale_rad
+        self.batched = False
+        try:
+            graph = onnx.load_model_from_string(m.onnx_path.read_bytes())
+            for value in (*graph.graph.input, *graph.graph.output):
+                dims = value.type.tensor_type.shape.dim
+                axis = 0 if value.name in ("obs", "actions") else 1  # LSTM state: [layers, batch, hidden]
+                dims[axis].ClearField("dim_value")
+                dims[axis].dim_param = "batch"
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(graph.SerializeToString(), options,
+                                                 providers=["CPUExecutionProvider"])
+            self.batched = self._agrees_with_runtime()
+        except Exception as exc:  # noqa: BLE001 - any failure means: use the batch-1 fallback
+            log.warning("policy %s: batched graph unusable (%s); running row by row", m.name, exc)
+        if not self.batched:
+            log.warning("policy %s does not batch; closed-loop rollouts run it row by row (slow)", m.name)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def initial_state(self, batch: int) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self.recurrent:
+            return None
+        layers, _, hidden = self.hidden_shape
+        return (np.zeros((layers, batch, hidden), np.float32), np.zeros((layers, batch, hidden), np.float32))
+
+    def step(self, obs: np.ndarray, state):
+        """Actions [B, A] (unclipped means) and the next recurrent state for obs [B, O]."""
+        obs = np.ascontiguousarray(obs, dtype=np.float32)
+        if self.batched:
+            feed = {"obs": obs}
+            if self.recurrent:
+                feed.update(h_in=state[0], c_in=state[1])
+            out = self._session.run(None, feed)
+            names = [o.name for o in self._session.get_outputs()]
+            out = dict(zip(names, out))
+            return out["actions"], ((out["h_out"], out["c_out"]) if self.recurrent else None)
+        actions = np.empty((len(obs), self.manifest.action.size), np.float32)
+        h_next = None if state is None else (np.empty_like(state[0]), np.empty_like(state[1]))
+        rt = self.runtime
+        for b in range(len(obs)):
+            if self.recurrent:
+                rt.set_state(state[0][:, b:b + 1], state[1][:, b:b + 1])
+            actions[b] = rt.step(obs[b])
+            if self.recurrent:
+                h, c = rt.state
+                h_next[0][:, b:b + 1], h_next[1][:, b:b + 1] = h, c
+        return actions, h_next
+
+    def _agrees_with_runtime(self) -> bool:
+        rng = np.random.default_rng(0)
+        batch = 3
+        obs = rng.normal(size=(batch, self.manifest.observation.size)).astype(np.float32)
+        state = None
+        if self.recurrent:
+            layers, _, hidden = self.hidden_shape
+            state = tuple(rng.normal(size=(layers, batch, hidden)).astype(np.float32) for _ in range(2))
+        self.batched = True
+        got, _ = self.step(obs, state)
+        self.batched = False
+        want, _ = self.step(obs, state)
+        return got.shape == want.shape and bool(np.allclose(got, want, atol=1e-5))
+
+
+# --- the physics, batched --------------------------------------------------------------
+class BatchSimulator:
+    """S copies of the profile's MuJoCo model, each with its own dynamics vector.
+
+    ``spec`` defines the dynamics vector (names and semantics, as in training); the
+    values come from :meth:`set_dynamics`. ``threads``: MuJoCo rollout threads.
+    """
+
+    def __init__(self, profile: RobotProfile, spec: RandomizationSpec, threads: int = 2):
+        self.profile = profile
+        self.model = build_model(profile)
+        self.nominal = NominalModel(self.model)
+        self.randomizer = DynamicsRandomizer(spec, self.model, profile, self.nominal)
+        self.threads = max(1, int(threads))
+        m = self.model
+        jids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j) for j in profile.joint_names]
+        # FULLPHYSICS state layout: [time, qpos (nq), qvel (nv), act, ...]
+        self._q_idx = 1 + np.array([m.jnt_qposadr[j] for j in jids])
+        self._v_idx = 1 + m.nq + np.array([m.jnt_dofadr[j] for j in jids])
+        self._act = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a)
+                              for a in profile.actuator_names])
+        self._nstate = mujoco.mj_stateSize(m, _FULLPHYSICS)
+        self._scratch = mujoco.MjData(m)
+        self._datas = [mujoco.MjData(m) for _ in range(self.threads)]
+        self._pool = mj_rollout.Rollout(nthread=self.threads if self.threads > 1 else 0)
+        self._models: list[mujoco.MjModel] = []
+        self._latency = np.zeros(0, dtype=int)
+        self.dynamics = np.zeros((0, self.randomizer.size))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.randomizer.names
+
+    @property
+    def samples(self) -> int:
+        return len(self._models)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def set_dynamics(self, values: np.ndarray) -> None:
+        """One model per row of ``values`` [S, len(names)] (the training semantics)."""
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        if values.shape[1] != self.randomizer.size:
+            raise ValueError(f"expected dynamics vectors of {self.randomizer.size} values "
+                             f"({list(self.names)}), got shape {values.shape}")
+        while len(self._models) < len(values):
+            self._models.append(copy.copy(self.model))
+        del self._models[len(values):]
+        latency = np.empty(len(values), dtype=int)
+        for s, row in enumerate(values):
+            effects = self.randomizer.apply(self._models[s], row)
+            mujoco.mj_setConst(self._models[s], self._scratch)
+            latency[s] = int(math.floor(effects.action_latency_steps * self.profile.decimation + 0.5))
+        self._latency = latency
+        self.dynamics = values.copy()
+
+    # --- rollouts ---------------------------------------------------------------------
+    def rollout(self, episodes: Sequence[ReferenceEpisode], mode: str = "closed_loop",
+                policy: BatchPolicy | None = None) -> list[np.ndarray]:
+        """Per episode e: [S, T_e, 2J] simulated (position, velocity) rows; NaN after a blow-up."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "closed_loop" and policy is None:
+            raise ValueError("closed-loop rollouts need the policy")
+        if not self._models:
+            raise ValueError("call set_dynamics() first")
+        if not episodes:
+            raise ValueError("no episodes given")
+        j = self.profile.num_joints
+        for ep in episodes:
+            if ep.num_joints != j:
+                raise ValueError(f"{ep.name}: {ep.num_joints} joints, the profile has {j}")
+        if policy is not None and mode == "closed_loop":
+            if tuple(policy.manifest.joint_names) != tuple(self.profile.joint_names):
+                raise ValueError(f"policy {policy.name} is for joints {list(policy.manifest.joint_names)}, "
+                                 f"the profile has {list(self.profile.joint_names)}")
+        return self._run(episodes, mode, policy)
+
+    def _run(self, episodes, mode, policy) -> list[np.ndarray]:
+        p, s_count, e_count = self.profile, len(self._models), len(episodes)
+        j, dec = p.num_joints, p.decimation
+        batch = s_count * e_count  # row b = e * S + s
+        steps = max(ep.steps for ep in episodes)
+        lengths = np.repeat([ep.steps for ep in episodes], s_count)
+        models = self._models * e_count
+        lower, upper = p.position_lower_rad, p.position_upper_rad
+        q0 = np.repeat(np.stack([ep.position[0] for ep in episodes]), s_count, axis=0)
+        v0 = np.repeat(np.stack([ep.velocity[0] for ep in episodes]), s_count, axis=0)
+        goals = np.repeat(np.stack([ep.goal for ep in episodes]), s_count, axis=0).astype(np.float32)
+        state = np.zeros((batch, self._nstate))
+        state[:, self._q_idx] = clip(q0, lower, upper)
+        state[:, self._v_idx] = v0
+        # ctrl at sub-step k of period t = the command issued at period t + offset[b, k]
+        # (issued at sub-step dec * t, due dec * t + latency); history rows 0, 1 = initial pose.
+        latency = np.tile(self._latency, e_count)
+        offset = np.floor_divide(np.arange(dec)[None, :] - latency[:, None], dec)  # [B, dec], >= -2 ... 0
+        lag = int(max(0, -offset.min()))
+        history = np.empty((steps - 1 + lag, batch, j))
+        history[:lag] = clip(q0, lower, upper)
+        if mode == "open_loop":
+            for e, ep in enumerate(episodes):
+                cmd = clip(ep.command, lower, upper)
+                rows = slice(e * s_count, (e + 1) * s_count)
+                history[lag:lag + len(cmd), rows] = cmd[:, None, :]
+                history[lag + len(cmd):, rows] = cmd[-1]
+        out = np.full((batch, steps, 2 * j), np.nan)
+        out[:, 0, :j], out[:, 0, j:] = state[:, self._q_idx], state[:, self._v_idx]
+        alive = np.ones(batch, dtype=bool)
+        prev_action = np.zeros((batch, j), np.float32)
+        hidden = policy.initial_state(batch) if mode == "closed_loop" else None
+        obs = np.empty((batch, 3 * j + 3), np.float32)
+        obs[:, 3 * j:] = goals
+        control_full = np.zeros((batch, dec, self.model.nu))
+        rows = np.arange(batch)[:, None]
+        result = np.empty((batch, dec, self._nstate))
+        for t in range(steps - 1):
+            q, v = state[:, self._q_idx], state[:, self._v_idx]
+            if mode == "closed_loop":
+                obs[:, :j], obs[:, j:2 * j], obs[:, 2 * j:3 * j] = q, v, prev_action
+                action, hidden = policy.step(obs, hidden)
+                a = clip(action.astype(float), -1.0, 1.0)
+                history[lag + t] = clip(q + policy.action_scale_rad * a, lower, upper)
+                prev_action = a.astype(np.float32)
+            control_full[:, :, self._act] = history[lag + t + offset, rows]
+            self._pool.rollout(models, self._datas, state, control_full, nstep=dec, state=result,
+                               skip_checks=True, chunk_size=max(1, batch // (self.threads * 4)))
+            state = result[:, -1].copy()
+            q, v = state[:, self._q_idx], state[:, self._v_idx]
+            bad = ~(np.isfinite(q).all(axis=1) & (np.abs(v).max(axis=1) < BLOWUP_VELOCITY_RAD_S))
+            if bad.any():  # a blow-up: NaN from here on, restart the row from its initial state
+                alive &= ~bad
+                state[bad] = 0.0
+                state[np.ix_(np.flatnonzero(bad), self._q_idx)] = q0[bad]
+            live = alive & (t + 1 < lengths)
+            out[live, t + 1, :j], out[live, t + 1, j:] = q[live], v[live]
+        return [out[e * s_count:(e + 1) * s_count, :ep.steps] for e, ep in enumerate(episodes)]
+
+
+def naive_rollouts(profile: RobotProfile, spec: RandomizationSpec, values: np.ndarray,
+                   episodes: Sequence[ReferenceEpisode], mode: str = "closed_loop",
+                   policy_path: str | os.PathLike | None = None) -> list[np.ndarray]:
+    """The same rollouts as :class:`BatchSimulator`, one sample and one step at a time:
+    an :class:`ArmSimulator` per sample and the batch-1 :class:`PolicyRuntime` (the speed
+    baseline of ``sim2real bench calibrate``; the batched path is tested against it).
+    ``values`` must hold zero observation/action noise (batched rollouts simulate none)."""
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    sim = ArmSimulator(profile, spec)
+    policy = PolicyRuntime(policy_path) if mode == "closed_loop" else None
+    j = profile.num_joints
+    out = [np.full((len(values), ep.steps, 2 * j), np.nan) for ep in episodes]
+    for e, ep in enumerate(episodes):
+        for s, row in enumerate(values):
+            sim.reset(dynamics=row, joint_pos=ep.position[0])
+            sim.data.qvel[sim._dadr] = ep.velocity[0]
+            mujoco.mj_forward(sim.model, sim.data)
+            if policy is not None:
+                policy.reset()
+            prev = np.zeros(j)
+            traj = out[e][s]
+            traj[0, :j], traj[0, j:] = sim.true_joint_positions(), sim.true_joint_velocities()
+            for t in range(ep.steps - 1):
+                q, v = sim.true_joint_positions(), sim.true_joint_velocities()
+                if policy is not None:
+                    a = np.clip(policy.act(q, v, prev, ep.goal), -1.0, 1.0)
+                    target = policy.joint_targets(a, q, profile.position_lower_rad, profile.position_upper_rad)
+                    prev = a
+                else:
+                    target = ep.command[t]
+                sim.command(target)
+                if not sim.step():
+                    break
+                traj[t + 1, :j], traj[t + 1, j:] = sim.true_joint_positions(), sim.true_joint_velocities()
+    return out
+
