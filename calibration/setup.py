@@ -14,5 +14,14 @@ setup(
     ],
     install_requires=["setuptools"],
     zip_safe=False,
+    description="SimOpt calibration of the dynamics randomization distribution from real trajectories.",
     license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            # `ros2 run calibration calibration_node` after a colcon build.
+            "calibration_node = calibration.node:main",
+        ],
+        "sim2real.nodes": ["calibration = calibration.node:main"],
+        "sim2real.commands": ["calibrate = calibration.cli:add_calibrate_command"],
+    },
 )

@@ -1,0 +1,239 @@
+"""One calibration run, end to end: bags in, a new randomization file out (no ROS).
+
+Shared by ``sim2real calibrate`` and the calibration node, so both do exactly the same:
+
+1. load the prior (a shipped name or a YAML path) and the settings, resolve the robot
+   profile and the policy (default: the ones recorded in the bags' metadata);
+2. load every usable episode of the bags (:func:`calibration.episodes.load_reference_episodes`);
+3. run the SimOpt iterations (:class:`calibration.simopt.Calibration`), reporting progress;
+4. check that the result loads as a randomization file on this robot (what the sim bridge
+   will do with it), then write it **atomically** to ``out`` with provenance, keep every
+   written version in ``<out stem>.history/`` (``v0001.yaml``, ... and ``log.jsonl``),
+   and save the plots next to it (``<out stem>.plots/``).
+
+Any failure raises :class:`JobError` with the reason before anything is written: the
+previous file at ``out`` stays untouched.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import mujoco
+import yaml
+
+from calibration.episodes import EpisodeError, load_reference_episodes
+from calibration.simopt import (Calibration, CalibrationError, CalibrationSettings, IterationRecord,
+                                load_settings)
+from sim_bridge.config import ConfigError, write_text_atomic
+from sim_bridge.profile import RobotProfile, load_profile
+from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec, load_randomization
+from sim_bridge.simulator import build_model
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JobError", "JobResult", "CalibrationJob", "resolve_policy_path", "history_dir", "plots_dir"]
+
+
+class JobError(RuntimeError):
+    """The calibration run failed; nothing was written. The message says why."""
+
+
+class Cancelled(JobError):
+    """The run was stopped on request; nothing was written."""
+
+
+def history_dir(out: Path) -> Path:
+    return out.with_name(out.stem + ".history")
+
+
+def plots_dir(out: Path) -> Path:
+    return out.with_name(out.stem + ".plots")
+
+
+def resolve_policy_path(text: str) -> Path:
+    """A policy artifact folder/ONNX path, or the name of a shipped policy."""
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    import policies  # noqa: PLC0415
+
+    zoo = Path(policies.__file__).resolve().parent / "zoo"
+    if (zoo / text).is_dir():
+        return zoo / text
+    known = sorted(p.name for p in zoo.iterdir() if p.is_dir()) if zoo.is_dir() else []
+    raise JobError(f"no policy '{text}' (not a path; shipped: {known})")
+
+
+@dataclass
+class JobResult:
+    out: Path
+    version: Path                     # the copy in the history folder
+    spec: RandomizationSpec
+    history: list[IterationRecord]
+    discrepancy_before: float
+    discrepancy_after: float
+    plots: list[Path] = field(default_factory=list)
+    episodes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def reduction(self) -> float:
+        """Relative drop of the discrepancy at the distribution mean (0.8 = 80 % lower)."""
+        if not self.discrepancy_before > 0:
+            return 0.0
+        return 1.0 - self.discrepancy_after / self.discrepancy_before
+
+
+@dataclass
+class CalibrationJob:
+    bags: Sequence[str | os.PathLike]
+    prior: str | os.PathLike
+    out: str | os.PathLike
+    policy: str | os.PathLike | None = None         # None: the policy named in the bags
+    settings: CalibrationSettings | str | os.PathLike | None = None  # None: the shipped settings
+    profile: RobotProfile | str | None = None       # None: the profile named in the bags
+    plots: bool = True
+    note: str = ""
+
+    def run(self, progress: Callable[[str, dict[str, Any]], None] | None = None,
+            stop: threading.Event | None = None) -> JobResult:
+        """Run it; ``progress(stage, info)`` is called at each stage and iteration."""
+        t0 = time.perf_counter()
+        report = progress or (lambda stage, info: None)
+        out = Path(self.out).expanduser()
+        try:
+            settings = (self.settings if isinstance(self.settings, CalibrationSettings)
+                        else load_settings(self.settings))
+            prior = load_randomization(self.prior)
+        except (ConfigError, OSError) as exc:
+            raise JobError(f"invalid input: {exc}") from None
+        if not out.parent.is_dir():
+            raise JobError(f"output folder {out.parent} does not exist")
+        report("loading", {"bags": [os.fspath(b) for b in self.bags]})
+        profile = self._profile()
+        try:
+            episodes = load_reference_episodes(self.bags, profile, max_steps=settings.max_steps)
+        except (ValueError, OSError) as exc:  # BagLoadError and EpisodeError are ValueErrors
+            raise JobError(str(exc)) from None
+        for reason in episodes.skipped:
+            log.warning("skipped episode %s", reason)
+        policy = self._policy(episodes) if settings.mode == "closed_loop" else None
+        report("calibrating", {"episodes": len(episodes), "iterations": settings.iterations,
+                               "samples": settings.samples, "policy": os.fspath(policy) if policy else None})
+        try:
+            calib = Calibration(profile, prior, episodes, settings, policy)
+        except (ConfigError, EpisodeError, CalibrationError, ValueError) as exc:
+            raise JobError(f"cannot set up the calibration: {exc}") from None
+        try:
+            report("iteration", {"iteration": 0, "discrepancy_at_mean": calib.initial_discrepancy})
+            for _ in range(settings.iterations):
+                if stop is not None and stop.is_set():
+                    raise Cancelled("calibration cancelled; nothing written")
+                record = calib.step()
+                report("iteration", record.to_dict())
+            spec = calib.result_spec({
+                "bags": [os.path.abspath(os.fspath(b)) for b in self.bags],
+                "prior": os.fspath(prior.source or self.prior), "robot_profile": profile.name,
+                "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "note": self.note, "settings": settings.to_dict()})
+            _check_loads(spec, profile)
+            version = _write_versioned(spec, out, calib)
+            plots = []
+            if self.plots:
+                report("plotting", {})
+                from calibration.plots import save_plots  # noqa: PLC0415 - matplotlib is slow to import
+                plots = save_plots(calib, plots_dir(out))
+        except CalibrationError as exc:
+            raise JobError(f"calibration failed: {exc}") from None
+        finally:
+            calib.close()
+        result = JobResult(out, version, spec, list(calib.history), calib.initial_discrepancy,
+                           calib.final_discrepancy, plots, [e.name for e in episodes], list(episodes.skipped),
+                           time.perf_counter() - t0)
+        report("done", {"out": str(out), "version": str(version), "reduction": result.reduction})
+        return result
+
+    def _profile(self) -> RobotProfile:
+        if isinstance(self.profile, RobotProfile):
+            return self.profile
+        name = self.profile
+        if name is None:
+            name = _recorded_profile(self.bags) or "panda_like"
+        try:
+            return load_profile(name)
+        except (ConfigError, OSError) as exc:
+            raise JobError(f"robot profile: {exc}") from None
+
+    def _policy(self, episodes) -> Path:
+        if self.policy is not None:
+            return resolve_policy_path(os.fspath(self.policy))
+        names = sorted({_recorded_policy(b) for b in self.bags} - {None})
+        if len(names) != 1:
+            raise JobError("closed-loop calibration needs the policy that ran on the robot: pass --policy "
+                           f"(the bags name {names or 'none'})")
+        return resolve_policy_path(names[0])
+
+
+def _recorded_metadata(bag) -> dict:
+    from real_bridge.recorder import SIDECAR_NAME  # noqa: PLC0415
+
+    try:
+        data = yaml.safe_load((Path(bag) / SIDECAR_NAME).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data.get("metadata", {}) if isinstance(data, dict) else {}
+
+
+def _recorded_profile(bags) -> str | None:
+    for bag in bags:
+        prof = _recorded_metadata(bag).get("robot_profile")
+        name = prof.get("name") if isinstance(prof, dict) else prof
+        if name:
+            return str(name)
+    return None
+
+
+def _recorded_policy(bag) -> str | None:
+    pol = _recorded_metadata(bag).get("policy")
+    name = pol.get("name") if isinstance(pol, dict) else pol
+    return str(name) if name else None
+
+
+def _check_loads(spec: RandomizationSpec, profile: RobotProfile) -> None:
+    """What the sim bridge does with the file: parse it and resolve it on the robot's model."""
+    from sim_bridge.randomization import parse_randomization  # noqa: PLC0415
+
+    try:
+        reparsed = parse_randomization(json.loads(json.dumps(spec.to_dict())))
+        model = build_model(profile)
+        DynamicsRandomizer(reparsed, model, profile, NominalModel(model))
+        mujoco.MjData(model)
+    except ConfigError as exc:
+        raise CalibrationError(f"the result is not a valid randomization file for {profile.name}: {exc}") from None
+
+
+def _write_versioned(spec: RandomizationSpec, out: Path, calib: Calibration) -> Path:
+    hist = history_dir(out)
+    hist.mkdir(parents=True, exist_ok=True)
+    existing = sorted(hist.glob("v*.yaml"))
+    number = 1 + max((int(p.stem[1:]) for p in existing if p.stem[1:].isdigit()), default=0)
+    version = hist / f"v{number:04d}.yaml"
+    text = spec.to_yaml()
+    write_text_atomic(version, text)
+    write_text_atomic(out, text)
+    entry = {"version": version.name, "written_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "discrepancy_before": calib.initial_discrepancy, "discrepancy_after": calib.final_discrepancy,
+             "iterations": [r.to_dict() for r in calib.history]}
+    with open(hist / "log.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, allow_nan=True) + "\n")
+    return version
