@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["discrepancy", "real_scale"]
+__all__ = ["discrepancy", "real_scale", "residuals"]
 
 # Ranges at or below this are treated as constant dimensions (scale 1).
 _MIN_RANGE = 1e-12
@@ -126,3 +126,29 @@ def _per_dim(values, dim: int, what: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} must be finite")
     return arr
+
+
+def residuals(sim, real, *, weights=None, scale=None, smooth_std: float = 5.0, truncate: float = 4.0) -> np.ndarray:
+    """The per-step errors behind D's L2 term, flattened: [S, sum_e T_e * D] such that
+    ``(r ** 2).sum(1) / T`` per episode is its ``mean_t sum_d e^2`` (least-squares fitting).
+    Each episode's block is divided by sqrt(T_e * E), so ``(r ** 2).sum(1)`` equals the L2
+    part of :func:`discrepancy` (with ``w_l2 = 1``). Blow-ups give inf rows."""
+    real_eps = [_as_real(real)] if isinstance(real, np.ndarray) and real.ndim == 2 else [_as_real(e) for e in real]
+    sim_eps = [np.asarray(sim, dtype=float)] if len(real_eps) == 1 and not isinstance(sim, list) else \
+        [np.asarray(s, dtype=float) for s in sim]
+    dim = real_eps[0].shape[1]
+    c = real_scale(real_eps) if scale is None else _per_dim(scale, dim, "scale")
+    w = np.ones(dim) if weights is None else _per_dim(weights, dim, "weights")
+    blocks = []
+    for s, r in zip(sim_eps, real_eps):
+        steps = min(s.shape[1], r.shape[0])
+        s, r = s[:, :steps] / c, r[:steps] / c
+        bad = ~np.all(np.isfinite(s), axis=(1, 2))
+        s = np.where(bad[:, None, None], 0.0, s)
+        if smooth_std > 0:
+            s = gaussian_filter1d(s, smooth_std, axis=1, truncate=truncate)
+            r = gaussian_filter1d(r, smooth_std, axis=0, truncate=truncate)
+        err = ((s - r[None]) * w).reshape(len(s), -1) / np.sqrt(steps * len(real_eps))
+        err[bad] = np.inf
+        blocks.append(err)
+    return np.concatenate(blocks, axis=1)

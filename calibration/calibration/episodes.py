@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EpisodeError", "ReferenceEpisode", "load_reference_episodes", "emulator_episodes"]
+__all__ = ["EpisodeError", "ReferenceEpisode", "load_reference_episodes", "drive_emulator", "emulator_episodes"]
 
 
 class EpisodeError(ValueError):
@@ -152,38 +152,47 @@ class _EpisodeList(list):
         self.skipped: list[str] = []
 
 
+def drive_emulator(emu, policy, goal: np.ndarray, steps: int):
+    """The deployed loop on the arm emulator, from the home pose: yields, after each control
+    period, (command sent, the emulator's new reported joint state). ``policy`` is a
+    :class:`policies.runtime.PolicyRuntime`; the observation is built from the reported
+    (quantized) state, as on a real arm."""
+    p = emu.profile
+    n = p.num_joints
+    state = emu.reset()
+    policy.reset()
+    prev = np.zeros(n)
+    for _ in range(int(steps)):
+        q, v = state.position_rad[:n], state.velocity_rad_s[:n]
+        prev = np.clip(policy.act(q, v, prev, goal), -1.0, 1.0)
+        target = policy.joint_targets(prev, q, p.position_lower_rad, p.position_upper_rad)
+        emu.command(target)  # controller order = profile order unless configured otherwise
+        emu.step()
+        state = emu.joint_state()
+        yield target, state
+
+
 def emulator_episodes(policy_path: str | os.PathLike, count: int, *, steps: int = 100, seed: int = 0,
                       emulator=None) -> list[ReferenceEpisode]:
     """Run the policy on the arm emulator (no ROS) for ``count`` episodes of ``steps``
-    joint states each, from the home pose to random goals in the profile's reach box.
-
-    The loop is the deployed one: observation from the emulator's reported (quantized)
-    state, command = the policy's joint targets, one emulator control period per step.
-    """
+    joint states each, from the home pose to random goals in the profile's reach box
+    (:func:`drive_emulator`)."""
     from policies.runtime import PolicyRuntime  # noqa: PLC0415
     from real_bridge.emulator import ArmEmulator  # noqa: PLC0415
 
     emu = emulator or ArmEmulator()
     p = emu.profile
+    n = p.num_joints
     policy = PolicyRuntime(policy_path)
     rng = np.random.default_rng(seed)
     out = []
     for k in range(int(count)):
         goal = rng.uniform(p.reach_low_m, p.reach_high_m)
-        state = emu.reset()
-        policy.reset()
-        prev = np.zeros(p.num_joints)
-        pos, vel, cmd = [state.position_rad[:p.num_joints]], [state.velocity_rad_s[:p.num_joints]], []
-        for _ in range(int(steps) - 1):
-            q, v = pos[-1], vel[-1]
-            a = np.clip(policy.act(q, v, prev, goal), -1.0, 1.0)
-            target = policy.joint_targets(a, q, p.position_lower_rad, p.position_upper_rad)
-            prev = a
-            emu.command(target)  # controller order = profile order unless configured otherwise
-            emu.step()
-            state = emu.joint_state()
+        home = emu.reset()
+        pos, vel, cmd = [home.position_rad[:n]], [home.velocity_rad_s[:n]], []
+        for target, state in drive_emulator(emu, policy, goal, int(steps) - 1):
             cmd.append(target)
-            pos.append(state.position_rad[:p.num_joints])
-            vel.append(state.velocity_rad_s[:p.num_joints])
+            pos.append(state.position_rad[:n])
+            vel.append(state.velocity_rad_s[:n])
         out.append(ReferenceEpisode(f"emulator#{k}", np.array(pos), np.array(vel), np.array(cmd), goal))
     return out

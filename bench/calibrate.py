@@ -1,0 +1,186 @@
+"""Benchmark: SimOpt calibration against the arm emulator's hidden physics.
+
+Run as ``sim2real bench calibrate`` (or ``python bench/calibrate.py``). In one run:
+
+1. **Data**: the shipped policy (``--policy``, default reach_lstm, trained under the default
+   randomization = the prior) runs ``--episodes`` (default 5) episodes on the arm emulator
+   (no ROS: the deployed loop on the emulator's reported, quantized states).
+2. **Speed**: one iteration's rollouts (``--samples`` x the episodes, closed loop) with the
+   batched path (native multi-threaded ``mujoco.rollout`` + one batched ONNX call per
+   control step) vs the naive path (``ArmSimulator`` + batch-1 policy, one sample and one
+   step at a time in Python) on ``--naive-samples`` samples; per-sample speed-up.
+3. **Methods, same data, same simulation budget** (``--iterations`` x ``--samples``
+   parameter vectors, each over every episode): no calibration (the prior), SimOpt-REPS,
+   CEM, and least-squares identification of the mean (scipy trust-region, batched
+   finite-difference Jacobians). Per method: D at the mean before/after, the drop, and
+   the relative error of each searched parameter against the emulator's hidden value
+   (``ArmEmulator.hidden_dynamics()``; for a tied group the mean over its members).
+4. **Transfer** (``--transfer POLICY_A POLICY_B``): two policies (e.g. one trained on
+   the prior, one on the calibrated file) evaluated on the emulator side by side.
+
+Targets (issue 6): D drops >= 80 % within 5 iterations; mean relative error <= 10 %; one
+iteration (>= 256 samples x the episodes) <= 30 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from calibration.episodes import emulator_episodes
+from calibration.rollouts import naive_rollouts
+from calibration.simopt import Calibration, load_settings
+from calibration.sysid import least_squares_mean
+from calibration.transfer import emulator_success
+from real_bridge.emulator import ArmEmulator
+from sim_bridge.profile import load_profile
+from sim_bridge.randomization import load_randomization
+
+ZOO = Path(__file__).resolve().parents[1] / "policies" / "policies" / "zoo"
+
+
+def relative_errors(calib: Calibration, mean: np.ndarray, truth: dict) -> dict[str, float]:
+    out = {}
+    for k, name in enumerate(calib.space.names):
+        values = np.array([truth[m] for m in calib.space.members(name)])
+        out[name] = float(np.mean(np.abs(mean[k] - values) / np.abs(values)))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--policy", default=str(ZOO / "reach_lstm"), help="policy run on the emulator")
+    ap.add_argument("--prior", default="default", help="prior randomization (what the policy was trained on)")
+    ap.add_argument("--episodes", type=int, default=5, help="recorded emulator episodes (<= 5 for the target)")
+    ap.add_argument("--steps", type=int, default=100, help="joint states per episode")
+    ap.add_argument("--samples", type=int, default=256, help="parameter samples per iteration")
+    ap.add_argument("--iterations", type=int, default=5)
+    ap.add_argument("--naive-samples", type=int, default=16, help="samples timed on the naive path")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", nargs="+", default=["prior", "reps", "cem", "least_squares"],
+                    choices=["prior", "reps", "cem", "least_squares"])
+    ap.add_argument("--plots", type=Path, default=None, help="write the REPS run's plots here")
+    ap.add_argument("--out", type=Path, default=None, help="write the REPS result (randomization YAML) here")
+    ap.add_argument("--transfer", nargs=2, default=None, metavar=("POLICY_A", "POLICY_B"),
+                    help="also evaluate these two policies on the emulator side by side")
+    ap.add_argument("--transfer-episodes", type=int, default=200)
+    ap.add_argument("--json", type=Path, default=None, help="write all results as JSON")
+    args = ap.parse_args(argv)
+
+    profile = load_profile("panda_like")
+    prior = load_randomization(args.prior)
+    emu = ArmEmulator(profile)
+    truth = emu.hidden_dynamics()
+    base = load_settings().with_overrides(samples=args.samples, iterations=args.iterations, seed=args.seed)
+    print(f"data: {args.episodes} episodes x {args.steps} steps of {Path(args.policy).name} on the arm emulator "
+          f"(hidden physics); prior '{args.prior}'; search {[e.name for e in base.search]}")
+    episodes = emulator_episodes(args.policy, args.episodes, steps=args.steps, seed=args.seed, emulator=emu)
+    results: dict = {"settings": base.to_dict(), "episodes": args.episodes, "steps": args.steps}
+
+    # --- speed: batched vs naive ------------------------------------------------------
+    calib = Calibration(profile, prior, episodes, base, args.policy)
+    samples = calib.search.sample(np.random.default_rng(args.seed), args.samples)
+    values = calib.element_values(samples)
+    t0 = time.perf_counter()
+    calib.simulate(samples)
+    batched_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    naive_rollouts(profile, prior, values[:args.naive_samples], calib.episodes, "closed_loop", args.policy)
+    naive_s = (time.perf_counter() - t0) * args.samples / args.naive_samples
+    rollouts = args.samples * len(episodes)
+    speed = {"batched_s": batched_s, "naive_s_extrapolated": naive_s, "speedup": naive_s / batched_s,
+             "rollouts": rollouts, "physics_steps_per_s": rollouts * (args.steps - 1) * profile.decimation / batched_s}
+    results["speed"] = speed
+    print(f"\nrollouts of one iteration ({args.samples} samples x {len(episodes)} episodes, closed loop):")
+    print(f"  batched (mujoco.rollout, {base.threads} threads + batched ONNX): {batched_s:6.2f} s "
+          f"({speed['physics_steps_per_s'] / 1e3:.0f}k physics steps/s)")
+    print(f"  naive per-sample Python loop: {naive_s:6.2f} s (timed on {args.naive_samples} samples)"
+          f"  -> speed-up {speed['speedup']:.2f}x")
+    calib.close()
+
+    # --- methods ------------------------------------------------------------------------
+    budget = args.iterations * args.samples
+    table = {}
+    for method in args.methods:
+        settings = base.with_overrides(method="cem" if method == "cem" else "reps")
+        calib = Calibration(profile, prior, episodes, settings, args.policy)
+        t0 = time.perf_counter()
+        iteration_s = []
+        status = ""
+        if method in ("reps", "cem"):
+            for record in calib.run():
+                iteration_s.append(record.elapsed_s)
+            mean, after = calib.search.mean, calib.final_discrepancy
+            if method == "reps" and args.plots:
+                from calibration.plots import save_plots  # noqa: PLC0415
+                paths = save_plots(calib, args.plots, truth)
+                print(f"plots: {', '.join(str(p) for p in paths)}")
+            if method == "reps" and args.out:
+                calib.result_spec({"benchmark": "sim2real bench calibrate"}).save(args.out)
+                print(f"REPS result written to {args.out}")
+            curve = [calib.initial_discrepancy] + [r.discrepancy_at_mean for r in calib.history]
+        elif method == "least_squares":
+            fit = least_squares_mean(calib, budget)
+            mean, after, status = fit.mean, fit.discrepancy, fit.status
+            curve = [calib.initial_discrepancy, after]
+        else:
+            mean, after = calib.prior.mean, calib.initial_discrepancy
+            curve = [calib.initial_discrepancy]
+        errors = relative_errors(calib, mean, truth)
+        table[method] = {
+            "discrepancy_before": calib.initial_discrepancy, "discrepancy_after": after,
+            "drop": 1.0 - after / calib.initial_discrepancy, "curve": curve,
+            "mean": dict(zip(calib.space.names, map(float, mean))), "relative_error": errors,
+            "mean_relative_error": float(np.mean(list(errors.values()))),
+            "rollouts": calib.rollouts, "seconds": time.perf_counter() - t0,
+            "iteration_s_max": max(iteration_s) if iteration_s else None, "status": status}
+        calib.close()
+    results["methods"] = table
+
+    names = list(next(iter(table.values()))["relative_error"])
+    print(f"\nsame data, budget {budget} parameter vectors x {len(episodes)} episodes per method:")
+    head = f"{'method':<14}{'D before':>10}{'D after':>10}{'drop':>8}" + "".join(f"{n[:12]:>13}" for n in names) \
+        + f"{'mean err':>10}{'rollouts':>10}{'time s':>8}"
+    print(head)
+    for method, row in table.items():
+        print(f"{method:<14}{row['discrepancy_before']:>10.4f}{row['discrepancy_after']:>10.4f}"
+              f"{100 * row['drop']:>7.1f}%" + "".join(f"{100 * row['relative_error'][n]:>12.1f}%" for n in names)
+              + f"{100 * row['mean_relative_error']:>9.1f}%{row['rollouts']:>10}{row['seconds']:>8.1f}")
+    truth_row = {n: float(np.mean([truth[m] for m in calib.space.members(n)])) for n in names}
+    print(f"{'hidden truth':<42}" + "".join(f"{truth_row[n]:>13.3f}" for n in names))
+    for method in ("reps", "cem"):
+        if method in table:
+            print(f"{method} means     {'':<28}" + "".join(f"{table[method]['mean'][n]:>13.3f}" for n in names))
+    if "reps" in table:
+        row = table["reps"]
+        checks = [("D drop >= 80% within 5 iterations (REPS)", row["drop"] >= 0.8, f"{100 * row['drop']:.1f}%"),
+                  ("mean relative error <= 10% (REPS)", row["mean_relative_error"] <= 0.10,
+                   f"{100 * row['mean_relative_error']:.1f}%"),
+                  (f"iteration <= 30 s ({args.samples} samples x {len(episodes)} episodes)",
+                   (row["iteration_s_max"] or 0) <= 30.0, f"max {row['iteration_s_max']:.1f} s")]
+        print()
+        for label, ok, value in checks:
+            print(f"  [{'met' if ok else 'MISSED'}] {label}: {value}")
+        results["targets"] = {label: {"met": ok, "value": value} for label, ok, value in checks}
+
+    # --- transfer -------------------------------------------------------------------------
+    if args.transfer:
+        print(f"\ntransfer: {args.transfer_episodes} episodes each on the arm emulator (same goals):")
+        scores = [emulator_success(p, args.transfer_episodes, seed=args.seed + 1, label=Path(p).name)
+                  for p in args.transfer]
+        for s in scores:
+            print("  " + s.line())
+        results["transfer"] = [{"policy": s.policy, "successes": s.successes, "episodes": s.episodes,
+                                "rate": s.rate, "ci95": s.ci95} for s in scores]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Transfer check: how well a policy does on the arm emulator (the real-arm stand-in).
+
+Pure (no ROS): the deployed loop of :func:`calibration.episodes.emulator_episodes`, from
+the home pose to seeded random goals, scored with the sim's success criterion (end
+effector within ``radius_m`` of the goal for ``hold_steps`` consecutive control steps),
+measured on the emulator's true end effector. The same goals for every policy with the
+same seed, so success rates compare side by side.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from calibration.episodes import drive_emulator
+from policies.evaluate import wilson_interval
+
+__all__ = ["EmulatorScore", "emulator_success"]
+
+
+@dataclass(frozen=True)
+class EmulatorScore:
+    policy: str
+    successes: int
+    episodes: int
+    mean_final_error_m: float
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else 0.0
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, self.episodes)
+
+    def line(self) -> str:
+        lo, hi = self.ci95
+        return (f"{self.policy:<28} {self.successes:>4}/{self.episodes:<4} {100 * self.rate:5.1f}% "
+                f"[{100 * lo:.0f}, {100 * hi:.0f}]  mean final error {100 * self.mean_final_error_m:.2f} cm")
+
+
+def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed: int = 0, steps: int = 200,
+                     radius_m: float = 0.02, hold_steps: int = 10, emulator=None,
+                     label: str | None = None) -> EmulatorScore:
+    from policies.runtime import PolicyRuntime  # noqa: PLC0415
+    from real_bridge.emulator import ArmEmulator  # noqa: PLC0415
+
+    emu = emulator or ArmEmulator()
+    p = emu.profile
+    policy = PolicyRuntime(policy_path)
+    rng = np.random.default_rng(seed)
+    wins, finals = 0, []
+    for _ in range(int(episodes)):
+        goal = rng.uniform(p.reach_low_m, p.reach_high_m)
+        held, success, dist = 0, False, np.inf
+        for _ in drive_emulator(emu, policy, goal, steps):
+            dist = float(np.linalg.norm(emu.end_effector_position() - goal))
+            held = held + 1 if dist < radius_m else 0
+            if held >= hold_steps:
+                success = True
+                break
+        wins += success
+        finals.append(dist)
+    return EmulatorScore(label or policy.name, wins, int(episodes), float(np.mean(finals)))
