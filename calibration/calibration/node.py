@@ -14,9 +14,11 @@ Parameters:
   settings_file (str)     '' = calibration/config/simopt.yaml
   iterations (int)        0 = the settings' value
   samples (int)           0 = the settings' value
-  auto_calibrate (bool)   start a run whenever a bag arrives on ~/new_bag
+  auto_calibrate (bool)   start a run at startup when ``bags`` is set, and whenever a bag
+                          arrives on ~/new_bag
   push_to (str)           node whose ``randomization_file`` is set to the output after a run
-                          ('' = none; e.g. /sim2real/sim_bridge; applies at its next reset)
+                          ('' = none; a relative name is in this node's namespace, e.g.
+                          sim_bridge -> /sim2real/sim_bridge; applies at its next reset)
   plots (bool)            write the PNG plots
 Services:
   ~/calibrate (std_srvs/Trigger)  start a run on ``bags`` (refused while one runs)
@@ -98,6 +100,14 @@ class CalibrationNode(Node):
         self._push_client = None
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info("calibration node ready: ~/calibrate runs SimOpt on the 'bags' parameter")
+        if self.get_parameter("auto_calibrate").value and self.bags():
+            self._start_timer = self.create_timer(0.1, self._start_once)
+
+    def _start_once(self) -> None:
+        self._start_timer.cancel()
+        self.destroy_timer(self._start_timer)
+        ok, message = self.start()
+        (self.get_logger().info if ok else self.get_logger().error)(message)
 
     # --- parameters -------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -208,9 +218,16 @@ class CalibrationNode(Node):
         self._finish("done", DiagnosticStatus.OK, summary)
         log.info(f"calibration done: {result.out} ({result.version.name}), D {result.discrepancy_before:.4g} -> "
                  f"{result.discrepancy_after:.4g}")
-        target = self.get_parameter("push_to").value
+        target = self.push_target()
         if target:
             self.push(target, str(Path(result.out).resolve()))
+
+    def push_target(self) -> str:
+        """The fully qualified name of the ``push_to`` node ('' = none)."""
+        target = self.get_parameter("push_to").value.strip()
+        if not target or target.startswith("/"):
+            return target
+        return f"{self.get_namespace().rstrip('/')}/{target}"
 
     def _progress(self, stage: str, info: dict) -> None:
         with self._lock:

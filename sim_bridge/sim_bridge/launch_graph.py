@@ -12,7 +12,9 @@ Graph format (``graph_version: 1``)::
 
     description: one line
     arguments:                    # launch arguments = sim2real launch flags (--robot-profile ...)
-      NAME: {default: "", description: "...", type: str|bool}
+      NAME: {default: "", description: "...", type: str|bool|paths}
+                                  # paths: comma-separated (launch) or several values (CLI)
+                                  # file paths, made absolute; a string-array parameter
     nodes:
       - name: policy              # node name (-r __node:=)
         package: policies         # ros2 launch: package + executable under lib/<package>/
@@ -40,7 +42,7 @@ import yaml
 
 GRAPH_VERSION = 1
 PACKAGE = "sim_bridge"          # the package whose share/ holds launch/, launch/graphs/, launch/config/
-GRAPHS = ("sim", "real")
+GRAPHS = ("sim", "real", "calibrate")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 _NODE_KEYS = {"name", "package", "executable", "entry_point", "namespace", "params_file", "lifecycle",
@@ -57,9 +59,12 @@ class Argument:
     name: str
     default: str
     description: str
-    type: str = "str"          # str | bool
+    type: str = "str"          # str | bool | paths
 
-    def parse(self, value) -> str | bool:
+    def parse(self, value) -> str | bool | list:
+        if self.type == "paths":
+            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+            return [str(Path(v.strip()).expanduser().resolve()) for v in map(str, items) if v.strip()]
         text = str(value).strip() if not isinstance(value, bool) else ("true" if value else "false")
         if self.type == "bool":
             if text.lower() in _TRUE:
@@ -129,6 +134,8 @@ def _param_text(value) -> str:
     if isinstance(value, str):
         # YAML-quote strings so '' , 'true' or '1' stay strings for rcl's parser
         return yaml.safe_dump(value, default_style="'").strip().removesuffix("\n...")
+    if isinstance(value, list):
+        return "[" + ", ".join(_param_text(v) for v in value) + "]"
     return str(value)
 
 
@@ -177,8 +184,8 @@ def load_graph(graph: str | Path, graphs_dir: Path | None = None) -> Graph:
     for name, spec in (data.get("arguments") or {}).items():
         if not isinstance(spec, dict) or set(spec) - {"default", "description", "type"}:
             raise GraphError(f"{path}: arguments.{name}: expected {{default, description, type}}")
-        if spec.get("type", "str") not in ("str", "bool"):
-            raise GraphError(f"{path}: arguments.{name}.type must be str or bool")
+        if spec.get("type", "str") not in ("str", "bool", "paths"):
+            raise GraphError(f"{path}: arguments.{name}.type must be str, bool or paths")
         if not spec.get("description"):
             raise GraphError(f"{path}: arguments.{name}: a description is required")
         arguments[name] = Argument(name, str(spec.get("default", "")), str(spec["description"]),
@@ -250,8 +257,8 @@ def resolve(graph: Graph, values: dict | None = None, *, base_dir: Path | None =
         parameters = dict(node.parameters)
         for param, arg in node.overrides.items():
             value = args[arg]
-            if value == "":
-                continue       # '' = keep the parameter file's value
+            if value == "" or value == []:
+                continue       # '' (or no paths) = keep the parameter file's value
             parameters[param] = str(Path(value).expanduser().resolve()) if param == "output" else value
         out.append(ResolvedNode(
             name=node.name, package=node.package, executable=node.executable, entry_point=node.entry_point,
@@ -260,12 +267,53 @@ def resolve(graph: Graph, values: dict | None = None, *, base_dir: Path | None =
     return out
 
 
+# --- ros2 launch --------------------------------------------------------------------------
+def launch_description(graph_file: str | Path):
+    """The ``LaunchDescription`` of a graph file, for ``launch/<graph>.launch.py``: one
+    DeclareLaunchArgument per argument, and an OpaqueFunction that resolves the graph with
+    the arguments' values (:func:`resolve`, as ``sim2real launch`` does) into launch_ros
+    ``Node`` / ``LifecycleNode`` actions. ``launch`` and ``launch_ros`` are imported here,
+    only when a launch file calls this (they exist on a ROS 2 install, not in the venv).
+
+    Lifecycle nodes are brought to active by their own ``autostart: true`` parameter (see
+    the graphs), which configures and activates them at construction exactly as
+    ``sim2real node`` does; no ChangeState events are emitted (they would be rejected: the
+    node is already active), and launch_ros' LifecycleNode(autostart=...) is not used
+    (only launch_ros >= 0.26.7 has it).
+    """
+    from launch import LaunchDescription  # noqa: PLC0415
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction  # noqa: PLC0415
+    from launch.substitutions import LaunchConfiguration  # noqa: PLC0415
+    from launch_ros.actions import LifecycleNode, Node  # noqa: PLC0415
+
+    path = Path(graph_file).resolve()
+    graph = load_graph(path)
+    base = path.parent.parent  # launch/ (or share/sim_bridge/launch/): holds config/
+
+    def nodes(context, *args, **kwargs):
+        values = {name: LaunchConfiguration(name).perform(context) for name in graph.arguments}
+        actions = []
+        for node in resolve(graph, values, base_dir=base):
+            action = LifecycleNode if node.lifecycle else Node
+            actions.append(action(
+                package=node.package, executable=node.executable, name=node.name, namespace=node.namespace,
+                parameters=[str(node.params_file), node.parameters], remappings=list(node.remappings),
+                output="screen", emulate_tty=True))
+        return actions
+
+    return LaunchDescription([
+        *(DeclareLaunchArgument(arg.name, default_value=arg.default, description=arg.description)
+          for arg in graph.arguments.values()),
+        OpaqueFunction(function=nodes),
+    ])
+
+
 # --- sim2real launch ----------------------------------------------------------------------
 def add_launch_command(subparsers) -> None:
     import argparse  # noqa: PLC0415
 
     p = subparsers.add_parser(
-        "launch", help="start a launch graph (sim | real) as one process per node, like ros2 launch",
+        "launch", help="start a launch graph (sim | real | calibrate) as one process per node, like ros2 launch",
         description="Start the nodes of launch/graphs/<graph>.yaml, the description launch/<graph>.launch.py "
                     "reads too, each as `sim2real node <name> --ros-args ...` in its own process. Ctrl-C or "
                     "--duration-s stops them (SIGINT, then SIGTERM after --stop-timeout-s).")
@@ -283,6 +331,8 @@ def add_launch_command(subparsers) -> None:
             if arg.type == "bool":
                 g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                help=f"{arg.description} (default {arg.default})")
+            elif arg.type == "paths":
+                g.add_argument(flag, nargs="+", default=None, metavar="PATH", help=arg.description)
             else:
                 g.add_argument(flag, default=None, metavar=arg.name.upper(),
                                help=f"{arg.description} (default {arg.default!r})")
