@@ -85,6 +85,9 @@ def add_real_command(subparsers) -> None:
                         "-1 there: drawn here and printed)")
     p.add_argument("--params-dir", type=Path, default=None,
                    help="folder of the parameter files <node>.yaml (default: launch/config of the checkout)")
+    p.add_argument("--policy-dir", type=Path, default=None,
+                   help="the policy node's policy_dir: the folder of policy artifacts --policy names "
+                        "(default: policy.yaml's; '' there = the shipped zoo)")
     p.add_argument("--namespace", default=DEFAULT_NAMESPACE,
                    help=f"namespace of the policy side (default {DEFAULT_NAMESPACE})")
     p.add_argument("--emulator", action=argparse.BooleanOptionalAction, default=True,
@@ -323,7 +326,7 @@ class DeploymentGraph:
     """The nodes of one deployment in one process, spun by one ControlExecutor on a thread."""
 
     def __init__(self, *, policy: str | None, seed: int, params_dir: Path, namespace: str, emulator: bool,
-                 record: Path | None):
+                 record: Path | None, policy_dir: Path | None = None):
         from rclpy.exceptions import ParameterException  # noqa: PLC0415
         from rclpy.lifecycle import TransitionCallbackReturn  # noqa: PLC0415
         from rclpy.parameter import Parameter  # noqa: PLC0415
@@ -352,6 +355,8 @@ class DeploymentGraph:
                                          parameter_overrides=[Parameter("seed", value=int(seed))])
             self.nodes.append(self.bridge)
             policy_overrides = [Parameter("policy", value=policy)] if policy else []
+            if policy_dir is not None:
+                policy_overrides.append(Parameter("policy_dir", value=str(Path(policy_dir).expanduser().resolve())))
             self.policy = PolicyNode(namespace=namespace, cli_args=params_file_args(params_dir, "policy"),
                                      parameter_overrides=policy_overrides)
             self.nodes.append(self.policy)
@@ -531,7 +536,7 @@ def gap_table(runs: list[RunResult], hardware: str, label: str) -> str:
 
 def run_policy(args, policy: str | None, seed: int, params_dir: Path, record: Path | None) -> RunResult:
     graph = DeploymentGraph(policy=policy, seed=seed, params_dir=params_dir, namespace=args.namespace,
-                            emulator=args.emulator, record=record)
+                            emulator=args.emulator, record=record, policy_dir=args.policy_dir)
     run = RunResult(graph.policy_name, graph.onnx_sha256, seed, [], graph.sim_evaluation,
                     str(graph.recorder.output) if graph.recorder is not None else None)
     stats = None

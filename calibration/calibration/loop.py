@@ -1,0 +1,115 @@
+"""``sim2real loop``: the SimOpt loop end to end, as the commands a user would type.
+
+Each round runs, as separate processes (so every step is exactly the documented command):
+
+1. ``sim2real real --policy P --episodes N --record RUN/round<k>/bag``: deploy the current
+   policy on the arm emulator (the real-arm stand-in; ``--no-emulator`` for a real arm)
+   through the real bridge, recording every episode;
+2. ``sim2real calibrate --bags ... --prior D --policy P --out RUN/round<k>/calibrated.yaml``:
+   SimOpt from the recorded episodes (all rounds' bags so far);
+3. ``sim2real train --randomization RUN/round<k>/calibrated.yaml --export RUN/round<k>/policy``:
+   retrain on the calibrated distribution (same seed and budget as ``--train-steps``);
+4. score the previous and the retrained policy on the emulator (same goals) side by side.
+
+The next round deploys the retrained policy and calibrates from its new distribution.
+``--dry-run`` prints the command sequence without running it (the documented recipe).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def add_loop_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "loop", help="deploy on the emulator, record, calibrate (SimOpt), retrain; repeat",
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policy", default="reach_lstm", help="policy to start from (shipped name or artifact path)")
+    p.add_argument("--prior", default="default", help="the distribution that policy was trained under")
+    p.add_argument("--rounds", type=int, default=1, help="loop rounds (default 1)")
+    p.add_argument("--episodes", type=int, default=5, help="recorded episodes per round (default 5)")
+    p.add_argument("--episode-s", type=float, default=2.5, help="seconds per recorded episode (default 2.5)")
+    p.add_argument("--train-steps", type=int, default=8_000_000, help="env steps per retraining (default 8M)")
+    p.add_argument("--train-args", default="", help="extra `sim2real train` options (quoted)")
+    p.add_argument("--calibrate-args", default="", help="extra `sim2real calibrate` options (quoted)")
+    p.add_argument("--eval-episodes", type=int, default=100, help="emulator episodes per policy score (default 100)")
+    p.add_argument("--emulator", action=argparse.BooleanOptionalAction, default=True,
+                   help="deploy on the arm emulator (--no-emulator: a real ros2_control arm)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/loop/<UTC time>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    p.set_defaults(func=run_loop)
+
+
+def _sim2real() -> list[str]:
+    return [sys.executable, "-m", "sim_bridge.cli"]
+
+
+def round_commands(args, k: int, policy: str, prior: str, bags: list[str]) -> list[tuple[str, list[str]]]:
+    """(label, argv) of round ``k`` (1-based)."""
+    rdir = args.out / f"round{k}"
+    bag = rdir / "bag"
+    calibrated = rdir / "calibrated.yaml"
+    deploy = [*_sim2real(), "real", "--policy-dir", str(Path(policy).parent), "--policy", Path(policy).name,
+              "--episodes", str(args.episodes),
+              "--episode-s", str(args.episode_s), "--seed", str(args.seed + k), "--record", str(bag)]
+    if not args.emulator:
+        deploy.append("--no-emulator")
+    calibrate = [*_sim2real(), "calibrate", "--bags", *bags, str(bag), "--prior", prior, "--policy", policy,
+                 "--out", str(calibrated), "--seed", str(args.seed), *shlex.split(args.calibrate_args)]
+    train = [*_sim2real(), "train", "--name", f"loop_round{k}", "--randomization", str(calibrated),
+             "--total-env-steps", str(args.train_steps), "--seed", str(args.seed), "--out", str(rdir / "train"),
+             "--export", str(rdir / "policy"), *shlex.split(args.train_args)]
+    return [("deploy + record", deploy), ("calibrate", calibrate), ("retrain", train)]
+
+
+def run_loop(args) -> int:
+    from calibration.job import resolve_policy_path  # noqa: PLC0415
+
+    if args.rounds < 1 or args.episodes < 1 or args.train_steps < 1:
+        print("sim2real loop: --rounds, --episodes and --train-steps must be >= 1", file=sys.stderr)
+        return 2
+    if args.out is None:
+        args.out = Path("runs/loop") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    if not args.dry_run:
+        if args.out.exists() and any(args.out.iterdir()):
+            print(f"sim2real loop: {args.out} exists and is not empty", file=sys.stderr)
+            return 2
+        args.out.mkdir(parents=True, exist_ok=True)
+    policy, prior, bags = str(resolve_policy_path(args.policy)), args.prior, []
+    scores = []
+    for k in range(1, args.rounds + 1):
+        steps = round_commands(args, k, policy, prior, bags)
+        for label, cmd in steps:
+            print(f"\n== round {k}: {label}\n$ {shlex.join(cmd)}", flush=True)
+            if args.dry_run:
+                continue
+            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode
+            if rc != 0:
+                print(f"sim2real loop: round {k} {label} failed (exit {rc}); stopping", file=sys.stderr)
+                return 1
+        if args.dry_run:
+            break
+        bags.append(str(args.out / f"round{k}" / "bag"))
+        retrained = str(args.out / f"round{k}" / "policy")
+        if args.eval_episodes > 0 and args.emulator:
+            from calibration.transfer import emulator_success  # noqa: PLC0415
+
+            print(f"\n== round {k}: emulator score ({args.eval_episodes} episodes, same goals)", flush=True)
+            before = emulator_success(policy, args.eval_episodes, seed=args.seed + 1000, label=f"before ({Path(policy).name})")
+            after = emulator_success(retrained, args.eval_episodes, seed=args.seed + 1000, label=f"round {k} retrained")
+            for s in (before, after):
+                print("  " + s.line(), flush=True)
+            scores.append((k, before, after))
+        policy, prior = retrained, str(args.out / f"round{k}" / "calibrated.yaml")
+    if args.dry_run:
+        print("\n(dry run; later rounds repeat with the retrained policy and the calibrated prior)")
+        return 0
+    print(f"\nsim2real loop: {args.rounds} round(s) in {args.out}; final policy {policy}, distribution {prior}")
+    for k, before, after in scores:
+        print(f"  round {k}: {100 * before.rate:.1f}% -> {100 * after.rate:.1f}% on the emulator")
+    return 0
