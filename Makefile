@@ -27,7 +27,7 @@ PKG_META := $(foreach p,$(PKGS),$(p)/setup.py $(p)/setup.cfg $(p)/package.xml)
 
 # Extra arguments: make test PYTEST_ARGS="-k randomization -x"
 PYTEST_ARGS ?=
-#                  make sim SIM_ARGS="--seconds 10"
+#                  make sim SIM_ARGS="--episodes 5 --gui"
 SIM_ARGS ?=
 #                  make colcon COLCON_ARGS="--symlink-install"
 COLCON_ARGS ?=

@@ -41,6 +41,8 @@ def add_sim_command(subparsers) -> None:
     p.add_argument("--policy", default="reach_lstm", help="shipped policy name (policies/policies/zoo)")
     p.add_argument("--swap-to", default=None,
                    help="switch the running policy node to this policy before the second half of the episodes")
+    p.add_argument("--gui", action="store_true",
+                   help="open the MuJoCo viewer on the simulation (where a display exists; else headless)")
     p.add_argument("--out", type=Path, default=Path("runs/sim"), help="folder for the plot and results")
     p.add_argument("--json", type=Path, default=None, help="also write results as JSON to this path")
     p.set_defaults(func=run_sim)
@@ -177,6 +179,13 @@ def run_sim(args) -> int:
     session = bridge.session
     recorder = EpisodeRecorder(bridge.profile.control_period_s, args.episode_s)
     session.tick_observers.append(recorder.on_tick)
+    viewer = None
+    if args.gui:
+        from sim_bridge.viewer import SimViewer  # noqa: PLC0415
+
+        viewer = SimViewer.open(session.sim)
+        if viewer is not None:
+            session.tick_observers.append(viewer.on_tick)
     results, traces = [], []
     try:
         client.wait_for_service(timeout_sec=10.0)
@@ -213,6 +222,9 @@ def run_sim(args) -> int:
                   f"{100 * final:5.2f} cm  dynamics: {summarize_dynamics(result.dynamics)}", flush=True)
     finally:
         session.tick_observers.remove(recorder.on_tick)
+        if viewer is not None:
+            session.tick_observers.remove(viewer.on_tick)
+            viewer.close()
         executor.remove_node(controller)  # stop dispatching before the nodes go away
         executor.remove_node(bridge)
         executor.shutdown(timeout_sec=2.0)
