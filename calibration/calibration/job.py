@@ -147,7 +147,10 @@ class CalibrationJob:
                 "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "note": self.note, "settings": settings.to_dict()})
             _check_loads(spec, profile)
-            version = _write_versioned(spec, out, calib)
+            try:
+                version = _write_versioned(spec, out, calib)
+            except OSError as exc:  # disk full, no permission, ...: a reason, not a traceback
+                raise JobError(f"cannot write the result to {out}: {exc}") from None
             plots = []
             if self.plots:
                 report("plotting", {})
@@ -229,8 +232,8 @@ def _write_versioned(spec: RandomizationSpec, out: Path, calib: Calibration) -> 
     number = 1 + max((int(p.stem[1:]) for p in existing if p.stem[1:].isdigit()), default=0)
     version = hist / f"v{number:04d}.yaml"
     text = spec.to_yaml()
+    write_text_atomic(out, text)  # first: a failure here leaves no stray version behind
     write_text_atomic(version, text)
-    write_text_atomic(out, text)
     entry = {"version": version.name, "written_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "discrepancy_before": calib.initial_discrepancy, "discrepancy_after": calib.final_discrepancy,
              "iterations": [r.to_dict() for r in calib.history]}

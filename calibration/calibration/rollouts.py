@@ -84,6 +84,7 @@ class BatchPolicy:
                                                  providers=["CPUExecutionProvider"])
             self.batched = self._agrees_with_runtime()
         except Exception as exc:  # noqa: BLE001 - any failure means: use the batch-1 fallback
+            self.batched = False  # the check may have failed while trying the batched path
             log.warning("policy %s: batched graph unusable (%s); running row by row", m.name, exc)
         if not self.batched:
             log.warning("policy %s does not batch; closed-loop rollouts run it row by row (slow)", m.name)
@@ -254,6 +255,7 @@ class BatchSimulator:
         control_full = np.zeros((batch, dec, self.model.nu))
         rows = np.arange(batch)[:, None]
         result = np.empty((batch, dec, self._nstate))
+        timestep = float(self.model.opt.timestep)
         for t in range(steps - 1):
             q, v = state[:, self._q_idx], state[:, self._v_idx]
             if mode == "closed_loop":
@@ -263,11 +265,15 @@ class BatchSimulator:
                 history[lag + t] = clip(q + policy.action_scale_rad * a, lower, upper)
                 prev_action = a.astype(np.float32)
             control_full[:, :, self._act] = history[lag + t + offset, rows]
+            due = state[:, 0] + dec * timestep
             self._pool.rollout(models, self._datas, state, control_full, nstep=dec, state=result,
                                skip_checks=True, chunk_size=max(1, batch // (self.threads * 4)))
             state = result[:, -1].copy()
             q, v = state[:, self._q_idx], state[:, self._v_idx]
             bad = ~(np.isfinite(q).all(axis=1) & (np.abs(v).max(axis=1) < BLOWUP_VELOCITY_RAD_S))
+            # MuJoCo resets the data (time included) on a bad qpos/qvel/qacc warning instead of
+            # leaving NaN; ArmSimulator counts those warnings, here the reset shows in the time.
+            bad |= ~(np.abs(state[:, 0] - due) < 0.5 * timestep)
             if bad.any():  # a blow-up: NaN from here on, restart the row from its initial state
                 alive &= ~bad
                 state[bad] = 0.0

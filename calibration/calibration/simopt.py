@@ -49,6 +49,8 @@ SIGNALS = ("position", "velocity")
 _NOISE_KINDS = ("obs_noise_std", "action_noise_std")
 # A search variable whose std falls below this fraction of its prior std has collapsed.
 COLLAPSE_RATIO = 1e-6
+# Settings read from the file's `discrepancy` section (for error messages).
+_DISCREPANCY_FIELDS = ("signals", "signal_weights", "w_l1", "w_l2", "smooth_std", "truncate")
 
 
 class CalibrationError(RuntimeError):
@@ -155,8 +157,12 @@ def load_settings(path: str | os.PathLike | None = None) -> CalibrationSettings:
             truncate=d.number("truncate", 4.0), max_steps=r.integer("max_steps", 100),
             threads=r.integer("threads", 2), seed=r.integer("seed", 0))
     except ConfigError as exc:
-        raise ConfigError(exc.message if hasattr(exc, "message") else str(exc), source=path,
-                          field=getattr(exc, "field", None)) from None
+        if exc.source is not None:  # from the FieldReader: names the file and the field already
+            raise
+        # from CalibrationSettings' checks, without a source: its text is "field 'NAME': message"
+        message = str(exc).removeprefix(f"field '{exc.field}': ") if exc.field else str(exc)
+        field_name = f"discrepancy.{exc.field}" if exc.field in _DISCREPANCY_FIELDS else exc.field
+        raise ConfigError(message, source=path, field=field_name) from None
     d.finish()
     r.finish()
     return settings

@@ -1,0 +1,94 @@
+"""Helpers for the calibration tests: reference episodes written into rosbag2 bags the way
+``sim2real real --record`` records them (real_bridge.recorder.BagRecorder, no ROS).
+
+Topics are the recorder node's defaults in the ``/sim2real`` namespace: joint states,
+policy commands, the current goal, the hardware (forward position controller) commands and
+episode markers; the sidecar metadata names the robot profile and the policy, as the
+recorder node writes it. Per episode: the goal (latched, before the start marker), a start
+marker, then one joint state per control period, each followed by the command sent after it
+(policy command 5 ms later, the filtered hardware command 6 ms later), and an end marker.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from real_bridge.recorder import BagRecorder, typestore
+
+JOINT_STATE = "sensor_msgs/msg/JointState"
+FLOAT_ARRAY = "std_msgs/msg/Float64MultiArray"
+POINT_STAMPED = "geometry_msgs/msg/PointStamped"
+
+JOINT_STATES = "/sim2real/joint_states"
+JOINT_COMMANDS = "/sim2real/joint_commands"
+CURRENT_GOAL = "/sim2real/current_goal"
+HARDWARE_COMMANDS = "/forward_position_controller/commands"
+EPISODE = "/sim2real/episode"
+TOPICS = {JOINT_STATES: JOINT_STATE, JOINT_COMMANDS: FLOAT_ARRAY, CURRENT_GOAL: POINT_STAMPED,
+          HARDWARE_COMMANDS: FLOAT_ARRAY}
+ROLES = {"joint_states": JOINT_STATES, "joint_commands": JOINT_COMMANDS, "hardware_commands": HARDWARE_COMMANDS,
+         "current_goal": CURRENT_GOAL, "episode": EPISODE}
+MS = 1_000_000  # ns
+
+
+def _types():
+    return typestore().types
+
+
+def _header(t_s: float):
+    t = _types()
+    ns = int(round(t_s * 1e9))
+    return t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
+                                    frame_id="base_link")
+
+
+def joint_state(t_s: float, names, position, velocity) -> bytes:
+    msg = _types()[JOINT_STATE](header=_header(t_s), name=list(names), position=np.asarray(position, dtype=float),
+                                velocity=np.asarray(velocity, dtype=float), effort=np.zeros(0))
+    return bytes(typestore().serialize_cdr(msg, JOINT_STATE))
+
+
+def float_array(values) -> bytes:
+    t = _types()
+    msg = t[FLOAT_ARRAY](layout=t["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0),
+                         data=np.asarray(values, dtype=float))
+    return bytes(typestore().serialize_cdr(msg, FLOAT_ARRAY))
+
+
+def point_stamped(t_s: float, xyz) -> bytes:
+    t = _types()
+    msg = t[POINT_STAMPED](header=_header(t_s), point=t["geometry_msgs/msg/Point"](*map(float, xyz)))
+    return bytes(typestore().serialize_cdr(msg, POINT_STAMPED))
+
+
+def write_episode_bag(path: str | os.PathLike, episodes: Sequence, joint_names: Sequence[str], *,
+                      policy: str | None = "reach_lstm", profile: str | None = "panda_like",
+                      period_ms: int = 20, end_last: bool = True) -> None:
+    """Record ``episodes`` (calibration.episodes.ReferenceEpisode) into a new bag at ``path``.
+
+    ``policy``/``profile``: names stored in the sidecar metadata (None: not stored).
+    ``end_last=False`` leaves the last episode without an end marker (recording stopped).
+    """
+    meta = {"topics": ROLES, "note": "calibration test bag"}
+    if profile:
+        meta["robot_profile"] = {"name": profile, "source": profile, "joint_names": list(joint_names)}
+    if policy:
+        meta["policy"] = {"name": policy, "sha256": ""}
+    t_ms = 1000
+    with BagRecorder(path, TOPICS, meta, episode_topic=EPISODE) as rec:
+        for k, ep in enumerate(episodes, start=1):
+            rec.record(CURRENT_GOAL, (t_ms - 2) * MS, point_stamped(t_ms / 1e3, ep.goal))
+            rec.mark_episode("start", k, stamp_ns=(t_ms - 1) * MS)
+            for t in range(ep.steps):
+                stamp = t_ms * MS
+                rec.record(JOINT_STATES, stamp, joint_state(t_ms / 1e3, joint_names, ep.position[t], ep.velocity[t]))
+                if t < ep.steps - 1:
+                    rec.record(JOINT_COMMANDS, stamp + 5 * MS, float_array(ep.command[t]))
+                    rec.record(HARDWARE_COMMANDS, stamp + 6 * MS, float_array(ep.command[t]))
+                t_ms += period_ms
+            if end_last or k < len(episodes):
+                rec.mark_episode("end", k, True, stamp_ns=(t_ms - period_ms + 10) * MS)
+            t_ms += 100
+
