@@ -31,7 +31,11 @@ def run_train(args) -> int:
     from policies.train import Trainer
     cfg = from_args(args)
     out = args.out or Path("runs") / cfg.name
-    trainer = Trainer(cfg, out)
+    try:
+        trainer = Trainer(cfg, out)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"sim2real train: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.resume:
             trainer.load_checkpoint(out / "checkpoints" / "latest.pt")

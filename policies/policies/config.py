@@ -20,6 +20,8 @@ class TrainConfig:
     """dynamics randomization: shipped name (default | none) or YAML path"""
     robot_profile: str = "panda_like"
     """robot profile: shipped name or YAML path"""
+    init_from: str = ""
+    """fine-tune: start from the weights of this checkpoint (.pt; same architecture and privileged inputs); optimizer and counters start fresh"""
     total_env_steps: int = 3_000_000
     """stop after this many environment steps"""
     num_envs: int = 32

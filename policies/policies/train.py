@@ -55,6 +55,12 @@ class Trainer:
         act_size = self.venv.single_action_space.shape[0]
         self.priv_names = self.venv.privileged_names
         self.model = build_model(cfg, obs_size, act_size, len(self.priv_names))
+        if cfg.init_from:
+            try:
+                self._init_weights(Path(cfg.init_from))
+            except BaseException:
+                self.venv.close()
+                raise
         self.ppo = PPO(self.model, cfg)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -62,6 +68,21 @@ class Trainer:
         self.env_steps = 0
         self.wall_time_s = 0.0
         self.history: list[dict] = []
+
+    def _init_weights(self, path: Path) -> None:
+        """Fine-tuning: the model weights (and observation normalizer) of another run."""
+        state = load_checkpoint_file(path)
+        theirs, ours = list(state.get("privileged_names") or []), list(self.priv_names)
+        if theirs != ours:
+            diff = sorted(set(theirs) ^ set(ours)) or "same names, other order"
+            raise ValueError(f"{path}: trained with other privileged inputs than this randomization gives the "
+                             f"critic ({len(theirs)} vs {len(ours)}; differing: {diff})")
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ValueError(f"{path}: its model does not fit this configuration (architecture, hidden sizes): "
+                             f"{first}") from None
 
     # --- checkpoints ------------------------------------------------------------------------
     def checkpoint(self) -> dict:
