@@ -12,7 +12,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
     ],
     install_requires=["setuptools"],
-    package_data={PACKAGE: ["zoo/*/*.onnx", "zoo/*/*.json"]},
+    package_data={PACKAGE: ["zoo/*/*.onnx", "zoo/*/*.json", "zoo/*/*.pt"]},
     zip_safe=False,
     entry_points={
         "console_scripts": [

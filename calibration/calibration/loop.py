@@ -7,8 +7,10 @@ Each round runs, as separate processes (so every step is exactly the documented 
    through the real bridge, recording every episode;
 2. ``sim2real calibrate --bags ... --prior D --policy P --out RUN/round<k>/calibrated.yaml``:
    SimOpt from the recorded episodes (all rounds' bags so far);
-3. ``sim2real train --randomization RUN/round<k>/calibrated.yaml --export RUN/round<k>/policy``:
-   retrain on the calibrated distribution (same seed and budget as ``--train-steps``);
+3. ``sim2real train --randomization RUN/round<k>/calibrated.yaml --init-from CKPT --export
+   RUN/round<k>/policy``: retrain on the calibrated distribution, by default fine-tuning the
+   deployed policy's weights (its artifact's ``checkpoint.pt``, or the previous round's
+   training checkpoint; 2M steps), from scratch with ``--init-from none`` (8M steps);
 4. score the previous and the retrained policy on the emulator (same goals) side by side.
 
 The next round deploys the retrained policy and calibrates from its new distribution.
@@ -33,7 +35,11 @@ def add_loop_command(subparsers) -> None:
     p.add_argument("--rounds", type=int, default=1, help="loop rounds (default 1)")
     p.add_argument("--episodes", type=int, default=5, help="recorded episodes per round (default 5)")
     p.add_argument("--episode-s", type=float, default=2.5, help="seconds per recorded episode (default 2.5)")
-    p.add_argument("--train-steps", type=int, default=8_000_000, help="env steps per retraining (default 8M)")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="env steps per retraining (default 2M when fine-tuning, 8M from scratch)")
+    p.add_argument("--init-from", default="auto",
+                   help="weights to fine-tune: 'auto' (the policy artifact's checkpoint.pt, then each round's "
+                        "training checkpoint), 'none' (train from scratch) or a checkpoint path")
     p.add_argument("--train-args", default="", help="extra `sim2real train` options (quoted)")
     p.add_argument("--calibrate-args", default="", help="extra `sim2real calibrate` options (quoted)")
     p.add_argument("--eval-episodes", type=int, default=100, help="emulator episodes per policy score (default 100)")
@@ -49,8 +55,9 @@ def _sim2real() -> list[str]:
     return [sys.executable, "-m", "sim_bridge.cli"]
 
 
-def round_commands(args, k: int, policy: str, prior: str, bags: list[str]) -> list[tuple[str, list[str]]]:
-    """(label, argv) of round ``k`` (1-based)."""
+def round_commands(args, k: int, policy: str, prior: str, bags: list[str],
+                   init: str | None = None) -> list[tuple[str, list[str]]]:
+    """(label, argv) of round ``k`` (1-based); ``init``: the checkpoint to fine-tune (None: scratch)."""
     rdir = args.out / f"round{k}"
     bag = rdir / "bag"
     calibrated = rdir / "calibrated.yaml"
@@ -61,16 +68,18 @@ def round_commands(args, k: int, policy: str, prior: str, bags: list[str]) -> li
         deploy.append("--no-emulator")
     calibrate = [*_sim2real(), "calibrate", "--bags", *bags, str(bag), "--prior", prior, "--policy", policy,
                  "--out", str(calibrated), "--seed", str(args.seed), *shlex.split(args.calibrate_args)]
+    steps = args.train_steps or (2_000_000 if init else 8_000_000)
     train = [*_sim2real(), "train", "--name", f"loop_round{k}", "--randomization", str(calibrated),
-             "--total-env-steps", str(args.train_steps), "--seed", str(args.seed), "--out", str(rdir / "train"),
-             "--export", str(rdir / "policy"), *shlex.split(args.train_args)]
+             "--total-env-steps", str(steps), "--seed", str(args.seed), "--out", str(rdir / "train"),
+             "--export", str(rdir / "policy"), *(["--init-from", init] if init else []),
+             *shlex.split(args.train_args)]
     return [("deploy + record", deploy), ("calibrate", calibrate), ("retrain", train)]
 
 
 def run_loop(args) -> int:
     from calibration.job import resolve_policy_path  # noqa: PLC0415
 
-    if args.rounds < 1 or args.episodes < 1 or args.train_steps < 1:
+    if args.rounds < 1 or args.episodes < 1 or (args.train_steps is not None and args.train_steps < 1):
         print("sim2real loop: --rounds, --episodes and --train-steps must be >= 1", file=sys.stderr)
         return 2
     if args.out is None:
@@ -81,9 +90,18 @@ def run_loop(args) -> int:
             return 2
         args.out.mkdir(parents=True, exist_ok=True)
     policy, prior, bags = str(resolve_policy_path(args.policy)), args.prior, []
+    if args.init_from == "none":
+        init = None
+    elif args.init_from == "auto":
+        shipped = Path(policy) / "checkpoint.pt"
+        init = str(shipped) if shipped.is_file() else None
+        if init is None:
+            print(f"sim2real loop: {policy} ships no checkpoint.pt; retraining from scratch", flush=True)
+    else:
+        init = args.init_from
     scores = []
     for k in range(1, args.rounds + 1):
-        steps = round_commands(args, k, policy, prior, bags)
+        steps = round_commands(args, k, policy, prior, bags, init)
         for label, cmd in steps:
             print(f"\n== round {k}: {label}\n$ {shlex.join(cmd)}", flush=True)
             if args.dry_run:
@@ -106,6 +124,8 @@ def run_loop(args) -> int:
                 print("  " + s.line(), flush=True)
             scores.append((k, before, after))
         policy, prior = retrained, str(args.out / f"round{k}" / "calibrated.yaml")
+        if init is not None:
+            init = str(args.out / f"round{k}" / "train" / "checkpoints" / "latest.pt")
     if args.dry_run:
         print("\n(dry run; later rounds repeat with the retrained policy and the calibrated prior)")
         return 0
