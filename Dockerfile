@@ -74,6 +74,9 @@ COPY sim_bridge/ src/sim_bridge/
 COPY real_bridge/ src/real_bridge/
 COPY policies/ src/policies/
 COPY calibration/ src/calibration/
+# launch files, graphs and parameter files: sim_bridge's setup.py installs ../launch (next to
+# the package folder) into share/sim_bridge/launch/; colcon ignores the folder itself.
+COPY launch/ src/launch/
 
 # `python3 -m colcon` (the venv's interpreter; colcon itself comes from apt via
 # the system site-packages): ament_python packages are installed by running
@@ -93,6 +96,8 @@ ENV ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
     RMW_IMPLEMENTATION=rmw_fastrtps_cpp
 
 ENTRYPOINT ["/usr/local/bin/sim2real-entrypoint.sh"]
-# TODO: switch to `ros2 launch sim_bridge <sim launch file>` once the launch
-# file (launch/) lands in the sim_bridge package's share/ directory.
-CMD ["ros2", "run", "sim_bridge", "sim2real", "sim"]
+# The sim graph (sim bridge + policy node with the shipped reach_lstm). Other graphs:
+#   docker run --rm -it sim2real ros2 launch sim_bridge real.launch.py emulator:=true
+#   docker run --rm -it sim2real ros2 launch sim_bridge calibrate.launch.py bags:=/data/bag1
+#   docker run --rm -it sim2real ros2 run sim_bridge sim2real sim      # the demo with a summary
+CMD ["ros2", "launch", "sim_bridge", "sim.launch.py"]
