@@ -16,10 +16,14 @@ Hz) and watches them from a third: this benchmark's own monitor node, which subs
 3. a swap run at ``--swap-rate`` (500 Hz, real time): no swaps in the first half, then
    ``--swaps`` (20) swaps evenly spread over the second half, alternating between two
    shipped policies by setting the node's ``policy`` parameter (SetParameters service);
-   the node preloads the second one (``preload_policies``), as an operator who plans the
-   swap would: creating an onnxruntime session holds the GIL for milliseconds and, without
-   the preload, stalled the 500 Hz control thread on the first load (~1.5 cycles per swap
-   were lost before loaded runtimes were cached and preloadable).
+   the node preloads the second one (``preload_policies``; ``--no-swap-preload``: not), as
+   an operator who plans the swap would: creating an onnxruntime session holds the GIL for
+   about 2 ms, so only the first swap to a policy that was not preloaded creates one (loaded
+   runtimes are cached);
+4. only with ``--runs swap-control``: the swap run with, instead of each swap, a parameter set
+   that changes nothing (``stale_after_periods := 5``) through the same service at the same
+   times: what the parameter round trip costs without a swap (client, DDS, rclpy's parameter
+   service in the node).
 
 What the monitor measures, over the steady window (``--warmup`` s after the first command,
 then ``--duration`` s):
@@ -75,11 +79,21 @@ whole period) and 3% of the states were never used; at 500 Hz p99 3.2 against 2.
 
 Swap attribution: a swap's window runs from sending the SetParameters request until
 ``--swap-window-ms`` (50) after the reply (the node loads, validates and warms up the new
-policy before replying and installs it at the next cycle). Misses inside the 20 windows
-are compared with the rate of misses between the windows in the same half (interleaved,
-so a drift in machine load hits both alike), with a one-sided Poisson test; the no-swap
-half is shown alongside. Misses are *attributable* when the windows hold significantly
-more than that rate predicts (p < 0.05); the strict count inside the windows is reported too.
+policy before replying and installs it at the next cycle). The missed cycles inside the
+20 windows are compared with the count expected at the rate of the same run outside them
+(the no-swap half and the time between the windows: the same processes, the same machine
+load). Misses come in bursts (one stall of k periods is k - 1 missed cycles; single stalls of
+up to ~100 ms occur in these runs), so the one-sided Poisson test is on *stall events*
+(intervals > 1.5 periods), not on missed cycles. Misses are *attributable* to the swaps
+when the windows hold significantly more stall events than that rate predicts (p < 0.05);
+the raw counts, the excess over the expectation, the figure against the interleaved
+between-window rate alone, and where each stall inside a window lies relative to its
+request are printed too (stalls of the swap itself sit within a few ms of the request).
+The monitor's own activity is the same inside and outside the windows: it drains its readers
+on a fixed 20 ms grid, and sends each request half-way between two drains. (States published
+around a drain, a burst of CPU in a third process on 2 cores, were answered late 3-5 times as
+often as others; the requests used to go out right after a drain, and the monitor drained
+every 2 ms while a reply was pending, which put extra load into the windows only.)
 
 Lockstep caveat: when the loop stalls for 0.1 s the bridge republishes the state (its idle
 rule); if the answer to the old state was merely late, two cycles can then be in flight
@@ -117,6 +131,8 @@ TARGET_RT_P99_MS = 2.0
 TARGET_RT_RATE_HZ = 500.0
 MISS_FACTOR = 1.5
 DIAG_TAIL_S = 1.2  # after the window: wait this long at most for the nodes' next /diagnostics report
+DRAIN_PERIOD_S = 0.02  # the monitor takes the samples waiting in its readers this often
+CONTROL_PARAM = "stale_after_periods := 5"  # swap-control: the node's default, so nothing changes
 SIM2REAL = next((p for p in (Path(sys.executable).with_name("sim2real"), ROOT / ".venv" / "bin" / "sim2real")
                  if p.is_file()), Path(shutil.which("sim2real") or "sim2real"))
 
@@ -272,6 +288,11 @@ class Monitor:
         self.executor.spin_once(timeout_sec=seconds)
         self.drain()
 
+    def wait(self, seconds: float) -> None:
+        """Serve diagnostics and the client for up to ``seconds`` (returns after the first
+        callback, e.g. a service reply), without draining the readers."""
+        self.executor.spin_once(timeout_sec=seconds)
+
     def destroy(self) -> None:
         self.executor.shutdown()
         self.reader.destroy_node()
@@ -419,6 +440,7 @@ class RunSpec:
     swaps: int = 0
     swap_policies: tuple[str, str] = ("", "")
     policy_dir: str = ""
+    control: bool = False     # swap-control: a parameter set that changes nothing, instead of each swap
 
 
 def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) -> dict:
@@ -429,8 +451,8 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
                      "randomization_file": args.randomization}
     policy_params = {"policy": spec.swap_policies[0] if spec.swaps else args.policy,
                      "control_rate_hz": float(spec.rate_hz), "allow_rate_mismatch": "true", "trigger": spec.trigger}
-    if spec.swaps:  # the operator names the swap candidates at configure (preload_policies):
-        policy_params["preload_policies"] = f"[{spec.swap_policies[1]}]"  # no session creation mid-run
+    if spec.swaps and args.swap_preload:  # the operator names the swap candidates at configure
+        policy_params["preload_policies"] = f"[{spec.swap_policies[1]}]"  # (preload_policies): no session mid-run
     if spec.policy_dir:
         policy_params["policy_dir"] = spec.policy_dir
     slug = spec.label.replace(" ", "_")
@@ -467,6 +489,13 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
         if spec.swaps:  # evenly over the second half, the first at half an interval in
             step = (end_ns - half_ns) / spec.swaps
             swap_at = [int(half_ns + (k + 0.5) * step) for k in range(spec.swaps)]
+        # The readers are drained on a fixed grid, each swap request half-way between two drains:
+        # a drain is a burst of CPU in this third process, and states published around one are
+        # answered late several times as often (2 cores); a request sent right after a drain
+        # would start every swap window with one.
+        drain_ns = int(DRAIN_PERIOD_S * 1e9)
+        anchor = (swap_at[0] if swap_at else t_first) - drain_ns // 2
+        next_drain = anchor + (time.time_ns() - anchor) // drain_ns * drain_ns + drain_ns
         cpu_start: dict = {}
         pending = None
         last_check = 0.0
@@ -484,8 +513,9 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
             if pending is None and swap_at and now >= swap_at[0]:
                 swap_at.pop(0)
                 name = spec.swap_policies[1 - len(swaps) % 2]  # starts on [0]: swaps go to [1], [0], [1], ...
-                pending = {"policy": name, "sent_ns": time.time_ns(),
-                           "future": monitor.param_client.call_async(make_set_policy_request(name))}
+                request = make_control_request() if spec.control else make_set_policy_request(name)
+                pending = {"policy": CONTROL_PARAM if spec.control else name, "sent_ns": time.time_ns(),
+                           "future": monitor.param_client.call_async(request)}
             if pending is not None:
                 fut = pending["future"]
                 if fut.done() or time.time_ns() - pending["sent_ns"] > args.swap_timeout * 1e9:
@@ -499,7 +529,12 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
                     swaps.append(pending)
                     pending = None
                     continue
-            monitor.spin(0.002 if pending is not None else 0.02)
+            now = time.time_ns()
+            if now >= next_drain:
+                monitor.drain()
+                next_drain += max(1, (now - next_drain) // drain_ns + 1) * drain_ns
+            wake = next_drain if pending is not None or not swap_at else min(next_drain, swap_at[0])
+            monitor.wait(max(0.0, (wake - time.time_ns()) / 1e9))  # returns early on a reply or a report
         cpu = {}
         for name, t1 in [(c.name, c.cpu_s()) for c in children] + [("monitor", time.process_time()),
                                                                     ("idle", system_idle_s())]:
@@ -539,6 +574,7 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
                                            dtype=np.int64).reshape(-1, 3))
     if spec.swaps:
         result["swap"] = swap_analysis(states, commands, swaps, start_ns, half_ns, end_ns, period, args)
+        result["swap"]["control"] = spec.control
     return result
 
 
@@ -547,6 +583,15 @@ def make_set_policy_request(name: str):
     from rclpy.parameter import Parameter
 
     return SetParameters.Request(parameters=[Parameter("policy", value=name).to_parameter_msg()])
+
+
+def make_control_request():
+    """The swap-control run's request: the same service, a parameter set that changes nothing."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    name, value = CONTROL_PARAM.split(" := ")
+    return SetParameters.Request(parameters=[Parameter(name, value=int(value)).to_parameter_msg()])
 
 
 def poisson_sf(observed: int, expected: float) -> float:
@@ -558,7 +603,8 @@ def poisson_sf(observed: int, expected: float) -> float:
 
 def swap_analysis(states: np.ndarray, commands: np.ndarray, swaps: list[dict], start_ns: int, half_ns: int,
                   end_ns: int, period: float, args) -> dict:
-    """Cycle times with and without swapping: the two halves, and the swap windows against the rest.
+    """Cycle times with and without swapping: the two halves, and the swap windows against the rest
+    of the run (see the module docstring, "Swap attribution").
 
     A command interval belongs to a segment if it overlaps it; a state (its round trip, whether
     it was answered in time) if it arrived in it. State-side misses (the bridge's own timer) are kept
@@ -598,30 +644,46 @@ def swap_analysis(states: np.ndarray, commands: np.ndarray, swaps: list[dict], s
     if t < end_ns:
         gaps.append((t, end_ns))
     result = {"no_swap_half": part([(start_ns, half_ns)]), "swap_half": part([(half_ns, end_ns)]),
-              "in_swap_windows": inside, "between_swap_windows": part(gaps)}
-    # Baseline: the swap half between the windows (interleaved with them, so a drift in machine
-    # load hits both alike); misses expected inside the windows at its rate, one-sided Poisson test.
-    base = result["between_swap_windows"]
-    base_rate = base["missed_cycles"] / base["seconds"] if base["seconds"] else 0.0
-    expected = base_rate * inside["seconds"]
-    observed = inside["missed_cycles"]
-    p_value = poisson_sf(observed, expected)
-    late_rate = base["late_or_unanswered_states"] / base["seconds"] if base["seconds"] else 0.0
-    late_expected = late_rate * inside["seconds"]
+              "in_swap_windows": inside, "between_swap_windows": part(gaps),
+              "outside_swap_windows": part([(start_ns, half_ns)] + gaps)}
+
+    def expected_in_windows(base: dict, key: str) -> float:
+        return base[key] / base["seconds"] * inside["seconds"] if base["seconds"] else 0.0
+
+    # Baseline: the whole run outside the windows (both halves). Stall events for the test
+    # (misses come in bursts), missed cycles for the figure the target names.
+    base, between = result["outside_swap_windows"], result["between_swap_windows"]
+    observed, stalls = inside["missed_cycles"], inside["late_intervals"]
+    expected = expected_in_windows(base, "missed_cycles")
+    expected_stalls = expected_in_windows(base, "late_intervals")
+    p_value = poisson_sf(stalls, expected_stalls)
+    late_expected = expected_in_windows(base, "late_or_unanswered_states")
+    # Where the stalls inside the windows lie: (end of the long interval - request sent, its length), ms.
+    long = np.flatnonzero(c_dt > MISS_FACTOR * period)
+    stall_offsets = []
+    for sent, stop in windows:
+        for i in long[(c_hi[long] >= sent) & (c_lo[long] <= stop)]:
+            stall_offsets.append((round((int(c_hi[i]) - sent) / 1e6, 2), round(float(c_dt[i]) * 1e3, 2)))
     replies = [(sw["reply_ns"] - sw["sent_ns"]) / 1e6 for sw in swaps]
     all_ok = len(swaps) == args.swaps and all(sw["successful"] for sw in swaps)
     return {"requested": len(swaps), "successful": sum(sw["successful"] for sw in swaps),
             "failures": [sw["reason"] for sw in swaps if not sw["successful"]],
             "policies": sorted({sw["policy"] for sw in swaps}),
+            "preloaded": bool(args.swap_preload),
             "request_to_reply_ms": pct(np.array(replies)) if replies else {"n": 0},
             "window_margin_ms": args.swap_window_ms, **result,
-            "expected_misses_in_windows_at_baseline_rate": expected,
+            "base_missed_cycles_per_s": base["missed_cycles"] / base["seconds"] if base["seconds"] else 0.0,
+            "expected_misses_in_windows": expected,
             "excess_misses_in_windows": observed - expected,
+            "expected_stalls_in_windows": expected_stalls,
             "poisson_p_value": p_value,
-            "expected_late_states_in_windows_at_baseline_rate": late_expected,
+            "expected_misses_in_windows_at_between_rate": expected_in_windows(between, "missed_cycles"),
+            "poisson_p_value_at_between_rate": poisson_sf(stalls, expected_in_windows(between, "late_intervals")),
+            "expected_late_states_in_windows": late_expected,
             "late_states_poisson_p_value": poisson_sf(inside["late_or_unanswered_states"], late_expected),
+            "stalls_in_windows_ms_after_request": stall_offsets,
             "strict_zero_in_windows": bool(observed == 0),
-            # Attributable = more misses inside the windows than the no-swap rate explains (p < 0.05).
+            # Attributable = significantly more stalls inside the windows than the rest of the run predicts.
             "target_met": bool(all_ok and (observed == 0 or p_value >= 0.05))}
 
 
@@ -671,13 +733,16 @@ def print_swap(r: dict) -> None:
     s = r["swap"]
     rr = s["request_to_reply_ms"]
     print()
-    print(f"swaps ({r['label']}): {s['successful']}/{s['requested']} accepted, alternating {s['policies']}; "
+    what = (f"parameter sets instead of swaps (control: {s['policies'][0]}, changes nothing)" if s.get("control")
+            else f"alternating {s['policies']} ({'second one preloaded' if s.get('preloaded', True) else 'no preload'})")
+    print(f"swaps ({r['label']}): {s['successful']}/{s['requested']} accepted, {what}; "
           f"request -> reply p50 {fmt(rr.get('p50'), '.1f')} ms, max {fmt(rr.get('max'), '.1f')} ms; "
           f"swap window = request .. reply + {s['window_margin_ms']:g} ms")
     print(f"  {'segment':<22}{'cycles':>7}{'s':>6}{'cycle p50/p99/max ms':>24}{'missed':>7}{'bridge':>7}"
           f"{'late':>6}{'round trip p50/p99 ms':>23}")
     for label, key in (("no-swap half", "no_swap_half"), ("swap half", "swap_half"),
-                       ("inside swap windows", "in_swap_windows"), ("between swap windows", "between_swap_windows")):
+                       ("inside swap windows", "in_swap_windows"), ("between swap windows", "between_swap_windows"),
+                       ("outside swap windows", "outside_swap_windows")):
         p = s[key]
         if not p["intervals"]:
             print(f"  {label:<22} no intervals")
@@ -688,11 +753,26 @@ def print_swap(r: dict) -> None:
               f"{fmt(rt.get('p50'), '.3f'):>11}{fmt(rt.get('p99'), '.3f'):>12}")
     if s["failures"]:
         print(f"  refused/failed swaps: {s['failures']}")
-    ins = s["in_swap_windows"]
-    print(f"  inside the windows: {ins['missed_cycles']} missed cycles, expected at the rate between the windows "
-          f"{s['expected_misses_in_windows_at_baseline_rate']:.2f} (one-sided Poisson p = {s['poisson_p_value']:.3g}); "
-          f"{ins['late_or_unanswered_states']} late states, expected "
-          f"{s['expected_late_states_in_windows_at_baseline_rate']:.2f} (p = {s['late_states_poisson_p_value']:.3g})")
+    ins, out = s["in_swap_windows"], s["outside_swap_windows"]
+    print(f"  missed cycles inside the {s['requested']} swap windows ({ins['seconds']:.2f} s): {ins['missed_cycles']} "
+          f"({ins['late_intervals']} stalls); expected at the rate of the same run outside them "
+          f"({out['missed_cycles']} missed in {out['late_intervals']} stalls over {out['seconds']:.1f} s = "
+          f"{s['base_missed_cycles_per_s']:.2f}/s): {s['expected_misses_in_windows']:.2f} "
+          f"({s['expected_stalls_in_windows']:.2f} stalls); excess {s['excess_misses_in_windows']:+.2f}; "
+          f"one-sided Poisson p (stalls) = {s['poisson_p_value']:.3g}")
+    print(f"  against the interleaved between-window rate alone: expected "
+          f"{s['expected_misses_in_windows_at_between_rate']:.2f} (p = {s['poisson_p_value_at_between_rate']:.3g}); "
+          f"late states inside {ins['late_or_unanswered_states']}, expected {s['expected_late_states_in_windows']:.2f} "
+          f"(p = {s['late_states_poisson_p_value']:.3g})")
+    offsets = s.get("stalls_in_windows_ms_after_request", [])
+    print(f"  stalls inside the windows (ms after the request: interval ms): "
+          + (", ".join(f"{t:g}: {d:g}" for t, d in offsets) if offsets else "none"))
+    verdict = "MET" if s["target_met"] else "NOT MET"
+    if s.get("control"):
+        verdict += " (control run: what a parameter round trip costs without a swap; not the target)"
+    print(f"  => swap target {verdict}: {ins['missed_cycles']} missed in the swap windows vs "
+          f"{s['expected_misses_in_windows']:.2f} expected without swaps"
+          + ("" if s["successful"] == s["requested"] else f"; only {s['successful']}/{s['requested']} swaps accepted"))
 
 
 def targets(results: list[dict]) -> list[tuple[str, bool, str]]:
@@ -705,13 +785,13 @@ def targets(results: list[dict]) -> list[tuple[str, bool, str]]:
             p99 = r["loop"]["round_trip_ms"]["p99"]
             out.append((f"{r['label']}: round trip p99 <= {TARGET_RT_P99_MS:g} ms", p99 <= TARGET_RT_P99_MS,
                         f"{p99:.3f} ms"))
-        if r.get("swap"):
+        if r.get("swap") and not r["swap"].get("control"):
             s = r["swap"]
-            ins, base, first = s["in_swap_windows"], s["between_swap_windows"], s["no_swap_half"]
+            ins, base, first = s["in_swap_windows"], s["outside_swap_windows"], s["no_swap_half"]
             out.append((f"{r['label']}: zero missed cycles attributable to the {s['requested']} swaps", s["target_met"],
                         f"{ins['missed_cycles']} missed in {ins['seconds']:.1f} s of swap windows (expected "
-                        f"{s['expected_misses_in_windows_at_baseline_rate']:.2f} from the {base['missed_cycles']} in "
-                        f"{base['seconds']:.0f} s between them, p = {s['poisson_p_value']:.3f}; no-swap half "
+                        f"{s['expected_misses_in_windows']:.2f} from the {base['missed_cycles']} in "
+                        f"{base['seconds']:.0f} s outside them, stall test p = {s['poisson_p_value']:.3f}; no-swap half "
                         f"{first['missed_cycles']} in {first['seconds']:.0f} s); "
                         f"{s['successful']}/{s['requested']} swaps accepted"))
     return out
@@ -758,11 +838,15 @@ def main(argv=None) -> int:
     parser.add_argument("--swaps", type=int, default=20, help="swaps in the second half of the swap run")
     parser.add_argument("--swap-policies", help="two policy names, comma-separated (default: two shipped ones; "
                                                 "with only one shipped, it and a copy of it)")
+    parser.add_argument("--no-swap-preload", dest="swap_preload", action="store_false",
+                        help="do not preload the second swap policy (its first swap creates an onnxruntime session)")
     parser.add_argument("--swap-window-ms", type=float, default=50.0,
                         help="a swap's window: request sent .. reply + this")
     parser.add_argument("--swap-timeout", type=float, default=10.0, help="seconds to wait for a swap reply")
     parser.add_argument("--runs", default="lockstep,realtime,swap",
-                        help="which runs: any of lockstep, realtime, swap (comma-separated)")
+                        help="which runs: any of lockstep, realtime, swap, swap-control (comma-separated; "
+                             "swap-control: the swap run with a parameter set that changes nothing instead of "
+                             "each swap, for what the parameter round trip alone costs)")
     parser.add_argument("--policy", default="reach_lstm", help="policy of the non-swap runs")
     parser.add_argument("--randomization", default="default", help="sim bridge randomization_file")
     parser.add_argument("--seed", type=int, default=0, help="sim bridge seed")
@@ -776,8 +860,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     runs = {r.strip() for r in args.runs.split(",") if r.strip()}
-    if runs - {"lockstep", "realtime", "swap"}:
-        parser.error(f"unknown run(s) {sorted(runs - {'lockstep', 'realtime', 'swap'})}")
+    kinds = {"lockstep", "realtime", "swap", "swap-control"}
+    if runs - kinds:
+        parser.error(f"unknown run(s) {sorted(runs - kinds)}")
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     for r in rates + [args.lockstep_rate, args.swap_rate]:
         ratio = args.physics_rate / r
@@ -818,11 +903,17 @@ def main(argv=None) -> int:
         specs += [RunSpec(f"realtime {r:g} {args.realtime_trigger}", "realtime", r, args.realtime_trigger)
                   for r in rates]
     swap_origin = ""
-    if "swap" in runs:
+    if runs & {"swap", "swap-control"}:
         pair, policy_dir, swap_origin = choose_swap_policies(args.swap_policies, tmp)
+    if "swap" in runs:
         specs.append(RunSpec(f"swaps {args.swap_rate:g} {args.realtime_trigger}", "realtime", args.swap_rate,
                              args.realtime_trigger, swaps=args.swaps, swap_policies=pair, policy_dir=policy_dir))
         print(f"swap run: {args.swaps} swaps between '{pair[0]}' and '{pair[1]}' ({swap_origin})")
+    if "swap-control" in runs:
+        specs.append(RunSpec(f"swap-control {args.swap_rate:g} {args.realtime_trigger}", "realtime", args.swap_rate,
+                             args.realtime_trigger, swaps=args.swaps, swap_policies=pair, policy_dir=policy_dir,
+                             control=True))
+        print(f"swap-control run: {args.swaps} parameter sets ({CONTROL_PARAM}) at the swap run's times, no swap")
 
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C: KeyboardInterrupt, cleanup below
     monitor = Monitor(args.namespace)

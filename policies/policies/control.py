@@ -14,11 +14,13 @@ Rules:
   is refused unless ``allow_rate_mismatch``) and warmed up on a zero observation, so a
   policy that outputs NaN for every input is refused at load.
 * **Swaps happen at a cycle boundary.** :meth:`swap` loads and validates in the calling
-  thread (the node's parameter thread, never the control thread), then leaves the new
-  policy *pending*; the next :meth:`cycle` installs it before it runs. Only one swap may
-  be loading or pending at a time; a second is refused with the reason. The new policy
-  starts cold (zero LSTM state, as at the start of every training episode); the previous
-  action stays, as it is what was really commanded last.
+  thread (the node's parameter thread, never the control thread), each step right after a
+  control cycle ended (:meth:`yield_to_control`, paced by :meth:`end_cycle`), then leaves
+  the new policy *pending*; the next :meth:`cycle` installs it before it runs (a pointer
+  switch and a zeroed state). Only one swap may be loading or pending at a time; a second
+  is refused with the reason. The new policy starts cold (zero LSTM state, as at the start
+  of every training episode); the previous action stays, as it is what was really
+  commanded last. A runtime loaded before (or preloaded) from unchanged files is reused.
 * **Joint states are mapped by name** (reordered and extra joints are fine). A message
   that lacks a profile joint, or holds NaN/inf for one, is rejected on arrival and the
   last good state is kept.
@@ -42,6 +44,7 @@ Rules:
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 from collections import Counter, deque
@@ -138,14 +141,28 @@ def _inside(path: Path, root: Path) -> bool:
     return real != root and real.is_relative_to(root)
 
 
+def _listed(root: Path, path: Path) -> Path | None:
+    """The resolved artifact folder if ``path`` (an entry of ``root``) is a policy that
+    :func:`list_policies` lists, else None. Touches only this entry: a swap checks its name
+    without scanning the folder (every file-system call in the parameter thread is GIL time
+    the control thread may be waiting for)."""
+    if path.name.startswith((".", "_")) or not path.is_dir():
+        return None
+    real = path.resolve()
+    if real == root or not real.is_relative_to(root):
+        return None
+    manifest = real / MANIFEST_FILE
+    if not manifest.is_file() or (manifest.is_symlink() and not _inside(manifest, root)):
+        return None
+    return real
+
+
 def list_policies(policy_dir: str | os.PathLike) -> list[str]:
     """Names of the artifact folders (with a manifest.json) that resolve inside ``policy_dir``."""
     root = Path(policy_dir).resolve()
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if not p.name.startswith((".", "_")) and _inside(p, root) and p.resolve().is_dir()
-                  and (p / MANIFEST_FILE).is_file() and _inside(p / MANIFEST_FILE, root))
+    return sorted(p.name for p in root.iterdir() if _listed(root, p) is not None)
 
 
 def resolve_policy(policy_dir: str | os.PathLike, name: str) -> Path:
@@ -159,15 +176,28 @@ def resolve_policy(policy_dir: str | os.PathLike, name: str) -> Path:
     path = root / name
     if (path.exists() or path.is_symlink()) and not _inside(path, root):
         raise PolicyRejected(f"'{name}' resolves outside policy_dir ({root}); refused")
-    available = list_policies(root)
-    if name not in available:
+    real = _listed(root, path)
+    if real is None:
         if path.is_dir():
             raise PolicyRejected(f"'{name}' in {root} is not a policy artifact (no {MANIFEST_FILE})")
-        raise PolicyRejected(f"no policy '{name}' in {root}; available: {available}")
-    for file in path.iterdir():  # the runtime reads files next to the manifest
+        raise PolicyRejected(f"no policy '{name}' in {root}; available: {list_policies(root)}")
+    for file in real.iterdir():  # the runtime reads files next to the manifest
         if file.is_symlink() and not _inside(file, root):
             raise PolicyRejected(f"'{name}/{file.name}' resolves outside policy_dir ({root}); refused")
-    return path.resolve()
+    return real
+
+
+def _files_key(path: Path) -> tuple:
+    """What identifies an artifact's files: name, size and modification time of each."""
+    key = []
+    for f in sorted(path.iterdir()):
+        try:
+            st = f.stat()
+        except OSError:  # e.g. a dangling symlink: not a file of the artifact
+            continue
+        if stat.S_ISREG(st.st_mode):
+            key.append((f.name, st.st_size, st.st_mtime_ns))
+    return tuple(key)
 
 
 # --- the controller -------------------------------------------------------------------
@@ -201,11 +231,17 @@ class PolicyController:
         self._swap_lock = threading.Lock()    # the loading / pending slot
         self._loading: str | None = None
         self._pending: LoadedPolicy | None = None
-        # Loaded runtimes by artifact folder, reused while the files are unchanged: creating
-        # an onnxruntime session holds the GIL for milliseconds, which stalls a 500 Hz control
-        # thread; a swap to a policy loaded before (or preloaded) creates none.
+        # Validated, warmed-up runtimes by artifact folder, reused while the files are unchanged:
+        # creating an onnxruntime session holds the GIL for milliseconds, which stalls a 500 Hz
+        # control thread; a swap to a policy loaded before (or preloaded) creates none.
         self._runtimes: dict[Path, tuple[tuple, PolicyRuntime]] = {}
+        # End of the last control cycle (see end_cycle): loads do their work right after it.
+        self._cycle_end = threading.Condition(threading.Lock())
+        self._cycles_ended = 0
+        self._last_cycle_end_s: float | None = None
+        self._timed_out_at = -1  # _cycles_ended when a wait last timed out
         self.active: LoadedPolicy | None = None
+        self.last_swap_cycle = 0  # the cycle that installed the last swapped-in policy
         n = profile.num_joints
         self._index_cache: tuple[tuple[str, ...], np.ndarray | None, list[str]] | None = None
         self.q: np.ndarray | None = None        # last good joint state, profile order
@@ -235,15 +271,28 @@ class PolicyController:
     def load_policy(self, name: str, *, allow_rate_mismatch: bool | None = None) -> LoadedPolicy:
         """Resolve, load, validate and warm up ``name``; PolicyRejected says why not.
 
-        ``allow_rate_mismatch`` overrides the controller's setting for this load.
+        ``allow_rate_mismatch`` overrides the controller's setting for this load. While a
+        control loop runs, each step (name check, manifest, hash, session, probe, validation,
+        warm-up) waits for the end of a control cycle first (:meth:`yield_to_control`), so the
+        GIL it holds falls in the idle part of a period. A runtime loaded before from unchanged
+        files is reused without a new session or warm-up (it passed both already).
         """
         start = time.perf_counter()
         allow = self.allow_rate_mismatch if allow_rate_mismatch is None else allow_rate_mismatch
         try:
+            self.yield_to_control()
             path = resolve_policy(self.policy_dir, name)
-            runtime = self._runtime_for(path)
-            warnings = self._validate(runtime, allow)
-            runtime.warmup(WARMUP_STEPS)
+            key = _files_key(path)
+            runtime = self._cached_runtime(path, key)
+            if runtime is None:
+                self.yield_to_control()
+                runtime = PolicyRuntime(path, pause=self.yield_to_control)
+                warnings = self._validate(runtime, allow)
+                self.yield_to_control()
+                runtime.warmup(WARMUP_STEPS)
+                self._runtimes[path] = (key, runtime)
+            else:
+                warnings = self._validate(runtime, allow)
         except PolicyRejected as exc:
             raise self._reject("policy", f"policy '{name}' rejected: {exc}") from None
         except (NonFiniteOutputError, NonFiniteObservationError) as exc:
@@ -253,17 +302,50 @@ class PolicyController:
             raise self._reject("policy", f"policy '{name}' rejected: {exc}") from None
         return LoadedPolicy(name, path, runtime, time.perf_counter() - start, tuple(warnings))
 
-    def _runtime_for(self, path: Path) -> PolicyRuntime:
-        """A runtime for the artifact at ``path``: the cached one if its files are unchanged
-        (same size and modification time) and it is not the active one, else a new load."""
-        key = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir()) if f.is_file())
+    def _cached_runtime(self, path: Path, key: tuple) -> PolicyRuntime | None:
+        """The runtime loaded (validated and warmed up) before from the same files, unless it
+        is the active one (its state belongs to the control thread); None: load anew."""
         cached = self._runtimes.get(path)
         active = self.active.runtime if self.active is not None else None
         if cached is not None and cached[0] == key and cached[1] is not active:
             return cached[1]
-        runtime = PolicyRuntime(path)
-        self._runtimes[path] = (key, runtime)
-        return runtime
+        return None
+
+    def end_cycle(self) -> None:
+        """Mark the end of a control cycle's work (the node calls it once the command is
+        published). A load in another thread waits for this before each of its steps."""
+        with self._cycle_end:
+            self._cycles_ended += 1
+            self._last_cycle_end_s = self._clock()
+            self._cycle_end.notify_all()
+
+    @property
+    def cycles_ended(self) -> int:
+        """How many times :meth:`end_cycle` was called."""
+        return self._cycles_ended
+
+    def yield_to_control(self) -> bool:
+        """Wait for the end of the next control cycle, if a control loop runs; True once one
+        ended, False at once when no loop runs, or after the timeout below.
+
+        Python threads share one GIL: whatever a loading thread runs (file checks, manifest
+        parsing, session creation, warm-up) holds it, and a control thread that wakes up
+        meanwhile waits, up to the interpreter's 5 ms switch interval, and longer when the
+        loader keeps dropping and re-taking the GIL in short system calls. Starting each step
+        just after a cycle ended puts it in the idle part of the period instead. A loop counts
+        as running if a cycle ended within the last 3 periods and none of these waits has
+        timed out since; a wait ends after 2 periods at most. So a loop that stalls or stops
+        (or that the calling thread itself would have to run: a single-threaded executor)
+        delays a load by 2 periods once, not at every step.
+        """
+        with self._cycle_end:
+            last, seen = self._last_cycle_end_s, self._cycles_ended
+            if last is None or seen == self._timed_out_at or self._clock() - last > 3 * self.period_s:
+                return False
+            if self._cycle_end.wait_for(lambda: self._cycles_ended != seen, timeout=2 * self.period_s):
+                return True
+            self._timed_out_at = seen
+            return False
 
     def preload(self, names) -> list[str]:
         """Load (and cache) policies ahead of swaps; returns the reasons of those refused."""
@@ -433,6 +515,8 @@ class PolicyController:
         with self._run_lock:
             swapped = self._apply_pending()
             self._count_timing(now_s)
+            if swapped:
+                self.last_swap_cycle = self.counters.cycles
             with self._inputs_lock:
                 inputs = self.q, self.qd, self.state_arrival_s, self.goal
             result = self._decide(now_s, *inputs)

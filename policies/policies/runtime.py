@@ -50,7 +50,15 @@ class NonFiniteObservationError(ValueError):
 class PolicyRuntime:
     """One policy, stepped one observation at a time (batch 1), recurrent state kept inside."""
 
-    def __init__(self, path: str | os.PathLike, intra_op_threads: int = 1, inter_op_threads: int = 1):
+    def __init__(self, path: str | os.PathLike, intra_op_threads: int = 1, inter_op_threads: int = 1,
+                 pause=None):
+        """Load, check and probe the artifact at ``path`` (its folder, manifest or ONNX file).
+
+        ``pause``, if given, is called between the loading steps (manifest, hash, session
+        creation, graph checks and probe run): the policy node passes a function that waits
+        for the end of a control cycle, so that no step's GIL time delays the control thread.
+        """
+        pause = pause or _no_pause
         manifest_path = manifest_path_for(path)
         if not manifest_path.is_file():
             raise PolicyLoadError(f"no manifest.json for policy {os.fspath(path)!r}", source=manifest_path)
@@ -63,6 +71,7 @@ class PolicyRuntime:
         if given.suffix == ".onnx" and given.name != m.onnx_file:
             raise PolicyLoadError(f"names {m.onnx_file!r}, but the policy was given as {given}",
                                   source=manifest_path, field="onnx_file")
+        pause()
         try:
             model_bytes = onnx_path.read_bytes()
         except OSError as exc:
@@ -73,6 +82,7 @@ class PolicyRuntime:
             raise PolicyLoadError(f"{onnx_path.name} has sha256 {digest}, the manifest says {m.onnx_sha256} "
                                   "(file changed or copied incompletely)", source=manifest_path, field="onnx_sha256")
 
+        pause()
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(intra_op_threads)
         options.inter_op_num_threads = int(inter_op_threads)
@@ -85,6 +95,7 @@ class PolicyRuntime:
 
         self._manifest = m
         self._onnx_path = onnx_path
+        pause()
         self._check_graph()
         self._obs = np.zeros((1, m.observation.size), dtype=np.float32)
         self._obs_row = self._obs[0]
@@ -235,6 +246,10 @@ class PolicyRuntime:
         m = self._manifest
         return (f"PolicyRuntime({m.name!r}, {m.architecture}, obs {m.observation.size}, act {m.action.size}, "
                 f"joints {list(m.joint_names)})")
+
+
+def _no_pause() -> None:
+    pass
 
 
 def _as_load_error(exc: ConfigError) -> PolicyLoadError:

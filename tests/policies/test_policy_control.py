@@ -83,6 +83,21 @@ def test_names_outside_the_folder_or_unknown_are_refused(policy_zoo, name, why):
         resolve_policy(policy_zoo, name)
 
 
+def test_resolving_a_name_does_not_scan_the_folder(policy_zoo, monkeypatch):
+    # A swap resolves its name in the parameter thread; a scan of the whole folder (a dozen
+    # file-system calls per entry) held the GIL for up to 3 ms there and stalled a 500 Hz loop.
+    import policies.control as control
+
+    def scan(*args):
+        raise AssertionError("resolve_policy listed the whole folder")
+
+    monkeypatch.setattr(control, "list_policies", scan)
+    assert resolve_policy(policy_zoo, "good_a") == (policy_zoo / "good_a").resolve()
+    assert resolve_policy(policy_zoo, "alias_a") == (policy_zoo / "good_a").resolve()
+    with pytest.raises(PolicyRejected, match="not a policy artifact"):
+        resolve_policy(policy_zoo, "no_manifest")
+
+
 def test_absolute_path_of_a_valid_artifact_is_refused(policy_zoo):
     with pytest.raises(PolicyRejected, match="is a path"):
         resolve_policy(policy_zoo, str(policy_zoo / "good_a"))
@@ -356,3 +371,84 @@ def test_swapping_back_reuses_the_loaded_runtime_unless_the_files_changed(tmp_pa
     assert ctl.load_policy("a").runtime is not ctl.active.runtime, "the active runtime is never handed out"
     export_dummy_policy(tmp_path / "b", architecture="lstm", hidden=8, seed=3, name="b")  # files change
     assert ctl.load_policy("b").runtime is not first_b
+
+
+def test_a_reused_runtime_takes_over_with_zero_state_and_no_new_warmup(make, policy_zoo, monkeypatch):
+    ctl = make("good_a")
+    ctl.set_goal(GOAL)
+    feed(ctl, 0.0)
+    ctl.cycle(0.0)
+    runtime_a = ctl.active.runtime
+    ctl.swap("good_b")
+    feed(ctl, 0.02)
+    previous = ctl.cycle(0.02)  # good_b takes over; good_a's runtime stays cached with its state
+    assert previous.swapped_to == "good_b" and np.any(runtime_a.state[0])
+    warmups = []
+    monkeypatch.setattr(PolicyRuntime, "warmup", lambda self, n=10: warmups.append(n))
+    loaded = ctl.swap("good_a")
+    assert loaded.runtime is runtime_a and not warmups, "reused as it is: it passed its warm-up before"
+    feed(ctl, 0.04)
+    result = ctl.cycle(0.04)
+    assert result.swapped_to == "good_a"
+    prev = np.clip((previous.command - Q) / 0.05, -1, 1)
+    expected, _ = rollout(policy_zoo / "good_a", 1, prev=prev)
+    np.testing.assert_allclose(result.command, expected[0], atol=1e-9,
+                               err_msg="the reused runtime starts from zero recurrent state")
+
+
+# --- pacing loads by the control loop -------------------------------------------------
+
+def test_without_a_running_control_loop_a_load_does_not_wait(make, clock):
+    ctl = make("good_a")
+    assert ctl.yield_to_control() is False, "no cycle has ended yet"
+    ctl.end_cycle()
+    clock.t = 3 * ctl.period_s + 0.001  # the last cycle ended more than 3 periods ago
+    assert ctl.yield_to_control() is False
+    assert ctl.swap("good_b").name == "good_b" and ctl.cycles_ended == 1
+
+
+def test_a_loop_that_stops_delays_a_load_once(make, clock):
+    # E.g. a single-threaded executor: the thread that loads would be the one to run the
+    # cycles. The first wait times out (2 periods); later steps go on without waiting.
+    ctl = make("good_a")
+    ctl.end_cycle()  # the fake clock stands still: the loop seems to run, but no cycle ends
+    waits = []
+    real_wait = ctl._cycle_end.wait_for
+    ctl._cycle_end.wait_for = lambda predicate, timeout: waits.append(timeout) or real_wait(predicate, timeout)
+    assert ctl.swap("good_b").name == "good_b"
+    assert waits == [2 * ctl.period_s], waits
+    ctl.end_cycle()  # a cycle ends: the loop runs again and waits resume
+    assert ctl.yield_to_control() is False and len(waits) == 2
+
+
+def test_a_load_takes_each_step_right_after_a_control_cycle(policy_zoo, clock, monkeypatch):
+    import policies.control as control
+
+    # A period of 10 s: with the fake clock at 0 the loop counts as running throughout, and
+    # no wait can time out (20 s) before this test's "control loop" ends a cycle.
+    ctl = PolicyController(PROFILE, policy_zoo, clock=clock, control_rate_hz=0.1, allow_rate_mismatch=True)
+    ctl.set_policy(ctl.load_policy("good_a"))
+    events = []
+    real_yield, real_runtime, real_resolve = ctl.yield_to_control, control.PolicyRuntime, control.resolve_policy
+    monkeypatch.setattr(ctl, "yield_to_control", lambda: events.append(("yield", real_yield())) or events[-1][1])
+    monkeypatch.setattr(control, "resolve_policy", lambda *a: events.append(("resolve",)) or real_resolve(*a))
+    monkeypatch.setattr(control, "PolicyRuntime", lambda *a, **k: events.append(("session",)) or real_runtime(*a, **k))
+    real_warmup = PolicyRuntime.warmup
+    monkeypatch.setattr(PolicyRuntime, "warmup", lambda self, n=10: events.append(("warmup",)) or real_warmup(self, n))
+
+    ctl.end_cycle()  # the control loop runs
+    results = []
+    worker = threading.Thread(target=lambda: results.append(ctl.swap("good_b")))
+    worker.start()
+    ended = 0
+    while worker.is_alive():  # the control loop: a cycle ends every millisecond
+        ctl.end_cycle()
+        ended += 1
+        worker.join(0.001)
+    assert results and results[0].name == "good_b"
+    steps = [i for i, e in enumerate(events) if e[0] != "yield"]
+    assert [events[i][0] for i in steps] == ["resolve", "session", "warmup"]
+    for i in steps:
+        assert events[i - 1] == ("yield", True), f"{events[i][0]} did not wait for the end of a cycle: {events}"
+    waited = sum(1 for e in events if e == ("yield", True))
+    assert waited >= 6 and ended >= waited, "name check, session (3 steps inside), warm-up: each after a cycle"

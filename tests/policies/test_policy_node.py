@@ -311,8 +311,14 @@ def test_autostart_runs_at_once_and_reports_a_bad_policy_dir(policy_zoo, tmp_pat
 # --- control and swaps ---------------------------------------------------------------
 
 def test_commands_follow_the_policy_and_a_swap_takes_over_without_gap(rig_factory, policy_zoo):
+    import gc  # noqa: PLC0415
+
+    gc.unfreeze()
     rig = rig_factory(autostart=True)
     assert rig.wait_commands(30)
+    # activation moved the heap out of the collector's reach (no 5-20 ms full collections)
+    frozen_at_activation = gc.get_freeze_count()
+    assert frozen_at_activation > 10_000
     before = time.monotonic()
     result = rig.set_param("policy", "good_b")
     assert result.successful, result.reason
@@ -335,6 +341,12 @@ def test_commands_follow_the_policy_and_a_swap_takes_over_without_gap(rig_factor
     assert diag["policy"] == "good_b" and diag["swaps"] == "1"
     assert diag["onnx_sha256"] == rig.node.controller.active.sha256[:12]
     assert rig.node.get_parameter("policy").value == "good_b"
+    assert gc.get_freeze_count() > frozen_at_activation  # the swap's new objects were frozen too
+    # The loop marks the end of each cycle (command published), which paces a swap's load steps.
+    ctl = rig.node.controller
+    assert wait_until(lambda: ctl.cycles_ended == ctl.counters.cycles > 0, 2.0), \
+        (ctl.cycles_ended, ctl.counters.cycles)
+    assert any(ctl.yield_to_control() for _ in range(50)), "a load step waits for the running loop's next cycle"
 
 
 def test_bad_swaps_are_refused_and_the_old_policy_keeps_control(rig_factory, policy_zoo):
@@ -451,7 +463,11 @@ def test_list_policies_service_and_read_only_parameters(rig_factory, policy_zoo)
         assert not result.successful and "read-only" in result.reason
     described = rig.node.describe_parameters(["policy", "stale_after_periods", "trigger"])
     assert all(d.description for d in described)
-    assert rig.set_param("stale_after_periods", 20).successful and rig.node.controller.stale_after_periods == 20
+    ctl, callers = rig.node.controller, []
+    real_yield = ctl.yield_to_control
+    ctl.yield_to_control = lambda: callers.append(sys._getframe(1).f_code.co_name) or real_yield()
+    assert rig.set_param("stale_after_periods", 20).successful and ctl.stale_after_periods == 20
+    assert "_on_set_parameters" in callers, "a parameter set (its reply) waits for the end of a control cycle"
 
 
 def test_a_swap_during_a_swap_is_refused(rig_factory):

@@ -75,6 +75,20 @@ def test_loads_from_directory_and_onnx_path(lstm):
         assert h.shape == c.shape == (1, 1, 8) and not h.any() and not c.any()
 
 
+def test_pause_is_called_between_the_loading_steps(lstm, lstm_copy):
+    # The policy node passes a pause that waits for the end of a control cycle: the load's
+    # steps (manifest, hash, session, checks and probe) must each come after one.
+    pauses = []
+    policy = PolicyRuntime(lstm[0], pause=lambda: pauses.append(1))
+    assert len(pauses) == 3 and policy.name == "tiny_lstm"
+    onnx = lstm_copy / "tiny_lstm.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    pauses.clear()
+    with pytest.raises(PolicyLoadError, match="has sha256"):
+        PolicyRuntime(lstm_copy, pause=lambda: pauses.append(1))
+    assert len(pauses) == 1, "a load that fails stops pausing"
+
+
 def test_lstm_matches_torch_over_a_sequence_and_reset_restarts(lstm):
     directory, module = lstm
     observations = np.random.default_rng(0).normal(0, 1, (50, 24)).astype(np.float32)

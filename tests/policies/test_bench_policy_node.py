@@ -1,0 +1,73 @@
+"""The swap attribution of ``sim2real bench policy-node`` (bench/policy_node.py) on synthetic streams."""
+from __future__ import annotations
+
+import runpy
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = runpy.run_path(str(Path(__file__).parents[2] / "bench" / "policy_node.py"))  # defines, runs nothing
+PERIOD_NS = 2_000_000  # 500 Hz
+END_NS = 20_000_000_000
+HALF_NS = END_NS // 2
+SWAPS = 10
+
+
+def stream(stall_ends_ns, stall_ns=6 * PERIOD_NS // 2, offset_ns=0) -> np.ndarray:
+    """Rows (received, source, sequence, taken) every period, none in the ``stall_ns`` before each stall end."""
+    t = np.arange(0, END_NS + 1, PERIOD_NS, dtype=np.int64)
+    keep = np.ones(len(t), dtype=bool)
+    for end in stall_ends_ns:
+        keep &= ~((t > end - stall_ns) & (t < end))
+    t = t[keep] + offset_ns
+    return np.stack([t, t - 100_000, np.arange(1, len(t) + 1), t], axis=1)
+
+
+def analyse(extra_stalls_after_request_ns=None):
+    step = (END_NS - HALF_NS) // SWAPS
+    sent = [HALF_NS + k * step + step // 2 for k in range(SWAPS)]  # as the bench spreads them
+    swaps = [{"sent_ns": s, "reply_ns": s + 5_000_000, "successful": True, "policy": "p", "reason": ""}
+             for s in sent]
+    stalls = [k * 1_000_000_000 + 200_000_000 for k in range(20)]  # one 6 ms stall (2 missed cycles) per second
+    if extra_stalls_after_request_ns is not None:
+        stalls += [s + extra_stalls_after_request_ns for s in sent]
+    commands = stream(stalls)
+    states = stream([], offset_ns=-300_000)
+    args = types.SimpleNamespace(swap_window_ms=50.0, swaps=SWAPS, swap_preload=True)
+    return BENCH["swap_analysis"](states, commands, swaps, 0, HALF_NS, END_NS, PERIOD_NS / 1e9, args)
+
+
+def test_no_stall_inside_the_swap_windows_meets_the_target(capsys):
+    s = analyse()
+    inside, outside = s["in_swap_windows"], s["outside_swap_windows"]
+    assert inside["missed_cycles"] == 0 and s["target_met"] and s["stalls_in_windows_ms_after_request"] == []
+    assert outside["missed_cycles"] == 40 and outside["late_intervals"] == 20
+    assert inside["seconds"] == pytest.approx(SWAPS * 0.055)
+    assert s["expected_misses_in_windows"] == pytest.approx(40 / outside["seconds"] * inside["seconds"])
+    assert s["expected_stalls_in_windows"] == pytest.approx(20 / outside["seconds"] * inside["seconds"])
+    BENCH["print_swap"]({"label": "synthetic", "swap": s})
+    out = capsys.readouterr().out
+    assert "=> swap target MET: 0 missed in the swap windows vs 1.13 expected without swaps" in out, out
+
+
+def test_a_stall_after_every_request_is_attributed_to_the_swaps(capsys):
+    s = analyse(extra_stalls_after_request_ns=4_000_000)  # each interval ends 4 ms after the request
+    assert s["in_swap_windows"]["missed_cycles"] == 2 * SWAPS and s["in_swap_windows"]["late_intervals"] == SWAPS
+    assert s["poisson_p_value"] < 1e-6 and not s["target_met"]
+    assert s["stalls_in_windows_ms_after_request"] == [(4.0, 6.0)] * SWAPS
+    assert s["excess_misses_in_windows"] == pytest.approx(2 * SWAPS - s["expected_misses_in_windows"])
+    BENCH["print_swap"]({"label": "synthetic", "swap": s})
+    assert "=> swap target NOT MET: 20 missed in the swap windows" in capsys.readouterr().out
+
+
+def test_the_control_run_is_reported_but_is_not_the_target(capsys):
+    s = dict(analyse(extra_stalls_after_request_ns=4_000_000), control=True, policies=["stale_after_periods := 5"])
+    run = {"label": "swap-control 500 state", "mode": "realtime", "target_rate_hz": 500.0, "swap": s,
+           "rate_error": 0.0, "rate_target_met": True, "loop": {"command_rate_hz": 500.0}}
+    assert BENCH["targets"]([run]) == []
+    BENCH["print_swap"](run)
+    out = capsys.readouterr().out
+    assert "parameter sets instead of swaps (control: stale_after_periods := 5" in out
+    assert "NOT MET (control run: what a parameter round trip costs without a swap; not the target)" in out
