@@ -39,7 +39,6 @@ command (``PolicyController.end_cycle`` / ``yield_to_control``), in the idle par
 """
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 import time
@@ -60,7 +59,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 import policies
-from sim_bridge.executor import ControlExecutor
+from sim_bridge.executor import ControlExecutor, freeze_heap
 from sim_bridge.lifecycle import CommandGateMixin
 from policies.control import HOLD, STALE, PolicyController, PolicyRejected, list_policies, resolve_policy
 from sim_bridge import interface
@@ -75,21 +74,6 @@ EXECUTOR_THREADS = 4  # control cycle, state intake, parameters/lifecycle, servi
 def shipped_policy_dir() -> Path:
     """The zoo folder shipped inside the policies package."""
     return Path(policies.__file__).resolve().parent / "zoo"
-
-
-def _freeze_heap(full: bool) -> None:
-    """Move every object alive now out of the cyclic garbage collector's generations.
-
-    A full collection walks every tracked object: ~47k in a running policy node (rclpy,
-    onnxruntime, numpy), 5-20 ms holding the GIL, i.e. several 500 Hz cycles, and a swap's
-    allocations (manifest, session, arrays) make one likely. Frozen objects are never
-    scanned again, so later collections only see what the control loop allocates
-    (messages, arrays: short-lived). ``full``: collect first (at activation, before the loop
-    runs); after a swap only the youngest generation is collected (0.1 ms), so cyclic
-    garbage of the load itself may stay frozen: a few kB per swap.
-    """
-    gc.collect(2 if full else 0)
-    gc.freeze()
 
 
 class PolicyNode(CommandGateMixin, LifecycleNode):
@@ -199,7 +183,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
             ctl.yield_to_control()  # the log call too (see below)
             self.get_logger().error(reason)
             return False, reason
-        _freeze_heap(full=False)  # the new runtime's objects: out of the collector's way
+        freeze_heap(full=False)  # the new runtime's objects: out of the collector's way
         after_cycle = False  # True right after a control cycle ended
         if not self._active:  # no control loop to hand over to
             ctl.apply_pending_swap()
@@ -291,7 +275,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.controller.reset()  # the arm may have moved while inactive: start from zero state
-        _freeze_heap(full=True)
+        freeze_heap(full=True)
         ret = super().on_activate(state)  # enables the lifecycle publisher
         self._active = True
         self.lifecycle_state = "active"

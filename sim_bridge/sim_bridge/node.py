@@ -45,6 +45,7 @@ from sim_bridge.executor import run_node
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
 from sim_bridge.randomization import load_randomization
+from sim_bridge.executor import freeze_heap
 from sim_bridge.session import SimSession
 
 MODES = ("realtime", "lockstep")
@@ -107,6 +108,7 @@ class SimBridgeNode(Node):
             f"{profile.control_rate_hz:g} Hz control over {profile.physics_rate_hz:g} Hz physics, "
             f"randomization '{rand_name}' ({session.sim.randomizer.size} parameters)")
         self._after_reset()
+        freeze_heap()  # no full garbage collection (5-20 ms) in the stepping loop later
 
     # --- callbacks ----------------------------------------------------------------------
     def _on_timer(self) -> None:
