@@ -73,7 +73,12 @@ def run_calibrate(args) -> int:
 
 
 def _print_progress(stage: str, info: dict) -> None:
-    if stage == "calibrating":
+    if stage == "warnings":
+        for reason in info["skipped"]:
+            print(f"skipped episode {reason}", flush=True)
+        for text in info["warnings"]:
+            print(f"warning: {text}", flush=True)
+    elif stage == "calibrating":
         print(f"calibrating from {info['episodes']} episode(s): {info['iterations']} iterations x "
               f"{info['samples']} samples; policy {info['policy']}", flush=True)
     elif stage == "iteration":

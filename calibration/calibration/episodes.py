@@ -137,6 +137,11 @@ def load_reference_episodes(bags: Sequence[str | os.PathLike], profile, *, max_s
             if len(ep) < min_steps:
                 out.skipped.append(f"{name}: {len(ep)} joint states (< {min_steps})")
                 continue
+            if ep.start_ns is None:
+                out.warnings.append(f"{name}: no episode markers, the whole bag is one episode; closed-loop "
+                                    "calibration assumes the policy started (zero recurrent state) at its first "
+                                    "joint state (record with sim2real real --record, or mark episodes with "
+                                    "the recorder's ~/start_episode)")
             ref = ReferenceEpisode.from_recorded(ep, name)
             out.append(ref.truncated(max_steps) if max_steps else ref)
     if not out:
@@ -145,11 +150,12 @@ def load_reference_episodes(bags: Sequence[str | os.PathLike], profile, *, max_s
 
 
 class _EpisodeList(list):
-    """A list of episodes that also says which ones were skipped and why."""
+    """A list of episodes that also says which ones were skipped and why, and what to mind."""
 
     def __init__(self, *args):
         super().__init__(*args)
         self.skipped: list[str] = []
+        self.warnings: list[str] = []
 
 
 def drive_emulator(emu, policy, goal: np.ndarray, steps: int):

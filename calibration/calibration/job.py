@@ -17,7 +17,6 @@ previous file at ``out`` stays untouched.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -37,8 +36,6 @@ from sim_bridge.config import ConfigError, write_text_atomic
 from sim_bridge.profile import RobotProfile, load_profile
 from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec, load_randomization
 from sim_bridge.simulator import build_model
-
-log = logging.getLogger(__name__)
 
 __all__ = ["JobError", "JobResult", "CalibrationJob", "resolve_policy_path", "history_dir", "plots_dir"]
 
@@ -125,8 +122,8 @@ class CalibrationJob:
             episodes = load_reference_episodes(self.bags, profile, max_steps=settings.max_steps)
         except (ValueError, OSError) as exc:  # BagLoadError and EpisodeError are ValueErrors
             raise JobError(str(exc)) from None
-        for reason in episodes.skipped:
-            log.warning("skipped episode %s", reason)
+        if episodes.skipped or episodes.warnings:
+            report("warnings", {"skipped": list(episodes.skipped), "warnings": list(episodes.warnings)})
         policy = self._policy(episodes) if settings.mode == "closed_loop" else None
         report("calibrating", {"episodes": len(episodes), "iterations": settings.iterations,
                                "samples": settings.samples, "policy": os.fspath(policy) if policy else None})

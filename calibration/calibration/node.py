@@ -230,6 +230,11 @@ class CalibrationNode(Node):
         return f"{self.get_namespace().rstrip('/')}/{target}"
 
     def _progress(self, stage: str, info: dict) -> None:
+        if stage == "warnings":
+            for reason in info["skipped"]:
+                self.get_logger().warning(f"skipped episode {reason}")
+            for text in info["warnings"]:
+                self.get_logger().warning(text)
         with self._lock:
             self._status["stage"] = stage
             if stage == "iteration":

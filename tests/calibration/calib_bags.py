@@ -65,11 +65,12 @@ def point_stamped(t_s: float, xyz) -> bytes:
 
 def write_episode_bag(path: str | os.PathLike, episodes: Sequence, joint_names: Sequence[str], *,
                       policy: str | None = "reach_lstm", profile: str | None = "panda_like",
-                      period_ms: int = 20, end_last: bool = True) -> None:
+                      period_ms: int = 20, end_last: bool = True, markers: bool = True) -> None:
     """Record ``episodes`` (calibration.episodes.ReferenceEpisode) into a new bag at ``path``.
 
     ``policy``/``profile``: names stored in the sidecar metadata (None: not stored).
-    ``end_last=False`` leaves the last episode without an end marker (recording stopped).
+    ``end_last=False`` leaves the last episode without an end marker (recording stopped);
+    ``markers=False`` writes no episode markers at all (a plain recording).
     """
     meta = {"topics": ROLES, "note": "calibration test bag"}
     if profile:
@@ -80,7 +81,8 @@ def write_episode_bag(path: str | os.PathLike, episodes: Sequence, joint_names: 
     with BagRecorder(path, TOPICS, meta, episode_topic=EPISODE) as rec:
         for k, ep in enumerate(episodes, start=1):
             rec.record(CURRENT_GOAL, (t_ms - 2) * MS, point_stamped(t_ms / 1e3, ep.goal))
-            rec.mark_episode("start", k, stamp_ns=(t_ms - 1) * MS)
+            if markers:
+                rec.mark_episode("start", k, stamp_ns=(t_ms - 1) * MS)
             for t in range(ep.steps):
                 stamp = t_ms * MS
                 rec.record(JOINT_STATES, stamp, joint_state(t_ms / 1e3, joint_names, ep.position[t], ep.velocity[t]))
@@ -88,7 +90,7 @@ def write_episode_bag(path: str | os.PathLike, episodes: Sequence, joint_names: 
                     rec.record(JOINT_COMMANDS, stamp + 5 * MS, float_array(ep.command[t]))
                     rec.record(HARDWARE_COMMANDS, stamp + 6 * MS, float_array(ep.command[t]))
                 t_ms += period_ms
-            if end_last or k < len(episodes):
+            if markers and (end_last or k < len(episodes)):
                 rec.mark_episode("end", k, True, stamp_ns=(t_ms - period_ms + 10) * MS)
             t_ms += 100
 

@@ -128,6 +128,16 @@ def test_bags_round_trip_episodes_of_different_lengths(tmp_path, profile, emulat
     assert [(e.name, e.steps) for e in both] == [("run1#1", 20), ("run1#2", 20), ("run2#1", 20)]
 
 
+def test_a_bag_without_markers_is_one_episode_with_a_warning(tmp_path, profile, emulator_eps):
+    write_episode_bag(tmp_path / "plain", emulator_eps[:1], profile.joint_names, markers=False)
+    loaded = load_reference_episodes([tmp_path / "plain"], profile)
+    assert len(loaded) == 1 and loaded[0].steps == emulator_eps[0].steps
+    assert len(loaded.warnings) == 1 and "no episode markers" in loaded.warnings[0]
+    marked = tmp_path / "marked"
+    write_episode_bag(marked, emulator_eps[:1], profile.joint_names)
+    assert load_reference_episodes([marked], profile).warnings == []
+
+
 def test_unfinished_and_short_episodes_are_skipped_with_a_reason(tmp_path, profile, emulator_eps):
     short = emulator_eps[0].truncated(5)
     write_episode_bag(tmp_path / "bag", [emulator_eps[0], short, emulator_eps[1]], profile.joint_names,
