@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from sim_bridge.randomization import (Distribution, DynamicsRandomizer, JointGaussian,
-                                      RandomizationSpec)
+from sim_bridge.randomization import (Distribution, DynamicsRandomizer, JointGaussian, RandomizationSpec,
+                                      sample_truncated_gaussian)
 
 __all__ = ["GaussianSearch", "distribution_moments"]
 
@@ -80,7 +80,7 @@ class GaussianSearch:
         object.__setattr__(self, "cov", cov)
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
-        object.__setattr__(self, "_factor", eigvec * np.sqrt(np.clip(eigval, 0.0, None)))
+        object.__setattr__(self, "_factor", eigvec * np.sqrt(np.clip(eigval, 0.0, None)))  # from the check's eigh
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -139,15 +139,7 @@ class GaussianSearch:
     # --- sampling ---------------------------------------------------------------------
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """[n, size] samples, truncated to the bounds by rejection (clip as a last resort)."""
-        draw = lambda k: self.mean + rng.standard_normal((k, self.size)) @ self._factor.T  # noqa: E731
-        out = draw(int(n))
-        bad = np.any((out < self.low) | (out > self.high), axis=1)
-        for _ in range(100):
-            if not bad.any():
-                break
-            out[bad] = draw(int(bad.sum()))
-            bad = np.any((out < self.low) | (out > self.high), axis=1)
-        return np.clip(out, self.low, self.high)
+        return sample_truncated_gaussian(rng, self.mean, self._factor, self.low, self.high, n)
 
     def embed(self, samples: np.ndarray, names: Sequence[str], base: np.ndarray) -> np.ndarray:
         """Full randomization vectors (order ``names``, e.g. ``randomizer.names``): ``base``

@@ -381,8 +381,7 @@ class DynamicsRandomizer:
                 raise ConfigError(f"element(s) {missing} not found; elements of this file are {list(self.names)}",
                                   source=spec.source, field="joint_gaussian.names")
             self._gauss_idx = np.array([index[n] for n in spec.joint_gaussian.names])
-            eigval, eigvec = np.linalg.eigh(spec.joint_gaussian.cov)
-            self._gauss_factor = eigvec * np.sqrt(np.clip(eigval, 0.0, None))
+            self._gauss_factor = gaussian_factor(spec.joint_gaussian.cov)
             bounds = np.array([self._elements[i].param.distribution.bounds() for i in self._gauss_idx])
             self._gauss_low, self._gauss_high = bounds[:, 0], bounds[:, 1]
             # Rejection sampling needs the bounds to hold some of the Gaussian's mass.
@@ -502,16 +501,9 @@ class DynamicsRandomizer:
         return out
 
     def _sample_gaussian(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        """Joint Gaussian, truncated to the elements' bounds by rejection (clip as last resort)."""
-        draw = lambda k: self._draw_gaussian(rng, k)  # noqa: E731
-        out = draw(count)
-        bad = np.any((out < self._gauss_low) | (out > self._gauss_high), axis=1)
-        for _ in range(100):
-            if not bad.any():
-                break
-            out[bad] = draw(int(bad.sum()))
-            bad = np.any((out < self._gauss_low) | (out > self._gauss_high), axis=1)
-        return np.clip(out, self._gauss_low, self._gauss_high)
+        """Joint Gaussian, truncated to the elements' bounds (see sample_truncated_gaussian)."""
+        return sample_truncated_gaussian(rng, self.spec.joint_gaussian.mean, self._gauss_factor,
+                                         self._gauss_low, self._gauss_high, count)
 
     def _draw_gaussian(self, rng: np.random.Generator, count: int) -> np.ndarray:
         g = self.spec.joint_gaussian
@@ -568,6 +560,29 @@ class DynamicsRandomizer:
                 for i in ids:
                     obs_noise[SIGNALS[i]] = float(v)
         return EpisodeEffects(latency, obs_noise, action_noise)
+
+
+def gaussian_factor(cov: np.ndarray) -> np.ndarray:
+    """F with F @ F.T = cov, for a symmetric PSD (possibly singular) covariance."""
+    eigval, eigvec = np.linalg.eigh(cov)
+    return eigvec * np.sqrt(np.clip(eigval, 0.0, None))
+
+
+def sample_truncated_gaussian(rng: np.random.Generator, mean: np.ndarray, factor: np.ndarray,
+                              low: np.ndarray, high: np.ndarray, count: int) -> np.ndarray:
+    """[count, n] draws of N(mean, factor @ factor.T) inside [low, high] per element:
+    rejection (100 rounds), then clipping as a last resort."""
+    def draw(k: int) -> np.ndarray:
+        return mean + rng.standard_normal((k, len(mean))) @ factor.T
+
+    out = draw(int(count))
+    bad = np.any((out < low) | (out > high), axis=1)
+    for _ in range(100):
+        if not bad.any():
+            break
+        out[bad] = draw(int(bad.sum()))
+        bad = np.any((out < low) | (out > high), axis=1)
+    return np.clip(out, low, high)
 
 
 def _unchanged(operation: str, nominal: float) -> float:
