@@ -13,13 +13,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import numpy as np
-
-from real_bridge.recorder import BagRecorder, typestore
-
-JOINT_STATE = "sensor_msgs/msg/JointState"
-FLOAT_ARRAY = "std_msgs/msg/Float64MultiArray"
-POINT_STAMPED = "geometry_msgs/msg/PointStamped"
+from real_bridge.recorder import BagRecorder
+from synthetic_bags import FLOAT_ARRAY, JOINT_STATE, POINT_STAMPED, float_array, joint_state, point_stamped
 
 JOINT_STATES = "/sim2real/joint_states"
 JOINT_COMMANDS = "/sim2real/joint_commands"
@@ -31,36 +26,6 @@ TOPICS = {JOINT_STATES: JOINT_STATE, JOINT_COMMANDS: FLOAT_ARRAY, CURRENT_GOAL: 
 ROLES = {"joint_states": JOINT_STATES, "joint_commands": JOINT_COMMANDS, "hardware_commands": HARDWARE_COMMANDS,
          "current_goal": CURRENT_GOAL, "episode": EPISODE}
 MS = 1_000_000  # ns
-
-
-def _types():
-    return typestore().types
-
-
-def _header(t_s: float):
-    t = _types()
-    ns = int(round(t_s * 1e9))
-    return t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9),
-                                    frame_id="base_link")
-
-
-def joint_state(t_s: float, names, position, velocity) -> bytes:
-    msg = _types()[JOINT_STATE](header=_header(t_s), name=list(names), position=np.asarray(position, dtype=float),
-                                velocity=np.asarray(velocity, dtype=float), effort=np.zeros(0))
-    return bytes(typestore().serialize_cdr(msg, JOINT_STATE))
-
-
-def float_array(values) -> bytes:
-    t = _types()
-    msg = t[FLOAT_ARRAY](layout=t["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0),
-                         data=np.asarray(values, dtype=float))
-    return bytes(typestore().serialize_cdr(msg, FLOAT_ARRAY))
-
-
-def point_stamped(t_s: float, xyz) -> bytes:
-    t = _types()
-    msg = t[POINT_STAMPED](header=_header(t_s), point=t["geometry_msgs/msg/Point"](*map(float, xyz)))
-    return bytes(typestore().serialize_cdr(msg, POINT_STAMPED))
 
 
 def write_episode_bag(path: str | os.PathLike, episodes: Sequence, joint_names: Sequence[str], *,

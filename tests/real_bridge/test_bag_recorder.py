@@ -22,7 +22,7 @@ from real_bridge.bagload import load_episodes
 from real_bridge.recorder import SIDECAR_NAME, BagRecorder, RecorderError, recover_bag
 from synthetic_bags import TOPICS, float_array, joint_state, point_stamped, typestore
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: holds synthetic_bags.py
 NAMES = ["joint1", "joint2", "joint3"]
 
 

@@ -1,4 +1,4 @@
-"""Synthetic CDR messages for the recorder/loader tests (rosbags' serializer, no rclpy)."""
+"""Synthetic CDR messages for the bag tests of real_bridge and calibration (rosbags' serializer, no rclpy)."""
 from __future__ import annotations
 
 import numpy as np
