@@ -32,6 +32,7 @@ import yaml
 from calibration.episodes import EpisodeError, load_reference_episodes
 from calibration.simopt import (Calibration, CalibrationError, CalibrationSettings, IterationRecord,
                                 load_settings)
+from policies.manifest import find_policy
 from sim_bridge.config import ConfigError, write_text_atomic
 from sim_bridge.profile import RobotProfile, load_profile
 from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec, load_randomization
@@ -58,16 +59,10 @@ def plots_dir(out: Path) -> Path:
 
 def resolve_policy_path(text: str) -> Path:
     """A policy artifact folder/ONNX path, or the name of a shipped policy."""
-    path = Path(text).expanduser()
-    if path.exists():
-        return path
-    import policies  # noqa: PLC0415
-
-    zoo = Path(policies.__file__).resolve().parent / "zoo"
-    if (zoo / text).is_dir():
-        return zoo / text
-    known = sorted(p.name for p in zoo.iterdir() if p.is_dir()) if zoo.is_dir() else []
-    raise JobError(f"no policy '{text}' (not a path; shipped: {known})")
+    try:
+        return find_policy(text)
+    except FileNotFoundError as exc:
+        raise JobError(str(exc)) from None
 
 
 @dataclass

@@ -8,8 +8,6 @@ import sys
 from functools import partial
 from pathlib import Path
 
-ZOO = Path(__file__).resolve().parent / "zoo"
-
 
 def add_train_command(subparsers) -> None:
     from policies.config import add_arguments
@@ -117,13 +115,11 @@ def add_eval_command(subparsers) -> None:
 
 
 def resolve_policy(text: str) -> Path:
-    path = Path(text)
-    if path.exists():
-        return path
-    if (ZOO / text).is_dir():
-        return ZOO / text
-    known = sorted(p.name for p in ZOO.iterdir() if p.is_dir()) if ZOO.is_dir() else []
-    raise SystemExit(f"sim2real: no policy '{text}' (not a path; shipped: {known})")
+    from policies.manifest import find_policy
+    try:
+        return find_policy(text)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"sim2real: {exc}") from None
 
 
 def run_eval(args) -> int:

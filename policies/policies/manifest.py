@@ -128,6 +128,24 @@ class PolicyManifest:
         }
 
 
+def shipped_zoo() -> Path:
+    """The folder of the policies shipped inside this package (``policies/zoo``)."""
+    return Path(__file__).resolve().parent / "zoo"
+
+
+def find_policy(text: str | os.PathLike) -> Path:
+    """A policy given as a path (artifact folder, ONNX or checkpoint file) or as the name of
+    a shipped one; FileNotFoundError names the shipped ones otherwise."""
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    zoo = shipped_zoo()
+    if (zoo / str(text)).is_dir():
+        return zoo / str(text)
+    known = sorted(p.name for p in zoo.iterdir() if p.is_dir()) if zoo.is_dir() else []
+    raise FileNotFoundError(f"no policy '{os.fspath(text)}' (not a path; shipped: {known})")
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

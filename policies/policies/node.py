@@ -58,10 +58,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-import policies
 from sim_bridge.executor import ControlExecutor, freeze_heap
 from sim_bridge.lifecycle import CommandGateMixin
 from policies.control import HOLD, STALE, PolicyController, PolicyRejected, list_policies, resolve_policy
+from policies.manifest import shipped_zoo
 from sim_bridge import interface
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
@@ -73,7 +73,7 @@ EXECUTOR_THREADS = 4  # control cycle, state intake, parameters/lifecycle, servi
 
 def shipped_policy_dir() -> Path:
     """The zoo folder shipped inside the policies package."""
-    return Path(policies.__file__).resolve().parent / "zoo"
+    return shipped_zoo()
 
 
 class PolicyNode(CommandGateMixin, LifecycleNode):
