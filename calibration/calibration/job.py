@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import mujoco
 import yaml
 
 from calibration.episodes import EpisodeError, load_reference_episodes
@@ -212,7 +211,6 @@ def _check_loads(spec: RandomizationSpec, profile: RobotProfile) -> None:
         reparsed = parse_randomization(json.loads(json.dumps(spec.to_dict())))
         model = build_model(profile)
         DynamicsRandomizer(reparsed, model, profile, NominalModel(model))
-        mujoco.MjData(model)
     except ConfigError as exc:
         raise CalibrationError(f"the result is not a valid randomization file for {profile.name}: {exc}") from None
 

@@ -34,13 +34,8 @@ def save_plots(calib, folder: str | Path, truth: Mapping[str, float] | None = No
 def _trajectories(calib, path: Path) -> Path:
     episodes = calib.episodes[:MAX_EPISODES]
     j = calib.profile.num_joints
-    saved = calib.episodes
-    calib.episodes = episodes  # simulate only the plotted ones
-    try:
-        before = calib.simulate(calib.prior.mean[None])
-        after = calib.simulate(calib.search.mean[None])
-    finally:
-        calib.episodes = saved
+    before = calib.simulate(calib.prior.mean[None], episodes)
+    after = calib.simulate(calib.search.mean[None], episodes)
     pos_cols = [k for k, s in enumerate(calib.settings.signals) if s == "position"]
     fig, axes = plt.subplots(j, len(episodes), figsize=(4.2 * len(episodes), 1.5 * j), sharex="col",
                              squeeze=False)

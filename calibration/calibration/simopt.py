@@ -307,11 +307,13 @@ class Calibration:
     def element_values(self, group_values: np.ndarray) -> np.ndarray:
         return self.space.expand(group_values, self.base)
 
-    def simulate(self, group_values: np.ndarray) -> list[np.ndarray]:
-        """Simulated observed signals per episode, [N, T_e, dims] each."""
+    def simulate(self, group_values: np.ndarray, episodes: Sequence[ReferenceEpisode] | None = None
+                 ) -> list[np.ndarray]:
+        """Simulated observed signals per episode (default: all), [N, T_e, dims] each."""
+        episodes = self.episodes if episodes is None else episodes
         self.sim.set_dynamics(self.element_values(group_values))
-        out = self.sim.rollout(self.episodes, self.settings.mode, self.policy)
-        self.rollouts += len(np.atleast_2d(group_values)) * len(self.episodes)
+        out = self.sim.rollout(episodes, self.settings.mode, self.policy)
+        self.rollouts += len(np.atleast_2d(group_values)) * len(episodes)
         return [o[:, :, self._columns] for o in out]
 
     def costs(self, group_values: np.ndarray) -> np.ndarray:
