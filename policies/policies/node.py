@@ -44,21 +44,17 @@ import threading
 import time
 from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import ParameterException
-from rclpy.executors import (ConditionReachedException, ExternalShutdownException, MultiThreadedExecutor,
-                             ShutdownException, TimeoutException)
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from sim_bridge.executor import ControlExecutor, freeze_heap
+from sim_bridge.executor import ThrottledLog, freeze_heap, run_lifecycle_node
 from sim_bridge.lifecycle import CommandGateMixin
 from policies.control import HOLD, STALE, PolicyController, PolicyRejected, list_policies, resolve_policy
 from policies.manifest import shipped_zoo
@@ -116,7 +112,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         self._gate = self._publish_lock  # CommandGateMixin
         self._pub = None
         self._entities: list = []
-        self._last_log: dict[str, float] = {}
+        self._log_throttled = ThrottledLog(self.get_logger().warning)
         self._control_group = MutuallyExclusiveCallbackGroup()  # the cycle (timer, or state in 'state' mode)
         self._input_group = MutuallyExclusiveCallbackGroup()    # state and goal intake in 'timer' mode
         self._aux_group = MutuallyExclusiveCallbackGroup()      # services, diagnostics
@@ -401,39 +397,10 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
 
-    def _log_throttled(self, key: str, text: str, period_s: float = 1.0) -> None:
-        now = time.monotonic()
-        if now - self._last_log.get(key, -1e9) >= period_s:
-            self._last_log[key] = now
-            self.get_logger().warning(text)
-
 
 def main(args: list[str] | None = None) -> int:
     """Entry point for ``ros2 run policies policy_node`` and ``sim2real node policy``."""
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = PolicyNode(autostart=True)
-    except (ConfigError, ParameterException) as exc:
-        print(f"policy: invalid configuration: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    if node.get_parameter("autostart").value and node.lifecycle_state != "active":
-        print(f"policy: cannot start: {node.last_error or 'activation failed'}", file=sys.stderr)
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
-    executor = ControlExecutor(num_threads=EXECUTOR_THREADS)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.remove_node(node)  # stop dispatching; destroy_node lets a running cycle finish
-        node.destroy_node()
-        executor.shutdown(timeout_sec=1.0)
-        rclpy.try_shutdown()
-    return 0
+    return run_lifecycle_node("policy", lambda: PolicyNode(autostart=True), EXECUTOR_THREADS, args)
 
 
 if __name__ == "__main__":

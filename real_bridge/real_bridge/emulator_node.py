@@ -54,7 +54,7 @@ from std_srvs.srv import Trigger
 
 from real_bridge.emulator import ArmEmulator
 from sim_bridge import interface
-from sim_bridge.executor import run_node
+from sim_bridge.executor import ThrottledLog, run_node
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
 
@@ -117,7 +117,7 @@ class ArmEmulatorNode(Node):
         self.catch_up_steps = 0
         self.lost_periods = 0
         self._step_times: deque[float] = deque(maxlen=max(10, int(2 * self.profile.control_rate_hz)))
-        self._last_log: dict[str, float] = {}
+        self._log_throttled = ThrottledLog(self.get_logger().error)
 
         self._state_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, ROS2_CONTROL_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
@@ -226,12 +226,6 @@ class ArmEmulatorNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
-
-    def _log_throttled(self, key: str, text: str, period_s: float = 1.0) -> None:
-        now = time.monotonic()
-        if now - self._last_log.get(key, -1e9) >= period_s:
-            self._last_log[key] = now
-            self.get_logger().error(text)
 
 
 def main(args: list[str] | None = None) -> int:

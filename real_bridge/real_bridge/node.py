@@ -70,15 +70,13 @@ import time
 from collections import Counter, deque
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -89,7 +87,7 @@ from std_srvs.srv import Trigger
 from real_bridge.safety import CLIPS, REJECTIONS, SafetyFilter
 from real_bridge.watchdog import HOLD, RUN, STOP, WAITING, Watchdog
 from sim_bridge import interface
-from sim_bridge.executor import ControlExecutor
+from sim_bridge.executor import ThrottledLog, run_lifecycle_node
 from sim_bridge.lifecycle import CommandGateMixin
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
@@ -165,7 +163,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self._state_pub = None
         self._goal_pub = None
         self._deadline = None
-        self._last_log: dict[str, float] = {}
+        self._log_throttled = ThrottledLog(self.get_logger().warning, LOG_THROTTLE_S)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._cycle_group = MutuallyExclusiveCallbackGroup()     # control cycle and hold deadline
         self._hardware_group = MutuallyExclusiveCallbackGroup()  # hardware joint states
@@ -565,7 +563,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         if decision.mode == HOLD and decision.cause == "command_timeout":
             text += f" (hold started {1e3 * self.last_hold_latency_s:.1f} ms after the last command)"
         if decision.mode in (HOLD, STOP):
-            self._last_log[f"mode:{decision.cause}"] = time.monotonic()  # repeats are throttled from here
+            self._log_throttled.mark(f"mode:{decision.cause}")  # repeats are throttled from here
             self.get_logger().warning(text)
         else:
             self.get_logger().info(text if decision.mode == WAITING else f"RUN: forwarding the policy's commands "
@@ -629,46 +627,10 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
 
-    def _log_throttled(self, key: str, text: str, period_s: float = LOG_THROTTLE_S) -> None:
-        now = time.monotonic()
-        if now - self._last_log.get(key, -1e9) >= period_s:
-            self._last_log[key] = now
-            self.get_logger().warning(text)
-
 
 def main(args: list[str] | None = None) -> int:
     """Entry point for ``ros2 run real_bridge real_bridge_node`` and ``sim2real node real_bridge``."""
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = RealBridgeNode(autostart=True)
-    except (ConfigError, ParameterException) as exc:
-        print(f"real_bridge: invalid configuration: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    if node.get_parameter("autostart").value and node.lifecycle_state != "active":
-        print(f"real_bridge: cannot start: {node.last_error or 'activation failed'}", file=sys.stderr)
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
-    executor = None
-    try:
-        executor = ControlExecutor(num_threads=EXECUTOR_THREADS)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # Ctrl-C during start-up: the context was shut down before spinning began.
-    finally:
-        if executor is not None:
-            executor.remove_node(node)  # stop dispatching; destroy_node lets a running cycle finish
-        node.destroy_node()
-        if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
-        rclpy.try_shutdown()
-    return 0
+    return run_lifecycle_node("real_bridge", lambda: RealBridgeNode(autostart=True), EXECUTOR_THREADS, args)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Executors and the process entry point shared by the stack's ROS nodes."""
+"""Executors, process entry points and runtime helpers shared by the stack's ROS nodes."""
 from __future__ import annotations
 
 import gc
@@ -85,3 +85,63 @@ def freeze_heap(full: bool = True) -> None:
     """
     gc.collect(2 if full else 0)
     gc.freeze()
+
+
+class ThrottledLog:
+    """A log call that lets each key through at most once per ``period_s``."""
+
+    def __init__(self, log, period_s: float = 1.0):
+        self._log, self.period_s = log, period_s
+        self._last: dict[str, float] = {}
+
+    def __call__(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) >= self.period_s:
+            self._last[key] = now
+            self._log(text)
+
+    def mark(self, key: str) -> None:
+        """Count ``key`` as just logged (by other means): repeats are throttled from now."""
+        self._last[key] = time.monotonic()
+
+
+def run_lifecycle_node(label: str, make_node, num_threads: int, args: list[str] | None = None) -> int:
+    """``main()`` of a lifecycle node that commands an arm: init, build with autostart (a
+    ConfigError, a bad parameter or a failed activation prints the reason and returns 2),
+    spin a ControlExecutor until Ctrl-C or shutdown, stop dispatching, clean up, return 0."""
+    import rclpy
+    from rclpy.exceptions import ParameterException
+
+    from sim_bridge.config import ConfigError
+
+    rclpy.init(args=args if args is not None else sys.argv)
+    try:
+        node = make_node()
+    except (ConfigError, ParameterException) as exc:
+        print(f"{label}: invalid configuration: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    if node.get_parameter("autostart").value and node.lifecycle_state != "active":
+        print(f"{label}: cannot start: {node.last_error or 'activation failed'}", file=sys.stderr)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
+    executor = None
+    try:
+        executor = ControlExecutor(num_threads=num_threads)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C during start-up: the context was shut down before spinning began.
+    finally:
+        if executor is not None:
+            executor.remove_node(node)  # stop dispatching; destroy_node lets a running cycle finish
+        node.destroy_node()
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        rclpy.try_shutdown()
+    return 0

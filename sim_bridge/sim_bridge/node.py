@@ -41,11 +41,10 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from sim_bridge import interface
-from sim_bridge.executor import run_node
+from sim_bridge.executor import ThrottledLog, freeze_heap, run_node
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
 from sim_bridge.randomization import load_randomization
-from sim_bridge.executor import freeze_heap
 from sim_bridge.session import SimSession
 
 MODES = ("realtime", "lockstep")
@@ -95,7 +94,7 @@ class SimBridgeNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._tick_times: deque[float] = deque(maxlen=max(10, int(profile.control_rate_hz * 2)))
-        self._last_log: dict[str, float] = {}
+        self._log_throttled = ThrottledLog(self.get_logger().warning)
         if mode == "realtime":
             self.create_timer(profile.control_period_s, self._on_timer)
         else:
@@ -223,12 +222,6 @@ class SimBridgeNode(Node):
         msg = DiagnosticArray(status=[dyn, health])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
-
-    def _log_throttled(self, key: str, text: str, period_s: float = 1.0) -> None:
-        now = time.monotonic()
-        if now - self._last_log.get(key, -1e9) >= period_s:
-            self._last_log[key] = now
-            self.get_logger().warning(text)
 
 
 def main(args: list[str] | None = None) -> int:
