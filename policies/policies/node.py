@@ -54,7 +54,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from sim_bridge.executor import ThrottledLog, freeze_heap, run_lifecycle_node
+from sim_bridge.executor import ThrottledLog, freeze_heap, run_node
 from sim_bridge.lifecycle import CommandGateMixin
 from policies.control import HOLD, STALE, PolicyController, PolicyRejected, list_policies, resolve_policy
 from policies.manifest import shipped_zoo
@@ -400,7 +400,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point for ``ros2 run policies policy_node`` and ``sim2real node policy``."""
-    return run_lifecycle_node("policy", lambda: PolicyNode(autostart=True), EXECUTOR_THREADS, args)
+    return run_node("policy", lambda: PolicyNode(autostart=True), args, num_threads=EXECUTOR_THREADS)
 
 
 if __name__ == "__main__":

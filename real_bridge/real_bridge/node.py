@@ -87,7 +87,7 @@ from std_srvs.srv import Trigger
 from real_bridge.safety import CLIPS, REJECTIONS, SafetyFilter
 from real_bridge.watchdog import HOLD, RUN, STOP, WAITING, Watchdog
 from sim_bridge import interface
-from sim_bridge.executor import ThrottledLog, run_lifecycle_node
+from sim_bridge.executor import ThrottledLog, run_node
 from sim_bridge.lifecycle import CommandGateMixin
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
@@ -630,7 +630,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point for ``ros2 run real_bridge real_bridge_node`` and ``sim2real node real_bridge``."""
-    return run_lifecycle_node("real_bridge", lambda: RealBridgeNode(autostart=True), EXECUTOR_THREADS, args)
+    return run_node("real_bridge", lambda: RealBridgeNode(autostart=True), args, num_threads=EXECUTOR_THREADS)
 
 
 if __name__ == "__main__":

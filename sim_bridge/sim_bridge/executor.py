@@ -45,11 +45,14 @@ class ControlExecutor(MultiThreadedExecutor):
                         raise
 
 
-def run_node(label: str, make_node, args: list[str] | None = None) -> int:
-    """``main()`` of a single-threaded node: init, build (a ConfigError or a bad parameter
-    prints the reason and returns 2), spin until Ctrl-C or shutdown, clean up, return 0."""
+def run_node(label: str, make_node, args: list[str] | None = None, *, num_threads: int = 0) -> int:
+    """``main()`` of a node process: init, build (a ConfigError or a bad parameter prints the
+    reason and returns 2; so does a lifecycle node with ``autostart`` that did not reach
+    active), spin until Ctrl-C or shutdown (single-threaded, or a ControlExecutor with
+    ``num_threads``), stop dispatching, clean up, return 0."""
     import rclpy
     from rclpy.exceptions import ParameterException
+    from rclpy.executors import SingleThreadedExecutor
 
     from sim_bridge.config import ConfigError
 
@@ -60,12 +63,29 @@ def run_node(label: str, make_node, args: list[str] | None = None) -> int:
         print(f"{label}: invalid configuration: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    lifecycle = getattr(node, "lifecycle_state", None) is not None
+    if lifecycle and node.get_parameter("autostart").value and node.lifecycle_state != "active":
+        print(f"{label}: cannot start: {node.last_error or 'activation failed'}", file=sys.stderr)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
+    executor = None
     try:
-        rclpy.spin(node)
+        executor = ControlExecutor(num_threads=num_threads) if num_threads else SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C during start-up: the context was shut down before spinning began.
     finally:
+        if executor is not None:
+            executor.remove_node(node)  # stop dispatching; destroy_node lets a running cycle finish
         node.destroy_node()
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
     return 0
 
@@ -103,45 +123,3 @@ class ThrottledLog:
     def mark(self, key: str) -> None:
         """Count ``key`` as just logged (by other means): repeats are throttled from now."""
         self._last[key] = time.monotonic()
-
-
-def run_lifecycle_node(label: str, make_node, num_threads: int, args: list[str] | None = None) -> int:
-    """``main()`` of a lifecycle node that commands an arm: init, build with autostart (a
-    ConfigError, a bad parameter or a failed activation prints the reason and returns 2),
-    spin a ControlExecutor until Ctrl-C or shutdown, stop dispatching, clean up, return 0."""
-    import rclpy
-    from rclpy.exceptions import ParameterException
-
-    from sim_bridge.config import ConfigError
-
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = make_node()
-    except (ConfigError, ParameterException) as exc:
-        print(f"{label}: invalid configuration: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    if node.get_parameter("autostart").value and node.lifecycle_state != "active":
-        print(f"{label}: cannot start: {node.last_error or 'activation failed'}", file=sys.stderr)
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
-    executor = None
-    try:
-        executor = ControlExecutor(num_threads=num_threads)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # Ctrl-C during start-up: the context was shut down before spinning began.
-    finally:
-        if executor is not None:
-            executor.remove_node(node)  # stop dispatching; destroy_node lets a running cycle finish
-        node.destroy_node()
-        if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
-        rclpy.try_shutdown()
-    return 0
