@@ -73,6 +73,8 @@ def shipped_policy_dir() -> Path:
 
 
 class PolicyNode(CommandGateMixin, LifecycleNode):
+    CONFIGURE_ERRORS = (ConfigError, PolicyRejected)  # configure FAILURE with the reason
+
     def __init__(self, *, autostart: bool = False, **kwargs):
         super().__init__("policy", **kwargs)
 
@@ -212,22 +214,6 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         return True, ""
 
     # --- lifecycle ------------------------------------------------------------------------
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self._configure()
-        except (ConfigError, PolicyRejected) as exc:
-            self.last_error = str(exc)
-            self.get_logger().error(f"configure failed: {exc}")
-            self._teardown()
-            return TransitionCallbackReturn.FAILURE
-        except Exception as exc:  # rclpy would turn it into ERROR without a word
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(f"configure failed unexpectedly: {self.last_error}")
-            self._teardown()
-            return TransitionCallbackReturn.ERROR
-        self.lifecycle_state = "inactive"
-        return super().on_configure(state)
-
     def _configure(self) -> None:
         trigger = self.get_parameter("trigger").value
         if trigger not in TRIGGERS:

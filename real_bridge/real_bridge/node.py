@@ -114,6 +114,7 @@ MISSING_JOINTS, LENGTH, NON_FINITE_STATE = "missing_joints", "length_mismatch", 
 
 class RealBridgeNode(CommandGateMixin, LifecycleNode):
     INACTIVE_MESSAGE = "inactive: no commands are sent to the hardware"
+    CONFIGURE_ERRORS = (ConfigError, ValueError)  # configure FAILURE with the reason
 
     def __init__(self, *, autostart: bool = False, **kwargs):
         super().__init__("real_bridge", **kwargs)
@@ -196,22 +197,6 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self._filter_ns: deque[int] = deque(maxlen=1000)
 
     # --- lifecycle ------------------------------------------------------------------------
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self._configure()
-        except (ConfigError, ValueError) as exc:
-            self.last_error = str(exc)
-            self.get_logger().error(f"configure failed: {exc}")
-            self._teardown()
-            return TransitionCallbackReturn.FAILURE
-        except Exception as exc:  # rclpy would turn it into ERROR without a word
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(f"configure failed unexpectedly: {self.last_error}")
-            self._teardown()
-            return TransitionCallbackReturn.ERROR
-        self.lifecycle_state = "inactive"
-        return super().on_configure(state)
-
     def _configure(self) -> None:
         p = {name: self.get_parameter(name).value for name in (
             "robot_profile", "hardware_joint_states", "controller", "output", "control_rate_hz", "margin_rad",

@@ -9,11 +9,30 @@ class CommandGateMixin:
 
     The subclass (listed before ``LifecycleNode``) provides ``self._gate`` (the lock its
     publishing code holds while it checks ``self._active``, so no command goes out once a
-    transition closed the gate), ``_teardown()`` (frees what configure created) and
-    ``INACTIVE_MESSAGE`` (logged on deactivate); it keeps ``lifecycle_state`` readable.
+    transition closed the gate), ``_configure()`` (raises one of ``CONFIGURE_ERRORS`` with
+    the reason when the configuration is unusable), ``_teardown()`` (frees what configure
+    created) and ``INACTIVE_MESSAGE`` (logged on deactivate); it keeps ``lifecycle_state``
+    and ``last_error`` readable.
     """
 
     INACTIVE_MESSAGE = "inactive: no commands are sent"
+    CONFIGURE_ERRORS: tuple[type[BaseException], ...] = (ValueError,)
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure()
+        except self.CONFIGURE_ERRORS as exc:
+            self.last_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            self._teardown()
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # rclpy would turn it into ERROR without a word
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"configure failed unexpectedly: {self.last_error}")
+            self._teardown()
+            return TransitionCallbackReturn.ERROR
+        self.lifecycle_state = "inactive"
+        return super().on_configure(state)
 
     def _close_gate(self) -> None:
         with self._gate:
