@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rigs import closing_factory
+
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
@@ -184,16 +186,7 @@ class Rig:
 
 @pytest.fixture
 def rig_factory(policy_zoo):
-    rigs = []
-
-    def make(**params):
-        rig = Rig(policy_zoo, **params)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
+    yield from closing_factory(lambda **params: Rig(policy_zoo, **params))
 
 
 def spin_in_thread(*nodes) -> tuple[ControlExecutor, threading.Thread]:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rigs import closing_factory
+
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -83,16 +85,7 @@ class Rig:
 
 @pytest.fixture
 def rig_factory():
-    rigs = []
-
-    def make(**params):
-        rig = Rig(**params)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
+    yield from closing_factory(Rig)
 
 
 def test_publishes_joint_states_at_the_rate_with_the_extra_joint_and_wall_stamps(rig_factory):

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rigs import closing_factory
+
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
@@ -238,18 +240,7 @@ def assert_hardware_safe(rig: Rig) -> None:
 
 @pytest.fixture
 def rig_factory():
-    rigs = []
-
-    def make(**params):
-        rig = Rig(**params)
-        rigs.append(rig)
-        return rig
-
-    yield make
-    for rig in rigs:
-        rig.close()
-    for rig in rigs:
-        assert_hardware_safe(rig)
+    yield from closing_factory(Rig, after_close=assert_hardware_safe)
 
 
 # --- the interface ------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rigs import closing_factory
+
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PointStamped  # noqa: E402
@@ -83,16 +85,7 @@ class Graph:
 
 @pytest.fixture
 def graph_factory():
-    graphs = []
-
-    def make(**params):
-        graph = Graph(**params)
-        graphs.append(graph)
-        return graph
-
-    yield make
-    for graph in graphs:
-        graph.close()
+    yield from closing_factory(Graph)
 
 
 def test_publishes_joint_state_at_configured_rate(graph_factory):

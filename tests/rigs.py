@@ -1,0 +1,21 @@
+"""Helper for the ROS node tests' factory fixtures (tests/ is on sys.path: rootdir conftest)."""
+from __future__ import annotations
+
+
+def closing_factory(build, after_close=None):
+    """Body of a factory fixture (``yield from closing_factory(Rig)``): the test gets
+    ``make(**params) -> build(**params)``; at teardown every object built is closed, then
+    ``after_close(obj)`` runs for each (e.g. a check on what the closing left behind)."""
+    built = []
+
+    def make(**params):
+        obj = build(**params)
+        built.append(obj)
+        return obj
+
+    yield make
+    for obj in built:
+        obj.close()
+    if after_close is not None:
+        for obj in built:
+            after_close(obj)
