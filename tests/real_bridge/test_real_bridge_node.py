@@ -226,16 +226,23 @@ class Rig:
 
 def assert_hardware_safe(rig: Rig) -> None:
     """Nothing that reached the hardware topic broke a limit: length, finite, inside the margin
-    band (the fake arm starts inside it), and each command within one step of the previous one
-    (the first within one step of the measured position)."""
-    values = [c for _, c in list(rig.hw_commands)]
-    for c in values:
+    band (the fake arm starts inside it), and each command within one step of the previous one.
+    The first command, and the first after a pause in commanding (a STOP for stale hardware
+    states, a deactivation), step from the measured position instead: that is where the arm is
+    (the fake arm never moves from Q) and where the bridge restarts its step limit."""
+    received = list(rig.hw_commands)
+    for _, c in received:
         assert c.shape == (N,) and np.isfinite(c).all(), f"malformed hardware command {c}"
         assert np.all(c >= LO) and np.all(c <= HI), f"hardware command outside the position band: {c}"
-    if values:
-        chain = np.array([Q] + values)
-        steps = np.abs(np.diff(chain, axis=0))
-        assert np.all(steps <= STEP * (1 + 1e-9)), f"step limit broken: max {np.max(steps / STEP):.3f} x the limit"
+    previous_t, previous = None, Q
+    for t, c in received:
+        paused = previous_t is None or t - previous_t > 1.5 * PERIOD
+        reference = Q if paused else previous
+        ratio = np.max(np.abs(c - reference) / STEP)
+        if paused and ratio > 1 + 1e-9:   # a late delivery, not a pause in the bridge: the chain holds
+            ratio = min(ratio, np.max(np.abs(c - previous) / STEP))
+        assert ratio <= 1 + 1e-9, f"step limit broken at t={t:.3f}: {ratio:.3f} x the limit"
+        previous_t, previous = t, c
 
 
 @pytest.fixture
@@ -320,7 +327,10 @@ def test_nan_inf_and_wrong_length_commands_never_reach_the_hardware(rig_factory)
 
 
 def test_commands_beyond_the_limits_are_clipped_and_step_limited(rig_factory):
-    rig = rig_factory(policy_hz=50.0)
+    # A generous state timeout: a 70 ms hiccup of the fake arm's 100 Hz states on a busy machine
+    # would STOP the bridge, which restarts from the measured position (tested elsewhere) and
+    # breaks the one-way walk to the limits this test follows.
+    rig = rig_factory(policy_hz=50.0, state_timeout_periods=25)
     rig.policy_cmd = np.array([10.0, -1e9, 1e308, -5.0, 4.0, 100.0, -3.5])
     time.sleep(1.5)
     values = np.array([c for _, c in rig.hw_commands])
