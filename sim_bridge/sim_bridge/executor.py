@@ -1,6 +1,7 @@
 """Executors, process entry points and runtime helpers shared by the stack's ROS nodes."""
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 import time
@@ -19,19 +20,26 @@ class ControlExecutor(MultiThreadedExecutor):
     used 0.3-0.6 of a core and fell to 30 Hz (4 Hz on a loaded machine), with the loop
     rebuilding its wait set ~13 times per callback. Here a task already submitted is not
     submitted again; the spinning thread sleeps briefly instead, so a worker can take it.
+
+    Pacing: a node may define ``pace_callback(entity)``. The worker thread calls it before
+    the entity's task starts, i.e. before rclpy takes the message or request from the
+    middleware and converts it, so the node can hold back callbacks that are not part of
+    its control loop until the loop's idle time (the policy node: its parameter service,
+    whose request handling would otherwise hold the GIL while a cycle waits for it).
     """
 
     QUEUED_BACKOFF_S = 2e-4
 
     def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
         try:
-            handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
+            handler, entity, node = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
         except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
             return
         if any(handler is queued for queued in self._futures):
             time.sleep(self.QUEUED_BACKOFF_S)
         else:
-            self._executor.submit(handler)
+            pace = getattr(node, "pace_callback", None)
+            self._executor.submit(handler if pace is None else functools.partial(_run_paced, pace, entity, handler))
             self._futures.append(handler)
         for future in self._futures[:]:
             if future.done():
@@ -43,6 +51,11 @@ class ControlExecutor(MultiThreadedExecutor):
                     # still trigger one: harmless then, a bug otherwise
                     if not self._is_shutdown:
                         raise
+
+
+def _run_paced(pace, entity, handler) -> None:
+    pace(entity)
+    handler()
 
 
 def run_node(label: str, make_node, args: list[str] | None = None, *, num_threads: int = 0) -> int:

@@ -548,6 +548,32 @@ def test_control_executor_does_not_spin_on_queued_callbacks(rig_factory):
     assert len(passes) < 8 * cycles, f"{len(passes)} executor passes for {cycles} control cycles"
 
 
+def test_callbacks_outside_the_control_loop_wait_for_a_cycle_end(rig_factory):
+    """The parameter service (and ~/list_policies, diagnostics) start only after a control
+    cycle ended, before rclpy takes their request (ControlExecutor's pacing hook); the control
+    timer is never held back."""
+    rig = rig_factory(autostart=True)
+    assert rig.wait_commands(5)
+    node, ctl = rig.node, rig.node.controller
+    paced, real_pace = [], node.pace_callback
+
+    def recording(entity):
+        before = ctl.cycles_ended
+        real_pace(entity)
+        paced.append((type(entity).__name__, entity.callback_group, ctl.cycles_ended - before))
+
+    node.pace_callback = recording
+    assert rig.set_param("stale_after_periods", 6).successful
+    assert rig.call(rig.list_client, Trigger.Request()).success
+    assert wait_until(lambda: sum(kind == "Timer" for kind, _, _ in paced) > 5, 2.0)
+    services = [ended for kind, _, ended in paced if kind == "Service"]
+    assert len(services) >= 2, paced
+    assert all(ended >= 1 for ended in services), f"a service request was taken before a cycle ended: {paced}"
+    control = [ended for kind, group, ended in paced if group is node._control_group]
+    assert control and all(ended == 0 for ended in control), "the control cycle was held back"
+    assert ctl.stale_after_periods == 6
+
+
 # --- with the real sim bridge --------------------------------------------------------
 
 def test_runs_the_sim_bridge_in_the_same_executor(policy_zoo):
