@@ -610,6 +610,49 @@ def poisson_sf(observed: int, expected: float) -> float:
     return float(max(0.0, 1.0 - sum(math.exp(-expected) * expected ** k / math.factorial(k) for k in range(observed))))
 
 
+def poisson_upper(observed: int, confidence: float = 0.95) -> float:
+    """The upper confidence limit of a Poisson mean given ``observed`` events (bisection on the CDF)."""
+    def cdf(mean: float) -> float:
+        return sum(math.exp(-mean) * mean ** k / math.factorial(k) for k in range(observed + 1))
+    lo, hi = float(observed), float(observed) + 10.0 + 10.0 * math.sqrt(observed + 1)
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if cdf(mid) > 1.0 - confidence else (lo, mid)
+    return hi
+
+
+def pooled_swaps(results: list[dict], control: bool) -> dict | None:
+    """The swap runs (or the control runs) of several repeats together: stalls inside all their
+    windows against the sum of what each run's own outside rate predicts, and a 95% upper bound
+    of the excess per swap. None with fewer than two such runs."""
+    runs = [r["swap"] for r in results if r.get("swap") and bool(r["swap"].get("control")) == control]
+    if len(runs) < 2:
+        return None
+    swaps = sum(s["requested"] for s in runs)
+    stalls = sum(s["in_swap_windows"]["late_intervals"] for s in runs)
+    expected_stalls = sum(s["expected_stalls_in_windows"] for s in runs)
+    missed = sum(s["in_swap_windows"]["missed_cycles"] for s in runs)
+    expected_missed = sum(s["expected_misses_in_windows"] for s in runs)
+    return {"runs": len(runs), "swaps": swaps, "control": control,
+            "all_accepted": all(s["successful"] == s["requested"] for s in runs),
+            "stalls_in_windows": stalls, "expected_stalls_in_windows": expected_stalls,
+            "poisson_p_value": poisson_sf(stalls, expected_stalls),
+            "excess_stalls_per_swap": (stalls - expected_stalls) / swaps,
+            "excess_stalls_per_swap_upper95": max(0.0, poisson_upper(stalls) - expected_stalls) / swaps,
+            "missed_in_windows": missed, "expected_missed_in_windows": expected_missed,
+            "excess_missed_per_swap": (missed - expected_missed) / swaps}
+
+
+def print_pooled(pooled: dict) -> None:
+    what = "parameter sets (control)" if pooled["control"] else "swaps"
+    print(f"\npooled over {pooled['runs']} runs, {pooled['swaps']} {what}: {pooled['stalls_in_windows']} stalls "
+          f"inside the windows vs {pooled['expected_stalls_in_windows']:.2f} expected from each run's rate outside "
+          f"them (one-sided Poisson p = {pooled['poisson_p_value']:.3g}); excess {pooled['excess_stalls_per_swap']:+.3f} "
+          f"stalls per swap (95% upper bound {pooled['excess_stalls_per_swap_upper95']:.3f}); missed cycles "
+          f"{pooled['missed_in_windows']} vs {pooled['expected_missed_in_windows']:.2f} expected "
+          f"({pooled['excess_missed_per_swap']:+.3f} per swap)")
+
+
 def swap_analysis(states: np.ndarray, commands: np.ndarray, swaps: list[dict], start_ns: int, half_ns: int,
                   end_ns: int, period: float, args) -> dict:
     """Cycle times with and without swapping: the two halves, and the swap windows against the rest
@@ -852,6 +895,10 @@ def main(argv=None) -> int:
     parser.add_argument("--swap-window-ms", type=float, default=50.0,
                         help="a swap's window: request sent .. reply + this")
     parser.add_argument("--swap-timeout", type=float, default=10.0, help="seconds to wait for a swap reply")
+    parser.add_argument("--swap-repeats", type=int, default=1,
+                        help="repeat the swap (and swap-control) run this many times, alternating, each with "
+                             "fresh processes, and pool the stall test over the repeats (one 20-swap run can "
+                             "only detect a large effect; the pooled figure bounds the excess per swap)")
     parser.add_argument("--runs", default="lockstep,realtime,swap",
                         help="which runs: any of lockstep, realtime, swap, swap-control (comma-separated; "
                              "swap-control: the swap run with a parameter set that changes nothing instead of "
@@ -914,15 +961,24 @@ def main(argv=None) -> int:
     swap_origin = ""
     if runs & {"swap", "swap-control"}:
         pair, policy_dir, swap_origin = choose_swap_policies(args.swap_policies, tmp)
+    if args.swap_repeats < 1:
+        parser.error("--swap-repeats must be at least 1")
+    for k in range(args.swap_repeats):
+        tag = f" #{k + 1}" if args.swap_repeats > 1 else ""
+        if "swap" in runs:
+            specs.append(RunSpec(f"swaps {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
+                                 args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
+                                 policy_dir=policy_dir))
+        if "swap-control" in runs:
+            specs.append(RunSpec(f"swap-control {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
+                                 args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
+                                 policy_dir=policy_dir, control=True))
+    repeats = f", {args.swap_repeats} times (pooled at the end)" if args.swap_repeats > 1 else ""
     if "swap" in runs:
-        specs.append(RunSpec(f"swaps {args.swap_rate:g} {args.realtime_trigger}", "realtime", args.swap_rate,
-                             args.realtime_trigger, swaps=args.swaps, swap_policies=pair, policy_dir=policy_dir))
-        print(f"swap run: {args.swaps} swaps between '{pair[0]}' and '{pair[1]}' ({swap_origin})")
+        print(f"swap run: {args.swaps} swaps between '{pair[0]}' and '{pair[1]}' ({swap_origin}){repeats}")
     if "swap-control" in runs:
-        specs.append(RunSpec(f"swap-control {args.swap_rate:g} {args.realtime_trigger}", "realtime", args.swap_rate,
-                             args.realtime_trigger, swaps=args.swaps, swap_policies=pair, policy_dir=policy_dir,
-                             control=True))
-        print(f"swap-control run: {args.swaps} parameter sets ({CONTROL_PARAM}) at the swap run's times, no swap")
+        print(f"swap-control run: {args.swaps} parameter sets ({CONTROL_PARAM}) at the swap run's times, no swap"
+              f"{repeats}")
 
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)  # Ctrl-C: KeyboardInterrupt, cleanup below
     monitor = Monitor(args.namespace)
@@ -953,8 +1009,18 @@ def main(argv=None) -> int:
         for r in results:
             if r.get("swap"):
                 print_swap(r)
+    pooled = [p for p in (pooled_swaps(results, False), pooled_swaps(results, True)) if p]
+    for p in pooled:
+        print_pooled(p)
     print()
     checks = targets(results)
+    for p in pooled:
+        if not p["control"]:
+            checks.append((f"pooled over the {p['runs']} swap runs: zero missed cycles attributable to the "
+                           f"{p['swaps']} swaps", p["all_accepted"] and p["poisson_p_value"] >= 0.05,
+                           f"{p['stalls_in_windows']} stalls in the windows vs {p['expected_stalls_in_windows']:.2f} "
+                           f"expected (p = {p['poisson_p_value']:.3f}); excess per swap "
+                           f"{p['excess_stalls_per_swap']:+.3f}, 95% upper bound {p['excess_stalls_per_swap_upper95']:.3f}"))
     for text, ok, detail in checks:
         print(f"{'met    ' if ok else 'NOT MET'}  {text}: {detail}")
     for f in failures:
@@ -971,7 +1037,7 @@ def main(argv=None) -> int:
                "cpus": os.cpu_count(), "load_average_start": load, "load_average_end": os.getloadavg(),
                "training_running_at_start": bool(training), "args": {k: (str(v) if isinstance(v, Path) else v)
                                                                       for k, v in vars(args).items()},
-               "swap_policies_origin": swap_origin, "runs": results, "failures": failures,
+               "swap_policies_origin": swap_origin, "runs": results, "pooled_swaps": pooled, "failures": failures,
                "targets": [{"target": t, "met": ok, "value": d} for t, ok, d in checks]}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

@@ -71,3 +71,25 @@ def test_the_control_run_is_reported_but_is_not_the_target(capsys):
     out = capsys.readouterr().out
     assert "parameter sets instead of swaps (control: stale_after_periods := 5" in out
     assert "NOT MET (control run: what a parameter round trip costs without a swap; not the target)" in out
+
+
+def test_repeats_are_pooled_and_bound_the_excess_per_swap(capsys):
+    """Three clean runs pool to no excess (and a finite 95% bound per swap); a stall after every
+    request in one of them is found by the pooled test too; control runs pool apart."""
+    clean = {"label": "swaps", "swap": analyse()}
+    stalled = {"label": "swaps", "swap": analyse(extra_stalls_after_request_ns=4_000_000)}
+    control = {"label": "control", "swap": dict(analyse(), control=True)}
+    pooled = BENCH["pooled_swaps"]([clean, clean, clean, control], False)
+    assert pooled["runs"] == 3 and pooled["swaps"] == 3 * SWAPS and pooled["stalls_in_windows"] == 0
+    assert pooled["poisson_p_value"] == 1.0 and pooled["excess_stalls_per_swap"] < 0
+    # no stall seen: the excess is below the Poisson bound for zero events (3.0) over 30 swaps
+    assert pooled["excess_stalls_per_swap_upper95"] == pytest.approx(
+        (BENCH["poisson_upper"](0) - pooled["expected_stalls_in_windows"]) / (3 * SWAPS))
+    assert BENCH["poisson_upper"](0) == pytest.approx(-np.log(0.05), rel=1e-6)
+    assert BENCH["pooled_swaps"]([clean, control], False) is None, "one run: nothing to pool"
+    assert BENCH["pooled_swaps"]([clean, control, control], True)["runs"] == 2
+    bad = BENCH["pooled_swaps"]([clean, stalled, clean], False)
+    assert bad["stalls_in_windows"] == SWAPS and bad["poisson_p_value"] < 1e-3
+    assert bad["excess_stalls_per_swap"] == pytest.approx((SWAPS - bad["expected_stalls_in_windows"]) / (3 * SWAPS))
+    BENCH["print_pooled"](bad)
+    assert f"pooled over 3 runs, {3 * SWAPS} swaps: {SWAPS} stalls inside the windows" in capsys.readouterr().out
