@@ -14,7 +14,8 @@ Hz) and watches them from a third: this benchmark's own monitor node, which subs
    the sim at the control rate, the policy node uses ``--realtime-trigger`` (default
    ``state``, see below);
 3. a swap run at ``--swap-rate`` (500 Hz, real time): no swaps in the first half, then
-   ``--swaps`` (20) swaps evenly spread over the second half, alternating between two
+   ``--swaps`` (20) swaps spread over the second half (one at a random point of each of 20
+   equal slots, seeded by ``--seed``: see ``swap_schedule``), alternating between two
    shipped policies by setting the node's ``policy`` parameter (SetParameters service);
    the node preloads the second one (``preload_policies``; ``--no-swap-preload``: not), as
    an operator who plans the swap would: creating an onnxruntime session holds the GIL for
@@ -94,6 +95,13 @@ on a fixed 20 ms grid, and sends each request half-way between two drains. (Stat
 around a drain, a burst of CPU in a third process on 2 cores, were answered late 3-5 times as
 often as others; the requests used to go out right after a drain, and the monitor drained
 every 2 ms while a reply was pending, which put extra load into the windows only.)
+The test counts intervals between the node's *publications* (source stamps), not the monitor's
+receptions (see ``swap_analysis``), and the requests go out at random points of their slots
+(``swap_schedule``: evenly spaced ones aliased with the nodes' 1 Hz diagnostics timers).
+One run of 20 swaps only detects a large effect (about 3 stalls are expected in its windows
+at the usual base rate); ``--swap-repeats N`` repeats the swap run (and the control run) with
+fresh processes and pools the test over all of them: stalls inside every window against the
+sum of each run's own expectation, the excess per swap and its 95% upper bound.
 
 Lockstep caveat: when the loop stalls for 0.1 s the bridge republishes the state (its idle
 rule); if the answer to the old state was merely late, two cycles can then be in flight
@@ -442,6 +450,27 @@ class RunSpec:
     swap_policies: tuple[str, str] = ("", "")
     policy_dir: str = ""
     control: bool = False     # swap-control: a parameter set that changes nothing, instead of each swap
+    repeat: int = 0           # --swap-repeats index (seeds the swap times)
+
+
+def swap_schedule(half_ns: int, end_ns: int, swaps: int, drain_ns: int, rng) -> list[int]:
+    """When to send the swap requests: one in each of ``swaps`` equal slots of the second half,
+    at a random point of the slot's middle 80%, then moved onto the monitor's drain grid (whole
+    multiples of ``drain_ns`` after the first request; kept unmoved where slots are too short).
+
+    Not evenly spaced: the nodes run 1 Hz diagnostics timers, and evenly spaced requests alias
+    with them. With 100 swaps in 60 s (0.6 s apart) the policy node's report fell 25-30 ms
+    after the request in every fifth window, or in none, depending on the run's phase; the
+    report costs 0.5-1 ms of CPU and sometimes a late cycle, so the windows' stall count swung
+    from run to run (stall test p from 0.001 to 0.88 with the same code). Random points in the
+    slots make where a window falls independent of any periodic activity of the processes.
+    """
+    step = (end_ns - half_ns) / swaps
+    times = [half_ns + (k + rng.uniform(0.1, 0.9)) * step for k in range(swaps)]
+    snapped = [int(times[0] + round((t - times[0]) / drain_ns) * drain_ns) for t in times]
+    if all(b - a >= drain_ns for a, b in zip(snapped, snapped[1:])) and snapped[-1] < end_ns:
+        return snapped
+    return [int(t) for t in times]
 
 
 def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) -> dict:
@@ -486,15 +515,13 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
         start_ns = t_first + int(args.warmup * 1e9)
         end_ns = start_ns + int(args.duration * 1e9)
         half_ns = start_ns + (end_ns - start_ns) // 2
-        swap_at = []
-        if spec.swaps:  # evenly over the second half, the first at half an interval in
-            step = (end_ns - half_ns) / spec.swaps
-            swap_at = [int(half_ns + (k + 0.5) * step) for k in range(spec.swaps)]
+        drain_ns = int(DRAIN_PERIOD_S * 1e9)
+        rng = np.random.default_rng([args.seed, spec.repeat])  # the same times in a repeat's swap and control run
+        swap_at = swap_schedule(half_ns, end_ns, spec.swaps, drain_ns, rng) if spec.swaps else []
         # The readers are drained on a fixed grid, each swap request half-way between two drains:
         # a drain is a burst of CPU in this third process, and states published around one are
         # answered late several times as often (2 cores); a request sent right after a drain
         # would start every swap window with one.
-        drain_ns = int(DRAIN_PERIOD_S * 1e9)
         anchor = (swap_at[0] if swap_at else t_first) - drain_ns // 2
         next_drain = anchor + (time.time_ns() - anchor) // drain_ns * drain_ns + drain_ns
         cpu_start: dict = {}
@@ -661,8 +688,17 @@ def swap_analysis(states: np.ndarray, commands: np.ndarray, swaps: list[dict], s
     A command interval belongs to a segment if it overlaps it; a state (its round trip, whether
     it was answered in time) if it arrived in it. State-side misses (the bridge's own timer) are kept
     apart from command-side ones: with ``trigger:=state`` a missed state is a missed command.
+
+    Intervals are between the publishers' source stamps (when the policy node published each
+    command, the bridge each state), not the monitor's receptions: the monitor is busier inside
+    the windows than outside (it sends the request and takes the reply there), and its own late
+    receptions (a command published on time, received 1 ms late) showed up as stalls 0-2.5 ms
+    after the requests (traced in the node: its cycles were on time). The reception-based count
+    is kept in the result for comparison. Without source stamps: receptions.
     """
-    c_rx, s_rx = np.sort(commands[:, 0]), np.sort(states[:, 0])
+    have_src = bool(len(states) and len(commands) and np.all(states[:, 1] > 0) and np.all(commands[:, 1] > 0))
+    col = 1 if have_src else 0
+    c_rx, s_rx = np.sort(commands[:, col]), np.sort(states[:, col])
     c_lo, c_hi, c_dt = c_rx[:-1], c_rx[1:], np.diff(c_rx) / 1e9
     s_lo, s_hi, s_dt = s_rx[:-1], s_rx[1:], np.diff(s_rx) / 1e9
     pairs = pair_answers(states, commands)
@@ -718,7 +754,16 @@ def swap_analysis(states: np.ndarray, commands: np.ndarray, swaps: list[dict], s
             stall_offsets.append((round((int(c_hi[i]) - sent) / 1e6, 2), round(float(c_dt[i]) * 1e3, 2)))
     replies = [(sw["reply_ns"] - sw["sent_ns"]) / 1e6 for sw in swaps]
     all_ok = len(swaps) == args.swaps and all(sw["successful"] for sw in swaps)
-    return {"requested": len(swaps), "successful": sum(sw["successful"] for sw in swaps),
+    received = np.sort(commands[:, 0])
+    r_lo, r_hi, r_dt = received[:-1], received[1:], np.diff(received) / 1e9
+    r_in = overlap(r_lo, r_hi, windows)
+    r_out = overlap(r_lo, r_hi, [(start_ns, half_ns)] + gaps)
+    r_expected = (np.sum(r_dt[r_out] > MISS_FACTOR * period) / base["seconds"] * inside["seconds"]
+                  if base["seconds"] else 0.0)
+    return {"intervals_from": "source stamps (published)" if have_src else "receptions at the monitor",
+            "received_stalls_in_windows": int(np.sum(r_dt[r_in] > MISS_FACTOR * period)),
+            "received_expected_stalls_in_windows": float(r_expected),
+            "requested": len(swaps), "successful": sum(sw["successful"] for sw in swaps),
             "failures": [sw["reason"] for sw in swaps if not sw["successful"]],
             "policies": sorted({sw["policy"] for sw in swaps}),
             "preloaded": bool(args.swap_preload),
@@ -816,6 +861,10 @@ def print_swap(r: dict) -> None:
           f"{s['expected_misses_in_windows_at_between_rate']:.2f} (p = {s['poisson_p_value_at_between_rate']:.3g}); "
           f"late states inside {ins['late_or_unanswered_states']}, expected {s['expected_late_states_in_windows']:.2f} "
           f"(p = {s['late_states_poisson_p_value']:.3g})")
+    if "received_stalls_in_windows" in s:
+        print(f"  intervals from {s['intervals_from']}; from the monitor's receptions instead: "
+              f"{s['received_stalls_in_windows']} stalls inside vs {s['received_expected_stalls_in_windows']:.2f} "
+              f"expected (p = {poisson_sf(s['received_stalls_in_windows'], s['received_expected_stalls_in_windows']):.3g})")
     offsets = s.get("stalls_in_windows_ms_after_request", [])
     print(f"  stalls inside the windows (ms after the request: interval ms): "
           + (", ".join(f"{t:g}: {d:g}" for t, d in offsets) if offsets else "none"))
@@ -905,7 +954,7 @@ def main(argv=None) -> int:
                              "each swap, for what the parameter round trip alone costs)")
     parser.add_argument("--policy", default="reach_lstm", help="policy of the non-swap runs")
     parser.add_argument("--randomization", default="default", help="sim bridge randomization_file")
-    parser.add_argument("--seed", type=int, default=0, help="sim bridge seed")
+    parser.add_argument("--seed", type=int, default=0, help="sim bridge seed; also seeds the swap times")
     parser.add_argument("--namespace", default="/bench", help="namespace of the three nodes")
     parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID, else one "
                                                       "derived from the pid, 1..100)")
@@ -968,11 +1017,11 @@ def main(argv=None) -> int:
         if "swap" in runs:
             specs.append(RunSpec(f"swaps {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
                                  args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
-                                 policy_dir=policy_dir))
+                                 policy_dir=policy_dir, repeat=k))
         if "swap-control" in runs:
             specs.append(RunSpec(f"swap-control {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
                                  args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
-                                 policy_dir=policy_dir, control=True))
+                                 policy_dir=policy_dir, control=True, repeat=k))
     repeats = f", {args.swap_repeats} times (pooled at the end)" if args.swap_repeats > 1 else ""
     if "swap" in runs:
         print(f"swap run: {args.swaps} swaps between '{pair[0]}' and '{pair[1]}' ({swap_origin}){repeats}")

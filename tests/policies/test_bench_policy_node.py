@@ -93,3 +93,46 @@ def test_repeats_are_pooled_and_bound_the_excess_per_swap(capsys):
     assert bad["excess_stalls_per_swap"] == pytest.approx((SWAPS - bad["expected_stalls_in_windows"]) / (3 * SWAPS))
     BENCH["print_pooled"](bad)
     assert f"pooled over 3 runs, {3 * SWAPS} swaps: {SWAPS} stalls inside the windows" in capsys.readouterr().out
+
+
+def test_swap_times_are_one_per_slot_at_random_points_on_the_drain_grid():
+    """Evenly spaced swaps alias with the nodes' 1 Hz timers; the schedule puts one request at a
+    random point of each slot, on the monitor's 20 ms drain grid, the same for the same seed."""
+    half, end, drain = 60_000_000_000, 120_000_000_000, 20_000_000
+    times = BENCH["swap_schedule"](half, end, 100, drain, np.random.default_rng([0, 1]))
+    step = (end - half) / 100
+    assert len(times) == 100 and times == sorted(times)
+    for k, t in enumerate(times):
+        assert half + (k + 0.1) * step - drain / 2 <= t <= half + (k + 0.9) * step + drain / 2
+    assert all((t - times[0]) % drain == 0 for t in times)
+    phases = {(t - half) % 1_000_000_000 // 50_000_000 for t in times}   # where in a 1 s cycle
+    assert len(phases) >= 15, "requests sit at a few phases of a 1 Hz timer: aliasing"
+    assert BENCH["swap_schedule"](half, end, 100, drain, np.random.default_rng([0, 1])) == times
+    assert BENCH["swap_schedule"](half, end, 100, drain, np.random.default_rng([0, 2])) != times
+    # slots too short for the grid: unmoved random points, still one per slot
+    short = BENCH["swap_schedule"](half, half + 1_000_000_000, 100, drain, np.random.default_rng(0))
+    assert len(short) == 100 and short == sorted(short) and len(set(short)) == 100
+
+
+def test_stalls_only_in_the_monitors_receptions_are_not_the_nodes(capsys):
+    """Commands published on time but received late by the monitor right after each request (the
+    monitor is busy sending it) are not the policy node's stalls; the reception count shows them."""
+    step = (END_NS - HALF_NS) // SWAPS
+    sent = [HALF_NS + k * step + step // 2 for k in range(SWAPS)]
+    commands = stream([k * 1_000_000_000 + 200_000_000 for k in range(20)])
+    commands = commands[commands[:, 1] > 0]  # source stamps are real times: all positive
+    late_rx = commands.copy()
+    for t in sent:  # the command published just before each request arrives 1.5 ms late
+        i = np.searchsorted(late_rx[:, 1], t) - 1
+        late_rx[i, 0] += 1_500_000
+    states = stream([], offset_ns=-300_000)
+    states = states[states[:, 1] > 0]
+    swaps = [{"sent_ns": t, "reply_ns": t + 5_000_000, "successful": True, "policy": "p", "reason": ""} for t in sent]
+    args = types.SimpleNamespace(swap_window_ms=50.0, swaps=SWAPS, swap_preload=True)
+    s = BENCH["swap_analysis"](states, late_rx, swaps, 0, HALF_NS, END_NS, PERIOD_NS / 1e9, args)
+    assert s["intervals_from"].startswith("source stamps")
+    assert s["in_swap_windows"]["late_intervals"] == 0
+    assert s["target_met"]
+    assert s["received_stalls_in_windows"] == SWAPS
+    BENCH["print_swap"]({"label": "synthetic", "swap": s})
+    assert f"from the monitor's receptions instead: {SWAPS} stalls inside" in capsys.readouterr().out
