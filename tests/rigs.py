@@ -2,6 +2,29 @@
 from __future__ import annotations
 
 import gc
+import time
+
+import pytest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros():
+    """rclpy initialised for the whole test module (import it into a module to use it)."""
+    import rclpy
+
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    """Poll ``predicate`` every 2 ms until it is true or ``timeout`` seconds passed."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.002)
+    return bool(predicate())
 
 
 def closing_factory(build, after_close=None):

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from rigs import ros  # noqa: F401 (ros: autouse fixture)
+
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
@@ -21,13 +23,6 @@ from sim_bridge import interface  # noqa: E402
 from sim_bridge.node import SimBridgeNode  # noqa: E402
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigs import closing_factory
+from rigs import closing_factory, ros, wait_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -55,13 +55,6 @@ TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transit
                "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
 def rollout(path, steps, q=Q, qd=QD, goal=GOAL, prev=None):
     """The commands a policy must produce for a constant state, from zero recurrent state."""
     runtime = PolicyRuntime(path)
@@ -72,15 +65,6 @@ def rollout(path, steps, q=Q, qd=QD, goal=GOAL, prev=None):
         out.append(runtime.joint_targets(a, q, PROFILE.position_lower_rad, PROFILE.position_upper_rad))
         prev = np.clip(a.astype(float), -1, 1)
     return np.array(out)
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return bool(predicate())
 
 
 class Rig:

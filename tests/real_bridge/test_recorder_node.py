@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from rigs import ros  # noqa: F401 (ros: autouse fixture)
 import yaml
 
 rclpy = pytest.importorskip("rclpy")
@@ -29,13 +31,6 @@ pytestmark = pytest.mark.ros
 SIM2REAL = str(Path(sys.executable).with_name("sim2real"))
 JOINTS = [f"joint{i}" for i in range(1, 8)]
 HW = "/forward_position_controller/commands"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
 
 
 class Probe:

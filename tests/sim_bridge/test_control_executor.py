@@ -7,28 +7,14 @@ import time
 
 import pytest
 
+from rigs import ros, wait_until  # noqa: F401 (ros: autouse fixture)
+
 rclpy = pytest.importorskip("rclpy")
 from std_srvs.srv import Trigger  # noqa: E402
 
 from sim_bridge.executor import ControlExecutor  # noqa: E402
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return bool(predicate())
 
 
 def test_pace_callback_holds_back_a_service_while_a_timer_runs_on():
