@@ -1,7 +1,6 @@
 """Helper for the ROS node tests' factory fixtures (tests/ is on sys.path: rootdir conftest)."""
 from __future__ import annotations
 
-import gc
 import time
 
 import pytest
@@ -31,12 +30,6 @@ def closing_factory(build, after_close=None):
     """Body of a factory fixture (``yield from closing_factory(Rig)``): the test gets
     ``make(**params) -> build(**params)``; at teardown every object built is closed, then
     ``after_close(obj)`` runs for each (e.g. a check on what the closing left behind).
-
-    While the test runs, the heap as it was before is frozen (``gc.freeze``): the test
-    process holds everything pytest collected and imported (torch, mujoco, ...), and a full
-    collection of it stops every thread for tens of milliseconds, the nodes' timers and the
-    fake hardware's included (a 71 ms gap in the fake arm's states once STOPped a bridge
-    under test). The nodes do the same in their own processes (sim_bridge.executor.freeze_heap).
     """
     built = []
 
@@ -45,14 +38,9 @@ def closing_factory(build, after_close=None):
         built.append(obj)
         return obj
 
-    gc.collect()
-    gc.freeze()
-    try:
-        yield make
-        for obj in built:
-            obj.close()
-    finally:
-        gc.unfreeze()
+    yield make
+    for obj in built:
+        obj.close()
     if after_close is not None:
         for obj in built:
             after_close(obj)
