@@ -696,12 +696,12 @@ def swap_analysis(states: np.ndarray, commands: np.ndarray, swaps: list[dict], s
     after the requests (traced in the node: its cycles were on time). The reception-based count
     is kept in the result for comparison. Without source stamps: receptions.
     """
-    have_src = bool(len(states) and len(commands) and np.all(states[:, 1] > 0) and np.all(commands[:, 1] > 0))
+    pairs = pair_answers(states, commands)
+    have_src = pairs["by_source_stamps"]
     col = 1 if have_src else 0
     c_rx, s_rx = np.sort(commands[:, col]), np.sort(states[:, col])
     c_lo, c_hi, c_dt = c_rx[:-1], c_rx[1:], np.diff(c_rx) / 1e9
     s_lo, s_hi, s_dt = s_rx[:-1], s_rx[1:], np.diff(s_rx) / 1e9
-    pairs = pair_answers(states, commands)
     p_rx, rt, late = pairs["state_rx"], pairs["rt"], pairs["late"]
     margin = int(args.swap_window_ms * 1e6)
     windows = [(sw["sent_ns"], sw["reply_ns"] + margin) for sw in swaps]

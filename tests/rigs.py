@@ -26,6 +26,17 @@ def wait_until(predicate, timeout: float) -> bool:
     return bool(predicate())
 
 
+def spin_until(executor, seconds: float, until=None, step_s: float = 0.005) -> bool:
+    """Spin ``executor`` in this thread for up to ``seconds``: True once ``until()`` holds (checked
+    after each spin_once), False at the end; with no ``until``, spin the whole time and return True."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=step_s)
+        if until is not None and until():
+            return True
+    return until is None
+
+
 def closing_factory(build, after_close=None):
     """Body of a factory fixture (``yield from closing_factory(Rig)``): the test gets
     ``make(**params) -> build(**params)``; at teardown every object built is closed, then

@@ -4,11 +4,10 @@ the run with the reason while the node keeps running and the previous output sta
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from rigs import ros  # noqa: F401 (ros: autouse fixture)
+from rigs import ros, spin_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -55,12 +54,7 @@ class Harness:
                 self.diagnostics.append((status.level, status.message, {kv.key: kv.value for kv in status.values}))
 
     def spin(self, seconds: float, until=None) -> bool:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.02)
-            if until is not None and until():
-                return True
-        return until is None
+        return spin_until(self.executor, seconds, until, step_s=0.02)
 
     def trigger(self) -> Trigger.Response:
         assert self.calibrate.wait_for_service(timeout_sec=10.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigs import closing_factory, ros  # noqa: F401 (ros: autouse fixture)
+from rigs import closing_factory, ros, spin_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -54,12 +54,7 @@ class Rig:
         self.executor.add_node(self.probe)
 
     def spin(self, seconds: float, until=None) -> bool:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.005)
-            if until is not None and until():
-                return True
-        return until is None
+        return spin_until(self.executor, seconds, until)
 
     def connected(self) -> bool:
         return self.spin(5.0, until=lambda: self.commands.get_subscription_count() > 0 and self.states)
