@@ -67,15 +67,16 @@ RUN grep -E '^(mujoco|gymnasium|onnxruntime|onnx|rosbags|scipy|matplotlib)==' /t
         -r /tmp/requirements/docker.txt -c /tmp/requirements/constraints.txt \
  && rm -rf /tmp/requirements
 
-# The workspace: the four ament_python packages copied straight into src/
+# The workspace: the five ament_python packages copied straight into src/
 # (in the repository ros2_ws/src/ holds symlinks to them).
 WORKDIR /opt/sim2real/ros2_ws
 COPY sim_bridge/ src/sim_bridge/
 COPY real_bridge/ src/real_bridge/
 COPY policies/ src/policies/
 COPY calibration/ src/calibration/
-# launch files, graphs and parameter files: sim_bridge's setup.py installs ../launch (next to
-# the package folder) into share/sim_bridge/launch/; colcon ignores the folder itself.
+COPY sim2real/ src/sim2real/
+# launch files, graphs and parameter files: sim2real's setup.py installs ../launch (next to
+# the package folder) into share/sim2real/launch/; colcon ignores the folder itself.
 COPY launch/ src/launch/
 
 # `python3 -m colcon` (the venv's interpreter; colcon itself comes from apt via
@@ -97,7 +98,7 @@ ENV ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
 
 ENTRYPOINT ["/usr/local/bin/sim2real-entrypoint.sh"]
 # The sim graph (sim bridge + policy node with the shipped reach_lstm). Other graphs:
-#   docker run --rm -it sim2real ros2 launch sim_bridge real.launch.py emulator:=true
-#   docker run --rm -it sim2real ros2 launch sim_bridge calibrate.launch.py bags:=/data/bag1
-#   docker run --rm -it sim2real ros2 run sim_bridge sim2real sim      # the demo with a summary
-CMD ["ros2", "launch", "sim_bridge", "sim.launch.py"]
+#   docker run --rm -it sim2real ros2 launch sim2real real.launch.py emulator:=true
+#   docker run --rm -it sim2real ros2 launch sim2real calibrate.launch.py bags:=/data/bag1
+#   docker run --rm -it sim2real ros2 run sim2real sim2real sim      # the demo with a summary
+CMD ["ros2", "launch", "sim2real", "sim.launch.py"]

@@ -21,7 +21,7 @@ STAMP := $(VENV)/.setup-stamp
 # .venv/lib/<pkg>/ instead of .venv/bin/.  So pin a modern pip first.
 PIP_VERSION := 26.3
 
-PKGS := sim_bridge real_bridge policies calibration
+PKGS := sim_bridge real_bridge policies calibration sim2real
 REQS := requirements/runtime.txt requirements/test.txt requirements/train.txt
 PKG_META := $(foreach p,$(PKGS),$(p)/setup.py $(p)/setup.cfg $(p)/package.xml)
 
@@ -40,7 +40,7 @@ help: ## list the targets
 		awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
 	@echo "variables: PYTEST_ARGS, SIM_ARGS, COLCON_ARGS, PYTHON (venv interpreter)"
 
-setup: $(STAMP) ## create .venv, install pinned deps and the 4 packages (editable)
+setup: $(STAMP) ## create .venv, install pinned deps and the 5 packages (editable)
 
 # Re-runs only when a requirements file or a package's metadata changes.
 # Package *code* is installed editable, so code changes need no re-run.

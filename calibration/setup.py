@@ -22,7 +22,5 @@ setup(
             "calibration_node = calibration.node:main",
         ],
         "sim2real.nodes": ["calibration = calibration.node:main"],
-        "sim2real.commands": ["calibrate = calibration.cli:add_calibrate_command",
-                              "loop = calibration.loop:add_loop_command"],
     },
 )

@@ -19,11 +19,6 @@ setup(
             # `ros2 run policies policy_node` after a colcon build.
             "policy_node = policies.node:main",
         ],
-        "sim2real.commands": [
-            "train = policies.cli:add_train_command",
-            "export = policies.cli:add_export_command",
-            "eval = policies.cli:add_eval_command",
-        ],
         "sim2real.nodes": [
             "policy = policies.node:main",
         ],

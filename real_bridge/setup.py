@@ -31,7 +31,6 @@ setup(
         ],
         "sim2real.commands": [
             "record = real_bridge.recorder_node:add_record_command",
-            "real = real_bridge.deploy:add_real_command",
         ],
     },
 )

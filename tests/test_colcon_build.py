@@ -13,9 +13,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WS_SRC = REPO / "ros2_ws" / "src"
-PACKAGES = ("sim_bridge", "real_bridge", "policies", "calibration")
+PACKAGES = ("sim_bridge", "real_bridge", "policies", "calibration", "sim2real")
 # console_scripts that `ros2 run <pkg> <exe>` must find under lib/<pkg>/
-EXECUTABLES = {"sim_bridge": ("sim_bridge_node", "sim2real")}
+EXECUTABLES = {"sim_bridge": ("sim_bridge_node",), "sim2real": ("sim2real",)}
 
 # The venv's colcon (requirements/test.txt); not whatever is first on PATH.
 COLCON = Path(sys.executable).parent / "colcon"

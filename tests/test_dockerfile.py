@@ -108,13 +108,13 @@ def test_entrypoint_script_is_executable():
 def test_default_command_launches_the_sim_graph_from_the_installed_share():
     instructions = _instructions()
     cmd = [args for kw, args in instructions if kw == "CMD"][-1]
-    assert json.loads(cmd) == ["ros2", "launch", "sim_bridge", "sim.launch.py"]
-    # sim_bridge's setup.py installs ../launch (next to the package folder) into share/: the
-    # image must hold launch/ as a sibling of src/sim_bridge/, as ros2_ws/src does (symlinks)
+    assert json.loads(cmd) == ["ros2", "launch", "sim2real", "sim.launch.py"]
+    # sim2real's setup.py installs ../launch (next to the package folder) into share/: the
+    # image must hold launch/ as a sibling of src/sim2real/, as ros2_ws/src does (symlinks)
     copies = {shlex.split(args)[-1].rstrip("/"): shlex.split(args)[0].rstrip("/")
               for kw, args in instructions if kw == "COPY" and not args.startswith("--")}
-    assert copies.get("src/sim_bridge") == "sim_bridge" and copies.get("src/launch") == "launch"
-    assert 'os.pardir, "launch"' in (REPO / "sim_bridge" / "setup.py").read_text()
+    assert copies.get("src/sim2real") == "sim2real" and copies.get("src/launch") == "launch"
+    assert 'os.pardir, "launch"' in (REPO / "sim2real" / "setup.py").read_text()
     assert (REPO / "launch" / "sim.launch.py").is_file()
-    for package in ("sim_bridge", "real_bridge", "policies", "calibration"):
+    for package in ("sim_bridge", "real_bridge", "policies", "calibration", "sim2real"):
         assert copies.get(f"src/{package}") == package, f"{package} not copied into the workspace"

@@ -4,10 +4,10 @@
 configured indexes), so `ros2 launch` itself is not run here. Instead:
   * the launch files are parsed (ast) and every file they reference must exist;
   * they are executed against minimal stand-ins for the launch / launch_ros classes they
-    use, and the nodes they create must equal what sim_bridge.launch_graph.resolve returns,
+    use, and the nodes they create must equal what sim2real.launch_graph.resolve returns,
     which is also what `sim2real launch` starts (one code path);
   * (slow) a colcon build must install the launch files, graphs and config into
-    share/sim_bridge/launch/ and every graph node's executable into lib/<package>/;
+    share/sim2real/launch/ and every graph node's executable into lib/<package>/;
   * (ros, slow) `sim2real launch sim|real --emulator --duration-s 5` run and stop cleanly.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from sim_bridge import launch_graph
-from sim_bridge.cli import main as sim2real_main
-from sim_bridge.launch_graph import GraphError, load_graph, node_command, resolve
+from sim2real import launch_graph
+from sim2real.cli import main as sim2real_main
+from sim2real.launch_graph import GraphError, load_graph, node_command, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -46,7 +46,7 @@ def test_launch_file_parses_and_references_existing_files(graph):
     imported = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     # one implementation for every launch file: launch_graph.launch_description (which builds the
     # launch / launch_ros actions from launch_graph.resolve, see the stand-in test below)
-    assert ("sim_bridge.launch_graph", "launch_description") in imported
+    assert ("sim2real.launch_graph", "launch_description") in imported
     # every string literal that looks like a file of ours must exist next to the launch file
     literals = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     referenced = [s for s in literals if s.endswith((".yaml", ".py")) and "\n" not in s]
@@ -218,7 +218,7 @@ def test_colcon_installs_launch_files_config_and_executables(tmp_path):
                                                              "AMENT_PREFIX_PATH")}
     env["COLCON_HOME"] = str(tmp_path / "colcon_home")
     graphs = [load_graph(p) for p in GRAPHS.values()]
-    packages = sorted({n.package for g in graphs for n in g.nodes} | {"sim_bridge"})
+    packages = sorted({n.package for g in graphs for n in g.nodes} | {"sim2real"})
     install = tmp_path / "install"
     proc = subprocess.run(
         [str(COLCON), "--log-base", str(tmp_path / "log"), "build", "--base-paths", str(WS_SRC),
@@ -228,7 +228,7 @@ def test_colcon_installs_launch_files_config_and_executables(tmp_path):
         text=True, timeout=240)
     assert proc.returncode == 0, _tail(proc.stdout)
 
-    share = install / "sim_bridge" / "share" / "sim_bridge" / "launch"
+    share = install / "sim2real" / "share" / "sim2real" / "launch"
     for source in [*LAUNCH.glob("*.launch.py"), *LAUNCH.glob("graphs/*.yaml"), *LAUNCH.glob("config/*.yaml")]:
         installed = share / source.relative_to(LAUNCH)
         assert installed.is_file(), f"{installed.relative_to(install)} not installed"
@@ -237,13 +237,13 @@ def test_colcon_installs_launch_files_config_and_executables(tmp_path):
         for n in g.nodes:
             exe = install / n.package / "lib" / n.package / n.executable
             assert exe.is_file() and os.access(exe, os.X_OK), f"{exe.relative_to(install)} missing"
-    # what `ros2 launch sim_bridge sim.launch.py` imports: the installed helper, and it resolves
+    # what `ros2 launch sim2real sim.launch.py` imports: the installed helper, and it resolves
     # the installed graph against the installed config
-    site = next((install / "sim_bridge" / "lib").glob("python3*/site-packages"))
+    site = next((install / "sim2real" / "lib").glob("python3*/site-packages"))
     check = subprocess.run(
         [sys.executable, "-I", "-c",
          "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-         "import sim_bridge.launch_graph as lg; assert lg.__file__.startswith(sys.argv[1]), lg.__file__; "
+         "import sim2real.launch_graph as lg; assert lg.__file__.startswith(sys.argv[1]), lg.__file__; "
          "g = lg.load_graph(Path(sys.argv[2]) / 'graphs' / 'real.yaml'); "
          "print([str(n.params_file) for n in lg.resolve(g, {'emulator': 'true'}, base_dir=Path(sys.argv[2]))])",
          str(site), str(share)], capture_output=True, text=True, timeout=60)
@@ -260,7 +260,7 @@ def test_colcon_installs_launch_files_config_and_executables(tmp_path):
     ("calibrate", [], 2, "calibration node ready"),
 ])
 def test_sim2real_launch_runs_and_stops_cleanly(graph, flags, started, marker):
-    cmd = [sys.executable, "-m", "sim_bridge.cli", "launch", graph, *flags, "--duration-s", "5"]
+    cmd = [sys.executable, "-m", "sim2real.cli", "launch", graph, *flags, "--duration-s", "5"]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=90)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]

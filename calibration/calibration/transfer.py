@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from calibration.episodes import drive_emulator
-from policies.evaluate import wilson_interval
+from sim_bridge.episode import HeldSuccess, SuccessCriterion, wilson_interval
 
 __all__ = ["EmulatorScore", "emulator_success"]
 
@@ -50,16 +50,16 @@ def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed
     p = emu.profile
     policy = PolicyRuntime(policy_path)
     rng = np.random.default_rng(seed)
+    counter = HeldSuccess(SuccessCriterion(radius_m, hold_steps, "end effector to goal"))
     wins, finals = 0, []
     for _ in range(int(episodes)):
         goal = rng.uniform(p.reach_low_m, p.reach_high_m)
-        held, success, dist = 0, False, np.inf
+        counter.reset()
+        dist = np.inf
         for _ in drive_emulator(emu, policy, goal, steps):
             dist = float(np.linalg.norm(emu.end_effector_position() - goal))
-            held = held + 1 if dist < radius_m else 0
-            if held >= hold_steps:
-                success = True
+            if counter.update(dist):
                 break
-        wins += success
+        wins += counter.succeeded
         finals.append(dist)
     return EmulatorScore(label or policy.name, wins, int(episodes), float(np.mean(finals)))

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from sim_bridge.episode import wilson_interval
+
 
 @dataclass
 class EvalResult:
@@ -37,17 +39,6 @@ class EvalResult:
                 f"+- {(self.return_ci95[1] - self.return_ci95[0]) / 2:.2f}  final distance "
                 f"{100 * self.mean_final_distance_m:.2f} cm  median steps to success {steps}  "
                 f"({self.episodes} episodes)")
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def mean_ci(values: np.ndarray, z: float = 1.96) -> tuple[float, tuple[float, float]]:

@@ -19,7 +19,7 @@ from calib_helpers import REACH_LSTM
 from calibration import job as job_module
 from calibration.job import CalibrationJob, Cancelled, JobError, history_dir, plots_dir
 from calibration.simopt import CalibrationSettings, SearchEntry
-from sim_bridge.cli import main as sim2real_main
+from sim2real.cli import main as sim2real_main
 from sim_bridge.randomization import load_randomization
 from sim_bridge.simulator import ArmSimulator
 

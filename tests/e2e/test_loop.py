@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.e2e]
 
 def test_loop_round_produces_bag_calibration_and_retrained_policy(tmp_path):
     out = tmp_path / "loop"
-    cmd = [sys.executable, "-m", "sim_bridge.cli", "loop", "--episodes", "2", "--episode-s", "1.5",
+    cmd = [sys.executable, "-m", "sim2real.cli", "loop", "--episodes", "2", "--episode-s", "1.5",
            "--train-steps", "2048", "--eval-episodes", "3", "--out", str(out),
            "--train-args", "--eval-episodes 2 --num-envs 4 --num-workers 1 --num-steps 64",
            "--calibrate-args", "--samples 12 --iterations 1 --no-plots"]

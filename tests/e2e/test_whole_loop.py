@@ -30,7 +30,7 @@ class Graph:
     def __init__(self, name: str, args: list[str], log: Path):
         self.log = log
         self._fh = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "sim_bridge.cli", "launch", name, *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "sim2real.cli", "launch", name, *args],
                                      stdin=subprocess.DEVNULL, stdout=self._fh, stderr=subprocess.STDOUT,
                                      process_group=0)
 
@@ -161,7 +161,7 @@ def test_sim_and_real_graphs_swap_record_calibrate_and_push(tmp_path, operator):
         # calibrate from the recording (open loop: the bag holds episodes of two policies)
         out = tmp_path / "calibrated.yaml"
         cal = subprocess.run(
-            [sys.executable, "-m", "sim_bridge.cli", "calibrate", "--bags", str(bag), "--prior", "default",
+            [sys.executable, "-m", "sim2real.cli", "calibrate", "--bags", str(bag), "--prior", "default",
              "--out", str(out), "--mode", "open_loop", "--samples", "24", "--iterations", "2", "--no-plots",
              "--push", f"{SIM_NS}/sim_bridge"],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)

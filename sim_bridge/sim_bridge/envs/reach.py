@@ -35,6 +35,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim_bridge.episode import HeldSuccess, SuccessCriterion
 from sim_bridge.observations import action_to_joint_targets, build_observation, clip, observation_size
 from sim_bridge.profile import RobotProfile, load_profile
 from sim_bridge.randomization import RandomizationSpec, load_randomization
@@ -57,8 +58,10 @@ class ReachEnv(gym.Env):
             randomization = load_randomization(randomization)
         self.sim = ArmSimulator(self.profile, randomization)
         self.max_episode_steps = int(max_episode_steps)
-        self.success_radius_m = float(success_radius_m)
-        self.success_hold_steps = int(success_hold_steps)
+        self.success = SuccessCriterion(float(success_radius_m), int(success_hold_steps), "end effector to target")
+        self.success_radius_m = self.success.radius_m
+        self.success_hold_steps = self.success.hold_steps
+        self._counter = HeldSuccess(self.success)
         self.action_scale_rad = float(action_scale_rad)
         self.success_bonus = float(success_bonus)
         self.precision_weight = float(precision_weight)
@@ -77,7 +80,6 @@ class ReachEnv(gym.Env):
         self._reading = None
         self._dynamics = self.sim.dynamics.astype(np.float32)
         self._steps = 0
-        self._held = 0
 
     @property
     def dynamics_names(self) -> tuple[str, ...]:
@@ -107,8 +109,7 @@ class ReachEnv(gym.Env):
         self._dynamics = self.sim.dynamics.astype(np.float32)  # privileged state, fixed per episode
         self._dynamics.setflags(write=False)  # shared by every info of the episode
         self._steps = 0
-        self._held = 0
-        self._succeeded = False
+        self._counter.reset()
         return self._observation(), self._info(self._distance(), blowup=False)
 
     def step(self, action):
@@ -125,12 +126,11 @@ class ReachEnv(gym.Env):
             return self._observation(), -1.0, False, True, self._info(np.inf, blowup=True)
         self._reading = self.sim.read()
         dist = self._distance()
-        inside = dist < self.success_radius_m
-        self._held = self._held + 1 if inside else 0
-        self._succeeded |= self._held >= self.success_hold_steps
+        inside = self._counter.inside(dist)
+        succeeded = self._counter.update(dist)
         reward = (-dist + self.precision_weight * (1.0 - math.tanh(dist / self.precision_scale_m))
                   + self.success_bonus * inside - self.action_cost * float(a @ a) / a.size)
-        terminated = self.terminate_on_success and self._succeeded
+        terminated = self.terminate_on_success and succeeded
         truncated = self._steps >= self.max_episode_steps and not terminated
         return self._observation(), float(reward), terminated, truncated, self._info(dist, blowup=False)
 
@@ -154,6 +154,6 @@ class ReachEnv(gym.Env):
             "target_pos": self._target.copy(),
             "ee_pos": ee,
             "distance": dist,
-            "is_success": self._succeeded,
+            "is_success": self._counter.succeeded,
             "physics_blowup": blowup,
         }

@@ -52,7 +52,7 @@ def add_loop_command(subparsers) -> None:
 
 
 def _sim2real() -> list[str]:
-    return [sys.executable, "-m", "sim_bridge.cli"]
+    return [sys.executable, "-m", "sim2real.cli"]
 
 
 def round_commands(args, k: int, policy: str, prior: str, bags: list[str],

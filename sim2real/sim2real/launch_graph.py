@@ -1,7 +1,7 @@
 """One description of each launch graph, read by the launch files and by ``sim2real launch``.
 
 ``launch/graphs/<graph>.yaml`` lists the graph's launch arguments and nodes; both
-``launch/<graph>.launch.py`` (``ros2 launch sim_bridge sim.launch.py`` after a colcon build)
+``launch/<graph>.launch.py`` (``ros2 launch sim2real sim.launch.py`` after a colcon build)
 and ``sim2real launch <graph>`` resolve it here, with :func:`resolve`, into the same
 :class:`ResolvedNode` list (names, namespaces, parameter files, parameter overrides,
 remappings), so the two launchers cannot drift apart. Pure Python + PyYAML: no ``launch``
@@ -41,7 +41,7 @@ from pathlib import Path
 import yaml
 
 GRAPH_VERSION = 1
-PACKAGE = "sim_bridge"          # the package whose share/ holds launch/, launch/graphs/, launch/config/
+PACKAGE = "sim2real"            # the package whose share/ holds launch/, launch/graphs/, launch/config/
 GRAPHS = ("sim", "real", "calibrate")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -142,9 +142,9 @@ def _param_text(value) -> str:
 # --- where the files are ------------------------------------------------------------------
 def launch_dir() -> Path:
     """The folder holding ``*.launch.py``, ``graphs/`` and ``config/``: the source checkout's
-    ``launch/`` (editable install), else ``<prefix>/share/sim_bridge/launch`` (colcon or pip
-    install; data_files of sim_bridge/setup.py), else the ament index."""
-    from sim_bridge.cli import source_tree  # noqa: PLC0415
+    ``launch/`` (editable install), else ``<prefix>/share/sim2real/launch`` (colcon or pip
+    install; data_files of sim2real/setup.py), else the ament index."""
+    from sim2real.cli import source_tree  # noqa: PLC0415
 
     candidates = []
     root = source_tree()
@@ -288,7 +288,7 @@ def launch_description(graph_file: str | Path):
 
     path = Path(graph_file).resolve()
     graph = load_graph(path)
-    base = path.parent.parent  # launch/ (or share/sim_bridge/launch/): holds config/
+    base = path.parent.parent  # launch/ (or share/sim2real/launch/): holds config/
 
     def nodes(context, *args, **kwargs):
         values = {name: LaunchConfiguration(name).perform(context) for name in graph.arguments}
@@ -322,7 +322,8 @@ def add_launch_command(subparsers) -> None:
         directory = launch_dir()
         graphs = {name: load_graph(name, directory / "graphs") for name in GRAPHS}
     except GraphError as exc:
-        p.set_defaults(func=lambda _args: _fail(str(exc)))
+        message = str(exc)  # `exc` is unbound after the except block; the lambda runs later
+        p.set_defaults(func=lambda _args: _fail(message))
         return
     for name, graph in graphs.items():
         g = sub.add_parser(name, help=graph.description, description=graph.description)
@@ -350,7 +351,7 @@ def _fail(message: str) -> int:
 
 def node_command(node: ResolvedNode) -> list[str]:
     """The process for one node: ``sim2real node <entry_point> --ros-args ...`` with this interpreter."""
-    return [sys.executable, "-m", "sim_bridge.cli", "node", node.entry_point, *node.ros_args()]
+    return [sys.executable, "-m", "sim2real.cli", "node", node.entry_point, *node.ros_args()]
 
 
 def run_launch(args) -> int:

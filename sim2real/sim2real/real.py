@@ -45,19 +45,21 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import random
 import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-SUCCESS_RADIUS_M = 0.02     # the sim's criterion (sim_bridge.demo, Sim2Real/Reach-v0)
-SUCCESS_HOLD_STEPS = 10
+from sim_bridge.episode import EpisodeResult, EpisodeSummary, EpisodeTracker, SuccessCriterion, episode_line
+from sim_bridge.episode import summary_line as episodes_summary_line
+
+SUCCESS = SuccessCriterion(0.02, 10, "end effector to goal")  # the sim's criterion (Sim2Real/Reach-v0)
+MEASURED_BY = "nominal FK of the measured joints"
 DEFAULT_NAMESPACE = "/sim2real"
 EMULATOR_RESET = "/arm_emulator/reset"
 SERVICE_TIMEOUT_S = 10.0
@@ -101,21 +103,6 @@ def add_real_command(subparsers) -> None:
 
 # --- results ------------------------------------------------------------------------------
 @dataclass
-class EpisodeResult:
-    episode: int
-    success: bool
-    time_to_goal_s: float | None     # wall clock, policy activation -> first of the held steps
-    steps_to_goal: int | None        # control steps (relayed states) to the first held step
-    final_error_m: float             # at the last relayed state of the episode
-    min_error_m: float
-    steps: int                       # relayed joint states during the episode
-    wall_s: float
-    goal_m: list[float]
-    safety_interventions: dict[str, int] = field(default_factory=dict)
-    note: str = ""
-
-
-@dataclass
 class RunResult:
     policy: str
     onnx_sha256: str
@@ -125,39 +112,20 @@ class RunResult:
     bag: str | None = None
 
     @property
-    def successes(self) -> int:
-        return sum(e.success for e in self.episodes)
-
-    @property
-    def success_rate(self) -> float:
-        return self.successes / len(self.episodes) if self.episodes else float("nan")
+    def summary(self) -> EpisodeSummary:
+        return EpisodeSummary.of(self.episodes)
 
     def to_dict(self) -> dict:
-        times = [e.time_to_goal_s for e in self.episodes if e.success]
         return {"policy": self.policy, "onnx_sha256": self.onnx_sha256, "seed": self.seed,
-                "episodes": [asdict(e) for e in self.episodes], "successes": self.successes,
-                "success_rate": self.success_rate, "success_ci95": list(wilson(self.successes, len(self.episodes))),
-                "mean_time_to_goal_s": float(np.mean(times)) if times else None,
-                "mean_final_error_m": float(np.mean([e.final_error_m for e in self.episodes]))
-                if self.episodes else None,
+                "episodes": [e.to_dict() for e in self.episodes], **self.summary.to_dict(),
                 "sim_evaluation": {k: {f: v.get(f) for f in ("episodes", "success_rate", "success_ci95")}
                                    for k, v in self.sim_evaluation.items() if isinstance(v, dict)},
                 "bag": self.bag}
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n <= 0:
-        return (float("nan"), float("nan"))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 # --- parameter files ----------------------------------------------------------------------
 def default_params_dir() -> Path:
-    from sim_bridge.cli import source_tree  # noqa: PLC0415
+    from sim2real.cli import source_tree  # noqa: PLC0415
 
     root = source_tree()
     return root / "launch" / "config" if root is not None else Path("launch/config")
@@ -206,6 +174,7 @@ class EpisodeMonitor:
         self.profile = profile
         self.period_s = profile.control_period_s
         self._fk = ReachOracle(profile)  # nominal model: FK only
+        self.tracker = EpisodeTracker(SUCCESS, profile.control_period_s)
         self._index = None
         self._lock = threading.Lock()
         self.done = threading.Event()
@@ -258,14 +227,7 @@ class EpisodeMonitor:
         with self._lock:
             if not self._active:
                 return
-            self._steps += 1
-            self._final = dist
-            self._min = min(self._min, dist)
-            self._held = self._held + 1 if dist < SUCCESS_RADIUS_M else 0
-            if self._held == 1:
-                self._first_held = (arrival, self._steps)
-            if self._held >= SUCCESS_HOLD_STEPS:
-                self._reached = self._first_held
+            if self.tracker.step(dist, time_s=arrival):
                 self.done.set()
 
     # main thread
@@ -283,21 +245,15 @@ class EpisodeMonitor:
 
     def begin(self, goal: np.ndarray, t0: float) -> None:
         with self._lock:
-            self._goal, self._t0 = np.asarray(goal, float), t0
-            self._steps, self._held, self._final, self._min = 0, 0, float("nan"), float("inf")
-            self._first_held = self._reached = None
+            self._goal = np.asarray(goal, float)
+            self.tracker.begin(t0)
             self.done.clear()
             self._active = True
 
-    def finish(self) -> dict:
+    def finish(self, episode: int, **extra) -> EpisodeResult:
         with self._lock:
             self._active = False
-            reached = self._reached
-            return {"success": reached is not None,
-                    "time_to_goal_s": reached[0] - self._t0 if reached else None,
-                    "steps_to_goal": reached[1] if reached else None,
-                    "final_error_m": self._final, "min_error_m": self._min if self._steps else float("nan"),
-                    "steps": self._steps}
+            return self.tracker.result(episode, **extra)
 
     def destroy(self) -> None:
         self.node.destroy_node()
@@ -434,15 +390,14 @@ class DeploymentGraph:
         m.begin(goal, t0)
         self._set_active(self.policy, True)
         m.done.wait(timeout=episode_s)
-        outcome = m.finish()
-        wall = time.monotonic() - t0
-        interventions = {k: v for k, v in (Counter(self.bridge.filter.counts()) - before).items() if v}
+        result = m.finish(index, goal_m=[round(float(v), 4) for v in goal], wall_s=time.monotonic() - t0)
+        result.safety_interventions = {k: v for k, v in (Counter(self.bridge.filter.counts()) - before).items() if v}
         self._set_active(self.policy, False)  # the bridge holds the measured position from here
         if m.start_episode is not None:
-            call(m.end_success if outcome["success"] else m.end_failure)
-        note = "" if outcome["steps"] else "no joint states relayed during the episode"
-        return EpisodeResult(episode=index, goal_m=[round(float(v), 4) for v in goal], wall_s=wall,
-                             safety_interventions=interventions, note=note, **outcome)
+            call(m.end_success if result.success else m.end_failure)
+        if not result.steps:
+            result.note = "no joint states relayed during the episode"
+        return result
 
     def close(self):
         """Stop commanding, close the bag, stop the executor, destroy the nodes. Returns the
@@ -490,28 +445,9 @@ def _sim_rates(evaluation: dict) -> str:
     return ", ".join(parts) if parts else "no evaluation in the manifest"
 
 
-def episode_line(r: EpisodeResult, total: int) -> str:
-    status = "success" if r.success else "FAILED "
-    ttg = f"{r.time_to_goal_s:5.2f} s" if r.success else "   -   "
-    extra = f"  safety filter: {', '.join(f'{k} x{v}' for k, v in r.safety_interventions.items())}" \
-        if r.safety_interventions else ""
-    note = f"  ({r.note})" if r.note else ""
-    return (f"episode {r.episode}/{total}  {status}  time to goal {ttg}  final error {100 * r.final_error_m:5.2f} cm"
-            f"  goal [{', '.join(f'{v:+.3f}' for v in r.goal_m)}] m  {r.steps} steps{extra}{note}")
-
-
 def summary_line(run: RunResult) -> str:
-    n, ok = len(run.episodes), run.successes
-    lo, hi = wilson(ok, n)
-    times = [e.time_to_goal_s for e in run.episodes if e.success]
-    text = (f"summary: policy '{run.policy}': {ok}/{n} reached the goal (within {100 * SUCCESS_RADIUS_M:.0f} cm for "
-            f"{SUCCESS_HOLD_STEPS} control steps, nominal FK of the measured joints): {100 * run.success_rate:.0f}% "
-            f"(95% CI {100 * lo:.0f}-{100 * hi:.0f}%)")
-    if times:
-        text += f"; mean time to goal {np.mean(times):.2f} s"
-    if n:
-        text += f"; mean final error {100 * np.mean([e.final_error_m for e in run.episodes]):.2f} cm"
-    return text + f"\n  in sim (manifest): {_sim_rates(run.sim_evaluation)}"
+    return (episodes_summary_line(run.episodes, SUCCESS, who=f"policy '{run.policy}'", measured_by=MEASURED_BY)
+            + f"\n  in sim (manifest): {_sim_rates(run.sim_evaluation)}")
 
 
 def gap_table(runs: list[RunResult], hardware: str, label: str) -> str:
@@ -522,15 +458,15 @@ def gap_table(runs: list[RunResult], hardware: str, label: str) -> str:
              f"  {'policy':<{width}}{label + ' success':<19}{'95% CI':<12}{'sim nominal':<13}{'sim randomized':<16}"
              f"{'time to goal':<14}final error"]
     for r in runs:
-        lo, hi = wilson(r.successes, len(r.episodes))
+        s = r.summary
+        lo, hi = s.ci95
         sim_nominal, sim_randomized = (_pct(r.sim_evaluation.get(k, {}).get("success_rate"))
                                        for k in ("none", "default"))
-        times = [e.time_to_goal_s for e in r.episodes if e.success]
         ci = f"{100 * lo:.0f}-{100 * hi:.0f}%"
-        ttg = f"{np.mean(times):.2f} s" if times else "-"
-        lines.append(
-            f"  {r.policy:<{width}}{_fmt_rate(r.successes, len(r.episodes)):<19}{ci:<12}{sim_nominal:<13}"
-            f"{sim_randomized:<16}{ttg:<14}{100 * np.mean([e.final_error_m for e in r.episodes]):.2f} cm")
+        ttg = f"{s.mean_time_to_goal_s:.2f} s" if s.mean_time_to_goal_s is not None else "-"
+        final = f"{100 * s.mean_final_error_m:.2f} cm" if s.mean_final_error_m is not None else "-"
+        lines.append(f"  {r.policy:<{width}}{_fmt_rate(s.successes, s.episodes):<19}{ci:<12}{sim_nominal:<13}"
+                     f"{sim_randomized:<16}{ttg:<14}{final}")
     return "\n".join(lines)
 
 
@@ -618,7 +554,7 @@ def run_real(args) -> int:
             "namespace": args.namespace, "params_dir": str(params_dir.resolve()),
             "seed": runs[0].seed if runs else None,
             "episode_s": args.episode_s,
-            "success_criterion": {"radius_m": SUCCESS_RADIUS_M, "hold_steps": SUCCESS_HOLD_STEPS,
+            "success_criterion": {**SUCCESS.to_dict(),
                                   "measured_by": "nominal forward kinematics of the joint states relayed by the "
                                                  "bridge"},
             "runs": [r.to_dict() for r in runs]}, indent=2))

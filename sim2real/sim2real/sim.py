@@ -17,13 +17,14 @@ import argparse
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-SUCCESS_RADIUS_M = 0.02
-SUCCESS_HOLD_STEPS = 10
+from sim_bridge.episode import EpisodeResult, EpisodeSummary, EpisodeTracker, SuccessCriterion, episode_line, summary_line
+
+SUCCESS = SuccessCriterion(0.02, 10, "end effector to goal")  # Sim2Real/Reach-v0's criterion
 
 
 def add_sim_command(subparsers) -> None:
@@ -54,15 +55,6 @@ class EpisodeTrace:
     distance_m: list[float] = field(default_factory=list)
     joint_pos: list[list[float]] = field(default_factory=list)
     command: list[list[float]] = field(default_factory=list)
-
-
-@dataclass
-class EpisodeResult:
-    episode: int
-    success: bool
-    time_to_goal_s: float | None
-    final_error_m: float
-    dynamics: dict[str, float]
 
 
 # Parameter groups shown in the one-line episode summary (all are in the JSON output):
@@ -107,6 +99,7 @@ class EpisodeRecorder:
     def __init__(self, control_period_s: float, episode_s: float):
         self.period = control_period_s
         self.max_steps = int(round(episode_s / control_period_s))
+        self.tracker = EpisodeTracker(SUCCESS, control_period_s)
         self.done = threading.Event()
         self.done.set()
         self._episode = -1
@@ -114,9 +107,8 @@ class EpisodeRecorder:
     def arm(self, episode: int) -> None:
         """Record the steps of session episode number ``episode`` (the next reset's)."""
         self.trace = EpisodeTrace()
-        self.reached_at: float | None = None
+        self.tracker.begin()
         self.dynamics: dict[str, float] = {}
-        self._held = 0
         self._episode = episode
         self.done.clear()
 
@@ -129,17 +121,12 @@ class EpisodeRecorder:
             return
         if not self.dynamics:
             self.dynamics = session.sim.dynamics_dict()
-        t = len(self.trace.time_s) * self.period + self.period
         dist = float(np.linalg.norm(session.sim.end_effector_position() - session.goal))
-        self.trace.time_s.append(t)
+        self.trace.time_s.append((len(self.trace.time_s) + 1) * self.period)
         self.trace.distance_m.append(dist)
         self.trace.joint_pos.append(session.sim.true_joint_positions().tolist())
         self.trace.command.append(session.last_command.tolist())
-        self._held = self._held + 1 if dist < SUCCESS_RADIUS_M else 0
-        if self._held >= SUCCESS_HOLD_STEPS:
-            self.reached_at = t - (SUCCESS_HOLD_STEPS - 1) * self.period
-            self.done.set()
-        elif len(self.trace.time_s) >= self.max_steps:
+        if self.tracker.step(dist) or self.tracker.steps >= self.max_steps:
             self.done.set()
 
 
@@ -210,16 +197,12 @@ def run_sim(args) -> int:
             end = time.monotonic() + 5.0
             while not future.done() and time.monotonic() < end:  # the reply may trail the first steps
                 time.sleep(0.001)
-            trace = recorder.trace
-            final = trace.distance_m[-1] if trace.distance_m else float("nan")
-            result = EpisodeResult(ep, recorder.reached_at is not None, recorder.reached_at, final,
-                                   recorder.dynamics)
+            result = recorder.tracker.result(ep, goal_m=[round(float(v), 4) for v in session.goal],
+                                             dynamics=recorder.dynamics)
             results.append(result)
-            traces.append(trace)
-            status = "success" if result.success else "FAILED "
-            ttg = f"{result.time_to_goal_s:5.2f} s" if result.success else "   -   "
-            print(f"episode {ep}/{args.episodes}  {status}  time to goal {ttg}  final error "
-                  f"{100 * final:5.2f} cm  dynamics: {summarize_dynamics(result.dynamics)}", flush=True)
+            traces.append(recorder.trace)
+            print(episode_line(result, args.episodes, extra=f"dynamics: {summarize_dynamics(result.dynamics)}"),
+                  flush=True)
     finally:
         session.tick_observers.remove(recorder.on_tick)
         if viewer is not None:
@@ -233,20 +216,16 @@ def run_sim(args) -> int:
         controller.destroy_node()
         rclpy.try_shutdown()
 
-    n_ok = sum(r.success for r in results)
-    times = [r.time_to_goal_s for r in results if r.success]
-    print(f"summary: {n_ok}/{len(results)} reached the goal (within {100 * SUCCESS_RADIUS_M:.0f} cm for "
-          f"{SUCCESS_HOLD_STEPS} steps); mean time to goal "
-          f"{np.mean(times):.2f} s; mean final error {100 * np.mean([r.final_error_m for r in results]):.2f} cm"
-          if times else f"summary: 0/{len(results)} reached the goal")
+    print(summary_line(results, SUCCESS))
     args.out.mkdir(parents=True, exist_ok=True)
     plot = args.out / "episodes.png"
     plot_episodes(traces, results, bridge.profile.joint_names, plot)
     print(f"plot: {plot.resolve()}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"episodes": [asdict(r) for r in results],
-                                         "success_rate": n_ok / max(1, len(results))}, indent=2))
+        args.json.write_text(json.dumps({"episodes": [r.to_dict() for r in results],
+                                         "success_criterion": SUCCESS.to_dict(),
+                                         **EpisodeSummary.of(results).to_dict()}, indent=2))
         print(f"results: {args.json.resolve()}")
     return 0 if results else 1
 
@@ -265,7 +244,7 @@ def plot_episodes(traces: list[EpisodeTrace], results: list[EpisodeResult], join
     for trace, result in zip(traces, results):
         top.plot(trace.time_s, 100 * np.array(trace.distance_m),
                  label=f"episode {result.episode} ({'success' if result.success else 'failed'})")
-    top.axhline(100 * SUCCESS_RADIUS_M, color="k", ls="--", lw=0.8, label="success radius")
+    top.axhline(100 * SUCCESS.radius_m, color="k", ls="--", lw=0.8, label="success radius")
     top.set_xlabel("time [s]")
     top.set_ylabel("distance to goal [cm]")
     top.set_yscale("log")
