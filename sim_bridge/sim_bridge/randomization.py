@@ -16,12 +16,20 @@ asymmetric critic sees, and the space the calibration (SimOpt) searches.
 Semantics of a sampled value ``v`` for a nominal value ``x0``:
 ``scale`` -> ``x0 * v``; ``add`` -> ``x0 + v``; ``abs`` -> ``v``.
 Quantities that cannot be negative (mass, damping, friction, ...) are clipped at 0.
+
+What can be randomized is the kind registry :data:`KINDS`: one :class:`Kind` entry per
+quantity says what it targets (a :class:`Target` type: body, joint, geom, axis, ...),
+how its nominal value is read and how a sampled value is applied (to the model, or to
+the simulator's :class:`EpisodeEffects` such as latency and noise). A new kind is one
+entry in that table, or one :func:`register_kind` call from another module.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,35 +46,373 @@ OPERATIONS = ("scale", "add", "abs")
 DISTRIBUTIONS = ("uniform", "loguniform", "normal")
 
 
-@dataclass(frozen=True)
-class Kind:
-    """What a parameter changes: the target type and the operations that make sense."""
+# --- target types: what the ``targets`` of a parameter name ------------------------------
 
-    target: str  # "body" | "joint" | "geom" | "axis" | "signal" | "none"
-    operations: tuple[str, ...]
-    doc: str
-    nonnegative: bool = True
-
-
-# The physics (and sensing) quantities a distribution file can randomize.
-KINDS: dict[str, Kind] = {
-    "body_mass": Kind("body", OPERATIONS, "link mass in kg; inertia is rescaled by the same ratio"),
-    "joint_damping": Kind("joint", OPERATIONS, "passive joint damping in N m s/rad"),
-    "joint_frictionloss": Kind("joint", OPERATIONS, "dry (Coulomb) joint friction, stiction, in N m"),
-    "joint_armature": Kind("joint", OPERATIONS, "rotor inertia added to the joint, in kg m^2"),
-    "geom_friction": Kind("geom", OPERATIONS, "sliding friction coefficient of contact geoms"),
-    "actuator_kp": Kind("joint", OPERATIONS, "position-actuator stiffness (P gain) in N m/rad"),
-    "actuator_kd": Kind("joint", OPERATIONS, "position-actuator damping (D gain) in N m s/rad"),
-    "joint_limit_offset": Kind("joint", ("add",), "shift of both joint position limits, rad", nonnegative=False),
-    "gravity": Kind("axis", ("add", "abs"), "gravity vector component in m/s^2", nonnegative=False),
-    "action_latency": Kind("none", ("abs",), "delay from command to actuator, in control steps "
-                                             "(fractional values delay by physics sub-steps)"),
-    "obs_noise_std": Kind("signal", ("abs",), "std of Gaussian noise added to an observed signal "
-                                              "(joint_pos in rad, joint_vel in rad/s)"),
-    "action_noise_std": Kind("none", ("abs",), "std of Gaussian noise added to joint position commands, rad"),
-}
 AXES = ("x", "y", "z")
 SIGNALS = ("joint_pos", "joint_vel")
+
+
+class UnknownTarget(LookupError):
+    """A target name that does not resolve; the message lists the names that would."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target type: what the elements of a kind are, and how a target name becomes an index.
+
+    ``name`` is the word messages use ("body", "joint", "geom", ...). :meth:`resolve` turns
+    a target name into the index the kind receives (a body id, a dof address, an axis
+    index, ...); :meth:`defaults` gives the targets of a parameter that lists none.
+    ``allowed`` is a closed set of names, checked already when a file is parsed (axes,
+    signals); None where only the model knows the names.
+
+    This base class is a single value per parameter: no targets, no index (latency, ...).
+    """
+
+    name: str
+
+    single = True  # class attributes, overridden by the subclasses that name targets
+    allowed = None
+
+    def resolve(self, model: mujoco.MjModel, profile: RobotProfile, name: str) -> int:
+        """The index of target ``name``; raises :class:`UnknownTarget` listing known names."""
+        raise UnknownTarget(f"a '{self.name}' target type takes no targets")
+
+    def defaults(self, model: mujoco.MjModel, profile: RobotProfile) -> tuple[tuple[str, ...], list[int]]:
+        """``(names, indices)`` of the targets used when a parameter lists none."""
+        return (), []
+
+
+_OBJECT_COUNT = {mujoco.mjtObj.mjOBJ_BODY: "nbody", mujoco.mjtObj.mjOBJ_JOINT: "njnt",
+                 mujoco.mjtObj.mjOBJ_GEOM: "ngeom", mujoco.mjtObj.mjOBJ_SITE: "nsite",
+                 mujoco.mjtObj.mjOBJ_ACTUATOR: "nu"}
+
+
+@dataclass(frozen=True)
+class ModelObject(Target):
+    """Model objects by name (``mj_name2id(model, obj, name)``), e.g. any body or geom of
+    the model, robot or not. ``index`` maps the object id through a model array (e.g.
+    ``"jnt_dofadr"``: a joint's dof address). Default targets: the robot profile's
+    ``profile_names`` (e.g. ``"link_names"``); none when None."""
+
+    obj: mujoco.mjtObj
+    profile_names: str | None = None
+    index: str | None = None
+
+    single = False
+
+    def resolve(self, model: mujoco.MjModel, profile: RobotProfile, name: str) -> int:
+        idx = mujoco.mj_name2id(model, self.obj, name)
+        if idx < 0:
+            known = [mujoco.mj_id2name(model, self.obj, i) for i in range(getattr(model, _OBJECT_COUNT[self.obj]))]
+            raise UnknownTarget(f"unknown {self.name} '{name}'; the model has {[k for k in known if k]}")
+        return idx if self.index is None else int(getattr(model, self.index)[idx])
+
+    def defaults(self, model: mujoco.MjModel, profile: RobotProfile) -> tuple[tuple[str, ...], list[int]]:
+        names = tuple(getattr(profile, self.profile_names)) if self.profile_names else ()
+        return names, [self.resolve(model, profile, n) for n in names]
+
+
+@dataclass(frozen=True)
+class ContactGeoms(ModelObject):
+    """Geoms by name; default targets: every contact geom, unnamed ones labelled ``geom<id>``."""
+
+    def defaults(self, model: mujoco.MjModel, profile: RobotProfile) -> tuple[tuple[str, ...], list[int]]:
+        ids = [i for i in range(model.ngeom) if model.geom_contype[i] or model.geom_conaffinity[i]]
+        return tuple(model.geom(i).name or f"geom{i}" for i in ids), ids
+
+
+@dataclass(frozen=True)
+class JointActuator(Target):
+    """Robot joints by profile name; the index is the id of the actuator the profile pairs
+    with the joint. Default targets: all the profile's joints."""
+
+    single = False
+
+    def resolve(self, model: mujoco.MjModel, profile: RobotProfile, name: str) -> int:
+        if name not in profile.joint_names:
+            raise UnknownTarget(f"unknown joint '{name}'; the robot profile's joints are "
+                                f"{list(profile.joint_names)}")
+        act = profile.actuator_names[profile.joint_names.index(name)]
+        return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, act)
+
+    def defaults(self, model: mujoco.MjModel, profile: RobotProfile) -> tuple[tuple[str, ...], list[int]]:
+        names = tuple(profile.joint_names)
+        return names, [self.resolve(model, profile, n) for n in names]
+
+
+@dataclass(frozen=True)
+class ClosedSet(Target):
+    """A fixed list of names (``allowed``), checked when a file is parsed; the index is the
+    position in the list. Default targets: all of them."""
+
+    allowed: tuple[str, ...]
+
+    single = False
+
+    def resolve(self, model: mujoco.MjModel, profile: RobotProfile, name: str) -> int:
+        if name not in self.allowed:
+            raise UnknownTarget(f"unknown {self.name} '{name}'; allowed: {list(self.allowed)}")
+        return self.allowed.index(name)
+
+    def defaults(self, model: mujoco.MjModel, profile: RobotProfile) -> tuple[tuple[str, ...], list[int]]:
+        return self.allowed, list(range(len(self.allowed)))
+
+
+# The target types, and the index each gives a kind. Names are model names unless noted.
+_OBJ = mujoco.mjtObj
+BODY = ModelObject("body", _OBJ.mjOBJ_BODY, profile_names="link_names")  # body id; default: profile links
+JOINT = ModelObject("joint", _OBJ.mjOBJ_JOINT, profile_names="joint_names")  # joint id
+JOINT_DOF = ModelObject("joint", _OBJ.mjOBJ_JOINT, profile_names="joint_names",
+                        index="jnt_dofadr")  # the joint's dof address (dof_* arrays)
+JOINT_ACTUATOR = JointActuator("joint")  # profile joint name -> id of its actuator
+ACTUATOR = ModelObject("actuator", _OBJ.mjOBJ_ACTUATOR, profile_names="actuator_names")  # actuator id
+GEOM = ContactGeoms("geom", _OBJ.mjOBJ_GEOM)  # geom id; default: every contact geom
+AXIS = ClosedSet("axis", AXES)  # 0, 1, 2 for x, y, z
+SIGNAL = ClosedSet("signal", SIGNALS)  # position in SIGNALS
+NO_TARGET = Target("none")  # a single value
+
+
+# --- kinds: the quantities a distribution file can randomize ----------------------------
+
+@dataclass(frozen=True)
+class EpisodeEffects:
+    """Sampled settings that live outside the MuJoCo model (read by the simulator).
+
+    ``action_latency_steps``: delay from command to actuator, in control steps;
+    ``obs_noise_std``: std of Gaussian observation noise per signal (rad, rad/s);
+    ``action_noise_std``: std of Gaussian noise on position commands, rad.
+    """
+
+    action_latency_steps: float = 0.0
+    obs_noise_std: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in SIGNALS})
+    action_noise_std: float = 0.0
+
+
+@dataclass
+class ApplyContext:
+    """What :meth:`Kind.apply` writes into during one :meth:`DynamicsRandomizer.apply`.
+
+    ``model`` has just been restored to ``nominal``. ``effects`` holds the fields of
+    :class:`EpisodeEffects` (fresh values each apply) and becomes the returned effects.
+    """
+
+    model: mujoco.MjModel
+    nominal: NominalModel
+    effects: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One randomizable quantity: what it targets, how its nominal value is read, and how a
+    sampled value is applied. Subclasses implement :meth:`apply` (and :meth:`nominal`,
+    :attr:`writes` where they read or write model fields).
+
+    ``doc`` names the quantity and its unit. ``operations`` are those a file may use.
+    ``nonnegative``: results are clipped at 0, and an ``abs`` range must have low >= 0.
+    ``default_targets``: target names used when a parameter lists none; None: the target
+    type's defaults (e.g. the profile's links). An object kind would give e.g. ``("object",)``.
+    """
+
+    target: Target
+    doc: str
+    operations: tuple[str, ...] = OPERATIONS
+    nonnegative: bool = True
+    default_targets: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        unknown = [op for op in self.operations if op not in OPERATIONS]
+        if not self.operations or unknown:
+            raise ValueError(f"operations must be a non-empty subset of {list(OPERATIONS)}, "
+                             f"got {list(self.operations)}")
+        if self.target.single and self.default_targets is not None:
+            raise ValueError(f"a '{self.target.name}' target type takes no default_targets")
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """Model field paths apply() writes (``"dof_damping"``, ``"opt.gravity"``).
+        :class:`NominalModel` saves them, and restores them before every apply."""
+        return ()
+
+    def nominal(self, nominal: NominalModel, ids: np.ndarray) -> np.ndarray:
+        """The unrandomized value of each target, in the kind's unit, read from the
+        nominal model (the fields as the freshly built MuJoCo model had them). Default 0."""
+        return np.zeros(len(ids))
+
+    def apply(self, ctx: ApplyContext, ids: np.ndarray, operation: str, value: float) -> None:
+        """Apply the sampled ``value`` with ``operation`` to the targets ``ids`` (indices
+        from the target type's resolve; empty for a single-value kind)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelField(Kind):
+    """A number stored in one model array: ``model.<path>[id]``, or ``[id, column]`` for a
+    2-D array. The quantity is ``sign`` times the stored number (e.g. -1 for a D gain
+    stored as a negative bias)."""
+
+    path: str
+    column: int | None = None
+    sign: float = 1.0
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return (self.path,)
+
+    def nominal(self, nominal: NominalModel, ids: np.ndarray) -> np.ndarray:
+        saved = nominal.arrays[self.path]
+        return self.sign * (saved[ids] if self.column is None else saved[ids, self.column])
+
+    def apply(self, ctx: ApplyContext, ids: np.ndarray, operation: str, value: float) -> None:
+        new = self.sign * apply_operation(operation, self.nominal(ctx.nominal, ids), value, nonneg=self.nonnegative)
+        array = model_field(ctx.model, self.path)
+        if self.column is None:
+            array[ids] = new
+        else:
+            array[ids, self.column] = new
+
+
+@dataclass(frozen=True)
+class BodyMass(Kind):
+    """Body mass in kg (``body_mass``); the inertia tensor (``body_inertia``) is rescaled by
+    the same ratio, as for a body of unchanged shape and scaled density."""
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return ("body_mass", "body_inertia")
+
+    def nominal(self, nominal: NominalModel, ids: np.ndarray) -> np.ndarray:
+        return nominal.arrays["body_mass"][ids]
+
+    def apply(self, ctx: ApplyContext, ids: np.ndarray, operation: str, value: float) -> None:
+        mass0 = ctx.nominal.arrays["body_mass"][ids]
+        mass = apply_operation(operation, mass0, value, nonneg=self.nonnegative)
+        ctx.model.body_mass[ids] = mass
+        ratio = np.divide(mass, mass0, out=np.ones_like(mass), where=mass0 > 0)
+        ctx.model.body_inertia[ids] = ctx.nominal.arrays["body_inertia"][ids] * ratio[:, None]
+
+
+@dataclass(frozen=True)
+class PositionGain(Kind):
+    """Stiffness kp of a MuJoCo position actuator, N m/rad: it is stored twice, as the gain
+    ``actuator_gainprm[:, 0] = kp`` and as the bias ``actuator_biasprm[:, 1] = -kp``."""
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return ("actuator_gainprm", "actuator_biasprm")
+
+    def nominal(self, nominal: NominalModel, ids: np.ndarray) -> np.ndarray:
+        return nominal.arrays["actuator_gainprm"][ids, 0]
+
+    def apply(self, ctx: ApplyContext, ids: np.ndarray, operation: str, value: float) -> None:
+        kp = apply_operation(operation, self.nominal(ctx.nominal, ids), value, nonneg=self.nonnegative)
+        ctx.model.actuator_gainprm[ids, 0] = kp
+        ctx.model.actuator_biasprm[ids, 1] = -kp
+
+
+@dataclass(frozen=True)
+class JointLimitOffset(Kind):
+    """Shift of both position limits of a joint (``jnt_range``), rad; nominal 0. The sampled
+    value is the shift itself (operation ``add`` on 0)."""
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return ("jnt_range",)
+
+    def apply(self, ctx: ApplyContext, ids: np.ndarray, operation: str, value: float) -> None:
+        ctx.model.jnt_range[ids] = ctx.nominal.arrays["jnt_range"][ids] + value
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpisodeSetting(Kind):
+    """A setting outside the MuJoCo model: the field ``effect`` of :class:`EpisodeEffects`,
+    one number, or for SIGNAL targets one number per signal. Nominal 0 (off); the sampled
+    value is used as is."""
+
+    effect: str
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.effect not in EpisodeEffects.__dataclass_fields__:
+            raise ValueError(f"'{self.effect}' is not a field of EpisodeEffects")
+        if not self.target.single and self.target.allowed is None:
+            raise ValueError("an EpisodeSetting targets a single value or a closed set of names (SIGNAL)")
+
+    def apply(self, ctx: ApplyContext, ids: np.ndarray, operation: str, value: float) -> None:
+        if self.target.single:
+            ctx.effects[self.effect] = float(value)
+        else:
+            for i in ids:
+                ctx.effects[self.effect][self.target.allowed[i]] = float(value)
+
+
+# THE KIND TABLE: every quantity a distribution file can randomize, by kind name (the
+# parameter name, or its ``kind:``). One entry per kind; other modules use register_kind().
+KINDS: dict[str, Kind] = {
+    "body_mass": BodyMass(BODY, "link mass in kg; inertia is rescaled by the same ratio"),
+    "joint_damping": ModelField(JOINT_DOF, "passive joint damping in N m s/rad", path="dof_damping"),
+    "joint_frictionloss": ModelField(JOINT_DOF, "dry (Coulomb) joint friction, stiction, in N m",
+                                     path="dof_frictionloss"),
+    "joint_armature": ModelField(JOINT_DOF, "rotor inertia added to the joint, in kg m^2", path="dof_armature"),
+    "geom_friction": ModelField(GEOM, "sliding friction coefficient of contact geoms",
+                                path="geom_friction", column=0),
+    "actuator_kp": PositionGain(JOINT_ACTUATOR, "position-actuator stiffness (P gain) in N m/rad"),
+    "actuator_kd": ModelField(JOINT_ACTUATOR, "position-actuator damping (D gain) in N m s/rad",
+                              path="actuator_biasprm", column=2, sign=-1.0),
+    "joint_limit_offset": JointLimitOffset(JOINT, "shift of both joint position limits, rad",
+                                           operations=("add",), nonnegative=False),
+    "gravity": ModelField(AXIS, "gravity vector component in m/s^2", path="opt.gravity",
+                          operations=("add", "abs"), nonnegative=False),
+    "action_latency": EpisodeSetting(NO_TARGET, "delay from command to actuator, in control steps "
+                                                "(fractional values delay by physics sub-steps)",
+                                     operations=("abs",), effect="action_latency_steps"),
+    "obs_noise_std": EpisodeSetting(SIGNAL, "std of Gaussian noise added to an observed signal "
+                                            "(joint_pos in rad, joint_vel in rad/s)",
+                                    operations=("abs",), effect="obs_noise_std"),
+    "action_noise_std": EpisodeSetting(NO_TARGET, "std of Gaussian noise added to joint position commands, rad",
+                                       operations=("abs",), effect="action_noise_std"),
+}
+BUILTIN_KINDS: tuple[str, ...] = tuple(KINDS)
+
+
+def register_kind(name: str, kind: Kind, *, replace: bool = False) -> Kind:
+    """Make ``kind`` available to distribution files as ``name`` (e.g. ``object_friction``).
+
+    Call it when the module defining the kind is imported, before files that use it are
+    parsed. A :class:`NominalModel` built before the call saves the kind's fields when the
+    first randomizer using the kind is built on it. ``replace=True`` re-registers an added
+    kind; built-in kinds cannot be replaced. Returns ``kind``.
+    """
+    if not isinstance(kind, Kind):
+        raise TypeError(f"expected a Kind, got {type(kind).__name__}")
+    if not (isinstance(name, str) and name.isidentifier()):
+        raise ValueError(f"a kind name must be an identifier (letters, digits, _), got {name!r}")
+    if name in BUILTIN_KINDS:
+        raise ValueError(f"'{name}' is a built-in kind and cannot be replaced")
+    if name in KINDS and not replace:
+        raise ValueError(f"kind '{name}' is already registered; pass replace=True to replace it")
+    KINDS[name] = kind
+    return kind
+
+
+def unregister_kind(name: str) -> Kind:
+    """Remove a kind added by :func:`register_kind` (built-in kinds stay). Returns it.
+    Randomizers already built keep working; new files can no longer use the name."""
+    if name in BUILTIN_KINDS:
+        raise ValueError(f"'{name}' is a built-in kind and cannot be removed")
+    if name not in KINDS:
+        raise KeyError(f"no registered kind '{name}'")
+    return KINDS.pop(name)
+
+
+def _fields_written(kinds: Iterable[Kind]) -> tuple[str, ...]:
+    """The model fields the given kinds write, each once, in order of first use."""
+    return tuple(dict.fromkeys(path for kind in kinds for path in kind.writes))
+
+
+def model_field(model: mujoco.MjModel, path: str) -> np.ndarray:
+    """The array ``model.<path>``, a writable view: e.g. ``dof_damping`` or ``opt.gravity``."""
+    return functools.reduce(getattr, path.split("."), model)
 
 
 @dataclass(frozen=True)
@@ -236,16 +582,16 @@ def _parse_parameter(name: Any, body: Any, source) -> ParameterSpec:
         raise r.error("operation", f"'{operation}' not allowed for {kind}; use one of {list(spec_kind.operations)}")
     targets = r.raw("targets", None)
     if targets is not None:
-        if spec_kind.target == "none":
+        if spec_kind.target.single:
             raise r.error("targets", f"{kind} is a single value and takes no targets")
         targets = tuple(r.strings("targets"))
         if not targets:
             raise r.error("targets", "empty list; omit the field to use the default targets")
-        allowed = {"axis": AXES, "signal": SIGNALS}.get(spec_kind.target)
+        allowed = spec_kind.target.allowed
         if allowed is not None:
             unknown = [t for t in targets if t not in allowed]
             if unknown:
-                raise r.error("targets", f"unknown {spec_kind.target}(s) {unknown}; allowed: {list(allowed)}")
+                raise r.error("targets", f"unknown {spec_kind.target.name}(s) {unknown}; allowed: {list(allowed)}")
     shared = r.raw("shared", False)
     if not isinstance(shared, bool):
         raise r.error("shared", f"expected true or false, got {shared!r}")
@@ -329,35 +675,39 @@ def _check_gaussian_names(spec: RandomizationSpec, source) -> None:
 
 
 class NominalModel:
-    """The model fields randomization touches, saved once from the freshly built model."""
+    """The model fields randomization writes, saved from the freshly built model.
 
-    FIELDS = ("body_mass", "body_inertia", "dof_damping", "dof_frictionloss", "dof_armature",
-              "geom_friction", "actuator_gainprm", "actuator_biasprm", "jnt_range")
+    ``arrays`` maps a field path (``"dof_damping"``, ``"opt.gravity"``) to its saved copy.
+    A new NominalModel saves the fields every registered kind writes (:attr:`FIELDS` for
+    the built-in kinds); :meth:`ensure` adds the fields of kinds registered later.
+    """
+
+    # The fields the built-in kinds write.
+    FIELDS: tuple[str, ...] = _fields_written(KINDS[name] for name in BUILTIN_KINDS)
 
     def __init__(self, model: mujoco.MjModel):
-        self.arrays = {name: np.array(getattr(model, name), copy=True) for name in self.FIELDS}
-        self.gravity = np.array(model.opt.gravity, copy=True)
+        self.arrays: dict[str, np.ndarray] = {}
+        self.ensure(model, _fields_written(KINDS.values()))
+
+    def ensure(self, model: mujoco.MjModel, paths: Iterable[str]) -> None:
+        """Also save the fields ``paths`` not saved yet, from ``model``. Safe on a randomized
+        model: a field not saved here was never written by a randomizer using this object,
+        since each randomizer ensures its kinds' fields before its first apply."""
+        for path in paths:
+            if path not in self.arrays:
+                self.arrays[path] = np.array(model_field(model, path), copy=True)
 
     def restore(self, model: mujoco.MjModel) -> None:
-        for name, arr in self.arrays.items():
-            getattr(model, name)[...] = arr
-        model.opt.gravity[:] = self.gravity
-
-
-@dataclass(frozen=True)
-class EpisodeEffects:
-    """Sampled settings that live outside the MuJoCo model."""
-
-    action_latency_steps: float = 0.0
-    obs_noise_std: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in SIGNALS})
-    action_noise_std: float = 0.0
+        for path, arr in self.arrays.items():
+            model_field(model, path)[...] = arr
 
 
 @dataclass(frozen=True)
 class _Element:
     name: str
     param: ParameterSpec
-    ids: np.ndarray  # model ids (bodies, dofs, geoms, actuators, axes) or empty
+    kind: Kind
+    ids: np.ndarray  # target indices from the kind's target type, or empty for a single value
     nominal: float  # the value that means "unchanged" for this element's operation
 
 
@@ -403,25 +753,31 @@ class DynamicsRandomizer:
                 key = (e.param.kind, int(i))
                 if key in owner and owner[key] != e.param.name:
                     raise ConfigError(f"'{e.param.name}' and '{owner[key]}' both randomize the same "
-                                      f"{KINDS[e.param.kind].target} ({e.name})", source=self.spec.source,
+                                      f"{e.kind.target.name} ({e.name})", source=self.spec.source,
                                       field=f"parameters.{e.param.name}.targets")
                 owner[key] = e.param.name
 
     # --- resolution -------------------------------------------------------------------
     def _resolve(self, param: ParameterSpec, model: mujoco.MjModel, profile: RobotProfile) -> list[_Element]:
+        """The elements of one parameter: one per target, or one for all when shared."""
         kind = KINDS[param.kind]
         field_name = f"parameters.{param.name}.targets"
-        if kind.target == "none":
-            return [_Element(param.name, param, np.zeros(0, int), 0.0)]
-        if param.targets:
-            targets = param.targets
-            ids = np.array([self._target_id(param, kind.target, t, model, profile, field_name) for t in targets])
-        else:
-            targets, ids = self._default_targets(param, model, profile)
+        if kind.target.single:
+            return [_Element(param.name, param, kind, np.zeros(0, int), _unchanged(param.operation, 0.0))]
+        try:
+            if param.targets or kind.default_targets:
+                targets = param.targets or kind.default_targets
+                ids = [kind.target.resolve(model, profile, t) for t in targets]
+            else:
+                targets, ids = kind.target.defaults(model, profile)
+        except UnknownTarget as err:
+            raise ConfigError(str(err), source=self.spec.source, field=field_name) from None
+        ids = np.array(ids, dtype=int)
         if len(ids) == 0:
             raise ConfigError(f"no default targets for {param.kind} on this robot; list them in 'targets'",
                               source=self.spec.source, field=field_name)
-        nominal_values = [self._nominal_of(param, i, model) for i in ids]
+        self.nominal.ensure(model, kind.writes)
+        nominal_values = [float(x) for x in kind.nominal(self.nominal, ids)]
         if param.shared:
             if param.operation == "abs" and np.ptp(nominal_values) > 0:
                 raise ConfigError(
@@ -429,59 +785,9 @@ class DynamicsRandomizer:
                     f"({dict(zip(targets, np.round(nominal_values, 6).tolist()))}); use 'scale' or 'add', "
                     "or drop 'shared'", source=self.spec.source, field=f"parameters.{param.name}.shared")
             value = _unchanged(param.operation, float(nominal_values[0]))
-            return [_Element(param.name, param, ids, value)]
-        return [_Element(f"{param.name}/{t}", param, np.array([i]), _unchanged(param.operation, v))
+            return [_Element(param.name, param, kind, ids, value)]
+        return [_Element(f"{param.name}/{t}", param, kind, np.array([i]), _unchanged(param.operation, v))
                 for t, i, v in zip(targets, ids, nominal_values)]
-
-    def _default_targets(self, param: ParameterSpec, model: mujoco.MjModel,
-                         profile: RobotProfile) -> tuple[tuple[str, ...], np.ndarray]:
-        """Targets when a parameter lists none: the profile's links or joints, every
-        contact geom (unnamed ones labelled ``geom<id>``), all axes or signals."""
-        target = KINDS[param.kind].target
-        if target == "geom":
-            ids = [i for i in range(model.ngeom) if model.geom_contype[i] or model.geom_conaffinity[i]]
-            return tuple(model.geom(i).name or f"geom{i}" for i in ids), np.array(ids, dtype=int)
-        names = {"body": profile.link_names, "joint": profile.joint_names, "axis": AXES,
-                 "signal": SIGNALS}[target]
-        field_name = f"parameters.{param.name}.targets"
-        ids = [self._target_id(param, target, t, model, profile, field_name) for t in names]
-        return tuple(names), np.array(ids, dtype=int)
-
-    def _target_id(self, param, target_type, name, model, profile, field_name) -> int:
-        if target_type in ("axis", "signal"):
-            return (AXES if target_type == "axis" else SIGNALS).index(name)
-        if target_type == "joint" and param.kind in ("actuator_kp", "actuator_kd"):
-            if name not in profile.joint_names:
-                raise ConfigError(f"unknown joint '{name}'; the robot profile's joints are "
-                                  f"{list(profile.joint_names)}", source=self.spec.source, field=field_name)
-            act = profile.actuator_names[profile.joint_names.index(name)]
-            return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_ACTUATOR, act)
-        obj = {"body": mujoco.mjtObj.mjOBJ_BODY, "joint": mujoco.mjtObj.mjOBJ_JOINT,
-               "geom": mujoco.mjtObj.mjOBJ_GEOM}[target_type]
-        idx = mujoco.mj_name2id(model, obj, name)
-        if idx < 0:
-            count = {"body": model.nbody, "joint": model.njnt, "geom": model.ngeom}[target_type]
-            known = [mujoco.mj_id2name(model, obj, i) for i in range(count)]
-            raise ConfigError(f"unknown {target_type} '{name}'; the model has {[k for k in known if k]}",
-                              source=self.spec.source, field=field_name)
-        if target_type == "joint" and param.kind != "joint_limit_offset":
-            return int(model.jnt_dofadr[idx])
-        return idx
-
-    def _nominal_of(self, param: ParameterSpec, i: int, model: mujoco.MjModel) -> float:
-        arrays, k = self.nominal.arrays, param.kind
-        return float({
-            "body_mass": lambda: arrays["body_mass"][i],
-            "joint_damping": lambda: arrays["dof_damping"][i],
-            "joint_frictionloss": lambda: arrays["dof_frictionloss"][i],
-            "joint_armature": lambda: arrays["dof_armature"][i],
-            "geom_friction": lambda: arrays["geom_friction"][i, 0],
-            "actuator_kp": lambda: arrays["actuator_gainprm"][i, 0],
-            "actuator_kd": lambda: -arrays["actuator_biasprm"][i, 2],
-            "joint_limit_offset": lambda: 0.0,
-            "gravity": lambda: self.nominal.gravity[i],
-            "obs_noise_std": lambda: 0.0,
-        }[k]())
 
     # --- sampling ---------------------------------------------------------------------
     @property
@@ -521,45 +827,10 @@ class DynamicsRandomizer:
         if not np.all(np.isfinite(values)):
             raise ValueError("dynamics values must be finite")
         self.nominal.restore(model)
-        nom = self.nominal.arrays
-        latency, action_noise = 0.0, 0.0
-        obs_noise = {s: 0.0 for s in SIGNALS}
+        ctx = ApplyContext(model, self.nominal, effects=dict(vars(EpisodeEffects())))
         for element, v in zip(self._elements, values):
-            p, ids = element.param, element.ids
-            k = p.kind
-            if k == "body_mass":
-                mass = _op(p.operation, nom["body_mass"][ids], v, nonneg=True)
-                model.body_mass[ids] = mass
-                ratio = np.divide(mass, nom["body_mass"][ids], out=np.ones_like(mass),
-                                  where=nom["body_mass"][ids] > 0)
-                model.body_inertia[ids] = nom["body_inertia"][ids] * ratio[:, None]
-            elif k == "joint_damping":
-                model.dof_damping[ids] = _op(p.operation, nom["dof_damping"][ids], v, nonneg=True)
-            elif k == "joint_frictionloss":
-                model.dof_frictionloss[ids] = _op(p.operation, nom["dof_frictionloss"][ids], v, nonneg=True)
-            elif k == "joint_armature":
-                model.dof_armature[ids] = _op(p.operation, nom["dof_armature"][ids], v, nonneg=True)
-            elif k == "geom_friction":
-                model.geom_friction[ids, 0] = _op(p.operation, nom["geom_friction"][ids, 0], v, nonneg=True)
-            elif k == "actuator_kp":
-                kp = _op(p.operation, nom["actuator_gainprm"][ids, 0], v, nonneg=True)
-                model.actuator_gainprm[ids, 0] = kp
-                model.actuator_biasprm[ids, 1] = -kp
-            elif k == "actuator_kd":
-                kd = _op(p.operation, -nom["actuator_biasprm"][ids, 2], v, nonneg=True)
-                model.actuator_biasprm[ids, 2] = -kd
-            elif k == "joint_limit_offset":
-                model.jnt_range[ids] = nom["jnt_range"][ids] + v
-            elif k == "gravity":
-                model.opt.gravity[ids] = _op(p.operation, self.nominal.gravity[ids], v, nonneg=False)
-            elif k == "action_latency":
-                latency = float(v)
-            elif k == "action_noise_std":
-                action_noise = float(v)
-            elif k == "obs_noise_std":
-                for i in ids:
-                    obs_noise[SIGNALS[i]] = float(v)
-        return EpisodeEffects(latency, obs_noise, action_noise)
+            element.kind.apply(ctx, element.ids, element.param.operation, v)
+        return EpisodeEffects(**ctx.effects)
 
 
 def gaussian_factor(cov: np.ndarray) -> np.ndarray:
@@ -586,10 +857,13 @@ def sample_truncated_gaussian(rng: np.random.Generator, mean: np.ndarray, factor
 
 
 def _unchanged(operation: str, nominal: float) -> float:
+    """The sampled value that leaves ``nominal`` unchanged under ``operation``."""
     return {"scale": 1.0, "add": 0.0, "abs": nominal}[operation]
 
 
-def _op(operation: str, nominal: np.ndarray, value: float, *, nonneg: bool) -> np.ndarray:
+def apply_operation(operation: str, nominal: np.ndarray, value: float, *, nonneg: bool) -> np.ndarray:
+    """``nominal * value`` (scale), ``nominal + value`` (add) or ``value`` (abs) per element,
+    in the nominal's unit; clipped at 0 when ``nonneg``. For :meth:`Kind.apply`."""
     out = {"scale": nominal * value, "add": nominal + value,
            "abs": np.full_like(nominal, value, dtype=float)}[operation]
     return np.maximum(out, 0.0) if nonneg else out
