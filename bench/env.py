@@ -6,7 +6,7 @@ Run as ``sim2real bench env`` (or ``python bench/env.py``). In one run it measur
    ``mujoco.mj_step(model, data, nstep=decimation)`` once per control step (the cheapest
    way to advance MuJoCo by the same physics sub-steps, no Python per sub-step);
 2. the env with the full default randomization (resets included, random actions);
-3. the vectorized env (``VectorReachEnv``) with 1 worker process and with 2.
+3. the vectorized env (``VectorTaskEnv``) with 1 worker process and with 2.
 
 It prints env steps/s and the ratios. Targets (issue 2): overhead ratio baseline/env
 <= 1.5x; 2-worker throughput >= 1.7x one worker. The numbers depend on the machine and
@@ -53,9 +53,9 @@ def env_steps_per_s(env, seconds: float) -> float:
 
 
 def vector_steps_per_s(num_envs: int, num_workers: int, seconds: float) -> float:
-    from sim_bridge.envs.vector import VectorReachEnv
+    from sim_bridge.envs.vector import VectorTaskEnv
 
-    with VectorReachEnv(num_envs, num_workers) as venv:
+    with VectorTaskEnv(num_envs, num_workers) as venv:
         rng = np.random.default_rng(0)
         actions = rng.uniform(-1, 1, (16, num_envs) + venv.single_action_space.shape).astype(np.float32)
         venv.reset(seed=0)

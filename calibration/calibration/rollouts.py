@@ -38,7 +38,7 @@ from mujoco import rollout as mj_rollout
 
 from calibration.episodes import ReferenceEpisode
 from policies.runtime import PolicyLoadError, PolicyRuntime
-from sim_bridge.observations import clip
+from sim_bridge.observations import ObservationBuilder, clip
 from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec
 from sim_bridge.simulator import BLOWUP_VELOCITY_RAD_S, ArmSimulator, build_model
@@ -250,8 +250,8 @@ class BatchSimulator:
         alive = np.ones(batch, dtype=bool)
         prev_action = np.zeros((batch, j), np.float32)
         hidden = policy.initial_state(batch) if mode == "closed_loop" else None
-        obs = np.empty((batch, 3 * j + 3), np.float32)
-        obs[:, 3 * j:] = goals
+        builder = ObservationBuilder(policy.manifest.observation.layout) if mode == "closed_loop" else None
+        obs = np.zeros((batch, builder.size if builder else 0), np.float32)
         control_full = np.zeros((batch, dec, self.model.nu))
         rows = np.arange(batch)[:, None]
         result = np.empty((batch, dec, self._nstate))
@@ -259,7 +259,7 @@ class BatchSimulator:
         for t in range(steps - 1):
             q, v = state[:, self._q_idx], state[:, self._v_idx]
             if mode == "closed_loop":
-                obs[:, :j], obs[:, j:2 * j], obs[:, 2 * j:3 * j] = q, v, prev_action
+                builder.build(q, v, prev_action, (goals,), out=obs)  # the task's goal: Reach's target
                 action, hidden = policy.step(obs, hidden)
                 a = clip(action.astype(float), -1.0, 1.0)
                 history[lag + t] = clip(q + policy.action_scale_rad * a, lower, upper)

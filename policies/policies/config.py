@@ -8,10 +8,12 @@ from dataclasses import dataclass, field, fields
 
 @dataclass
 class TrainConfig:
-    """LSTM PPO under dynamics randomization for Sim2Real/Reach-v0."""
+    """LSTM PPO under dynamics randomization, for one task of the registry (sim_bridge.tasks)."""
 
     name: str = "reach_lstm"
     """run / policy name (the export writes policies/zoo/NAME)"""
+    task: str = "reach"
+    """task name from the registry (sim_bridge.tasks; shipped: reach); its settings go in env_kwargs"""
     seed: int = 0
     """seed for torch, numpy and the env resets"""
     architecture: str = "lstm"
@@ -69,9 +71,12 @@ class TrainConfig:
     eval_episodes: int = 200
     """episodes of the final evaluation (nominal and randomized)"""
     env_kwargs: dict = field(default_factory=lambda: {"terminate_on_success": False})
-    """keyword arguments of the env (training keeps episodes running at the goal)"""
+    """keyword arguments of the env and settings of the task (training keeps episodes running at the goal)"""
 
     def validate(self) -> None:
+        from sim_bridge.tasks import get_task  # noqa: PLC0415
+
+        get_task(self.task)  # UnknownTaskError names the known tasks
         if self.architecture not in ("lstm", "mlp"):
             raise ValueError(f"architecture must be 'lstm' or 'mlp', got {self.architecture!r}")
         for name in ("total_env_steps", "num_envs", "num_steps", "seq_len", "hidden", "update_epochs",

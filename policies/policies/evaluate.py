@@ -1,4 +1,7 @@
-"""Evaluate a policy on Sim2Real/Reach-v0: success rate, return and final distance with CIs.
+"""Evaluate a policy on its task: success rate, return and final distance with CIs.
+
+The task is the one the policy was trained for (:func:`policy_task`: the manifest's ``task``
+record, or the checkpoint's config), unless the caller names another.
 
 Works with any object that has ``reset()`` and ``step(obs) -> action`` (the deployed
 ONNX runtime, or a torch actor in :class:`TorchPolicy`). Episodes are spread over
@@ -75,10 +78,14 @@ def _worker(args):
 
 
 def evaluate(policy_factory, *, episodes: int, randomization: str = "default", robot_profile: str = "panda_like",
-             seed: int = 10_000, workers: int = 2, env_kwargs: dict | None = None) -> EvalResult:
+             seed: int = 10_000, workers: int = 2, env_kwargs: dict | None = None,
+             task: dict | None = None) -> EvalResult:
     """Run ``episodes`` seeded episodes; ``policy_factory()`` builds the policy in each worker
-    (it must be picklable: a module-level function or a functools.partial of one)."""
-    kwargs = {"profile": robot_profile, "randomization": randomization, **(env_kwargs or {})}
+    (it must be picklable: a module-level function or a functools.partial of one).
+    ``task``: a manifest-style record ``{"name": ..., "settings": {...}}`` (default: Reach)."""
+    task = task or {"name": "reach"}
+    kwargs = {"task": task["name"], **dict(task.get("settings") or {}), "profile": robot_profile,
+              "randomization": randomization, **(env_kwargs or {})}
     seeds = seed + np.arange(episodes)
     chunks = [c for c in np.array_split(seeds, max(1, workers)) if len(c)]
     if workers <= 1:
@@ -119,6 +126,18 @@ def checkpoint_policy(checkpoint_path: str) -> TorchPolicy:
     """A TorchPolicy from a training checkpoint (module-level so workers can build it)."""
     from policies.export import actor_from_checkpoint
     return TorchPolicy(actor_from_checkpoint(checkpoint_path)[0])
+
+
+def policy_task(path: str) -> dict:
+    """The task record of a policy: its manifest's ``task`` (artifact) or its training config's
+    task and settings (checkpoint ``.pt``)."""
+    if str(path).endswith(".pt"):
+        from policies.config import TrainConfig
+        from policies.export import trained_task
+        from policies.train import load_checkpoint_file
+        return trained_task(TrainConfig.from_dict(load_checkpoint_file(path)["config"])).describe()
+    from policies.manifest import load_manifest
+    return dict(load_manifest(path).task)
 
 
 def runtime_policy(artifact_path: str):

@@ -58,12 +58,23 @@ def actor_from_checkpoint(path: str | Path) -> tuple[nn.Module, TrainConfig, dic
     return model.actor.eval(), cfg, state
 
 
-def _model_for(cfg: TrainConfig, state: dict) -> ActorCritic:
-    from sim_bridge.observations import observation_size
+def trained_task(cfg: TrainConfig):
+    """The task instance a training config trained on (its settings from ``env_kwargs``)."""
+    from sim_bridge.envs import task_settings_of
+    from sim_bridge.tasks import make_task
+    return make_task(cfg.task, **task_settings_of(cfg.env_kwargs))
+
+
+def observation_size_for(cfg: TrainConfig) -> int:
+    from sim_bridge.observations import layout_size
     from sim_bridge.profile import load_profile
-    profile = load_profile(cfg.robot_profile)
-    n = profile.num_joints
-    return build_model(cfg, observation_size(n), n, len(state["privileged_names"]))
+    return layout_size(trained_task(cfg).observation_layout(load_profile(cfg.robot_profile).num_joints))
+
+
+def _model_for(cfg: TrainConfig, state: dict) -> ActorCritic:
+    from sim_bridge.profile import load_profile
+    n = load_profile(cfg.robot_profile).num_joints
+    return build_model(cfg, observation_size_for(cfg), n, len(state["privileged_names"]))
 
 
 def export_onnx(actor: nn.Module, path: Path, obs_size: int) -> None:
@@ -90,7 +101,8 @@ def parity_check(actor: nn.Module, onnx_path: Path, cfg: TrainConfig, steps: int
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    env = make_env(profile=cfg.robot_profile, randomization=cfg.randomization,
+    env = make_env(trained_task(cfg).env_id, task=cfg.task, profile=cfg.robot_profile,
+                   randomization=cfg.randomization,
                    max_episode_steps=steps, **{k: v for k, v in cfg.env_kwargs.items() if k != "max_episode_steps"})
     obs, _ = env.reset(seed=seed)
     state = actor.initial_state(1)
@@ -119,12 +131,13 @@ def parity_check(actor: nn.Module, onnx_path: Path, cfg: TrainConfig, steps: int
 
 def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg: TrainConfig,
                    training: dict, evaluation: dict) -> dict:
-    from sim_bridge.observations import ACTION_TYPE, observation_layout
+    from sim_bridge.observations import ACTION_TYPE
     from sim_bridge.profile import load_profile
     from sim_bridge.randomization import load_randomization
 
     profile = load_profile(cfg.robot_profile)
-    layout = observation_layout(profile.num_joints)
+    task = trained_task(cfg)
+    layout = task.observation_layout(profile.num_joints)
     action_scale = cfg.env_kwargs.get("action_scale_rad", 0.05)
     recurrent = actor.recurrent
     return {
@@ -139,6 +152,7 @@ def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg
         "action": {"type": ACTION_TYPE, "size": profile.num_joints, "scale_rad": float(action_scale),
                    "low": -1.0, "high": 1.0},
         "joint_names": list(profile.joint_names),
+        "task": task.describe(),
         "robot_profile": cfg.robot_profile,
         "control_rate_hz": profile.control_rate_hz,
         "default_pose_rad": [float(v) for v in profile.default_pose_rad],
@@ -162,9 +176,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
     actor, cfg, state = actor_from_checkpoint(checkpoint)
     out_dir = Path(out_dir)
     name = name or out_dir.name
-    from sim_bridge.observations import observation_size
-    from sim_bridge.profile import load_profile
-    obs_size = observation_size(load_profile(cfg.robot_profile).num_joints)
+    obs_size = observation_size_for(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp) / name
         staging.mkdir()

@@ -1,8 +1,10 @@
 """The policy manifest: what a deployed ONNX policy expects and produces.
 
 A policy artifact is a folder holding ``NAME.onnx`` and ``manifest.json``. The manifest
-records the observation layout (it must equal
-:func:`sim_bridge.observations.observation_layout` for the policy's joints), the action
+records the task the policy was trained for (``task``: its name and settings; a manifest
+without one is a Reach policy, as every policy was before tasks became plug-ins), the
+observation layout (it must equal the task's layout for the policy's joints,
+:meth:`sim_bridge.tasks.Task.observation_layout`), the action
 semantics, the joints and rates the policy was trained for, the graph's input/output
 names, the sha256 of the ONNX file, and free-form training and evaluation records.
 
@@ -21,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from sim_bridge.config import ConfigError, FieldReader, write_text_atomic
-from sim_bridge.observations import ACTION_TYPE, Signal, observation_layout
+from sim_bridge.observations import ACTION_TYPE, Signal
+from sim_bridge.tasks import DEFAULT_TASK, UnknownTaskError, get_task
 
 MANIFEST_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -78,6 +81,7 @@ class PolicyManifest:
     observation: ObservationSpec
     action: ActionSpec
     joint_names: tuple[str, ...]
+    task: dict[str, Any]              # {"name": ..., then the task's settings as recorded at export}
     robot_profile: str
     control_rate_hz: float
     default_pose_rad: tuple[float, ...]
@@ -92,6 +96,10 @@ class PolicyManifest:
     @property
     def num_joints(self) -> int:
         return len(self.joint_names)
+
+    @property
+    def task_name(self) -> str:
+        return self.task["name"]
 
     @property
     def recurrent(self) -> bool:
@@ -117,6 +125,7 @@ class PolicyManifest:
             "action": {"type": self.action.type, "size": self.action.size, "scale_rad": self.action.scale_rad,
                        "low": self.action.low, "high": self.action.high},
             "joint_names": list(self.joint_names),
+            "task": _plain(self.task),
             "robot_profile": self.robot_profile,
             "control_rate_hz": self.control_rate_hz,
             "default_pose_rad": list(self.default_pose_rad),
@@ -203,7 +212,8 @@ def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> Pol
     n = len(joints)
     if n == 0:
         raise r.error("joint_names", "at least one joint is required")
-    observation = _observation(r.child("observation"), n)
+    task = _task(r)
+    observation = _observation(r.child("observation"), n, task["name"])
     action = _action(r.child("action"), n)
     robot_profile = _nonempty(r, "robot_profile")
     rate = r.number("control_rate_hz", positive=True)
@@ -239,7 +249,7 @@ def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> Pol
     r.finish()
     return PolicyManifest(
         name=name, onnx_file=onnx_file, onnx_sha256=sha, architecture=arch, observation=observation,
-        action=action, joint_names=tuple(joints), robot_profile=robot_profile, control_rate_hz=rate,
+        action=action, joint_names=tuple(joints), task=task, robot_profile=robot_profile, control_rate_hz=rate,
         default_pose_rad=pose, recurrent_state=state, io=IoSpec(inputs, outputs), training=training,
         evaluation=evaluation, created_utc=created, manifest_version=version, source=source)
 
@@ -259,7 +269,18 @@ def save_manifest(manifest: PolicyManifest, path: str | os.PathLike) -> Path:
 
 # --- helpers -----------------------------------------------------------------------
 
-def _observation(o: FieldReader, num_joints: int) -> ObservationSpec:
+def _task(r: FieldReader) -> dict[str, Any]:
+    raw = r.raw("task", {"name": DEFAULT_TASK})
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"].strip():
+        raise r.error("task", f"expected an object with the task's 'name' (e.g. {{\"name\": \"reach\"}}), got {raw!r}")
+    try:
+        get_task(raw["name"])
+    except UnknownTaskError as exc:
+        raise r.error("task", f"{exc} (is the package that registers it installed?)") from None
+    return dict(raw)
+
+
+def _observation(o: FieldReader, num_joints: int, task_name: str) -> ObservationSpec:
     size = _positive_int(o, "size")
     raw = o.raw("layout")
     if not isinstance(raw, list) or not raw:
@@ -273,12 +294,12 @@ def _observation(o: FieldReader, num_joints: int) -> ObservationSpec:
     total = sum(s.size for s in layout)
     if total != size:
         raise o.error("size", f"{size} does not equal the sum of the layout sizes ({total})")
-    expected = observation_layout(num_joints)
+    expected = get_task(task_name)().observation_layout(num_joints)
     got = [(s.name, s.size, s.unit) for s in layout]
     want = [(s.name, s.size, s.unit) for s in expected]
     if got != want:
-        raise o.error("layout", f"(name, size, unit) must be {want} (sim_bridge.observations.observation_layout "
-                                f"for {num_joints} joints), got {got}")
+        raise o.error("layout", f"(name, size, unit) must be {want} (the observation layout of task "
+                                f"{task_name!r} for {num_joints} joints), got {got}")
     return ObservationSpec(size, tuple(layout))
 
 

@@ -1,12 +1,14 @@
 """The deployed policy runtime: an ONNX policy artifact run with onnxruntime.
 
 numpy + onnxruntime only (no torch, no mujoco): this is what runs on the robot computer.
-Observations are built and actions turned into joint targets by the same functions the
-training env uses (:mod:`sim_bridge.observations`).
+Observations are built (from the manifest's layout: the arm's signals, then the task's) and
+actions turned into joint targets by the same code the training env uses
+(:mod:`sim_bridge.observations`).
 
     policy = PolicyRuntime("policies/policies/zoo/reach_lstm")
     policy.warmup()
-    action = policy.act(q, qd, prev_action, target)   # float32 [n], the unclipped mean
+    action = policy.act(q, qd, prev_action, target)   # task signals after the arm's (Reach: target)
+                                                      # -> float32 [n], the unclipped mean
     q_target = policy.joint_targets(action, q, lower, upper)
     prev_action = np.clip(action, -1, 1)              # what the env feeds back (clipped)
 """
@@ -22,7 +24,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from policies.manifest import PolicyManifest, load_manifest, manifest_path_for
 from sim_bridge.config import ConfigError
-from sim_bridge.observations import action_to_joint_targets, build_observation
+from sim_bridge.observations import ObservationBuilder, action_to_joint_targets
 
 # What onnxruntime raises for a file it cannot load (all plain Exception subclasses).
 _ORT_LOAD_ERRORS = (_ort_errors.InvalidProtobuf, _ort_errors.InvalidGraph, _ort_errors.InvalidArgument,
@@ -97,6 +99,8 @@ class PolicyRuntime:
         self._onnx_path = onnx_path
         pause()
         self._check_graph()
+        self._builder = ObservationBuilder(m.observation.layout)
+        self._task_sizes = tuple(sig.size for sig in self._builder.task_signals)
         self._obs = np.zeros((1, m.observation.size), dtype=np.float32)
         self._obs_row = self._obs[0]
         self._feed = {"obs": self._obs}
@@ -154,17 +158,20 @@ class PolicyRuntime:
         return self._run()
 
     def act(self, joint_pos: np.ndarray, joint_vel: np.ndarray, prev_action: np.ndarray,
-            target_pos: np.ndarray) -> np.ndarray:
+            *task_values: np.ndarray) -> np.ndarray:
         """Build the observation exactly as the env does and step.
 
-        ``prev_action`` is the previous action as the env saw it: clipped to [-1, 1].
+        ``prev_action`` is the previous action as the env saw it: clipped to [-1, 1];
+        ``task_values`` are the task's signals in the manifest's order (Reach: the target).
         """
         n = self._manifest.num_joints
-        if not (len(joint_pos) == len(joint_vel) == len(prev_action) == n and len(target_pos) == 3):
+        sizes = tuple(len(v) for v in task_values)
+        if not (len(joint_pos) == len(joint_vel) == len(prev_action) == n and sizes == self._task_sizes):
+            want = ", ".join(f"{sig.name} [{sig.size}]" for sig in self._builder.task_signals)
             raise ValueError(f"policy {self.name!r}: expected {n} joint positions, velocities and previous "
-                             f"actions and a 3-D target, got {len(joint_pos)}, {len(joint_vel)}, "
-                             f"{len(prev_action)}, {len(target_pos)}")
-        build_observation(joint_pos, joint_vel, prev_action, target_pos, out=self._obs_row)
+                             f"actions and the task signals {want}, got {len(joint_pos)}, {len(joint_vel)}, "
+                             f"{len(prev_action)} and sizes {list(sizes)}")
+        self._builder.build(joint_pos, joint_vel, prev_action, task_values, out=self._obs_row)
         return self._run()
 
     def joint_targets(self, action: np.ndarray, joint_pos: np.ndarray, lower: np.ndarray,

@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from policies.manifest import IO_NAMES, parse_manifest, save_manifest, sha256_file
-from sim_bridge.observations import ACTION_TYPE, observation_layout, observation_size
+from sim_bridge.observations import ACTION_TYPE, layout_size
+from sim_bridge.tasks import DEFAULT_TASK, get_task
 
 
 def dummy_module(architecture: str = "lstm", hidden: int = 8, obs_size: int = 24, act_size: int = 7,
@@ -104,10 +105,12 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
 
 
 def dummy_manifest_dict(name: str = "dummy_lstm", architecture: str = "lstm", joint_names=None, *,
-                        hidden: int = 8, layers: int = 1, onnx_sha256: str = "0" * 64, seed: int = 0) -> dict:
+                        hidden: int = 8, layers: int = 1, onnx_sha256: str = "0" * 64, seed: int = 0,
+                        task: str = DEFAULT_TASK) -> dict:
     """A valid manifest JSON object for ``NAME.onnx`` (no file is read or written)."""
     joints = list(joint_names) if joint_names is not None else [f"joint{i + 1}" for i in range(7)]
     n = len(joints)
+    layout = get_task(task)().observation_layout(n)
     inputs, outputs = IO_NAMES[architecture]
     return {
         "manifest_version": 1,
@@ -115,11 +118,12 @@ def dummy_manifest_dict(name: str = "dummy_lstm", architecture: str = "lstm", jo
         "onnx_file": f"{name}.onnx",
         "onnx_sha256": onnx_sha256,
         "architecture": architecture,
-        "observation": {"size": observation_size(n),
+        "observation": {"size": layout_size(layout),
                         "layout": [{"name": s.name, "size": s.size, "unit": s.unit, "description": s.description}
-                                   for s in observation_layout(n)]},
+                                   for s in layout]},
         "action": {"type": ACTION_TYPE, "size": n, "scale_rad": 0.05, "low": -1.0, "high": 1.0},
         "joint_names": joints,
+        "task": {"name": task},
         "robot_profile": "panda_like",
         "control_rate_hz": 50.0,
         "default_pose_rad": [0.0] * n,

@@ -34,10 +34,12 @@ class RolloutStats:
 
 
 def make_vector_env(cfg: TrainConfig):
-    from sim_bridge.envs.vector import VectorReachEnv
+    from sim_bridge.envs.vector import VectorTaskEnv
+
+    from sim_bridge.tasks import get_task
 
     kwargs = {"profile": cfg.robot_profile, "randomization": cfg.randomization, **cfg.env_kwargs}
-    return VectorReachEnv(cfg.num_envs, cfg.num_workers, env_kwargs=kwargs)
+    return VectorTaskEnv(cfg.num_envs, cfg.num_workers, env_id=get_task(cfg.task).env_id, env_kwargs=kwargs)
 
 
 def build_model(cfg: TrainConfig, obs_size: int, act_size: int, priv_size: int) -> ActorCritic:

@@ -68,7 +68,7 @@ def training_milestones(progress_csv: Path, threshold: float = 0.95) -> dict:
 
 
 def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command: str = "") -> dict:
-    from policies.evaluate import evaluate, runtime_policy
+    from policies.evaluate import evaluate, policy_task, runtime_policy
     from policies.export import export_checkpoint, update_evaluation
     extra = training_milestones(Path(checkpoint).parent.parent / "progress.csv")
     if command:
@@ -76,8 +76,9 @@ def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command
     out = export_checkpoint(checkpoint, artifact, training_extra=extra)
     print(f"exported {out} (torch/onnxruntime parity checked)")
     results = {}
+    task = policy_task(str(out))
     for randomization in ("none", "default"):
-        res = evaluate(partial(runtime_policy, str(out)), episodes=episodes, randomization=randomization)
+        res = evaluate(partial(runtime_policy, str(out)), episodes=episodes, randomization=randomization, task=task)
         print(res.line())
         results[randomization] = res.to_dict()
     update_evaluation(out, results)
@@ -102,7 +103,7 @@ def run_export(args) -> int:
 
 
 def add_eval_command(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a policy artifact (or checkpoint) on Reach-v0")
+    p = subparsers.add_parser("eval", help="evaluate a policy artifact (or checkpoint) on its task")
     p.add_argument("policy", help="artifact folder or .onnx file, a shipped name (see policies/zoo), "
                                   "or a training checkpoint (.pt)")
     p.add_argument("--episodes", type=int, default=100, help="episodes per setting")
@@ -110,6 +111,8 @@ def add_eval_command(subparsers) -> None:
                    help="shipped name or YAML path; repeat for several (default: none and default)")
     p.add_argument("--workers", type=int, default=2, help="worker processes")
     p.add_argument("--seed", type=int, default=10_000, help="first env seed")
+    p.add_argument("--task", default=None,
+                   help="evaluate on this registered task (default: the one the policy was trained for)")
     p.add_argument("--json", type=Path, default=None, help="write results as JSON")
     p.set_defaults(func=run_eval)
 
@@ -123,13 +126,22 @@ def resolve_policy(text: str) -> Path:
 
 
 def run_eval(args) -> int:
-    from policies.evaluate import checkpoint_policy, evaluate, runtime_policy
+    from policies.evaluate import checkpoint_policy, evaluate, policy_task, runtime_policy
+    from sim_bridge.tasks import UnknownTaskError, get_task
     path = resolve_policy(args.policy)
     factory = partial(checkpoint_policy if path.suffix == ".pt" else runtime_policy, str(path))
+    task = policy_task(str(path))
+    if args.task is not None and args.task != task["name"]:
+        try:
+            get_task(args.task)
+        except UnknownTaskError as exc:
+            raise SystemExit(f"sim2real eval: {exc}") from None
+        task = {"name": args.task}
+    print(f"sim2real eval: task '{task['name']}'", flush=True)
     results = {}
     for randomization in args.randomization or ["none", "default"]:
         res = evaluate(factory, episodes=args.episodes, randomization=randomization, workers=args.workers,
-                       seed=args.seed)
+                       seed=args.seed, task=task)
         print(res.line(), flush=True)
         results[randomization] = res.to_dict()
     if args.json:

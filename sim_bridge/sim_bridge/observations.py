@@ -1,15 +1,16 @@
-"""The observation vector and action semantics, shared by the env and the policy runtime.
+"""The observation vector and action semantics, shared by the envs and the policy runtime.
 
-numpy only (no mujoco, no ROS, no torch): the deployed policy runtime imports this
-module to build observations exactly as the training env did, so there is one
+numpy only (no mujoco, no ROS, no torch): the deployed policy runtime builds observations
+with the same :class:`ObservationBuilder` the training env uses, so there is one
 definition, not two copies.
 
-Observation (what real sensors give), concatenated in this order::
+Observation: the arm's signals (what joint sensors give), then the task's signals (declared
+by the task, :mod:`sim_bridge.tasks`), concatenated in this order::
 
     joint_pos    [n]  rad     measured joint positions
     joint_vel    [n]  rad/s   measured joint velocities
     prev_action  [n]  1       the previous policy action, in [-1, 1]
-    target_pos   [3]  m       reach target in the robot base frame
+    <task signals>            e.g. Reach: target_pos [3] m, the target in the robot base frame
 
 Action: ``a`` in [-1, 1]^n, joint position *deltas* relative to the measured position:
 ``q_target = clip(q_measured + action_scale_rad * a, lower, upper)``.
@@ -31,31 +32,63 @@ class Signal:
     description: str
 
 
-def observation_layout(num_joints: int) -> tuple[Signal, ...]:
-    """Named slices of the observation vector, in order."""
+ARM_SIGNAL_NAMES = ("joint_pos", "joint_vel", "prev_action")
+
+
+def arm_signals(num_joints: int) -> tuple[Signal, ...]:
+    """The arm's part of every observation, in order."""
     return (
         Signal("joint_pos", num_joints, "rad", "measured joint positions"),
         Signal("joint_vel", num_joints, "rad/s", "measured joint velocities"),
         Signal("prev_action", num_joints, "1", "previous policy action in [-1, 1]"),
-        Signal("target_pos", 3, "m", "reach target in the robot base frame"),
     )
 
 
-def observation_size(num_joints: int) -> int:
-    return sum(s.size for s in observation_layout(num_joints))
+def layout_size(layout) -> int:
+    return sum(s.size for s in layout)
 
 
-def build_observation(joint_pos: np.ndarray, joint_vel: np.ndarray, prev_action: np.ndarray,
-                      target_pos: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Concatenate the named signals into the float32 observation vector."""
-    n = len(joint_pos)
-    if out is None:
-        out = np.empty(3 * n + 3, dtype=np.float32)
-    out[:n] = joint_pos
-    out[n:2 * n] = joint_vel
-    out[2 * n:3 * n] = prev_action
-    out[3 * n:3 * n + 3] = target_pos
-    return out
+class ObservationBuilder:
+    """Fills the float32 observation vector of a layout: the arm's signals, then the task's.
+
+    Built once per layout (the slices are computed here), called every control step."""
+
+    def __init__(self, layout: tuple[Signal, ...]):
+        layout = tuple(layout)
+        if tuple(s.name for s in layout[:3]) != ARM_SIGNAL_NAMES or len({s.size for s in layout[:3]}) != 1:
+            raise ValueError(f"an observation layout starts with the arm's signals {ARM_SIGNAL_NAMES} "
+                             f"(one value per joint each), got {[(s.name, s.size) for s in layout[:3]]}")
+        self.layout = layout
+        self.num_joints = n = layout[0].size
+        self.size = layout_size(layout)
+        self.task_signals = layout[3:]
+        bounds, start = [], 3 * n
+        for s in self.task_signals:
+            bounds.append((start, start + s.size))
+            start += s.size
+        self._task_bounds = tuple(bounds)
+
+    def build(self, joint_pos, joint_vel, prev_action, task_values, out: np.ndarray | None = None) -> np.ndarray:
+        """Concatenate the signals (``task_values`` in the layout's task-signal order).
+
+        One observation ``[size]``, or a batch ``[B, size]`` when ``out`` is 2-D (every
+        signal then has a leading batch axis, or broadcasts over it)."""
+        n = self.num_joints
+        if out is None:
+            out = np.empty(self.size, dtype=np.float32)
+        if out.ndim == 1:
+            out[:n] = joint_pos
+            out[n:2 * n] = joint_vel
+            out[2 * n:3 * n] = prev_action
+            for (lo, hi), value in zip(self._task_bounds, task_values):
+                out[lo:hi] = value
+        else:
+            out[:, :n] = joint_pos
+            out[:, n:2 * n] = joint_vel
+            out[:, 2 * n:3 * n] = prev_action
+            for (lo, hi), value in zip(self._task_bounds, task_values):
+                out[:, lo:hi] = value
+        return out
 
 
 def clip(x: np.ndarray, low, high) -> np.ndarray:

@@ -37,13 +37,20 @@ class JointReading:
     velocity_rad_s: np.ndarray
 
 
-def build_model(profile: RobotProfile) -> mujoco.MjModel:
+def build_model(profile: RobotProfile, scene=None) -> mujoco.MjModel:
     """Compile the profile's MJCF and write the profile's gains and limits into it.
 
-    Raises ConfigError naming the profile field when a name does not exist in the MJCF.
+    ``scene``, if given, is a task's ``add_to_scene(spec)``: it adds the task's bodies to the
+    arm's ``mujoco.MjSpec`` before compiling. Raises ConfigError naming the profile field
+    when a name does not exist in the MJCF.
     """
     try:
-        model = mujoco.MjModel.from_xml_path(str(profile.mjcf_path))
+        if scene is None:
+            model = mujoco.MjModel.from_xml_path(str(profile.mjcf_path))
+        else:
+            spec = mujoco.MjSpec.from_file(str(profile.mjcf_path))
+            scene(spec)
+            model = spec.compile()
     except ValueError as exc:  # MuJoCo's XML errors
         raise ConfigError(f"MJCF failed to compile: {exc}", source=profile.source, field="mjcf") from None
     model.opt.timestep = 1.0 / profile.physics_rate_hz
@@ -88,9 +95,10 @@ class ArmSimulator:
     """A randomized MuJoCo arm stepped one control period at a time."""
 
     def __init__(self, profile: RobotProfile, randomization: RandomizationSpec | None = None,
-                 seed: int | None = None):
+                 seed: int | None = None, scene=None):
+        """``scene``: a task's ``add_to_scene(spec)`` hook (see :func:`build_model`)."""
         self.profile = profile
-        self.model = build_model(profile)
+        self.model = build_model(profile, scene)
         self.data = mujoco.MjData(self.model)
         self.nominal = NominalModel(self.model)
         self.rng = np.random.default_rng(seed)

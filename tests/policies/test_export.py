@@ -61,7 +61,7 @@ def test_runtime_builds_the_same_observation_as_the_env(checkpoint, tmp_path):
         obs, *_ = env.step(action)
     reading = env._reading  # the env's own sensor reading for this step
     runtime.reset()
-    from_signals = runtime.act(reading.position_rad, reading.velocity_rad_s, prev, env._target)
+    from_signals = runtime.act(reading.position_rad, reading.velocity_rad_s, prev, env.task_state)
     runtime.reset()
     np.testing.assert_array_equal(from_signals, runtime.step(obs))
 

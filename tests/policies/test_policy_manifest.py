@@ -10,7 +10,11 @@ import pytest
 from policies.manifest import MANIFEST_FILE, PolicyManifest, load_manifest, parse_manifest, save_manifest, sha256_file
 from policies.testing import dummy_manifest_dict
 from sim_bridge.config import ConfigError
-from sim_bridge.observations import observation_layout
+from sim_bridge.tasks import ReachTask
+
+
+def observation_layout(num_joints: int):
+    return ReachTask().observation_layout(num_joints)
 
 
 def write(tmp_path, data) -> Path:
@@ -71,8 +75,10 @@ BAD = [
     ("size_sum", "lstm", "observation.size", 25, "observation.size", "sum of the layout sizes (24)"),
     ("layout_order", "lstm", "observation.layout",
      [{"name": s.name, "size": s.size, "unit": s.unit, "description": ""}
-      for s in reversed(observation_layout(7))], "observation.layout", "observation_layout"),
+      for s in reversed(observation_layout(7))], "observation.layout", "observation layout of task"),
     ("action_size", "lstm", "action.size", 6, "action.size", "number of joint_names (7)"),
+    ("unknown_task", "lstm", "task", {"name": "juggle"}, "task", "unknown task 'juggle'; known tasks: reach"),
+    ("task_without_name", "lstm", "task", {"settings": {}}, "task", "with the task's 'name'"),
     ("action_range", "lstm", "action.high", 2.0, "action.low", "clipped to [-1.0, 1.0]"),
     ("action_type", "lstm", "action.type", "joint_torque", "action.type", "unsupported action type"),
     ("architecture", "lstm", "architecture", "gru", "architecture", "unknown architecture 'gru'"),

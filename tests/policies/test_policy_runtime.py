@@ -15,7 +15,8 @@ from policies.runtime import (NonFiniteObservationError, NonFiniteOutputError, P
                               PolicyRuntime)
 from policies.testing import dummy_module, export_dummy_policy  # noqa: E402
 from sim_bridge.config import ConfigError  # noqa: E402
-from sim_bridge.observations import action_to_joint_targets, build_observation  # noqa: E402
+from sim_bridge.observations import ObservationBuilder, action_to_joint_targets  # noqa: E402
+from sim_bridge.tasks import ReachTask  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_act_builds_the_shared_observation(lstm):
     target = np.array([0.5, 0.1, 0.4])
     by_hand, policy = PolicyRuntime(directory), PolicyRuntime(directory)
     for _ in range(3):
-        expected = by_hand.step(build_observation(q, qd, prev, target))
+        expected = by_hand.step(ObservationBuilder(ReachTask().observation_layout(7)).build(q, qd, prev, (target,)))
         assert np.array_equal(policy.act(q, qd, prev, target), expected)
         q, prev = q + 0.01, np.clip(expected, -1, 1)
     with pytest.raises(ValueError, match="expected 7 joint positions"):

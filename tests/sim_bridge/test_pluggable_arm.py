@@ -6,7 +6,7 @@ import pytest
 import yaml
 from gymnasium.utils.env_checker import check_env
 
-from sim_bridge.envs.reach import ReachEnv
+from sim_bridge.envs.task_env import TaskEnv
 from sim_bridge.profile import load_profile
 from sim_bridge.randomization import load_randomization
 from sim_bridge.simulator import ArmSimulator
@@ -74,7 +74,7 @@ def test_default_randomization_resolves_against_another_arm(three_link_profile):
 
 
 def test_reach_env_runs_on_another_arm(three_link_profile):
-    env = ReachEnv(profile=str(three_link_profile), randomization="default")
+    env = TaskEnv("reach", profile=str(three_link_profile), randomization="default")
     assert env.observation_space.shape == (3 * 3 + 3,)
     assert env.action_space.shape == (3,)
     check_env(env, skip_render_check=True)

@@ -1,4 +1,4 @@
-"""The gymnasium env Sim2Real/Reach-v0 (sim_bridge.envs.reach)."""
+"""The gymnasium env Sim2Real/Reach-v0 (sim_bridge.envs.task_env.TaskEnv with the reach task)."""
 from __future__ import annotations
 
 import warnings
@@ -10,7 +10,8 @@ from gymnasium.utils.env_checker import check_env
 
 import sim_bridge  # noqa: F401  (registers Sim2Real/Reach-v0)
 from sim_bridge.envs import REACH_ID
-from sim_bridge.observations import observation_layout, observation_size
+from sim_bridge.observations import layout_size
+from sim_bridge.tasks import ReachTask
 from sim_bridge.oracle import ReachOracle
 from sim_bridge.simulator import build_model
 
@@ -37,9 +38,9 @@ def test_observation_layout_and_dtype():
     env = make()
     u = env.unwrapped
     n = u.profile.num_joints
-    layout = observation_layout(n)
+    layout = ReachTask().observation_layout(n)
     assert [s.name for s in layout] == ["joint_pos", "joint_vel", "prev_action", "target_pos"]
-    assert env.observation_space.shape == (observation_size(n),) == (sum(s.size for s in layout),)
+    assert env.observation_space.shape == (layout_size(layout),) == (3 * n + 3,)
     assert env.observation_space.dtype == np.float32
     assert env.action_space.shape == (n,)
     obs, info = env.reset(seed=3)
@@ -179,7 +180,7 @@ def test_reward_matches_documented_formula():
     _, reward, _, _, info = env.step(a)
     dist = np.linalg.norm(info["ee_pos"] - info["target_pos"])
     assert info["distance"] == pytest.approx(dist, abs=1e-12)
-    assert dist > u.success_radius_m
+    assert dist > u.success.radius_m
     expected = -dist + kernel(dist) - 0.01 * np.mean(a.astype(float) ** 2)
     assert reward == pytest.approx(expected, abs=1e-9)
     # target at the end effector: bonus applies; out-of-range actions are clipped to [-1, 1] first
@@ -191,9 +192,9 @@ def test_reward_matches_documented_formula():
     big[1] = 0.0
     # unwrapped: the passive checker would (rightly) warn about an out-of-bounds action
     _, reward, _, _, info = env.unwrapped.step(big)
-    assert info["distance"] < u.success_radius_m + 0.05  # sanity: still near the target after one step
+    assert info["distance"] < u.success.radius_m + 0.05  # sanity: still near the target after one step
     clipped = np.clip(big.astype(float), -1, 1)
-    bonus = 1.0 if info["distance"] < u.success_radius_m else 0.0
+    bonus = 1.0 if info["distance"] < u.success.radius_m else 0.0
     expected = -info["distance"] + kernel(info["distance"]) + bonus - 0.01 * np.mean(clipped ** 2)
     assert reward == pytest.approx(expected, abs=1e-9)
     env.close()
@@ -209,7 +210,7 @@ def test_reward_bonus_when_holding_at_target():
     terminated = False
     for i in range(3):
         _, reward, terminated, truncated, info = env.step(np.zeros(7, np.float32))
-        assert info["distance"] < u.success_radius_m, "holding still near the default pose left the target"
+        assert info["distance"] < u.success.radius_m, "holding still near the default pose left the target"
         assert reward == pytest.approx(-info["distance"] + 1.0, abs=1e-9)
     assert terminated and info["is_success"], "3 steps inside the radius must terminate with success"
     env.close()
@@ -228,7 +229,7 @@ def test_success_is_sticky_without_termination():
         assert not terminated
     assert info["is_success"]
     u.sim.set_target_marker(ee)
-    u._target = ee + np.array([0.3, 0.0, 0.0])  # move the goal away: no longer inside
+    u._state = ee + np.array([0.3, 0.0, 0.0])  # move the goal away: no longer inside
     _, _, terminated, _, info = env.step(np.zeros(7, np.float32))
-    assert not terminated and info["distance"] > u.success_radius_m and info["is_success"]
+    assert not terminated and info["distance"] > u.success.radius_m and info["is_success"]
     env.close()

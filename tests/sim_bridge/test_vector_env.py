@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim_bridge.envs.vector import VectorReachEnv
+from sim_bridge.envs.vector import VectorTaskEnv
 
 
 def rollout(num_workers: int, steps: int = 250):
     rng = np.random.default_rng(0)
-    with VectorReachEnv(4, num_workers, env_kwargs={"max_episode_steps": 100}) as venv:
+    with VectorTaskEnv(4, num_workers, env_kwargs={"max_episode_steps": 100}) as venv:
         obs, info = venv.reset(seed=123)
         out = [(obs, info["privileged"])]
         dones = 0
@@ -34,7 +34,7 @@ def test_workers_reproduce_the_in_process_result():
 
 
 def test_shapes_and_privileged_layout():
-    with VectorReachEnv(3, 1) as venv:
+    with VectorTaskEnv(3, 1) as venv:
         obs, info = venv.reset(seed=0)
         assert obs.shape == (3, 24) and obs.dtype == np.float32
         assert info["privileged"].shape == (3, len(venv.privileged_names))
@@ -46,4 +46,4 @@ def test_shapes_and_privileged_layout():
 
 def test_a_failing_worker_is_reported():
     with pytest.raises(Exception, match="no shipped randomization named 'nope'"):
-        VectorReachEnv(2, 2, env_kwargs={"randomization": "nope"})
+        VectorTaskEnv(2, 2, env_kwargs={"randomization": "nope"})

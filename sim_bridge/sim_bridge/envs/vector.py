@@ -33,8 +33,11 @@ def make_env(env_id: str = REACH_ID, **kwargs):
     import gymnasium as gym
     from gymnasium.envs.registration import load_env_creator
 
-    import sim_bridge  # noqa: F401  (registers the envs in a fresh worker process)
-    return load_env_creator(gym.spec(env_id).entry_point)(**kwargs)
+    from sim_bridge.envs import register_envs
+
+    register_envs()  # a fresh worker process, or a task registered after sim_bridge.envs was imported
+    spec = gym.spec(env_id)
+    return load_env_creator(spec.entry_point)(**{**spec.kwargs, **kwargs})
 
 
 @dataclass
@@ -135,8 +138,8 @@ def _worker(conn, env_id, env_kwargs, start, stop, raw, shapes) -> None:
         conn.close()
 
 
-class VectorReachEnv:
-    """``num_envs`` envs over ``num_workers`` processes (0 = in this process)."""
+class VectorTaskEnv:
+    """``num_envs`` envs of one task (``env_id``) over ``num_workers`` processes (0 = in this process)."""
 
     def __init__(self, num_envs: int, num_workers: int = 2, env_id: str = REACH_ID,
                  env_kwargs: dict[str, Any] | None = None, start_method: str = "spawn"):

@@ -1,0 +1,160 @@
+"""``TaskEnv``: the gymnasium env of any registered task, under randomized dynamics.
+
+The arm part is the same for every task; the task (:mod:`sim_bridge.tasks`) supplies the
+rest. ``gym.make("Sim2Real/Reach-v0")`` is ``TaskEnv(task="reach")``.
+
+Episode
+    Reset samples the task's goal (``task.sample_goal``: Reach's target), a start pose =
+    default pose + U(-``start_pose_noise_rad``, +``start_pose_noise_rad``) rad, new dynamics
+    (from the randomization file), then sets up the task's episode (``task.reset``).
+Observation
+    :class:`sim_bridge.observations.ObservationBuilder` over the task's layout: joint
+    positions and velocities (with the sampled sensor noise), the previous action, then the
+    task's signals (float32).
+Action
+    Joint position deltas in [-1, 1], scaled by ``action_scale_rad`` and added to the
+    measured position (:func:`sim_bridge.observations.action_to_joint_targets`).
+Reward
+    ``task.reward`` (each task module states its equation).
+Success / termination
+    The task's :class:`~sim_bridge.episode.SuccessCriterion` on ``task.error``, counted by
+    :class:`~sim_bridge.episode.HeldSuccess`; ``info["is_success"]`` stays True for the rest
+    of the episode. With ``terminate_on_success`` (default) the episode then terminates;
+    training turns it off, because ending the episode at the goal would take away the
+    positive reward of staying there.
+Truncation
+    After the task's ``max_episode_steps`` control steps (Reach: 200 = 4 s at 50 Hz), or on
+    a physics blow-up (``info["physics_blowup"] = True``; the next reset starts clean).
+Info (privileged, for an asymmetric critic; never part of the observation)
+    ``dynamics``: the sampled dynamics vector (float32, order = ``env.dynamics_names``),
+    ``privileged``: ``dynamics`` followed by ``task.privileged`` (names: ``env.privileged_names``),
+    ``distance`` (the task error, m), ``is_success``, ``physics_blowup``, and ``task.info``
+    (Reach: ``target_pos``, ``ee_pos``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from sim_bridge.episode import HeldSuccess
+from sim_bridge.observations import ObservationBuilder, action_to_joint_targets, clip
+from sim_bridge.profile import RobotProfile, load_profile
+from sim_bridge.randomization import RandomizationSpec, load_randomization
+from sim_bridge.simulator import ArmSimulator
+from sim_bridge.tasks import DEFAULT_TASK, Task, make_task
+
+
+class TaskEnv(gym.Env):
+    # Rendering is not offered (headless CI has no OpenGL); `sim2real sim --gui` is the viewer path.
+    metadata = {"render_modes": [], "render_fps": 50}
+
+    def __init__(self, task: str | Task = DEFAULT_TASK, profile: str | RobotProfile = "panda_like",
+                 randomization: str | RandomizationSpec | None = "default", action_scale_rad: float = 0.05,
+                 terminate_on_success: bool = True, start_pose_noise_rad: float = 0.1,
+                 render_mode: str | None = None, **task_settings):
+        """``task_settings`` go to the task's constructor (Reach: ``success_radius_m``,
+        ``max_episode_steps``, reward weights, ... see :class:`sim_bridge.tasks.reach.ReachTask`)."""
+        if render_mode is not None:
+            raise ValueError(f"render_mode {render_mode!r} is not supported")
+        self.task = make_task(task, **task_settings)
+        self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        if isinstance(randomization, str):
+            randomization = load_randomization(randomization)
+        self.sim = ArmSimulator(self.profile, randomization, scene=self.task.add_to_scene)
+        self.action_scale_rad = float(action_scale_rad)
+        self.terminate_on_success = bool(terminate_on_success)
+        self.start_pose_noise_rad = float(start_pose_noise_rad)
+        self.max_episode_steps = self.task.max_episode_steps
+        self.success = self.task.success
+        n = self.profile.num_joints
+        self.observation_layout = self.task.observation_layout(n)
+        self._builder = ObservationBuilder(self.observation_layout)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self._builder.size,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
+        self.render_mode = None
+        self._counter = HeldSuccess(self.success)
+        self._prev_action = np.zeros(n)
+        self._state = None
+        self._reading = None
+        self._dynamics = self.sim.dynamics.astype(np.float32)
+        self._steps = 0
+
+    @property
+    def dynamics_names(self) -> tuple[str, ...]:
+        return self.sim.randomizer.names
+
+    @property
+    def privileged_names(self) -> tuple[str, ...]:
+        """Names of ``info["privileged"]``: the dynamics, then the task's privileged state."""
+        return self.dynamics_names + self.task.privileged_names()
+
+    @property
+    def task_state(self):
+        """The episode's task state (Reach: the target, m)."""
+        return self._state
+
+    # --- gymnasium API --------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Options: ``goal`` (Reach: also ``target``), ``joint_pos`` (start pose), ``dynamics`` (vector)."""
+        super().reset(seed=seed)
+        options = options or {}
+        rng = self.np_random
+        p = self.profile
+        goal = options.get("goal", options.get("target"))  # ("target": Reach's name for its goal)
+        goal = self.task.sample_goal(rng, p) if goal is None else np.asarray(goal, dtype=float)
+        start = options.get("joint_pos")
+        if start is None:
+            noise = rng.uniform(-self.start_pose_noise_rad, self.start_pose_noise_rad, p.num_joints)
+            start = p.default_pose_rad + noise
+        self._reading = self.sim.reset(seed=int(rng.integers(2**31)), dynamics=options.get("dynamics"),
+                                       joint_pos=start)
+        self._state = self.task.reset(self.sim, rng, goal, options)
+        self._prev_action = np.zeros(p.num_joints)
+        self._dynamics = self.sim.dynamics.astype(np.float32)  # privileged state, fixed per episode
+        self._dynamics.setflags(write=False)  # shared by every info of the episode
+        self._steps = 0
+        self._counter.reset()
+        return self._observation(), self._info(self.task.error(self.sim, self._state), blowup=False)
+
+    def step(self, action):
+        a = clip(np.asarray(action, dtype=float), -1.0, 1.0)
+        p = self.profile
+        targets = action_to_joint_targets(a, self._reading.position_rad, self.action_scale_rad,
+                                          p.position_lower_rad, p.position_upper_rad)
+        self.sim.command(targets)
+        ok = self.sim.step()
+        self._steps += 1
+        self._prev_action = a
+        if not ok:
+            # Physics blew up: end the episode; the observation is the last good one.
+            return self._observation(), -1.0, False, True, self._info(np.inf, blowup=True)
+        self._reading = self.sim.read()
+        error = self.task.error(self.sim, self._state)
+        inside = self._counter.inside(error)
+        succeeded = self._counter.update(error)
+        reward = self.task.reward(error, inside, a)
+        terminated = self.terminate_on_success and succeeded
+        truncated = self._steps >= self.max_episode_steps and not terminated
+        return self._observation(), float(reward), terminated, truncated, self._info(error, blowup=False)
+
+    # --- helpers --------------------------------------------------------------------------
+    def _observation(self) -> np.ndarray:
+        r = self._reading
+        return self._builder.build(r.position_rad, r.velocity_rad_s, self._prev_action,
+                                   self.task.observe(self.sim, self._state))
+
+    def _info(self, error: float, *, blowup: bool) -> dict[str, Any]:
+        task_priv = self.task.privileged(self.sim, self._state)
+        privileged = np.empty(len(self._dynamics) + len(task_priv), dtype=np.float32)
+        privileged[:len(self._dynamics)] = self._dynamics
+        privileged[len(self._dynamics):] = task_priv
+        return {
+            "dynamics": self._dynamics,
+            "privileged": privileged,
+            **self.task.info(self.sim, self._state),
+            "distance": error,
+            "is_success": self._counter.succeeded,
+            "physics_blowup": blowup,
+        }

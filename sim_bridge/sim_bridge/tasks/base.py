@@ -1,0 +1,124 @@
+"""The task interface: what a task declares, once, for every part of the stack.
+
+A task is one module (``sim_bridge/tasks/reach.py`` is the reference) with one
+:class:`Task` subclass, registered in :mod:`sim_bridge.tasks`. What it declares is used by
+
+* the gymnasium env (:class:`sim_bridge.envs.task_env.TaskEnv`): reset sampling, the task's
+  observation signals, reward, success, the critic's privileged state, scene additions;
+* training and export: the manifest records the task's name and its observation layout;
+* the deployed runtime and the policy node: the observation is built from the manifest's
+  layout with :class:`sim_bridge.observations.ObservationBuilder` (the env's builder), and
+  the task's ROS inputs (:class:`TaskInput`) say which topic fills each task signal;
+* the bridges and every runner (``sim``, ``real``, ``eval``, transfer scoring, calibration):
+  the goal sampling and the ONE success criterion.
+
+This module is numpy-only (no mujoco, no gymnasium, no ROS): the robot computer imports
+the declarations. The simulation hooks receive the simulator (or a MuJoCo spec) as an
+argument; they never import it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from sim_bridge.episode import SuccessCriterion
+from sim_bridge.observations import Signal, arm_signals
+
+__all__ = ["Task", "TaskInput", "POINT_STAMPED"]
+
+POINT_STAMPED = "geometry_msgs/msg/PointStamped"
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """A task signal that arrives over ROS at deployment (the arm's signals always do).
+
+    ``signal`` names the observation signal it fills; ``topic`` is relative (the policy
+    node's namespace applies); ``msg_type`` is the ROS type whose fields are read
+    (``geometry_msgs/msg/PointStamped`` -> x, y, z); ``latched`` = transient-local QoS
+    (a goal that is published once)."""
+
+    signal: str
+    topic: str
+    msg_type: str
+    latched: bool = True
+
+
+class Task:
+    """One task. Subclasses set the class attributes and implement the simulation hooks.
+
+    Episode state (the sampled goal, an object's start, ...) lives in the env, in the
+    object :meth:`reset` returns; a task instance only holds its settings.
+    """
+
+    #: registry key and ``--task`` value, e.g. "reach"
+    name: ClassVar[str]
+    #: gymnasium id, e.g. "Sim2Real/Reach-v0"
+    env_id: ClassVar[str]
+    #: one line for ``--help`` and listings
+    summary: ClassVar[str] = ""
+    #: ROS inputs that fill the task's observation signals on a robot
+    inputs: ClassVar[tuple[TaskInput, ...]] = ()
+
+    def __init__(self, success: SuccessCriterion, max_episode_steps: int):
+        if int(max_episode_steps) < 1:
+            raise ValueError(f"task {self.name!r}: max_episode_steps must be >= 1, got {max_episode_steps}")
+        self.success = success
+        self.max_episode_steps = int(max_episode_steps)
+        #: the constructor settings that reproduce this task (set by ``make_task``; recorded in manifests)
+        self.settings: dict[str, Any] = {}
+
+    # --- declarations (numpy only) ----------------------------------------------------
+    def signals(self) -> tuple[Signal, ...]:
+        """The task's observation signals, after the arm's (name, size, unit, description)."""
+        raise NotImplementedError
+
+    def observation_layout(self, num_joints: int) -> tuple[Signal, ...]:
+        """The whole observation: the arm's signals, then the task's."""
+        return arm_signals(num_joints) + self.signals()
+
+    def sample_goal(self, rng: np.random.Generator, profile) -> np.ndarray:
+        """The goal of a new episode (what the bridges publish on ``current_goal``)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about the task."""
+        return {"name": self.name, "settings": dict(self.settings), "env_id": self.env_id,
+                "success": self.success.to_dict(), "max_episode_steps": self.max_episode_steps}
+
+    # --- simulation hooks (called by TaskEnv with its ArmSimulator) ---------------------
+    #: set to a method ``add_to_scene(self, spec)`` that adds the task's bodies to the arm's
+    #: ``mujoco.MjSpec`` before it compiles; None = the arm's MJCF as it is (Reach's target
+    #: marker is the profile's ``target_body``)
+    add_to_scene = None
+
+    def reset(self, sim, rng: np.random.Generator, goal: np.ndarray, options: dict[str, Any]) -> Any:
+        """Set up a new episode on the reset simulator, for ``goal`` (sampled by :meth:`sample_goal`
+        before the arm's start pose and dynamics, or given); returns the episode's task state."""
+        raise NotImplementedError
+
+    def observe(self, sim, state) -> tuple[np.ndarray, ...]:
+        """The task signals' values now, in :meth:`signals` order (as a sensor would see them)."""
+        raise NotImplementedError
+
+    def error(self, sim, state) -> float:
+        """The quantity the success criterion bounds (m), from the true simulator state."""
+        raise NotImplementedError
+
+    def reward(self, error: float, inside: bool, action: np.ndarray) -> float:
+        """Reward of one control step (the equation is in the task module's docstring)."""
+        raise NotImplementedError
+
+    def privileged_names(self) -> tuple[str, ...]:
+        """Names of the task part of the critic's privileged state (after the dynamics)."""
+        return ()
+
+    def privileged(self, sim, state) -> np.ndarray:
+        """The task part of the privileged state (true values, never observed by the policy)."""
+        return np.zeros(0)
+
+    def info(self, sim, state) -> dict[str, Any]:
+        """Extra entries of the env's ``info`` (e.g. ``target_pos``, ``ee_pos``)."""
+        return {}
