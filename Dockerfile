@@ -59,7 +59,7 @@ RUN python3 -m venv --system-site-packages "${VIRTUAL_ENV}"
 ENV PATH="${VIRTUAL_ENV}/bin:${PATH}"
 
 COPY requirements/runtime.txt /tmp/requirements/runtime.txt
-RUN grep -E '^(mujoco|gymnasium|onnxruntime|onnx|rosbags|scipy|matplotlib)==' /tmp/requirements/runtime.txt \
+RUN grep -E '^(mujoco|gymnasium|onnxruntime|onnx|rosbags|scipy|matplotlib|tyro)==' /tmp/requirements/runtime.txt \
         > /tmp/requirements/docker.txt \
  && python3 -c 'import numpy, yaml; print(f"numpy=={numpy.__version__}"); print(f"pyyaml=={yaml.__version__}")' \
         > /tmp/requirements/constraints.txt \

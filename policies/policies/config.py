@@ -1,8 +1,7 @@
-"""Training configuration: one typed dataclass, one docstring per field (they become --help)."""
+"""Training configuration: one typed dataclass, one docstring per field (``sim2real train --help``
+shows them: the app builds the command line from this dataclass with tyro)."""
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field, fields
 
 
@@ -101,43 +100,3 @@ class TrainConfig:
         if "critic_hidden" in values:
             values["critic_hidden"] = tuple(values["critic_hidden"])
         return cls(**values)
-
-
-def field_docs() -> dict[str, str]:
-    """Field name -> docstring (parsed from this module's source)."""
-    import ast
-    import inspect
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    docs, body = {}, tree.body[0].body
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value)
-    return docs
-
-
-def add_arguments(parser, defaults: TrainConfig | None = None) -> None:
-    """One --flag per config field, help text from its docstring."""
-    defaults = defaults or TrainConfig()
-    docs = field_docs()
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        kind = hints[f.name]
-        if f.name == "env_kwargs":
-            continue
-        if kind is bool:
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default,
-                                help=f"{docs.get(f.name, '')} (default {default})")
-        elif typing.get_origin(kind) is tuple:
-            parser.add_argument(flag, type=int, nargs="+", default=list(default),
-                                help=f"{docs.get(f.name, '')} (default {list(default)})")
-        else:
-            parser.add_argument(flag, type=kind, default=default, help=f"{docs.get(f.name, '')} (default {default})")
-
-
-def from_args(args) -> TrainConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    if "critic_hidden" in values:
-        values["critic_hidden"] = tuple(values["critic_hidden"])
-    return dataclasses.replace(TrainConfig(), **values)

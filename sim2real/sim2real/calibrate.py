@@ -1,44 +1,62 @@
 """``sim2real calibrate``: SimOpt update of a randomization file from recorded bags."""
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+
+DESCRIPTION = ("SimOpt: simulate the recorded episodes under samples of the prior distribution (closed loop with "
+               "the same policy, or open-loop replay), score them against the real trajectories, and move the "
+               "distribution (REPS under a KL bound, or CEM). Writes OUT atomically (the prior file with a fitted "
+               "joint_gaussian and provenance), keeps every version in OUT_STEM.history/ and plots in "
+               "OUT_STEM.plots/. Settings: calibration/config/simopt.yaml (--settings); the options below "
+               "override single fields.")
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """``sim2real calibrate``: fit the randomization distribution to recorded real episodes (SimOpt)."""
+
+    bags: tuple[str, ...]
+    """recorded bag folders (sim2real record / real --record)"""
+    prior: str
+    """the distribution the policy was trained under (shipped name like 'default', or a YAML path)"""
+    out: Path
+    """calibrated randomization file to write"""
+    policy: str | None = None
+    """policy that ran on the robot (shipped name or path; None: the one the bags name)"""
+    profile: str | None = None
+    """robot profile (None: the one the bags name)"""
+    settings: str | None = None
+    """calibration settings YAML (None: the shipped one)"""
+    iterations: int | None = None
+    """override: SimOpt iterations"""
+    samples: int | None = None
+    """override: parameter samples per iteration"""
+    method: Literal["reps", "cem"] | None = None
+    """override: update rule"""
+    mode: Literal["closed_loop", "open_loop"] | None = None
+    """override: rollout mode"""
+    seed: int | None = None
+    """override: sampling seed"""
+    plots: bool = True
+    """write the PNG plots (--no-plots: skip them)"""
+    note: str = ""
+    """free text stored in the provenance"""
+    push: str | None = None
+    """after writing, set this node's randomization_file parameter to OUT over ROS (e.g. /sim2real/sim_bridge; it applies at that bridge's next reset)"""
 
 
 def add_calibrate_command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "calibrate", help="fit the randomization distribution to recorded real episodes (SimOpt)",
-        description="SimOpt: simulate the recorded episodes under samples of the prior distribution "
-                    "(closed loop with the same policy, or open-loop replay), score them against the "
-                    "real trajectories, and move the distribution (REPS under a KL bound, or CEM). "
-                    "Writes OUT atomically (the prior file with a fitted joint_gaussian and "
-                    "provenance), keeps every version in OUT_STEM.history/ and plots in "
-                    "OUT_STEM.plots/. Settings: calibration/config/simopt.yaml (--settings); the "
-                    "options below override single fields.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--bags", nargs="+", required=True, help="recorded bag folders (sim2real record / real --record)")
-    p.add_argument("--prior", required=True, help="the distribution the policy was trained under "
-                                                  "(shipped name like 'default', or a YAML path)")
-    p.add_argument("--out", required=True, type=Path, help="calibrated randomization file to write")
-    p.add_argument("--policy", default=None,
-                   help="policy that ran on the robot (shipped name or path; default: the one the bags name)")
-    p.add_argument("--profile", default=None, help="robot profile (default: the one the bags name)")
-    p.add_argument("--settings", default=None, help="calibration settings YAML (default: the shipped one)")
-    p.add_argument("--iterations", type=int, default=None, help="override: SimOpt iterations")
-    p.add_argument("--samples", type=int, default=None, help="override: parameter samples per iteration")
-    p.add_argument("--method", choices=("reps", "cem"), default=None, help="override: update rule")
-    p.add_argument("--mode", choices=("closed_loop", "open_loop"), default=None, help="override: rollout mode")
-    p.add_argument("--seed", type=int, default=None, help="override: sampling seed")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--note", default="", help="free text stored in the provenance")
-    p.add_argument("--push", default=None, metavar="NODE",
-                   help="after writing, set NODE's randomization_file parameter to OUT over ROS "
-                        "(e.g. /sim2real/sim_bridge; it applies at that bridge's next reset)")
-    p.set_defaults(func=run_calibrate)
+    from sim2real.cli import add_typed_command  # noqa: PLC0415
+
+    add_typed_command(subparsers, "calibrate", CalibrateConfig, run_calibrate, description=DESCRIPTION,
+                      help="fit the randomization distribution to recorded real episodes (SimOpt)")
 
 
-def run_calibrate(args) -> int:
+def run_calibrate(args: CalibrateConfig) -> int:
     from calibration.job import CalibrationJob, JobError  # noqa: PLC0415
     from calibration.simopt import load_settings  # noqa: PLC0415
     from sim_bridge.config import ConfigError  # noqa: PLC0415
@@ -50,7 +68,7 @@ def run_calibrate(args) -> int:
         print(f"sim2real calibrate: {exc}", file=sys.stderr)
         return 2
     job = CalibrationJob(bags=args.bags, prior=args.prior, out=args.out, policy=args.policy, settings=settings,
-                         profile=args.profile, plots=not args.no_plots, note=args.note)
+                         profile=args.profile, plots=args.plots, note=args.note)
     try:
         result = job.run(progress=_print_progress)
     except JobError as exc:

@@ -1,8 +1,13 @@
 """``sim2real``: the stack's single command line.
 
-Subcommands come from the ``sim2real.commands`` entry-point group of every installed
-package (so ``policies`` can add ``train`` without sim_bridge knowing it), and ROS nodes
-from the ``sim2real.nodes`` group: ``sim2real node NAME --ros-args ...`` starts one.
+Subcommands come from the ``sim2real.commands`` entry-point group (this package's own, and
+any an installed plug-in adds), and ROS nodes from the ``sim2real.nodes`` group of every
+library: ``sim2real node NAME --ros-args ...`` starts one.
+
+Most commands are *typed*: one frozen dataclass per command (``SimConfig``, ``RealConfig``,
+...), whose field docstrings are its ``--help``; :func:`add_typed_command` registers it and
+tyro turns the command line into the dataclass (``node`` and ``bench`` pass their arguments
+through and stay plain argparse).
 """
 from __future__ import annotations
 
@@ -68,6 +73,22 @@ def _run_bench(args) -> int:
     return 0
 
 
+def add_typed_command(subparsers, name: str, config_cls, run, help: str, description: str | None = None) -> None:
+    """Register ``sim2real NAME``: its options are the fields of ``config_cls`` (a dataclass whose
+    field docstrings are the help); ``run(config) -> int`` runs it."""
+    p = subparsers.add_parser(name, help=help, add_help=False)  # --help goes to tyro
+    p.set_defaults(func=None, typed=(name, config_cls, run, description))
+
+
+def _run_typed(typed, argv: list[str]) -> int:
+    import tyro  # noqa: PLC0415
+
+    name, config_cls, run, description = typed
+    config = tyro.cli(config_cls, args=argv, prog=f"sim2real {name}", description=description,
+                      config=(tyro.conf.OmitArgPrefixes,))
+    return int(run(config) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sim2real", description="ROS 2 sim-to-real stack for robot arms.",
@@ -85,12 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(DISCOVERY_ENV, "LOCALHOST")
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    args, rest = parser.parse_known_args(argv)
+    typed = getattr(args, "typed", None)
+    if rest and typed is None:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if typed is None and not getattr(args, "func", None):
         parser.print_help()
         return 1
     try:
-        return int(args.func(args) or 0)
+        return _run_typed(typed, rest) if typed is not None else int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
 

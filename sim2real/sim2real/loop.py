@@ -18,44 +18,60 @@ The next round deploys the retrained policy and calibrates from its new distribu
 """
 from __future__ import annotations
 
-import argparse
 import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
+@dataclass(frozen=True)
+class LoopConfig:
+    """``sim2real loop``: deploy on the emulator, record, calibrate (SimOpt), retrain; repeat."""
+
+    policy: str = "reach_lstm"
+    """policy to start from (shipped name or artifact path)"""
+    prior: str = "default"
+    """the distribution that policy was trained under"""
+    rounds: int = 1
+    """loop rounds"""
+    episodes: int = 5
+    """recorded episodes per round"""
+    episode_s: float = 2.5
+    """seconds per recorded episode"""
+    train_steps: int | None = None
+    """env steps per retraining (None: 2M when fine-tuning, 8M from scratch)"""
+    init_from: str = "auto"
+    """weights to fine-tune: 'auto' (the policy artifact's checkpoint.pt, then each round's training checkpoint), 'none' (train from scratch) or a checkpoint path"""
+    train_args: str = ""
+    """extra `sim2real train` options, one quoted string given with '=' (--train-args='--num-envs 16')"""
+    calibrate_args: str = ""
+    """extra `sim2real calibrate` options, one quoted string given with '=' (--calibrate-args='--samples 64')"""
+    eval_episodes: int = 100
+    """emulator episodes per policy score"""
+    emulator: bool = True
+    """deploy on the arm emulator (--no-emulator: a real ros2_control arm)"""
+    out: Path | None = None
+    """run folder (None: runs/loop/<UTC time>)"""
+    seed: int = 0
+    """seed of the goals, the calibration and the training"""
+    dry_run: bool = False
+    """print the commands and exit"""
+
+
 def add_loop_command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "loop", help="deploy on the emulator, record, calibrate (SimOpt), retrain; repeat",
-        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--policy", default="reach_lstm", help="policy to start from (shipped name or artifact path)")
-    p.add_argument("--prior", default="default", help="the distribution that policy was trained under")
-    p.add_argument("--rounds", type=int, default=1, help="loop rounds (default 1)")
-    p.add_argument("--episodes", type=int, default=5, help="recorded episodes per round (default 5)")
-    p.add_argument("--episode-s", type=float, default=2.5, help="seconds per recorded episode (default 2.5)")
-    p.add_argument("--train-steps", type=int, default=None,
-                   help="env steps per retraining (default 2M when fine-tuning, 8M from scratch)")
-    p.add_argument("--init-from", default="auto",
-                   help="weights to fine-tune: 'auto' (the policy artifact's checkpoint.pt, then each round's "
-                        "training checkpoint), 'none' (train from scratch) or a checkpoint path")
-    p.add_argument("--train-args", default="", help="extra `sim2real train` options (quoted)")
-    p.add_argument("--calibrate-args", default="", help="extra `sim2real calibrate` options (quoted)")
-    p.add_argument("--eval-episodes", type=int, default=100, help="emulator episodes per policy score (default 100)")
-    p.add_argument("--emulator", action=argparse.BooleanOptionalAction, default=True,
-                   help="deploy on the arm emulator (--no-emulator: a real ros2_control arm)")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/loop/<UTC time>)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
-    p.set_defaults(func=run_loop)
+    from sim2real.cli import add_typed_command  # noqa: PLC0415
+
+    add_typed_command(subparsers, "loop", LoopConfig, run_loop, description=__doc__.split("\n\n", 1)[1],
+                      help="deploy on the emulator, record, calibrate (SimOpt), retrain; repeat")
 
 
 def _sim2real() -> list[str]:
     return [sys.executable, "-m", "sim2real.cli"]
 
 
-def round_commands(args, k: int, policy: str, prior: str, bags: list[str],
+def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list[str],
                    init: str | None = None) -> list[tuple[str, list[str]]]:
     """(label, argv) of round ``k`` (1-based); ``init``: the checkpoint to fine-tune (None: scratch)."""
     rdir = args.out / f"round{k}"
@@ -76,7 +92,7 @@ def round_commands(args, k: int, policy: str, prior: str, bags: list[str],
     return [("deploy + record", deploy), ("calibrate", calibrate), ("retrain", train)]
 
 
-def run_loop(args) -> int:
+def run_loop(args: LoopConfig) -> int:
     from calibration.job import resolve_policy_path  # noqa: PLC0415
 
     if args.rounds < 1 or args.episodes < 1 or (args.train_steps is not None and args.train_steps < 1):

@@ -42,7 +42,6 @@ evaluation recorded in each policy's manifest: the sim-to-real gap.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import random
@@ -71,34 +70,39 @@ class DeployError(RuntimeError):
     """The graph cannot be built or driven; the message says why."""
 
 
+@dataclass(frozen=True)
+class RealConfig:
+    """``sim2real real``: a policy on the arm emulator (or a real ros2_control arm) through the real bridge."""
+
+    policy: str | None = None
+    """policy name in policy_dir (None: policy.yaml's 'policy')"""
+    compare: tuple[str, str] | None = None
+    """two policies: run both on the same goal sequence and print the gap table"""
+    episodes: int = 3
+    """episodes per policy"""
+    episode_s: float = 4.0
+    """wall-clock time limit per episode (4.0 = the training episode, 200 steps)"""
+    seed: int | None = None
+    """seed of the goal sequence (real_bridge 'seed'; None: real_bridge.yaml's; -1 there: drawn here and printed)"""
+    params_dir: Path | None = None
+    """folder of the parameter files <node>.yaml (None: launch/config of the checkout)"""
+    policy_dir: Path | None = None
+    """the policy node's policy_dir, the folder of policy artifacts --policy names (None: policy.yaml's; '' there = the shipped zoo)"""
+    namespace: str = DEFAULT_NAMESPACE
+    """namespace of the policy side"""
+    emulator: bool = True
+    """run the arm emulator as the hardware (--no-emulator: a real ros2_control arm must publish /joint_states and take /<controller>/commands; it is not homed)"""
+    record: Path | None = None
+    """record a rosbag2 bag to this folder (must not exist; with --compare: DIR/<policy>)"""
+    json: Path | None = None
+    """also write the results as JSON to this path"""
+
+
 def add_real_command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "real", help="run a policy on the arm emulator (or a real ros2_control arm) through the real bridge",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--policy", default=None,
-                   help="policy name in policy_dir (default: policy.yaml's 'policy')")
-    p.add_argument("--compare", nargs=2, metavar=("POLICY_A", "POLICY_B"), default=None,
-                   help="run both policies on the same goal sequence and print the gap table")
-    p.add_argument("--episodes", type=int, default=3, help="episodes per policy (default 3)")
-    p.add_argument("--episode-s", type=float, default=4.0,
-                   help="wall-clock time limit per episode (default 4.0 = the training episode, 200 steps)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the goal sequence (real_bridge 'seed'; default: real_bridge.yaml's; "
-                        "-1 there: drawn here and printed)")
-    p.add_argument("--params-dir", type=Path, default=None,
-                   help="folder of the parameter files <node>.yaml (default: launch/config of the checkout)")
-    p.add_argument("--policy-dir", type=Path, default=None,
-                   help="the policy node's policy_dir: the folder of policy artifacts --policy names "
-                        "(default: policy.yaml's; '' there = the shipped zoo)")
-    p.add_argument("--namespace", default=DEFAULT_NAMESPACE,
-                   help=f"namespace of the policy side (default {DEFAULT_NAMESPACE})")
-    p.add_argument("--emulator", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the arm emulator as the hardware (--no-emulator: a real ros2_control arm must "
-                        "publish /joint_states and take /<controller>/commands; it is not homed)")
-    p.add_argument("--record", type=Path, default=None, metavar="DIR",
-                   help="record a rosbag2 bag to DIR (must not exist; with --compare: DIR/<policy>)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this path")
-    p.set_defaults(func=run_real)
+    from sim2real.cli import add_typed_command  # noqa: PLC0415
+
+    add_typed_command(subparsers, "real", RealConfig, run_real, description=__doc__,
+                      help="run a policy on the arm emulator (or a real ros2_control arm) through the real bridge")
 
 
 # --- results ------------------------------------------------------------------------------
@@ -470,7 +474,7 @@ def gap_table(runs: list[RunResult], hardware: str, label: str) -> str:
     return "\n".join(lines)
 
 
-def run_policy(args, policy: str | None, seed: int, params_dir: Path, record: Path | None) -> RunResult:
+def run_policy(args: RealConfig, policy: str | None, seed: int, params_dir: Path, record: Path | None) -> RunResult:
     graph = DeploymentGraph(policy=policy, seed=seed, params_dir=params_dir, namespace=args.namespace,
                             emulator=args.emulator, record=record, policy_dir=args.policy_dir)
     run = RunResult(graph.policy_name, graph.onnx_sha256, seed, [], graph.sim_evaluation,
@@ -505,7 +509,7 @@ def run_policy(args, policy: str | None, seed: int, params_dir: Path, record: Pa
     return run
 
 
-def run_real(args) -> int:
+def run_real(args: RealConfig) -> int:
     import rclpy  # noqa: PLC0415
 
     if args.episodes < 1 or args.episode_s <= 0:

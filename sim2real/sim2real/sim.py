@@ -8,17 +8,16 @@ controller (:class:`sim_bridge.oracle.ReachOracle`) instead. Either way the cont
 sees only ``joint_states`` and ``current_goal`` and publishes ``joint_commands``. Each
 episode starts with the bridge's ``reset`` service (new dynamics sample and goal) and,
 for a policy, the policy's ``~/reset`` (zero recurrent state). One line per episode, a
-summary, and a plot. (The policy package is imported only when a policy is used: the
-sim_bridge package does not depend on it.)
+summary, and a plot.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -27,26 +26,43 @@ from sim_bridge.episode import EpisodeResult, EpisodeSummary, EpisodeTracker, Su
 SUCCESS = SuccessCriterion(0.02, 10, "end effector to goal")  # Sim2Real/Reach-v0's criterion
 
 
+@dataclass(frozen=True)
+class SimConfig:
+    """``sim2real sim``: the sim bridge and a controller for a few randomized episodes."""
+
+    episodes: int = 3
+    """number of episodes"""
+    episode_s: float = 4.0
+    """time limit per episode in sim seconds"""
+    task: str | None = None
+    """registered task (sim_bridge.tasks); None: the policy's own task (reach for the scripted controller)"""
+    randomization: str = "default"
+    """dynamics randomization: shipped name or YAML path"""
+    robot_profile: str = "panda_like"
+    """robot profile: shipped name or YAML path"""
+    mode: Literal["realtime", "lockstep"] = "realtime"
+    """realtime: stepped by a timer at the control rate; lockstep: one step per command"""
+    seed: int = 0
+    """seed for dynamics and goals (-1: random)"""
+    controller: Literal["policy", "scripted"] = "policy"
+    """policy: the policy node with a shipped policy; scripted: the DLS reach controller"""
+    policy: str = "reach_lstm"
+    """shipped policy name (policies/policies/zoo)"""
+    swap_to: str | None = None
+    """switch the running policy node to this policy before the second half of the episodes"""
+    gui: bool = False
+    """open the MuJoCo viewer on the simulation (where a display exists; else headless)"""
+    out: Path = Path("runs/sim")
+    """folder for the plot and results"""
+    json: Path | None = None
+    """also write results as JSON to this path"""
+
+
 def add_sim_command(subparsers) -> None:
-    p = subparsers.add_parser("sim", help="run the sim bridge with a controller for a few randomized episodes",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--episodes", type=int, default=3, help="number of episodes (default 3)")
-    p.add_argument("--episode-s", type=float, default=4.0, help="time limit per episode in sim seconds")
-    p.add_argument("--randomization", default="default", help="shipped name or YAML path (default: default)")
-    p.add_argument("--robot-profile", default="panda_like", help="shipped name or YAML path")
-    p.add_argument("--mode", choices=("realtime", "lockstep"), default="realtime",
-                   help="realtime: stepped by a timer at the control rate; lockstep: one step per command")
-    p.add_argument("--seed", type=int, default=0, help="seed for dynamics and goals (-1: random)")
-    p.add_argument("--controller", choices=("policy", "scripted"), default="policy",
-                   help="policy: the policy node with a shipped policy; scripted: the DLS reach controller")
-    p.add_argument("--policy", default="reach_lstm", help="shipped policy name (policies/policies/zoo)")
-    p.add_argument("--swap-to", default=None,
-                   help="switch the running policy node to this policy before the second half of the episodes")
-    p.add_argument("--gui", action="store_true",
-                   help="open the MuJoCo viewer on the simulation (where a display exists; else headless)")
-    p.add_argument("--out", type=Path, default=Path("runs/sim"), help="folder for the plot and results")
-    p.add_argument("--json", type=Path, default=None, help="also write results as JSON to this path")
-    p.set_defaults(func=run_sim)
+    from sim2real.cli import add_typed_command  # noqa: PLC0415
+
+    add_typed_command(subparsers, "sim", SimConfig, run_sim,
+                      help="run the sim bridge with a controller for a few randomized episodes", description=__doc__)
 
 
 @dataclass
@@ -130,7 +146,7 @@ class EpisodeRecorder:
             self.done.set()
 
 
-def run_sim(args) -> int:
+def run_sim(args: SimConfig) -> int:
     import rclpy
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger

@@ -1,33 +1,87 @@
-"""``sim2real train | eval | export``: the policy subcommands (registered by entry points)."""
+"""``sim2real train | eval | export``: the policy subcommands, one typed config each."""
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from policies.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainCommand:
+    """Train with PPO; the options are the fields of policies.config.TrainConfig, plus where the run goes.
+    Writes runs/NAME/ (config.json, progress.csv, checkpoints/latest.pt)."""
+
+    config: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=TrainConfig)
+    out: Path | None = None
+    """run folder (None: runs/NAME)"""
+    resume: bool = False
+    """continue from OUT/checkpoints/latest.pt"""
+    export: Path | None = None
+    """after training, export to this artifact folder and evaluate it"""
+    json: Path | None = None
+    """write the final training row (+ eval) as JSON"""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Export a training checkpoint to ONNX + manifest (parity-checked against torch)."""
+
+    checkpoint: tyro.conf.Positional[Path]
+    """training checkpoint (runs/NAME/checkpoints/latest.pt)"""
+    out: Path
+    """artifact folder, e.g. policies/policies/zoo/NAME"""
+    eval_episodes: int = 0
+    """also evaluate the artifact (0: skip)"""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluate a policy on its task: success rate (Wilson 95%), return and final distance."""
+
+    policy: tyro.conf.Positional[str]
+    """artifact folder or .onnx file, a shipped name (see policies/zoo), or a training checkpoint (.pt)"""
+    episodes: int = 100
+    """episodes per randomization"""
+    randomization: tuple[str, ...] = ("none", "default")
+    """randomizations to evaluate under: shipped names or YAML paths"""
+    workers: int = 2
+    """worker processes"""
+    seed: int = 10_000
+    """first env seed"""
+    task: str | None = None
+    """evaluate on this registered task (None: the one the policy was trained for)"""
+    json: Path | None = None
+    """write results as JSON"""
 
 
 def add_train_command(subparsers) -> None:
-    from policies.config import add_arguments
-    p = subparsers.add_parser("train", help="train a policy with LSTM PPO under dynamics randomization",
-                              description="Train with PPO; every option is a field of policies.config.TrainConfig. "
-                                          "Writes runs/NAME/ (config.json, progress.csv, checkpoints/latest.pt).",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_arguments(p)
-    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/NAME)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
-    p.add_argument("--export", type=Path, default=None,
-                   help="after training, export to this artifact folder and evaluate it")
-    p.add_argument("--json", type=Path, default=None, help="write the final training row (+ eval) as JSON")
-    p.set_defaults(func=run_train)
+    from sim2real.cli import add_typed_command
+    add_typed_command(subparsers, "train", TrainCommand, run_train,
+                      help="train a policy with LSTM PPO under dynamics randomization")
 
 
-def run_train(args) -> int:
-    from policies.config import from_args
+def add_export_command(subparsers) -> None:
+    from sim2real.cli import add_typed_command
+    add_typed_command(subparsers, "export", ExportConfig, run_export,
+                      help="export a checkpoint to ONNX + manifest (parity-checked)")
+
+
+def add_eval_command(subparsers) -> None:
+    from sim2real.cli import add_typed_command
+    add_typed_command(subparsers, "eval", EvalConfig, run_eval, help="evaluate a policy artifact (or checkpoint) on its task")
+
+
+def run_train(args: TrainCommand) -> int:
     from policies.train import Trainer
-    cfg = from_args(args)
+    cfg = args.config
     out = args.out or Path("runs") / cfg.name
     try:
         trainer = Trainer(cfg, out)
@@ -85,36 +139,13 @@ def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command
     return results
 
 
-def add_export_command(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export a checkpoint to ONNX + manifest (parity-checked)")
-    p.add_argument("checkpoint", type=Path, help="training checkpoint (runs/NAME/checkpoints/latest.pt)")
-    p.add_argument("--out", type=Path, required=True, help="artifact folder, e.g. policies/policies/zoo/NAME")
-    p.add_argument("--eval-episodes", type=int, default=0, help="also evaluate the artifact (0: skip)")
-    p.set_defaults(func=run_export)
-
-
-def run_export(args) -> int:
+def run_export(args: ExportConfig) -> int:
     if args.eval_episodes > 0:
         export_and_evaluate(args.checkpoint, args.out, args.eval_episodes)
     else:
         from policies.export import export_checkpoint
         print(f"exported {export_checkpoint(args.checkpoint, args.out)} (torch/onnxruntime parity checked)")
     return 0
-
-
-def add_eval_command(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a policy artifact (or checkpoint) on its task")
-    p.add_argument("policy", help="artifact folder or .onnx file, a shipped name (see policies/zoo), "
-                                  "or a training checkpoint (.pt)")
-    p.add_argument("--episodes", type=int, default=100, help="episodes per setting")
-    p.add_argument("--randomization", action="append", default=None,
-                   help="shipped name or YAML path; repeat for several (default: none and default)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes")
-    p.add_argument("--seed", type=int, default=10_000, help="first env seed")
-    p.add_argument("--task", default=None,
-                   help="evaluate on this registered task (default: the one the policy was trained for)")
-    p.add_argument("--json", type=Path, default=None, help="write results as JSON")
-    p.set_defaults(func=run_eval)
 
 
 def resolve_policy(text: str) -> Path:
@@ -125,7 +156,7 @@ def resolve_policy(text: str) -> Path:
         raise SystemExit(f"sim2real: {exc}") from None
 
 
-def run_eval(args) -> int:
+def run_eval(args: EvalConfig) -> int:
     from policies.evaluate import checkpoint_policy, evaluate, policy_task, runtime_policy
     from sim_bridge.tasks import UnknownTaskError, get_task
     path = resolve_policy(args.policy)
@@ -139,7 +170,7 @@ def run_eval(args) -> int:
         task = {"name": args.task}
     print(f"sim2real eval: task '{task['name']}'", flush=True)
     results = {}
-    for randomization in args.randomization or ["none", "default"]:
+    for randomization in args.randomization:
         res = evaluate(factory, episodes=args.episodes, randomization=randomization, workers=args.workers,
                        seed=args.seed, task=task)
         print(res.line(), flush=True)

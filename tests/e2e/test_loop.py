@@ -20,8 +20,8 @@ def test_loop_round_produces_bag_calibration_and_retrained_policy(tmp_path):
     out = tmp_path / "loop"
     cmd = [sys.executable, "-m", "sim2real.cli", "loop", "--episodes", "2", "--episode-s", "1.5",
            "--train-steps", "2048", "--eval-episodes", "3", "--out", str(out),
-           "--train-args", "--eval-episodes 2 --num-envs 4 --num-workers 1 --num-steps 64",
-           "--calibrate-args", "--samples 12 --iterations 1 --no-plots"]
+           "--train-args=--eval-episodes 2 --num-envs 4 --num-workers 1 --num-steps 64",
+           "--calibrate-args=--samples 12 --iterations 1 --no-plots"]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-5000:]
