@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim_bridge.joints import JointMapper
+
 __all__ = ["EpisodeError", "ReferenceEpisode", "load_reference_episodes", "drive_emulator", "emulator_episodes"]
 
 
@@ -149,6 +151,13 @@ def load_reference_episodes(bags: Sequence[str | os.PathLike], profile, *, max_s
     return out
 
 
+def _arm_state(joints: JointMapper, state) -> tuple[np.ndarray, np.ndarray]:
+    """An emulator joint state's arm positions (rad) and velocities (rad/s) in the profile's
+    order, mapped by name (the emulator also reports non-arm joints)."""
+    m = joints.lookup(state.names)
+    return m.take(state.position_rad, "positions"), m.take(state.velocity_rad_s, "velocities")
+
+
 class _EpisodeList(list):
     """A list of episodes that also says which ones were skipped and why, and what to mind."""
 
@@ -164,12 +173,12 @@ def drive_emulator(emu, policy, goal: np.ndarray, steps: int):
     :class:`policies.runtime.PolicyRuntime`; the observation is built from the reported
     (quantized) state, as on a real arm."""
     p = emu.profile
-    n = p.num_joints
+    joints = JointMapper.for_profile(p)
     state = emu.reset()
     policy.reset()
-    prev = np.zeros(n)
+    prev = np.zeros(p.num_joints)
     for _ in range(int(steps)):
-        q, v = state.position_rad[:n], state.velocity_rad_s[:n]
+        q, v = _arm_state(joints, state)
         prev = np.clip(policy.act(q, v, prev, goal), -1.0, 1.0)
         target = policy.joint_targets(prev, q, p.position_lower_rad, p.position_upper_rad)
         emu.command(target)  # controller order = profile order unless configured otherwise
@@ -188,17 +197,18 @@ def emulator_episodes(policy_path: str | os.PathLike, count: int, *, steps: int 
 
     emu = emulator or ArmEmulator()
     p = emu.profile
-    n = p.num_joints
+    joints = JointMapper.for_profile(p)
     policy = PolicyRuntime(policy_path)
     rng = np.random.default_rng(seed)
     out = []
     for k in range(int(count)):
         goal = rng.uniform(p.reach_low_m, p.reach_high_m)
-        home = emu.reset()
-        pos, vel, cmd = [home.position_rad[:n]], [home.velocity_rad_s[:n]], []
+        q, v = _arm_state(joints, emu.reset())
+        pos, vel, cmd = [q], [v], []
         for target, state in drive_emulator(emu, policy, goal, int(steps) - 1):
             cmd.append(target)
-            pos.append(state.position_rad[:n])
-            vel.append(state.velocity_rad_s[:n])
+            q, v = _arm_state(joints, state)
+            pos.append(q)
+            vel.append(v)
         out.append(ReferenceEpisode(f"emulator#{k}", np.array(pos), np.array(vel), np.array(cmd), goal))
     return out

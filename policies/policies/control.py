@@ -55,8 +55,10 @@ import numpy as np
 
 from policies.manifest import MANIFEST_FILE
 from policies.runtime import NonFiniteObservationError, NonFiniteOutputError, PolicyRuntime
+from sim_bridge.joints import JointMapper
 from sim_bridge.observations import clip, observation_size
 from sim_bridge.profile import RobotProfile
+from sim_bridge.rates import RateMeter
 
 WAITING, COMMAND, HOLD, STALE = "waiting", "command", "hold", "stale"
 WARMUP_STEPS = 10
@@ -225,7 +227,7 @@ class PolicyController:
         self.inference = LatencyWindow(window)     # runtime.act, s
         self.loop_latency = LatencyWindow(window)  # state arrival -> command ready, s
         self._clock = clock
-        self._cycle_starts: deque[float] = deque(maxlen=max(10, window // 5))
+        self._cycle_starts = RateMeter(max(10, window // 5))  # cycle start times: achieved_rate_hz
         self._run_lock = threading.Lock()     # the runtime, prev_action, hold: held for a whole cycle
         self._inputs_lock = threading.Lock()  # the latest state and goal: held only to copy them
         self._swap_lock = threading.Lock()    # the loading / pending slot
@@ -243,7 +245,7 @@ class PolicyController:
         self.active: LoadedPolicy | None = None
         self.last_swap_cycle = 0  # the cycle that installed the last swapped-in policy
         n = profile.num_joints
-        self._index_cache: tuple[tuple[str, ...], np.ndarray | None, list[str]] | None = None
+        self._joints = JointMapper.for_profile(profile)  # JointState names -> profile order
         self.q: np.ndarray | None = None        # last good joint state, profile order
         self.qd: np.ndarray | None = None
         self.state_arrival_s: float | None = None
@@ -457,17 +459,16 @@ class PolicyController:
     # --- inputs -------------------------------------------------------------------------
     def on_joint_state(self, names, position, velocity, arrival_s: float) -> tuple[bool, str]:
         """Map a JointState by name into profile order; (accepted, reason)."""
-        names = tuple(names)
-        index, missing = self._index(names)
+        m = self._joints.lookup(names)
         n_pos, n_vel = len(position), len(velocity)
         reason = ""
-        if index is None:
-            reason = f"lacks joint(s) {missing} of robot profile '{self.profile.name}'"
-        elif n_pos != len(names) or n_vel != len(names):
-            reason = f"has {len(names)} names but {n_pos} positions and {n_vel} velocities"
+        if not m.complete:
+            reason = m.missing_reason()
+        elif n_pos != len(m.names) or n_vel != len(m.names):
+            reason = f"has {len(m.names)} names but {n_pos} positions and {n_vel} velocities"
         else:
-            q = np.asarray(position, dtype=float)[index]
-            qd = np.asarray(velocity, dtype=float)[index]
+            q = m.take(position, "positions")
+            qd = m.take(velocity, "velocities")
             bad = np.flatnonzero(~(np.isfinite(q) & np.isfinite(qd)))
             if bad.size:
                 reason = f"non-finite position/velocity for joint(s) {[self.profile.joint_names[i] for i in bad]}"
@@ -477,14 +478,6 @@ class PolicyController:
         with self._inputs_lock:
             self.q, self.qd, self.state_arrival_s = q, qd, arrival_s
         return True, ""
-
-    def _index(self, names: tuple[str, ...]) -> tuple[np.ndarray | None, list[str]]:
-        if self._index_cache is None or self._index_cache[0] != names:
-            position = {name: i for i, name in enumerate(names)}
-            missing = [j for j in self.profile.joint_names if j not in position]
-            index = None if missing else np.array([position[j] for j in self.profile.joint_names])
-            self._index_cache = (names, index, missing)
-        return self._index_cache[1], self._index_cache[2]
 
     def set_goal(self, xyz) -> tuple[bool, str]:
         goal = np.asarray(xyz, dtype=float)
@@ -531,11 +524,12 @@ class PolicyController:
     def _count_timing(self, now_s: float) -> None:
         c = self.counters
         c.cycles += 1
-        if self.periodic and self._cycle_starts:
-            gap = now_s - self._cycle_starts[-1]
+        last = self._cycle_starts.last_s
+        if self.periodic and last is not None:
+            gap = now_s - last
             if gap > 1.5 * self.period_s:
                 c.missed_cycles += int(round(gap / self.period_s)) - 1
-        self._cycle_starts.append(now_s)
+        self._cycle_starts.tick(now_s)
 
     def _decide(self, now_s: float, q, qd, arrival_s, goal) -> CycleResult:
         if self.active is None:
@@ -578,10 +572,8 @@ class PolicyController:
 
     # --- reporting ----------------------------------------------------------------------
     def achieved_rate_hz(self) -> float:
-        starts = list(self._cycle_starts)
-        if len(starts) < 2 or starts[-1] <= starts[0]:
-            return 0.0
-        return (len(starts) - 1) / (starts[-1] - starts[0])
+        """Cycles per second over the last ``max(10, window // 5)`` cycle starts."""
+        return self._cycle_starts.rate_hz()
 
     def _reject(self, kind: str, reason: str) -> PolicyRejected:
         self.counters.rejections[kind] += 1

@@ -38,6 +38,7 @@ import yaml
 
 from real_bridge.recorder import (CLOSED, EPISODE_MSGTYPE, RECOVERED, SIDECAR_NAME, RecorderError,
                                   recording_in_progress, recover_bag, typestore)
+from sim_bridge.joints import JointMapper
 
 log = logging.getLogger(__name__)
 
@@ -332,15 +333,12 @@ def load_episodes(bag_path: str | os.PathLike, joint_names: Sequence[str] | None
     receive = np.array([s for s, _ in states], dtype=np.int64)
     stamp_s = np.array([m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for _, m in states])
     pos, vel, eff = (np.full((n, j), np.nan) for _ in range(3))
-    column_maps: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+    mapper = JointMapper(names, owner="the requested joint_names")
     for i, (_, msg) in enumerate(states):
-        key = tuple(msg.name)
-        if key not in column_maps:
-            src = [k for k, name in enumerate(key) if name in names]
-            column_maps[key] = (np.array([names.index(key[k]) for k in src], dtype=int), np.array(src, dtype=int))
-        dst, src = column_maps[key]
+        m = mapper.lookup(msg.name)  # a joint this state lacks stays NaN in its row
+        dst, src = m.target_columns, m.source_columns
         for arr, values in ((pos, msg.position), (vel, msg.velocity), (eff, msg.effort)):
-            if len(values) == len(key):
+            if len(values) == len(m.names):
                 arr[i, dst] = np.asarray(values, dtype=float)[src]
 
     def data(msg):

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
@@ -57,6 +56,7 @@ from sim_bridge import interface
 from sim_bridge.executor import ThrottledLog, run_node
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
+from sim_bridge.rates import RateMeter
 
 NODE_NAME = "arm_emulator"
 JOINT_STATES_TOPIC = "/joint_states"
@@ -116,7 +116,7 @@ class ArmEmulatorNode(Node):
         self.last_rejection = ""
         self.catch_up_steps = 0
         self.lost_periods = 0
-        self._step_times: deque[float] = deque(maxlen=max(10, int(2 * self.profile.control_rate_hz)))
+        self._steps = RateMeter.over(2.0, self.profile.control_rate_hz)  # physics periods, the last ~2 s
         self._log_throttled = ThrottledLog(self.get_logger().error)
 
         self._state_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, ROS2_CONTROL_QOS)
@@ -156,7 +156,7 @@ class ArmEmulatorNode(Node):
         self._publish_state()
 
     def _on_lockstep_idle(self) -> None:
-        last = self._step_times[-1] if self._step_times else 0.0
+        last = self._steps.last_s or 0.0
         if time.monotonic() - last >= LOCKSTEP_IDLE_REPUBLISH_S:
             self._publish_state()
 
@@ -186,7 +186,7 @@ class ArmEmulatorNode(Node):
     # --- helpers ------------------------------------------------------------------------
     def _step(self) -> bool:
         ok = self.emulator.step()
-        self._step_times.append(time.monotonic())
+        self._steps.tick(time.monotonic())
         if not ok:
             self.get_logger().error("physics fault (blow-up): the arm was re-homed to the default pose")
         return ok
@@ -203,16 +203,13 @@ class ArmEmulatorNode(Node):
 
     def achieved_rate_hz(self) -> float:
         """Physics control periods per wall-clock second over the last ~2 s."""
-        if len(self._step_times) < 2:
-            return 0.0
-        span = self._step_times[-1] - self._step_times[0]
-        return (len(self._step_times) - 1) / span if span > 0 else 0.0
+        return self._steps.rate_hz()
 
     def publish_diagnostics(self) -> None:
         rate = self.achieved_rate_hz()
         target = self.profile.control_rate_hz
         e = self.emulator
-        slow = self.mode == "realtime" and len(self._step_times) > 10 and rate < 0.9 * target
+        slow = self.mode == "realtime" and len(self._steps) > 10 and rate < 0.9 * target
         status = DiagnosticStatus(name=f"{NODE_NAME}: health", hardware_id=f"{NODE_NAME}/{self.profile.name}",
                                   level=DiagnosticStatus.WARN if slow else DiagnosticStatus.OK,
                                   message=f"{self.mode}, {rate:.1f} Hz achieved (target {target:g} Hz)")

@@ -1,6 +1,8 @@
 """The real-arm bridge: the sim bridge's policy-side interface in front of a ros2_control arm,
-with a safety filter and a watchdog in between. A lifecycle node over the pure
-:class:`~real_bridge.safety.SafetyFilter` and :class:`~real_bridge.watchdog.Watchdog`.
+with a safety filter and a watchdog in between. A thin lifecycle node over the pure
+:class:`~real_bridge.core.BridgeCore` (the bridge's rules, over the
+:class:`~real_bridge.safety.SafetyFilter` and the :class:`~real_bridge.watchdog.Watchdog`):
+it converts messages to arrays, calls the core and publishes what the core returns.
 
 Policy side (names relative to the node's namespace, types and QoS of
 :mod:`sim_bridge.interface`, so a policy node cannot tell this bridge from the sim bridge):
@@ -45,7 +47,8 @@ Parameters (read-only; set them in launch/config/real_bridge.yaml):
   frame_id (str)                frame of the goal messages ('base_link')
   autostart (bool)              configure + activate at construction (default true for main())
 
-The control cycle (a steady-clock timer at the control rate): take the latest valid policy
+The control cycle (a steady-clock timer at the control rate; the rules are
+:meth:`BridgeCore.cycle <real_bridge.core.BridgeCore.cycle>`): take the latest valid policy
 command (commands arriving faster than the rate replace each other; the replaced ones are
 counted as dropped), ask the watchdog (run / hold / stop / waiting, see
 :mod:`real_bridge.watchdog`), pass the command or the hold target through the safety filter
@@ -56,20 +59,21 @@ fires ``command_timeout_periods`` after the last one and starts the hold at once
 hold does not wait up to a period for the next tick. Every intervention is counted,
 reported on /diagnostics and logged (throttled, per cause) with the cause.
 
-Lifecycle: configure builds the filter, watchdog and topics; activate starts commanding
-(fresh watchdog, the step limit starts from the measured position); deactivate stops all
-hardware commands; cleanup removes the topics. Threads (ControlExecutor, main()): the
-cycle and the hold deadline share one mutually exclusive group, hardware states, policy
-inputs and services/diagnostics have a group each.
+Lifecycle: configure builds the core (filter, watchdog, goal generator) and the topics;
+activate starts commanding (fresh watchdog, the step limit starts from the measured
+position); deactivate stops all hardware commands; cleanup removes the topics. Threads
+(ControlExecutor, main()): the cycle and the hold deadline share one mutually exclusive
+group, hardware states, policy inputs and services/diagnostics have a group each. One lock
+guards the core; a cycle holds it while it publishes, so no command goes out once a
+transition closed the gate.
 """
 from __future__ import annotations
 
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 
-import numpy as np
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
@@ -84,8 +88,8 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from real_bridge.safety import CLIPS, REJECTIONS, SafetyFilter
-from real_bridge.watchdog import HOLD, RUN, STOP, WAITING, Watchdog
+from real_bridge.core import ERROR, OK, WARN, BridgeCore, CycleOutput
+from real_bridge.watchdog import HOLD, STOP, WAITING
 from sim_bridge import interface
 from sim_bridge.executor import ThrottledLog, run_node
 from sim_bridge.lifecycle import CommandGateMixin
@@ -108,8 +112,7 @@ COMMAND_INTAKE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=16,
                                 reliability=interface.COMMAND_QOS.reliability,
                                 durability=interface.COMMAND_QOS.durability)
 LOG_THROTTLE_S = 1.0
-# hardware joint state rejections
-MISSING_JOINTS, LENGTH, NON_FINITE_STATE = "missing_joints", "length_mismatch", "non_finite"
+LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 
 class RealBridgeNode(CommandGateMixin, LifecycleNode):
@@ -151,13 +154,11 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
 
         self.lifecycle_state = "unconfigured"
         self.last_error = ""
-        self.profile = None
-        self.filter: SafetyFilter | None = None
-        self.watchdog: Watchdog | None = None
-        self.period_s = 0.0
+        self.core: BridgeCore | None = None  # the bridge's rules and state; built at configure
         self.hardware_topic = ""
+        self.output = ""
         self._active = False
-        self._lock = threading.Lock()   # inputs, watchdog, filter; held for a whole cycle
+        self._lock = threading.Lock()   # the core; held for a whole cycle, publishing included
         self._gate = self._lock         # CommandGateMixin
         self._entities: list = []
         self._hw_pub = None
@@ -174,27 +175,39 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self.create_service(Trigger, "~/estop", self._on_estop, callback_group=self._aux_group)
         self.create_service(Trigger, "~/release", self._on_release, callback_group=self._aux_group)
         self.create_timer(1.0, self.publish_diagnostics, callback_group=self._aux_group)
-        self._reset_runtime()
 
         if self.get_parameter("autostart").value:
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()
 
-    def _reset_runtime(self) -> None:
-        """Inputs and counters of one activation."""
-        self.q = self.qd = self.effort = None           # latest valid hardware state, profile order
-        self.stamp_ns: int | None = None
-        self._state_seq = 0                            # valid hardware states so far
-        self._relayed_seq = 0
-        self.target: np.ndarray | None = None          # latest valid policy command
-        self._fresh_command = False                    # not used by a cycle yet
-        self.counters: Counter = Counter()
-        self.last_rejection = ""                       # policy command or hardware state
-        self.missing_joints: list[str] = []
-        self.last_hold_latency_s = float("nan")        # last valid command -> first hold command sent
-        self.fault = ""                                # an exception in the cycle: stops commanding
-        self._cycle_times: deque[float] = deque(maxlen=100)
-        self._filter_ns: deque[int] = deque(maxlen=1000)
+    # --- the core's parts, for callers and tests (None before the first configure) ----------
+    @property
+    def profile(self):
+        return self.core.profile if self.core is not None else None
+
+    @property
+    def period_s(self) -> float:
+        return self.core.period_s if self.core is not None else 0.0
+
+    @property
+    def filter(self):
+        return self.core.filter if self.core is not None else None
+
+    @property
+    def watchdog(self):
+        return self.core.watchdog if self.core is not None else None
+
+    @property
+    def counters(self) -> Counter:
+        return self.core.counters if self.core is not None else Counter()
+
+    @property
+    def goal(self):
+        return self.core.goal if self.core is not None else None
+
+    @property
+    def controller_joints(self) -> list[str]:
+        return list(self.core.controller_joints) if self.core is not None else []
 
     # --- lifecycle ------------------------------------------------------------------------
     def _configure(self) -> None:
@@ -210,30 +223,17 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         profile = load_profile(p["robot_profile"])
         if p["control_rate_hz"]:
             profile = profile.with_rates(p["control_rate_hz"], p["control_rate_hz"])  # no physics on hardware
-        names = list(profile.joint_names)
-        joints = list(p["controller_joints"] or names)
-        if sorted(joints) != sorted(names) or len(set(joints)) != len(joints):
-            missing = [j for j in names if j not in joints]
-            unknown = [j for j in joints if j not in names]
-            raise ConfigError(f"must name the robot profile's joints {names}, each once; got {joints} "
-                              f"(missing {missing}, unknown {unknown})", field="controller_joints")
+        core = BridgeCore(profile, controller_joints=p["controller_joints"], margin_rad=p["margin_rad"],
+                          velocity_scale=p["velocity_scale"], command_timeout_periods=p["command_timeout_periods"],
+                          state_timeout_periods=p["state_timeout_periods"], seed=p["seed"])
         hw_topic = p["hardware_joint_states"]
         if not hw_topic.startswith("/"):
             raise ConfigError(f"must be an absolute topic name, got '{hw_topic}'", field="hardware_joint_states")
         controller = p["controller"].strip("/")
         if not controller:
             raise ConfigError("must name the ros2_control controller", field="controller")
-        self.filter = SafetyFilter.from_profile(profile, margin_rad=p["margin_rad"],
-                                                velocity_scale=p["velocity_scale"])
-        self.watchdog = Watchdog(profile.control_period_s, command_timeout_periods=p["command_timeout_periods"],
-                                 state_timeout_periods=p["state_timeout_periods"])
-        self.profile, self.period_s, self.output = profile, profile.control_period_s, p["output"]
-        self.controller_joints = joints
-        self._controller_index = np.array([names.index(j) for j in joints])
-        self._rng = np.random.default_rng(None if p["seed"] < 0 else int(p["seed"]))
-        self.goal = self._rng.uniform(profile.reach_low_m, profile.reach_high_m)
-        self._index_cache: tuple | None = None
-        self._reset_runtime()
+        with self._lock:
+            self.core, self.output = core, p["output"]
 
         if self.output == "forward":
             self.hardware_topic = f"/{controller}/commands"
@@ -259,25 +259,22 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self.create_subscription(PointStamped, interface.GOAL, self._on_goal, interface.LATCHED_QOS,
                                      callback_group=self._policy_group),
             self.create_service(Trigger, interface.RESET, self._on_reset, callback_group=self._aux_group),
-            self.create_timer(self.period_s, self._on_tick, callback_group=self._cycle_group, clock=self._steady),
+            self.create_timer(core.period_s, self._on_tick, callback_group=self._cycle_group, clock=self._steady),
         ]
-        self._deadline = self.create_timer(self.watchdog.command_timeout_s, self._on_deadline,
+        self._deadline = self.create_timer(core.watchdog.command_timeout_s, self._on_deadline,
                                            callback_group=self._cycle_group, clock=self._steady)
         self._entities.append(self._deadline)
-        self._publish_goal()
+        self._publish_goal(core.goal)
         self.get_logger().info(
-            f"configured: robot '{profile.name}' ({profile.num_joints} joints), {1 / self.period_s:g} Hz; hardware "
-            f"states from {hw_topic}, commands to {self.hardware_topic} ({self.output}, joints {joints}); "
-            f"margin {p['margin_rad']:g} rad, velocity scale {p['velocity_scale']:g}, hold after "
-            f"{p['command_timeout_periods']} periods without a command, stop after {p['state_timeout_periods']} "
-            "periods without a hardware state")
+            f"configured: robot '{profile.name}' ({profile.num_joints} joints), {1 / core.period_s:g} Hz; hardware "
+            f"states from {hw_topic}, commands to {self.hardware_topic} ({self.output}, joints "
+            f"{list(core.controller_joints)}); margin {p['margin_rad']:g} rad, velocity scale "
+            f"{p['velocity_scale']:g}, hold after {p['command_timeout_periods']} periods without a command, stop "
+            f"after {p['state_timeout_periods']} periods without a hardware state")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
-            self.watchdog.reset()            # no old command or state counts
-            self.filter.reset_reference()    # the first step is taken from the measured position
-            self._fresh_command, self.target = False, None
-            self.fault = ""
+            self.core.activate()             # fresh watchdog, the first step from the measured position
         ret = super().on_activate(state)     # enables the hardware publisher
         self._active = True
         self.lifecycle_state = "active"
@@ -309,90 +306,29 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self._active = False
         super().destroy_node()
 
-    # --- hardware side --------------------------------------------------------------------
-    def _index(self, names: tuple[str, ...]):
-        cache = self._index_cache
-        if cache is None or cache[0] != names:
-            position = {name: i for i, name in enumerate(names)}
-            missing = [j for j in self.profile.joint_names if j not in position]
-            index = None if missing else np.array([position[j] for j in self.profile.joint_names])
-            self._index_cache = cache = (names, index, missing)
-        return cache[1], cache[2]
-
+    # --- inputs: messages -> the core ---------------------------------------------------------
     def _on_hardware_state(self, msg: JointState) -> None:
         arrival = time.monotonic()
-        if self.watchdog is None:
+        core = self.core
+        if core is None:
             return
-        names = tuple(msg.name)
-        index, missing = self._index(names)
-        kind = reason = ""
-        q = qd = effort = None
-        if index is None:
-            if len(missing) == self.profile.num_joints:  # another device's states on the same topic
-                self.counters["hardware_states_foreign"] += 1
-                return
-            kind, reason = MISSING_JOINTS, (f"lacks joint(s) {missing} of robot profile '{self.profile.name}' "
-                                            "(hardware not ready)")
-        elif len(msg.position) != len(names):
-            kind, reason = LENGTH, f"has {len(names)} names but {len(msg.position)} positions"
-        else:
-            q = np.asarray(msg.position, dtype=float)[index]
-            if len(msg.velocity) == len(names):
-                qd = np.asarray(msg.velocity, dtype=float)[index]
-            if len(msg.effort) == len(names):
-                effort = np.asarray(msg.effort, dtype=float)[index]
-            finite = np.isfinite(q) & (np.isfinite(qd) if qd is not None else True)
-            if not finite.all():
-                bad = [self.profile.joint_names[i] for i in np.flatnonzero(~finite)]
-                kind, reason = NON_FINITE_STATE, f"non-finite position/velocity for joint(s) {bad}"
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self._lock:
-            if not kind:
-                ok, why = self.watchdog.on_joint_state(stamp_ns, arrival)
-                if not ok:
-                    kind, reason = "out_of_order", why
-            if kind:
-                self.counters[f"hardware_states_rejected:{kind}"] += 1
-                self.missing_joints = missing if kind == MISSING_JOINTS else self.missing_joints
-                self.last_rejection = f"hardware joint_states rejected: {reason}; kept the last good state"
-                text = self.last_rejection
-            else:
-                if qd is None:  # no velocity interface: finite difference over the hardware stamps
-                    qd = self._velocity_estimate(q, stamp_ns)
-                self.q, self.qd, self.effort, self.stamp_ns = q, qd, effort, stamp_ns
-                self._state_seq += 1
-                self.missing_joints = []
-                self.counters["hardware_states"] += 1
-                return
-        self._log_throttled(f"state:{kind}", text)
+            result = core.on_joint_state(msg.name, msg.position, msg.velocity, msg.effort,
+                                         stamp_ns=stamp_ns, arrival_s=arrival)
+        if result.reason:
+            self._log_throttled(f"state:{result.kind}", result.reason)
 
-    def _velocity_estimate(self, q: np.ndarray, stamp_ns: int) -> np.ndarray:
-        if self.q is None or self.stamp_ns is None or stamp_ns <= self.stamp_ns:
-            return self.qd if self.qd is not None and self.q is not None else np.zeros_like(q)
-        return (q - self.q) / ((stamp_ns - self.stamp_ns) * 1e-9)
-
-    # --- policy side ----------------------------------------------------------------------
     def _on_command(self, msg: Float64MultiArray) -> None:
         arrival = time.monotonic()
-        flt = self.filter
-        if flt is None:
+        core = self.core
+        if core is None:
             return
-        cmd, kind, reason = flt.check(msg.data)
-        deadline = None
         with self._lock:
-            if cmd is None:
-                self.counters[f"commands_rejected:{kind}"] += 1
-                self.last_rejection = f"joint_commands rejected: {reason}; kept the previous command"
-                text = self.last_rejection
-            else:
-                if self._fresh_command:
-                    self.counters["commands_dropped"] += 1  # replaced before a cycle used it
-                self.target, self._fresh_command = cmd, True
-                self.counters["commands"] += 1
-                self.watchdog.on_command(arrival)
-                deadline = self._deadline
-        if cmd is None:
-            self._log_throttled(f"command:{kind}", text)
+            result = core.on_command(msg.data, arrival)
+            deadline = self._deadline
+        if not result.accepted:
+            self._log_throttled(f"command:{result.kind}", result.reason)
         elif deadline is not None:
             try:
                 deadline.reset()  # fires command_timeout after this command, unless another comes
@@ -400,42 +336,44 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
                 pass
 
     def _on_goal(self, msg: PointStamped) -> None:
-        goal = np.array([msg.point.x, msg.point.y, msg.point.z], dtype=float)
-        if not np.isfinite(goal).all():
-            self.counters["goals_rejected"] += 1
-            self.get_logger().warning(f"goal rejected: expected 3 finite numbers, got {goal.tolist()}; "
-                                      f"kept {self.goal.tolist()}")
+        core = self.core
+        if core is None:
             return
-        self.goal = goal
-        self._publish_goal()
+        with self._lock:
+            result = core.set_goal([msg.point.x, msg.point.y, msg.point.z])
+            goal = core.goal
+        if not result.accepted:
+            self.get_logger().warning(result.reason)
+            return
+        self._publish_goal(goal)
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.goal = self._rng.uniform(self.profile.reach_low_m, self.profile.reach_high_m)
-        self._publish_goal()
-        self.counters["resets"] += 1
-        response.success = True
-        response.message = (f"goal {np.round(self.goal, 3).tolist()} sampled in the reach workspace; on hardware "
-                            "reset cannot resample physics and does not move the arm")
-        self.get_logger().info(f"reset: {response.message}")
+        with self._lock:
+            message = self.core.reset()
+            goal = self.core.goal
+        self._publish_goal(goal)
+        response.success, response.message = True, message
+        self.get_logger().info(f"reset: {message}")
         return response
 
-    def _publish_goal(self) -> None:
+    def _publish_goal(self, goal) -> None:
         pub = self._goal_pub
         if pub is None:
             return
         msg = PointStamped()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.get_parameter("frame_id").value
-        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.goal)
+        msg.point.x, msg.point.y, msg.point.z = (float(v) for v in goal)
         pub.publish(msg)
 
     # --- e-stop -----------------------------------------------------------------------------
     def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self.watchdog is None:
+        core = self.core
+        if core is None:
             response.success, response.message = False, f"not configured ({self.lifecycle_state})"
             return response
         with self._lock:
-            new = self.watchdog.estop("~/estop service")
+            new = core.estop("~/estop service")
         if new:
             self.get_logger().error("E-STOP latched via ~/estop: holding the measured position until ~/release")
             self._cycle(time.monotonic(), relay=False)  # hold now, not at the next tick
@@ -445,11 +383,12 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         return response
 
     def _on_release(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        if self.watchdog is None:
+        core = self.core
+        if core is None:
             response.success, response.message = False, f"not configured ({self.lifecycle_state})"
             return response
         with self._lock:
-            released = self.watchdog.release(time.monotonic())
+            released = core.release(time.monotonic())
         response.success = released
         response.message = ("e-stop released: holding until a new policy command arrives" if released
                             else "the e-stop was not latched")
@@ -459,13 +398,15 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
     # --- the control cycle ------------------------------------------------------------------
     def _on_tick(self) -> None:
         now = time.monotonic()
-        self._cycle_times.append(now)
+        core = self.core
+        if core is not None:
+            core.rate.tick(now)
         self._cycle(now, relay=True)
 
     def _on_deadline(self) -> None:
         """Re-armed by every valid command: fires once the command timeout has passed."""
-        wd = self.watchdog
-        if wd is not None and wd.mode == RUN and wd.command_expired(time.monotonic()):
+        core = self.core
+        if core is not None and core.hold_due(time.monotonic()):
             self._cycle(time.monotonic(), relay=False)
 
     def _cycle(self, now: float, *, relay: bool) -> None:
@@ -473,49 +414,26 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self._cycle_unguarded(now, relay=relay)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the executor thread silently
             with self._lock:
-                self.fault = f"{type(exc).__name__}: {exc}"
-                self.counters["faults"] += 1
+                fault = self.core.record_fault(exc)
             self.get_logger().error(f"FAULT in the control cycle, no more hardware commands until re-activation: "
-                                    f"{self.fault}")
+                                    f"{fault}")
 
     def _cycle_unguarded(self, now: float, *, relay: bool) -> None:
+        core = self.core
         with self._lock:
-            if not self._active or self.watchdog is None or self._hw_pub is None or self.fault:
+            if not self._active or core is None or self._hw_pub is None:
                 return
-            previous = self.watchdog.mode
-            decision = self.watchdog.evaluate(now, self.q)
-            if previous == STOP and decision.mode != STOP:
-                # After a gap in the measurements the last command is not known to be where the arm
-                # is (a controller may have been switched meanwhile): step from the measured position.
-                self.filter.reset_reference()
-            result = None
-            if decision.mode == RUN:
-                self._fresh_command = False
-                start = time.perf_counter_ns()
-                result = self.filter.filter(self.target, self.q, self.period_s)
-                self._filter_ns.append(time.perf_counter_ns() - start)
-            elif decision.mode == HOLD:
-                result = self.filter.filter(decision.target, self.q, self.period_s)
-            sent = None
-            if result is not None and result.command is not None:
-                sent = result.command
-                self._publish_hardware(sent)
-                self.counters["hardware_commands"] += 1
-                if decision.changed and decision.mode == HOLD and self.watchdog.last_command_s is not None:
-                    self.last_hold_latency_s = now - self.watchdog.last_command_s
-            if relay and decision.mode != STOP and self._state_seq > 0:
-                self._relay_state()
-        if decision.changed:
-            self._report_transition(decision)
-        if result is not None and result.interventions:
-            kind = result.interventions[0]
-            self._log_throttled(f"filter:{kind}", f"safety filter ({decision.mode}): {result.reason}")
-        elif decision.mode in (HOLD, STOP) and not decision.changed:
-            self._log_throttled(f"mode:{decision.cause}", f"{decision.mode.upper()} ({decision.cause}): "
-                                f"{decision.reason}{self._stop_context(decision)}")
+            out = core.cycle(now, relay=relay)
+            if out is None:  # faulted
+                return
+            if out.hardware_command is not None:
+                self._publish_hardware(out.hardware_command.tolist())
+            if out.relay is not None:
+                self._relay_state(out.relay)
+        self._report(core, out)
 
-    def _publish_hardware(self, command: np.ndarray) -> None:
-        values = command[self._controller_index].tolist()
+    def _publish_hardware(self, values: list[float]) -> None:
+        """``values``: the filtered command in the controller's joint order (rad)."""
         if self.output == "forward":
             self._hw_pub.publish(Float64MultiArray(data=values))
             return
@@ -524,90 +442,48 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         point = point_type(positions=values, time_from_start=Duration(sec=sec, nanosec=nsec))
         self._hw_pub.publish(trajectory(joint_names=self.controller_joints, points=[point]))
 
-    def _relay_state(self) -> None:
+    def _relay_state(self, state) -> None:
         msg = JointState()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(self.stamp_ns, 1_000_000_000)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(state.stamp_ns, 1_000_000_000)
         msg.name = list(self.profile.joint_names)
-        msg.position = self.q.tolist()
-        msg.velocity = self.qd.tolist()
-        if self.effort is not None:
-            msg.effort = self.effort.tolist()
+        msg.position = state.position_rad.tolist()
+        msg.velocity = state.velocity_rad_s.tolist()
+        if state.effort is not None:
+            msg.effort = state.effort.tolist()
         self._state_pub.publish(msg)
-        self._relayed_seq = self._state_seq
 
-    def _stop_context(self, decision) -> str:
-        if decision.mode == STOP and self.last_rejection.startswith("hardware"):
-            return f"; last {self.last_rejection}"
-        return ""
-
-    def _report_transition(self, decision) -> None:
-        text = f"{decision.mode.upper()} ({decision.cause})"
-        if decision.reason:
-            text += f": {decision.reason}"
-        text += self._stop_context(decision)
-        if decision.mode == HOLD and decision.cause == "command_timeout":
-            text += f" (hold started {1e3 * self.last_hold_latency_s:.1f} ms after the last command)"
-        if decision.mode in (HOLD, STOP):
-            self._log_throttled.mark(f"mode:{decision.cause}")  # repeats are throttled from here
-            self.get_logger().warning(text)
-        else:
-            self.get_logger().info(text if decision.mode == WAITING else f"RUN: forwarding the policy's commands "
-                                   f"to {self.hardware_topic}")
-        self.publish_diagnostics()
+    def _report(self, core: BridgeCore, out: CycleOutput) -> None:
+        """Log a mode change (and publish the diagnostics), a filter intervention, or a
+        continuing hold/stop, each throttled per cause."""
+        decision, result = out.decision, out.filter_result
+        if decision.changed:
+            if decision.mode in (HOLD, STOP):
+                self._log_throttled.mark(f"mode:{decision.cause}")  # repeats are throttled from here
+                self.get_logger().warning(core.describe_transition(decision))
+            elif decision.mode == WAITING:
+                self.get_logger().info(core.describe_transition(decision))
+            else:
+                self.get_logger().info(f"RUN: forwarding the policy's commands to {self.hardware_topic}")
+            self.publish_diagnostics()
+        if result is not None and result.interventions:
+            kind = result.interventions[0]
+            self._log_throttled(f"filter:{kind}", f"safety filter ({decision.mode}): {result.reason}")
+        elif decision.mode in (HOLD, STOP) and not decision.changed:
+            self._log_throttled(f"mode:{decision.cause}", core.describe(decision))
 
     # --- diagnostics ----------------------------------------------------------------------
-    def achieved_rate_hz(self) -> float:
-        times = list(self._cycle_times)
-        if len(times) < 2 or times[-1] <= times[0]:
-            return 0.0
-        return (len(times) - 1) / (times[-1] - times[0])
-
     def publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name="real_bridge: safety", level=DiagnosticStatus.OK)
-        wd, flt = self.watchdog, self.filter
-        if wd is None or flt is None:
+        core = self.core
+        if core is None:
             status.message = self.lifecycle_state + (f"; last error: {self.last_error}" if self.last_error else "")
             status.values = [KeyValue(key="lifecycle_state", value=self.lifecycle_state)]
         else:
             with self._lock:
-                c = self.counters
-                mode, cause, reason = (wd.mode, wd.cause, wd.reason) if self._active else ("inactive", "", "")
-                filter_us = np.array(self._filter_ns, dtype=float) / 1e3
-                values = {
-                    "lifecycle_state": self.lifecycle_state, "mode": mode, "cause": cause,
-                    "estop": wd.estopped, "hardware_topic": self.hardware_topic,
-                    "target_rate_hz": f"{1 / self.period_s:g}", "achieved_rate_hz": f"{self.achieved_rate_hz():.2f}",
-                    "hardware_commands": c["hardware_commands"], "hardware_states": c["hardware_states"],
-                    "missing_joints": ",".join(self.missing_joints),
-                    "commands": c["commands"], "commands_dropped": c["commands_dropped"],
-                    "commands_rejected": sum(v for k, v in c.items() if k.startswith("commands_rejected:")),
-                    "hardware_states_rejected": sum(v for k, v in c.items()
-                                                    if k.startswith("hardware_states_rejected:")),
-                    **{f"rejected_command_{k}": c[f"commands_rejected:{k}"] for k in REJECTIONS[:3]},
-                    **{f"rejected_state_{k}": c[f"hardware_states_rejected:{k}"]
-                       for k in (MISSING_JOINTS, LENGTH, NON_FINITE_STATE, "out_of_order")},
-                    **{f"filter_{k}": flt.counters[k] for k in CLIPS + REJECTIONS},
-                    **{k.replace(":", "_"): v for k, v in wd.counts().items()},
-                    "last_hold_latency_ms": f"{1e3 * self.last_hold_latency_s:.1f}",
-                    "filter_p50_us": f"{np.percentile(filter_us, 50):.1f}" if filter_us.size else "nan",
-                    "filter_p99_us": f"{np.percentile(filter_us, 99):.1f}" if filter_us.size else "nan",
-                    "last_rejection": self.last_rejection, "last_intervention": flt.last_intervention,
-                    "resets": c["resets"], "fault": self.fault,
-                }
-            status.hardware_id = self.profile.name
-            status.message = f"{self.lifecycle_state}, {mode}" + (f" ({cause}): {reason}" if reason else "")
-            if self.fault:
-                status.level = DiagnosticStatus.ERROR
-                status.message = f"{self.lifecycle_state}, FAULT (not commanding until re-activation): {self.fault}"
-            elif mode == HOLD:
-                status.level = DiagnosticStatus.WARN
-                if wd.estopped:
-                    status.message = f"{self.lifecycle_state}, E-STOP latched: {reason}"
-            elif mode == STOP:
-                status.level = DiagnosticStatus.ERROR
-                if self.last_rejection.startswith("hardware"):
-                    status.message += f"; last {self.last_rejection}"
-            status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+                health = core.health(self.lifecycle_state, active=self._active, hardware_topic=self.hardware_topic)
+            status.hardware_id = core.profile.name
+            status.level, status.message = LEVELS[health.level], health.message
+            status.values = [KeyValue(key=k, value=str(v)) for k, v in health.values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)

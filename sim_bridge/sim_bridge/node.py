@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -45,6 +44,7 @@ from sim_bridge.executor import ThrottledLog, freeze_heap, run_node
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
 from sim_bridge.randomization import load_randomization
+from sim_bridge.rates import RateMeter
 from sim_bridge.session import SimSession
 
 MODES = ("realtime", "lockstep")
@@ -93,7 +93,7 @@ class SimBridgeNode(Node):
         self.create_service(Trigger, interface.RESET, self._on_reset)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._tick_times: deque[float] = deque(maxlen=max(10, int(profile.control_rate_hz * 2)))
+        self._ticks = RateMeter.over(2.0, profile.control_rate_hz)  # control steps, the last ~2 s
         self._log_throttled = ThrottledLog(self.get_logger().warning)
         if mode == "realtime":
             self.create_timer(profile.control_period_s, self._on_timer)
@@ -114,7 +114,7 @@ class SimBridgeNode(Node):
         self._step_and_publish()
 
     def _on_lockstep_idle(self) -> None:
-        last = self._tick_times[-1] if self._tick_times else 0.0
+        last = self._ticks.last_s or 0.0
         if time.monotonic() - last >= LOCKSTEP_IDLE_REPUBLISH_S:
             self._publish_state()
 
@@ -162,7 +162,7 @@ class SimBridgeNode(Node):
     # --- helpers ------------------------------------------------------------------------
     def _step_and_publish(self) -> None:
         ok = self.session.tick()
-        self._tick_times.append(time.monotonic())
+        self._ticks.tick(time.monotonic())
         if not ok:
             self.get_logger().error(
                 f"physics blow-up (NaN or MuJoCo instability); reset to episode {self.session.counters.episodes}")
@@ -196,10 +196,8 @@ class SimBridgeNode(Node):
         self._goal_pub.publish(msg)
 
     def achieved_rate_hz(self) -> float:
-        if len(self._tick_times) < 2:
-            return 0.0
-        span = self._tick_times[-1] - self._tick_times[0]
-        return (len(self._tick_times) - 1) / span if span > 0 else 0.0
+        """Control steps per wall-clock second over the last ~2 s."""
+        return self._ticks.rate_hz()
 
     def _publish_diagnostics(self) -> None:
         s, c = self.session, self.session.counters
@@ -209,7 +207,7 @@ class SimBridgeNode(Node):
         dyn.values = [KeyValue(key=k, value=f"{v:.6g}") for k, v in s.sim.dynamics_dict().items()]
         rate = self.achieved_rate_hz()
         target = self.profile.control_rate_hz
-        slow = self.mode == "realtime" and len(self._tick_times) > 10 and rate < 0.9 * target
+        slow = self.mode == "realtime" and len(self._ticks) > 10 and rate < 0.9 * target
         health = DiagnosticStatus(name="sim_bridge: health", hardware_id=self.profile.name,
                                   level=DiagnosticStatus.WARN if slow else DiagnosticStatus.OK,
                                   message=f"{self.mode}, {rate:.1f} Hz achieved (target {target:g} Hz)")
