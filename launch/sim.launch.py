@@ -1,6 +1,6 @@
 """Simulation graph: sim bridge (randomized MuJoCo arm) + policy node [+ recorder].
 
-    ros2 launch sim2real sim.launch.py [policy:=reach_lstm] [record:=/tmp/bag] [namespace:=sim2real] ...
+    ros2 launch sim2real sim.launch.py [task:=reach] [policy:=reach_lstm] [record:=/tmp/bag] [namespace:=sim2real] ...
     ros2 launch sim2real sim.launch.py --show-args          # every argument with its description
 
 Nodes, names, namespaces, parameter files, overrides and remappings come from graphs/sim.yaml

@@ -29,8 +29,5 @@ setup(
             "arm_emulator = real_bridge.emulator_node:main",
             "recorder = real_bridge.recorder_node:main",
         ],
-        "sim2real.commands": [
-            "record = real_bridge.recorder_node:add_record_command",
-        ],
     },
 )

@@ -49,6 +49,7 @@ setup(
             "sim = sim2real.sim:add_sim_command",
             "launch = sim2real.launch_graph:add_launch_command",
             "real = sim2real.real:add_real_command",
+            "record = sim2real.record:add_record_command",
             "train = sim2real.training:add_train_command",
             "export = sim2real.training:add_export_command",
             "eval = sim2real.training:add_eval_command",

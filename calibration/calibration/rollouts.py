@@ -37,7 +37,7 @@ import onnxruntime as ort
 from mujoco import rollout as mj_rollout
 
 from calibration.episodes import ReferenceEpisode
-from policies.runtime import PolicyLoadError, PolicyRuntime
+from policies.runtime import PolicyRuntime
 from sim_bridge.observations import ObservationBuilder, clip
 from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec

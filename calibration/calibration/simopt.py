@@ -34,7 +34,7 @@ import numpy as np
 from calibration.discrepancy import discrepancy, real_scale
 from calibration.episodes import ReferenceEpisode
 from calibration.rollouts import MODES, BatchPolicy, BatchSimulator
-from calibration.search import GaussianSearch, distribution_moments
+from calibration.search import GaussianSearch
 from calibration.updates import cem_update, reps_update
 from sim_bridge.config import ConfigError, FieldReader, load_yaml_mapping, package_path
 from sim_bridge.profile import RobotProfile

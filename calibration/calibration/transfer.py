@@ -1,9 +1,9 @@
 """Transfer check: how well a policy does on the arm emulator (the real-arm stand-in).
 
 Pure (no ROS): the deployed loop of :func:`calibration.episodes.emulator_episodes`, from
-the home pose to seeded random goals, scored with the sim's success criterion (end
-effector within ``radius_m`` of the goal for ``hold_steps`` consecutive control steps),
-measured on the emulator's true end effector. The same goals for every policy with the
+the home pose to seeded random goals (the policy's task samples them), scored with the
+policy's task's success criterion (Reach: end effector within 2 cm of the goal for 10
+consecutive control steps), measured on the emulator's true end effector. The same goals for every policy with the
 same seed, so success rates compare side by side.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 
 from calibration.episodes import drive_emulator
 from sim_bridge.episode import HeldSuccess, SuccessCriterion, wilson_interval
+from sim_bridge.tasks import task_from_record
 
 __all__ = ["EmulatorScore", "emulator_success"]
 
@@ -41,19 +42,21 @@ class EmulatorScore:
 
 
 def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed: int = 0, steps: int = 200,
-                     radius_m: float = 0.02, hold_steps: int = 10, emulator=None,
+                     success: SuccessCriterion | None = None, emulator=None,
                      label: str | None = None) -> EmulatorScore:
+    """``success``: None = the criterion of the task the policy was trained for (its manifest)."""
     from policies.runtime import PolicyRuntime  # noqa: PLC0415
     from real_bridge.emulator import ArmEmulator  # noqa: PLC0415
 
     emu = emulator or ArmEmulator()
     p = emu.profile
     policy = PolicyRuntime(policy_path)
+    task = task_from_record(policy.manifest.task)
     rng = np.random.default_rng(seed)
-    counter = HeldSuccess(SuccessCriterion(radius_m, hold_steps, "end effector to goal"))
+    counter = HeldSuccess(success or task.success)
     wins, finals = 0, []
     for _ in range(int(episodes)):
-        goal = rng.uniform(p.reach_low_m, p.reach_high_m)
+        goal = task.sample_goal(rng, p)
         counter.reset()
         dist = np.inf
         for _ in drive_emulator(emu, policy, goal, steps):

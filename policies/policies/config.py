@@ -18,7 +18,7 @@ class TrainConfig:
     architecture: str = "lstm"
     """actor network: 'lstm' (recurrent) or 'mlp' (feed-forward, for comparison)"""
     randomization: str = "default"
-    """dynamics randomization: shipped name (default | none) or YAML path"""
+    """dynamics randomization: a shipped name ('default' or 'none') or a YAML path"""
     robot_profile: str = "panda_like"
     """robot profile: shipped name or YAML path"""
     init_from: str = ""

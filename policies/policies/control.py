@@ -56,7 +56,8 @@ import numpy as np
 from policies.manifest import MANIFEST_FILE
 from policies.runtime import NonFiniteObservationError, NonFiniteOutputError, PolicyRuntime
 from sim_bridge.joints import JointMapper
-from sim_bridge.observations import clip, observation_size
+from sim_bridge.observations import clip, layout_size
+from sim_bridge.tasks import DEFAULT_TASK, Task, get_task
 from sim_bridge.profile import RobotProfile
 from sim_bridge.rates import RateMeter
 
@@ -249,7 +250,11 @@ class PolicyController:
         self.q: np.ndarray | None = None        # last good joint state, profile order
         self.qd: np.ndarray | None = None
         self.state_arrival_s: float | None = None
-        self.goal: np.ndarray | None = None
+        # The task's observation signals, fed by its ROS inputs (Reach: target_pos <- current_goal).
+        # The first policy installed fixes the task (its inputs are the node's subscriptions).
+        self._task_fixed = False
+        self._set_task(get_task(DEFAULT_TASK)())
+        self.task_values: dict[str, np.ndarray] = {}
         self.prev_action = np.zeros(n)
         self.hold_target: np.ndarray | None = None  # latched while holding
         self.stale = False
@@ -372,9 +377,13 @@ class PolicyController:
                                  f"{list(p.joint_names)} ({why})")
         if m.action.size != p.num_joints:
             raise PolicyRejected(f"action size {m.action.size}, the profile has {p.num_joints} joints")
-        if m.observation.size != observation_size(p.num_joints):
-            raise PolicyRejected(f"observation size {m.observation.size}, expected "
-                                 f"{observation_size(p.num_joints)} for {p.num_joints} joints")
+        if self._task_fixed and m.task_name != self.task.name:
+            raise PolicyRejected(f"trained for task '{m.task_name}'; this node runs task '{self.task.name}' "
+                                 "(its inputs are fixed when the node is configured)")
+        expected = layout_size(get_task(m.task_name)().observation_layout(p.num_joints))
+        if m.observation.size != expected:
+            raise PolicyRejected(f"observation size {m.observation.size}, expected {expected} for task "
+                                 f"'{m.task_name}' and {p.num_joints} joints")
         warnings = []
         if self.control_rate_hz is not None and abs(m.control_rate_hz - self.control_rate_hz) > 1e-6:
             text = f"trained at {m.control_rate_hz:g} Hz, the node runs at {self.control_rate_hz:g} Hz"
@@ -391,6 +400,9 @@ class PolicyController:
         with self._run_lock:
             if self.control_rate_hz is None:
                 self.control_rate_hz = loaded.runtime.manifest.control_rate_hz
+            if not self._task_fixed:
+                self._set_task(get_task(loaded.runtime.manifest.task_name)())
+                self._task_fixed = True
             self._install(loaded)
 
     def swap(self, name: str, *, allow_rate_mismatch: bool | None = None) -> LoadedPolicy:
@@ -479,15 +491,45 @@ class PolicyController:
             self.q, self.qd, self.state_arrival_s = q, qd, arrival_s
         return True, ""
 
-    def set_goal(self, xyz) -> tuple[bool, str]:
-        goal = np.asarray(xyz, dtype=float)
-        if goal.shape != (3,) or not np.isfinite(goal).all():
-            self._reject("goal", f"goal rejected: expected 3 finite numbers, got {goal.tolist()}; "
-                                 f"kept {None if self.goal is None else self.goal.tolist()}")
+    def _set_task(self, task: Task) -> None:
+        self.task = task
+        #: (name, size) of the task's observation signals, in layout order
+        self.task_signals: tuple[tuple[str, int], ...] = tuple((sig.name, sig.size) for sig in task.signals())
+        self._task_signal_names = tuple(name for name, _ in self.task_signals)
+
+    def _input_topic(self, signal: str) -> str:
+        return next((i.topic for i in self.task.inputs if i.signal == signal), signal)
+
+    def set_task_input(self, signal: str, values) -> tuple[bool, str]:
+        """The latest value of a task signal (from its ROS input); refused (old value kept) when
+        it has the wrong size or is not finite. Counted as a rejected goal."""
+        sizes = dict(self.task_signals)
+        value = np.asarray(values, dtype=float)
+        if signal not in sizes:
+            self._reject("goal", f"{signal} rejected: task '{self.task.name}' has no such input "
+                                 f"(inputs: {list(sizes)})")
+            return False, self.counters.last_rejection
+        if value.shape != (sizes[signal],) or not np.isfinite(value).all():
+            old = self.task_values.get(signal)
+            self._reject("goal", f"{self._input_topic(signal)} rejected: expected {sizes[signal]} finite numbers "
+                                 f"for {signal}, got {value.tolist()}; kept {None if old is None else old.tolist()}")
             return False, self.counters.last_rejection
         with self._inputs_lock:
-            self.goal = goal
+            self.task_values[signal] = value
         return True, ""
+
+    @property
+    def goal_signal(self) -> str:
+        """The task signal the ``current_goal`` topic feeds (Reach: target_pos)."""
+        return next((i.signal for i in self.task.inputs if i.topic == "current_goal"), self.task_signals[0][0])
+
+    def set_goal(self, xyz) -> tuple[bool, str]:
+        """The goal from ``current_goal`` (:meth:`set_task_input` of :attr:`goal_signal`)."""
+        return self.set_task_input(self.goal_signal, xyz)
+
+    @property
+    def goal(self) -> np.ndarray | None:
+        return self.task_values.get(self.goal_signal)
 
     def reset(self) -> None:
         """Zero the recurrent state and the previous action; end a hold."""
@@ -511,7 +553,8 @@ class PolicyController:
             if swapped:
                 self.last_swap_cycle = self.counters.cycles
             with self._inputs_lock:
-                inputs = self.q, self.qd, self.state_arrival_s, self.goal
+                values = self.task_values
+                inputs = self.q, self.qd, self.state_arrival_s, tuple(values.get(n) for n in self._task_signal_names)
             result = self._decide(now_s, *inputs)
             if result.status in (COMMAND, HOLD):
                 self.counters.commands += 1
@@ -531,11 +574,12 @@ class PolicyController:
                 c.missed_cycles += int(round(gap / self.period_s)) - 1
         self._cycle_starts.tick(now_s)
 
-    def _decide(self, now_s: float, q, qd, arrival_s, goal) -> CycleResult:
+    def _decide(self, now_s: float, q, qd, arrival_s, task_values) -> CycleResult:
         if self.active is None:
             return CycleResult(WAITING, reason="no policy loaded")
-        if q is None or goal is None:
-            waiting = [what for what, v in (("joint_states", q), ("current_goal", goal)) if v is None]
+        if q is None or any(v is None for v in task_values):
+            waiting = (["joint_states"] if q is None else []) + [
+                self._input_topic(name) for (name, _), v in zip(self.task_signals, task_values) if v is None]
             return CycleResult(WAITING, reason=f"waiting for {' and '.join(waiting)}")
         age = now_s - arrival_s
         limit = self.stale_after_periods * self.period_s
@@ -549,7 +593,7 @@ class PolicyController:
         runtime = self.active.runtime
         start = time.perf_counter()
         try:
-            action = runtime.act(q, qd, self.prev_action, goal)
+            action = runtime.act(q, qd, self.prev_action, *task_values)
         except (NonFiniteOutputError, NonFiniteObservationError) as exc:
             kind = "non_finite_output" if isinstance(exc, NonFiniteOutputError) else "non_finite_observation"
             return self._hold(kind, str(exc), q)

@@ -3,7 +3,8 @@ node, thin over :class:`policies.control.PolicyController`.
 
 Subscribes (names relative to the node's namespace, see :mod:`sim_bridge.interface`):
   joint_states   sensor_msgs/JointState      mapped by joint name (STATE_QOS: reliable, keep-last 1)
-  current_goal   geometry_msgs/PointStamped  the reach target (latched)
+  the task's inputs (:class:`sim_bridge.tasks.TaskInput`, from the configured policy's task):
+  current_goal   geometry_msgs/PointStamped  Reach's target (latched)
 Publishes:
   joint_commands std_msgs/Float64MultiArray  absolute joint targets, profile order, rad;
                                              only while active (a lifecycle publisher)
@@ -56,6 +57,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from sim_bridge.executor import ThrottledLog, freeze_heap, run_node
+from sim_bridge.tasks import POINT_STAMPED
 from sim_bridge.lifecycle import CommandGateMixin
 from policies.control import HOLD, STALE, PolicyController, PolicyRejected, list_policies, resolve_policy
 from policies.manifest import shipped_zoo
@@ -71,6 +73,13 @@ EXECUTOR_THREADS = 4  # control cycle, state intake, parameters/lifecycle, servi
 def shipped_policy_dir() -> Path:
     """The zoo folder shipped inside the policies package."""
     return shipped_zoo()
+
+
+# Message types a task input may have -> (message class, values in the signal's order).
+# A task whose inputs need another type adds its reader here.
+TASK_MESSAGE_READERS = {
+    POINT_STAMPED: (PointStamped, lambda msg: (msg.point.x, msg.point.y, msg.point.z)),
+}
 
 
 class PolicyNode(CommandGateMixin, LifecycleNode):
@@ -244,9 +253,16 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
                                                     interface.COMMAND_QOS)
         self._entities = [
             self.create_subscription(JointState, interface.JOINT_STATES, self._on_state, interface.STATE_QOS,
-                                     callback_group=inputs),
-            self.create_subscription(PointStamped, interface.CURRENT_GOAL, self._on_goal, interface.LATCHED_QOS,
                                      callback_group=inputs)]
+        for task_input in ctl.task.inputs:  # the task's signals that arrive over ROS (Reach: current_goal)
+            if task_input.msg_type not in TASK_MESSAGE_READERS:
+                raise PolicyRejected(f"task '{ctl.task.name}': input {task_input.signal} on {task_input.topic} has "
+                                     f"message type {task_input.msg_type}; the policy node reads "
+                                     f"{sorted(TASK_MESSAGE_READERS)}")
+            msg_class, read = TASK_MESSAGE_READERS[task_input.msg_type]
+            self._entities.append(self.create_subscription(
+                msg_class, task_input.topic, self._task_input_callback(task_input.signal, read),
+                interface.LATCHED_QOS if task_input.latched else interface.STATE_QOS, callback_group=inputs))
         if trigger == "timer":
             self._entities.append(self.create_timer(ctl.period_s, self._on_timer, callback_group=self._control_group))
         for warning in loaded.warnings:
@@ -312,12 +328,14 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         elif self.trigger == "state" and self._active:
             self._run_cycle(ctl, now)
 
-    def _on_goal(self, msg: PointStamped) -> None:
-        ctl = self.controller
-        if ctl is not None:
-            ok, reason = ctl.set_goal([msg.point.x, msg.point.y, msg.point.z])
-            if not ok:
-                self.get_logger().warning(reason)
+    def _task_input_callback(self, signal: str, read):
+        def on_input(msg) -> None:
+            ctl = self.controller
+            if ctl is not None:
+                ok, reason = ctl.set_task_input(signal, read(msg))
+                if not ok:
+                    self.get_logger().warning(reason)
+        return on_input
 
     def _on_timer(self) -> None:
         ctl = self.controller

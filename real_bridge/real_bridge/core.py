@@ -53,6 +53,7 @@ from real_bridge.watchdog import COMMAND_TIMEOUT, HOLD, OUT_OF_ORDER, RUN, STOP,
 from sim_bridge.config import ConfigError
 from sim_bridge.joints import JointMapper
 from sim_bridge.rates import RateMeter
+from sim_bridge.tasks import ReachTask, Task
 
 __all__ = ["COMMAND_REJECTIONS", "ERROR", "FOREIGN", "LENGTH", "MISSING_JOINTS", "NON_FINITE_STATE", "OK",
            "OUT_OF_ORDER", "STATE_REJECTIONS", "WARN", "BridgeCore", "CycleOutput", "HardwareState", "Health",
@@ -141,11 +142,13 @@ class BridgeCore:
         command_timeout_periods: no valid command for this many periods -> hold.
         state_timeout_periods: no fresh hardware state for this many periods -> stop.
         seed: seed of the goals; None or negative = random.
+        task: the task whose goals ``reset`` samples (:mod:`sim_bridge.tasks`; default Reach).
     """
 
     def __init__(self, profile, *, controller_joints: Sequence[str] | None = None,
                  margin_rad: float = DEFAULT_MARGIN_RAD, velocity_scale: float = 1.0,
-                 command_timeout_periods: int = 2, state_timeout_periods: int = 3, seed: int | None = None):
+                 command_timeout_periods: int = 2, state_timeout_periods: int = 3, seed: int | None = None,
+                 task: Task | None = None):
         names = list(profile.joint_names)
         joints = list(controller_joints or names)
         if sorted(joints) != sorted(names) or len(set(joints)) != len(joints):
@@ -163,7 +166,8 @@ class BridgeCore:
         self.controller_index = JointMapper(joints, owner="controller_joints").index(names)
         self.joints = JointMapper.for_profile(profile)
         self.rng = np.random.default_rng(None if seed is None or seed < 0 else int(seed))
-        self.goal = self.rng.uniform(profile.reach_low_m, profile.reach_high_m)
+        self.task = task if task is not None else ReachTask()
+        self.goal = self.task.sample_goal(self.rng, profile)
         self.rate = RateMeter(RATE_WINDOW)   # control timer ticks (the node ticks it, active or not)
         self.state: HardwareState | None = None       # the latest good hardware state
         self.target: np.ndarray | None = None         # the latest valid policy command (profile order, rad)
@@ -271,7 +275,7 @@ class BridgeCore:
     def reset(self) -> str:
         """Sample a new goal in the profile's reach workspace (the only thing a reset does on
         hardware); returns the message for the reset service."""
-        self.goal = self.rng.uniform(self.profile.reach_low_m, self.profile.reach_high_m)
+        self.goal = self.task.sample_goal(self.rng, self.profile)
         self.counters["resets"] += 1
         return (f"goal {np.round(self.goal, 3).tolist()} sampled in the reach workspace; on hardware reset "
                 "cannot resample physics and does not move the arm")

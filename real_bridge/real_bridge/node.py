@@ -44,6 +44,7 @@ Parameters (read-only; set them in launch/config/real_bridge.yaml):
   command_timeout_periods (int) no valid policy command for this many periods -> hold (2)
   state_timeout_periods (int)   no fresh hardware joint state for this many periods -> stop (3)
   seed (int)                    goal sampling at reset; -1 = random
+  task (str)                    registered task whose goals reset samples (default "reach")
   frame_id (str)                frame of the goal messages ('base_link')
   autostart (bool)              configure + activate at construction (default true for main())
 
@@ -95,6 +96,7 @@ from sim_bridge.executor import ThrottledLog, run_node
 from sim_bridge.lifecycle import CommandGateMixin
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
+from sim_bridge.tasks import DEFAULT_TASK, UnknownTaskError, make_task
 
 OUTPUTS = ("forward", "trajectory")
 EXECUTOR_THREADS = 4  # cycle, hardware states, policy inputs, services/diagnostics
@@ -149,6 +151,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             "no fresh hardware joint state for this many control periods -> stop commanding",
             integer_range=[IntegerRange(from_value=1, to_value=100, step=1)]))
         self.declare_parameter("seed", -1, ro("seed of the goals sampled at reset; -1 = random"))
+        self.declare_parameter("task", DEFAULT_TASK, ro("registered task (sim_bridge.tasks) whose goals reset samples"))
         self.declare_parameter("frame_id", "base_link", ro("frame of the goal messages"))
         self.declare_parameter("autostart", autostart, ro("configure and activate right after construction"))
 
@@ -213,7 +216,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
     def _configure(self) -> None:
         p = {name: self.get_parameter(name).value for name in (
             "robot_profile", "hardware_joint_states", "controller", "output", "control_rate_hz", "margin_rad",
-            "velocity_scale", "command_timeout_periods", "state_timeout_periods", "seed")}
+            "velocity_scale", "command_timeout_periods", "state_timeout_periods", "seed", "task")}
         try:
             p["controller_joints"] = self.get_parameter("controller_joints").value
         except ParameterUninitializedException:  # a string array without a value: the profile's order
@@ -221,11 +224,16 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         if p["output"] not in OUTPUTS:
             raise ConfigError(f"must be one of {list(OUTPUTS)}, got '{p['output']}'", field="output")
         profile = load_profile(p["robot_profile"])
+        try:
+            task = make_task(p["task"])
+        except UnknownTaskError as exc:
+            raise ConfigError(str(exc), field="task") from None
         if p["control_rate_hz"]:
             profile = profile.with_rates(p["control_rate_hz"], p["control_rate_hz"])  # no physics on hardware
         core = BridgeCore(profile, controller_joints=p["controller_joints"], margin_rad=p["margin_rad"],
                           velocity_scale=p["velocity_scale"], command_timeout_periods=p["command_timeout_periods"],
-                          state_timeout_periods=p["state_timeout_periods"], seed=p["seed"])
+                          state_timeout_periods=p["state_timeout_periods"], seed=p["seed"],
+                          task=task)
         hw_topic = p["hardware_joint_states"]
         if not hw_topic.startswith("/"):
             raise ConfigError(f"must be an absolute topic name, got '{hw_topic}'", field="hardware_joint_states")

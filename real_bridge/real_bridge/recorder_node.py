@@ -26,7 +26,9 @@ Parameters (all read-only):
   note (str)              operator note, stored in the bag's metadata
   robot_profile (str)     shipped name or YAML path ('' = none): name and joint order go to the metadata
   policy_name (str)       the policy driving the arm ('' = none)
-  policy_sha256 (str)     '' = looked up in the shipped policy zoo (manifest.json) when found
+  policy_sha256 (str)     the ONNX hash of that policy; '' = read from policy_name's manifest.json
+                          when policy_name is an artifact folder path (the app passes the hash
+                          of a named policy: this package does not know the policy zoo)
   queue_size (int)        messages waiting for the disk before dropping
   flush_interval_s (float)  commit period: the most a crash can lose
 
@@ -42,7 +44,6 @@ one clock all topics share, used by the loader for alignment.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import sys
 import time
@@ -52,13 +53,12 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import Trigger
 
-from real_bridge.recorder import (CLOSED, FAILED, BagRecorder, RecorderError, RecorderStats, qos,
+from real_bridge.recorder import (FAILED, BagRecorder, RecorderError, RecorderStats, qos,
                                   typestore)
 from sim_bridge import interface
 from sim_bridge.config import ConfigError
@@ -108,23 +108,14 @@ def message_class(msgtype: str):
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
-def shipped_policy_sha256(name: str) -> str:
-    """The ONNX hash of a policy in the shipped zoo (or an artifact folder path), if found."""
+def artifact_sha256(name: str) -> str:
+    """The ONNX hash in ``<name>/manifest.json`` when ``name`` is a policy artifact folder, else ''."""
     if not name:
         return ""
-    candidates = [Path(name).expanduser() / "manifest.json"]
     try:
-        spec = importlib.util.find_spec("policies")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.submodule_search_locations and "/" not in name and name not in (".", ".."):
-        candidates.append(Path(next(iter(spec.submodule_search_locations))) / "zoo" / name / "manifest.json")
-    for path in candidates:
-        try:
-            return str(json.loads(path.read_text()).get("onnx_sha256", ""))
-        except (OSError, ValueError, AttributeError):
-            continue
-    return ""
+        return str(json.loads((Path(name).expanduser() / "manifest.json").read_text()).get("onnx_sha256", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 class RecorderNode(Node):
@@ -140,7 +131,7 @@ class RecorderNode(Node):
             description="robot profile (shipped name or YAML path; '' = none) stored in the metadata", **ro))
         self.declare_parameter("policy_name", "", ParameterDescriptor(description="policy driving the arm", **ro))
         self.declare_parameter("policy_sha256", "", ParameterDescriptor(
-            description="'' = looked up in the shipped policy zoo", **ro))
+            description="ONNX hash of the policy; '' = read from policy_name when it is an artifact folder", **ro))
         self.declare_parameter("queue_size", 10000, ParameterDescriptor(
             description="messages waiting for the disk before dropping", **ro))
         self.declare_parameter("flush_interval_s", 0.5, ParameterDescriptor(
@@ -216,7 +207,7 @@ class RecorderNode(Node):
             p = load_profile(profile_name)
             profile = {"name": p.name, "source": profile_name, "joint_names": list(p.joint_names)}
         policy_name = self.get_parameter("policy_name").value
-        sha = self.get_parameter("policy_sha256").value or shipped_policy_sha256(policy_name)
+        sha = self.get_parameter("policy_sha256").value or artifact_sha256(policy_name)
         roles = {}
         for role, (base, msgtype) in ROLES.items():
             matches = [t for t in requested if base_name(t) == base and known.get(t, msgtype) == msgtype]
@@ -384,66 +375,6 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
     print(format_summary(stats, time.monotonic() - start, node.error), flush=True)
     return 0
-
-
-# --- sim2real record --------------------------------------------------------------------
-def add_record_command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "record", help="record the arm's topics into a rosbag2 bag (for calibration)",
-        description="Record joint states, policy and hardware commands, goals and episode markers into a "
-                    "rosbag2 bag (sqlite3; `ros2 bag info` reads it) with the run's metadata, until Ctrl-C or "
-                    "--duration-s. Load it with real_bridge.bagload.load_episodes.")
-    p.add_argument("--output", type=Path, default=None,
-                   help="bag directory to create (must not exist; default runs/bags/<UTC time>)")
-    p.add_argument("--note", default="", help="operator note stored in the bag's metadata")
-    p.add_argument("--duration-s", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)")
-    p.add_argument("--topics", nargs="+", default=None, metavar="TOPIC",
-                   help=f"topics ('name' or 'name:pkg/msg/Type'; default: {' '.join(DEFAULT_TOPICS)})")
-    p.add_argument("--robot-profile", default="panda_like", help="robot profile stored in the metadata ('' = none)")
-    p.add_argument("--policy-name", default="", help="policy driving the arm, stored in the metadata")
-    p.add_argument("--namespace", default="", help="ROS namespace of the relative topic names (e.g. /sim2real)")
-    p.set_defaults(func=run_record)
-
-
-def run_record(args) -> int:
-    if args.duration_s < 0:
-        print("sim2real record: --duration-s must be >= 0", file=sys.stderr)
-        return 2
-    overrides = [Parameter("note", value=args.note), Parameter("robot_profile", value=args.robot_profile),
-                 Parameter("policy_name", value=args.policy_name),
-                 Parameter("output", value=str(args.output) if args.output else str(default_output()))]
-    if args.topics:
-        overrides.append(Parameter("topics", value=list(args.topics)))
-    rclpy.init()
-    try:
-        node = RecorderNode(parameter_overrides=overrides, namespace=args.namespace or None)
-    except ConfigError as exc:
-        print(f"sim2real record: invalid configuration: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    if node.recorder is None:
-        print(f"sim2real record: {node.error}", file=sys.stderr)
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
-    until = f"for {args.duration_s:g} s" if args.duration_s > 0 else "until Ctrl-C"
-    print(f"sim2real record: recording {len(node.recorder.topics)} topic(s) to {node.output} {until}", flush=True)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    start = time.monotonic()
-    end = start + args.duration_s if args.duration_s > 0 else float("inf")
-    try:
-        while rclpy.ok() and time.monotonic() < end:
-            executor.spin_once(timeout_sec=min(0.1, max(0.0, end - time.monotonic())))
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        stats = node.close_bag()
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    print(format_summary(stats, time.monotonic() - start, node.error), flush=True)
-    return 0 if stats is not None and stats.state == CLOSED and not stats.error else 1
 
 
 if __name__ == "__main__":

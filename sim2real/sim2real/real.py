@@ -49,15 +49,15 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from sim_bridge.episode import EpisodeResult, EpisodeSummary, EpisodeTracker, SuccessCriterion, episode_line
+from sim_bridge.tasks import Task, task_from_record
 from sim_bridge.episode import summary_line as episodes_summary_line
 
-SUCCESS = SuccessCriterion(0.02, 10, "end effector to goal")  # the sim's criterion (Sim2Real/Reach-v0)
 MEASURED_BY = "nominal FK of the measured joints"
 DEFAULT_NAMESPACE = "/sim2real"
 EMULATOR_RESET = "/arm_emulator/reset"
@@ -76,6 +76,8 @@ class RealConfig:
 
     policy: str | None = None
     """policy name in policy_dir (None: policy.yaml's 'policy')"""
+    task: str | None = None
+    """task the real bridge runs (None: real_bridge.yaml's 'task'); it must be the policy's task"""
     compare: tuple[str, str] | None = None
     """two policies: run both on the same goal sequence and print the gap table"""
     episodes: int = 3
@@ -114,6 +116,7 @@ class RunResult:
     episodes: list[EpisodeResult]
     sim_evaluation: dict[str, dict]   # the policy manifest's evaluation (sim), by randomization
     bag: str | None = None
+    success: SuccessCriterion = field(default_factory=SuccessCriterion)  # the policy's task's criterion
 
     @property
     def summary(self) -> EpisodeSummary:
@@ -121,7 +124,7 @@ class RunResult:
 
     def to_dict(self) -> dict:
         return {"policy": self.policy, "onnx_sha256": self.onnx_sha256, "seed": self.seed,
-                "episodes": [e.to_dict() for e in self.episodes], **self.summary.to_dict(),
+                **self.summary.to_dict(), "episodes": [e.to_dict() for e in self.episodes],
                 "sim_evaluation": {k: {f: v.get(f) for f in ("episodes", "success_rate", "success_ci95")}
                                    for k, v in self.sim_evaluation.items() if isinstance(v, dict)},
                 "bag": self.bag}
@@ -164,7 +167,7 @@ class EpisodeMonitor:
     A plain node in the namespace with its own callback group; it also holds the service
     clients the episode loop calls."""
 
-    def __init__(self, profile, namespace: str, *, emulator: bool, recording: bool):
+    def __init__(self, profile, task: Task, namespace: str, *, emulator: bool, recording: bool):
         import rclpy  # noqa: PLC0415
         from geometry_msgs.msg import PointStamped  # noqa: PLC0415
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: PLC0415
@@ -172,14 +175,15 @@ class EpisodeMonitor:
         from std_srvs.srv import Trigger  # noqa: PLC0415
 
         from sim_bridge import interface  # noqa: PLC0415
+        from sim_bridge.joints import JointMapper  # noqa: PLC0415
         from sim_bridge.oracle import ReachOracle  # noqa: PLC0415
 
         self.node = rclpy.create_node("real_deploy", namespace=namespace)
         self.profile = profile
         self.period_s = profile.control_period_s
         self._fk = ReachOracle(profile)  # nominal model: FK only
-        self.tracker = EpisodeTracker(SUCCESS, profile.control_period_s)
-        self._index = None
+        self.tracker = EpisodeTracker(task.success, profile.control_period_s)  # the task's ONE criterion
+        self._joints = JointMapper.for_profile(profile)
         self._lock = threading.Lock()
         self.done = threading.Event()
         self.state_count = 0
@@ -214,13 +218,9 @@ class EpisodeMonitor:
 
     def _on_state(self, msg) -> None:
         arrival = time.monotonic()
-        names = tuple(msg.name)
-        if self._index is None or self._index[0] != names:
-            try:
-                self._index = (names, np.array([names.index(j) for j in self.profile.joint_names]))
-            except ValueError:
-                return
-        q = np.asarray(msg.position, dtype=float)[self._index[1]]
+        q = self._joints.lookup(msg.name).take_if_complete(msg.position)
+        if q is None:  # not this arm's joints (or a malformed state the bridge would not relay)
+            return
         with self._lock:
             self.state_count += 1
             self._state_event.notify_all()
@@ -286,7 +286,7 @@ class DeploymentGraph:
     """The nodes of one deployment in one process, spun by one ControlExecutor on a thread."""
 
     def __init__(self, *, policy: str | None, seed: int, params_dir: Path, namespace: str, emulator: bool,
-                 record: Path | None, policy_dir: Path | None = None):
+                 record: Path | None, policy_dir: Path | None = None, task: str | None = None):
         from rclpy.exceptions import ParameterException  # noqa: PLC0415
         from rclpy.lifecycle import TransitionCallbackReturn  # noqa: PLC0415
         from rclpy.parameter import Parameter  # noqa: PLC0415
@@ -311,8 +311,9 @@ class DeploymentGraph:
 
                 self.emulator = ArmEmulatorNode(cli_args=params_file_args(params_dir, "arm_emulator"))
                 self.nodes.append(self.emulator)
+            bridge_overrides = [Parameter("seed", value=int(seed))] + ([Parameter("task", value=task)] if task else [])
             self.bridge = RealBridgeNode(namespace=namespace, cli_args=params_file_args(params_dir, "real_bridge"),
-                                         parameter_overrides=[Parameter("seed", value=int(seed))])
+                                         parameter_overrides=bridge_overrides)
             self.nodes.append(self.bridge)
             policy_overrides = [Parameter("policy", value=policy)] if policy else []
             if policy_dir is not None:
@@ -321,16 +322,6 @@ class DeploymentGraph:
                                      parameter_overrides=policy_overrides)
             self.nodes.append(self.policy)
             self.policy_name = self.policy.get_parameter("policy").value
-            if record is not None:
-                from real_bridge.recorder_node import RecorderNode  # noqa: PLC0415
-
-                self.recorder = RecorderNode(
-                    namespace=namespace, cli_args=params_file_args(params_dir, "recorder"),
-                    parameter_overrides=[Parameter("output", value=str(record)),
-                                         Parameter("policy_name", value=self.policy_name)])
-                self.nodes.append(self.recorder)
-                if self.recorder.recorder is None:
-                    raise DeployError(f"recorder: {self.recorder.error}")
             if self.bridge.trigger_configure() != self._success:
                 raise DeployError(f"real_bridge: configure failed: {self.bridge.last_error}")
             if self.policy.trigger_configure() != self._success:
@@ -338,8 +329,25 @@ class DeploymentGraph:
             loaded = self.policy.controller.active
             self.onnx_sha256 = loaded.sha256
             self.sim_evaluation = dict(loaded.runtime.manifest.evaluation or {})
+            self.task = task_from_record(loaded.runtime.manifest.task)
+            bridge_task = self.bridge.core.task.name
+            if bridge_task != self.task.name:
+                raise DeployError(f"policy '{self.policy_name}' was trained for task '{self.task.name}', the real "
+                                  f"bridge runs task '{bridge_task}' (its 'task' parameter; --task)")
+            if record is not None:  # after the policy's configure: the bag records its exact hash
+                from real_bridge.recorder_node import RecorderNode  # noqa: PLC0415
+
+                self.recorder = RecorderNode(
+                    namespace=namespace, cli_args=params_file_args(params_dir, "recorder"),
+                    parameter_overrides=[Parameter("output", value=str(record)),
+                                         Parameter("policy_name", value=self.policy_name),
+                                         Parameter("policy_sha256", value=self.onnx_sha256)])
+                self.nodes.append(self.recorder)
+                if self.recorder.recorder is None:
+                    raise DeployError(f"recorder: {self.recorder.error}")
             self.profile = self.bridge.profile
-            self.monitor = EpisodeMonitor(self.profile, namespace, emulator=emulator, recording=record is not None)
+            self.monitor = EpisodeMonitor(self.profile, self.task, namespace, emulator=emulator,
+                                          recording=record is not None)
             self.executor = ControlExecutor(num_threads=EXECUTOR_THREADS)
             for node in [*self.nodes, self.monitor.node]:
                 self.executor.add_node(node)
@@ -450,7 +458,7 @@ def _sim_rates(evaluation: dict) -> str:
 
 
 def summary_line(run: RunResult) -> str:
-    return (episodes_summary_line(run.episodes, SUCCESS, who=f"policy '{run.policy}'", measured_by=MEASURED_BY)
+    return (episodes_summary_line(run.episodes, run.success, who=f"policy '{run.policy}'", measured_by=MEASURED_BY)
             + f"\n  in sim (manifest): {_sim_rates(run.sim_evaluation)}")
 
 
@@ -475,10 +483,10 @@ def gap_table(runs: list[RunResult], hardware: str, label: str) -> str:
 
 
 def run_policy(args: RealConfig, policy: str | None, seed: int, params_dir: Path, record: Path | None) -> RunResult:
-    graph = DeploymentGraph(policy=policy, seed=seed, params_dir=params_dir, namespace=args.namespace,
+    graph = DeploymentGraph(policy=policy, seed=seed, params_dir=params_dir, namespace=args.namespace, task=args.task,
                             emulator=args.emulator, record=record, policy_dir=args.policy_dir)
     run = RunResult(graph.policy_name, graph.onnx_sha256, seed, [], graph.sim_evaluation,
-                    str(graph.recorder.output) if graph.recorder is not None else None)
+                    str(graph.recorder.output) if graph.recorder is not None else None, success=graph.task.success)
     stats = None
     try:
         graph.wait_for_hardware()
@@ -558,7 +566,7 @@ def run_real(args: RealConfig) -> int:
             "namespace": args.namespace, "params_dir": str(params_dir.resolve()),
             "seed": runs[0].seed if runs else None,
             "episode_s": args.episode_s,
-            "success_criterion": {**SUCCESS.to_dict(),
+            "success_criterion": {**(runs[0].success.to_dict() if runs else {}),
                                   "measured_by": "nominal forward kinematics of the joint states relayed by the "
                                                  "bridge"},
             "runs": [r.to_dict() for r in runs]}, indent=2))

@@ -13,6 +13,7 @@ summary, and a plot.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,9 +22,8 @@ from typing import Literal
 
 import numpy as np
 
-from sim_bridge.episode import EpisodeResult, EpisodeSummary, EpisodeTracker, SuccessCriterion, episode_line, summary_line
-
-SUCCESS = SuccessCriterion(0.02, 10, "end effector to goal")  # Sim2Real/Reach-v0's criterion
+from sim_bridge.episode import EpisodeResult, EpisodeSummary, EpisodeTracker, episode_line, summary_line
+from sim_bridge.tasks import Task, UnknownTaskError, make_task, task_from_record
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,10 @@ def _call(client, timeout_s: float = 5.0) -> None:
 class EpisodeRecorder:
     """Records every control step of one episode (called in the sim's stepping thread)."""
 
-    def __init__(self, control_period_s: float, episode_s: float):
+    def __init__(self, task: Task, control_period_s: float, episode_s: float):
         self.period = control_period_s
         self.max_steps = int(round(episode_s / control_period_s))
-        self.tracker = EpisodeTracker(SUCCESS, control_period_s)
+        self.tracker = EpisodeTracker(task.success, control_period_s)  # the task's ONE criterion
         self.done = threading.Event()
         self.done.set()
         self._episode = -1
@@ -137,13 +137,27 @@ class EpisodeRecorder:
             return
         if not self.dynamics:
             self.dynamics = session.sim.dynamics_dict()
-        dist = float(np.linalg.norm(session.sim.end_effector_position() - session.goal))
+        dist = session.task_error()
         self.trace.time_s.append((len(self.trace.time_s) + 1) * self.period)
         self.trace.distance_m.append(dist)
         self.trace.joint_pos.append(session.sim.true_joint_positions().tolist())
         self.trace.command.append(session.last_command.tolist())
         if self.tracker.step(dist) or self.tracker.steps >= self.max_steps:
             self.done.set()
+
+
+def resolve_task(args: SimConfig) -> Task:
+    """``--task``, else the task of the policy that drives the arm (its manifest), else Reach."""
+    if args.task is not None:
+        return make_task(args.task)
+    if args.controller == "policy":
+        from policies.manifest import find_policy, load_manifest  # noqa: PLC0415
+
+        try:
+            return task_from_record(load_manifest(find_policy(args.policy)).task)
+        except (FileNotFoundError, ValueError):
+            pass  # the policy node says what is wrong with the policy when it loads it
+    return make_task("reach")
 
 
 def run_sim(args: SimConfig) -> int:
@@ -156,8 +170,13 @@ def run_sim(args: SimConfig) -> int:
     from sim_bridge.executor import ControlExecutor
     from sim_bridge.node import SimBridgeNode
 
+    try:
+        task = resolve_task(args)
+    except (UnknownTaskError, ValueError) as exc:
+        print(f"sim2real sim: {exc}", file=sys.stderr)
+        return 2
     rclpy.init()
-    bridge = SimBridgeNode(parameter_overrides=[
+    bridge = SimBridgeNode(task=task, parameter_overrides=[
         Parameter("robot_profile", value=args.robot_profile),
         Parameter("randomization_file", value=args.randomization),
         Parameter("mode", value=args.mode), Parameter("seed", value=args.seed)])
@@ -180,7 +199,7 @@ def run_sim(args: SimConfig) -> int:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     session = bridge.session
-    recorder = EpisodeRecorder(bridge.profile.control_period_s, args.episode_s)
+    recorder = EpisodeRecorder(task, bridge.profile.control_period_s, args.episode_s)
     session.tick_observers.append(recorder.on_tick)
     viewer = None
     if args.gui:
@@ -193,7 +212,7 @@ def run_sim(args: SimConfig) -> int:
     try:
         client.wait_for_service(timeout_sec=10.0)
         driver = f"policy '{args.policy}'" if policy_reset else "scripted reach controller"
-        print(f"sim2real sim: {args.episodes} episode(s), robot '{bridge.profile.name}', "
+        print(f"sim2real sim: {args.episodes} episode(s) of task '{task.name}', robot '{bridge.profile.name}', "
               f"randomization '{args.randomization}', {args.mode} mode, {driver}")
         for ep in range(1, args.episodes + 1):
             if policy_reset is not None and args.swap_to and ep == args.episodes // 2 + 1:
@@ -232,21 +251,22 @@ def run_sim(args: SimConfig) -> int:
         controller.destroy_node()
         rclpy.try_shutdown()
 
-    print(summary_line(results, SUCCESS))
+    print(summary_line(results, task.success))
     args.out.mkdir(parents=True, exist_ok=True)
     plot = args.out / "episodes.png"
-    plot_episodes(traces, results, bridge.profile.joint_names, plot)
+    plot_episodes(traces, results, bridge.profile.joint_names, plot, task.success.radius_m)
     print(f"plot: {plot.resolve()}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"episodes": [r.to_dict() for r in results],
-                                         "success_criterion": SUCCESS.to_dict(),
-                                         **EpisodeSummary.of(results).to_dict()}, indent=2))
+        args.json.write_text(json.dumps({"task": task.describe(), "success_criterion": task.success.to_dict(),
+                                         **EpisodeSummary.of(results).to_dict(),
+                                         "episodes": [r.to_dict() for r in results]}, indent=2))
         print(f"results: {args.json.resolve()}")
     return 0 if results else 1
 
 
-def plot_episodes(traces: list[EpisodeTrace], results: list[EpisodeResult], joint_names, path: Path) -> None:
+def plot_episodes(traces: list[EpisodeTrace], results: list[EpisodeResult], joint_names, path: Path,
+                  success_radius_m: float) -> None:
     """Distance to goal vs time for every episode; joints vs commands for the first one."""
     import matplotlib
     matplotlib.use("Agg")
@@ -260,7 +280,7 @@ def plot_episodes(traces: list[EpisodeTrace], results: list[EpisodeResult], join
     for trace, result in zip(traces, results):
         top.plot(trace.time_s, 100 * np.array(trace.distance_m),
                  label=f"episode {result.episode} ({'success' if result.success else 'failed'})")
-    top.axhline(100 * SUCCESS.radius_m, color="k", ls="--", lw=0.8, label="success radius")
+    top.axhline(100 * success_radius_m, color="k", ls="--", lw=0.8, label="success radius")
     top.set_xlabel("time [s]")
     top.set_ylabel("distance to goal [cm]")
     top.set_yscale("log")

@@ -13,6 +13,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from sim_bridge import interface
+from sim_bridge.joints import JointMapper, JointMappingError
 from sim_bridge.observations import action_to_joint_targets
 from sim_bridge.oracle import ReachOracle
 from sim_bridge.profile import RobotProfile
@@ -22,6 +23,7 @@ class ScriptedReachNode(Node):
     def __init__(self, profile: RobotProfile, **kwargs):
         super().__init__("scripted_reach", **kwargs)
         self.profile = profile
+        self._joints = JointMapper.for_profile(profile)
         self.oracle = ReachOracle(profile)
         self.goal: np.ndarray | None = None
         self._index: dict[str, int] = {}
@@ -39,9 +41,9 @@ class ScriptedReachNode(Node):
         if self.goal is None:
             return
         try:
-            q = np.array([msg.position[msg.name.index(j)] for j in self.profile.joint_names])
-        except ValueError:
-            self.get_logger().warning(f"joint_states lacks some of {list(self.profile.joint_names)}; skipped")
+            q = self._joints.take(msg.name, msg.position, "positions")
+        except JointMappingError as exc:
+            self.get_logger().warning(f"joint_states skipped: {exc}")
             return
         action = self.oracle.action(q, self.goal)
         target = action_to_joint_targets(action, q, self.oracle.action_scale_rad,

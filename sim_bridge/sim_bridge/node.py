@@ -20,6 +20,8 @@ Parameters:
                                        "lockstep": one control step per command received
                                        (the current state is republished every 0.1 s while
                                        no command arrives, so a controller can start)
+  task (str, read-only)                registered task (sim_bridge.tasks) whose goals the bridge
+                                       samples and whose scene it adds; default "reach"
   seed (int, read-only)                -1 = random
   control_rate_hz, physics_rate_hz (float, read-only)  0 = the profile's rates
   frame_id (str)                       frame of the goal messages
@@ -46,10 +48,11 @@ from sim_bridge.profile import load_profile
 from sim_bridge.randomization import load_randomization
 from sim_bridge.rates import RateMeter
 from sim_bridge.session import SimSession
+from sim_bridge.tasks import DEFAULT_TASK, Task, UnknownTaskError, make_task
 
 MODES = ("realtime", "lockstep")
 LOCKSTEP_IDLE_REPUBLISH_S = 0.1
-READ_ONLY = ("robot_profile", "mode", "seed", "control_rate_hz", "physics_rate_hz")
+READ_ONLY = ("robot_profile", "task", "mode", "seed", "control_rate_hz", "physics_rate_hz")
 
 
 def _stamp(msg_stamp, seconds: float) -> None:
@@ -58,10 +61,13 @@ def _stamp(msg_stamp, seconds: float) -> None:
 
 
 class SimBridgeNode(Node):
-    def __init__(self, **kwargs):
+    def __init__(self, task: Task | None = None, **kwargs):
+        """``task``: a task instance (in-process composition, e.g. with settings from a policy's
+        manifest); None = the ``task`` parameter's registered task with its default settings."""
         super().__init__("sim_bridge", **kwargs)
         ro = ParameterDescriptor(read_only=True)
         self.declare_parameter("robot_profile", "panda_like", ro)
+        self.declare_parameter("task", task.name if task is not None else DEFAULT_TASK, ro)
         self.declare_parameter("randomization_file", "default", ParameterDescriptor(
             description="shipped randomization name or YAML path; applies at the next reset"))
         self.declare_parameter("mode", "realtime", ro)
@@ -79,8 +85,13 @@ class SimBridgeNode(Node):
             self.get_parameter("physics_rate_hz").value or None)
         seed = self.get_parameter("seed").value
         rand_name = self.get_parameter("randomization_file").value
+        if task is None:
+            try:
+                task = make_task(self.get_parameter("task").value)
+            except UnknownTaskError as exc:
+                raise ConfigError(str(exc), field="task") from None
         session = SimSession(profile, load_randomization(rand_name), rand_name,
-                             seed=None if seed < 0 else int(seed))
+                             seed=None if seed < 0 else int(seed), task=task)
         self.session = session
         self.profile = profile
 

@@ -1,5 +1,8 @@
 """What the sim bridge node does, without ROS: episodes, goals, command checks, stepping.
 
+The task (:mod:`sim_bridge.tasks`, Reach by default) samples each episode's goal, adds its
+scene, and defines the error its success criterion bounds (:meth:`SimSession.task_error`).
+
 :class:`SimSession` owns an :class:`~sim_bridge.simulator.ArmSimulator` and applies the
 bridge's rules: commands are validated (wrong length or non-finite -> rejected, the
 previous command stays in force; out of range -> clipped and counted); a new
@@ -16,6 +19,7 @@ import numpy as np
 from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import RandomizationSpec, load_randomization
 from sim_bridge.simulator import ArmSimulator
+from sim_bridge.tasks import ReachTask, Task
 
 
 @dataclass(frozen=True)
@@ -52,15 +56,17 @@ class SimSession:
     randomization_name: str = "default"
     seed: int | None = None
     counters: SessionCounters = field(default_factory=SessionCounters)
+    task: Task = field(default_factory=ReachTask)
 
     def __post_init__(self):
         # Called after every control step with the session (in the stepping thread);
         # lets a recorder see every step, whatever the mode.
         self.tick_observers: list = []
-        self.sim = ArmSimulator(self.profile, self.randomization, seed=self.seed)
+        self.sim = ArmSimulator(self.profile, self.randomization, seed=self.seed, scene=self.task.add_to_scene)
         self.rng = np.random.default_rng(self.seed)
         self._pending: tuple[str, RandomizationSpec] | None = None
         self.goal = np.zeros(3)
+        self.task_state = None
         self.clock_s = 0.0  # monotonic sim time across episodes (what /clock shows)
         self._last_command = self.profile.default_pose_rad.copy()
         self._new_command = False
@@ -81,7 +87,7 @@ class SimSession:
             self.randomization_name, self.randomization = self._pending
             self._pending = None
         self.sim.reset(seed=int(self.rng.integers(2**31)))
-        self.set_goal(self.rng.uniform(self.profile.reach_low_m, self.profile.reach_high_m))
+        self.set_goal(self.task.sample_goal(self.rng, self.profile))
         self._last_command = self.sim.true_joint_positions()
         self._new_command = False
         self.counters.episodes += 1
@@ -92,7 +98,11 @@ class SimSession:
         if goal.shape != (3,) or not np.all(np.isfinite(goal)):
             raise ValueError(f"goal must be 3 finite numbers (x, y, z in m), got {goal.tolist()}")
         self.goal = goal
-        self.sim.set_target_marker(goal)
+        self.task_state = self.task.reset(self.sim, self.rng, goal, {})
+
+    def task_error(self) -> float:
+        """The task's error now (Reach: end effector to goal, m), from the true simulator state."""
+        return self.task.error(self.sim, self.task_state)
 
     # --- commands and stepping ----------------------------------------------------------
     def submit_command(self, values) -> CommandResult:

@@ -30,7 +30,9 @@ def held_within(distances: np.ndarray, radius: float, steps: int) -> bool:
 @pytest.mark.timeout(120)
 def test_sim2real_real_runs_reach_lstm_on_the_emulator_and_records_the_episodes(tmp_path):
     from real_bridge.bagload import load_episodes
-    from sim2real.real import SUCCESS
+    from sim_bridge.tasks import ReachTask
+
+    SUCCESS = ReachTask().success  # the policy's task's criterion, as sim2real real scores it
     from sim_bridge.oracle import ReachOracle
     from sim_bridge.profile import load_profile
 

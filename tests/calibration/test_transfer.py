@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim_bridge.episode import SuccessCriterion
+
 from calib_helpers import REACH_LSTM
 from calibration.transfer import emulator_success
 from real_bridge.emulator import ArmEmulator
@@ -29,6 +31,6 @@ def test_score_is_deterministic_for_a_seed():
 
 
 def test_too_short_episodes_never_succeed():
-    score = emulator_success(REACH_LSTM, 3, seed=0, steps=5, hold_steps=10)
+    score = emulator_success(REACH_LSTM, 3, seed=0, steps=5, success=SuccessCriterion(0.02, 10))
     assert score.successes == 0 and score.rate == 0.0
     assert np.isfinite(score.mean_final_error_m) and score.mean_final_error_m > 0.02

@@ -145,3 +145,24 @@ def test_the_policy_node_runs_the_toy_policy(toy_policy):
         node.destroy_node()
         probe.destroy_node()
         rclpy.try_shutdown()
+
+
+@pytest.mark.slow
+def test_a_policy_node_refuses_a_policy_of_another_task(toy_policy):
+    """The first policy fixes the node's task (its ROS inputs): a swap to another task's policy
+    is refused with the reason and the running policy kept."""
+    import shutil
+
+    from policies.control import PolicyController, PolicyRejected
+    from policies.manifest import shipped_zoo
+    from sim_bridge.profile import load_profile
+
+    artifact, _ = toy_policy
+    if not (artifact.parent / "reach_lstm").exists():
+        shutil.copytree(shipped_zoo() / "reach_lstm", artifact.parent / "reach_lstm")
+    ctl = PolicyController(load_profile("panda_like"), artifact.parent)
+    ctl.set_policy(ctl.load_policy("toy_lstm"))
+    assert ctl.task.name == "toy_reach" and ctl.task_signals == (("target_pos", 3),)
+    with pytest.raises(PolicyRejected, match="trained for task 'reach'; this node runs task 'toy_reach'"):
+        ctl.load_policy("reach_lstm")
+    assert ctl.active_name == "toy_lstm"

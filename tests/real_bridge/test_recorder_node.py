@@ -78,7 +78,8 @@ def test_node_records_a_live_stream_with_episode_markers(tmp_path):
     bag = tmp_path / "live"
     recorder = RecorderNode(parameter_overrides=[
         Parameter("output", value=str(bag)), Parameter("note", value="probe run"),
-        Parameter("policy_name", value="reach_lstm"), Parameter("flush_interval_s", value=0.1),
+        Parameter("policy_name", value="reach_lstm"), Parameter("policy_sha256", value="ab" * 32),
+        Parameter("flush_interval_s", value=0.1),
         Parameter("topics", value=[*DEFAULT_TOPICS, "/probe_temperature"])])  # type found in the graph
     probe = Probe()
     temperature = probe.node.create_publisher(Float64, "/probe_temperature", 10)
@@ -136,7 +137,7 @@ def test_node_records_a_live_stream_with_episode_markers(tmp_path):
     np.testing.assert_allclose(episode.goal, np.tile([0.5, 0.1, 0.3], (50, 1)))
     meta = episode.metadata["metadata"]
     assert meta["note"] == "probe run" and meta["robot_profile"]["joint_names"] == JOINTS
-    assert meta["policy"]["name"] == "reach_lstm" and len(meta["policy"]["sha256"]) == 64
+    assert meta["policy"] == {"name": "reach_lstm", "sha256": "ab" * 32}
     info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     goal_topic = next(t for t in info["topics_with_message_count"] if t["topic_metadata"]["name"] == "/current_goal")
     assert goal_topic["topic_metadata"]["offered_qos_profiles"][0]["durability"] == "transient_local"

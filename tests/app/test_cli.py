@@ -25,6 +25,34 @@ def test_help_lists_the_subcommands():
     assert "ROS_AUTOMATIC_DISCOVERY_RANGE" in out.stdout
 
 
+@pytest.mark.parametrize("command", ["sim", "real", "record", "train", "eval", "export", "calibrate", "loop"])
+def test_every_typed_command_documents_each_option_with_its_default_once(command):
+    out = run(command, "--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split("╭", 1)[-1].split())  # the option boxes; tyro wraps long lines
+    assert f"usage: sim2real {command}" in out.stdout
+    assert "(default: " in text or "(required)" in text
+    assert "(default " not in text.replace("(default: ", ""), "a default printed twice"
+
+
+def test_sim_options_come_from_its_config_dataclass():
+    from sim2real.sim import SimConfig
+    out = run("sim", "--help")
+    for name in SimConfig.__dataclass_fields__:
+        assert f"--{name.replace('_', '-')}" in out.stdout, name
+
+
+def test_an_unknown_task_is_refused_with_the_known_ones():
+    out = run("sim", "--task", "juggle")
+    assert out.returncode == 2
+    assert "unknown task 'juggle'; known tasks: reach" in out.stderr
+
+
+def test_an_unknown_option_is_refused():
+    out = run("sim", "--episodez", "3")
+    assert out.returncode != 0 and "--episodez" in out.stdout + out.stderr
+
+
 def test_node_help_lists_the_sim_bridge():
     out = run("node", "--help")
     assert out.returncode == 0 and "sim_bridge" in out.stdout
