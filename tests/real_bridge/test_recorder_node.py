@@ -168,35 +168,43 @@ def test_node_keeps_running_when_the_bag_cannot_be_created(tmp_path):
         probe.node.destroy_node()
 
 
-def _publish_states_while(proc, name: str, publish_s: float = 30.0, timeout_s: float = 30.0) -> int:
-    """Publish joint states at ~50 Hz from when the process subscribes, for publish_s or until it exits."""
-    node = rclpy.create_node(name)
-    pub = node.create_publisher(JointState, interface.JOINT_STATES, interface.STATE_QOS)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    sent = 0
-    try:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end and proc.poll() is None:
-            if pub.get_subscription_count() > 0:
-                end = min(end, time.monotonic() + publish_s) if sent == 0 else end
-                msg = JointState(name=JOINTS, position=[float(sent)] * 7)
-                msg.header.stamp.sec = sent
-                pub.publish(msg)
-                sent += 1
-            executor.spin_once(timeout_sec=0.02)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-    return sent
+class StatePublisher:
+    """A joint-state publisher made *before* the recorder process starts, so DDS discovery runs
+    while the process boots (on a busy machine discovery can outlast a short recording)."""
+
+    def __init__(self, name: str):
+        self.node = rclpy.create_node(name)
+        self.pub = self.node.create_publisher(JointState, interface.JOINT_STATES, interface.STATE_QOS)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+
+    def publish_while(self, proc, publish_s: float = 30.0, timeout_s: float = 30.0) -> int:
+        """Publish joint states at ~50 Hz from when the process subscribes, for publish_s or until it exits."""
+        sent = 0
+        try:
+            end = time.monotonic() + timeout_s
+            while time.monotonic() < end and proc.poll() is None:
+                if self.pub.get_subscription_count() > 0:
+                    end = min(end, time.monotonic() + publish_s) if sent == 0 else end
+                    msg = JointState(name=JOINTS, position=[float(sent)] * 7)
+                    msg.header.stamp.sec = sent
+                    self.pub.publish(msg)
+                    sent += 1
+                self.executor.spin_once(timeout_sec=0.02)
+        finally:
+            self.executor.shutdown()
+            self.node.destroy_node()
+        return sent
 
 
 @pytest.mark.slow
 def test_record_command_runs_for_the_duration_and_prints_a_summary(tmp_path):
     bag = tmp_path / "cli"
-    proc = subprocess.Popen([SIM2REAL, "record", "--output", str(bag), "--duration-s", "2", "--note", "from the cli"],
+    probe = StatePublisher("cli_probe")
+    # 6 s of recording: the duration counts from the recorder's start, discovery from before it
+    proc = subprocess.Popen([SIM2REAL, "record", "--output", str(bag), "--duration-s", "6", "--note", "from the cli"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    sent = _publish_states_while(proc, "cli_probe")
+    sent = probe.publish_while(proc)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, out + err
     assert sent > 10, f"the recorder never subscribed: {out}{err}"
@@ -212,11 +220,12 @@ def test_record_command_runs_for_the_duration_and_prints_a_summary(tmp_path):
 @pytest.mark.slow
 def test_recorder_node_process_closes_the_bag_on_ctrl_c(tmp_path):
     bag = tmp_path / "node"
+    probe = StatePublisher("node_probe")
     proc = subprocess.Popen([SIM2REAL, "node", "recorder", "--ros-args", "--params-file",
                              str(Path(__file__).resolve().parents[2] / "launch/config/recorder.yaml"),
                              "-p", f"output:={bag}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ))
-    sent = _publish_states_while(proc, "node_probe", publish_s=1.5)
+    sent = probe.publish_while(proc, publish_s=1.5)
     assert proc.poll() is None, proc.communicate()[0]
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
