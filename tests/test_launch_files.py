@@ -143,10 +143,13 @@ def _fake_launch_modules() -> dict:
             return context[self.name]
 
     mods = {name: types.ModuleType(name) for name in
-            ("launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions")}
+            ("launch", "launch.actions", "launch.substitutions", "launch.event_handlers", "launch.events",
+             "launch_ros", "launch_ros.actions")}
     mods["launch"].LaunchDescription = lambda actions: list(actions)
-    mods["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (_Action,), {})
-    mods["launch.actions"].OpaqueFunction = type("OpaqueFunction", (_Action,), {})
+    for name in ("DeclareLaunchArgument", "OpaqueFunction", "RegisterEventHandler", "EmitEvent"):
+        setattr(mods["launch.actions"], name, type(name, (_Action,), {}))
+    mods["launch.event_handlers"].OnProcessExit = type("OnProcessExit", (_Action,), {})
+    mods["launch.events"].Shutdown = type("Shutdown", (_Action,), {})
     mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
     mods["launch_ros.actions"].Node = type("Node", (_Action,), {})
     mods["launch_ros.actions"].LifecycleNode = type("LifecycleNode", (_Action,), {})
@@ -181,7 +184,18 @@ def test_launch_file_starts_what_the_graph_and_the_cli_start(graph, arguments, m
     assert [(d["name"], d["default_value"], d["description"]) for d in declared] == \
         [(a.name, a.default, a.description) for a in g.arguments.values()]
     expected = resolve(g, arguments)
-    got = [(type(a).__name__, a.kwargs) for a in actions]
+    # each node is followed by a handler: its process exiting shuts the graph down, as
+    # `sim2real launch` stops the graph when a node exits (a failed policy node exits with 2)
+    nodes, handlers = actions[0::2], actions[1::2]
+    assert len(nodes) == len(handlers) == len(expected)
+    for node, handler, n in zip(nodes, handlers, expected):
+        assert type(handler).__name__ == "RegisterEventHandler"
+        (on_exit,) = handler.args
+        assert type(on_exit).__name__ == "OnProcessExit" and on_exit.kwargs["target_action"] is node
+        (emit,) = on_exit.kwargs["on_exit"](types.SimpleNamespace(returncode=2), {})
+        (shutdown,) = [emit.kwargs["event"]]
+        assert type(shutdown).__name__ == "Shutdown" and f"{n.fqn} exited with code 2" in shutdown.kwargs["reason"]
+    got = [(type(a).__name__, a.kwargs) for a in nodes]
     assert got == [("LifecycleNode" if n.lifecycle else "Node",
                     {"package": n.package, "executable": n.executable, "name": n.name, "namespace": n.namespace,
                      "parameters": [str(n.params_file), n.parameters], "remappings": list(n.remappings),

@@ -280,11 +280,23 @@ def launch_description(graph_file: str | Path):
     ``sim2real node`` does; no ChangeState events are emitted (they would be rejected: the
     node is already active), and launch_ros' LifecycleNode(autostart=...) is not used
     (only launch_ros >= 0.26.7 has it).
+
+    A node whose process exits (a policy node that fails to configure exits with 2) shuts the
+    whole graph down, as ``sim2real launch`` stops every node when one exits: a sim bridge
+    or a real bridge must not keep running with nothing commanding it.
     """
     from launch import LaunchDescription  # noqa: PLC0415
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction  # noqa: PLC0415
+    from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler  # noqa: PLC0415
+    from launch.event_handlers import OnProcessExit  # noqa: PLC0415
+    from launch.events import Shutdown  # noqa: PLC0415
     from launch.substitutions import LaunchConfiguration  # noqa: PLC0415
     from launch_ros.actions import LifecycleNode, Node  # noqa: PLC0415
+
+    def shutdown_when_it_exits(fqn: str):
+        def on_exit(event, context):
+            return [EmitEvent(event=Shutdown(
+                reason=f"{fqn} exited with code {event.returncode}: the graph stops (as sim2real launch does)"))]
+        return on_exit
 
     path = Path(graph_file).resolve()
     graph = load_graph(path)
@@ -294,11 +306,12 @@ def launch_description(graph_file: str | Path):
         values = {name: LaunchConfiguration(name).perform(context) for name in graph.arguments}
         actions = []
         for node in resolve(graph, values, base_dir=base):
-            action = LifecycleNode if node.lifecycle else Node
-            actions.append(action(
+            action = (LifecycleNode if node.lifecycle else Node)(
                 package=node.package, executable=node.executable, name=node.name, namespace=node.namespace,
                 parameters=[str(node.params_file), node.parameters], remappings=list(node.remappings),
-                output="screen", emulate_tty=True))
+                output="screen", emulate_tty=True)
+            actions += [action, RegisterEventHandler(OnProcessExit(target_action=action,
+                                                                   on_exit=shutdown_when_it_exits(node.fqn)))]
         return actions
 
     return LaunchDescription([
