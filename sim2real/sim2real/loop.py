@@ -22,7 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -72,20 +72,21 @@ def _sim2real() -> list[str]:
 
 
 def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list[str],
-                   init: str | None = None) -> list[tuple[str, list[str]]]:
-    """(label, argv) of round ``k`` (1-based); ``init``: the checkpoint to fine-tune (None: scratch)."""
+                   init: str | None = None, task: str = "reach") -> list[tuple[str, list[str]]]:
+    """(label, argv) of round ``k`` (1-based); ``init``: the checkpoint to fine-tune (None: scratch);
+    ``task``: the starting policy's task (every round deploys and retrains on it)."""
     rdir = args.out / f"round{k}"
     bag = rdir / "bag"
     calibrated = rdir / "calibrated.yaml"
     deploy = [*_sim2real(), "real", "--policy-dir", str(Path(policy).parent), "--policy", Path(policy).name,
-              "--episodes", str(args.episodes),
+              "--task", task, "--episodes", str(args.episodes),
               "--episode-s", str(args.episode_s), "--seed", str(args.seed + k), "--record", str(bag)]
     if not args.emulator:
         deploy.append("--no-emulator")
     calibrate = [*_sim2real(), "calibrate", "--bags", *bags, str(bag), "--prior", prior, "--policy", policy,
                  "--out", str(calibrated), "--seed", str(args.seed), *shlex.split(args.calibrate_args)]
     steps = args.train_steps or (2_000_000 if init else 8_000_000)
-    train = [*_sim2real(), "train", "--name", f"loop_round{k}", "--randomization", str(calibrated),
+    train = [*_sim2real(), "train", "--name", f"loop_round{k}", "--task", task, "--randomization", str(calibrated),
              "--total-env-steps", str(steps), "--seed", str(args.seed), "--out", str(rdir / "train"),
              "--export", str(rdir / "policy"), *(["--init-from", init] if init else []),
              *shlex.split(args.train_args)]
@@ -99,13 +100,16 @@ def run_loop(args: LoopConfig) -> int:
         print("sim2real loop: --rounds, --episodes and --train-steps must be >= 1", file=sys.stderr)
         return 2
     if args.out is None:
-        args.out = Path("runs/loop") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        args = replace(args, out=Path("runs/loop") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     if not args.dry_run:
         if args.out.exists() and any(args.out.iterdir()):
             print(f"sim2real loop: {args.out} exists and is not empty", file=sys.stderr)
             return 2
         args.out.mkdir(parents=True, exist_ok=True)
+    from policies.manifest import load_manifest  # noqa: PLC0415
+
     policy, prior, bags = str(resolve_policy_path(args.policy)), args.prior, []
+    task = load_manifest(policy).task_name
     if args.init_from == "none":
         init = None
     elif args.init_from == "auto":
@@ -117,7 +121,7 @@ def run_loop(args: LoopConfig) -> int:
         init = args.init_from
     scores = []
     for k in range(1, args.rounds + 1):
-        steps = round_commands(args, k, policy, prior, bags, init)
+        steps = round_commands(args, k, policy, prior, bags, init, task)
         for label, cmd in steps:
             print(f"\n== round {k}: {label}\n$ {shlex.join(cmd)}", flush=True)
             if args.dry_run:

@@ -99,3 +99,12 @@ def test_sim_with_the_scripted_controller(tmp_path):
               timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "scripted reach controller" in out.stdout and "summary: 1/1 reached the goal" in out.stdout
+
+
+def test_loop_dry_run_prints_the_rounds_commands_on_the_policys_task(tmp_path):
+    out = subprocess.run([SIM2REAL, "loop", "--dry-run"], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ), stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    commands = [line for line in out.stdout.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 3 and all("--task reach" in c for c in commands if " real " in c or " train " in c)
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
