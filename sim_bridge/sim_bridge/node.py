@@ -13,9 +13,17 @@ Services:
   reset          std_srvs/Trigger  new episode: resample dynamics and goal
 Parameters:
   robot_profile (str, read-only)       shipped name or YAML path
-  randomization_file (str)             shipped name or YAML path; validated when set,
-                                       an invalid file is rejected with the reason and
-                                       the old one kept; applies at the next reset
+  randomization_file (str)             shipped name or YAML path; applies at the next reset.
+                                       A set is answered at once: obvious errors (no such
+                                       file, not a regular file (FIFO, device, folder), over
+                                       the size limit) are refused; otherwise "accepted:
+                                       validating", and a worker thread reads and checks the
+                                       file (size, YAML alias and plausibility limits) while
+                                       physics keeps stepping. An invalid file is refused in
+                                       the log and on /diagnostics (randomization_status), the
+                                       parameter returns to the file in force. Replies and
+                                       diagnostics name the path, the field and the kind of
+                                       error, never the file's contents (those are logged).
   mode (str, read-only)                "realtime": a timer steps at the control rate;
                                        "lockstep": one control step per command received
                                        (the current state is republished every 0.1 s while
@@ -29,6 +37,7 @@ Parameters:
 from __future__ import annotations
 
 import sys
+import threading
 import time
 
 import numpy as np
@@ -36,6 +45,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -43,9 +53,9 @@ from std_srvs.srv import Trigger
 
 from sim_bridge import interface
 from sim_bridge.executor import ThrottledLog, freeze_heap, run_node
-from sim_bridge.config import ConfigError
+from sim_bridge.config import ConfigError, check_regular_file
 from sim_bridge.profile import load_profile
-from sim_bridge.randomization import load_randomization
+from sim_bridge.randomization import load_randomization, randomization_path
 from sim_bridge.rates import RateMeter
 from sim_bridge.session import SimSession
 from sim_bridge.tasks import DEFAULT_TASK, Task, UnknownTaskError, make_task
@@ -53,6 +63,8 @@ from sim_bridge.tasks import DEFAULT_TASK, Task, UnknownTaskError, make_task
 MODES = ("realtime", "lockstep")
 LOCKSTEP_IDLE_REPUBLISH_S = 0.1
 READ_ONLY = ("robot_profile", "task", "mode", "seed", "control_rate_hz", "physics_rate_hz")
+VALIDATION_POLL_S = 0.05  # how often the executor picks up a finished file validation
+BLOWUP_LOG_PERIOD_S = 1.0  # at most one blow-up ERROR line per this period (the counter counts all)
 
 
 def _stamp(msg_stamp, seconds: float) -> None:
@@ -106,6 +118,15 @@ class SimBridgeNode(Node):
 
         self._ticks = RateMeter.over(2.0, profile.control_rate_hz)  # control steps, the last ~2 s
         self._log_throttled = ThrottledLog(self.get_logger().warning)
+        self._log_blowup = ThrottledLog(self.get_logger().error, BLOWUP_LOG_PERIOD_S)
+        # randomization_file validation in a worker thread (see _on_set_parameters)
+        self._accepted_randomization = rand_name  # the file in force or pending: the parameter's value
+        self._validation: threading.Thread | None = None
+        self._validated: tuple[str, object] | None = None  # (name, spec or ConfigError), set by the worker
+        self._validation_lock = threading.Lock()
+        self._reverting = False
+        self.randomization_status = f"in force: '{rand_name}'"
+        self.create_timer(VALIDATION_POLL_S, self._on_validation_poll)
         if mode == "realtime":
             self.create_timer(profile.control_period_s, self._on_timer)
         else:
@@ -160,23 +181,83 @@ class SimBridgeNode(Node):
         for param in params:
             if param.name in READ_ONLY:
                 return SetParametersResult(successful=False, reason=f"{param.name} is read-only; restart the node")
-            if param.name == "randomization_file":
-                try:
-                    self.session.request_randomization(param.value)
-                except ConfigError as exc:
-                    reason = f"rejected: {exc}; kept '{self.session.randomization_name}'"
-                    self.get_logger().error(f"randomization_file {reason}")
-                    return SetParametersResult(successful=False, reason=reason)
-                self.get_logger().info(f"randomization_file '{param.value}' accepted; applies at the next reset")
+        for param in params:
+            if param.name == "randomization_file" and not self._reverting:
+                return self._start_validation(param.value)
         return SetParametersResult(successful=True)
+
+    def _start_validation(self, value) -> SetParametersResult:
+        """Answer a randomization_file set at once; read and check the file in a worker thread.
+
+        Replies carry :meth:`ConfigError.public` (path, field, kind of error), never the
+        file's contents; the full reason goes to this node's log."""
+        kept = f"kept '{self._accepted_randomization}'"
+        if self._validation is not None:
+            return SetParametersResult(successful=False, reason=(
+                f"refused: still validating '{self._validation.name}'; {kept}; try again in a moment"))
+        try:
+            if not isinstance(value, str):
+                raise ConfigError("expected a string (shipped name or YAML path)", kind="expected a string")
+            check_regular_file(randomization_path(value))
+        except ConfigError as exc:
+            return self._refuse_now(exc.public(), str(exc), kept)
+        except OSError as exc:  # not found, no permission: path and strerror only
+            reason = f"{value}: {exc.strerror}"
+            return self._refuse_now(reason, reason, kept)
+        worker = threading.Thread(target=self._validate, args=(value,), name=value, daemon=True)
+        self._validation = worker
+        self.randomization_status = f"validating '{value}'"
+        worker.start()
+        self.get_logger().info(f"randomization_file '{value}': validating in the background; {kept} until then")
+        return SetParametersResult(successful=True, reason="accepted: validating; applies at the next reset "
+                                                           "if valid (see the log or /diagnostics)")
+
+    def _refuse_now(self, public: str, detail: str, kept: str) -> SetParametersResult:
+        self.get_logger().error(f"randomization_file rejected: {detail}; {kept}")
+        return SetParametersResult(successful=False, reason=f"rejected: {public}; {kept}")
+
+    def _validate(self, name: str) -> None:
+        """Worker thread: read and check the file (never touches the simulator's state)."""
+        try:
+            outcome = self.session.check_randomization(name)
+        except ConfigError as exc:
+            outcome = exc
+        except (MemoryError, RecursionError, OSError) as exc:  # limits make these unlikely; still a refusal
+            outcome = ConfigError(f"cannot load ({type(exc).__name__})", source=name, kind=type(exc).__name__)
+        with self._validation_lock:
+            self._validated = (name, outcome)
+
+    def _on_validation_poll(self) -> None:
+        """Executor thread: apply a finished validation, or refuse it and restore the parameter."""
+        with self._validation_lock:
+            done, self._validated = self._validated, None
+        if done is None:
+            return
+        self._validation = None
+        name, outcome = done
+        if isinstance(outcome, ConfigError):
+            kept = self._accepted_randomization
+            self.randomization_status = f"refused '{name}': {outcome.public()}; kept '{kept}'"
+            self.get_logger().error(f"randomization_file '{name}' rejected: {outcome}; kept '{kept}'")
+            self._reverting = True
+            try:
+                self.set_parameters([Parameter("randomization_file", value=kept)])
+            finally:
+                self._reverting = False
+            return
+        self.session.use_randomization(name, outcome)
+        self._accepted_randomization = name
+        self.randomization_status = f"accepted '{name}'; applies at the next reset"
+        self.get_logger().info(f"randomization_file '{name}' valid; applies at the next reset")
 
     # --- helpers ------------------------------------------------------------------------
     def _step_and_publish(self) -> None:
         ok = self.session.tick()
         self._ticks.tick(time.monotonic())
         if not ok:
-            self.get_logger().error(
-                f"physics blow-up (NaN or MuJoCo instability); reset to episode {self.session.counters.episodes}")
+            self._log_blowup("blowup", (
+                f"physics blow-up (NaN or MuJoCo instability); reset to episode {self.session.counters.episodes} "
+                f"({self.session.counters.blowups} blow-ups so far; logged at most every {BLOWUP_LOG_PERIOD_S:g} s)"))
             self._after_reset()
             return
         self._publish_state()
@@ -227,7 +308,7 @@ class SimBridgeNode(Node):
             ("control_steps", c.control_steps), ("episodes", c.episodes), ("blowups", c.blowups),
             ("commands_accepted", c.commands_accepted), ("commands_rejected", c.commands_rejected),
             ("commands_clipped", c.commands_clipped), ("last_rejection", c.last_rejection),
-            ("sim_time_s", f"{s.clock_s:.3f}"))]
+            ("sim_time_s", f"{s.clock_s:.3f}"), ("randomization_status", self.randomization_status))]
         msg = DiagnosticArray(status=[dyn, health])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)

@@ -212,6 +212,10 @@ class Kind:
     ``nonnegative``: results are clipped at 0, and an ``abs`` range must have low >= 0.
     ``default_targets``: target names used when a parameter lists none; None: the target
     type's defaults (e.g. the profile's links). An object kind would give e.g. ``("object",)``.
+    ``plausible``: the physically plausible range of a sampled value per operation, as
+    ``((operation, low, high), ...)`` (:func:`plausible`): a file whose distribution can
+    sample outside it is refused at load, naming the parameter, the bound and the value.
+    ``scale`` defaults to :data:`SCALE_RANGE`; an operation without a range is unchecked.
     """
 
     target: Target
@@ -219,6 +223,7 @@ class Kind:
     operations: tuple[str, ...] = OPERATIONS
     nonnegative: bool = True
     default_targets: tuple[str, ...] | None = None
+    plausible: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self):
         unknown = [op for op in self.operations if op not in OPERATIONS]
@@ -227,6 +232,18 @@ class Kind:
                              f"got {list(self.operations)}")
         if self.target.single and self.default_targets is not None:
             raise ValueError(f"a '{self.target.name}' target type takes no default_targets")
+        for op, low, high in self.plausible:
+            if op not in OPERATIONS or not low < high:
+                raise ValueError(f"plausible range ({op!r}, {low}, {high}): need an operation of "
+                                 f"{list(OPERATIONS)} and low < high")
+
+    def plausible_range(self, operation: str) -> tuple[float, float]:
+        """The plausible ``(low, high)`` of a sampled value under ``operation``, in the unit
+        of the operation (a factor for scale, the kind's unit for add/abs); +-inf if none."""
+        for op, low, high in self.plausible:
+            if op == operation:
+                return low, high
+        return SCALE_RANGE if operation == "scale" else (-math.inf, math.inf)
 
     @property
     def writes(self) -> tuple[str, ...]:
@@ -346,31 +363,58 @@ class EpisodeSetting(Kind):
                 ctx.effects[self.effect][self.target.allowed[i]] = float(value)
 
 
+# Physical plausibility (Kind.plausible): the widest sampled values a robotics engineer would
+# accept for an arm of up to ~20 kg payload, generous enough for any real randomization study
+# (OpenAI's Dactyl, Tan et al. 2018 and Peng et al. 2018 stay inside them by an order of
+# magnitude) and tight enough that a typo (kp x 1e300) is refused at load instead of making
+# every physics step blow up. Scale factors: 1/100 .. 100 times the nominal value.
+SCALE_RANGE = (0.01, 100.0)
+GAIN_SCALE_RANGE = (0.1, 10.0)  # kp, kd: beyond 10x the profile's gains the PD loop is unstable at 500 Hz
+
+
+def plausible(*, scale: tuple[float, float] | None = SCALE_RANGE, add: tuple[float, float] | None = None,
+              abs: tuple[float, float] | None = None) -> tuple[tuple[str, float, float], ...]:  # noqa: A002
+    """The ``plausible`` field of a :class:`Kind`: ``(low, high)`` per operation."""
+    return tuple((op, *rng) for op, rng in (("scale", scale), ("add", add), ("abs", abs)) if rng is not None)
+
+
 # THE KIND TABLE: every quantity a distribution file can randomize, by kind name (the
 # parameter name, or its ``kind:``). One entry per kind; other modules use register_kind().
 KINDS: dict[str, Kind] = {
-    "body_mass": BodyMass(BODY, "link mass in kg; inertia is rescaled by the same ratio"),
-    "joint_damping": ModelField(JOINT_DOF, "passive joint damping in N m s/rad", path="dof_damping"),
+    "body_mass": BodyMass(BODY, "link mass in kg; inertia is rescaled by the same ratio",
+                          plausible=plausible(add=(-50.0, 50.0), abs=(0.0, 100.0))),
+    "joint_damping": ModelField(JOINT_DOF, "passive joint damping in N m s/rad", path="dof_damping",
+                                plausible=plausible(add=(-500.0, 500.0), abs=(0.0, 500.0))),
     "joint_frictionloss": ModelField(JOINT_DOF, "dry (Coulomb) joint friction, stiction, in N m",
-                                     path="dof_frictionloss"),
-    "joint_armature": ModelField(JOINT_DOF, "rotor inertia added to the joint, in kg m^2", path="dof_armature"),
+                                     path="dof_frictionloss",
+                                     plausible=plausible(add=(-200.0, 200.0), abs=(0.0, 200.0))),
+    "joint_armature": ModelField(JOINT_DOF, "rotor inertia added to the joint, in kg m^2", path="dof_armature",
+                                 plausible=plausible(add=(-10.0, 10.0), abs=(0.0, 10.0))),
     "geom_friction": ModelField(GEOM, "sliding friction coefficient of contact geoms",
-                                path="geom_friction", column=0),
-    "actuator_kp": PositionGain(JOINT_ACTUATOR, "position-actuator stiffness (P gain) in N m/rad"),
+                                path="geom_friction", column=0,
+                                plausible=plausible(add=(-5.0, 5.0), abs=(0.0, 5.0))),
+    "actuator_kp": PositionGain(JOINT_ACTUATOR, "position-actuator stiffness (P gain) in N m/rad",
+                                plausible=plausible(scale=GAIN_SCALE_RANGE, add=(-1e4, 1e4), abs=(0.0, 1e4))),
     "actuator_kd": ModelField(JOINT_ACTUATOR, "position-actuator damping (D gain) in N m s/rad",
-                              path="actuator_biasprm", column=2, sign=-1.0),
+                              path="actuator_biasprm", column=2, sign=-1.0,
+                              plausible=plausible(scale=GAIN_SCALE_RANGE, add=(-1e3, 1e3), abs=(0.0, 1e3))),
     "joint_limit_offset": JointLimitOffset(JOINT, "shift of both joint position limits, rad",
-                                           operations=("add",), nonnegative=False),
+                                           operations=("add",), nonnegative=False,
+                                           plausible=plausible(add=(-0.5, 0.5))),
     "gravity": ModelField(AXIS, "gravity vector component in m/s^2", path="opt.gravity",
-                          operations=("add", "abs"), nonnegative=False),
+                          operations=("add", "abs"), nonnegative=False,
+                          plausible=plausible(add=(-30.0, 30.0), abs=(-30.0, 30.0))),
     "action_latency": EpisodeSetting(NO_TARGET, "delay from command to actuator, in control steps "
                                                 "(fractional values delay by physics sub-steps)",
-                                     operations=("abs",), effect="action_latency_steps"),
+                                     operations=("abs",), effect="action_latency_steps",
+                                     plausible=plausible(abs=(0.0, 20.0))),
     "obs_noise_std": EpisodeSetting(SIGNAL, "std of Gaussian noise added to an observed signal "
                                             "(joint_pos in rad, joint_vel in rad/s)",
-                                    operations=("abs",), effect="obs_noise_std"),
+                                    operations=("abs",), effect="obs_noise_std",
+                                    plausible=plausible(abs=(0.0, 1.0))),
     "action_noise_std": EpisodeSetting(NO_TARGET, "std of Gaussian noise added to joint position commands, rad",
-                                       operations=("abs",), effect="action_noise_std"),
+                                       operations=("abs",), effect="action_noise_std",
+                                       plausible=plausible(abs=(0.0, 0.5))),
 }
 BUILTIN_KINDS: tuple[str, ...] = tuple(KINDS)
 
@@ -530,15 +574,24 @@ def shipped_randomization_path(name: str) -> Path:
     return package_path("sim_bridge", f"config/randomization/{name}.yaml")
 
 
-def load_randomization(path_or_name: str | os.PathLike) -> RandomizationSpec:
-    """Load a distribution file by path, or a shipped one by name (``default``, ``none``)."""
+def randomization_path(path_or_name: str | os.PathLike) -> Path:
+    """The file of a distribution given by path, or by shipped name (``default``, ``none``)."""
     text = os.fspath(path_or_name)
+    if not text:
+        raise ConfigError("empty name; give a shipped name (default, none) or a YAML path", kind="empty name")
     if os.sep in text or text.endswith((".yaml", ".yml")):
-        path = Path(text)
-    else:
-        path = shipped_randomization_path(text)
-        if not path.is_file():
-            raise ConfigError(f"no shipped randomization named '{text}' (looked for {path})")
+        return Path(text)
+    path = shipped_randomization_path(text)
+    if not path.is_file():
+        raise ConfigError(f"no shipped randomization named '{text}' (looked for {path})",
+                          kind=f"no shipped randomization named '{text}'")
+    return path
+
+
+def load_randomization(path_or_name: str | os.PathLike) -> RandomizationSpec:
+    """Load a distribution file by path, or a shipped one by name (``default``, ``none``),
+    with the stack's safe reader (:func:`sim_bridge.config.load_yaml_file`)."""
+    path = randomization_path(path_or_name)
     return parse_randomization(load_yaml_mapping(path), source=path)
 
 
@@ -601,8 +654,33 @@ def _parse_parameter(name: Any, body: Any, source) -> ParameterSpec:
         raise r.error("low", "a scale factor must stay > 0: give low > 0")
     if spec_kind.nonnegative and operation == "abs" and low < 0:
         raise r.error("low", f"{kind} cannot be negative: give low >= 0")
+    _check_plausible(r, spec_kind, kind, operation, dist)
     r.finish()
     return ParameterSpec(name, kind, operation, dist, targets, shared)
+
+
+# An unbounded normal's support is taken as mean +- this many std for the plausibility check
+# (the chance of a sample beyond it is 2e-9).
+PLAUSIBLE_NORMAL_STD = 6.0
+
+
+def _check_plausible(r: FieldReader, spec_kind: Kind, kind: str, operation: str, dist: Distribution) -> None:
+    """Refuse a distribution that can sample outside the kind's plausible range (the
+    message names the parameter, the field, the bound and the value)."""
+    lo, hi = spec_kind.plausible_range(operation)
+    low, high = dist.bounds()
+    if dist.type == "normal":
+        spread = PLAUSIBLE_NORMAL_STD * dist.std
+        low = max(low, dist.mean - spread)
+        high = min(high, dist.mean + spread)
+    unit = "factor" if operation == "scale" else "value"
+    for field_name, value, bad in (("low", low, low < lo), ("high", high, high > hi)):
+        if bad:
+            key = field_name if r.has(field_name) else ("std" if dist.type == "normal" else field_name)
+            what = value if r.has(field_name) else f"{value:.6g} (mean +- {PLAUSIBLE_NORMAL_STD:g} std)"
+            raise ConfigError(f"{kind} {operation} {unit} {what} is outside the plausible range "
+                              f"[{lo:g}, {hi:g}]", source=r.source, field=f"{r.prefix}.{key}",
+                              kind=f"outside the plausible range [{lo:g}, {hi:g}] for {kind} {operation}")
 
 
 def _parse_distribution(r: FieldReader) -> Distribution:
@@ -732,7 +810,8 @@ class DynamicsRandomizer:
                                   source=spec.source, field="joint_gaussian.names")
             self._gauss_idx = np.array([index[n] for n in spec.joint_gaussian.names])
             self._gauss_factor = gaussian_factor(spec.joint_gaussian.cov)
-            bounds = np.array([self._elements[i].param.distribution.bounds() for i in self._gauss_idx])
+            # truncated to each element's bounds and its kind's plausible range
+            bounds = np.array([_plausible_bounds(self._elements[i]) for i in self._gauss_idx])
             self._gauss_low, self._gauss_high = bounds[:, 0], bounds[:, 1]
             # Rejection sampling needs the bounds to hold some of the Gaussian's mass.
             probe = self._draw_gaussian(np.random.default_rng(0), 4000)
@@ -831,6 +910,13 @@ class DynamicsRandomizer:
         for element, v in zip(self._elements, values):
             element.kind.apply(ctx, element.ids, element.param.operation, v)
         return EpisodeEffects(**ctx.effects)
+
+
+def _plausible_bounds(element) -> tuple[float, float]:
+    """An element's distribution bounds intersected with its kind's plausible range."""
+    low, high = element.param.distribution.bounds()
+    p_low, p_high = element.kind.plausible_range(element.param.operation)
+    return max(low, p_low), min(high, p_high)
 
 
 def gaussian_factor(cov: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ scene, and defines the error its success criterion bounds (:meth:`SimSession.tas
 :class:`SimSession` owns an :class:`~sim_bridge.simulator.ArmSimulator` and applies the
 bridge's rules: commands are validated (wrong length or non-finite -> rejected, the
 previous command stays in force; out of range -> clipped and counted); a new
-randomization file is validated at once and used from the next reset; a physics
+randomization file is validated (:meth:`SimSession.check_randomization` may run in a worker
+thread) and used from the next reset; a physics
 blow-up resets the episode instead of crashing. The ROS node is a thin shell over it.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sim_bridge.profile import RobotProfile
-from sim_bridge.randomization import RandomizationSpec, load_randomization
+from sim_bridge.randomization import DynamicsRandomizer, RandomizationSpec, load_randomization
 from sim_bridge.simulator import ArmSimulator
 from sim_bridge.tasks import ReachTask, Task
 
@@ -76,7 +77,18 @@ class SimSession:
     def request_randomization(self, name_or_path: str | os.PathLike) -> None:
         """Load and check a distribution file against this model now (ConfigError: nothing
         changes); it is used from the next reset on."""
+        self.use_randomization(name_or_path, self.check_randomization(name_or_path))
+
+    def check_randomization(self, name_or_path: str | os.PathLike) -> RandomizationSpec:
+        """Load a distribution file and check it against this robot's model; changes nothing,
+        so a worker thread may call it while another thread steps (the slow part of
+        :meth:`request_randomization`). Raises ConfigError with the reason."""
         spec = load_randomization(name_or_path)
+        DynamicsRandomizer(spec, self.sim.model, self.profile, self.sim.nominal)
+        return spec
+
+    def use_randomization(self, name_or_path: str | os.PathLike, spec: RandomizationSpec) -> None:
+        """Use a checked distribution from the next reset on (in the stepping thread)."""
         self.sim.set_randomization(spec)
         self._pending = (os.fspath(name_or_path), spec)
 

@@ -9,6 +9,7 @@ sampled action noise added. Observations carry the sampled observation noise.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -21,6 +22,25 @@ from sim_bridge.observations import clip
 from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import (DynamicsRandomizer, EpisodeEffects, NominalModel,
                                       RandomizationSpec)
+
+_MUJOCO_LOG = logging.getLogger("mujoco")
+
+
+def _mujoco_warning(message: str) -> None:
+    _MUJOCO_LOG.debug("%s", message)
+
+
+def route_mujoco_warnings() -> None:
+    """Send MuJoCo's warnings to the Python logger ``mujoco`` (DEBUG) instead of its default
+    handler, which prints them and appends them to ``MUJOCO_LOG.TXT`` in the process's
+    working directory (~100 kB/s from a node whose physics blows up every step). The
+    simulator detects the instabilities these warnings announce itself (``blew_up``) and
+    its users report them, throttled. Errors keep MuJoCo's handler: the Python bindings
+    turn them into ``mujoco.FatalError``. Idempotent; a handler someone else installed is
+    kept."""
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_mujoco_warning)
+
 
 # Joint velocities above this (rad/s) are treated as a physics blow-up.
 BLOWUP_VELOCITY_RAD_S = 1.0e3
@@ -97,6 +117,7 @@ class ArmSimulator:
     def __init__(self, profile: RobotProfile, randomization: RandomizationSpec | None = None,
                  seed: int | None = None, scene=None):
         """``scene``: a task's ``add_to_scene(spec)`` hook (see :func:`build_model`)."""
+        route_mujoco_warnings()
         self.profile = profile
         self.model = build_model(profile, scene)
         self.data = mujoco.MjData(self.model)

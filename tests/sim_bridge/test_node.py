@@ -127,14 +127,26 @@ def test_reset_resamples_dynamics_and_goal(graph_factory):
         [g.goals[-1].point.x, g.goals[-1].point.y, g.goals[-1].point.z], g.bridge.session.goal))
 
 
+def set_randomization(g: Graph, value: str, timeout_s: float = 20.0):
+    """Set randomization_file and spin until the bridge's background validation finished:
+    (the immediate SetParametersResult, the bridge's randomization_status afterwards)."""
+    result = g.bridge.set_parameters([Parameter("randomization_file", value=value)])[0]
+    if result.successful:
+        assert g.spin(timeout_s, until=lambda: not g.bridge.randomization_status.startswith("validating")), \
+            "validation did not finish"
+    return result, g.bridge.randomization_status
+
+
 def test_invalid_randomization_file_is_rejected_and_old_kept(graph_factory, tmp_path):
+    # Behaviour changed with the background validation (issue 12): a set is answered at once
+    # ("accepted: validating"); an invalid file is then refused on /diagnostics and in the
+    # log, and the parameter returns to the file in force.
     g = graph_factory(seed=4)
     bad = tmp_path / "bad.yaml"
     bad.write_text("randomization_version: 1\nparameters:\n  body_mass: {operation: scale, distribution: "
                    "uniform, low: 2.0, high: 1.0}\n")
-    result = g.bridge.set_parameters([Parameter("randomization_file", value=str(bad))])[0]
-    assert not result.successful
-    assert "parameters.body_mass.high" in result.reason and "kept 'default'" in result.reason
+    result, status = set_randomization(g, str(bad))
+    assert status.startswith("refused") and "parameters.body_mass.high" in status and "kept 'default'" in status
     assert g.bridge.get_parameter("randomization_file").value == "default"
     g.reset()
     assert g.bridge.session.randomization_name == "default"
@@ -143,11 +155,13 @@ def test_invalid_randomization_file_is_rejected_and_old_kept(graph_factory, tmp_
     unknown_body = tmp_path / "unknown_body.yaml"
     unknown_body.write_text("randomization_version: 1\nparameters:\n  body_mass: {targets: [no_such_link], "
                             "operation: scale, distribution: uniform, low: 0.5, high: 1.5}\n")
-    result = g.bridge.set_parameters([Parameter("randomization_file", value=str(unknown_body))])[0]
-    assert not result.successful and "no_such_link" in result.reason
+    result, status = set_randomization(g, str(unknown_body))
+    assert status.startswith("refused") and "parameters.body_mass" in status
+    assert g.bridge.get_parameter("randomization_file").value == "default"
 
-    result = g.bridge.set_parameters([Parameter("randomization_file", value="none")])[0]
-    assert result.successful
+    result, status = set_randomization(g, "none")
+    assert result.successful and status.startswith("accepted")
+    assert g.bridge.get_parameter("randomization_file").value == "none"
     assert g.bridge.session.randomization_name == "default", "a new file applies at the next reset"
     g.reset()
     assert g.bridge.session.randomization_name == "none"

@@ -233,9 +233,10 @@ def test_blowup_is_detected_and_reset_recovers(profile, poison):
 
 
 def test_blowup_from_extreme_dynamics_sample(profile):
-    """A dynamics sample the integrator cannot handle (gravity -1e6 m/s^2) is reported, not hidden."""
+    """A dynamics sample the integrator cannot handle (gravity -1e6 m/s^2) is reported, not hidden.
+    (A file cannot sample it any more, issue 12: the value is forced through reset(dynamics=).)"""
     spec = spec_of({"gravity": {"targets": ["z"], "operation": "abs", "distribution": "uniform",
-                                "low": -1e9, "high": 1e9}})
+                                "low": -30.0, "high": 30.0}})
     sim = ArmSimulator(profile, spec, seed=0)
     sim.reset(dynamics=np.array([-1e6]))
     results = [sim.step() for _ in range(3)]
