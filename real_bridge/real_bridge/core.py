@@ -22,14 +22,35 @@ Rules:
   interface) the finite difference of the positions over the hardware stamps (rad/s).
 * **Policy commands** (profile order, rad) are checked on arrival with the filter's
   :meth:`~real_bridge.safety.SafetyFilter.check`: NaN/inf, wrong length or non-numbers are
-  rejected, counted, and are not commands (the previous one stays, the command timeout
-  keeps running). A valid command replaces the previous one; one replaced before a cycle
-  used it is counted as dropped.
+  rejected, counted, and are not commands: the last valid command stays in force until the
+  command timeout (counted from that command), then the bridge holds the measured position.
+  A valid command replaces the previous one.
+* **Every command received is counted once** (``commands_received``), in exactly one of:
+  ``commands_rejected:<kind>`` (invalid), ``commands_used`` (a run cycle sent it through the
+  filter), ``commands_superseded`` (a newer valid one arrived before a run cycle used it),
+  ``commands_discarded`` (still unused at a (re-)activation, which starts afresh), or it is
+  the one pending (``commands_pending``, 0 or 1). So ``received = used + superseded +
+  rejected + discarded + pending`` at all times. Messages the middleware replaced in its
+  queue before the node took them never reach the core and are in no counter.
 * **The cycle** asks the watchdog (run / hold / stop / waiting), passes the latest command
   (run) or the frozen hold target (hold) through the safety filter and returns what to send;
-  stop and waiting send nothing. After a stop the step limit restarts from the measured
-  position. It also returns the state to relay on the policy side: the latest good one, at
-  periodic cycles only and never during a stop.
+  stop and waiting send nothing. It also returns the state to relay on the policy side: the
+  latest good one, at periodic cycles only and never during a stop.
+* **STOP -> RUN (or HOLD): the step limit continues from the last command sent**, not from
+  the measured position. During a stop the bridge sends nothing and the ros2_control
+  position controller keeps its last command: that command, not the measurement, is where
+  the controller is taking the arm, so the first command after the stop moves at most one
+  step from it (stepping from a measurement that lags the command was a jump of up to
+  6.5 steps for the controller). When the measured position is far from that command
+  (more than :data:`RESUME_WARN_STEPS` steps on a joint: the arm was moved by hand, or a
+  controller did not track, while the bridge was stopped), the bridge still ramps from the
+  held command at the step limit and never jumps to the measurement or to the policy's
+  target: a jump in the commanded position is what a position controller turns into a
+  torque spike, and the held command is what the arm is already being driven to. The
+  offset is reported (``last_resume_offset_rad``, ``resumes_far_from_command``, a WARN log
+  line), so an operator sees it. Only an activation (an explicit lifecycle transition, after
+  which a controller may have been switched or restarted) starts from the measured
+  position.
 * **reset** samples a new goal in the profile's reach workspace (seeded); it touches
   nothing else: a real arm's physics cannot be resampled and reset does not move it.
 * **Every intervention is counted** (:attr:`BridgeCore.counters`, the filter's and the
@@ -56,7 +77,7 @@ from sim_bridge.rates import RateMeter
 from sim_bridge.tasks import ReachTask, Task
 
 __all__ = ["COMMAND_REJECTIONS", "ERROR", "FOREIGN", "LENGTH", "MISSING_JOINTS", "NON_FINITE_STATE", "OK",
-           "OUT_OF_ORDER", "STATE_REJECTIONS", "WARN", "BridgeCore", "CycleOutput", "HardwareState", "Health",
+           "OUT_OF_ORDER", "RESUME_WARN_STEPS", "STATE_REJECTIONS", "WARN", "BridgeCore", "CycleOutput", "HardwareState", "Health",
            "Intake"]
 
 # hardware joint state rejections (and foreign states, which are not rejections)
@@ -69,6 +90,7 @@ GOAL = "goal"
 # diagnostic levels (the node maps them to diagnostic_msgs/DiagnosticStatus)
 OK, WARN, ERROR = "ok", "warn", "error"
 RATE_WINDOW = 100                # control timer ticks behind achieved_rate_hz
+RESUME_WARN_STEPS = 3            # STOP -> RUN further than this many steps from the last command: WARN
 FILTER_TIMING_WINDOW = 1000      # filter calls behind the p50/p99 timings
 
 
@@ -109,7 +131,9 @@ class CycleOutput:
     filter), or None: send nothing. ``hardware_command``: the same in ``controller_joints``
     order. ``filter_result``: the filter's answer (interventions, reason), None when the
     filter was not called (stop, waiting). ``relay``: the state to relay on the policy side,
-    or None.
+    or None. ``resume``: at the first cycle after a stop whose measured position is more than
+    :data:`RESUME_WARN_STEPS` steps from the last command sent, a sentence saying so (the
+    node logs it as a warning), else "".
     """
 
     decision: Decision
@@ -117,6 +141,7 @@ class CycleOutput:
     hardware_command: np.ndarray | None
     filter_result: FilterResult | None
     relay: HardwareState | None
+    resume: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,15 +201,19 @@ class BridgeCore:
         self.last_rejection = ""                      # policy command or hardware state
         self.missing_joints: list[str] = []           # of the last state rejected for missing joints
         self.last_hold_latency_s = float("nan")       # last valid command -> first hold command (s)
+        self.last_resume_offset_rad = float("nan")    # at the last STOP -> RUN/HOLD: max |measured - last sent|
         self.fault = ""                               # set by the node: no more commands until activate()
         self._filter_ns: deque[int] = deque(maxlen=FILTER_TIMING_WINDOW)
 
     # --- lifecycle ------------------------------------------------------------------------
     def activate(self) -> None:
-        """Start commanding afresh: no old command or state counts (the e-stop stays latched),
-        the step limit starts from the measured position, a fault is cleared."""
+        """Start commanding afresh: no old command or state counts (the e-stop stays latched; a
+        command still pending is counted as discarded), the step limit starts from the
+        measured position, a fault is cleared."""
         self.watchdog.reset()
         self.filter.reset_reference()
+        if self._fresh_command:
+            self.counters["commands_discarded"] += 1
         self._fresh_command, self.target = False, None
         self.fault = ""
 
@@ -249,18 +278,32 @@ class BridgeCore:
     # --- policy side ----------------------------------------------------------------------
     def on_command(self, values, arrival_s: float) -> Intake:
         """A policy command (absolute joint targets, profile order, rad) received at
-        ``arrival_s`` (s, monotonic)."""
+        ``arrival_s`` (s, monotonic). Counted as the module docstring says."""
+        self.counters["commands_received"] += 1
         cmd, kind, reason = self.filter.check(values)
         if cmd is None:
             self.counters[f"commands_rejected:{kind}"] += 1
-            self.last_rejection = f"joint_commands rejected: {reason}; kept the previous command"
+            self.last_rejection = f"joint_commands rejected: {reason}; {self._rejection_consequence()}"
             return Intake(False, kind, self.last_rejection)
         if self._fresh_command:
-            self.counters["commands_dropped"] += 1  # replaced before a cycle used it
+            self.counters["commands_superseded"] += 1  # replaced before a run cycle used it
         self.target, self._fresh_command = cmd, True
         self.counters["commands"] += 1
         self.watchdog.on_command(arrival_s)
         return ACCEPTED
+
+    def _rejection_consequence(self) -> str:
+        """What a rejected command leaves in force, in words (the watchdog's timeout in periods and ms)."""
+        wd = self.watchdog
+        if wd.mode == STOP:
+            return "the bridge is stopped (no fresh hardware state) and sends nothing"
+        if wd.mode == HOLD:
+            return f"the bridge keeps holding ({wd.cause})"
+        if self.target is None:
+            return "no valid command yet: nothing is sent until one arrives"
+        timeout = f"{wd.command_timeout_periods} periods = {1e3 * wd.command_timeout_s:.0f} ms"
+        return (f"the last valid command stays in force until the command timeout ({timeout} after it), then "
+                "the bridge holds the measured position")
 
     def set_goal(self, position_m) -> Intake:
         """A new reach target (x, y, z in the base frame, m); non-finite ones are rejected."""
@@ -307,12 +350,15 @@ class BridgeCore:
         measured = state.position_rad if state is not None else None
         previous = wd.mode
         decision = wd.evaluate(now_s, measured)
-        if previous == STOP and decision.mode != STOP:
-            # After a gap in the measurements the last command is not known to be where the arm
-            # is (a controller may have been switched meanwhile): step from the measured position.
-            self.filter.reset_reference()
+        resume = ""
+        if previous == STOP and decision.mode in (RUN, HOLD):
+            # The step limit continues from the last command sent (what the controller held
+            # during the stop); see the module docstring.
+            resume = self._resume_offset(measured)
         result = None
         if decision.mode == RUN:
+            if self._fresh_command:
+                self.counters["commands_used"] += 1
             self._fresh_command = False
             start = time.perf_counter_ns()
             result = self.filter.filter(self.target, measured, self.period_s)
@@ -327,7 +373,25 @@ class BridgeCore:
             if decision.changed and decision.mode == HOLD and wd.last_command_s is not None:
                 self.last_hold_latency_s = now_s - wd.last_command_s
         out_state = state if relay and decision.mode != STOP else None
-        return CycleOutput(decision, command, hardware, result, out_state)
+        return CycleOutput(decision, command, hardware, result, out_state, resume)
+
+    def _resume_offset(self, measured: np.ndarray | None) -> str:
+        """At a STOP -> RUN/HOLD: record how far the measured position is from the last command
+        sent (rad); a sentence when it is more than :data:`RESUME_WARN_STEPS` steps on a joint."""
+        reference = self.filter.reference
+        if reference is None or measured is None:
+            return ""  # nothing sent since activation: the filter starts from the measured position
+        offset = np.abs(measured - reference)
+        self.last_resume_offset_rad = float(offset.max())
+        steps = offset / self.filter.step_limit(self.period_s)
+        far = np.flatnonzero(steps > RESUME_WARN_STEPS)
+        if not far.size:
+            return ""
+        self.counters["resumes_far_from_command"] += 1
+        names = [self.profile.joint_names[i] for i in far]
+        return (f"resuming after a stop with the measured position {self.last_resume_offset_rad:.3f} rad "
+                f"({steps.max():.1f} steps) from the last command sent, for joint(s) {names} (moved while "
+                f"stopped?): ramping from the command the controller holds at the step limit, not jumping")
 
     # --- reporting --------------------------------------------------------------------------
     def _stop_context(self, decision: Decision) -> str:
@@ -365,7 +429,9 @@ class BridgeCore:
             "target_rate_hz": f"{1 / self.period_s:g}", "achieved_rate_hz": f"{self.achieved_rate_hz():.2f}",
             "hardware_commands": c["hardware_commands"], "hardware_states": c["hardware_states"],
             "missing_joints": ",".join(self.missing_joints),
-            "commands": c["commands"], "commands_dropped": c["commands_dropped"],
+            "commands": c["commands"], "commands_received": c["commands_received"],
+            "commands_used": c["commands_used"], "commands_superseded": c["commands_superseded"],
+            "commands_discarded": c["commands_discarded"], "commands_pending": int(self._fresh_command),
             "commands_rejected": sum(v for k, v in c.items() if k.startswith("commands_rejected:")),
             "hardware_states_rejected": sum(v for k, v in c.items() if k.startswith("hardware_states_rejected:")),
             **{f"rejected_command_{k}": c[f"commands_rejected:{k}"] for k in COMMAND_REJECTIONS},
@@ -373,6 +439,8 @@ class BridgeCore:
             **{f"filter_{k}": flt.counters[k] for k in CLIPS + REJECTIONS},
             **{k.replace(":", "_"): v for k, v in wd.counts().items()},
             "last_hold_latency_ms": f"{1e3 * self.last_hold_latency_s:.1f}",
+            "last_resume_offset_rad": f"{self.last_resume_offset_rad:.4f}",
+            "resumes_far_from_command": c["resumes_far_from_command"],
             "filter_p50_us": f"{np.percentile(filter_us, 50):.1f}" if filter_us.size else "nan",
             "filter_p99_us": f"{np.percentile(filter_us, 99):.1f}" if filter_us.size else "nan",
             "last_rejection": self.last_rejection, "last_intervention": flt.last_intervention,

@@ -51,7 +51,7 @@ Parameters (read-only; set them in launch/config/real_bridge.yaml):
 The control cycle (a steady-clock timer at the control rate; the rules are
 :meth:`BridgeCore.cycle <real_bridge.core.BridgeCore.cycle>`): take the latest valid policy
 command (commands arriving faster than the rate replace each other; the replaced ones are
-counted as dropped), ask the watchdog (run / hold / stop / waiting, see
+counted as superseded), ask the watchdog (run / hold / stop / waiting, see
 :mod:`real_bridge.watchdog`), pass the command or the hold target through the safety filter
 (see :mod:`real_bridge.safety`), publish the result to the hardware, relay the joint state to
 the policy. Invalid policy commands (NaN/inf, wrong length) are rejected on arrival and do
@@ -464,6 +464,8 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         """Log a mode change (and publish the diagnostics), a filter intervention, or a
         continuing hold/stop, each throttled per cause."""
         decision, result = out.decision, out.filter_result
+        if out.resume:
+            self.get_logger().warning(out.resume)
         if decision.changed:
             if decision.mode in (HOLD, STOP):
                 self._log_throttled.mark(f"mode:{decision.cause}")  # repeats are throttled from here

@@ -17,8 +17,10 @@ Rules (per joint, ``lo = lower + margin``, ``hi = upper - margin`` from the robo
 * **Step limit**: the output is clipped into ``[ref - s, ref + s]`` (``step_limit``),
   where ``ref`` is the last command this filter put out (so "sent": call :meth:`filter`
   only for commands you then publish) or, when there is none (start, after
-  :meth:`reset_reference`; the node resets it at activation and when fresh joint states
-  return after a stop), the measured position. This bounds the commanded joint
+  :meth:`reset_reference`; the bridge resets it at activation only), the measured
+  position. After a stop (no fresh joint states) the reference stays the last command
+  sent: that is what the ros2_control position controller held meanwhile, so the first
+  command after the stop moves at most one step from it (:mod:`real_bridge.core`). This bounds the commanded joint
   velocity to the profile's limits, whatever the policy asks for. The node passes the
   nominal control period, not the measured gap since the last cycle: a late cycle must
   not widen the step.
@@ -156,7 +158,8 @@ class SafetyFilter:
 
     def reset_reference(self, position_rad=None) -> None:
         """Forget the last output (or set it): the next step limit is taken from this position,
-        or from the measured one when None. The node calls it at activation."""
+        or from the measured one when None. The bridge calls it at activation (not after a
+        stop: the controller still holds the last output then)."""
         if position_rad is None:
             self._reference = None
             return

@@ -9,7 +9,9 @@ Modes, checked in this order at each :meth:`Watchdog.evaluate`:
   arrived more than ``state_timeout_periods`` control periods ago (``state_timeout``).
   The bridge sends nothing: without a measurement it cannot know where the arm is, and a
   ros2_control position controller keeps its last command, which is the safest thing
-  for it to do. A state that is rejected (missing joints, NaN, out of order) is not fresh.
+  for it to do. When fresh states return, the safety filter's step limit continues from
+  that last command (:mod:`real_bridge.core`), so commanding resumes without a jump.
+  A state that is rejected (missing joints, NaN, out of order) is not fresh.
 * ``hold`` (``estop``): an e-stop latched by :meth:`estop`; only :meth:`release` ends it.
   A software hold, not a replacement for the arm's hardware e-stop.
 * ``waiting``: no valid policy command since activation; nothing is sent (the bridge does

@@ -11,14 +11,16 @@ README "What the bridge guarantees" (whatever the policy sends):
   G5 reset only samples a goal (no physics resampling, no arm motion) -> test_g5_*
   G6 every intervention is counted on /diagnostics                 -> test_g6_*
 docs/architecture.md (real_bridge) and the node's interface:
-  A1 the step reference is the last command sent (the measured position before the first);
+  A1 the step reference is the last command sent (the measured position before the first,
+     and after an activation; after a stop it stays the last command sent);
      a hold far from the last command ramps there at the velocity limit; a late cycle does
      not widen the step; a joint parked outside the band never goes further out
   A2 hold = the measured position frozen when the hold starts; stop = send nothing
   A3 the hold starts at the command timeout, not at the next tick (hold_due)
   A4 timeouts use arrival times; stamps only order readings (older -> rejected; a clock
      that jumps back stops the bridge until re-activation)
-  A5 bursts: a cycle uses only the latest command, the others are counted as dropped
+  A5 bursts: a cycle uses only the latest command, the others are counted as superseded;
+     every command received is in exactly one counter
   A6 joint_states relayed once per control cycle: the latest state, profile order,
      hardware stamp; none during a stop
   A7 e-stop release: hold until a command newer than the release
@@ -116,6 +118,14 @@ def expected_filter(command, reference):
     return np.clip(np.clip(command, low, high), reference - STEP, reference + STEP)
 
 
+def assert_counters_add_up(core: BridgeCore) -> None:
+    """Every command received is in exactly one counter (the core's docstring)."""
+    v = values(core)
+    total = v["commands_used"] + v["commands_superseded"] + v["commands_rejected"] + v["commands_discarded"] + \
+        v["commands_pending"]
+    assert v["commands_received"] == total, v
+
+
 # --- G1: every hardware command passes the safety filter ----------------------------------------
 
 def test_g1_defaults_are_the_documented_ones():
@@ -152,10 +162,32 @@ def test_g1_nan_inf_wrong_length_commands_are_rejected_and_never_sent(bad, kind)
     assert rig.period(good).command is not None
     result = rig.command(bad)
     assert not result.accepted and result.kind == kind
-    assert "joint_commands rejected" in result.reason and "kept the previous command" in result.reason
+    assert "joint_commands rejected" in result.reason and "the last valid command stays in force" in result.reason
     out = rig.period()
     np.testing.assert_array_equal(out.command, good, err_msg="the previous command stays in force")
     assert rig.core.counters[f"commands_rejected:{kind}"] == 1 and rig.core.counters["commands"] == 1
+
+
+def test_g1_the_rejection_message_says_what_really_happens():
+    """Issue 12: the message said "kept the previous command" although the bridge holds 40 ms
+    later. It now says both, with the timeout, and the cycles do exactly that."""
+    rig = Rig()
+    assert "no valid command yet: nothing is sent" in rig.command([np.nan] * N).reason
+    rig.period(Q + DELTA)
+    rig.state()
+    reason = rig.command([np.nan] * N).reason
+    assert reason == ("joint_commands rejected: non-finite value for joint(s) " + str(JOINTS) + "; the last valid "
+                      "command stays in force until the command timeout (2 periods = 40 ms after it), then the "
+                      "bridge holds the measured position")
+    outs = [rig.period(np.r_[np.nan, Q[1:]]) for _ in range(4)]
+    modes = [o.decision.mode for o in outs]
+    assert modes[0] == RUN and modes[-1] == HOLD and outs[-1].decision.cause == COMMAND_TIMEOUT, modes
+    for o in outs:   # in force until the timeout, then the measured position
+        np.testing.assert_array_equal(o.command, Q + DELTA if o.decision.mode == RUN else Q)
+    assert "the bridge keeps holding (command_timeout)" in rig.command([np.nan] * N).reason
+    rig.advance(5)
+    rig.cycle()
+    assert "the bridge is stopped" in rig.command([np.nan] * N).reason
 
 
 def test_g1_rejected_commands_are_not_commands_the_watchdog_holds_through_them():
@@ -169,8 +201,8 @@ def test_g1_rejected_commands_are_not_commands_the_watchdog_holds_through_them()
 def test_g1_any_input_sequence_produces_only_filtered_commands():
     """Random commands (valid, far out, NaN, wrong length, not numbers), random states (good,
     NaN, missing joints, out of order, pauses), e-stops and irregular cycle times: every
-    command sent is within the band and one step of the previous one (of the measured position
-    after a stop), and a run cycle sends exactly the filtered latest valid command."""
+    command sent is within the band and one step of the previous one (across stops too), a run
+    cycle sends exactly the filtered latest valid command, and the command counters add up."""
     rng = np.random.default_rng(0)
     rig = Rig()
     core = rig.core
@@ -213,8 +245,6 @@ def test_g1_any_input_sequence_produces_only_filtered_commands():
         mode = out.decision.mode
         if mode in (STOP, WAITING):
             assert out.command is None and out.hardware_command is None
-            if mode == STOP:
-                reference = None  # the first command after a stop steps from the measured position
             continue
         c = out.command
         assert c is not None and c.shape == (N,) and np.isfinite(c).all()
@@ -226,6 +256,7 @@ def test_g1_any_input_sequence_produces_only_filtered_commands():
             np.testing.assert_allclose(c, expected_filter(latest, ref), rtol=0, atol=EPS)
             checked += 1
         reference = c
+        assert_counters_add_up(core)
     assert checked > 300 and core.counters["hardware_commands"] > 500
 
 
@@ -347,14 +378,73 @@ def test_g3_rejected_states_are_not_fresh(bad):
     assert health.level == ERROR and "hardware joint_states rejected" in health.message
 
 
-def test_g3_after_a_stop_the_step_limit_restarts_from_the_measured_position():
-    rig = Rig()
-    rig.sent([FAR] * 10)  # the last command is now ~10 steps away from the arm at Q
-    for _ in range(5):
+def stop_with_the_arm_behind(rig):
+    """Run towards FAR at the step limit while the arm lags 2 steps behind each command (as a
+    position-controlled arm does), then lose the hardware states until the bridge STOPs.
+    Returns the last command sent."""
+    sent = None
+    for c in rig.sent([FAR] * 10):
+        sent = c
+        rig.q = Q + (c - Q) * 0.6            # the measured position lags the command
+    for _ in range(5):                       # no states: RUN until the state timeout, then STOP
         rig.command(FAR)
-        rig.cycle()
+        out = rig.cycle()
+        sent = sent if out.command is None else out.command
         rig.advance()
     assert rig.core.watchdog.mode == STOP
+    return sent
+
+
+def test_g3_after_a_stop_the_step_limit_continues_from_the_last_command_sent():
+    """Issue 12, defect 6: STOP -> RUN used to step from the measured position (1.2-6.5 steps
+    from what the controller held). Now every command, the first after the stop included, is
+    within one step of the previous one sent."""
+    rig = Rig()
+    last = stop_with_the_arm_behind(rig)
+    rig.q = last - 2 * STEP * np.sign(last - Q)   # where the arm got to meanwhile: 2 steps behind
+    out = rig.period(FAR)
+    assert out.decision.mode == RUN and out.decision.changed
+    np.testing.assert_allclose(out.command, expected_filter(FAR, last), rtol=0, atol=EPS)
+    assert np.all(np.abs(out.command - last) <= STEP + EPS), "more than one step from the held command"
+    assert not out.resume, "within RESUME_WARN_STEPS: no warning"
+    assert float(values(rig.core)["last_resume_offset_rad"]) == pytest.approx(np.max(np.abs(rig.q - last)))
+    previous = out.command
+    for c in rig.sent([FAR] * 5):
+        assert np.all(np.abs(c - previous) <= STEP + EPS)
+        previous = c
+
+
+def test_g3_after_a_stop_a_hold_ramps_from_the_last_command_sent():
+    rig = Rig()
+    last = stop_with_the_arm_behind(rig)
+    rig.advance(3)
+    out = rig.period()                       # states again, the policy's command timed out: hold
+    assert (out.decision.mode, out.decision.cause) == (HOLD, COMMAND_TIMEOUT)
+    np.testing.assert_allclose(out.command, expected_filter(rig.q, last), rtol=0, atol=EPS)
+
+
+def test_g3_an_arm_moved_while_stopped_is_ramped_from_the_held_command_with_a_warning():
+    """Moved by hand far from the held command while the bridge was stopped: the bridge ramps
+    from the held command at the step limit (never a jump to the measurement) and says so."""
+    rig = Rig()
+    last = stop_with_the_arm_behind(rig)
+    rig.q = last - 10 * STEP * np.sign(np.arange(N) - 3)   # 10 steps away, joint4 (index 3) not moved
+    rig.q[3] = last[3]
+    out = rig.period(Q)
+    assert out.decision.mode == RUN
+    np.testing.assert_allclose(out.command, expected_filter(Q, last), rtol=0, atol=EPS)
+    assert "resuming after a stop" in out.resume and "'joint4'" not in out.resume and "'joint1'" in out.resume
+    assert "ramping from the command the controller holds" in out.resume
+    v = values(rig.core)
+    assert v["resumes_far_from_command"] == 1 and float(v["last_resume_offset_rad"]) == pytest.approx(
+        np.max(10 * STEP * (np.arange(N) != 3)))
+    assert not rig.period(Q).resume, "said once, at the resume"
+
+
+def test_activation_starts_the_step_limit_from_the_measured_position():
+    rig = Rig()
+    rig.sent([FAR] * 5)
+    rig.core.activate()
     out = rig.period(FAR)
     np.testing.assert_allclose(out.command, np.clip(FAR, Q - STEP, Q + STEP), rtol=0, atol=EPS)
 
@@ -564,7 +654,7 @@ def test_g6_every_intervention_is_counted_in_the_diagnostics():
     after = values(core)
     for key in ("filter_position_limit", "filter_step_limit", "rejected_command_non_finite",
                 "rejected_command_wrong_length", "rejected_command_not_numeric", "commands_rejected",
-                "commands_dropped", "rejected_state_missing_joints", "rejected_state_length_mismatch",
+                "commands_superseded", "commands_received", "commands_used", "rejected_state_missing_joints", "rejected_state_length_mismatch",
                 "rejected_state_non_finite", "rejected_state_out_of_order", "hardware_states_rejected",
                 "hold_command_timeout", "hold_estop", "hold_released", "stop_no_state", "stop_state_timeout",
                 "out_of_order", "estops", "releases", "hardware_commands", "hardware_states", "commands"):
@@ -611,7 +701,7 @@ def test_g6_transition_texts_say_the_cause():
 
 # --- A5: bursts ----------------------------------------------------------------------------------
 
-def test_a5_a_cycle_uses_only_the_latest_command_and_counts_the_others_dropped():
+def test_a5_a_cycle_uses_only_the_latest_command_and_counts_the_others_superseded():
     rig = Rig()
     rig.state()
     burst = [Q + DELTA * k / 10 for k in range(12)]
@@ -619,11 +709,14 @@ def test_a5_a_cycle_uses_only_the_latest_command_and_counts_the_others_dropped()
         assert rig.command(c).accepted
     out = rig.cycle()
     np.testing.assert_array_equal(out.command, burst[-1])
-    assert rig.core.counters["commands_dropped"] == 11 and rig.core.counters["commands"] == 12
+    assert rig.core.counters["commands_superseded"] == 11 and rig.core.counters["commands"] == 12
+    assert rig.core.counters["commands_used"] == 1
     rig.advance()
     rig.command(Q)
     rig.period()
-    assert rig.core.counters["commands_dropped"] == 11, "a command used by a cycle is not dropped"
+    assert rig.core.counters["commands_superseded"] == 11, "a command used by a cycle is not superseded"
+    assert rig.core.counters["commands_used"] == 2
+    assert_counters_add_up(rig.core)
 
 
 # --- A6: relaying the state -----------------------------------------------------------------------

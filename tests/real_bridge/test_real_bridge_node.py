@@ -12,6 +12,7 @@ absolute ros2_control names (rigs are torn down between tests, so none overlap).
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import signal
@@ -216,9 +217,9 @@ class Rig:
 def assert_hardware_safe(rig: Rig) -> None:
     """Nothing that reached the hardware topic broke a limit: length, finite, inside the margin
     band (the fake arm starts inside it), and each command within one step of the previous one.
-    The first command, and the first after a pause in commanding (a STOP for stale hardware
-    states, a deactivation), step from the measured position instead: that is where the arm is
-    (the fake arm never moves from Q) and where the bridge restarts its step limit."""
+    The first command, and the first after a re-activation, step from the measured position
+    instead (where the bridge restarts its step limit; the fake arm sits at Q unless a test moves
+    it); after a STOP the chain continues from the last command sent (issue 12, defect 6)."""
     received = list(rig.hw_commands)
     for _, c in received:
         assert c.shape == (N,) and np.isfinite(c).all(), f"malformed hardware command {c}"
@@ -338,7 +339,7 @@ def test_commands_beyond_the_limits_are_clipped_and_step_limited(rig_factory):
 
 def test_bursts_faster_than_the_control_rate_use_only_the_latest(rig_factory):
     """12 commands at once (the bridge's reader keeps 16, so all arrive): the next cycle after
-    the bridge took them all sends the burst's last; the others are counted as dropped."""
+    the bridge took them all sends the burst's last; the others are counted as superseded."""
     rig = rig_factory()
     node, total = rig.node, 0
     for burst in range(10):
@@ -356,11 +357,11 @@ def test_bursts_faster_than_the_control_rate_use_only_the_latest(rig_factory):
     for c in values:  # the bridge forwards commands it received (or holds), nothing else
         assert any(np.array_equal(c, s) for _, s in rig.policy_sent) or np.array_equal(c, Q)
     assert np.array_equal(values[-1], Q) and node.watchdog.mode == "hold", "then the commands stopped"
-    dropped = node.counters["commands_dropped"]
-    assert dropped >= total // 2 and int(rig.diag()["commands_dropped"]) == dropped
+    dropped = node.counters["commands_superseded"]
+    assert dropped >= total // 2 and int(rig.diag()["commands_superseded"]) == dropped
     assert len(values) < total // 2, f"{len(values)} hardware commands for {total} policy commands"
     print(f"\nbursts: {total} policy commands, {node.counters['commands']} reached the bridge, "
-          f"{dropped} dropped (replaced before a cycle), {len(values)} hardware commands")
+          f"{dropped} superseded (replaced before a cycle), {len(values)} hardware commands")
 
 
 # --- bad hardware states ------------------------------------------------------------------------
@@ -404,6 +405,46 @@ def test_stale_joint_states_stop_the_commands_until_fresh_ones_arrive(rig_factor
     rig.hw_publishing = True
     assert rig.wait_hw(10), "commands resume with fresh states"
     assert rig.node.watchdog.mode == "run"
+
+
+def test_after_a_stop_the_first_command_steps_from_the_last_command_sent(rig_factory):
+    """Issue 12, defect 6, end to end: the policy drives every joint towards a far target at the
+    step limit while the fake arm lags 3 commands behind (a position-controlled arm does not
+    reach each command within a cycle); its states stop long enough for a STOP, then return.
+    On the hardware topic every command, the first after the STOP included, is within one step
+    of the previous one: the step limit continues from what the controller held, not from the
+    lagging measurement (which was a jump back of 2 steps)."""
+    rig = rig_factory(policy_hz=50.0, state_timeout_periods=3)
+    lagging = collections.deque(maxlen=4)   # the last 4 commands: the arm is at the oldest
+
+    def follow(msg):
+        lagging.append(np.array(msg.data))
+        rig.q = lagging[0]
+
+    rig.probe.create_subscription(Float64MultiArray, "/forward_position_controller/commands", follow, RECORD_QOS)
+    direction = np.where(HI - Q > Q - LO, 1.0, -1.0)
+    rig.policy_cmd = np.clip(Q + 60 * STEP * direction, LO, HI)    # more than a second away
+    assert rig.wait_hw(8), "no hardware commands"
+    rig.hw_publishing = False
+    assert wait_until(lambda: rig.node.watchdog.mode == "stop", 2.0), "no STOP without hardware states"
+    stopped = time.monotonic()
+    time.sleep(0.1)
+    rig.hw_publishing = True
+    assert rig.wait_hw(5), "commands resume with fresh states"
+    rig.policy_on = False
+    time.sleep(0.1)
+    commands = list(rig.hw_commands)
+    before = [c for t, c in commands if t < stopped]
+    after = [c for t, c in commands if t > stopped]
+    assert before and after and rig.node.watchdog.counts()["stop:state_timeout"] >= 1
+    offset = np.max(np.abs(after[0] - lagging[0]) / STEP)
+    ratios = [np.max(np.abs(b - a) / STEP) for a, b in zip([Q] + [c for _, c in commands], [c for _, c in commands])]
+    print(f"\nSTOP -> RUN: first command after the stop {np.max(np.abs(after[0] - before[-1]) / STEP):.3f} steps "
+          f"from the last before it; max step ratio {max(ratios):.3f}; the arm was {offset:.1f} steps behind")
+    assert max(ratios) <= 1 + 1e-9, f"step limit broken: {max(ratios):.3f} x the per-cycle step"
+    assert not np.allclose(after[-1], before[-1]), "the walk went on after the stop"
+    d = rig.diag()
+    assert float(d["last_resume_offset_rad"]) > 1.5 * STEP.min()
 
 
 def test_non_finite_and_out_of_order_joint_states_are_rejected(rig_factory):
