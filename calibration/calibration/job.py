@@ -26,13 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from calibration.episodes import EpisodeError, load_reference_episodes
 from calibration.simopt import (Calibration, CalibrationError, CalibrationSettings, IterationRecord,
                                 load_settings)
 from policies.manifest import find_policy
-from sim_bridge.config import ConfigError, write_text_atomic
+from sim_bridge.config import ConfigError, load_yaml_file, write_text_atomic
 from sim_bridge.profile import RobotProfile, load_profile
 from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec, load_randomization
 from sim_bridge.simulator import build_model
@@ -41,7 +40,19 @@ __all__ = ["JobError", "JobResult", "CalibrationJob", "resolve_policy_path", "hi
 
 
 class JobError(RuntimeError):
-    """The calibration run failed; nothing was written. The message says why."""
+    """The calibration run failed; nothing was written. The message says why.
+
+    ``public`` is the reason without file contents, for remote callers (the node's
+    ``~/result`` and /diagnostics): for a file error, the path, the field and the kind."""
+
+    def __init__(self, message: str, public: str | None = None):
+        super().__init__(message)
+        self.public = public if public is not None else message
+
+    @classmethod
+    def from_config(cls, prefix: str, exc: ConfigError) -> "JobError":
+        """Wrap a file error: the message has its detail, ``public`` only :meth:`ConfigError.public`."""
+        return cls(f"{prefix}{exc}", f"{prefix}{exc.public()}")
 
 
 class Cancelled(JobError):
@@ -106,8 +117,12 @@ class CalibrationJob:
             settings = (self.settings if isinstance(self.settings, CalibrationSettings)
                         else load_settings(self.settings))
             prior = load_randomization(self.prior)
-        except (ConfigError, OSError) as exc:
+        except ConfigError as exc:
+            raise JobError.from_config("invalid input: ", exc) from None
+        except OSError as exc:
             raise JobError(f"invalid input: {exc}") from None
+        except MemoryError:  # the safe reader's limits should make this unreachable
+            raise JobError("invalid input: out of memory while reading the prior or the settings") from None
         if not out.parent.is_dir():
             raise JobError(f"output folder {out.parent} does not exist")
         report("loading", {"bags": [os.fspath(b) for b in self.bags]})
@@ -123,7 +138,9 @@ class CalibrationJob:
                                "samples": settings.samples, "policy": os.fspath(policy) if policy else None})
         try:
             calib = Calibration(profile, prior, episodes, settings, policy)
-        except (ConfigError, EpisodeError, CalibrationError, ValueError) as exc:
+        except ConfigError as exc:
+            raise JobError.from_config("cannot set up the calibration: ", exc) from None
+        except (EpisodeError, CalibrationError, ValueError) as exc:
             raise JobError(f"cannot set up the calibration: {exc}") from None
         try:
             report("iteration", {"iteration": 0, "discrepancy_at_mean": calib.initial_discrepancy})
@@ -165,7 +182,9 @@ class CalibrationJob:
             name = _recorded_profile(self.bags) or "panda_like"
         try:
             return load_profile(name)
-        except (ConfigError, OSError) as exc:
+        except ConfigError as exc:
+            raise JobError.from_config("robot profile: ", exc) from None
+        except OSError as exc:
             raise JobError(f"robot profile: {exc}") from None
 
     def _policy(self, episodes) -> Path:
@@ -182,8 +201,8 @@ def _recorded_metadata(bag) -> dict:
     from real_bridge.recorder import SIDECAR_NAME  # noqa: PLC0415
 
     try:
-        data = yaml.safe_load((Path(bag) / SIDECAR_NAME).read_text())
-    except (OSError, yaml.YAMLError):
+        data = load_yaml_file(Path(bag) / SIDECAR_NAME)
+    except ConfigError:
         return {}
     return data.get("metadata", {}) if isinstance(data, dict) else {}
 

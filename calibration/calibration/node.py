@@ -4,10 +4,21 @@ A thin shell over :class:`calibration.job.CalibrationJob` (the code path of
 ``sim2real calibrate``). One run at a time, in a worker thread: the executor keeps
 serving services and diagnostics while MuJoCo rolls out (its threads release the GIL).
 
+Paths are confined (any DDS peer can set parameters and call services): every path a
+parameter or ~/new_bag sets must lie inside ``data_dir`` (inputs) or ``output_dir`` (what the
+node writes); a relative path is taken inside that folder, and '..', absolute paths elsewhere
+and symlinks leaving the folder are refused with the reason, at set time and again when a run
+starts. Nothing is written or created outside ``output_dir``, also when a run fails.
+
 Parameters:
+  output_dir (str, read-only)  the only folder the node writes into (created when a run
+                          starts; default runs/calibration, relative to the working directory)
+  data_dir (str, read-only)    the folder inputs are read from: bags, and prior / policy /
+                          robot_profile / settings_file when given as paths ('' = the working
+                          directory). Shipped names (no '/', no .yaml) are always allowed.
   prior (str)             distribution the policy was trained under (shipped name or YAML path)
-  output (str)            calibrated file to write ('' = runs/calibration/calibrated.yaml);
-                          versions in <stem>.history/, plots in <stem>.plots/
+  output (str)            calibrated file to write, inside output_dir (default calibrated.yaml);
+                          versions in <stem>.history/, plots in <stem>.plots/ next to it
   bags (str[])            bags to calibrate from; ~/new_bag appends to it
   policy (str)            '' = the policy the bags name
   robot_profile (str)     '' = the profile the bags name
@@ -16,7 +27,7 @@ Parameters:
   samples (int)           0 = the settings' value
   auto_calibrate (bool)   start a run at startup when ``bags`` is set, and whenever a bag
                           arrives on ~/new_bag
-  push_to (str)           node whose ``randomization_file`` is set to the output after a run
+  push_to (str, read-only) node whose ``randomization_file`` is set to the output after a run
                           ('' = none; a relative name is in this node's namespace, e.g.
                           sim_bridge -> /sim2real/sim_bridge; applies at its next reset)
   plots (bool)            write the PNG plots
@@ -32,7 +43,8 @@ Topics:
 
 Bad input (a corrupt bag, NaN trajectories, a bad prior, a diverging run) ends the run with
 the reason on /diagnostics, ~/result and the log; the previous output file is untouched and
-the node keeps running.
+the node keeps running. Parameter replies and service responses name paths, fields and the
+kind of an error, never a file's contents (those go to the node's log).
 """
 from __future__ import annotations
 
@@ -54,12 +66,14 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from calibration.job import CalibrationJob, Cancelled, JobError
+from calibration.job import CalibrationJob, Cancelled, JobError, history_dir, plots_dir
 from calibration.simopt import load_settings
 from sim_bridge import interface
-from sim_bridge.config import ConfigError
+from sim_bridge.config import ConfigError, confine_path
 
-DEFAULT_OUTPUT = "runs/calibration/calibrated.yaml"
+DEFAULT_OUTPUT_DIR = "runs/calibration"
+DEFAULT_OUTPUT = "calibrated.yaml"
+INPUT_PATHS = ("prior", "policy", "robot_profile", "settings_file")  # a shipped name, or a path in data_dir
 STATUS_NAME = "calibration: simopt"
 PUSH_TIMEOUT_S = 5.0
 
@@ -71,9 +85,13 @@ def _describe(text: str, read_only: bool = False, **kwargs) -> ParameterDescript
 class CalibrationNode(Node):
     def __init__(self, **kwargs):
         super().__init__("calibration", **kwargs)
+        self.declare_parameter("output_dir", DEFAULT_OUTPUT_DIR, _describe(
+            "the only folder the node writes into", read_only=True))
+        self.declare_parameter("data_dir", "", _describe(
+            "the folder bags and input files are read from ('' = the working directory)", read_only=True))
         self.declare_parameter("prior", "default", _describe("distribution the policy was trained under"))
-        self.declare_parameter("output", "", _describe("calibrated randomization file ('' = runs/calibration/"
-                                                       "calibrated.yaml)"))
+        self.declare_parameter("output", "", _describe("calibrated randomization file inside output_dir "
+                                                       f"('' = {DEFAULT_OUTPUT})"))
         self.declare_parameter("bags", Parameter.Type.STRING_ARRAY, _describe("bag folders to calibrate from"))
         self.declare_parameter("policy", "", _describe("policy that ran on the robot ('' = the one the bags name)"))
         self.declare_parameter("robot_profile", "", _describe("robot profile ('' = the one the bags name)"))
@@ -81,7 +99,8 @@ class CalibrationNode(Node):
         self.declare_parameter("iterations", 0, _describe("SimOpt iterations (0 = the settings' value)"))
         self.declare_parameter("samples", 0, _describe("parameter samples per iteration (0 = the settings')"))
         self.declare_parameter("auto_calibrate", False, _describe("start a run when a bag arrives on ~/new_bag"))
-        self.declare_parameter("push_to", "", _describe("node whose randomization_file gets the output"))
+        self.declare_parameter("push_to", "", _describe("node whose randomization_file gets the output",
+                                                        read_only=True))
         self.declare_parameter("plots", True, _describe("write PNG plots next to the output"))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -114,12 +133,45 @@ class CalibrationNode(Node):
         for p in params:
             if p.name in ("iterations", "samples") and p.value < 0:
                 return SetParametersResult(successful=False, reason=f"{p.name} must be >= 0, got {p.value}")
-            if p.name == "settings_file" and p.value:
-                try:
-                    load_settings(p.value)
-                except (ConfigError, OSError) as exc:
-                    return SetParametersResult(successful=False, reason=f"settings_file: {exc}")
+            try:
+                if p.name == "output":
+                    self.output_path(p.value)
+                elif p.name in INPUT_PATHS and p.value:
+                    self.input_path(p.value, p.name)
+                elif p.name == "bags":
+                    for bag in p.value or []:
+                        self.input_path(bag, "bags", shipped_names=False)
+                if p.name == "settings_file" and p.value:
+                    load_settings(self.input_path(p.value, "settings_file"))
+            except ConfigError as exc:
+                self.get_logger().error(f"{p.name} rejected: {exc}")
+                return SetParametersResult(successful=False, reason=f"{p.name} rejected: {exc.public()}")
         return SetParametersResult(successful=True)
+
+    # --- confined paths ------------------------------------------------------------------
+    def output_dir(self) -> Path:
+        return Path(self.get_parameter("output_dir").value or DEFAULT_OUTPUT_DIR).expanduser().resolve()
+
+    def data_dir(self) -> Path:
+        return Path(self.get_parameter("data_dir").value or os.getcwd()).expanduser().resolve()
+
+    def output_path(self, value: str) -> Path:
+        """The output file for parameter value ``value`` ('' = the default), inside
+        output_dir together with its history and plot folders; ConfigError otherwise."""
+        out = confine_path(value or DEFAULT_OUTPUT, self.output_dir(), what="output")
+        for sibling in (history_dir(out), plots_dir(out)):  # a symlinked sibling must not lead out
+            confine_path(sibling, self.output_dir(), what="output")
+        if out == self.output_dir():
+            raise ConfigError("output: a file name is needed, not the folder itself",
+                              kind="output: a file name is needed")
+        return out
+
+    def input_path(self, value: str, what: str, *, shipped_names: bool = True) -> str:
+        """An input as the job takes it: a shipped name as is, a path confined to data_dir."""
+        text = str(value)
+        if shipped_names and os.sep not in text and not text.endswith((".yaml", ".yml", ".onnx")):
+            return text
+        return str(confine_path(text, self.data_dir(), what=what))
 
     def bags(self) -> list[str]:
         try:
@@ -139,7 +191,12 @@ class CalibrationNode(Node):
     # --- ROS interface ----------------------------------------------------------------
     def _on_new_bag(self, msg: String) -> None:
         path = msg.data.strip()
-        if not path or not Path(path).is_dir():
+        try:
+            path = self.input_path(path, "~/new_bag", shipped_names=False)
+        except ConfigError as exc:
+            self.get_logger().error(f"~/new_bag: {exc}; ignored")
+            return
+        if not Path(path).is_dir():
             self.get_logger().error(f"~/new_bag: '{path}' is not a bag folder; ignored")
             return
         bags = self.bags()
@@ -170,18 +227,29 @@ class CalibrationNode(Node):
         bags = self.bags()
         if not bags:
             return False, "no bags: set the 'bags' parameter or publish a bag folder on ~/new_bag"
+        # Startup values never passed the set-time check: every path is confined again here.
+        value = self.get_parameter
         try:
-            settings = load_settings(self.get_parameter("settings_file").value or None)
-        except (ConfigError, OSError) as exc:
-            return False, f"settings_file: {exc}"
-        settings = settings.with_overrides(iterations=self.get_parameter("iterations").value or None,
-                                           samples=self.get_parameter("samples").value or None)
-        out = self.get_parameter("output").value or DEFAULT_OUTPUT
-        Path(out).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        job = CalibrationJob(bags=bags, prior=self.get_parameter("prior").value, out=out,
-                             policy=self.get_parameter("policy").value or None, settings=settings,
-                             profile=self.get_parameter("robot_profile").value or None,
-                             plots=self.get_parameter("plots").value)
+            bags = [self.input_path(b, "bags", shipped_names=False) for b in bags]
+            inputs = {name: self.input_path(value(name).value, name) if value(name).value else None
+                      for name in INPUT_PATHS}
+            out = self.output_path(value("output").value)
+            settings = load_settings(inputs["settings_file"])
+            out_dir = self.output_dir()
+            if not out.parent.is_dir():  # only output_dir itself is created; a subfolder must exist
+                if out.parent != out_dir:
+                    raise ConfigError(f"output: folder {out.parent} does not exist", kind="output: no such folder")
+                out_dir.mkdir(parents=True, exist_ok=True)
+        except ConfigError as exc:
+            self.get_logger().error(f"calibration not started: {exc}")
+            return False, f"not started: {exc.public()}"
+        except OSError as exc:
+            return False, f"not started: cannot create {self.output_dir()} ({exc.strerror})"
+        settings = settings.with_overrides(iterations=value("iterations").value or None,
+                                           samples=value("samples").value or None)
+        job = CalibrationJob(bags=bags, prior=inputs["prior"] or "default", out=out, policy=inputs["policy"],
+                             settings=settings, profile=inputs["robot_profile"], plots=value("plots").value)
+        out = str(out)
         self._stop.clear()
         with self._lock:
             self._status = {"state": "running", "bags": len(bags), "output": out,
@@ -199,14 +267,14 @@ class CalibrationNode(Node):
             self._finish("cancelled", DiagnosticStatus.WARN, {"error": str(exc)})
             log.warning(str(exc))
             return
-        except JobError as exc:
+        except JobError as exc:  # ~/result and /diagnostics get the content-free reason, the log all
             self.failures += 1
-            self._finish("failed", DiagnosticStatus.ERROR, {"error": str(exc)})
+            self._finish("failed", DiagnosticStatus.ERROR, {"error": exc.public})
             log.error(f"calibration failed, previous output untouched: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the node; report it
             self.failures += 1
-            self._finish("failed", DiagnosticStatus.ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+            self._finish("failed", DiagnosticStatus.ERROR, {"error": f"crashed: {type(exc).__name__} (see the log)"})
             log.error(f"calibration crashed, previous output untouched: {type(exc).__name__}: {exc}")
             return
         self.runs += 1

@@ -16,8 +16,8 @@ value before the first message of its topic is NaN, as is a command whose length
 the number of joints.
 
 Bags not closed cleanly (sidecar state ``recording``/``failed``, no metadata.yaml, a
-leftover sqlite journal) are first recovered with :func:`real_bridge.recorder.recover_bag`,
-in place, or in a temporary copy when the bag is read-only. Any unreadable, corrupt or
+leftover sqlite journal) are recovered with :func:`real_bridge.recorder.recover_bag` in a
+temporary copy: a loaded bag is never modified (bytes and mtimes stay). Any unreadable, corrupt or
 truncated bag raises :class:`BagLoadError` naming the file and the problem.
 """
 from __future__ import annotations
@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from real_bridge.recorder import (CLOSED, EPISODE_MSGTYPE, RECOVERED, SIDECAR_NAME, RecorderError,
                                   recording_in_progress, recover_bag, typestore)
+from sim_bridge.config import ConfigError, load_yaml_file
 from sim_bridge.joints import JointMapper
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,9 @@ def _read_sidecar(bag: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise BagLoadError(f"{path}: cannot read the recorder metadata ({exc})") from None
+        data = load_yaml_file(path)  # the stack's safe reader: size, file type and alias limits
+    except ConfigError as exc:
+        raise BagLoadError(f"cannot read the recorder metadata: {exc}") from None
     if not isinstance(data, dict):
         raise BagLoadError(f"{path}: expected a mapping, got {type(data).__name__}")
     return data
@@ -126,26 +126,22 @@ def _needs_recovery(bag: Path, sidecar: dict[str, Any]) -> bool:
 
 
 def _recover(bag: Path, tmp_dirs: list[str]) -> Path:
-    """Recover in place; if the bag cannot be written, in a temporary copy. Returns the bag to read."""
-    try:
-        report = recover_bag(bag)
-        log.warning("bag %s was not closed cleanly; recovered %d messages%s", bag, report.messages,
-                    " (rolled back an interrupted commit)" if report.rolled_back_journal else "")
-        return bag
-    except RecorderError as exc:
-        raise BagLoadError(str(exc)) from None
-    except (OSError, sqlite3.OperationalError) as exc:
-        log.info("cannot recover %s in place (%s); using a temporary copy", bag, exc)
+    """Recover a bag not closed cleanly in a temporary copy (the input is never modified: a
+    bag is evidence, and may be shared or read-only). Returns the copy to read; the caller
+    removes ``tmp_dirs``. Costs one copy of the bag on the temporary file system."""
     tmp = tempfile.mkdtemp(prefix="sim2real_bag_")
     tmp_dirs.append(tmp)
     copy = Path(tmp) / bag.name
     try:
         shutil.copytree(bag, copy)
-        recover_bag(copy)
+        report = recover_bag(copy)
     except RecorderError as exc:
         raise BagLoadError(str(exc).replace(str(copy), str(bag))) from None
     except (OSError, sqlite3.Error) as exc:
         raise BagLoadError(f"{bag}: not closed cleanly and cannot be recovered ({exc})") from None
+    log.warning("bag %s was not closed cleanly; recovered %d messages in a temporary copy%s (the bag is "
+                "unchanged; `sim2real` never modifies its inputs)", bag, report.messages,
+                " (rolled back an interrupted commit)" if report.rolled_back_journal else "")
     return copy
 
 

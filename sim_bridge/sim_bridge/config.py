@@ -235,6 +235,29 @@ def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def confine_path(value: str | os.PathLike, root: str | os.PathLike, *, what: str = "path") -> Path:
+    """``value`` as a path inside the folder ``root``, for paths a remote caller can set (ROS
+    parameters, services). A relative value is taken inside ``root``; an absolute one must
+    lie inside it. The result is resolved (symlinks followed as far as the path exists), so
+    ``..`` and symlinks that leave the folder are refused too. Raises :class:`ConfigError`
+    naming the value, the folder and the rule (the message is safe for remote callers).
+    """
+    text = os.fspath(value)
+    root_path = Path(root).expanduser().resolve()
+    if not text:
+        raise ConfigError(f"{what}: empty path", kind=f"{what}: empty path")
+    if "\0" in text:
+        raise ConfigError(f"{what}: NUL in the path", kind=f"{what}: NUL in the path")
+    path = Path(text)
+    resolved = (path if path.is_absolute() else root_path / path).resolve()
+    if resolved != root_path and not resolved.is_relative_to(root_path):
+        reason = (f"{what} '{text}' is outside the allowed folder {root_path} (resolves to {resolved}); "
+                  "give a name or a relative path inside it ('..', absolute paths elsewhere and symlinks "
+                  "leaving the folder are refused)")
+        raise ConfigError(reason, kind=reason)
+    return resolved
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a file so that readers see either the old or the new content, never half."""
     path = Path(path)

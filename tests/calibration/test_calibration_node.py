@@ -78,6 +78,8 @@ def test_run_writes_versions_pushes_to_the_sim_bridge_and_survives_bad_bags(tmp_
     out = tmp_path / "calib" / "calibrated.yaml"
     bridge = SimBridgeNode(namespace="/cal_test", parameter_overrides=[Parameter("mode", value="lockstep")])
     node = CalibrationNode(namespace="/cal_test", parameter_overrides=[
+        # (issue 12: every path is confined to data_dir / output_dir)
+        Parameter("data_dir", value=str(tmp_path)), Parameter("output_dir", value=str(out.parent)),
         Parameter("output", value=str(out)), Parameter("settings_file", value=str(settings_file)),
         Parameter("push_to", value="sim_bridge"), Parameter("plots", value=False)])
     h = Harness(node, bridge)
@@ -129,7 +131,7 @@ def test_run_writes_versions_pushes_to_the_sim_bridge_and_survives_bad_bags(tmp_
 
 
 def test_invalid_settings_file_is_rejected_at_set_time(tmp_path):
-    node = CalibrationNode()
+    node = CalibrationNode(parameter_overrides=[Parameter("data_dir", value=str(tmp_path))])
     try:
         bad = tmp_path / "bad.yaml"
         bad.write_text("calibration_version: 1\nsearch: {no_such_parameter: {}}\nmethod: gradient\n")

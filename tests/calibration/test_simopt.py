@@ -4,6 +4,8 @@ calibration runs on synthetic "real" data from the simulator itself with known d
 calibration fails: every sample blows up, the covariance collapses."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from calibration.search import GaussianSearch
 from calibration.simopt import (Calibration, CalibrationError, CalibrationSettings, SearchEntry, SearchSpace,
                                 load_settings)
 from sim_bridge.config import ConfigError
-from sim_bridge.randomization import (DynamicsRandomizer, load_randomization, parse_randomization)
+from sim_bridge.randomization import (DynamicsRandomizer, Distribution, load_randomization, parse_randomization)
 from sim_bridge.simulator import ArmSimulator, build_model
 
 TIED = (SearchEntry("body_mass", shared=True), SearchEntry("actuator_kp", shared=True))
@@ -225,8 +227,14 @@ def test_closed_loop_needs_the_policy_and_episodes_are_needed(synthetic, profile
 # --- failures -----------------------------------------------------------------------------
 def test_every_sample_blowing_up_raises_calibration_error(emulator_eps, profile, prior):
     data = prior.to_dict()
-    data["parameters"]["gravity"] = {"operation": "abs", "distribution": "uniform", "low": 1e5, "high": 2e5}
-    unstable = parse_randomization(data)
+    data["parameters"]["gravity"] = {"operation": "abs", "distribution": "uniform", "low": 10.0, "high": 20.0}
+    parsed = parse_randomization(data)
+    # A file can no longer ask for gravity 1e5 m/s^2 (plausibility limits, issue 12); the
+    # calibration must still survive a distribution whose every sample blows up, so the
+    # spec is built past the parser.
+    unstable = dataclasses.replace(parsed, parameters=tuple(
+        dataclasses.replace(p, distribution=Distribution("uniform", low=1e5, high=2e5)) if p.name == "gravity" else p
+        for p in parsed.parameters))
     calib = Calibration(profile, unstable, emulator_eps, settings(search=(SearchEntry("gravity", True),), samples=8))
     try:
         assert calib.initial_discrepancy == np.inf  # a blow-up at the prior mean is a cost, not an exception
