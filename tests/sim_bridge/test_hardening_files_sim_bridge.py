@@ -37,12 +37,13 @@ SECRET = "hunter2-do-not-echo"
 
 # --- hostile files -------------------------------------------------------------------------
 def alias_bomb(path: Path) -> Path:
-    """A ~650-byte YAML 'billion laughs': 9 levels of 9 aliases (9^9 leaves when expanded)."""
-    lines = ["randomization_version: 1", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    prev = "a"
-    for name in "bcdefghi":
-        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
-        prev = name
+    """A <1 kB YAML 'billion laughs': 9 levels of 9 aliases (9^9 leaves when expanded), used
+    where a value is checked (formatting it in the error message exhausted the memory)."""
+    lines = ["randomization_version: 1", "provenance:",
+             '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"  {name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines.append("description: *i")
     path.write_text("\n".join(lines) + "\n")
     return path
 
