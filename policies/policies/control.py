@@ -9,10 +9,22 @@ Rules:
 
 * **Policies come from one folder.** A policy is named by its artifact folder inside
   ``policy_dir``; paths (absolute, ``..``, separators) and symlinks that resolve outside
-  the folder are refused. A loaded policy is validated against the robot profile (joint
-  names equal and in order, action and observation sizes, control rate; a rate mismatch
-  is refused unless ``allow_rate_mismatch``) and warmed up on a zero observation, so a
-  policy that outputs NaN for every input is refused at load.
+  the folder are refused. The runtime checks the artifact's seal (graph + manifest,
+  :mod:`policies.manifest`). A loaded policy is validated against the robot profile: the
+  robot it was trained for (manifest ``robot_profile`` = the profile's name), joint names
+  equal and in order, action and observation sizes, the default pose inside the position
+  limits, the action scale (``scale_rad``, the largest target offset one command can ask
+  for, at most ``ACTION_STEP_MARGIN`` x the velocity limit x the trained control period,
+  for every joint), and the control rate (a mismatch is refused unless
+  ``allow_rate_mismatch``).
+* **Warm-up.** ``WARMUP_STEPS`` runs on a zero observation (first runs are slow), then
+  ``WARMUP_SAMPLES`` measured runs on representative observations, in one recurrent
+  sequence: the profile's default pose at rest with a sampled goal, then random states
+  within the position and velocity limits (seeded: the same for every load). A non-finite
+  output refuses the policy, naming the input; so does an inference p99 above
+  ``WARMUP_MAX_PERIOD_FRACTION`` of the control period (the better of two measured rounds
+  when the first one's median was within the limit, so one preemption on a busy machine
+  does not refuse a fast policy).
 * **Swaps happen at a cycle boundary.** :meth:`swap` loads and validates in the calling
   thread (the node's parameter thread, never the control thread), each step right after a
   control cycle ended (:meth:`yield_to_control`, paced by :meth:`end_cycle`), then leaves
@@ -35,6 +47,15 @@ Rules:
   live measurement every cycle would let a gravity-loaded arm creep down), and feeds back
   a zero action. The recurrent state is not advanced (the runtime guarantees it). The
   first good output ends the hold.
+* **Faults and fall-back.** The policy a swap replaced stays loaded (warm) as the
+  *previous* policy. A non-finite output in the first ``PROBATION_CYCLES`` cycles after
+  a swap reverts to the previous policy at once (in the same cycle); later,
+  ``FAULT_LIMIT`` consecutive non-finite outputs do. ``FAULT_LIMIT`` consecutive overruns
+  fall back to the previous policy, or, without one, disable the policy: every cycle then
+  holds (the latched measured positions) until another policy is swapped in. A fall-back
+  or disable sets :attr:`PolicyController.fault` (the reason; cleared by the next swap) and
+  is reported once in :attr:`CycleResult.fault`. Without a previous policy, non-finite
+  outputs hold as above, and the hold ends with the first finite output.
 * **Timing.** In periodic (timer) mode a cycle that starts more than 1.5 periods after the
   previous one counts the skipped periods as missed (``round(gap / period) - 1``; timer
   jitter below half a period is not a miss); a cycle whose work takes longer than a period
@@ -62,7 +83,15 @@ from sim_bridge.profile import RobotProfile
 from sim_bridge.rates import RateMeter
 
 WAITING, COMMAND, HOLD, STALE = "waiting", "command", "hold", "stale"
-WARMUP_STEPS = 10
+WARMUP_STEPS = 10                 # unmeasured runs on a zero observation (first runs are slow)
+WARMUP_SAMPLES = 20               # measured runs on representative observations
+WARMUP_MAX_PERIOD_FRACTION = 0.5  # warm-up inference p99 must stay below this share of the period
+WARMUP_SEED = 0
+ACTION_STEP_MARGIN = 2.0  # scale_rad <= this x velocity limit x trained period (rad), every joint
+# (the action is a target offset from the measured position that a PD-tracked arm lags: the
+# shipped policies use 0.05 rad at 50 Hz, 1.15x what 2.175 rad/s covers in 20 ms)
+FAULT_LIMIT = 5         # consecutive overruns or non-finite outputs -> fall back (or disable)
+PROBATION_CYCLES = 50   # after a swap: one non-finite output reverts to the previous policy
 
 
 class PolicyRejected(ValueError):
@@ -96,6 +125,7 @@ class CycleResult:
     command: np.ndarray | None = None
     reason: str = ""
     swapped_to: str | None = None  # name of the policy installed at this cycle's boundary
+    fault: str = ""                # set on the cycle that fell back or disabled the policy: why
 
 
 @dataclass
@@ -106,6 +136,7 @@ class ControlCounters:
     overruns: int = 0
     stale_cycles: int = 0
     swaps: int = 0
+    fallbacks: int = 0   # fall-backs to the previous policy, or disables without one
     holds: Counter = field(default_factory=Counter)        # by reason kind
     rejections: Counter = field(default_factory=Counter)   # joint_state | goal | policy
     last_rejection: str = ""
@@ -181,6 +212,14 @@ def resolve_policy(policy_dir: str | os.PathLike, name: str) -> Path:
         raise PolicyRejected(f"'{name}' resolves outside policy_dir ({root}); refused")
     real = _listed(root, path)
     if real is None:
+        manifest = path / MANIFEST_FILE
+        if path.is_dir() and manifest.is_symlink():
+            target = os.readlink(manifest)
+            if not manifest.exists():
+                raise PolicyRejected(f"'{name}/{MANIFEST_FILE}' is a symlink to {target}, which does not exist")
+            if not _inside(manifest, root):
+                raise PolicyRejected(f"'{name}/{MANIFEST_FILE}' is a symlink to {target}, which resolves outside "
+                                     f"policy_dir ({root}); refused")
         if path.is_dir():
             raise PolicyRejected(f"'{name}' in {root} is not a policy artifact (no {MANIFEST_FILE})")
         raise PolicyRejected(f"no policy '{name}' in {root}; available: {list_policies(root)}")
@@ -188,6 +227,32 @@ def resolve_policy(policy_dir: str | os.PathLike, name: str) -> Path:
         if file.is_symlink() and not _inside(file, root):
             raise PolicyRejected(f"'{name}/{file.name}' resolves outside policy_dir ({root}); refused")
     return real
+
+
+def goal_signal_of(task: Task) -> str:
+    """The task signal the ``current_goal`` topic feeds (Reach: target_pos), else its first."""
+    return next((i.signal for i in task.inputs if i.topic == "current_goal"), task.signals()[0].name)
+
+
+def warmup_inputs(profile: RobotProfile, task: Task, rng: np.random.Generator, count: int) -> list[tuple]:
+    """``count`` representative (label, (joint_pos, joint_vel, prev_action, task_values)) for
+    a warm-up: the default pose at rest with a sampled goal, then random joint positions,
+    velocities (rad, rad/s, within the profile's limits), previous actions in [-1, 1] and
+    sampled goals. Task signals other than the goal are zero."""
+    n, goal_name = profile.num_joints, goal_signal_of(task)
+
+    def task_values():
+        return tuple(task.sample_goal(rng, profile) if sig.name == goal_name else np.zeros(sig.size)
+                     for sig in task.signals())
+
+    out = [("the default pose at rest with a sampled goal",
+            (profile.default_pose_rad.copy(), np.zeros(n), np.zeros(n), task_values()))]
+    for i in range(1, count):
+        q = rng.uniform(profile.position_lower_rad, profile.position_upper_rad)
+        qd = rng.uniform(-profile.velocity_limit_rad_s, profile.velocity_limit_rad_s)
+        out.append((f"random state {i} of {count - 1} within the profile's limits",
+                    (q, qd, rng.uniform(-1.0, 1.0, n), task_values())))
+    return out
 
 
 def _files_key(path: Path) -> tuple:
@@ -244,7 +309,14 @@ class PolicyController:
         self._last_cycle_end_s: float | None = None
         self._timed_out_at = -1  # _cycles_ended when a wait last timed out
         self.active: LoadedPolicy | None = None
+        self.previous: LoadedPolicy | None = None  # what the last swap replaced: the fall-back
         self.last_swap_cycle = 0  # the cycle that installed the last swapped-in policy
+        self.fault = ""           # why the last fall-back / disable happened ('' none since the last swap)
+        self.disabled = False     # the active policy overran with nothing to fall back to: hold
+        self._overrun_run = 0     # consecutive overrunning cycles of the active policy
+        self._non_finite_run = 0  # consecutive non-finite outputs of the active policy
+        self._new_fault = ""      # a fault to report in this cycle's result
+        self._probation_end = 0   # the last cycle of the current policy's probation after a swap
         n = profile.num_joints
         self._joints = JointMapper.for_profile(profile)  # JointState names -> profile order
         self.q: np.ndarray | None = None        # last good joint state, profile order
@@ -272,6 +344,11 @@ class PolicyController:
     def holding(self) -> bool:
         return self.hold_target is not None
 
+    @property
+    def non_finite_run(self) -> int:
+        """Consecutive cycles in which the active policy's output was not finite."""
+        return self._non_finite_run
+
     def available_policies(self) -> list[str]:
         return list_policies(self.policy_dir)
 
@@ -297,6 +374,7 @@ class PolicyController:
                 warnings = self._validate(runtime, allow)
                 self.yield_to_control()
                 runtime.warmup(WARMUP_STEPS)
+                self._warm_up(runtime)
                 self._runtimes[path] = (key, runtime)
             else:
                 warnings = self._validate(runtime, allow)
@@ -308,6 +386,44 @@ class PolicyController:
         except Exception as exc:  # noqa: BLE001 - PolicyLoadError, and anything a broken file may raise
             raise self._reject("policy", f"policy '{name}' rejected: {exc}") from None
         return LoadedPolicy(name, path, runtime, time.perf_counter() - start, tuple(warnings))
+
+    def _policy_period_s(self, runtime: PolicyRuntime) -> float:
+        """The period the policy will run at: the node's, or (first policy) its own."""
+        return 1.0 / (self.control_rate_hz or runtime.manifest.control_rate_hz)
+
+    def _warm_up(self, runtime: PolicyRuntime) -> None:
+        """Measured runs on representative observations (see the module docstring); PolicyRejected
+        for a non-finite output or an inference p99 the control period cannot carry."""
+        inputs = warmup_inputs(self.profile, get_task(runtime.manifest.task_name)(),
+                               np.random.default_rng(WARMUP_SEED), WARMUP_SAMPLES)
+        period = self._policy_period_s(runtime)
+        limit = WARMUP_MAX_PERIOD_FRACTION * period
+        rounds = []
+        for _ in range(2):
+            runtime.reset()
+            times = []
+            for i, (label, (q, qd, prev, task_values)) in enumerate(inputs):
+                if i % 5 == 0:
+                    self.yield_to_control()  # the GIL the steps hold falls in the idle part of a period
+                start = time.perf_counter()
+                try:
+                    runtime.act(q, qd, prev, *task_values)
+                except NonFiniteOutputError:
+                    runtime.reset()
+                    raise PolicyRejected(f"outputs non-finite values during warm-up on {label} "
+                                         f"(joint_pos {np.round(q, 3).tolist()} rad); the previous policy is "
+                                         "kept") from None
+                times.append(time.perf_counter() - start)
+            rounds.append((float(np.percentile(times, 99)), float(np.percentile(times, 50))))
+            if rounds[-1][0] <= limit or rounds[-1][1] > limit:  # fast enough, or slow beyond doubt
+                break
+        runtime.reset()
+        p99, p50 = min(rounds)
+        if p99 > limit:
+            raise PolicyRejected(
+                f"too slow for {1.0 / period:g} Hz: warm-up inference p99 {1e3 * p99:.1f} ms (p50 {1e3 * p50:.1f} ms, "
+                f"{len(inputs)} runs, {'the better of 2 rounds' if len(rounds) == 2 else 'one round'}) exceeds {WARMUP_MAX_PERIOD_FRACTION:.0%} "
+                f"of the {1e3 * period:.1f} ms control period ({1e3 * limit:.1f} ms)")
 
     def _cached_runtime(self, path: Path, key: tuple) -> PolicyRuntime | None:
         """The runtime loaded (validated and warmed up) before from the same files, unless it
@@ -366,6 +482,8 @@ class PolicyController:
 
     def _validate(self, runtime: PolicyRuntime, allow_rate_mismatch: bool) -> list[str]:
         m, p = runtime.manifest, self.profile
+        if m.robot_profile != p.name:
+            raise PolicyRejected(f"trained for robot '{m.robot_profile}'; this node runs robot profile '{p.name}'")
         if tuple(m.joint_names) != tuple(p.joint_names):
             if sorted(m.joint_names) == sorted(p.joint_names):
                 why = f"same joints in another order: {list(m.joint_names)}"
@@ -384,12 +502,26 @@ class PolicyController:
         if m.observation.size != expected:
             raise PolicyRejected(f"observation size {m.observation.size}, expected {expected} for task "
                                  f"'{m.task_name}' and {p.num_joints} joints")
+        pose = np.asarray(m.default_pose_rad)
+        outside = np.flatnonzero((pose < p.position_lower_rad) | (pose > p.position_upper_rad))
+        if outside.size:
+            raise PolicyRejected("default_pose_rad outside the profile's position limits: " + ", ".join(
+                f"{p.joint_names[i]} {pose[i]:g} rad not in [{p.position_lower_rad[i]:g}, {p.position_upper_rad[i]:g}]"
+                for i in outside))
         warnings = []
         if self.control_rate_hz is not None and abs(m.control_rate_hz - self.control_rate_hz) > 1e-6:
             text = f"trained at {m.control_rate_hz:g} Hz, the node runs at {self.control_rate_hz:g} Hz"
             if not allow_rate_mismatch:
                 raise PolicyRejected(f"{text} (set allow_rate_mismatch to run it anyway)")
             warnings.append(f"{text} (allowed by allow_rate_mismatch)")
+        trained_period = 1.0 / m.control_rate_hz
+        max_step = ACTION_STEP_MARGIN * p.velocity_limit_rad_s * trained_period
+        if m.action.scale_rad > max_step.min():
+            i = int(np.argmin(max_step))
+            raise PolicyRejected(
+                f"action.scale_rad {m.action.scale_rad:g} rad per command is more than {ACTION_STEP_MARGIN:g} x "
+                f"{p.joint_names[i]}'s velocity limit {p.velocity_limit_rad_s[i]:g} rad/s x the "
+                f"{1e3 * trained_period:g} ms control period = {max_step[i]:.4g} rad")
         return warnings
 
     def set_policy(self, loaded: LoadedPolicy) -> None:
@@ -404,6 +536,7 @@ class PolicyController:
                 self._set_task(get_task(loaded.runtime.manifest.task_name)())
                 self._task_fixed = True
             self._install(loaded)
+            self.previous = None
 
     def swap(self, name: str, *, allow_rate_mismatch: bool | None = None) -> LoadedPolicy:
         """Load ``name`` in the calling thread and make it pending (the next cycle installs it)."""
@@ -457,16 +590,40 @@ class PolicyController:
             loaded, self._pending = self._pending, None
         if loaded is None:
             return None
+        if self.active is not None and self.active.runtime is not loaded.runtime:
+            self.previous = self.active  # kept loaded: the fall-back if the new one fails
         self._install(loaded)
         self.counters.swaps += 1
-        self.inference.clear()  # timing statistics are per policy
-        self.loop_latency.clear()
+        self.fault = ""
+        self._probation_end = self.counters.cycles + PROBATION_CYCLES
         return loaded.name
 
     def _install(self, loaded: LoadedPolicy) -> None:
         loaded.runtime.reset()  # cold start: zero LSTM state
         self.active = loaded
         self.hold_target = None
+        self.disabled = False
+        self._overrun_run = self._non_finite_run = 0
+        self._probation_end = 0
+        self.inference.clear()  # timing statistics are per policy
+        self.loop_latency.clear()
+
+    def _fall_back(self, why: str, q: np.ndarray) -> None:
+        """The active policy failed (``why``): install the previous policy, or disable the
+        active one (every cycle holds) when there is none. Called with the run lock held."""
+        failed, previous = self.active, self.previous
+        self.counters.fallbacks += 1
+        if previous is not None:
+            self.previous = None  # no ping-pong: the failed policy is not a fall-back
+            self._install(previous)
+            self.fault = (f"policy '{failed.name}' {why}; fell back to the previous policy '{previous.name}' "
+                          "(zero recurrent state); set the policy parameter to swap in another")
+        else:
+            self.disabled = True
+            self.hold_target = clip(q, self.profile.position_lower_rad, self.profile.position_upper_rad)
+            self.fault = (f"policy '{failed.name}' {why}; no previous policy to fall back to: holding the "
+                          "measured joint positions until another policy is swapped in")
+        self._new_fault = self.fault
 
     # --- inputs -------------------------------------------------------------------------
     def on_joint_state(self, names, position, velocity, arrival_s: float) -> tuple[bool, str]:
@@ -521,7 +678,7 @@ class PolicyController:
     @property
     def goal_signal(self) -> str:
         """The task signal the ``current_goal`` topic feeds (Reach: target_pos)."""
-        return next((i.signal for i in self.task.inputs if i.topic == "current_goal"), self.task_signals[0][0])
+        return goal_signal_of(self.task)
 
     def set_goal(self, xyz) -> tuple[bool, str]:
         """The goal from ``current_goal`` (:meth:`set_task_input` of :attr:`goal_signal`)."""
@@ -555,13 +712,22 @@ class PolicyController:
             with self._inputs_lock:
                 values = self.task_values
                 inputs = self.q, self.qd, self.state_arrival_s, tuple(values.get(n) for n in self._task_signal_names)
+            ran = self.active is not None and not self.disabled
             result = self._decide(now_s, *inputs)
             if result.status in (COMMAND, HOLD):
                 self.counters.commands += 1
-                if self._clock() - now_s > self.period_s:
+                elapsed = self._clock() - now_s
+                if elapsed > self.period_s:
                     self.counters.overruns += 1
-        if swapped:
-            result = CycleResult(result.status, result.command, result.reason, swapped)
+                    self._overrun_run += 1
+                    if ran and self._overrun_run >= FAULT_LIMIT and not self.disabled:
+                        self._fall_back(f"overran the {1e3 * self.period_s:g} ms control period in {FAULT_LIMIT} "
+                                        f"consecutive cycles (last cycle {1e3 * elapsed:.1f} ms)", inputs[0])
+                else:
+                    self._overrun_run = 0
+            fault, self._new_fault = self._new_fault, ""
+        if swapped or fault:
+            result = CycleResult(result.status, result.command, result.reason, swapped, fault)
         return result
 
     def _count_timing(self, now_s: float) -> None:
@@ -590,13 +756,24 @@ class PolicyController:
                                              f"(limit {self.stale_after_periods} periods = {1e3 * limit:.0f} ms); "
                                              "no command sent")
         self.stale = False
+        if self.disabled:
+            return self._hold("policy_disabled", self.fault, q)
         runtime = self.active.runtime
         start = time.perf_counter()
         try:
             action = runtime.act(q, qd, self.prev_action, *task_values)
-        except (NonFiniteOutputError, NonFiniteObservationError) as exc:
-            kind = "non_finite_output" if isinstance(exc, NonFiniteOutputError) else "non_finite_observation"
-            return self._hold(kind, str(exc), q)
+        except NonFiniteObservationError as exc:
+            return self._hold("non_finite_observation", str(exc), q)
+        except NonFiniteOutputError as exc:
+            self._non_finite_run += 1
+            probation = self.counters.cycles <= self._probation_end
+            if self.previous is not None and (probation or self._non_finite_run >= FAULT_LIMIT):
+                when = (f"in its first {PROBATION_CYCLES} cycles after the swap" if probation
+                        else f"in {FAULT_LIMIT} consecutive cycles")
+                self._fall_back(f"output non-finite values {when} ({exc})", q)
+                return self._decide(now_s, q, qd, arrival_s, task_values)  # the previous policy, this cycle
+            return self._hold("non_finite_output", str(exc), q)
+        self._non_finite_run = 0
         self.inference.add(time.perf_counter() - start)
         target = runtime.joint_targets(action, q, self.profile.position_lower_rad,
                                        self.profile.position_upper_rad)
@@ -611,7 +788,7 @@ class PolicyController:
         self.prev_action = np.zeros(self.profile.num_joints)
         c = self.counters
         c.holds[kind] += 1
-        c.last_hold = f"{kind}: {why}; holding the measured joint positions"
+        c.last_hold = why if kind == "policy_disabled" else f"{kind}: {why}; holding the measured joint positions"
         return CycleResult(HOLD, self.hold_target.copy(), c.last_hold)
 
     # --- reporting ----------------------------------------------------------------------

@@ -153,7 +153,7 @@ def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg
                    "low": -1.0, "high": 1.0},
         "joint_names": list(profile.joint_names),
         "task": task.describe(),
-        "robot_profile": cfg.robot_profile,
+        "robot_profile": profile.name,  # the name the policy node checks (cfg may give a YAML path)
         "control_rate_hz": profile.control_rate_hz,
         "default_pose_rad": [float(v) for v in profile.default_pose_rad],
         "recurrent_state": {"layers": 1, "hidden": actor.hidden} if recurrent else None,
@@ -170,7 +170,7 @@ def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str | None = None,
                       training_extra: dict | None = None, evaluation: dict | None = None) -> Path:
     """Write ``out_dir/NAME.onnx`` and ``out_dir/manifest.json``; verified before it is kept."""
-    from policies.manifest import sha256_file
+    from policies.manifest import seal_artifact, sha256_file
     from policies.runtime import PolicyRuntime
 
     actor, cfg, state = actor_from_checkpoint(checkpoint)
@@ -192,6 +192,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
         manifest = build_manifest(name, onnx_path.name, sha256_file(onnx_path), actor, cfg, training,
                                   evaluation or {})
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        seal_artifact(staging)  # artifact_sha256: one hash over graph + manifest
         PolicyRuntime(staging)  # validates manifest against graph, exactly as deployment will
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -201,9 +202,14 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
 
 
 def update_evaluation(artifact_dir: str | Path, evaluation: dict) -> None:
-    """Record evaluation results in an artifact's manifest (the ONNX file is untouched)."""
+    """Record evaluation results in an artifact's manifest (the ONNX file is untouched) and
+    re-seal it. The artifact is verified first, so this never blesses an edit made since export."""
+    from policies.manifest import load_manifest, seal_artifact, verify_artifact
     from sim_bridge.config import write_text_atomic
     path = Path(artifact_dir) / MANIFEST_NAME
+    current = load_manifest(path)
+    verify_artifact(current, current.onnx_path.read_bytes())
     manifest = json.loads(path.read_text())
     manifest["evaluation"] = evaluation
     write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
+    seal_artifact(artifact_dir)

@@ -8,6 +8,25 @@ observation layout (it must equal the task's layout for the policy's joints,
 semantics, the joints and rates the policy was trained for, the graph's input/output
 names, the sha256 of the ONNX file, and free-form training and evaluation records.
 
+Integrity: ``artifact_sha256`` seals graph and manifest together. Every manifest value
+changes what the robot does (``action.scale_rad`` scales every command, ``default_pose_rad``
+and ``robot_profile`` say where and on what it may run), so a hash over the ONNX file alone
+let an edited manifest through unchecked. The hash is::
+
+    sha256( b"sim2real-policy-artifact/1\n"
+            + len(onnx bytes) as 8 bytes, big-endian + the ONNX file's bytes
+            + canonical JSON of the manifest without the artifact_sha256 field )
+
+where the canonical JSON is ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)`` in UTF-8 (key order, whitespace and indentation of the file do not
+matter; any value that changes does). :func:`artifact_digest` computes it,
+:func:`seal_artifact` writes it (the export does, after the parity check), and
+:func:`verify_artifact` checks it: the runtime refuses an artifact without it or whose
+hash does not match, naming what changed when it can tell (the ONNX file, via
+``onnx_sha256``, or the manifest). This is integrity, not authenticity: it catches edits
+and incomplete copies, not someone who re-seals on purpose (``python -m policies.manifest
+seal FOLDER`` re-seals an artifact you edited and trust; signing would be the next step).
+
 numpy and the standard library only: the deployed runtime imports this module.
 Errors are :class:`sim_bridge.config.ConfigError` naming the file and the field.
 """
@@ -36,6 +55,8 @@ IO_NAMES = {
 }
 ACTION_LOW, ACTION_HIGH = -1.0, 1.0  # the runtime clips actions to this range
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+ARTIFACT_HASH_FIELD = "artifact_sha256"
+_ARTIFACT_TAG = b"sim2real-policy-artifact/1\n"
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,10 @@ class PolicyManifest:
     evaluation: dict[str, Any]
     created_utc: str
     manifest_version: int = MANIFEST_VERSION
+    artifact_sha256: str | None = None  # None: not sealed (a runtime refuses it)
     source: Path | None = field(default=None, compare=False)
+    # The canonical JSON of the manifest as read, without artifact_sha256 (what the hash covers).
+    canonical: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def num_joints(self) -> int:
@@ -118,6 +142,7 @@ class PolicyManifest:
             "name": self.name,
             "onnx_file": self.onnx_file,
             "onnx_sha256": self.onnx_sha256,
+            **({} if self.artifact_sha256 is None else {ARTIFACT_HASH_FIELD: self.artifact_sha256}),
             "architecture": self.architecture,
             "observation": {"size": self.observation.size,
                             "layout": [{"name": s.name, "size": s.size, "unit": s.unit,
@@ -177,6 +202,10 @@ def manifest_path_for(path: str | os.PathLike) -> Path:
 def load_manifest(path: str | os.PathLike) -> PolicyManifest:
     """Read and validate a manifest (path of the file, or of the artifact folder)."""
     path = manifest_path_for(path)
+    return parse_manifest(_read_json(path), source=path)
+
+
+def _read_json(path: Path) -> Any:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -184,10 +213,9 @@ def load_manifest(path: str | os.PathLike) -> PolicyManifest:
     except OSError as exc:
         raise ConfigError(f"cannot read manifest ({exc.strerror})", source=path) from None
     try:
-        data = json.loads(text, object_pairs_hook=_unique_keys)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, ValueError) as exc:
         raise ConfigError(f"not valid JSON ({exc})", source=path) from None
-    return parse_manifest(data, source=path)
 
 
 def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> PolicyManifest:
@@ -204,6 +232,9 @@ def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> Pol
     sha = r.str("onnx_sha256")
     if not _SHA256.fullmatch(sha):
         raise r.error("onnx_sha256", f"expected 64 lowercase hex digits, got {sha!r}")
+    sealed = r.raw(ARTIFACT_HASH_FIELD, None)
+    if sealed is not None and (not isinstance(sealed, str) or not _SHA256.fullmatch(sealed)):
+        raise r.error(ARTIFACT_HASH_FIELD, f"expected 64 lowercase hex digits, got {sealed!r}")
     arch = r.str("architecture")
     if arch not in ARCHITECTURES:
         raise r.error("architecture", f"unknown architecture {arch!r}; expected one of {list(ARCHITECTURES)}")
@@ -251,7 +282,73 @@ def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> Pol
         name=name, onnx_file=onnx_file, onnx_sha256=sha, architecture=arch, observation=observation,
         action=action, joint_names=tuple(joints), task=task, robot_profile=robot_profile, control_rate_hz=rate,
         default_pose_rad=pose, recurrent_state=state, io=IoSpec(inputs, outputs), training=training,
-        evaluation=evaluation, created_utc=created, manifest_version=version, source=source)
+        evaluation=evaluation, created_utc=created, manifest_version=version, artifact_sha256=sealed,
+        source=source, canonical=canonical_json(data))
+
+
+def canonical_json(data: dict[str, Any]) -> bytes:
+    """The manifest object as the artifact hash covers it: without ``artifact_sha256``, keys
+    sorted, no whitespace, UTF-8 (see the module docstring)."""
+    body = {k: v for k, v in _plain(data).items() if k != ARTIFACT_HASH_FIELD}
+    # default=repr: objects no file holds (a manifest built in code) must not make parsing fail
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr).encode("utf-8")
+
+
+def artifact_digest(onnx_bytes: bytes, manifest: dict[str, Any] | bytes) -> str:
+    """Hex ``artifact_sha256`` of a graph (the ONNX file's bytes) and its manifest (the JSON
+    object, or its :func:`canonical_json`)."""
+    canonical = manifest if isinstance(manifest, bytes) else canonical_json(manifest)
+    digest = hashlib.sha256(_ARTIFACT_TAG)
+    digest.update(len(onnx_bytes).to_bytes(8, "big"))
+    digest.update(onnx_bytes)
+    digest.update(canonical)
+    return digest.hexdigest()
+
+
+def verify_artifact(manifest: PolicyManifest, onnx_bytes: bytes) -> None:
+    """ConfigError unless ``onnx_bytes`` and the manifest (as read) are what was exported.
+
+    Checks ``onnx_sha256`` first (then the message names the ONNX file), then
+    ``artifact_sha256`` (a mismatch with a matching ONNX file means the manifest was edited).
+    """
+    source, name = manifest.source, manifest.onnx_file
+    onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
+    if onnx_sha != manifest.onnx_sha256:
+        raise ConfigError(f"{name} has sha256 {onnx_sha}, the manifest says {manifest.onnx_sha256} "
+                          "(file changed or copied incompletely)", source=source, field="onnx_sha256")
+    reseal = ("re-export the policy (or, for an artifact you changed yourself and trust: "
+              "python -m policies.manifest seal FOLDER)")
+    if manifest.artifact_sha256 is None:
+        raise ConfigError(f"the artifact is not sealed: no {ARTIFACT_HASH_FIELD} (the hash over graph + manifest), "
+                          f"so an edited manifest could not be told from an exported one; {reseal}",
+                          source=source, field=ARTIFACT_HASH_FIELD)
+    actual = artifact_digest(onnx_bytes, manifest.canonical)
+    if actual != manifest.artifact_sha256:
+        raise ConfigError(f"the manifest was edited after export: graph + manifest hash to {actual}, the seal "
+                          f"records {manifest.artifact_sha256}; {name} matches the manifest's onnx_sha256, so the "
+                          "manifest changed (with its onnx_sha256, if the graph was replaced too); refusing values "
+                          f"nobody exported (action scale, default pose, robot, ...); {reseal}",
+                          source=source, field=ARTIFACT_HASH_FIELD)
+
+
+def seal_artifact(folder: str | os.PathLike) -> str:
+    """Write ``artifact_sha256`` into the manifest of the artifact in ``folder`` (atomically;
+    the ONNX file is untouched) and return it. The manifest must be valid and its
+    ``onnx_sha256`` must match the ONNX file: sealing never blesses a changed graph."""
+    path = manifest_path_for(folder)
+    data = _read_json(path)
+    manifest = parse_manifest(data, source=path)
+    try:
+        onnx_bytes = manifest.onnx_path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {manifest.onnx_file} ({exc.strerror})", source=path, field="onnx_file") from None
+    onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
+    if onnx_sha != manifest.onnx_sha256:
+        raise ConfigError(f"{manifest.onnx_file} has sha256 {onnx_sha}, the manifest says {manifest.onnx_sha256}; "
+                          "not sealing a graph that is not the one recorded", source=path, field="onnx_sha256")
+    data[ARTIFACT_HASH_FIELD] = artifact_digest(onnx_bytes, data)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    return data[ARTIFACT_HASH_FIELD]
 
 
 def save_manifest(manifest: PolicyManifest, path: str | os.PathLike) -> Path:
@@ -360,3 +457,23 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar or array
         return _plain(value.tolist())
     return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m policies.manifest seal FOLDER...``: (re-)seal artifacts (see the module docstring)."""
+    import sys
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or args[0] != "seal":
+        print("usage: python -m policies.manifest seal FOLDER...", file=sys.stderr)
+        return 2
+    for folder in args[1:]:
+        try:
+            print(f"{folder}: artifact_sha256 {seal_artifact(folder)}")
+        except ConfigError as exc:
+            print(f"{folder}: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,7 +8,10 @@ Subscribes (names relative to the node's namespace, see :mod:`sim_bridge.interfa
 Publishes:
   joint_commands std_msgs/Float64MultiArray  absolute joint targets, profile order, rad;
                                              only while active (a lifecycle publisher)
-  /diagnostics   diagnostic_msgs/DiagnosticArray, status 'policy: control', once per second
+  /diagnostics   diagnostic_msgs/DiagnosticArray, status 'policy: control', once per second:
+                 WARN while holding, stale, or after overruns since the last report; ERROR
+                 after a fall-back to the previous policy or a disable (until the next swap,
+                 ``fault`` says why) and while non-finite outputs last FAULT_LIMIT cycles
 Services:
   ~/reset          std_srvs/Trigger  zero the recurrent state and the previous action
   ~/list_policies  std_srvs/Trigger  the policy names in policy_dir, comma-separated
@@ -59,7 +62,8 @@ from std_srvs.srv import Trigger
 from sim_bridge.executor import ThrottledLog, freeze_heap, run_node
 from sim_bridge.tasks import POINT_STAMPED
 from sim_bridge.lifecycle import CommandGateMixin
-from policies.control import HOLD, STALE, PolicyController, PolicyRejected, list_policies, resolve_policy
+from policies.control import (FAULT_LIMIT, HOLD, STALE, PolicyController, PolicyRejected, list_policies,
+                              resolve_policy)
 from policies.manifest import shipped_zoo
 from sim_bridge import interface
 from sim_bridge.config import ConfigError
@@ -125,6 +129,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         self._pub = None
         self._entities: list = []
         self._log_throttled = ThrottledLog(self.get_logger().warning)
+        self._reported_overruns = 0  # overruns counted at the last diagnostics report
         self._control_group = MutuallyExclusiveCallbackGroup()  # the cycle (timer, or state in 'state' mode)
         self._input_group = MutuallyExclusiveCallbackGroup()    # state and goal intake in 'timer' mode
         self._aux_group = MutuallyExclusiveCallbackGroup()      # services, diagnostics
@@ -352,7 +357,9 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         # The command is out: a policy load waiting in the parameter thread may take its next
         # step now, in the idle part of the period. (A swap is logged by the parameter thread.)
         ctl.end_cycle()
-        if result.status in (HOLD, STALE):
+        if result.fault:  # once, on the cycle that fell back or disabled the policy
+            self.get_logger().error(result.fault)
+        elif result.status in (HOLD, STALE):
             self._log_throttled(result.status, result.reason)
 
     # --- services -------------------------------------------------------------------------
@@ -387,9 +394,18 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
             status.hardware_id = ctl.profile.name
             status.message = (f"{self.lifecycle_state}, policy '{ctl.active_name}', {rate:.1f} Hz achieved "
                               f"(target {target:g} Hz, trigger '{self.trigger}')")
+            new_overruns, self._reported_overruns = c.overruns - self._reported_overruns, c.overruns
             if self._active and (ctl.holding or ctl.stale):
                 status.level = DiagnosticStatus.WARN
                 status.message += f"; HOLDING: {c.last_hold}" if ctl.holding else "; joint state STALE"
+            if self._active and new_overruns > 0:
+                status.level = DiagnosticStatus.WARN
+                status.message += (f"; {new_overruns} OVERRUNS since the last report (cycles longer than the "
+                                   f"{1e3 * ctl.period_s:g} ms period)")
+            if ctl.fault or (self._active and ctl.non_finite_run >= FAULT_LIMIT):
+                status.level = DiagnosticStatus.ERROR
+                status.message += f"; FAULT: {ctl.fault}" if ctl.fault else \
+                    f"; non-finite outputs for {ctl.non_finite_run} consecutive cycles"
             us = 1e6
             status.values = [KeyValue(key=k, value=str(v)) for k, v in (
                 ("lifecycle_state", self.lifecycle_state),
@@ -403,6 +419,8 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
                 ("loop_latency_p99_us", f"{us * ctl.loop_latency.p99():.0f}"),
                 ("cycles", c.cycles), ("commands", c.commands), ("missed_cycles", c.missed_cycles),
                 ("overruns", c.overruns), ("stale_cycles", c.stale_cycles), ("swaps", c.swaps),
+                ("fallbacks", c.fallbacks), ("fault", ctl.fault), ("disabled", ctl.disabled),
+                ("previous_policy", ctl.previous.name if ctl.previous else ""),
                 ("holds", sum(c.holds.values())), ("holding", ctl.holding), ("stale", ctl.stale),
                 ("rejections", sum(c.rejections.values())),
                 ("rejected_joint_states", c.rejections["joint_state"]),

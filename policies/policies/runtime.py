@@ -14,7 +14,6 @@ actions turned into joint targets by the same code the training env uses
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
-from policies.manifest import PolicyManifest, load_manifest, manifest_path_for
+from policies.manifest import PolicyManifest, load_manifest, manifest_path_for, verify_artifact
 from sim_bridge.config import ConfigError
 from sim_bridge.observations import ObservationBuilder, action_to_joint_targets
 
@@ -31,6 +30,8 @@ _ORT_LOAD_ERRORS = (_ort_errors.InvalidProtobuf, _ort_errors.InvalidGraph, _ort_
                     _ort_errors.Fail, _ort_errors.NotImplemented, _ort_errors.RuntimeException,
                     _ort_errors.NoSuchFile)
 _FLOAT = "tensor(float)"
+# onnxruntime's message for a graph with external data loaded from bytes (it has no folder to look in).
+_EXTERNAL_DATA_ERROR = "model_path must not be empty"
 
 
 class PolicyLoadError(ConfigError):
@@ -63,7 +64,7 @@ class PolicyRuntime:
         pause = pause or _no_pause
         manifest_path = manifest_path_for(path)
         if not manifest_path.is_file():
-            raise PolicyLoadError(f"no manifest.json for policy {os.fspath(path)!r}", source=manifest_path)
+            raise PolicyLoadError(_missing_manifest(path, manifest_path), source=manifest_path)
         try:
             m = load_manifest(manifest_path)
         except ConfigError as exc:
@@ -79,10 +80,10 @@ class PolicyRuntime:
         except OSError as exc:
             raise PolicyLoadError(f"cannot read ONNX file {onnx_path} ({exc.strerror})",
                                   source=manifest_path, field="onnx_file") from None
-        digest = hashlib.sha256(model_bytes).hexdigest()
-        if digest != m.onnx_sha256:
-            raise PolicyLoadError(f"{onnx_path.name} has sha256 {digest}, the manifest says {m.onnx_sha256} "
-                                  "(file changed or copied incompletely)", source=manifest_path, field="onnx_sha256")
+        try:
+            verify_artifact(m, model_bytes)
+        except ConfigError as exc:
+            raise _as_load_error(exc) from None
 
         pause()
         options = ort.SessionOptions()
@@ -93,6 +94,11 @@ class PolicyRuntime:
         try:
             self._session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         except _ORT_LOAD_ERRORS as exc:
+            if _EXTERNAL_DATA_ERROR in str(exc):  # what onnxruntime says for a graph loaded from bytes
+                raise PolicyLoadError(
+                    "the graph keeps its weights in external data files (ONNX external data); the runtime "
+                    "loads one self-contained .onnx file, the one onnx_sha256 covers: re-export with the "
+                    "weights inside the file", source=onnx_path) from None
             raise PolicyLoadError(f"not a valid ONNX model ({type(exc).__name__}: {exc})", source=onnx_path) from None
 
         self._manifest = m
@@ -257,6 +263,18 @@ class PolicyRuntime:
 
 def _no_pause() -> None:
     pass
+
+
+def _missing_manifest(given: str | os.PathLike, manifest_path: Path) -> str:
+    """Why ``manifest_path`` is not a readable file, in words (a symlink is named as one)."""
+    if manifest_path.is_symlink():
+        target = os.readlink(manifest_path)
+        if not manifest_path.exists():
+            return f"manifest.json of policy {os.fspath(given)!r} is a symlink to {target}, which does not exist"
+        return f"manifest.json of policy {os.fspath(given)!r} is a symlink to {target}, which is not a regular file"
+    if manifest_path.exists():
+        return f"manifest.json of policy {os.fspath(given)!r} is not a regular file"
+    return f"no manifest.json for policy {os.fspath(given)!r}"
 
 
 def _as_load_error(exc: ConfigError) -> PolicyLoadError:

@@ -13,7 +13,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from policies.manifest import IO_NAMES, parse_manifest, save_manifest, sha256_file
+from policies.manifest import IO_NAMES, parse_manifest, save_manifest, seal_artifact, sha256_file
 from sim_bridge.observations import ACTION_TYPE, layout_size
 from sim_bridge.tasks import DEFAULT_TASK, get_task
 
@@ -87,7 +87,7 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
                         module=None) -> Path:
     """Write ``NAME.onnx`` and ``manifest.json`` into ``directory``; returns the directory.
 
-    The graph is ``module`` if given (its architecture, hidden and layers then win), else
+    The manifest is sealed (``artifact_sha256``) like an exported one. The graph is ``module`` if given (its architecture, hidden and layers then win), else
     ``dummy_module(architecture, hidden, obs_size, act_size, nan, layers, seed)``. The manifest
     describes ``joint_names`` (default ``joint1..joint{act_size}``) with the contract's io
     names, whatever the graph's are.
@@ -101,15 +101,21 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
     data = dummy_manifest_dict(name, architecture, joint_names or [f"joint{i + 1}" for i in range(act_size)],
                                hidden=hidden, layers=layers, onnx_sha256=sha256_file(onnx_path), seed=seed)
     save_manifest(parse_manifest(data), directory)
+    seal_artifact(directory)  # artifact_sha256, as the real export writes it
     return directory
 
 
 def dummy_manifest_dict(name: str = "dummy_lstm", architecture: str = "lstm", joint_names=None, *,
                         hidden: int = 8, layers: int = 1, onnx_sha256: str = "0" * 64, seed: int = 0,
                         task: str = DEFAULT_TASK) -> dict:
-    """A valid manifest JSON object for ``NAME.onnx`` (no file is read or written)."""
+    """A valid manifest JSON object for ``NAME.onnx`` (no manifest is read or written), for the
+    ``panda_like`` robot: its default pose when there are as many joints, else zeros."""
+    from sim_bridge.profile import load_profile
+
     joints = list(joint_names) if joint_names is not None else [f"joint{i + 1}" for i in range(7)]
     n = len(joints)
+    profile = load_profile("panda_like")
+    pose = [float(v) for v in profile.default_pose_rad] if profile.num_joints == n else [0.0] * n
     layout = get_task(task)().observation_layout(n)
     inputs, outputs = IO_NAMES[architecture]
     return {
@@ -126,7 +132,7 @@ def dummy_manifest_dict(name: str = "dummy_lstm", architecture: str = "lstm", jo
         "task": {"name": task},
         "robot_profile": "panda_like",
         "control_rate_hz": 50.0,
-        "default_pose_rad": [0.0] * n,
+        "default_pose_rad": pose,
         "recurrent_state": {"layers": layers, "hidden": hidden} if architecture == "lstm" else None,
         "io": {"inputs": list(inputs), "outputs": list(outputs)},
         "training": {"note": "freshly initialized dummy policy (policies.testing), not trained", "seed": seed},

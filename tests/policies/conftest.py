@@ -13,11 +13,14 @@ import pytest
 # Names in the zoo (folder name = policy name) -> what is special about them.
 GOOD = ("good_a", "good_b", "good_c")
 SLOW_ROWS, SLOW_ITERS = 256, 100  # ~50 ms per step on one core: slower than a 20 ms period
-NAN_TRIGGER_RAD = 1.0             # nan_some: NaN actions when joint1 > this
+NAN_TRIGGER_RAD = 1.0             # nan_some: NaN actions when joint1 > this (warm-up samples it)
+NAN_RARE_TRIGGER_RAD_S = 10.0     # nan_rare: NaN actions when joint1's velocity > this (beyond the
+                                  # profile's limit, which warm-up samples within)
 
 
-def _nan_some_module(seed: int):
-    """Finite on a zero observation (passes warm-up), NaN actions when joint_pos[0] > 1 rad."""
+def _nan_some_module(seed: int, index: int = 0, threshold: float = NAN_TRIGGER_RAD):
+    """Finite on a zero observation, NaN actions when ``obs[index] > threshold`` (default:
+    joint_pos[0] > 1 rad; index 7 is joint_vel[0] for 7 joints)."""
     import torch
     from torch import nn
 
@@ -31,7 +34,7 @@ def _nan_some_module(seed: int):
 
         def forward(self, obs, h, c):
             actions, h, c = self.inner(obs, h, c)
-            return actions + 0.0 * torch.log(NAN_TRIGGER_RAD - obs[:, :1]), h, c  # log(<0) = NaN
+            return actions + 0.0 * torch.log(threshold - obs[:, index:index + 1]), h, c  # log(<0) = NaN
 
         def example_inputs(self):
             return self.inner.example_inputs()
@@ -68,11 +71,16 @@ def _slow_module(seed: int):
     return Slow().eval()
 
 
-def _edit_manifest(folder: Path, **changes) -> None:
+def _edit_manifest(folder: Path, *, seal: bool = True, **changes) -> None:
+    """Change manifest fields; ``seal``: re-seal (as if exported so), else leave it tampered."""
+    from policies.manifest import seal_artifact
+
     path = folder / "manifest.json"
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data, indent=2))
+    if seal:
+        seal_artifact(folder)
 
 
 def build_policy_zoo(root: Path) -> Path:
@@ -85,6 +93,7 @@ def build_policy_zoo(root: Path) -> Path:
         export_dummy_policy(zoo / name, name=name, seed=seed)
     export_dummy_policy(zoo / "nan_always", name="nan_always", nan=True, seed=4)
     export_dummy_policy(zoo / "nan_some", name="nan_some", module=_nan_some_module(5))
+    export_dummy_policy(zoo / "nan_rare", name="nan_rare", module=_nan_some_module(11, 7, NAN_RARE_TRIGGER_RAD_S))
     export_dummy_policy(zoo / "other_joints", name="other_joints", seed=6,
                         joint_names=[f"arm_joint_{i}" for i in range(1, 8)])
     export_dummy_policy(zoo / "reordered_joints", name="reordered_joints", seed=7,
@@ -102,8 +111,25 @@ def build_policy_zoo(root: Path) -> Path:
     (missing_onnx / "good_a.onnx").unlink()
     no_manifest = shutil.copytree(good, zoo / "no_manifest")
     (no_manifest / "manifest.json").unlink()
-    rate_100 = shutil.copytree(good, zoo / "rate_100")
-    _edit_manifest(rate_100, control_rate_hz=100.0)
+    rate_100 = shutil.copytree(good, zoo / "rate_100")   # as exported at 100 Hz (a smaller action scale)
+    _edit_manifest(rate_100, control_rate_hz=100.0,
+                   action={"type": "joint_position_delta", "size": 7, "scale_rad": 0.02, "low": -1.0, "high": 1.0})
+    # Manifest edits after export (integrity) and values the robot profile refuses (each sealed,
+    # as if exported so, so that the profile check is what refuses them).
+    shutil.copytree(good, zoo / "tampered_scale")
+    _edit_manifest(zoo / "tampered_scale", seal=False,
+                   action={"type": "joint_position_delta", "size": 7, "scale_rad": 10.0, "low": -1.0, "high": 1.0})
+    shutil.copytree(good, zoo / "big_scale")
+    _edit_manifest(zoo / "big_scale",
+                   action={"type": "joint_position_delta", "size": 7, "scale_rad": 10.0, "low": -1.0, "high": 1.0})
+    shutil.copytree(good, zoo / "pose_outside")
+    _edit_manifest(zoo / "pose_outside", default_pose_rad=[9.0, 0.0, 0.0, -2.0, 0.0, 2.0, 0.8])
+    shutil.copytree(good, zoo / "other_robot")
+    _edit_manifest(zoo / "other_robot", robot_profile="ur5e")
+    unsealed = shutil.copytree(good, zoo / "unsealed")
+    data = json.loads((unsealed / "manifest.json").read_text())
+    del data["artifact_sha256"]
+    (unsealed / "manifest.json").write_text(json.dumps(data, indent=2))
 
     outside = root / "outside"                                  # a valid artifact outside the zoo
     export_dummy_policy(outside / "evil", name="evil", seed=10)

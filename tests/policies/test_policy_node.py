@@ -323,7 +323,8 @@ def test_commands_follow_the_policy_and_a_swap_takes_over_without_gap(rig_factor
     ctl = rig.node.controller
     assert wait_until(lambda: ctl.cycles_ended == ctl.counters.cycles > 0, 2.0), \
         (ctl.cycles_ended, ctl.counters.cycles)
-    assert any(ctl.yield_to_control() for _ in range(50)), "a load step waits for the running loop's next cycle"
+    # (polled for 5 s: one stall of the loop on a busy machine makes 50 back-to-back calls all return False)
+    assert wait_until(ctl.yield_to_control, 5.0), "a load step waits for the running loop's next cycle"
 
 
 def test_bad_swaps_are_refused_and_the_old_policy_keeps_control(rig_factory, policy_zoo):
@@ -370,17 +371,18 @@ def test_bad_swaps_are_refused_and_the_old_policy_keeps_control(rig_factory, pol
 
 
 def test_policy_with_nan_on_some_inputs_holds_and_reports(rig_factory):
-    rig = rig_factory(autostart=True, policy="nan_some")
+    rig = rig_factory(autostart=True, policy="nan_rare")
     assert rig.wait_commands(10)
     assert not np.allclose(rig.commands[-1][1], rig.q)
-    rig.q[0] = 1.2  # nan_some outputs NaN when joint1 > 1 rad
+    rig.qd[0] = 12.0  # nan_rare outputs NaN when joint1's velocity > 10 rad/s (warm-up samples within limits)
     assert wait_until(lambda: np.array_equal(rig.commands[-1][1], rig.q), 2.0), "holds the measured position"
     ctl = rig.node.controller
     assert ctl.holding and ctl.counters.holds["non_finite_output"] > 0
     diag = rig.latest_diagnostics(since=time.monotonic())
-    assert diag["level"] == DiagnosticStatus.WARN and "HOLDING" in diag["message"]
-    assert "non_finite_output" in diag["last_hold"]
-    rig.q[0] = 0.5
+    # ERROR since issue 12: the hold has lasted FAULT_LIMIT (5) consecutive non-finite outputs
+    assert diag["level"] == DiagnosticStatus.ERROR and "HOLDING" in diag["message"]
+    assert "non-finite outputs for" in diag["message"] and "non_finite_output" in diag["last_hold"]
+    rig.qd[0] = 0.5
     assert wait_until(lambda: not ctl.holding and not np.allclose(rig.commands[-1][1], rig.q), 2.0)
     assert rig.wait_commands(10), "the node keeps commanding"
 
@@ -464,33 +466,18 @@ def test_a_swap_during_a_swap_is_refused(rig_factory):
     assert "another swap is in progress (policy 'slow' is loading)" in result.reason, result.reason
     loader.join(15)
     loaded_at = time.monotonic()
-    assert results and results[0].successful, results
-    assert wait_until(lambda: ctl.active_name == "slow", 5.0)
+    # 'slow' (~50 ms per step) loads for a second or more, then its warm-up timing refuses it.
+    assert results and not results[0].successful and "too slow for 50 Hz" in results[0].reason, results
+    assert ctl.active_name == "good_a"
     gap = max_gap(rig.command_times(since=start, until=loaded_at))
     assert gap < MAX_GAP_S, f"good_a stopped for {1e3 * gap:.0f} ms while 'slow' loaded " \
                             f"({1e3 * (loaded_at - start):.0f} ms)"
     assert rig.set_param("policy", "good_a").successful
 
 
-@pytest.mark.slow
-def test_slow_policy_reports_missed_cycles_and_the_node_stays_responsive(rig_factory):
-    rig = rig_factory(autostart=True)
-    assert rig.wait_commands(10)
-    assert rig.set_param("policy", "slow").successful
-    ctl = rig.node.controller
-    assert wait_until(lambda: ctl.active_name == "slow", 5.0)
-    time.sleep(2.0)
-    diag = rig.latest_diagnostics(since=time.monotonic())
-    assert int(diag["missed_cycles"]) > 10 and int(diag["overruns"]) > 10, diag
-    assert float(diag["achieved_rate_hz"]) < 35.0 and float(diag["inference_p50_us"]) > 20_000, diag
-    start = time.monotonic()
-    assert rig.call(rig.list_client, Trigger.Request(), timeout=2.0).success
-    assert rig.call(rig.reset_client, Trigger.Request(), timeout=2.0).success
-    assert rig.set_param("policy", "good_a", timeout=5.0).successful
-    assert time.monotonic() - start < 3.0, "services and parameters are served while the loop overruns"
-    assert wait_until(lambda: ctl.active_name == "good_a", 5.0)
-    time.sleep(0.3)
-    assert_control_rate(rig, 1.0, "back to a fast policy")
+# (test_slow_policy_reports_missed_cycles_and_the_node_stays_responsive ran the ~50 ms 'slow'
+# graph at 50 Hz; since issue 12 its warm-up refuses it and a policy that overruns at runtime
+# falls back: tests/policies/test_hardening_policy_node.py.)
 
 
 def test_state_trigger_sends_one_command_per_state_mapped_by_name(rig_factory, policy_zoo):

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from policies.manifest import MANIFEST_FILE, load_manifest, parse_manifest, save_manifest  # noqa: E402
+from policies.manifest import MANIFEST_FILE, load_manifest, parse_manifest, save_manifest, seal_artifact  # noqa: E402
 from policies.runtime import (NonFiniteObservationError, NonFiniteOutputError, PolicyLoadError,  # noqa: E402
                               PolicyRuntime)
 from policies.testing import dummy_module, export_dummy_policy  # noqa: E402
@@ -204,6 +204,7 @@ def test_hidden_size_disagreeing_with_graph(lstm_copy):
     data = m.to_dict()
     data["recurrent_state"]["hidden"] = 16
     save_manifest(parse_manifest(data), path)
+    seal_artifact(lstm_copy)  # as if exported so: the graph check, not the seal, must catch it
     err = load_error(lstm_copy)
     assert err.field == "recurrent_state" and "[1, 1, 8]" in str(err)
 
@@ -236,6 +237,7 @@ def test_truncated_onnx_is_not_a_valid_model(lstm_copy):
     truncated_sha = hashlib.sha256(onnx.read_bytes()).hexdigest()
     # the sha matches, so the ONNX parse error is what is reported
     save_manifest(parse_manifest({**m.to_dict(), "onnx_sha256": truncated_sha}), path)
+    seal_artifact(lstm_copy)
     err = load_error(lstm_copy)
     assert str(onnx) in str(err) and "not a valid ONNX model" in str(err)
     assert "InvalidProtobuf" in str(err)
