@@ -411,8 +411,7 @@ class PolicyController:
                 except NonFiniteOutputError:
                     runtime.reset()
                     raise PolicyRejected(f"outputs non-finite values during warm-up on {label} "
-                                         f"(joint_pos {np.round(q, 3).tolist()} rad); the previous policy is "
-                                         "kept") from None
+                                         f"(joint_pos {np.round(q, 3).tolist()} rad)") from None
                 times.append(time.perf_counter() - start)
             rounds.append((float(np.percentile(times, 99)), float(np.percentile(times, 50))))
             if rounds[-1][0] <= limit or rounds[-1][1] > limit:  # fast enough, or slow beyond doubt

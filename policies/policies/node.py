@@ -19,7 +19,10 @@ Parameters:
   policy (str)                 artifact folder name inside policy_dir; setting it swaps the
                                policy at runtime (loaded, validated and warmed up in the
                                parameter thread, each step right after a control cycle;
-                               refused with the reason, old one kept)
+                               refused with the reason, old one kept). After a fall-back
+                               (PolicyController: overruns, non-finite outputs) it still names
+                               the failed policy; diagnostics' 'policy' and 'fault' say which
+                               one runs and why; setting it again swaps as usual
   policy_dir (str, read-only)  folder of policy artifacts; '' = the shipped zoo
   robot_profile (str, read-only)  shipped name or YAML path
   trigger (str, read-only)     'timer': a cycle per control period; 'state': a cycle per joint state
