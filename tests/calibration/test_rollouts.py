@@ -16,6 +16,7 @@ from calib_helpers import REACH_LSTM, REACH_MLP, element_index, zero_noise
 from calibration.discrepancy import discrepancy
 from calibration.episodes import ReferenceEpisode
 from calibration.rollouts import BatchPolicy, BatchSimulator, naive_rollouts
+from policies.manifest import seal_artifact
 from policies.runtime import PolicyRuntime
 
 LATENCIES = [0.0, 0.45, 0.7, 2.0]  # control steps: none, half-up rounding, fractional, two whole steps
@@ -120,6 +121,7 @@ def test_a_graph_that_does_not_batch_falls_back_to_rows(tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["onnx_sha256"] = hashlib.sha256(data).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    seal_artifact(folder)  # a deliberate edit is resealed (the seal covers graph + manifest)
 
     policy = BatchPolicy(folder)
     assert not policy.batched
@@ -177,5 +179,6 @@ def test_bad_inputs_are_refused_with_a_clear_message(sim, tmp_path, emulator_eps
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["joint_names"] = [f"elbow{i}" for i in range(7)]
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    seal_artifact(folder)
     with pytest.raises(ValueError, match=r"policy reach_mlp is for joints \['elbow0'.*the profile has \['joint1'"):
         sim.rollout([ep], "closed_loop", BatchPolicy(folder))
