@@ -11,10 +11,19 @@ Policy side (names relative to the node's namespace, types and QoS of
                  and the state is fresh (what the sim bridge does: one state per control step)
   current_goal   geometry_msgs/PointStamped (out, latched)
   /diagnostics   diagnostic_msgs/DiagnosticArray (out): status 'real_bridge: safety', once per
-                 second and at every mode change
+                 second and at every mode change. Command counters: every command the node
+                 took is in exactly one of commands_used, commands_superseded,
+                 commands_rejected (by kind: rejected_command_*), commands_discarded, or
+                 commands_pending (0/1); their sum is commands_received. Commands the middleware
+                 replaced in the reader's queue (a publisher faster than the intake, see
+                 joint_commands) never reach the node and cannot be counted by it: compare
+                 commands_received with what the policy sent.
   joint_commands std_msgs/Float64MultiArray (in)  absolute joint targets, profile order, rad
                  (reliable like COMMAND_QOS; the reader keeps 16, so commands of a burst are
-                 seen and counted as dropped rather than silently replaced by DDS)
+                 seen and counted as superseded rather than silently replaced by DDS). Bounded
+                 intake: at most 4 commands are taken per control period (pace_callback), so
+                 a flood cannot take the executor, the GIL or the cycle's timing; what a flood
+                 sends beyond that waits in the reader's 16 and DDS replaces the oldest.
   goal           geometry_msgs/PointStamped (in)  new reach target (base frame, m)
   reset          std_srvs/Trigger  a real arm cannot resample its physics: reset samples a new
                  goal in the profile's reach_workspace (seeded by ``seed``), publishes it on
@@ -107,12 +116,18 @@ HARDWARE_STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliab
 # Hardware commands: reliable keep-last 1 (the controllers subscribe reliable; a best-effort
 # subscriber is served too).
 HARDWARE_COMMAND_QOS = interface.COMMAND_QOS
-# Policy commands: the interface's QoS (reliable, volatile) with a deeper reader queue: with
-# keep-last 1, DDS would replace the commands of a burst before the bridge sees them, and
-# they could not be counted. The bridge takes them all and uses only the latest.
-COMMAND_INTAKE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=16,
+# Policy commands: the interface's QoS (reliable, volatile) with a deeper, bounded reader
+# queue: with keep-last 1, DDS would replace the commands of a burst before the bridge sees
+# them, and they could not be counted. The bridge takes them (at most COMMAND_INTAKE_PER_PERIOD
+# per control period) and uses only the latest.
+COMMAND_INTAKE_DEPTH = 16
+COMMAND_INTAKE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=COMMAND_INTAKE_DEPTH,
                                 reliability=interface.COMMAND_QOS.reliability,
                                 durability=interface.COMMAND_QOS.durability)
+# Commands taken from the middleware per control period, at most: 4x what a policy sends.
+# Beyond it, the intake waits for the next control cycle (pace_callback), so a flood costs
+# the process at most this many takes per period, whatever its rate.
+COMMAND_INTAKE_PER_PERIOD = 4
 LOG_THROTTLE_S = 1.0
 LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
@@ -168,6 +183,10 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self._state_pub = None
         self._goal_pub = None
         self._deadline = None
+        self._command_sub = None
+        self._intake = threading.Condition()   # the command intake's budget per control period
+        self._intake_taken = 0                  # commands taken since the last control tick
+        self.intake_waits = 0                   # times the intake waited for the next tick (a flood)
         self._log_throttled = ThrottledLog(self.get_logger().warning, LOG_THROTTLE_S)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._cycle_group = MutuallyExclusiveCallbackGroup()     # control cycle and hold deadline
@@ -262,8 +281,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self._state_pub, self._goal_pub,
             self.create_subscription(JointState, hw_topic, self._on_hardware_state, HARDWARE_STATE_QOS,
                                      callback_group=self._hardware_group),
-            self.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, self._on_command,
-                                     COMMAND_INTAKE_QOS, callback_group=self._policy_group),
+            self._new_command_subscription(),
             self.create_subscription(PointStamped, interface.GOAL, self._on_goal, interface.LATCHED_QOS,
                                      callback_group=self._policy_group),
             self.create_service(Trigger, interface.RESET, self._on_reset, callback_group=self._aux_group),
@@ -315,6 +333,31 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         super().destroy_node()
 
     # --- inputs: messages -> the core ---------------------------------------------------------
+    def _new_command_subscription(self):
+        self._command_sub = self.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, self._on_command,
+                                                     COMMAND_INTAKE_QOS, callback_group=self._policy_group)
+        return self._command_sub
+
+    def pace_callback(self, entity) -> None:
+        """ControlExecutor hook, run in a worker thread before a callback's task takes its message.
+
+        The command intake takes at most :data:`COMMAND_INTAKE_PER_PERIOD` commands per control
+        period; past that it waits for the next control tick (one period at most). Meanwhile
+        the subscription is out of the executor's wait set, so a flood of joint_commands costs
+        the process (the executor's loop, the GIL, other nodes in the same executor) a bounded
+        amount per period, and the cycle and the hardware states keep their timing. The
+        commands DDS keeps meanwhile (the reader's keep-last :data:`COMMAND_INTAKE_DEPTH`) are
+        taken after it; the ones it replaces never reach the bridge and are in no counter.
+        """
+        if entity is not self._command_sub or not self._active:
+            return
+        with self._intake:
+            if self._intake_taken >= COMMAND_INTAKE_PER_PERIOD:
+                self.intake_waits += 1
+                self._intake.wait(timeout=self.period_s)
+                self._intake_taken = 0 if self._intake_taken >= COMMAND_INTAKE_PER_PERIOD else self._intake_taken
+            self._intake_taken += 1
+
     def _on_hardware_state(self, msg: JointState) -> None:
         arrival = time.monotonic()
         core = self.core
@@ -410,6 +453,9 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         if core is not None:
             core.rate.tick(now)
         self._cycle(now, relay=True)
+        with self._intake:                 # a new budget for the command intake
+            self._intake_taken = 0
+            self._intake.notify_all()
 
     def _on_deadline(self) -> None:
         """Re-armed by every valid command: fires once the command timeout has passed."""

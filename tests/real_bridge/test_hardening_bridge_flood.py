@@ -1,0 +1,204 @@
+"""Issue 12, defect 7: a flood of ``joint_commands`` must not halt the real bridge's control.
+
+Another process floods the bridge's ``joint_commands`` at :data:`FLOOD_HZ` for
+:data:`FLOOD_S` (valid commands mixed with NaN and wrong-length ones) while the bridge runs
+against a fake arm and a 50 Hz policy: the probe of ``test_real_bridge_node`` (another
+executor of this process), or the arm emulator spun by the bridge's own executor (as
+``sim2real real`` spins them). Measured in the bridge's process (its control ticks, hardware
+publishes, state and command intake, timed where they happen) and on the fake ros2_control
+side:
+
+* the intake is bounded: at most ``COMMAND_INTAKE_PER_PERIOD`` commands are taken per control
+  period (the defect: thousands per second, each a pass of the executor's loop);
+* the bridge keeps commanding: no gap over :data:`MAX_GAP_PERIODS` control periods between
+  hardware commands, no STOP, at most :data:`MAX_HOLDS` short holds (each with its reason);
+* the counters are honest: every command the bridge received is in exactly one counter
+  (used, superseded, rejected, discarded, or the one pending). The rest of what was sent
+  was replaced in the middleware's queue before the bridge took it: no node can count that.
+
+The fake arm's states come from this process, so the rig's 10-period state timeout applies
+(see ``test_real_bridge_node.Rig``); a STOP would still show a starved state intake.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from real_bridge.node import COMMAND_INTAKE_PER_PERIOD
+from rigs import ros  # noqa: F401 (ros: autouse fixture)
+from test_real_bridge_node import DELTA, PERIOD, Q, rig_factory  # noqa: F401 (rig_factory: fixture)
+
+pytestmark = pytest.mark.ros
+
+FLOOD_HZ = 5000.0
+FLOOD_S = 2.0
+# The bound on the gap between two hardware commands during the flood, in control periods.
+# A bridge that keeps its 50 Hz cycle has gaps of 1 period; the margin is for a 2-core
+# machine shared with the flooding process, DDS's threads and two busy loops (`make test`
+# beside them: up to 83 ms measured). The defect: 616 ms (31 periods).
+MAX_GAP_PERIODS = 5
+# A hold is the watchdog's answer to 2 periods (40 ms) without a valid command taken; with
+# 4 takes per period and 88 % valid commands in the flood that only happens when the whole
+# process was descheduled that long (seen once beside two busy loops). The bridge says why
+# (cause command_timeout on /diagnostics) and keeps sending hardware commands (the hold).
+MAX_HOLDS = 1
+
+FLOOD = r"""
+import json, sys, time
+import numpy as np
+import rclpy
+from std_msgs.msg import Float64MultiArray
+from sim_bridge import interface
+
+ns, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+base = np.array(json.loads(sys.argv[4]))
+delta = np.array(json.loads(sys.argv[5]))
+rclpy.init()
+node = rclpy.create_node("flood", namespace=ns)
+pub = node.create_publisher(Float64MultiArray, interface.JOINT_COMMANDS, interface.COMMAND_QOS)
+end = time.monotonic() + 30.0
+while pub.get_subscription_count() < 1 and time.monotonic() < end:
+    time.sleep(0.01)
+assert pub.get_subscription_count() >= 1, "the bridge's joint_commands subscription never matched"
+good = [Float64MultiArray(data=(base + delta * (0.5 + 0.1 * k)).tolist()) for k in range(6)]
+nan = Float64MultiArray(data=(base + delta).tolist())
+nan.data[3] = float("nan")
+short = Float64MultiArray(data=base[:5].tolist())
+sent = {"valid": 0, "non_finite": 0, "wrong_length": 0}
+print("flooding", flush=True)
+start = time.perf_counter()
+k = 0
+while True:
+    elapsed = time.perf_counter() - start
+    if elapsed >= seconds:
+        break
+    if k > elapsed * rate:
+        time.sleep(5e-5)
+        continue
+    if k % 10 == 9:
+        pub.publish(nan); sent["non_finite"] += 1
+    elif k % 50 == 24:
+        pub.publish(short); sent["wrong_length"] += 1
+    else:
+        pub.publish(good[k % 6]); sent["valid"] += 1
+    k += 1
+sent["seconds"] = time.perf_counter() - start
+sent["total"] = k
+print("SENT " + json.dumps(sent), flush=True)
+node.destroy_node()
+rclpy.try_shutdown()
+"""
+
+
+def _gaps(times) -> np.ndarray:
+    return np.diff(np.asarray(times, dtype=float)) if len(times) > 1 else np.zeros(0)
+
+
+def _max_taken_between_ticks(ticks, taken) -> float:
+    """The most commands taken between two control ticks, per started control period of the
+    interval (a late tick: the intake's wait for it ends after one period)."""
+    ticks, taken = np.asarray(ticks), np.asarray(taken)
+    worst = 0.0
+    for a, b in itertools.pairwise(ticks):
+        n = np.count_nonzero((taken >= a) & (taken < b))
+        worst = max(worst, n / (1 + int((b - a) / PERIOD)))
+    return worst
+
+
+def _timed(times: list, function):
+    """``function``, appending time.monotonic() to ``times`` at each call."""
+    def timed(*args, **kwargs):
+        times.append(time.monotonic())
+        return function(*args, **kwargs)
+    return timed
+
+
+def flood_and_measure(rig, label: str) -> None:
+    """Flood ``rig``'s bridge from another process for FLOOD_S; measure and check (module docstring)."""
+    node = rig.node
+    assert rig.wait_hw(10, timeout=10.0), "no hardware commands before the flood"
+    core = node.core
+    # Timed in the bridge's process: control ticks, hardware commands, states and commands taken.
+    ticks, published, states, taken = [], [], [], []
+    core.rate.tick = _timed(ticks, core.rate.tick)
+    node._publish_hardware = _timed(published, node._publish_hardware)
+    core.on_joint_state = _timed(states, core.on_joint_state)
+    core.on_command = _timed(taken, core.on_command)
+    with node._lock:
+        entries_before = core.watchdog.counts()
+    flood = subprocess.Popen(
+        [sys.executable, "-c", FLOOD, rig.ns, str(FLOOD_HZ), str(FLOOD_S), json.dumps(Q.tolist()),
+         json.dumps(DELTA.tolist())], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = flood.stdout.readline()
+        assert first.startswith("flooding"), first + flood.stdout.read()
+        start, cpu_start = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
+        out, _ = flood.communicate(timeout=60)
+    finally:
+        if flood.poll() is None:
+            flood.kill()
+    end, cpu_end = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
+    sent = json.loads(next(line for line in out.splitlines() if line.startswith("SENT "))[5:])
+    time.sleep(0.3)   # the bridge drains what DDS still holds
+    with node._lock:
+        counts = dict(core.counters)
+        watchdog = {k: v - entries_before[k] for k, v in core.watchdog.counts().items()}   # during the flood
+        mode, reason = core.watchdog.mode, core.watchdog.reason
+        pending = core.health("active", active=True).values["commands_pending"]
+
+    gaps = _gaps([start] + [t for t in published if start <= t <= end] + [end])
+    state_gaps = _gaps([start] + [t for t in states if start <= t <= end] + [end])
+    probe_gaps = _gaps([start] + [t for t, _ in rig.hw_since(start) if t <= end] + [end])
+    during = [t for t in taken if start <= t <= end]
+    per_period = _max_taken_between_ticks(ticks, taken)
+    cpu = (cpu_end.ru_utime + cpu_end.ru_stime - cpu_start.ru_utime - cpu_start.ru_stime) / (end - start)
+    received = counts.get("commands_received", 0)
+    print(f"\nflood ({label}): {sent['total']} commands in {sent['seconds']:.2f} s "
+          f"({sent['total'] / sent['seconds']:.0f} Hz: {sent['valid']} valid, {sent['non_finite']} NaN, "
+          f"{sent['wrong_length']} short) + the 50 Hz policy; taken during the flood {len(during)} "
+          f"(max {per_period:.1f} per control period); bridge counters "
+          f"{({k: v for k, v in counts.items() if k.startswith('commands')})}, pending {pending}; "
+          f"hardware commands: max gap {1e3 * gaps.max():.1f} ms (probe side {1e3 * probe_gaps.max():.1f} ms); "
+          f"hardware states taken: max gap {1e3 * state_gaps.max():.1f} ms; entries during the flood "
+          f"{({k: v for k, v in watchdog.items() if v})}; mode {mode}; test process CPU {100 * cpu:.0f} % of a core")
+
+    assert sent["total"] / sent["seconds"] >= 2000, "the flood must reach 2 kHz"
+    # bounded intake (deterministic: the intake's budget); the defect took ~30 per period
+    assert per_period <= 2 * COMMAND_INTAKE_PER_PERIOD, f"{per_period:.1f} commands taken per control period"
+    assert gaps.max() <= MAX_GAP_PERIODS * PERIOD, \
+        f"no hardware command for {1e3 * gaps.max():.0f} ms during the flood (bound {MAX_GAP_PERIODS} periods)"
+    assert watchdog["stop:state_timeout"] == 0, "the flood starved the hardware-state intake: STOP"
+    assert watchdog["hold:command_timeout"] <= MAX_HOLDS, f"the flood starved the command intake: {watchdog}"
+    assert mode == "run", f"{mode}: {reason}"
+    # Honest counters: every command the bridge received is in exactly one of them.
+    rejected = sum(v for k, v in counts.items() if k.startswith("commands_rejected:"))
+    accounted = (counts.get("commands_used", 0) + counts.get("commands_superseded", 0) + rejected
+                 + counts.get("commands_discarded", 0) + pending)
+    assert received > 0 and accounted == received, (received, accounted, counts)
+    assert rejected > 0, "the flood's NaN and short commands are counted as rejected"
+
+
+@pytest.mark.timeout(120)
+def test_a_command_flood_from_another_process_does_not_halt_control(rig_factory):
+    flood_and_measure(rig_factory(policy_hz=50.0), "bridge alone")
+
+
+@pytest.mark.timeout(120)
+def test_a_command_flood_does_not_halt_control_with_the_arm_emulator_in_the_same_executor(rig_factory):
+    """As ``sim2real real`` runs them: the arm (the emulator) spins in the bridge's executor."""
+    from real_bridge.emulator_node import ArmEmulatorNode
+
+    rig = rig_factory(policy_hz=50.0, hw_rate=0.0)
+    emulator = ArmEmulatorNode(namespace=rig.ns + "_arm")
+    rig.executor.add_node(emulator)
+    try:
+        flood_and_measure(rig, "arm emulator in the bridge's executor")
+    finally:
+        rig.executor.remove_node(emulator)
+        emulator.destroy_node()
