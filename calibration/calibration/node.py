@@ -378,7 +378,8 @@ def _push_outcome(future) -> tuple[bool, str]:
     if not results:
         return False, "no result"
     if results[0].successful:
-        return True, "randomization_file accepted (applies at the next reset)"
+        return True, ("randomization_file accepted: the node validates the file in the background and uses it from "
+                      "its next reset if valid (its log and /diagnostics say)")
     return False, f"rejected: {results[0].reason}"
 
 
