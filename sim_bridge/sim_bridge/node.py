@@ -222,8 +222,9 @@ class SimBridgeNode(Node):
             outcome = self.session.check_randomization(name)
         except ConfigError as exc:
             outcome = exc
-        except (MemoryError, RecursionError, OSError) as exc:  # limits make these unlikely; still a refusal
-            outcome = ConfigError(f"cannot load ({type(exc).__name__})", source=name, kind=type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - whatever happens, the result must reach the executor
+            outcome = ConfigError(f"cannot load ({type(exc).__name__}: {exc})", source=name,
+                                  kind=f"cannot load ({type(exc).__name__})")
         with self._validation_lock:
             self._validated = (name, outcome)
 
