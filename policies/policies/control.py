@@ -51,7 +51,7 @@ Rules:
   *previous* policy. A non-finite output in the first ``PROBATION_CYCLES`` cycles after
   a swap reverts to the previous policy at once (in the same cycle); later,
   ``FAULT_LIMIT`` consecutive non-finite outputs do. ``FAULT_LIMIT`` consecutive overruns
-  fall back to the previous policy, or, without one, disable the policy: every cycle then
+  spanning at least ``OVERRUN_FAULT_S`` fall back to the previous policy, or, without one, disable the policy: every cycle then
   holds (the latched measured positions) until another policy is swapped in. A fall-back
   or disable sets :attr:`PolicyController.fault` (the reason; cleared by the next swap) and
   is reported once in :attr:`CycleResult.fault`. Without a previous policy, non-finite
@@ -91,6 +91,8 @@ ACTION_STEP_MARGIN = 2.0  # scale_rad <= this x velocity limit x trained period 
 # (the action is a target offset from the measured position that a PD-tracked arm lags: the
 # shipped policies use 0.05 rad at 50 Hz, 1.15x what 2.175 rad/s covers in 20 ms)
 FAULT_LIMIT = 5         # consecutive overruns or non-finite outputs -> fall back (or disable)
+OVERRUN_FAULT_S = 0.1   # ... overruns also spanning at least this long (s): at 500 Hz, 5 cycles
+                        # are 10 ms, which one preemption on a busy machine can cover
 PROBATION_CYCLES = 50   # after a swap: one non-finite output reverts to the previous policy
 
 
@@ -314,6 +316,7 @@ class PolicyController:
         self.fault = ""           # why the last fall-back / disable happened ('' none since the last swap)
         self.disabled = False     # the active policy overran with nothing to fall back to: hold
         self._overrun_run = 0     # consecutive overrunning cycles of the active policy
+        self._overrun_since = 0.0  # start of the first of them (s, the cycle clock)
         self._non_finite_run = 0  # consecutive non-finite outputs of the active policy
         self._new_fault = ""      # a fault to report in this cycle's result
         self._probation_end = 0   # the last cycle of the current policy's probation after a swap
@@ -719,9 +722,14 @@ class PolicyController:
                 if elapsed > self.period_s:
                     self.counters.overruns += 1
                     self._overrun_run += 1
-                    if ran and self._overrun_run >= FAULT_LIMIT and not self.disabled:
-                        self._fall_back(f"overran the {1e3 * self.period_s:g} ms control period in {FAULT_LIMIT} "
-                                        f"consecutive cycles (last cycle {1e3 * elapsed:.1f} ms)", inputs[0])
+                    if self._overrun_run == 1:
+                        self._overrun_since = now_s
+                    span = now_s + elapsed - self._overrun_since
+                    if (ran and not self.disabled and self._overrun_run >= FAULT_LIMIT
+                            and span >= OVERRUN_FAULT_S):
+                        self._fall_back(f"overran the {1e3 * self.period_s:g} ms control period in "
+                                        f"{self._overrun_run} consecutive cycles over {1e3 * span:.0f} ms "
+                                        f"(last cycle {1e3 * elapsed:.1f} ms)", inputs[0])
                 else:
                     self._overrun_run = 0
             fault, self._new_fault = self._new_fault, ""

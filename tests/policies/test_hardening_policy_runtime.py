@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from policies.control import (COMMAND, FAULT_LIMIT, HOLD, PROBATION_CYCLES, PolicyController, PolicyRejected,
+from policies.control import (COMMAND, FAULT_LIMIT, HOLD, OVERRUN_FAULT_S, PROBATION_CYCLES, PolicyController, PolicyRejected,
                               resolve_policy, warmup_inputs)
 from policies.manifest import (ARTIFACT_HASH_FIELD, MANIFEST_FILE, artifact_digest, load_manifest, seal_artifact,
                                shipped_zoo)
@@ -130,8 +129,8 @@ def test_update_evaluation_reseals_but_never_blesses_an_edit(policy_zoo, tmp_pat
 # --- defect 3: manifest values against the robot profile --------------------------------------
 
 @pytest.mark.parametrize("name, why", [
-    ("big_scale", "action.scale_rad 10 rad per command is more than 2 x joint1's velocity limit 2.175 rad/s x "
-                  "the 20 ms control period = 0.087 rad"),
+    ("big_scale", ("action.scale_rad 10 rad per command is more than 2 x joint1's velocity limit 2.175 rad/s x "
+                   "the 20 ms control period = 0.087 rad")),
     ("pose_outside", "default_pose_rad outside the profile's position limits: joint1 9 rad not in [-2.8973, 2.8973]"),
     ("other_robot", "trained for robot 'ur5e'; this node runs robot profile 'panda_like'"),
 ])
@@ -248,8 +247,27 @@ def test_consecutive_overruns_fall_back_to_the_previous_policy(make, clock):
         if i < FAULT_LIMIT - 1:
             assert not result.fault and ctl.active_name == "good_b"
     assert ctl.active_name == "good_a" and ctl.counters.overruns == FAULT_LIMIT
-    assert f"overran the 20 ms control period in {FAULT_LIMIT} consecutive cycles" in result.fault
+    assert f"overran the 20 ms control period in {FAULT_LIMIT} consecutive cycles over 150 ms" in result.fault
     assert "fell back to the previous policy 'good_a'" in result.fault
+
+
+def test_overruns_must_also_last_a_while_at_high_rates(policy_zoo, clock):
+    """At 500 Hz, FAULT_LIMIT overruns are 10 ms, what one preemption can cover: the fault
+    needs OVERRUN_FAULT_S of consecutive overruns too."""
+    ctl = PolicyController(PROFILE, policy_zoo, clock=clock, control_rate_hz=500.0, allow_rate_mismatch=True)
+    ctl.set_policy(ctl.load_policy("good_a"))
+    ctl.set_goal(GOAL)
+    ctl.swap("good_b")
+    feed(ctl, clock.t)
+    assert ctl.cycle(clock.t).swapped_to == "good_b"
+    _make_slow(ctl, clock, 0.003)  # 3 ms per step against a 2 ms period
+    cycles = 0
+    while not ctl.counters.fallbacks:
+        feed(ctl, clock.t)
+        ctl.cycle(clock.t)
+        cycles += 1
+        assert cycles < 100
+    assert cycles >= OVERRUN_FAULT_S / 0.003 and ctl.active_name == "good_a", cycles
 
 
 def test_overruns_without_a_previous_policy_hold_until_a_swap(make, clock):
