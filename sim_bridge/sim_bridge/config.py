@@ -68,9 +68,9 @@ def resolve_path(value: str | os.PathLike, *, relative_to: Path | None = None) -
 # Limits of :func:`read_config_text` / :func:`load_yaml_mapping`: every file the stack reads
 # is small (a robot profile ~5 kB, a calibrated distribution ~20 kB); these bound the time
 # and memory a broken or hostile file can cost the process that reads it.
-MAX_CONFIG_BYTES = 1 << 20          # 1 MiB
+MAX_CONFIG_BYTES = 256 << 10         # 256 KiB (50x the largest file the stack writes)
 MAX_YAML_ALIASES = 64               # ``*name`` references in one document
-MAX_YAML_NODES = 200_000            # nodes of the document with every alias expanded
+MAX_YAML_NODES = 100_000            # nodes of the document with every alias expanded
 
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 60
