@@ -20,13 +20,16 @@ from test_policy_node import PERIOD, rig_factory  # noqa: E402,F401 (rig_factory
 pytestmark = pytest.mark.ros
 
 
-def _slow_down(runtime, seconds: float) -> None:
-    """Make a loaded (warmed-up, fast) runtime's steps take ``seconds`` more: a policy that
-    passed its warm-up and then overruns at runtime (a loaded machine, a thermal throttle)."""
-    act = runtime.act
+def _slow_down(runtime, seconds: float, steps: int | None = None) -> None:
+    """Make a loaded (warmed-up, fast) runtime's next ``steps`` (None: all) steps take ``seconds``
+    more: a policy that passed its warm-up and then overruns at runtime (a loaded machine, a
+    thermal throttle)."""
+    act, left = runtime.act, [steps]
 
     def slow_act(*args):
-        time.sleep(seconds)
+        if left[0] is None or left[0] > 0:
+            time.sleep(seconds)
+            left[0] = None if left[0] is None else left[0] - 1
         return act(*args)
     runtime.act = slow_act
 
@@ -83,11 +86,9 @@ def test_overruns_are_a_warning_before_the_fault_limit(rig_factory):
     rig = rig_factory(autostart=True)
     assert rig.wait_commands(5)
     ctl = rig.node.controller
-    runtime, act = ctl.active.runtime, ctl.active.runtime.act
-    _slow_down(runtime, 1.5 * PERIOD)
-    assert wait_until(lambda: ctl.counters.overruns >= 1, 5.0)
-    runtime.act = act  # fewer than FAULT_LIMIT in a row: no fall-back
     since = time.monotonic()
+    _slow_down(ctl.active.runtime, 1.5 * PERIOD, steps=FAULT_LIMIT - 2)  # fewer than FAULT_LIMIT: no fall-back
+    assert wait_until(lambda: ctl.counters.overruns >= FAULT_LIMIT - 2, 5.0)
     assert wait_until(lambda: any(t >= since and s.level == DiagnosticStatus.WARN and "OVERRUNS" in s.message
                                   for t, s in rig.diagnostics), 3.0), [s.message for _, s in rig.diagnostics]
     assert ctl.counters.fallbacks == 0 and not ctl.disabled and ctl.active_name == "good_a"
