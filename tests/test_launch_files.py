@@ -33,7 +33,7 @@ LAUNCH_FILES = {g: LAUNCH / f"{g}.launch.py" for g in GRAPHS}
 COMMON_ARGS = {"robot_profile", "policy", "namespace", "use_sim_time", "record", "params_dir"}
 EXPECTED_ARGS = {"sim": COMMON_ARGS | {"randomization_file", "task"}, "real": COMMON_ARGS | {"emulator", "task"},
                  "calibrate": {"bags", "prior", "output", "policy", "robot_profile", "randomization_file",
-                               "namespace", "params_dir"}}
+                               "namespace", "params_dir", "data_dir", "output_dir"}}
 
 
 # --- static: the launch files -------------------------------------------------------------

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import yaml
 
+from sim_bridge.config import ConfigError, load_yaml_file
+
 GRAPH_VERSION = 1
 PACKAGE = "sim2real"            # the package whose share/ holds launch/, launch/graphs/, launch/config/
 GRAPHS = ("sim", "real", "calibrate")
@@ -170,11 +172,9 @@ def load_graph(graph: str | Path, graphs_dir: Path | None = None) -> Graph:
     if path.suffix not in (".yaml", ".yml"):
         path = (graphs_dir if graphs_dir is not None else launch_dir() / "graphs") / f"{graph}.yaml"
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise GraphError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise GraphError(f"{path}: invalid YAML ({exc})") from None
+        data = load_yaml_file(path)  # the stack's one safe reader (regular files, size and alias limits)
+    except ConfigError as exc:
+        raise GraphError(str(exc)) from None
     if not isinstance(data, dict) or data.get("graph_version") != GRAPH_VERSION:
         raise GraphError(f"{path}: graph_version must be {GRAPH_VERSION}")
     unknown = set(data) - {"graph_version", "description", "arguments", "nodes"}
