@@ -348,8 +348,10 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         amount per period, and the cycle and the hardware states keep their timing. The
         commands DDS keeps meanwhile (the reader's keep-last :data:`COMMAND_INTAKE_DEPTH`) are
         taken after it; the ones it replaces never reach the bridge and are in no counter.
+        A task that ends up taking nothing (its group busy, no message left) still counts
+        against the budget: the bound errs on the side of taking fewer.
         """
-        if entity is not self._command_sub or not self._active:
+        if entity is not self._command_sub:  # it exists only while configured, as the control timer does
             return
         with self._intake:
             if self._intake_taken >= COMMAND_INTAKE_PER_PERIOD:
