@@ -14,7 +14,8 @@ Policy side (names relative to the node's namespace, types and QoS of
                  second and at every mode change. Command counters: every command the node
                  took is in exactly one of commands_used, commands_superseded,
                  commands_rejected (by kind: rejected_command_*), commands_discarded, or
-                 commands_pending (0/1); their sum is commands_received. Commands the middleware
+                 commands_pending (0/1); their sum is commands_received; command_intake_waits:
+                 how often the intake waited for the next cycle (a flood). Commands the middleware
                  replaced in the reader's queue (a publisher faster than the intake, see
                  joint_commands) never reach the node and cannot be counted by it: compare
                  commands_received with what the policy sent.
@@ -356,6 +357,9 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         with self._intake:
             if self._intake_taken >= COMMAND_INTAKE_PER_PERIOD:
                 self.intake_waits += 1
+                self._log_throttled("command:intake", (
+                    f"joint_commands arrive faster than {COMMAND_INTAKE_PER_PERIOD} per control period: the intake "
+                    f"waits for the next cycle ({self.intake_waits} waits so far); only the latest command is used"))
                 self._intake.wait(timeout=self.period_s)
                 self._intake_taken = 0 if self._intake_taken >= COMMAND_INTAKE_PER_PERIOD else self._intake_taken
             self._intake_taken += 1
@@ -542,6 +546,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             status.hardware_id = core.profile.name
             status.level, status.message = LEVELS[health.level], health.message
             status.values = [KeyValue(key=k, value=str(v)) for k, v in health.values.items()]
+            status.values.append(KeyValue(key="command_intake_waits", value=str(self.intake_waits)))
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)

@@ -183,6 +183,7 @@ def flood_and_measure(rig, label: str) -> None:
                  + counts.get("commands_discarded", 0) + pending)
     assert received > 0 and accounted == received, (received, accounted, counts)
     assert rejected > 0, "the flood's NaN and short commands are counted as rejected"
+    assert int(rig.diag()["command_intake_waits"]) > 0, "the diagnostics show the paced intake"
 
 
 @pytest.mark.timeout(120)
