@@ -23,8 +23,9 @@ Policy side (names relative to the node's namespace, types and QoS of
                  (reliable like COMMAND_QOS; the reader keeps 16, so commands of a burst are
                  seen and counted as superseded rather than silently replaced by DDS). Bounded
                  intake: at most 4 commands are taken per control period (pace_callback), so
-                 a flood cannot take the executor, the GIL or the cycle's timing; what a flood
-                 sends beyond that waits in the reader's 16 and DDS replaces the oldest.
+                 a flood costs the executor and the GIL a bounded amount per period (DDS's own
+                 threads still receive every message: CPU, no GIL); what a flood sends beyond
+                 that waits in the reader's 16 and DDS replaces the oldest.
   goal           geometry_msgs/PointStamped (in)  new reach target (base frame, m)
   reset          std_srvs/Trigger  a real arm cannot resample its physics: reset samples a new
                  goal in the profile's reach_workspace (seeded by ``seed``), publishes it on
