@@ -508,10 +508,18 @@ def test_watchdog_holds_within_two_control_periods_of_the_last_command(rig_facto
             rig.command(Q + DELTA)
             time.sleep(PERIOD)
         last_sent = rig.policy_sent[-1][0]
-        assert wait_until(lambda: any(np.array_equal(c, Q) for _, c in rig.hw_since(last_sent)), 1.0), \
-            f"trial {trial}: no hold"
-        first_hold = next(t for t, c in rig.hw_since(last_sent) if np.array_equal(c, Q))
-        running = [c for t, c in rig.hw_since(last_sent) if t < first_hold]
+
+        def final_hold():
+            """The first hold after the bridge's last running command of this trial: a hold that
+            arrives after ``last_sent`` but before a running command is an earlier timeout (the
+            test process itself paused > 2 periods between two of its commands, on a busy machine)."""
+            after = rig.hw_since(last_sent)
+            last_run = max((i for i, (_, c) in enumerate(after) if np.array_equal(c, Q + DELTA)), default=-1)
+            return next((t for t, c in after[last_run + 1:] if np.array_equal(c, Q)), None)
+
+        assert wait_until(lambda: final_hold() is not None, 1.0), f"trial {trial}: no hold"
+        first_hold = final_hold()
+        running = [c for t, c in rig.hw_since(last_sent) if t < first_hold and not np.array_equal(c, Q)]
         assert all(np.array_equal(c, Q + DELTA) for c in running)
         latencies.append(first_hold - last_sent)
         time.sleep(0.1)
@@ -528,7 +536,8 @@ def test_watchdog_holds_within_two_control_periods_of_the_last_command(rig_facto
     assert np.median(lat_ms) <= 1e3 * (2 * PERIOD + HOLD_TOLERANCE_S), f"hold latencies {lat_ms.round(1)} ms"
     assert lat_ms.max() <= 1e3 * 3 * PERIOD, f"hold latencies {lat_ms.round(1)} ms"
     d = rig.diag()
-    assert d["mode"] == "hold" and d["cause"] == "command_timeout" and int(d["hold_command_timeout"]) == 8
+    # one hold per trial, plus any the test process caused by pausing between its own commands
+    assert d["mode"] == "hold" and d["cause"] == "command_timeout" and int(d["hold_command_timeout"]) >= 8
     assert 2e3 * PERIOD <= float(d["last_hold_latency_ms"]) <= 1e3 * (2 * PERIOD + HOLD_TOLERANCE_S)
 
 
