@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -29,9 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _spin() -> None:
-    while True:
-        pass
+BUSY_LOOP = [sys.executable, "-c", "while True: pass"]
 
 
 def failed_tests(junit_xml: Path) -> tuple[int, list[str]]:
@@ -63,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     failures: Counter = Counter()
     runs = []
     for k in range(1, args.runs + 1):
-        spinners = [mp.Process(target=_spin, daemon=True) for _ in range(args.busy)]
-        for p in spinners:
-            p.start()
+        # separate processes (not forks of this one: a fork inherits ROS' signal handlers when
+        # this runs inside a test process, and would ignore the SIGTERM), killed after the run
+        spinners = [subprocess.Popen(BUSY_LOOP, stdin=subprocess.DEVNULL) for _ in range(args.busy)]
         report = out / f"run{k}.xml"
         start = time.monotonic()
         try:
@@ -74,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True)
         finally:
             for p in spinners:
-                p.terminate()
+                p.kill()
             for p in spinners:
-                p.join()
+                p.wait()
         wall = time.monotonic() - start
         total, failed = failed_tests(report) if report.is_file() else (0, ["<no report: pytest did not finish>"])
         failures.update(failed)
