@@ -184,12 +184,16 @@ def test_sigkill_mid_recording_leaves_a_loadable_bag(tmp_path):
     with Reader(bag) as reader:  # as the crash left it: metadata.yaml of the last flush
         assert len(list(reader.messages())) >= safe
 
-    episodes = load_episodes(bag)  # recovers: metadata.yaml rebuilt from the database
+    before = {p.name: p.read_bytes() for p in bag.iterdir()}
+    episodes = load_episodes(bag)  # recovers in a temporary copy: the bag itself is evidence, untouched
     assert len(episodes) == 1
     ep = episodes[0]
     assert ep.index == 1 and not ep.complete and ep.success is None
     assert len(ep) >= safe // 2 - 1 and ep.joint_names == ("a", "b")
     assert (ep.position[:, 0] == -ep.position[:, 1]).all()
+    assert {p.name: p.read_bytes() for p in bag.iterdir()} == before
+
+    recover_bag(bag)  # the explicit in-place repair: metadata.yaml rebuilt from the database
     assert yaml.safe_load((bag / SIDECAR_NAME).read_text())["state"] == "recovered"
     info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     with Reader(bag) as reader:
