@@ -17,6 +17,7 @@ import pytest
 from calib_bags import write_episode_bag
 from calibration.job import CalibrationJob
 from calibration.simopt import CalibrationSettings, SearchEntry
+from hostile_files import alias_bomb
 from rigs import ros, spin_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
@@ -146,19 +147,6 @@ def test_a_settings_file_error_is_not_quoted_back_to_the_remote_caller(dirs):
         assert "not valid YAML at line" in result.reason and str(bad) in result.reason, result.reason
     finally:
         r.close()
-
-
-def alias_bomb(path: Path) -> Path:
-    """A <1 kB YAML 'billion laughs': 9 levels of 9 aliases (9^9 leaves when expanded), used
-    where a value is checked (formatting it in the error message exhausted the memory)."""
-    lines = ["randomization_version: 1", "provenance:",
-             '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for prev, name in zip("abcdefgh", "bcdefghi"):
-        lines.append(f"  {name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
-    lines.append("description: *i")
-    path.write_text("\n".join(lines) + "\n")
-    assert path.stat().st_size < 1024
-    return path
 
 
 def _limit_memory():  # the child may not take the machine down if the defect comes back

@@ -142,3 +142,18 @@ def build_policy_zoo(root: Path) -> Path:
 def policy_zoo(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
     return build_policy_zoo(tmp_path_factory.mktemp("policy_zoo"))
+
+
+class FakeClock:
+    """The controller's clock in the pure-core tests: time moves only when a test sets ``t``."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()

@@ -27,19 +27,6 @@ GOAL = np.array([0.5, 0.1, 0.4])
 PERIOD = 0.02
 
 
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
 @pytest.fixture
 def make(policy_zoo, clock):
     def make(policy="good_a", **kwargs):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from hostile_files import alias_bomb
 from rigs import ros, spin_until  # noqa: F401 (ros: autouse fixture)
 from sim_bridge.config import MAX_CONFIG_BYTES, ConfigError, load_yaml_mapping
 from sim_bridge.randomization import BUILTIN_KINDS, KINDS, load_randomization
@@ -36,18 +37,6 @@ SECRET = "hunter2-do-not-echo"
 
 
 # --- hostile files -------------------------------------------------------------------------
-def alias_bomb(path: Path) -> Path:
-    """A <1 kB YAML 'billion laughs': 9 levels of 9 aliases (9^9 leaves when expanded), used
-    where a value is checked (formatting it in the error message exhausted the memory)."""
-    lines = ["randomization_version: 1", "provenance:",
-             '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for prev, name in zip("abcdefgh", "bcdefghi"):
-        lines.append(f"  {name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
-    lines.append("description: *i")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def huge_yaml(path: Path, megabytes: float = 5.0) -> Path:
     row = "- " + "x" * 76 + "\n"
     path.write_text("randomization_version: 1\nprovenance:\n  rows:\n" + "  " + row * int(megabytes * 1e6 / 80))
