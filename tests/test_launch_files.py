@@ -31,7 +31,7 @@ LAUNCH = REPO / "launch"
 GRAPHS = {g: LAUNCH / "graphs" / f"{g}.yaml" for g in ("sim", "real", "calibrate")}
 LAUNCH_FILES = {g: LAUNCH / f"{g}.launch.py" for g in GRAPHS}
 COMMON_ARGS = {"robot_profile", "policy", "namespace", "use_sim_time", "record", "params_dir"}
-EXPECTED_ARGS = {"sim": COMMON_ARGS | {"randomization_file", "task"}, "real": COMMON_ARGS | {"emulator", "task"},
+EXPECTED_ARGS = {"sim": COMMON_ARGS | {"randomization_file", "task", "randomization_dir"}, "real": COMMON_ARGS | {"emulator", "task"},
                  "calibrate": {"bags", "prior", "output", "policy", "robot_profile", "randomization_file",
                                "namespace", "params_dir", "data_dir", "output_dir"}}
 

@@ -13,6 +13,9 @@ Services:
   reset          std_srvs/Trigger  new episode: resample dynamics and goal
 Parameters:
   robot_profile (str, read-only)       shipped name or YAML path
+  randomization_dir (str, read-only)   the folder a YAML path set at runtime must lie in
+                                       ('' = the node's working directory); shipped names
+                                       (default, none) are always allowed
   randomization_file (str)             shipped name or YAML path; applies at the next reset.
                                        A set is answered at once: obvious errors (no such
                                        file, not a regular file (FIFO, device, folder), over
@@ -36,6 +39,7 @@ Parameters:
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -53,16 +57,16 @@ from std_srvs.srv import Trigger
 
 from sim_bridge import interface
 from sim_bridge.executor import ThrottledLog, freeze_heap, run_node
-from sim_bridge.config import ConfigError, check_regular_file
+from sim_bridge.config import ConfigError, check_regular_file, confine_path
 from sim_bridge.profile import load_profile
-from sim_bridge.randomization import load_randomization, randomization_path
+from sim_bridge.randomization import is_randomization_file_path, load_randomization, randomization_path
 from sim_bridge.rates import RateMeter
 from sim_bridge.session import SimSession
 from sim_bridge.tasks import DEFAULT_TASK, Task, UnknownTaskError, make_task
 
 MODES = ("realtime", "lockstep")
 LOCKSTEP_IDLE_REPUBLISH_S = 0.1
-READ_ONLY = ("robot_profile", "task", "mode", "seed", "control_rate_hz", "physics_rate_hz")
+READ_ONLY = ("robot_profile", "task", "mode", "seed", "control_rate_hz", "physics_rate_hz", "randomization_dir")
 VALIDATION_POLL_S = 0.05  # how often the executor picks up a finished file validation
 BLOWUP_LOG_PERIOD_S = 1.0  # at most one blow-up ERROR line per this period (the counter counts all)
 
@@ -80,8 +84,11 @@ class SimBridgeNode(Node):
         ro = ParameterDescriptor(read_only=True)
         self.declare_parameter("robot_profile", "panda_like", ro)
         self.declare_parameter("task", task.name if task is not None else DEFAULT_TASK, ro)
+        self.declare_parameter("randomization_dir", "", ParameterDescriptor(
+            description="folder that runtime randomization_file paths must lie in ('' = working directory)",
+            read_only=True))
         self.declare_parameter("randomization_file", "default", ParameterDescriptor(
-            description="shipped randomization name or YAML path; applies at the next reset"))
+            description="shipped randomization name or YAML path inside randomization_dir; applies at the next reset"))
         self.declare_parameter("mode", "realtime", ro)
         self.declare_parameter("seed", -1, ro)
         self.declare_parameter("control_rate_hz", 0.0, ro)
@@ -198,7 +205,11 @@ class SimBridgeNode(Node):
         try:
             if not isinstance(value, str):
                 raise ConfigError("expected a string (shipped name or YAML path)", kind="expected a string")
-            check_regular_file(randomization_path(value))
+            path = randomization_path(value)
+            if is_randomization_file_path(value):  # a path, not a shipped name: confined
+                path = confine_path(path, self.get_parameter("randomization_dir").value or os.getcwd(),
+                                    what="randomization_file")
+            check_regular_file(path)
         except ConfigError as exc:
             return self._refuse_now(exc.public(), str(exc), kept)
         except OSError as exc:  # not found, no permission: path and strerror only

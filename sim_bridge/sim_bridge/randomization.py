@@ -574,12 +574,18 @@ def shipped_randomization_path(name: str) -> Path:
     return package_path("sim_bridge", f"config/randomization/{name}.yaml")
 
 
+def is_randomization_file_path(path_or_name: str | os.PathLike) -> bool:
+    """True for a file path, False for a shipped name (``default``, ``none``)."""
+    text = os.fspath(path_or_name)
+    return os.sep in text or text.endswith((".yaml", ".yml"))
+
+
 def randomization_path(path_or_name: str | os.PathLike) -> Path:
     """The file of a distribution given by path, or by shipped name (``default``, ``none``)."""
     text = os.fspath(path_or_name)
     if not text:
         raise ConfigError("empty name; give a shipped name (default, none) or a YAML path", kind="empty name")
-    if os.sep in text or text.endswith((".yaml", ".yml")):
+    if is_randomization_file_path(text):
         return Path(text)
     path = shipped_randomization_path(text)
     if not path.is_file():

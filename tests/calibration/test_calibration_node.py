@@ -76,7 +76,8 @@ def test_run_writes_versions_pushes_to_the_sim_bridge_and_survives_bad_bags(tmp_
     bag = tmp_path / "bag"
     write_episode_bag(bag, emulator_eps, profile.joint_names)
     out = tmp_path / "calib" / "calibrated.yaml"
-    bridge = SimBridgeNode(namespace="/cal_test", parameter_overrides=[Parameter("mode", value="lockstep")])
+    bridge = SimBridgeNode(namespace="/cal_test", parameter_overrides=[
+        Parameter("mode", value="lockstep"), Parameter("randomization_dir", value=str(out.parent))])
     node = CalibrationNode(namespace="/cal_test", parameter_overrides=[
         # (issue 12: every path is confined to data_dir / output_dir)
         Parameter("data_dir", value=str(tmp_path)), Parameter("output_dir", value=str(out.parent)),

@@ -133,7 +133,7 @@ def test_sim_and_real_graphs_swap_record_calibrate_and_push(tmp_path, operator):
 
     op = operator
     bag = tmp_path / "bag"
-    sim = Graph("sim", ["--namespace", SIM_NS.strip("/")], tmp_path / "sim.log")
+    sim = Graph("sim", ["--namespace", SIM_NS.strip("/"), "--randomization-dir", str(tmp_path)], tmp_path / "sim.log")
     real = Graph("real", ["--emulator", "--record", str(bag)], tmp_path / "real.log")
     try:
         # both graphs up (process start-up included): the policies command their bridges

@@ -152,6 +152,9 @@ class Rig:
     test), and a probe node (the remote caller) spun by the test."""
 
     def __init__(self, **params):
+        # randomization_dir "/" by default: these tests are about the reader's limits (a file in
+        # /dev, a FIFO); the confinement to randomization_dir has its own test
+        params = {"randomization_dir": "/", **params}
         self.bridge = SimBridgeNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         self.bridge_exec = SingleThreadedExecutor()
         self.bridge_exec.add_node(self.bridge)
@@ -174,10 +177,10 @@ class Rig:
     def spin(self, seconds: float, until=None) -> bool:
         return spin_until(self.exec, seconds, until, step_s=0.01)
 
-    def remote_set(self, value: str):
-        """Set randomization_file over DDS: (SetParametersResult, seconds to the answer)."""
+    def remote_set(self, value: str, name: str = "randomization_file"):
+        """Set a string parameter over DDS: (SetParametersResult, seconds to the answer)."""
         req = SetParameters.Request()
-        req.parameters = [ParameterMsg(name="randomization_file", value=ParameterValue(
+        req.parameters = [ParameterMsg(name=name, value=ParameterValue(
             type=ParameterType.PARAMETER_STRING, string_value=value))]
         t0 = time.monotonic()
         future = self.client.call_async(req)
@@ -280,3 +283,24 @@ def test_physics_blowups_are_logged_throttled(capfd):
         r.close()
     lines = [line for line in capfd.readouterr().err.splitlines() if "physics blow-up" in line]
     assert 1 <= len(lines) <= elapsed / 1.0 + 2, f"{len(lines)} lines for 40+ blow-ups in {elapsed:.1f} s"
+
+
+def test_runtime_randomization_paths_are_confined_to_randomization_dir(tmp_path):
+    """A remote peer can point randomization_file only at files inside the read-only
+    randomization_dir (shipped names are always allowed); the file in force is kept."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("randomization_version: 1\nparameters: {}\n")
+    (allowed / "escape.yaml").symlink_to(outside)
+    rig = Rig(randomization_dir=str(allowed))
+    try:
+        for value in (str(outside), str(allowed / ".." / "outside.yaml"), str(allowed / "escape.yaml")):
+            result, _ = rig.remote_set(value)
+            assert not result.successful and "outside the allowed folder" in result.reason, (value, result.reason)
+            assert rig.bridge.get_parameter("randomization_file").value == "default"
+        result, _ = rig.remote_set(str(tmp_path), name="randomization_dir")
+        assert not result.successful and "read-only" in result.reason
+        assert rig.remote_set("none")[0].successful  # shipped names: always allowed
+    finally:
+        rig.close()
