@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,12 @@ from calibration.transfer import emulator_success
 from real_bridge.emulator import ArmEmulator
 from sim_bridge.profile import load_profile
 from sim_bridge.randomization import load_randomization
+
+_BENCH_DIR = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _BENCH_DIR)  # bench/ helpers, also under runpy
+from _machine import machine_info, machine_line
+
+sys.path.remove(_BENCH_DIR)  # bench/'s module names (env, policy, train, ...) shadow nothing afterwards
 
 ZOO = Path(__file__).resolve().parents[1] / "policies" / "policies" / "zoo"
 
@@ -70,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("--transfer-episodes", type=int, default=200)
     ap.add_argument("--json", type=Path, default=None, help="write all results as JSON")
     args = ap.parse_args(argv)
+    machine = machine_info()
+    print(machine_line(machine), flush=True)
 
     profile = load_profile("panda_like")
     prior = load_randomization(args.prior)
@@ -79,7 +88,8 @@ def main(argv=None) -> int:
     print(f"data: {args.episodes} episodes x {args.steps} steps of {Path(args.policy).name} on the arm emulator "
           f"(hidden physics); prior '{args.prior}'; search {[e.name for e in base.search]}")
     episodes = emulator_episodes(args.policy, args.episodes, steps=args.steps, seed=args.seed, emulator=emu)
-    results: dict = {"settings": base.to_dict(), "episodes": args.episodes, "steps": args.steps}
+    results: dict = {"settings": base.to_dict(), "episodes": args.episodes, "steps": args.steps,
+                     "machine_info": machine}
 
     # --- speed: batched vs naive ------------------------------------------------------
     calib = Calibration(profile, prior, episodes, base, args.policy)

@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import mujoco
 import numpy as np
+
+_BENCH_DIR = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _BENCH_DIR)  # bench/ helpers, also under runpy
+from _machine import machine_info, machine_line
+
+sys.path.remove(_BENCH_DIR)  # bench/'s module names (env, policy, train, ...) shadow nothing afterwards
 
 
 def bare_loop_steps_per_s(model: mujoco.MjModel, decimation: int, seconds: float, ctrl_low, ctrl_high) -> float:
@@ -76,6 +83,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; the best of each is kept")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
+    machine = machine_info()  # before the measurements, while this process is the only load it adds
+    print(machine_line(machine), flush=True)
 
     import gymnasium as gym
 
@@ -107,7 +116,8 @@ def main(argv=None) -> int:
     results = {"bare_steps_per_s": bare_best, "env_steps_per_s": env_best, "overhead_ratio": overhead,
                "vector_1_worker_steps_per_s": max(one), "vector_2_workers_steps_per_s": max(two),
                "vector_scaling": scaling, "num_envs": args.num_envs, "decimation": profile.decimation,
-               "raw": {"bare": bare, "env": single, "vector_1": one, "vector_2": two}}
+               "raw": {"bare": bare, "env": single, "vector_1": one, "vector_2": two},
+               "machine_info": machine}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -25,6 +25,12 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+_BENCH_DIR = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _BENCH_DIR)  # bench/ helpers, also under runpy
+from _machine import machine_info, machine_line
+
+sys.path.remove(_BENCH_DIR)  # bench/'s module names (env, policy, train, ...) shadow nothing afterwards
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -55,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be >= 1 and --busy >= 0")
     out = args.out or REPO / "runs" / "flaky" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()  # before the busy loops
+    print(machine_line(machine), flush=True)
     extra = [a for a in args.pytest_args if a != "--"]
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", RMW_IMPLEMENTATION="rmw_fastrtps_cpp")
     failures: Counter = Counter()
@@ -87,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {count}/{args.runs} failed  {test}")
     else:
         print("  no test failed in any run")
-    (out / "summary.json").write_text(json.dumps({"runs": runs, "failures": dict(failures), "busy": args.busy},
+    (out / "summary.json").write_text(json.dumps({"runs": runs, "failures": dict(failures), "busy": args.busy,
+                                                  "machine_info": machine},
                                                  indent=2))
     print(f"reports: {out}")
     return 1 if failures or any(r["exit_code"] != 0 for r in runs) else 0

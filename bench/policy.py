@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also under runpy
+from _machine import machine_info, machine_line  # noqa: E402
 from _timing import percentiles_us, time_calls  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +77,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
+    machine = machine_info()
+    print(machine_line(machine), flush=True)
 
     import onnxruntime
     import torch
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
                "onnxruntime": ort_best, "torch": torch_best,
                "ratio_torch_over_onnxruntime_p50": ratio_p50, "ratio_torch_over_onnxruntime_p99": ratio_p99,
                "target_p99_us": TARGET_P99_US, "target_met": ok,
-               "raw": {"onnxruntime": ort_runs, "torch": torch_runs}}
+               "raw": {"onnxruntime": ort_runs, "torch": torch_runs}, "machine_info": machine}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

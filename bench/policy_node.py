@@ -67,6 +67,12 @@ then ``--duration`` s):
   ``trigger:=timer``; with ``trigger:=state`` a cycle is a state, so the node reports 0 and
   only the monitor's figure is meaningful); and CPU use of each process and of everything
   else on the machine during the window (from /proc: other load disturbs the figures).
+* CPU time per control cycle of each process, in ms: its cores x the cycle's period, i.e.
+  the CPU seconds it used in the window / the cycles it ran there (the bridge's cycle is a
+  state it published, the policy node's and the monitor's a command, both at the achieved
+  rates): unlike the cores at a given rate, a figure to compare across rates and runs.
+  The benchmark prints the machine it ran on first (CPU model, cores, and the speed of one
+  core on a fixed reference loop, bench/_machine.py), recorded in the JSON as ``machine_info``.
 
 Why ``trigger:=state`` in real time: the bridge's timer is then the only clock, each
 state gets exactly one command computed from it as soon as it arrives, and the command
@@ -132,6 +138,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+_BENCH_DIR = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _BENCH_DIR)  # bench/ helpers, also under runpy
+from _machine import machine_info, machine_line
+
+sys.path.remove(_BENCH_DIR)  # bench/'s module names (env, policy, train, ...) shadow nothing afterwards
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "policies" / "policies" / "zoo"
@@ -207,6 +219,19 @@ def system_idle_s() -> float | None:
         return (fields[3] + fields[4]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def cpu_ms_per_cycle(cpu_cores: dict, loop: dict) -> dict:
+    """CPU milliseconds per control cycle of each process: cores / cycles per second.
+
+    The bridge's cycles are the states it published (its timer or lockstep steps), the policy
+    node's and the monitor's the commands (one per cycle of the loop); rates as received at
+    the monitor over the window.
+    """
+    per_s = {"sim_bridge": loop.get("state_rate_hz"), "policy": loop.get("command_rate_hz"),
+             "monitor": loop.get("command_rate_hz")}
+    return {name: 1e3 * cpu_cores[name] / rate for name, rate in per_s.items()
+            if cpu_cores.get(name) is not None and rate and rate > 0}
 
 
 def node_cmd(kind: str, namespace: str, params: dict) -> list[str]:
@@ -597,6 +622,7 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
               "loop": loop_stats(states, commands, period if spec.mode == "realtime" else None),
               "policy_diagnostics": policy_diag_summary(monitor.policy_diag, start_ns, end_ns + int(DIAG_TAIL_S * 1e9)),
               "bridge_diagnostics": bridge_diag_summary(monitor.bridge_diag, start_ns, end_ns + int(DIAG_TAIL_S * 1e9))}
+    result["cpu_ms_per_cycle"] = cpu_ms_per_cycle(cpu, result["loop"])
     if spec.mode == "realtime":
         err = result["loop"]["command_rate_hz"] / spec.rate_hz - 1.0
         result["rate_error"] = err
@@ -793,19 +819,22 @@ def fmt(value, spec: str = ".2f", none: str = "-") -> str:
 def print_tables(results: list[dict]) -> None:
     print()
     print(f"{'run':<20}{'cmd Hz':>8}{'state Hz':>9}{'err':>7}{'cycle p50/p99/max ms':>23}{'missed':>7}{'bridge':>7}"
-          f"{'late':>6}{'round trip p50/p99 ms':>22}{'pub->rx p50/p99':>17}{'CPU b/p/m/other':>22}")
+          f"{'late':>6}{'round trip p50/p99 ms':>22}{'pub->rx p50/p99':>17}{'CPU b/p/m/other':>22}"
+          f"{'CPU ms/cycle b/p/m':>20}")
     for r in results:
         lp = r["loop"]
         ci, rt, bv = lp["command_interval_ms"], lp["round_trip_ms"], lp["state_pub_to_command_rx_ms"]
         err = f"{100 * r['rate_error']:+.1f}%" if "rate_error" in r else "n/a"
-        cpu = r["cpu_cores"]
+        cpu, per_cycle = r["cpu_cores"], r.get("cpu_ms_per_cycle", {})
         print(f"{r['label']:<20}{lp['command_rate_hz']:8.1f}{lp['state_rate_hz']:9.1f}{err:>7}"
               f"{ci['p50']:8.3f}{ci['p99']:7.3f}{ci['max']:8.2f}"
               f"{fmt(lp.get('missed_cycles'), 'd', 'n/a'):>7}{fmt(lp.get('state_missed_periods'), 'd', 'n/a'):>7}"
               f"{lp['late_or_unanswered_states']:6d}{rt['p50']:10.3f}{rt['p99']:12.3f}"
               f"{fmt(bv.get('p50'), '.3f'):>8}{fmt(bv.get('p99'), '.3f'):>9}"
               + "".join(f"{fmt(cpu.get(k), '.2f'):>{w}}" for k, w in (("sim_bridge", 6), ("policy", 5),
-                                                                        ("monitor", 5), ("other", 6))))
+                                                                        ("monitor", 5), ("other", 6)))
+              + "".join(f"{fmt(per_cycle.get(k), '.3f'):>{w}}" for k, w in (("sim_bridge", 8), ("policy", 6),
+                                                                             ("monitor", 6))))
     print()
     print("policy node /diagnostics (last report in the window; worst per-second report in brackets):")
     print(f"{'run':<22}{'inference p50/p99 us':>26}{'loop latency p50/p99 us':>30}{'missed':>8}{'overruns':>9}"
@@ -994,6 +1023,8 @@ def main(argv=None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     training = subprocess.run(["pgrep", "-f", "sim2real train"], capture_output=True, text=True).stdout.split()
     load = os.getloadavg()
+    machine = machine_info()  # before any node runs
+    print(machine_line(machine), flush=True)
     print(f"policy node + sim bridge loop, real rclpy ({os.environ['RMW_IMPLEMENTATION']}), separate processes; "
           f"ROS_DOMAIN_ID {domain}, namespace {args.namespace}")
     print(f"{os.cpu_count()} CPU(s), {platform.processor() or platform.machine()}, load average "
@@ -1044,8 +1075,11 @@ def main(argv=None) -> int:
                 continue
             lp, other = results[-1]["loop"], results[-1]["cpu_cores"].get("other")
             busy = f"; OTHER LOAD: {other:.2f} cores used by other processes" if other and other > 0.25 else ""
+            per_cycle = results[-1]["cpu_ms_per_cycle"]
+            cycle_cpu = (f", CPU per cycle: bridge {fmt(per_cycle.get('sim_bridge'), '.3f')} ms, policy "
+                         f"{fmt(per_cycle.get('policy'), '.3f')} ms")
             print(f"  {time.monotonic() - t:.0f} s: {lp['command_rate_hz']:.1f} Hz commands, round trip p99 "
-                  f"{lp['round_trip_ms']['p99']:.3f} ms{busy}", flush=True)
+                  f"{lp['round_trip_ms']['p99']:.3f} ms{cycle_cpu}{busy}", flush=True)
     except KeyboardInterrupt:
         print("interrupted; node processes stopped", file=sys.stderr)
         return 130
@@ -1079,7 +1113,8 @@ def main(argv=None) -> int:
           "before the next state (answered late or never); round trip = state received -> its answer received, "
           "at the monitor (one policy cycle + one DDS hop); pub->rx = state published by the bridge -> its answer "
           "received (the bridge's view: two hops + one cycle); CPU b/p/m/other = cores used by bridge / policy "
-          "node / this monitor / everything else on the machine during the window")
+          "node / this monitor / everything else on the machine during the window; CPU ms/cycle b/p/m = CPU "
+          "time per control cycle of bridge (per state) / policy node / monitor (per command), = cores x period")
 
     if args.json:
         out = {"rmw": os.environ["RMW_IMPLEMENTATION"], "ros_domain_id": domain, "namespace": args.namespace,
@@ -1087,7 +1122,7 @@ def main(argv=None) -> int:
                "training_running_at_start": bool(training), "args": {k: (str(v) if isinstance(v, Path) else v)
                                                                       for k, v in vars(args).items()},
                "swap_policies_origin": swap_origin, "runs": results, "pooled_swaps": pooled, "failures": failures,
-               "targets": [{"target": t, "met": ok, "value": d} for t, ok, d in checks]}
+               "targets": [{"target": t, "met": ok, "value": d} for t, ok, d in checks], "machine_info": machine}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     if args.log_dir is None and not failures:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ helpers, also under runpy
+from _machine import machine_info, machine_line  # noqa: E402
 from _timing import percentiles_us, time_calls  # noqa: E402
 
 PERIOD_500HZ_US = 2000.0
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
     parser.add_argument("--period", type=float, default=0.002, help="control period for the step limit (s)")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
+    machine = machine_info()
+    print(machine_line(machine), flush=True)
 
     from real_bridge.safety import SafetyFilter
     from sim_bridge.profile import load_profile
@@ -123,7 +126,8 @@ def main(argv=None) -> int:
                "filter_p50_share_of_2ms": f["p50_us"] / PERIOD_500HZ_US,
                "filter_p99_share_of_2ms": f["p99_us"] / PERIOD_500HZ_US,
                "interventions": counting.counts(), "unchanged": counting.passed, "calls": args.calls,
-               "period_s": args.period, "machine": platform.processor() or platform.machine(), "raw": raw}
+               "period_s": args.period, "machine": platform.processor() or platform.machine(), "raw": raw,
+               "machine_info": machine}
     print(f"ratio filter / np.clip (p50):                 {results['ratio_filter_to_np_clip_p50']:6.2f}x")
     if "message" in best:
         m, fm = best["message"], best["filter_and_message"]

@@ -55,6 +55,12 @@ import tempfile
 import time
 from pathlib import Path
 
+_BENCH_DIR = str(Path(__file__).resolve().parent)
+sys.path.insert(0, _BENCH_DIR)  # bench/ helpers, also under runpy
+from _machine import machine_info, machine_line
+
+sys.path.remove(_BENCH_DIR)  # bench/'s module names (env, policy, train, ...) shadow nothing afterwards
+
 ENV_ID = "Sim2Real/Reach-v0"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROGRESS = Path("runs") / "reach_lstm" / "progress.csv"
@@ -210,6 +216,8 @@ def main(argv=None) -> int:
               "(or run make bench)", file=sys.stderr)
         return 2
 
+    machine = machine_info()  # before the benchmark's own load (and before load_before: it is short)
+    print(machine_line(machine), flush=True)
     bench_start = time.perf_counter()
     load_before = loadavg()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
@@ -268,7 +276,8 @@ def main(argv=None) -> int:
     results = {"ours": ours, "sb3": sb3, "sb3_baseline": best, "ratio": ratio, "collect_ratio": collect_ratio,
                "load_before": load_before, "load_after": load_after, "machine": platform.processor() or
                platform.machine(), "cpus": os.cpu_count(), "time_to_success": target,
-               "progress_csv": str(path) if path else None, "benchmark_wall_s": total}
+               "progress_csv": str(path) if path else None, "benchmark_wall_s": total,
+               "machine_info": machine}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
