@@ -22,7 +22,7 @@ Policy side (names relative to the node's namespace, types and QoS of
   joint_commands std_msgs/Float64MultiArray (in)  absolute joint targets, profile order, rad
                  (reliable like COMMAND_QOS; the reader keeps 16, so commands of a burst are
                  seen and counted as superseded rather than silently replaced by DDS). Bounded
-                 intake: at most 4 commands are taken per control period (pace_callback), so
+                 intake: at most 16 commands are taken per control period (pace_callback), so
                  a flood costs the executor and the GIL a bounded amount per period (DDS's own
                  threads still receive every message: CPU, no GIL); what a flood sends beyond
                  that waits in the reader's 16 and DDS replaces the oldest.
@@ -126,10 +126,12 @@ COMMAND_INTAKE_DEPTH = 16
 COMMAND_INTAKE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=COMMAND_INTAKE_DEPTH,
                                 reliability=interface.COMMAND_QOS.reliability,
                                 durability=interface.COMMAND_QOS.durability)
-# Commands taken from the middleware per control period, at most: 4x what a policy sends.
-# Beyond it, the intake waits for the next control cycle (pace_callback), so a flood costs
-# the process at most this many takes per period, whatever its rate.
-COMMAND_INTAKE_PER_PERIOD = 4
+# Commands taken from the middleware per control period, at most: the reader's depth, 16x what
+# a policy sends. Beyond it, the intake waits for the next control cycle (pace_callback), so a
+# flood costs the process at most this many takes per period, whatever its rate. Not lower: a
+# policy's commands interleaved with a few bad or burst messages must all be taken (with 4, a
+# 50 Hz policy beside 250 Hz of invalid commands was crowded out into command-timeout holds).
+COMMAND_INTAKE_PER_PERIOD = COMMAND_INTAKE_DEPTH
 LOG_THROTTLE_S = 1.0
 LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 

@@ -295,10 +295,17 @@ def test_nan_inf_and_wrong_length_commands_never_reach_the_hardware(rig_factory)
     time.sleep(0.1)
     ctl = rig.node
     assert ctl.counters["commands_rejected:non_finite"] > 0 and ctl.counters["commands_rejected:wrong_length"] > 0
-    for _, c in rig.hw_since(start):
-        np.testing.assert_array_equal(c, Q + DELTA)
+    hw = rig.hw_since(start)
+    for _, c in hw:  # never a bad command: the good one, or a hold at the measured position
+        assert np.array_equal(c, Q + DELTA) or np.array_equal(c, Q), c
+    if any(np.array_equal(c, Q) for _, c in hw):
+        # a hold is right only when the good stream itself paused for the command timeout (the
+        # test process's 50 Hz timer on a busy machine), never because bad commands crowded it out
+        good = np.array([t for t, c in rig.policy_sent if t >= start - 0.1 and np.array_equal(c, Q + DELTA)])
+        assert len(good) > 1 and np.diff(good).max() > 2 * PERIOD, "held although the good stream never paused"
+    assert wait_until(lambda: rig.node.watchdog.mode == "run", 2.0), \
+        "interleaved bad commands do not interrupt the good ones"
     d = rig.diag()
-    assert d["mode"] == "run", "interleaved bad commands do not interrupt the good ones"
     assert int(d["rejected_command_non_finite"]) > 0 and int(d["rejected_command_wrong_length"]) > 0
     assert "joint_commands rejected:" in d["last_rejection"]
 
