@@ -113,6 +113,9 @@ def test_run_writes_versions_pushes_to_the_sim_bridge_and_survives_bad_bags(tmp_
         (corrupt / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 5, storage_identifier: sqlite3")
         (corrupt / "corrupt.db3").write_bytes(b"not a database")
         node.set_parameters([Parameter("bags", Parameter.Type.STRING_ARRAY, [str(corrupt)])])
+        # the run's thread publishes its result, then logs and pushes: a new run is accepted once
+        # it has ended (on a busy machine that tail can outlast the test's first request)
+        assert h.spin(10.0, lambda: not node.running)
         assert h.trigger().success
         failed = h.wait_result(2)
         assert failed["state"] == "failed" and "corrupt" in failed["error"], failed
@@ -121,6 +124,7 @@ def test_run_writes_versions_pushes_to_the_sim_bridge_and_survives_bad_bags(tmp_
         assert h.spin(3.0, lambda: any(d[0] == DiagnosticStatus.ERROR and d[2].get("state") == "failed" for d in h.diagnostics))
         # and the next good run works again (a new version)
         node.set_parameters([Parameter("bags", Parameter.Type.STRING_ARRAY, [str(bag)])])
+        assert h.spin(10.0, lambda: not node.running)
         assert h.trigger().success
         assert h.wait_result(3)["version"] == "v0002.yaml"
         assert h.spin(10.0, lambda: node.status.get("push", "").startswith("ok"))  # pushed again
