@@ -21,10 +21,13 @@ Rules:
   ``WARMUP_SAMPLES`` measured runs on representative observations, in one recurrent
   sequence: the profile's default pose at rest with a sampled goal, then random states
   within the position and velocity limits (seeded: the same for every load). A non-finite
-  output refuses the policy, naming the input; so does an inference p99 above
-  ``WARMUP_MAX_PERIOD_FRACTION`` of the control period (the better of two measured rounds
-  when the first one's median was within the limit, so one preemption on a busy machine
-  does not refuse a fast policy).
+  output refuses the policy, naming the input; so does a median inference time above
+  ``WARMUP_MAX_PERIOD_FRACTION`` of the control period (the better of two measured rounds).
+  The median, not the p99: of 20 runs the p99 is the slowest, and one preemption on a busy
+  robot computer (10 ms, seen beside two busy loops) must not refuse a 0.2 ms policy at
+  startup; a slow graph is slow in every run (the 90 ms test graph: median 74 ms). A tail
+  above the limit is logged as a warning with the numbers; sustained overruns at runtime are
+  the fall-back's job.
 * **Swaps happen at a cycle boundary.** :meth:`swap` loads and validates in the calling
   thread (the node's parameter thread, never the control thread), each step right after a
   control cycle ended (:meth:`yield_to_control`, paced by :meth:`end_cycle`), then leaves
@@ -85,7 +88,7 @@ from sim_bridge.rates import RateMeter
 WAITING, COMMAND, HOLD, STALE = "waiting", "command", "hold", "stale"
 WARMUP_STEPS = 10                 # unmeasured runs on a zero observation (first runs are slow)
 WARMUP_SAMPLES = 20               # measured runs on representative observations
-WARMUP_MAX_PERIOD_FRACTION = 0.5  # warm-up inference p99 must stay below this share of the period
+WARMUP_MAX_PERIOD_FRACTION = 0.5  # warm-up median inference time must stay below this share of the period
 WARMUP_SEED = 0
 ACTION_STEP_MARGIN = 2.0  # scale_rad <= this x velocity limit x trained period (rad), every joint
 # (the action is a target offset from the measured position that a PD-tracked arm lags: the
@@ -377,7 +380,7 @@ class PolicyController:
                 warnings = self._validate(runtime, allow)
                 self.yield_to_control()
                 runtime.warmup(WARMUP_STEPS)
-                self._warm_up(runtime)
+                warnings += self._warm_up(runtime)
                 self._runtimes[path] = (key, runtime)
             else:
                 warnings = self._validate(runtime, allow)
@@ -394,9 +397,10 @@ class PolicyController:
         """The period the policy will run at: the node's, or (first policy) its own."""
         return 1.0 / (self.control_rate_hz or runtime.manifest.control_rate_hz)
 
-    def _warm_up(self, runtime: PolicyRuntime) -> None:
+    def _warm_up(self, runtime: PolicyRuntime) -> list[str]:
         """Measured runs on representative observations (see the module docstring); PolicyRejected
-        for a non-finite output or an inference p99 the control period cannot carry."""
+        for a non-finite output or a median inference time the control period cannot carry; returns
+        a warning when only the slowest runs exceed it."""
         inputs = warmup_inputs(self.profile, get_task(runtime.manifest.task_name)(),
                                np.random.default_rng(WARMUP_SEED), WARMUP_SAMPLES)
         period = self._policy_period_s(runtime)
@@ -416,16 +420,21 @@ class PolicyController:
                     raise PolicyRejected(f"outputs non-finite values during warm-up on {label} "
                                          f"(joint_pos {np.round(q, 3).tolist()} rad)") from None
                 times.append(time.perf_counter() - start)
-            rounds.append((float(np.percentile(times, 99)), float(np.percentile(times, 50))))
-            if rounds[-1][0] <= limit or rounds[-1][1] > limit:  # fast enough, or slow beyond doubt
+            rounds.append((float(np.percentile(times, 50)), float(np.percentile(times, 99))))
+            if rounds[-1][0] <= limit:  # fast enough: no second round
                 break
         runtime.reset()
-        p99, p50 = min(rounds)
-        if p99 > limit:
+        p50, p99 = min(rounds)
+        timing = (f"warm-up inference median {1e3 * p50:.1f} ms (p99 {1e3 * p99:.1f} ms, {len(inputs)} runs, "
+                  f"{'the better of 2 rounds' if len(rounds) == 2 else 'one round'})")
+        if p50 > limit:
             raise PolicyRejected(
-                f"too slow for {1.0 / period:g} Hz: warm-up inference p99 {1e3 * p99:.1f} ms (p50 {1e3 * p50:.1f} ms, "
-                f"{len(inputs)} runs, {'the better of 2 rounds' if len(rounds) == 2 else 'one round'}) exceeds {WARMUP_MAX_PERIOD_FRACTION:.0%} "
+                f"too slow for {1.0 / period:g} Hz: {timing} exceeds {WARMUP_MAX_PERIOD_FRACTION:.0%} "
                 f"of the {1e3 * period:.1f} ms control period ({1e3 * limit:.1f} ms)")
+        if p99 > limit:  # a warning the node logs with the load line
+            return [f"{timing}: the slowest runs exceed {WARMUP_MAX_PERIOD_FRACTION:.0%} of the "
+                    f"{1e3 * period:.1f} ms period (a busy machine, or a policy near its limit)"]
+        return []
 
     def _cached_runtime(self, path: Path, key: tuple) -> PolicyRuntime | None:
         """The runtime loaded (validated and warmed up) before from the same files, unless it

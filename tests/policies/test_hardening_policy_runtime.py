@@ -152,7 +152,7 @@ def test_warmup_inputs_are_representative():
 def test_warmup_refuses_a_graph_slower_than_half_the_period_with_the_numbers(make):
     ctl = make("good_a")
     message = rejection(ctl, "slow")  # ~50 ms per step against a 20 ms period
-    assert "too slow for 50 Hz: warm-up inference p99" in message, message
+    assert "too slow for 50 Hz: warm-up inference median" in message, message
     assert "exceeds 50% of the 20.0 ms control period (10.0 ms)" in message, message
     p99_ms = float(message.split("p99 ")[1].split(" ms")[0])
     assert p99_ms > 10.0
@@ -318,3 +318,23 @@ def test_onnx_external_data_is_named(policy_zoo, tmp_path):
     message = str(info.value)
     assert "keeps its weights in external data files (ONNX external data)" in message, message
     assert "model_path must not be empty" not in message
+
+
+def test_one_preempted_warmup_run_does_not_refuse_a_fast_policy(policy_zoo, monkeypatch):
+    """Of 20 measured runs the p99 is the slowest: one run per round stretched by the scheduler of a
+    busy robot computer (here 30 ms, more than half the 20 ms period) must not refuse a policy whose
+    runs take well under a millisecond; it is loaded with a warning that gives the numbers."""
+    import time
+
+    real_act, calls = PolicyRuntime.act, []
+
+    def act(self, *args):
+        calls.append(1)
+        if len(calls) % 20 == 3:  # the third run of each measured round (there are 20 per round)
+            time.sleep(0.03)
+        return real_act(self, *args)
+
+    monkeypatch.setattr(PolicyRuntime, "act", act)
+    ctl = PolicyController(PROFILE, policy_zoo)
+    loaded = ctl.load_policy("good_a")
+    assert any("the slowest runs exceed 50%" in w and "median" in w for w in loaded.warnings), loaded.warnings
