@@ -42,6 +42,9 @@ class RobotProfile:
     reach_low_m: np.ndarray
     reach_high_m: np.ndarray
     source: Path | None = None
+    # Where the profile came from (``sim2real robot import`` records the URDF, its sha256, the
+    # controller file, the stated defaults); free-form, read by ``sim2real robot check``.
+    provenance: dict | None = None
 
     @property
     def num_joints(self) -> int:
@@ -150,6 +153,9 @@ def parse_profile(data: dict, *, source: Path | None = None) -> RobotProfile:
     if np.any(reach_low >= reach_high):
         raise ws.error("low", "each low value must be below its high value")
     ws.finish()
+    provenance = r.raw("provenance", None)
+    if provenance is not None and not isinstance(provenance, dict):
+        raise r.error("provenance", f"expected a mapping, got {type(provenance).__name__}")
     r.finish()
 
     for arr in (lower, upper, vel, effort, pose, kp, kd, reach_low, reach_high):
@@ -160,4 +166,4 @@ def parse_profile(data: dict, *, source: Path | None = None) -> RobotProfile:
         position_lower_rad=lower, position_upper_rad=upper, velocity_limit_rad_s=vel,
         effort_limit_nm=effort, default_pose_rad=pose, control_rate_hz=control_hz,
         physics_rate_hz=physics_hz, kp=kp, kd=kd, reach_low_m=reach_low,
-        reach_high_m=reach_high, source=source)
+        reach_high_m=reach_high, source=source, provenance=provenance)
