@@ -159,8 +159,8 @@ def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg
         "recurrent_state": {"layers": 1, "hidden": actor.hidden} if recurrent else None,
         "io": ({"inputs": ["obs", "h_in", "c_in"], "outputs": ["actions", "h_out", "c_out"]} if recurrent
                else {"inputs": ["obs"], "outputs": ["actions"]}),
-        "training": {"randomization_name": cfg.randomization,
-                     "randomization": load_randomization(cfg.randomization).to_dict(),
+        "training": {"randomization_name": task.randomization_name(cfg.randomization),
+                     "randomization": load_randomization(task.randomization_name(cfg.randomization)).to_dict(),
                      "config": cfg.to_dict(), **training},
         "evaluation": evaluation,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -109,6 +109,7 @@ class SimBridgeNode(Node):
                 task = make_task(self.get_parameter("task").value)
             except UnknownTaskError as exc:
                 raise ConfigError(str(exc), field="task") from None
+        rand_name = task.randomization_name(rand_name)  # "default": the task's default distribution
         session = SimSession(profile, load_randomization(rand_name), rand_name,
                              seed=None if seed < 0 else int(seed), task=task)
         self.session = session

@@ -18,9 +18,12 @@ class ReachOracle:
     """Task-space P+I controller mapped to joint deltas with damped least squares."""
 
     def __init__(self, profile: RobotProfile, action_scale_rad: float = 0.05, gain: float = 0.5,
-                 integral_gain: float = 0.05, damping: float = 0.05, posture_gain: float = 0.05):
+                 integral_gain: float = 0.05, damping: float = 0.05, posture_gain: float = 0.05,
+                 scene=None, site: str | None = None):
+        """``scene``: a task's ``add_to_scene`` hook; ``site``: the point to move (default: the
+        profile's end-effector site; Push: its ``pusher_tip``)."""
         self.profile = profile
-        self.model = build_model(profile)
+        self.model = build_model(profile, scene)
         self.data = mujoco.MjData(self.model)
         self.action_scale_rad = action_scale_rad
         self.gain, self.integral_gain = gain, integral_gain
@@ -29,8 +32,9 @@ class ReachOracle:
         jids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j) for j in profile.joint_names]
         self._qadr = np.array([m.jnt_qposadr[j] for j in jids])
         self._dadr = np.array([m.jnt_dofadr[j] for j in jids])
-        self._site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, profile.end_effector_site)
+        self._site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, site or profile.end_effector_site)
         self._jacp = np.zeros((3, m.nv))
+        self._jacr = np.zeros((3, m.nv))
         self._integral = np.zeros(3)
 
     def reset(self) -> None:
@@ -41,15 +45,21 @@ class ReachOracle:
         mujoco.mj_kinematics(self.model, self.data)
         return self.data.site_xpos[self._site].copy()
 
-    def joint_delta(self, joint_pos: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Joint position change (rad) that moves the end effector toward ``target``."""
+    def joint_delta(self, joint_pos: np.ndarray, target: np.ndarray, down_gain: float = 0.0) -> np.ndarray:
+        """Joint position change (rad) that moves the end effector toward ``target``;
+        ``down_gain`` > 0 also turns the site's z axis (the tool axis) toward -z (pointing down)."""
         err = np.asarray(target, float) - self.end_effector(joint_pos)
         self._integral = np.clip(self._integral + err, -0.5, 0.5)
         mujoco.mj_comPos(self.model, self.data)
-        mujoco.mj_jacSite(self.model, self.data, self._jacp, None, self._site)
+        mujoco.mj_jacSite(self.model, self.data, self._jacp, self._jacr, self._site)
         jac = self._jacp[:, self._dadr]
         task = self.gain * err + self.integral_gain * self._integral
-        jjt = jac @ jac.T + self.damping**2 * np.eye(3)
+        if down_gain > 0:
+            axis = self.data.site_xmat[self._site].reshape(3, 3)[:, 2]
+            turn = np.cross(axis, np.array([0.0, 0.0, -1.0]))  # rotation vector toward pointing down
+            jac = np.vstack([jac, self._jacr[:, self._dadr]])
+            task = np.concatenate([task, down_gain * turn])
+        jjt = jac @ jac.T + self.damping**2 * np.eye(len(task))
         dq = jac.T @ np.linalg.solve(jjt, task)
         # Null-space pull toward the default pose keeps the elbow tidy.
         null = np.eye(len(dq)) - np.linalg.pinv(jac) @ jac
@@ -59,3 +69,63 @@ class ReachOracle:
     def action(self, joint_pos: np.ndarray, target: np.ndarray) -> np.ndarray:
         """The same step as a policy action in [-1, 1]."""
         return np.clip(self.joint_delta(joint_pos, target) / self.action_scale_rad, -1.0, 1.0)
+
+
+class PushOracle:
+    """A scripted pusher for the Push task, on top of :class:`ReachOracle`'s IK.
+
+    It sees what a policy sees (measured joints, the tracked puck pose, the goal) and
+    computes kinematics on its own nominal model. Phases, re-chosen every step from the
+    observation: go above the point behind the puck (on the line goal -> puck), descend
+    there, then push toward the goal while the pusher stays behind the puck; if the puck
+    slides off the pushing line, lift and go around again. Used to test that the task is
+    solvable and by ``sim2real sim --task push`` before a trained policy is given.
+    """
+
+    def __init__(self, profile: RobotProfile, task=None, action_scale_rad: float = 0.05, *,
+                 table_top_z: float = 0.0, hover_m: float = 0.07):
+        """``task``: the :class:`~sim_bridge.tasks.push.PushTask` (its scene and sizes; default settings if None)."""
+        from sim_bridge.tasks.push import PUSHER_TIP, PushTask  # noqa: PLC0415
+
+        task = task or PushTask()
+        self.reach = ReachOracle(profile, action_scale_rad=action_scale_rad, gain=0.6, integral_gain=0.1,
+                                 scene=task.add_to_scene, site=PUSHER_TIP)
+        self.action_scale_rad = action_scale_rad
+        self.contact_m = task.puck_radius_m + task.pusher_radius_m
+        self.push_z = table_top_z + task.pusher_radius_m + 0.012  # the rod clear of the table
+        self.hover_z = table_top_z + hover_m
+        self.phase = "approach"
+
+    def reset(self) -> None:
+        self.reach.reset()
+        self.phase = "approach"
+
+    def target(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
+        """The end-effector point to move to now (and update the phase)."""
+        to_goal = goal_xy - puck_xy
+        dist = float(np.linalg.norm(to_goal))
+        u = to_goal / dist if dist > 1e-6 else np.array([1.0, 0.0])
+        behind = puck_xy - u * (self.contact_m + 0.02)
+        ee = self.reach.end_effector(joint_pos)
+        # where the pusher is relative to the pushing line: along u (negative = behind) and across it
+        rel = ee[:2] - puck_xy
+        along, across = float(rel @ u), float(abs(rel[0] * u[1] - rel[1] * u[0]))
+        if self.phase == "push" and (along > -0.6 * self.contact_m or across > 0.03):
+            self.phase = "approach"  # off the line or past the puck: go around again
+        if self.phase == "approach":
+            if np.linalg.norm(ee[:2] - behind) < 0.015:
+                self.phase = "descend"
+            elif ee[2] < self.hover_z - 0.03 and np.linalg.norm(rel) < self.contact_m + 0.03:
+                return np.array([*(puck_xy + rel * 1.5), self.hover_z])  # lift away: never sweep across the puck
+            return np.array([*behind, self.hover_z])
+        if self.phase == "descend":
+            if ee[2] < self.push_z + 0.01:
+                self.phase = "push"
+            return np.array([*behind, self.push_z])
+        step = min(0.04, dist)  # move the contact point toward the goal
+        return np.array([*(puck_xy - u * self.contact_m + u * step), self.push_z])
+
+    def action(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
+        target = self.target(joint_pos, np.asarray(puck_xy, float)[:2], np.asarray(goal_xy, float)[:2])
+        delta = self.reach.joint_delta(joint_pos, target, down_gain=0.5)
+        return np.clip(delta / self.action_scale_rad, -1.0, 1.0)

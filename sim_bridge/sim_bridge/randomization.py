@@ -50,6 +50,7 @@ DISTRIBUTIONS = ("uniform", "loguniform", "normal")
 
 AXES = ("x", "y", "z")
 SIGNALS = ("joint_pos", "joint_vel")
+OBJECT_SIGNALS = ("position", "yaw")  # what an object-pose tracker reports (m, rad)
 
 
 class UnknownTarget(LookupError):
@@ -170,6 +171,10 @@ ACTUATOR = ModelObject("actuator", _OBJ.mjOBJ_ACTUATOR, profile_names="actuator_
 GEOM = ContactGeoms("geom", _OBJ.mjOBJ_GEOM)  # geom id; default: every contact geom
 AXIS = ClosedSet("axis", AXES)  # 0, 1, 2 for x, y, z
 SIGNAL = ClosedSet("signal", SIGNALS)  # position in SIGNALS
+OBJECT_SIGNAL = ClosedSet("object signal", OBJECT_SIGNALS)  # position in OBJECT_SIGNALS
+# Objects of a task's scene: no default targets, a file names them (e.g. the puck's geom)
+OBJECT_GEOM = ModelObject("geom", _OBJ.mjOBJ_GEOM)  # geom id
+OBJECT_JOINT_DOF = ModelObject("joint", _OBJ.mjOBJ_JOINT, index="jnt_dofadr")  # the joint's first dof
 NO_TARGET = Target("none")  # a single value
 
 
@@ -182,11 +187,19 @@ class EpisodeEffects:
     ``action_latency_steps``: delay from command to actuator, in control steps;
     ``obs_noise_std``: std of Gaussian observation noise per signal (rad, rad/s);
     ``action_noise_std``: std of Gaussian noise on position commands, rad.
+
+    The object-pose tracker of tasks with an object (Push): ``object_noise_std`` per
+    :data:`OBJECT_SIGNALS` (position in m, yaw in rad), ``object_latency_steps`` (control
+    steps from the true pose to the observation), ``object_dropout_prob`` (probability per
+    control step that no new pose arrives: the observation holds the last one).
     """
 
     action_latency_steps: float = 0.0
     obs_noise_std: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in SIGNALS})
     action_noise_std: float = 0.0
+    object_noise_std: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in OBJECT_SIGNALS})
+    object_latency_steps: float = 0.0
+    object_dropout_prob: float = 0.0
 
 
 @dataclass
@@ -306,7 +319,56 @@ class BodyMass(Kind):
         mass = apply_operation(operation, mass0, value, nonneg=self.nonnegative)
         ctx.model.body_mass[ids] = mass
         ratio = np.divide(mass, mass0, out=np.ones_like(mass), where=mass0 > 0)
-        ctx.model.body_inertia[ids] = ctx.nominal.arrays["body_inertia"][ids] * ratio[:, None]
+        # multiplies the current inertia (restored to nominal before every apply), so it
+        # composes with ObjectSize's rescaling in either order
+        ctx.model.body_inertia[ids] = ctx.model.body_inertia[ids] * ratio[:, None]
+
+
+@dataclass(frozen=True)
+class ObjectSize(Kind):
+    """Size factor of an object's geom (``geom_size``, with its bounding radius and box so
+    collision detection sees the new size). The body's inertia is rescaled by the factor
+    squared (same mass, same shape: I ~ m l^2), composing with a ``body_mass`` sample of the
+    same body. A sampled factor s makes every dimension s times the nominal; the geom
+    should be the only geom of its body and centred on it (a puck, a box)."""
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return ("geom_size", "geom_rbound", "geom_aabb", "body_inertia")
+
+    def nominal(self, nominal: NominalModel, ids: np.ndarray) -> np.ndarray:
+        return np.ones(len(ids))  # a factor: the nominal size is "1 x"
+
+    def apply(self, ctx: ApplyContext, ids: np.ndarray, operation: str, value: float) -> None:
+        s = float(value)
+        m, n = ctx.model, ctx.nominal.arrays
+        m.geom_size[ids] = n["geom_size"][ids] * s
+        m.geom_rbound[ids] = n["geom_rbound"][ids] * s
+        m.geom_aabb[ids] = n["geom_aabb"][ids] * s
+        bodies = m.geom_bodyid[ids]
+        m.body_inertia[bodies] = m.body_inertia[bodies] * (s * s)
+
+
+@dataclass(frozen=True)
+class ObjectDamping(Kind):
+    """Linear damping of a free object's translation, N s/m (a rolling / sliding resistance
+    proportional to speed): ``dof_damping`` of the first three dofs of a free joint (one dof
+    for a hinge or slide joint)."""
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        return ("dof_damping",)
+
+    def nominal(self, nominal: NominalModel, ids: np.ndarray) -> np.ndarray:
+        return nominal.arrays["dof_damping"][ids]
+
+    def apply(self, ctx: ApplyContext, ids: np.ndarray, operation: str, value: float) -> None:
+        for adr in ids:
+            width = 3 if ctx.model.dof_jntid[adr] >= 0 and int(
+                ctx.model.jnt_type[ctx.model.dof_jntid[adr]]) == int(mujoco.mjtJoint.mjJNT_FREE) else 1
+            new = apply_operation(operation, ctx.nominal.arrays["dof_damping"][adr:adr + width], value,
+                                  nonneg=self.nonnegative)
+            ctx.model.dof_damping[adr:adr + width] = new
 
 
 @dataclass(frozen=True)
@@ -415,8 +477,31 @@ KINDS: dict[str, Kind] = {
     "action_noise_std": EpisodeSetting(NO_TARGET, "std of Gaussian noise added to joint position commands, rad",
                                        operations=("abs",), effect="action_noise_std",
                                        plausible=plausible(abs=(0.0, 0.5))),
+    # --- objects (Push): name the object's body, geom or joint in ``targets`` ---
+    "object_size": ObjectSize(OBJECT_GEOM, "size factor of an object geom (inertia follows: same mass, I ~ s^2)",
+                              operations=("scale",), plausible=plausible(scale=(0.5, 2.0))),
+    "object_damping": ObjectDamping(OBJECT_JOINT_DOF, "linear damping of a free object's translation, N s/m",
+                                    plausible=plausible(add=(-10.0, 10.0), abs=(0.0, 10.0))),
+    "table_height": ModelField(GEOM, "height offset of the table top (a geom's z position), m",
+                               path="geom_pos", column=2, operations=("add",), nonnegative=False,
+                               default_targets=("table",), plausible=plausible(add=(-0.1, 0.1))),
+    "object_noise_std": EpisodeSetting(OBJECT_SIGNAL, "std of Gaussian noise of the object-pose tracker "
+                                                      "(position in m, yaw in rad)",
+                                       operations=("abs",), effect="object_noise_std",
+                                       plausible=plausible(abs=(0.0, 0.1))),
+    "object_latency": EpisodeSetting(NO_TARGET, "delay of the object-pose tracker, in control steps "
+                                                "(rounded to whole steps)",
+                                     operations=("abs",), effect="object_latency_steps",
+                                     plausible=plausible(abs=(0.0, 20.0))),
+    "object_dropout": EpisodeSetting(NO_TARGET, "probability per control step that the object tracker "
+                                                "delivers no pose (the observation holds the last one)",
+                                     operations=("abs",), effect="object_dropout_prob",
+                                     plausible=plausible(abs=(0.0, 0.9))),
 }
 BUILTIN_KINDS: tuple[str, ...] = tuple(KINDS)
+#: the built-in kinds that act on a task's objects and table (the rest act on the arm)
+OBJECT_KINDS: tuple[str, ...] = ("object_size", "object_damping", "table_height", "object_noise_std",
+                                 "object_latency", "object_dropout")
 
 
 def register_kind(name: str, kind: Kind, *, replace: bool = False) -> Kind:

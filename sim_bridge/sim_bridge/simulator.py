@@ -60,7 +60,7 @@ class JointReading:
 def build_model(profile: RobotProfile, scene=None) -> mujoco.MjModel:
     """Compile the profile's MJCF and write the profile's gains and limits into it.
 
-    ``scene``, if given, is a task's ``add_to_scene(spec)``: it adds the task's bodies to the
+    ``scene``, if given, is a task's ``add_to_scene(spec, profile)``: it adds the task's bodies to the
     arm's ``mujoco.MjSpec`` before compiling. Raises ConfigError naming the profile field
     when a name does not exist in the MJCF.
     """
@@ -69,7 +69,7 @@ def build_model(profile: RobotProfile, scene=None) -> mujoco.MjModel:
             model = mujoco.MjModel.from_xml_path(str(profile.mjcf_path))
         else:
             spec = mujoco.MjSpec.from_file(str(profile.mjcf_path))
-            scene(spec)
+            scene(spec, profile)
             model = spec.compile()
     except ValueError as exc:  # MuJoCo's XML errors
         raise ConfigError(f"MJCF failed to compile: {exc}", source=profile.source, field="mjcf") from None
@@ -116,7 +116,7 @@ class ArmSimulator:
 
     def __init__(self, profile: RobotProfile, randomization: RandomizationSpec | None = None,
                  seed: int | None = None, scene=None):
-        """``scene``: a task's ``add_to_scene(spec)`` hook (see :func:`build_model`)."""
+        """``scene``: a task's ``add_to_scene(spec, profile)`` hook (see :func:`build_model`)."""
         route_mujoco_warnings()
         self.profile = profile
         self.model = build_model(profile, scene)
@@ -256,6 +256,10 @@ class ArmSimulator:
 
     def end_effector_position(self) -> np.ndarray:
         return self.data.site_xpos[self._ee_site].copy()
+
+    def forward(self) -> None:
+        """Recompute the derived state (positions, contacts) after a task moved something."""
+        mujoco.mj_forward(self.model, self.data)
 
     def set_target_marker(self, position_m: np.ndarray) -> None:
         if self._mocap >= 0:

@@ -27,22 +27,22 @@ BASE_HEIGHT = ModelField(BODY, "height offset of a body in its parent frame, m",
 
 
 @dataclass(frozen=True)
-class GeomSizeScale(Kind):
-    """A kind written as its own class: all size parameters of a geom times one factor.
-    ``geom_size`` is a field no built-in kind writes."""
+class GeomColourScale(Kind):
+    """A kind written as its own class: the colour (rgba, float32) of a geom times one factor.
+    ``geom_rgba`` is a field no built-in kind writes."""
 
     @property
     def writes(self) -> tuple[str, ...]:
-        return ("geom_size",)
+        return ("geom_rgba",)
 
     def nominal(self, nominal: NominalModel, ids: np.ndarray) -> np.ndarray:
         return np.ones(len(ids))  # a factor of 1 leaves the size unchanged
 
     def apply(self, ctx: ApplyContext, ids: np.ndarray, operation: str, value: float) -> None:
-        ctx.model.geom_size[ids] = apply_operation(operation, ctx.nominal.arrays["geom_size"][ids], value, nonneg=True)
+        ctx.model.geom_rgba[ids] = apply_operation(operation, ctx.nominal.arrays["geom_rgba"][ids], value, nonneg=True)
 
 
-GEOM_SIZE = GeomSizeScale(GEOM, "size of a geom, scale factor", operations=("scale",))
+GEOM_SIZE = GeomColourScale(GEOM, "colour of a geom, scale factor (a field no built-in kind writes)", operations=("scale",))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def model(profile):
 @pytest.fixture
 def toy_kinds():
     """Register the toy kinds for one test, and remove them again (KINDS is process-wide)."""
-    names = {"table_friction": TABLE_FRICTION, "base_height": BASE_HEIGHT, "geom_size_scale": GEOM_SIZE}
+    names = {"table_friction": TABLE_FRICTION, "base_height": BASE_HEIGHT, "geom_rgba_scale": GEOM_SIZE}
     for name, kind in names.items():
         register_kind(name, kind)
     try:
@@ -124,23 +124,23 @@ def test_unknown_name_for_a_registered_kind_names_the_field(toy_kinds, profile, 
 
 def test_kind_registered_after_the_simulator_was_built(profile):
     """The simulator's NominalModel predates the registration: it saves the new kind's field
-    (geom_size) when the randomizer is built, so the nominal size comes back on reset."""
+    (geom_rgba) when the randomizer is built, so the nominal size comes back on reset."""
     sim = ArmSimulator(profile, seed=3)
-    assert "geom_size" not in sim.nominal.arrays
-    register_kind("geom_size_scale", GEOM_SIZE)
+    assert "geom_rgba" not in sim.nominal.arrays
+    register_kind("geom_rgba_scale", GEOM_SIZE)
     try:
-        fresh = sim.model.geom_size.copy()
+        fresh = sim.model.geom_rgba.copy()
         palm = geom_id(sim.model, "hand_palm")
-        sim.set_randomization(spec_of({"geom_size_scale": {"targets": ["hand_palm"], "operation": "scale",
+        sim.set_randomization(spec_of({"geom_rgba_scale": {"targets": ["hand_palm"], "operation": "scale",
                                                            "distribution": "uniform", "low": 0.8, "high": 1.2}}))
-        assert "geom_size" in sim.nominal.arrays
+        assert "geom_rgba" in sim.nominal.arrays
         for _ in range(3):
             sim.reset()
-            np.testing.assert_array_equal(sim.model.geom_size[palm], fresh[palm] * sim.dynamics[0])
+            np.testing.assert_allclose(sim.model.geom_rgba[palm], fresh[palm] * sim.dynamics[0], rtol=1e-6)
         sim.reset(dynamics=sim.randomizer.nominal_values)
-        np.testing.assert_array_equal(sim.model.geom_size, fresh)
+        np.testing.assert_array_equal(sim.model.geom_rgba, fresh)
     finally:
-        unregister_kind("geom_size_scale")
+        unregister_kind("geom_rgba_scale")
 
 
 def test_registered_kind_with_other_parameters_keeps_their_order(toy_kinds, profile, model):
@@ -185,7 +185,7 @@ def test_kind_checks_its_own_settings():
     with pytest.raises(ValueError, match="subset"):
         ModelField(GEOM, "x", path="geom_friction", operations=())
     with pytest.raises(ValueError, match="default_targets"):
-        GeomSizeScale(NO_TARGET, "x", default_targets=("table",))
+        GeomColourScale(NO_TARGET, "x", default_targets=("table",))
 
 
 def test_unregistered_kind_is_unknown_to_files():

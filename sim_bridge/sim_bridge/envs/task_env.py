@@ -60,8 +60,8 @@ class TaskEnv(gym.Env):
             raise ValueError(f"render_mode {render_mode!r} is not supported")
         self.task = make_task(task, **task_settings)
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
-        if isinstance(randomization, str):
-            randomization = load_randomization(randomization)
+        if isinstance(randomization, str):  # "default": the task's default (Push: push_default)
+            randomization = load_randomization(self.task.randomization_name(randomization))
         self.sim = ArmSimulator(self.profile, randomization, scene=self.task.add_to_scene)
         self.action_scale_rad = float(action_scale_rad)
         self.terminate_on_success = bool(terminate_on_success)
@@ -134,7 +134,7 @@ class TaskEnv(gym.Env):
         error = self.task.error(self.sim, self._state)
         inside = self._counter.inside(error)
         succeeded = self._counter.update(error)
-        reward = self.task.reward(error, inside, a)
+        reward = self.task.reward(error, inside, a, self.sim, self._state)
         terminated = self.terminate_on_success and succeeded
         truncated = self._steps >= self.max_episode_steps and not terminated
         return self._observation(), float(reward), terminated, truncated, self._info(error, blowup=False)

@@ -5,7 +5,7 @@ A task is a :class:`~sim_bridge.tasks.base.Task` subclass registered under its n
     from sim_bridge.tasks import register_task
     register_task(MyTask)                       # a class whose no-argument instance is the default
 
-Shipped: ``reach`` (:mod:`sim_bridge.tasks.reach`). Tasks of other installed packages
+Shipped: ``reach`` (:mod:`sim_bridge.tasks.reach`) and ``push`` (:mod:`sim_bridge.tasks.push`). Tasks of other installed packages
 register through the ``sim2real.tasks`` entry-point group (``name = module:TaskClass``),
 loaded on the first lookup, so spawned worker processes (vector envs, evaluation) find
 them too. :func:`sim_bridge.envs.register_envs` gives every registered task its gymnasium id
@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from sim_bridge.tasks.base import POINT_STAMPED, Task, TaskInput
+from sim_bridge.tasks.base import POINT_STAMPED, POSE_STAMPED, Task, TaskInput
+from sim_bridge.tasks.push import PushTask
 from sim_bridge.tasks.reach import ReachTask
 
-__all__ = ["Task", "TaskInput", "POINT_STAMPED", "ReachTask", "register_task", "get_task", "make_task",
+__all__ = ["Task", "TaskInput", "POINT_STAMPED", "POSE_STAMPED", "ReachTask", "PushTask", "register_task", "get_task", "make_task",
            "task_names", "task_for_env_id", "task_from_record", "DEFAULT_TASK", "UnknownTaskError"]
 
 DEFAULT_TASK = "reach"
@@ -94,3 +95,4 @@ def task_for_env_id(env_id: str) -> type[Task]:
 
 
 register_task(ReachTask)
+register_task(PushTask)

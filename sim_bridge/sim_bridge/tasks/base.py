@@ -26,9 +26,10 @@ import numpy as np
 from sim_bridge.episode import SuccessCriterion
 from sim_bridge.observations import Signal, arm_signals
 
-__all__ = ["Task", "TaskInput", "POINT_STAMPED"]
+__all__ = ["Task", "TaskInput", "POINT_STAMPED", "POSE_STAMPED"]
 
 POINT_STAMPED = "geometry_msgs/msg/PointStamped"
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class Task:
     summary: ClassVar[str] = ""
     #: ROS inputs that fill the task's observation signals on a robot
     inputs: ClassVar[tuple[TaskInput, ...]] = ()
+    #: the shipped randomization the name "default" means for this task (Push: the arm's
+    #: ranges plus the object's, "push_default")
+    default_randomization: ClassVar[str] = "default"
 
     def __init__(self, success: SuccessCriterion, max_episode_steps: int):
         if int(max_episode_steps) < 1:
@@ -83,15 +87,20 @@ class Task:
         """The goal of a new episode (what the bridges publish on ``current_goal``)."""
         raise NotImplementedError
 
+    def randomization_name(self, name: str) -> str:
+        """The randomization ``name`` means for this task: "default" is the task's own default."""
+        return self.default_randomization if name == "default" else name
+
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the task."""
         return {"name": self.name, "settings": dict(self.settings), "env_id": self.env_id,
                 "success": self.success.to_dict(), "max_episode_steps": self.max_episode_steps}
 
     # --- simulation hooks (called by TaskEnv with its ArmSimulator) ---------------------
-    #: set to a method ``add_to_scene(self, spec)`` that adds the task's bodies to the arm's
-    #: ``mujoco.MjSpec`` before it compiles; None = the arm's MJCF as it is (Reach's target
-    #: marker is the profile's ``target_body``)
+    #: set to a method ``add_to_scene(self, spec, profile)`` that adds the task's bodies to the
+    #: arm's ``mujoco.MjSpec`` before it compiles (``profile``: the robot profile, e.g. for its
+    #: end-effector site); None = the arm's MJCF as it is (Reach's target marker is the
+    #: profile's ``target_body``). Push adds a puck and a pusher tip.
     add_to_scene = None
 
     def reset(self, sim, rng: np.random.Generator, goal: np.ndarray, options: dict[str, Any]) -> Any:
@@ -107,8 +116,9 @@ class Task:
         """The quantity the success criterion bounds (m), from the true simulator state."""
         raise NotImplementedError
 
-    def reward(self, error: float, inside: bool, action: np.ndarray) -> float:
-        """Reward of one control step (the equation is in the task module's docstring)."""
+    def reward(self, error: float, inside: bool, action: np.ndarray, sim, state) -> float:
+        """Reward of one control step (the equation is in the task module's docstring);
+        ``sim`` and ``state`` give the terms beyond the error (Push: pusher to puck)."""
         raise NotImplementedError
 
     def privileged_names(self) -> tuple[str, ...]:

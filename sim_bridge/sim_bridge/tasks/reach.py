@@ -75,7 +75,7 @@ class ReachTask(Task):
         delta = sim.end_effector_position() - target
         return math.sqrt(float(delta @ delta))
 
-    def reward(self, error: float, inside: bool, action: np.ndarray) -> float:
+    def reward(self, error: float, inside: bool, action: np.ndarray, sim=None, state=None) -> float:
         return (-error + self.precision_weight * (1.0 - math.tanh(error / self.precision_scale_m))
                 + self.success_bonus * inside - self.action_cost * float(action @ action) / action.size)
 
