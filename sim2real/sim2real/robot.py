@@ -175,9 +175,9 @@ def read_description_topic(topic: str, timeout_s: float) -> str:
         while not received and time.monotonic() < end:
             executor.spin_once(timeout_sec=0.05)
         if not received:
-            types = {t for name, ts in node.get_topic_names_and_types() if name == topic for t in ts}
-            found = (f"{node.count_publishers(topic)} publisher(s) of {sorted(types)}, none delivered a latched "
-                     "std_msgs/String" if types else "nobody publishes it")
+            publishers = node.get_publishers_info_by_topic(topic)
+            found = (f"{len(publishers)} publisher(s) of {sorted({p.topic_type for p in publishers})}, none "
+                     "delivered a latched std_msgs/String" if publishers else "nobody publishes it")
             raise ConfigError(f"no robot description within {timeout_s:g} s ({found}); is robot_state_publisher "
                               "running, in this ROS_DOMAIN_ID?", source=f"topic {topic}")
         return received[0]
@@ -234,8 +234,6 @@ def resolve_robot(text: str) -> str:
 
 
 def run_check(args: CheckConfig) -> int:
-    if "mujoco" not in sys.modules and not os.environ.get("MUJOCO_GL") and not os.environ.get("DISPLAY"):
-        os.environ["MUJOCO_GL"] = "egl"  # headless: try EGL before falling back to matplotlib
     from sim_bridge.config import ConfigError  # noqa: PLC0415
     from sim_bridge.profile import load_profile  # noqa: PLC0415
     from sim_bridge.robot_import import check_robot  # noqa: PLC0415
@@ -258,6 +256,9 @@ def run_check(args: CheckConfig) -> int:
     return 0 if report.ok else 1
 
 
+RENDER_TIMEOUT_S = 120.0
+
+
 def draw_poses(profile, out: Path, *, poses: int = 3, seed: int = 0) -> tuple[list[Path], str]:
     """PNGs of the arm at the default pose and ``poses`` sampled poses: MuJoCo's offscreen
     renderer where OpenGL works, else a matplotlib drawing of the kinematic chain (from FK)."""
@@ -269,38 +270,61 @@ def draw_poses(profile, out: Path, *, poses: int = 3, seed: int = 0) -> tuple[li
     named += [(f"sample{i + 1}", q) for i, q in enumerate(sample_valid_poses(model, profile, poses, seed=seed))]
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _render_mujoco(profile, model, named, out), "MuJoCo renderer"
+        return _render_mujoco(profile, named, out), "MuJoCo renderer"
     except Exception as exc:  # noqa: BLE001 - no OpenGL here (EGL/OSMesa/GLFW): draw the chain instead
-        reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+        reason = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__
     return _draw_chain(profile, model, named, out), f"matplotlib kinematic chain from FK; no OpenGL: {reason}"
 
 
-def _render_mujoco(profile, model, named, out: Path) -> list[Path]:
+def _render_mujoco(profile, named, out: Path) -> list[Path]:
+    """Render in a child process: an OpenGL context that cannot be made may abort the process
+    that tries (GLFW without a display), and MUJOCO_GL only counts before mujoco is imported."""
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    if profile.source is None:
+        raise RuntimeError("the profile has no file to hand to the renderer")
+    env = dict(os.environ)
+    if not env.get("MUJOCO_GL") and not env.get("DISPLAY"):
+        env["MUJOCO_GL"] = "egl"  # headless
+    job = {"profile": str(Path(profile.source).resolve()), "out": str(out.resolve()),
+           "poses": [[name, [float(v) for v in q]] for name, q in named]}
+    proc = subprocess.run([sys.executable, "-c", "from sim2real.robot import _render_child; _render_child()"],
+                          input=json.dumps(job), capture_output=True, text=True, env=env,
+                          timeout=RENDER_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip() or f"renderer exited with {proc.returncode}")
+    return [out / f"{name}.png" for name, _ in named]
+
+
+def _render_child() -> None:
+    """The renderer process of :func:`_render_mujoco` (job as JSON on stdin)."""
+    import json  # noqa: PLC0415
+
     import matplotlib  # noqa: PLC0415
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
     import mujoco  # noqa: PLC0415
 
+    from sim_bridge.profile import load_profile  # noqa: PLC0415
     from sim_bridge.robot_import import full_qpos  # noqa: PLC0415
+    from sim_bridge.simulator import build_model  # noqa: PLC0415
 
+    job = json.loads(sys.stdin.read())
+    profile = load_profile(job["profile"])
+    model = build_model(profile)
     data = mujoco.MjData(model)
     renderer = mujoco.Renderer(model, 480, 640)
-    try:
-        camera = mujoco.MjvCamera()
-        camera.lookat[:] = (profile.reach_low_m + profile.reach_high_m) / 2 * [0.5, 0.5, 1.0]
-        camera.distance = 2.5 * float(max(profile.reach_high_m.max(), 0.5))
-        camera.azimuth, camera.elevation = 135.0, -25.0
-        paths = []
-        for name, q in named:
-            data.qpos[:] = full_qpos(model, profile.joint_names, q)
-            mujoco.mj_forward(model, data)
-            renderer.update_scene(data, camera=camera)
-            path = out / f"{name}.png"
-            plt.imsave(path, renderer.render())
-            paths.append(path)
-        return paths
-    finally:
-        renderer.close()
+    camera = mujoco.MjvCamera()
+    camera.lookat[:] = (profile.reach_low_m + profile.reach_high_m) / 2 * [0.5, 0.5, 1.0]
+    camera.distance = 2.5 * float(max(profile.reach_high_m.max(), 0.5))
+    camera.azimuth, camera.elevation = 135.0, -25.0
+    for name, q in job["poses"]:
+        data.qpos[:] = full_qpos(model, profile.joint_names, q)
+        mujoco.mj_forward(model, data)
+        renderer.update_scene(data, camera=camera)
+        plt.imsave(Path(job["out"]) / f"{name}.png", renderer.render())
+    renderer.close()
 
 
 def _draw_chain(profile, model, named, out: Path) -> list[Path]:

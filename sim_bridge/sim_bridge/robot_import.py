@@ -315,6 +315,7 @@ def import_robot(urdf: Urdf, options: ImportOptions, out_dir: str | os.PathLike,
     if out_dir.exists() and not force:
         raise ConfigError(f"{out_dir} exists; choose another --out or pass --force to replace it",
                           source=out_dir, kind="output exists")
+    made = [p for p in (out_dir.parent, *out_dir.parent.parents) if not p.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
@@ -329,6 +330,11 @@ def import_robot(urdf: Urdf, options: ImportOptions, out_dir: str | os.PathLike,
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # nothing written on failure: not even the parent folders
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     profile_path = out_dir / f"{options.name}.yaml"
     profile = load_profile(profile_path)
