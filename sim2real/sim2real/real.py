@@ -92,6 +92,10 @@ class RealConfig:
     """the policy node's policy_dir, the folder of policy artifacts --policy names (None: policy.yaml's; '' there = the shipped zoo)"""
     namespace: str = DEFAULT_NAMESPACE
     """namespace of the policy side"""
+    robot_profile: str | None = None
+    """robot profile of every node (shipped name or YAML path, e.g. robots/NAME/NAME.yaml; None: the parameter files')"""
+    emulator_hidden: str | None = None
+    """the arm emulator's hidden physics file (robot import writes robots/NAME/emulator_hidden.yaml; None: arm_emulator.yaml's)"""
     emulator: bool = True
     """run the arm emulator as the hardware (--no-emulator: a real ros2_control arm must publish /joint_states and take /<controller>/commands; it is not homed)"""
     record: Path | None = None
@@ -286,7 +290,8 @@ class DeploymentGraph:
     """The nodes of one deployment in one process, spun by one ControlExecutor on a thread."""
 
     def __init__(self, *, policy: str | None, seed: int, params_dir: Path, namespace: str, emulator: bool,
-                 record: Path | None, policy_dir: Path | None = None, task: str | None = None):
+                 record: Path | None, policy_dir: Path | None = None, task: str | None = None,
+                 robot_profile: str | None = None, emulator_hidden: str | None = None):
         from rclpy.exceptions import ParameterException  # noqa: PLC0415
         from rclpy.lifecycle import TransitionCallbackReturn  # noqa: PLC0415
         from rclpy.parameter import Parameter  # noqa: PLC0415
@@ -305,17 +310,22 @@ class DeploymentGraph:
         self.executor = None
         self._spinner = None
         self._success = TransitionCallbackReturn.SUCCESS
+        robot = [Parameter("robot_profile", value=robot_profile)] if robot_profile else []  # overrides every node's
         try:
             if emulator:
                 from real_bridge.emulator_node import ArmEmulatorNode  # noqa: PLC0415
 
-                self.emulator = ArmEmulatorNode(cli_args=params_file_args(params_dir, "arm_emulator"))
+                self.emulator = ArmEmulatorNode(cli_args=params_file_args(params_dir, "arm_emulator"),
+                                                parameter_overrides=robot + (
+                                                    [Parameter("hidden_params_file", value=emulator_hidden)]
+                                                    if emulator_hidden else []))
                 self.nodes.append(self.emulator)
-            bridge_overrides = [Parameter("seed", value=int(seed))] + ([Parameter("task", value=task)] if task else [])
+            bridge_overrides = [Parameter("seed", value=int(seed)), *robot] + (
+                [Parameter("task", value=task)] if task else [])
             self.bridge = RealBridgeNode(namespace=namespace, cli_args=params_file_args(params_dir, "real_bridge"),
                                          parameter_overrides=bridge_overrides)
             self.nodes.append(self.bridge)
-            policy_overrides = [Parameter("policy", value=policy)] if policy else []
+            policy_overrides = ([Parameter("policy", value=policy)] if policy else []) + robot
             if policy_dir is not None:
                 policy_overrides.append(Parameter("policy_dir", value=str(Path(policy_dir).expanduser().resolve())))
             self.policy = PolicyNode(namespace=namespace, cli_args=params_file_args(params_dir, "policy"),
@@ -341,7 +351,7 @@ class DeploymentGraph:
                     namespace=namespace, cli_args=params_file_args(params_dir, "recorder"),
                     parameter_overrides=[Parameter("output", value=str(record)),
                                          Parameter("policy_name", value=self.policy_name),
-                                         Parameter("policy_sha256", value=self.onnx_sha256)])
+                                         Parameter("policy_sha256", value=self.onnx_sha256), *robot])
                 self.nodes.append(self.recorder)
                 if self.recorder.recorder is None:
                     raise DeployError(f"recorder: {self.recorder.error}")
@@ -484,7 +494,8 @@ def gap_table(runs: list[RunResult], hardware: str, label: str) -> str:
 
 def run_policy(args: RealConfig, policy: str | None, seed: int, params_dir: Path, record: Path | None) -> RunResult:
     graph = DeploymentGraph(policy=policy, seed=seed, params_dir=params_dir, namespace=args.namespace, task=args.task,
-                            emulator=args.emulator, record=record, policy_dir=args.policy_dir)
+                            emulator=args.emulator, record=record, policy_dir=args.policy_dir,
+                            robot_profile=args.robot_profile, emulator_hidden=args.emulator_hidden)
     run = RunResult(graph.policy_name, graph.onnx_sha256, seed, [], graph.sim_evaluation,
                     str(graph.recorder.output) if graph.recorder is not None else None, success=graph.task.success)
     stats = None

@@ -52,6 +52,7 @@ from sim_bridge.profile import PROFILE_VERSION, RobotProfile, load_profile
 MAX_URDF_BYTES = 16 << 20              # a URDF with inline xacro output stays far below this
 MESH_FORMATS = (".stl", ".obj", ".msh")  # what MuJoCo reads (no .dae: Collada becomes a primitive)
 MOVABLE = ("revolute", "prismatic", "continuous")
+XACRO_NAMESPACE = "{http://www.ros.org/wiki/xacro}"
 # Stated defaults (each use is a warning and is recorded in the profile's provenance).
 DEFAULT_LINK_MASS_KG = 1.0
 DEFAULT_LINK_INERTIA_KG_M2 = 1.0e-3    # diagonal, at the link origin (a 1 kg sphere of r = 5 cm)
@@ -65,6 +66,39 @@ MAX_OMEGA_DT = 0.25
 MIN_LINK_MASS_KG = 1.0e-3              # robot check: a moving link lighter than this is "zero mass"
 TABLE_THICKNESS_M = 0.04
 ARM_GROUP, HIDDEN_GROUP = 1, 3
+
+
+# The arm emulator's hidden physics for an imported arm (`sim2real real --emulator-hidden`): the
+# shipped emulator_hidden.yaml's deviations from nominal, without per-link names (every entry
+# targets all the profile's links or joints, one shared value).
+EMULATOR_HIDDEN_FILE = "emulator_hidden.yaml"
+EMULATOR_HIDDEN_TEXT = """\
+# Hidden physics of the arm emulator for '{name}' (written by `sim2real robot import`): one fixed
+# arm, heavier, more damped and softer than nominal, with latency, noise and stiction, as the
+# shipped real_bridge/config/emulator_hidden.yaml but one shared value per group (no link names).
+# Use: sim2real real --robot-profile {name}.yaml --emulator-hidden emulator_hidden.yaml
+randomization_version: 1
+description: Hidden physics of the arm emulator for the imported arm '{name}'.
+parameters:
+  body_mass: {{shared: true, operation: scale, distribution: normal, mean: 1.22, std: 0.0, low: 0.5, high: 1.5}}
+  joint_damping: {{shared: true, operation: scale, distribution: normal, mean: 1.8, std: 0.0, low: 0.3, high: 3.0}}
+  joint_armature: {{shared: true, operation: scale, distribution: normal, mean: 1.1, std: 0.0, low: 0.8, high: 1.2}}
+  geom_friction: {{shared: true, operation: scale, distribution: normal, mean: 0.9, std: 0.0, low: 0.7, high: 1.3}}
+  actuator_kp: {{shared: true, operation: scale, distribution: normal, mean: 0.85, std: 0.0, low: 0.75, high: 1.5}}
+  actuator_kd: {{shared: true, operation: scale, distribution: normal, mean: 1.2, std: 0.0, low: 0.5, high: 2.0}}
+  gravity/x: {{kind: gravity, targets: [x], shared: true, operation: add, distribution: normal, mean: 0.25, std: 0.0}}
+  gravity/y: {{kind: gravity, targets: [y], shared: true, operation: add, distribution: normal, mean: -0.15, std: 0.0}}
+  gravity/z: {{kind: gravity, targets: [z], shared: true, operation: add, distribution: normal, mean: -0.30, std: 0.0}}
+  action_latency: {{operation: abs, distribution: normal, mean: 1.3, std: 0.0, low: 0.0, high: 2.0}}
+  obs_noise_joint_pos: {{kind: obs_noise_std, targets: [joint_pos], operation: abs, distribution: normal, mean: 0.0005, std: 0.0, low: 0.0, high: 0.005}}
+  joint_frictionloss: {{shared: true, operation: add, distribution: normal, mean: 0.35, std: 0.0, low: 0.0, high: 1.0}}
+emulator:
+  seed: 20240611              # noise stream; the physics above are fixed and need none
+  encoder_bits: 16            # joint positions quantized to 2*pi / 2^16 rad; 0 = not quantized
+  velocity: finite_difference # finite_difference (of quantized positions) | simulator (noisy true velocity)
+  frictionloss_solref: [0.004, 1.0]
+  frictionloss_solimp: [0.999, 0.9999, 0.001, 0.5, 2.0]
+"""
 
 
 # --- the URDF ---------------------------------------------------------------------------------
@@ -117,6 +151,10 @@ def parse_urdf(text: str, *, label: str, base_dir: Path | None = None) -> Urdf:
                           kind="not valid XML") from None
     if root.tag != "robot":
         raise ConfigError(f"the root element is <{root.tag}>, a URDF's is <robot>", source=label, field="<robot>")
+    xacro = next((el.tag.split("}")[-1] for el in root.iter() if el.tag.startswith(XACRO_NAMESPACE)), None)
+    if xacro is not None or "${" in text:
+        raise ConfigError("this is a xacro file (" + (f"<xacro:{xacro}>" if xacro else "${...}") + "), not a URDF; "
+                          "expand it first: xacro FILE.urdf.xacro > FILE.urdf", source=label, field="<robot>")
     links: dict[str, ET.Element] = {}
     for link in root.findall("link"):
         name = link.get("name")
@@ -561,7 +599,8 @@ class _Builder:
             return
         pitch = math.atan2(math.hypot(tip[0], tip[1]), tip[2])  # z axis onto the link direction
         yaw = math.atan2(tip[1], tip[0])
-        ET.SubElement(element, "origin", {"xyz": " ".join(repr(float(v)) for v in tip / 2), "rpy": f"0 {pitch!r} {yaw!r}"})
+        ET.SubElement(element, "origin", {"xyz": " ".join(repr(float(v)) for v in tip / 2),
+                                          "rpy": f"0 {pitch!r} {yaw!r}"})
         ET.SubElement(geometry, "cylinder", {"radius": repr(FALLBACK_RADIUS_M), "length": repr(length)})
 
     # --- 3. compile and add the scene ------------------------------------------------------------
@@ -710,6 +749,7 @@ class _Builder:
                   f"{'the controller ' + repr(ctl.name) + ' of ' + str(ctl.path) if ctl else 'the URDF'}.\n"
                   "# Check it with `sim2real robot check`; edit freely (the MJCF takes gains and limits from here).\n")
         (self.folder / f"{o.name}.yaml").write_text(header + yaml.safe_dump(profile, sort_keys=False, width=110))
+        (self.folder / EMULATOR_HIDDEN_FILE).write_text(EMULATOR_HIDDEN_TEXT.format(name=o.name))
         load_profile(self.folder / f"{o.name}.yaml")  # the written files load and compile
         from sim_bridge.simulator import build_model  # noqa: PLC0415
         build_model(load_profile(self.folder / f"{o.name}.yaml"))

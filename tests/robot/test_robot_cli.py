@@ -34,7 +34,7 @@ def imported(tmp_path_factory):
 
 
 def test_import_writes_the_robot_folder(imported, capsys):
-    assert sorted(p.name for p in imported.iterdir()) == ["six.xml", "six.yaml"]
+    assert sorted(p.name for p in imported.iterdir()) == ["emulator_hidden.yaml", "six.xml", "six.yaml"]
     from sim_bridge.profile import load_profile
     assert list(load_profile(imported / "six.yaml").joint_names) == CONTROLLER_ORDER
 
@@ -78,9 +78,9 @@ def test_bad_input_exits_2_with_the_file_and_element_and_no_traceback(tmp_path):
     (tmp_path / "bad.urdf").write_text(six_dof_urdf().replace('<limit lower="-2.6"', '<limit lowr="-2.6"'))
     out = run("robot", "import", "--urdf", "bad.urdf", "--name", "bad", cwd=tmp_path)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1] == ("sim2real robot import: bad.urdf: field 'joint 'elbow_joint' <limit lower>': "
-                                  "missing (the stack needs position, effort and velocity limits for every "
-                                  "commanded joint)"), out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "sim2real robot import: bad.urdf: field 'joint 'elbow_joint' <limit lower>': missing (the stack needs "
+        "position, effort and velocity limits for every commanded joint)"), out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "robots").exists()
     controllers = controllers_yaml(tmp_path / "ctl.yaml", [*CONTROLLER_ORDER[:-1], "wrist_one_joint"])
     (tmp_path / "six.urdf").write_text(six_dof_urdf())
@@ -119,3 +119,17 @@ def test_sim_runs_the_imported_arm(imported, tmp_path):
     assert "robot 'six'" in out.stdout
     results = json.loads((tmp_path / "sim.json").read_text())
     assert len(results["episodes"]) == 1 and results["successes"] == 1, results
+
+
+@pytest.mark.ros
+def test_real_on_the_imported_arm_refuses_a_policy_trained_for_another_robot(imported, tmp_path):
+    """`sim2real real --robot-profile PROFILE`: every node runs the imported arm; the shipped
+    policy (trained on panda_like) is refused by the policy node at configure, nothing commands."""
+    out = run("real", "--robot-profile", str(imported / "six.yaml"), "--emulator-hidden",
+              str(imported / "emulator_hidden.yaml"), "--episodes", "1", "--seed", "1", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "arm emulator up: robot 'six' (6 joints" in out.stderr and "hidden physics from emulator_hidden.yaml" \
+        in out.stderr
+    assert "configured: robot 'six' (6 joints)" in out.stderr
+    assert ("sim2real real: policy: configure failed: policy 'reach_lstm' rejected: trained for robot 'panda_like'; "
+            "this node runs robot profile 'six'") in out.stdout + out.stderr

@@ -96,8 +96,20 @@ def test_provenance_names_the_urdf_its_hash_and_the_controller(six, tmp_path):
     assert prov["controllers"]["controller"] == "forward_position_controller"
     assert prov["controllers"]["joints"] == CONTROLLER_ORDER and prov["controllers"]["update_rate_hz"] == 500
     assert any("armature" in d for d in prov["stated_defaults"])
-    assert sorted(p.name for p in six.out_dir.iterdir()) == ["six.xml", "six.yaml"]  # no meshes, no temp files
+    assert sorted(p.name for p in six.out_dir.iterdir()) == ["emulator_hidden.yaml", "six.xml", "six.yaml"]
     assert not [p for p in six.out_dir.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_the_arm_emulator_runs_the_imported_arm_with_the_written_hidden_physics(six):
+    from real_bridge.emulator import ArmEmulator
+    emulator = ArmEmulator(six.profile, six.out_dir / "emulator_hidden.yaml",
+                           controller_joints=list(reversed(six.profile.joint_names)))
+    target = six.profile.default_pose_rad + 0.2
+    for _ in range(100):
+        emulator.command(target[::-1])  # commands in the controller's order
+        assert emulator.step()
+    assert np.abs(emulator.sim.true_joint_positions() - target).max() < 0.05
+    assert emulator.sim.dynamics_dict()["body_mass"] == pytest.approx(1.22)
 
 
 def test_reach_env_on_the_imported_arm_passes_check_env(six):
@@ -242,6 +254,20 @@ def test_malformed_xml_names_the_file_and_line(tmp_path):
 def test_malformed_urdf_names_the_element(tmp_path, edit, expected):
     message = _refused(tmp_path, edit(six_dof_urdf()))
     assert "six.urdf" in message and expected in message, message
+
+
+def test_a_xacro_file_is_refused_with_the_command_to_expand_it(tmp_path):
+    text = six_dof_urdf().replace('<robot name="six">', '<robot name="six" xmlns:xacro="http://www.ros.org/wiki/'
+                                  'xacro"><xacro:property name="reach" value="0.85"/>')
+    message = _refused(tmp_path, text)
+    assert "six.urdf: field '<robot>': this is a xacro file (<xacro:property>), not a URDF; expand it first" in message
+
+
+def test_ros2_control_gazebo_and_transmission_tags_are_ignored(tmp_path):
+    extra = ('  <ros2_control name="arm" type="system"><hardware><plugin>mock_components/GenericSystem</plugin>'
+             '</hardware></ros2_control>\n  <gazebo reference="tool0"><material>Gazebo/Orange</material></gazebo>\n'
+             '  <transmission name="t1"><type>transmission_interface/SimpleTransmission</type></transmission>\n')
+    assert list(_import(tmp_path, six_dof_urdf(extra=extra)).profile.joint_names) == CONTROLLER_ORDER
 
 
 def test_a_continuous_joint_needs_a_range(tmp_path):
