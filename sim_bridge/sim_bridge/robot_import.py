@@ -640,10 +640,17 @@ class _Builder:
         spec.modelname = o.name
         spec.option.timestep = 1.0 / o.physics_rate_hz
         spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+        # Inertia from geoms only where a body states none (MuJoCo's default): the URDF's links all
+        # have their <inertial> or none (massless frames, whose geoms get density 0 here), and a
+        # task's bodies (the Push puck) take their mass from their geoms.
+        spec.compiler.inertiafromgeom = mujoco.mjtInertiaFromGeom.mjINERTIAFROMGEOM_AUTO
         for body in spec.bodies:
             if body.name == "world":
                 continue
             geoms = list(body.geoms)
+            if not body.explicitinertial:
+                for g in geoms:
+                    g.density = 0.0
             visual = [g for g in geoms if g.contype == 0 and g.conaffinity == 0]
             collision = [g for g in geoms if g not in visual]
             for i, g in enumerate(collision):

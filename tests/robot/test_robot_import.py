@@ -119,6 +119,29 @@ def test_reach_env_on_the_imported_arm_passes_check_env(six):
     env.close()
 
 
+def test_push_runs_on_the_imported_arm_and_the_scripted_pusher_solves_it(six):
+    """The Push task adds its puck to any robot's table (add_to_scene): the imported arm's
+    massless frames stay massless, the puck takes its mass from its geom."""
+    from sim_bridge.oracle import PushOracle
+    env = TaskEnv("push", profile=six.profile, randomization="none", terminate_on_success=True)
+    check_env(env, skip_render_check=True)
+    model = env.sim.model
+    assert model.body("flange").mass[0] == 0.0 and model.body("upper_arm_link").mass[0] == pytest.approx(8.4)
+    assert model.body("puck").mass[0] > 0
+    oracle, n, successes = PushOracle(six.profile, env.task), six.profile.num_joints, 0
+    for seed in range(6):
+        obs, _ = env.reset(seed=seed)
+        oracle.reset()
+        for _ in range(env.max_episode_steps):
+            pose, goal = obs[3 * n:3 * n + 5], obs[3 * n + 5:3 * n + 8]
+            obs, _, terminated, truncated, info = env.step(oracle.action(obs[:n].astype(float), pose[:2], goal[:2]))
+            if terminated or truncated:
+                break
+        successes += info["is_success"]
+    env.close()
+    assert successes >= 3, f"the scripted pusher succeeded in {successes}/6 episodes on the imported arm"
+
+
 def test_robot_check_passes_and_reports(six):
     report = check_robot(six.profile, goals=6, seed=0)
     text = "\n".join(report.lines())
