@@ -65,6 +65,7 @@ ERROR_AT_FULL_EFFORT_RAD = 0.05
 MAX_OMEGA_DT = 0.25
 MIN_LINK_MASS_KG = 1.0e-3              # robot check: a moving link lighter than this is "zero mass"
 TABLE_THICKNESS_M = 0.04
+SEEDS_PER_POINT = 4                    # IK starts (the nearest sampled poses) per workspace grid point
 ARM_GROUP, HIDDEN_GROUP = 1, 3
 
 
@@ -488,8 +489,17 @@ class _Builder:
             for key in ("effort", "velocity"):
                 if values[key] <= 0:
                     raise urdf.error(f"{where} <limit {key}>", f"must be > 0, got {values[key]}")
+        fixed_children: dict[str, list[str]] = {}
+        for el in root.findall("joint"):
+            if el.get("type") == "fixed":
+                fixed_children.setdefault(el.find("parent").get("link"), []).append(el.find("child").get("link"))
         for name in sorted(child_of_movable):
-            self._check_inertial(links[name], name)
+            welded, stack = [], list(fixed_children.get(name, []))
+            while stack:  # links fixed to this one move with it: their mass counts
+                welded.append(stack.pop())
+                stack += fixed_children.get(welded[-1], [])
+            if not any(_has_mass(links[w]) for w in welded):
+                self._check_inertial(links[name], name)
         for name, link in links.items():
             self._prepare_meshes(link, name, root)
         for old in root.findall("mujoco"):
@@ -793,6 +803,14 @@ class _Builder:
         return "<!--\n" + "\n".join(lines) + "\n-->\n" + ET.tostring(root, encoding="unicode") + "\n"
 
 
+def _has_mass(link: ET.Element) -> bool:
+    mass = link.find("inertial/mass")
+    try:
+        return mass is not None and float(mass.get("value", "0")) > 0
+    except ValueError:
+        return False
+
+
 def _r(values, digits: int = 4) -> list[float]:
     return [round(float(v), digits) for v in values]
 
@@ -912,11 +930,11 @@ def _shrink_to_coverage(fk: _Kinematics, low, high, qs, points, min_coverage, st
     for _ in range(steps):
         axes = [np.linspace(lo, hi, 4) for lo, hi in zip(low, high)]
         grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-        nearest = ((grid[:, None, :] - points[None, :, :]) ** 2).sum(-1).argmin(axis=1)
+        nearest = np.argsort(((grid[:, None, :] - points[None, :, :]) ** 2).sum(-1), axis=1)[:, :SEEDS_PER_POINT]
         allowed_misses = int((1 - min_coverage) * len(grid))
         misses = 0
-        for point, k in zip(grid, nearest):
-            misses += not fk.reaches(point, qs[k])
+        for point, ks in zip(grid, nearest):
+            misses += not any(fk.reaches(point, qs[k]) for k in ks)
             if misses > allowed_misses:
                 break
         coverage = 1.0 - misses / len(grid)
@@ -965,6 +983,7 @@ class CheckReport:
     episode: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    push_reach: tuple | None = None   # (share reachable, low xy, high xy) of Push's puck region
 
     @property
     def ok(self) -> bool:
@@ -983,6 +1002,9 @@ class CheckReport:
                    + f"; total {total:.3g} kg")
         out.append(f"reach: max {self.max_reach_m:.3f} m (sampled FK); workspace box low "
                    f"{np.round(p.reach_low_m, 3).tolist()} high {np.round(p.reach_high_m, 3).tolist()} m")
+        if self.push_reach is not None:
+            out.append(f"push: {self.push_reach[0]:.0%} of the Push task's puck region on the table reachable "
+                       "(IK, end effector 5 cm above the table)")
         if self.goals:
             hits = sum(ok for _, ok, _ in self.goals)
             worst = max(d for *_, d in self.goals)
@@ -1017,6 +1039,12 @@ def check_robot(profile: RobotProfile, *, goals: int = 10, seed: int = 0, contro
     reach = sample_reach(model, profile.joint_names, profile.end_effector_site, profile.position_lower_rad,
                          profile.position_upper_rad, n=2000, seed=seed)
     report = CheckReport(profile, rows, masses, reach.max_reach_m)
+    report.push_reach = _push_region_reach(model, profile, seed)
+    if report.push_reach is not None and report.push_reach[0] < 0.95:
+        report.warnings.append(
+            f"the Push task's default puck region (x {report.push_reach[1][0]}..{report.push_reach[2][0]} m, "
+            f"y {report.push_reach[1][1]}..{report.push_reach[2][1]} m) is reachable {report.push_reach[0]:.0%} "
+            "5 cm above the table; train push with its start_region_m / goal_region_m settings inside the reach")
     prov = profile.provenance or {}
     report.warnings += [f"stated default: {d}" for d in prov.get("stated_defaults", [])]
     report.warnings += [w for w in prov.get("warnings", []) if "mesh" in w]
@@ -1094,6 +1122,31 @@ def check_robot(profile: RobotProfile, *, goals: int = 10, seed: int = 0, contro
         report.failures.append("the randomized episode blew up (physics unstable: gains too high for the "
                                "joint inertia, or bad inertias)")
     return report
+
+
+def _push_region_reach(model: mujoco.MjModel, profile: RobotProfile, seed: int, hover_m: float = 0.05):
+    """Share of a 4x4 grid over the Push task's puck start region (its default settings) that the
+    end effector reaches ``hover_m`` above the table (IK from the nearest of 2000 valid samples);
+    None when no push task is registered."""
+    from sim_bridge.tasks import UnknownTaskError, make_task  # noqa: PLC0415
+
+    try:
+        low, high = (np.asarray(v, dtype=float) for v in make_task("push").start_region)
+    except (UnknownTaskError, AttributeError):
+        return None
+    rng = np.random.default_rng(seed)
+    fk = _Kinematics(model, profile.joint_names, profile.end_effector_site, profile.position_lower_rad,
+                     profile.position_upper_rad)
+    qs = rng.uniform(profile.position_lower_rad, profile.position_upper_rad, size=(2000, profile.num_joints))
+    samples = [(q, ee) for q in qs for ee, ok in [fk.position(q)] if ok]
+    if not samples:
+        return 0.0, low.round(3).tolist(), high.round(3).tolist()
+    seeds, points = np.array([q for q, _ in samples]), np.array([ee for _, ee in samples])
+    xs, ys = np.linspace(low[0], high[0], 4), np.linspace(low[1], high[1], 4)
+    grid = np.array([[x, y, hover_m] for x in xs for y in ys])
+    nearest = np.argsort(((grid[:, None, :] - points[None, :, :]) ** 2).sum(-1), axis=1)[:, :SEEDS_PER_POINT]
+    reached = [any(fk.reaches(p, seeds[k]) for k in ks) for p, ks in zip(grid, nearest)]
+    return float(np.mean(reached)), low.round(3).tolist(), high.round(3).tolist()
 
 
 def sample_valid_poses(model: mujoco.MjModel, profile: RobotProfile, count: int, *, seed: int = 0,

@@ -357,3 +357,14 @@ def test_an_existing_output_is_replaced_only_with_force(tmp_path):
 def test_a_description_that_is_not_a_robot(tmp_path):
     with pytest.raises(ConfigError, match=r"topic /robot_description: field '<robot>': the root element is <sdf>"):
         parse_urdf("<sdf version='1.7'/>", label="topic /robot_description")
+
+
+def test_a_massless_link_whose_fixed_child_carries_the_mass_is_left_alone(tmp_path):
+    """A common URDF pattern: the joint's child is a frame, the mass sits on a link fixed to it."""
+    extra = ('  <link name="wrist_3_body"><inertial><mass value="0.3"/><inertia ixx="1e-4" ixy="0" ixz="0" iyy="1e-4" '
+             'iyz="0" izz="1e-4"/></inertial></link>\n  <joint name="wrist_3_body_joint" type="fixed">'
+             '<parent link="wrist_3_link"/><child link="wrist_3_body"/></joint>\n')
+    result = _import(tmp_path, six_dof_urdf(no_inertia=("wrist_3_link",), extra=extra))
+    assert not any("wrist_3_link" in w for w in result.warnings), result.warnings
+    report = check_robot(result.profile, goals=0)
+    assert not any("zero-mass" in f for f in report.failures), report.failures
