@@ -287,11 +287,13 @@ class PolicyController:
     def __init__(self, profile: RobotProfile, policy_dir: str | os.PathLike, *,
                  control_rate_hz: float | None = None, stale_after_periods: int = 5,
                  allow_rate_mismatch: bool = False, periodic: bool = True, window: int = 500,
-                 clock=time.monotonic):
+                 clock=time.monotonic, task_input_stale_s: float = 0.25):
         self.profile = profile
         self.policy_dir = Path(policy_dir).resolve()
         self.control_rate_hz = float(control_rate_hz) if control_rate_hz else None  # None: the first policy's
         self.stale_after_periods = int(stale_after_periods)
+        # a streamed task input (not latched: Push's object_pose) older than this -> hold
+        self.task_input_stale_s = float(task_input_stale_s)
         self.allow_rate_mismatch = bool(allow_rate_mismatch)
         self.periodic = periodic
         self.counters = ControlCounters()
@@ -333,6 +335,7 @@ class PolicyController:
         self._task_fixed = False
         self._set_task(get_task(DEFAULT_TASK)())
         self.task_values: dict[str, np.ndarray] = {}
+        self.task_arrival_s: dict[str, float] = {}  # when each task input last arrived (the cycle clock)
         self.prev_action = np.zeros(n)
         self.hold_target: np.ndarray | None = None  # latched while holding
         self.stale = False
@@ -664,6 +667,7 @@ class PolicyController:
         #: (name, size) of the task's observation signals, in layout order
         self.task_signals: tuple[tuple[str, int], ...] = tuple((sig.name, sig.size) for sig in task.signals())
         self._task_signal_names = tuple(name for name, _ in self.task_signals)
+        self._streamed_signals = tuple(i.signal for i in task.inputs if not i.latched)
 
     def _input_topic(self, signal: str) -> str:
         return next((i.topic for i in self.task.inputs if i.signal == signal), signal)
@@ -684,6 +688,7 @@ class PolicyController:
             return False, self.counters.last_rejection
         with self._inputs_lock:
             self.task_values[signal] = value
+            self.task_arrival_s[signal] = self._clock()
         return True, ""
 
     @property
@@ -772,6 +777,12 @@ class PolicyController:
                                              f"(limit {self.stale_after_periods} periods = {1e3 * limit:.0f} ms); "
                                              "no command sent")
         self.stale = False
+        for name in self._streamed_signals:  # e.g. the object pose: a tracker that stopped -> hold
+            age = now_s - self.task_arrival_s.get(name, now_s)
+            if age > self.task_input_stale_s:
+                return self._hold("stale_task_input", f"{self._input_topic(name)} is stale: the last one arrived "
+                                  f"{1e3 * age:.0f} ms ago (limit task_input_stale_s = "
+                                  f"{1e3 * self.task_input_stale_s:.0f} ms)", q)
         if self.disabled:
             return self._hold("policy_disabled", self.fault, q)
         runtime = self.active.runtime

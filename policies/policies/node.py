@@ -4,7 +4,8 @@ node, thin over :class:`policies.control.PolicyController`.
 Subscribes (names relative to the node's namespace, see :mod:`sim_bridge.interface`):
   joint_states   sensor_msgs/JointState      mapped by joint name (STATE_QOS: reliable, keep-last 1)
   the task's inputs (:class:`sim_bridge.tasks.TaskInput`, from the configured policy's task):
-  current_goal   geometry_msgs/PointStamped  Reach's target (latched)
+  current_goal   geometry_msgs/PointStamped  Reach's target, Push's goal (latched)
+  object_pose    geometry_msgs/PoseStamped   Push: the tracked object (stale -> hold)
 Publishes:
   joint_commands std_msgs/Float64MultiArray  absolute joint targets, profile order, rad;
                                              only while active (a lifecycle publisher)
@@ -28,6 +29,7 @@ Parameters:
   trigger (str, read-only)     'timer': a cycle per control period; 'state': a cycle per joint state
   control_rate_hz (float, read-only)  0 = the policy manifest's rate
   stale_after_periods (int)    no state for longer than this many periods -> no command
+  task_input_stale_s (float)   a streamed task input (Push's object_pose) older than this -> hold
   allow_rate_mismatch (bool)   accept a policy trained at another control rate
   available_policies (str[], read-only)  refreshed at configure
   preload_policies (str[], read-only)  loaded at configure and kept, so swapping to them
@@ -53,8 +55,7 @@ import time
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PointStamped
-from rcl_interfaces.msg import IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -63,7 +64,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from sim_bridge.executor import ThrottledLog, freeze_heap, run_node
-from sim_bridge.tasks import POINT_STAMPED
+from sim_bridge.task_messages import READERS
 from sim_bridge.lifecycle import CommandGateMixin
 from policies.control import (FAULT_LIMIT, HOLD, STALE, PolicyController, PolicyRejected, list_policies,
                               resolve_policy)
@@ -84,9 +85,7 @@ def shipped_policy_dir() -> Path:
 
 # Message types a task input may have -> (message class, values in the signal's order).
 # A task whose inputs need another type adds its reader here.
-TASK_MESSAGE_READERS = {
-    POINT_STAMPED: (PointStamped, lambda msg: (msg.point.x, msg.point.y, msg.point.z)),
-}
+TASK_MESSAGE_READERS = READERS
 
 
 class PolicyNode(CommandGateMixin, LifecycleNode):
@@ -112,6 +111,10 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         self.declare_parameter("stale_after_periods", 5, describe(
             "no command when the last joint state arrived more than this many control periods ago",
             integer_range=[IntegerRange(from_value=1, to_value=1000, step=1)]))
+        self.declare_parameter("task_input_stale_s", 0.25, describe(
+            "hold (command the measured position) when a streamed task input (not latched, e.g. Push's "
+            "object_pose) arrived longer ago than this, s", floating_point_range=[
+                FloatingPointRange(from_value=0.001, to_value=60.0, step=0.0)]))
         self.declare_parameter("allow_rate_mismatch", False, describe(
             "accept a policy trained at another control rate than the node's"))
         self.declare_parameter("available_policies", Parameter.Type.STRING_ARRAY, describe(
@@ -175,6 +178,8 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         if ctl is not None:
             if "stale_after_periods" in new:
                 ctl.stale_after_periods = int(new["stale_after_periods"])
+            if "task_input_stale_s" in new:
+                ctl.task_input_stale_s = float(new["task_input_stale_s"])
             if "allow_rate_mismatch" in new:
                 ctl.allow_rate_mismatch = bool(new["allow_rate_mismatch"])
         return SetParametersResult(successful=True)
@@ -243,6 +248,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         ctl = PolicyController(profile, policy_dir,
                                control_rate_hz=self.get_parameter("control_rate_hz").value or None,
                                stale_after_periods=self.get_parameter("stale_after_periods").value,
+                               task_input_stale_s=self.get_parameter("task_input_stale_s").value,
                                allow_rate_mismatch=self.get_parameter("allow_rate_mismatch").value,
                                periodic=trigger == "timer")
         available = self._refresh_available()

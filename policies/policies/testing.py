@@ -84,13 +84,14 @@ def export_onnx(module, path: str | os.PathLike, input_names=None, output_names=
 def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm", hidden: int = 8,
                         obs_size: int = 24, act_size: int = 7, nan: bool = False, joint_names=None,
                         input_names=None, *, layers: int = 1, seed: int = 0, name: str | None = None,
-                        module=None) -> Path:
+                        module=None, task: str = DEFAULT_TASK) -> Path:
     """Write ``NAME.onnx`` and ``manifest.json`` into ``directory``; returns the directory.
 
     The manifest is sealed (``artifact_sha256``) like an exported one. The graph is ``module`` if given (its architecture, hidden and layers then win), else
     ``dummy_module(architecture, hidden, obs_size, act_size, nan, layers, seed)``. The manifest
     describes ``joint_names`` (default ``joint1..joint{act_size}``) with the contract's io
-    names, whatever the graph's are.
+    names, whatever the graph's are, for ``task`` (its observation layout: give the matching
+    ``obs_size``, e.g. 29 for push with 7 joints).
     """
     directory = Path(directory)
     if module is None:
@@ -99,7 +100,8 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
     name = name or f"dummy_{architecture}"
     onnx_path = export_onnx(module, directory / f"{name}.onnx", input_names=input_names)
     data = dummy_manifest_dict(name, architecture, joint_names or [f"joint{i + 1}" for i in range(act_size)],
-                               hidden=hidden, layers=layers, onnx_sha256=sha256_file(onnx_path), seed=seed)
+                               hidden=hidden, layers=layers, onnx_sha256=sha256_file(onnx_path), seed=seed,
+                               task=task)
     save_manifest(parse_manifest(data), directory)
     seal_artifact(directory)  # artifact_sha256, as the real export writes it
     return directory

@@ -32,8 +32,8 @@ class SimConfig:
 
     episodes: int = 3
     """number of episodes"""
-    episode_s: float = 4.0
-    """time limit per episode in sim seconds"""
+    episode_s: float | None = None
+    """time limit per episode in sim seconds (None: the task's episode length, reach 4 s, push 6 s)"""
     task: str | None = None
     """registered task (sim_bridge.tasks); None: the policy's own task (reach for the scripted controller)"""
     randomization: str = "default"
@@ -45,7 +45,7 @@ class SimConfig:
     seed: int = 0
     """seed for dynamics and goals (-1: random)"""
     controller: Literal["policy", "scripted"] = "policy"
-    """policy: the policy node with a shipped policy; scripted: the DLS reach controller"""
+    """policy: the policy node with a shipped policy; scripted: the task's scripted controller (IK reach, or the scripted pusher)"""
     policy: str = "reach_lstm"
     """shipped policy name (policies/policies/zoo)"""
     swap_to: str | None = None
@@ -71,13 +71,18 @@ class EpisodeTrace:
     distance_m: list[float] = field(default_factory=list)
     joint_pos: list[list[float]] = field(default_factory=list)
     command: list[list[float]] = field(default_factory=list)
+    object_xy: list[list[float]] = field(default_factory=list)  # tasks with an object (Push): its true x, y
+    goal_xy: list[float] | None = None
 
 
 # Parameter groups shown in the one-line episode summary (all are in the JSON output):
 # label, number format ("x" = scale factor, "+" = offset), unit suffix.
 SUMMARY_GROUPS = {"body_mass": ("mass", "x{:.2f}", ""), "joint_damping": ("damping", "x{:.2f}", ""),
                   "actuator_kp": ("kp", "x{:.2f}", ""), "joint_frictionloss": ("stiction", "{:+.2f}", " Nm"),
-                  "action_latency": ("latency", "{:.2f}", " steps"), "gravity": ("gravity", "{:+.2f}", " m/s^2")}
+                  "action_latency": ("latency", "{:.2f}", " steps"), "gravity": ("gravity", "{:+.2f}", " m/s^2"),
+                  "puck_mass": ("puck", "{:.2f}", " kg"), "puck_friction": ("friction", "{:.2f}", ""),
+                  "puck_damping": ("puck damping", "{:.3f}", " Ns/m"), "puck_size": ("size", "x{:.3f}", ""),
+                  "table_height": ("table", "{:+.3f}", " m")}
 
 
 def summarize_dynamics(dynamics: dict[str, float]) -> str:
@@ -142,6 +147,10 @@ class EpisodeRecorder:
         self.trace.distance_m.append(dist)
         self.trace.joint_pos.append(session.sim.true_joint_positions().tolist())
         self.trace.command.append(session.last_command.tolist())
+        info = session.task.info(session.sim, session.task_state)
+        if "object_pos" in info:
+            self.trace.object_xy.append([float(v) for v in info["object_pos"][:2]])
+            self.trace.goal_xy = [float(v) for v in session.goal[:2]]
         if self.tracker.step(dist) or self.tracker.steps >= self.max_steps:
             self.done.set()
 
@@ -166,7 +175,7 @@ def run_sim(args: SimConfig) -> int:
     from std_srvs.srv import Trigger
 
     from sim_bridge import interface
-    from sim_bridge.controller import ScriptedReachNode
+    from sim_bridge.controller import scripted_controller
     from sim_bridge.executor import ControlExecutor
     from sim_bridge.node import SimBridgeNode
 
@@ -174,6 +183,9 @@ def run_sim(args: SimConfig) -> int:
         task = resolve_task(args)
     except (UnknownTaskError, ValueError) as exc:
         print(f"sim2real sim: {exc}", file=sys.stderr)
+        return 2
+    if args.controller == "scripted" and task.name not in ("reach", "push"):
+        print(f"sim2real sim: no scripted controller for task '{task.name}'; use --controller policy", file=sys.stderr)
         return 2
     rclpy.init()
     bridge = SimBridgeNode(task=task, parameter_overrides=[
@@ -190,7 +202,7 @@ def run_sim(args: SimConfig) -> int:
             return 2
         policy_reset = controller.create_client(Trigger, "~/reset")
     else:
-        controller = ScriptedReachNode(bridge.profile)
+        controller = scripted_controller(task, bridge.profile)
         policy_reset = None
     client = controller.create_client(Trigger, interface.RESET)
     executor = ControlExecutor(num_threads=4)
@@ -199,7 +211,8 @@ def run_sim(args: SimConfig) -> int:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     session = bridge.session
-    recorder = EpisodeRecorder(task, bridge.profile.control_period_s, args.episode_s)
+    episode_s = args.episode_s or task.max_episode_steps * bridge.profile.control_period_s
+    recorder = EpisodeRecorder(task, bridge.profile.control_period_s, episode_s)
     session.tick_observers.append(recorder.on_tick)
     viewer = None
     if args.gui:
@@ -211,7 +224,7 @@ def run_sim(args: SimConfig) -> int:
     results, traces = [], []
     try:
         client.wait_for_service(timeout_sec=10.0)
-        driver = f"policy '{args.policy}'" if policy_reset else "scripted reach controller"
+        driver = f"policy '{args.policy}'" if policy_reset else f"scripted {task.name} controller"
         print(f"sim2real sim: {args.episodes} episode(s) of task '{task.name}', robot '{bridge.profile.name}', "
               f"randomization '{args.randomization}', {args.mode} mode, {driver}")
         for ep in range(1, args.episodes + 1):
@@ -226,7 +239,7 @@ def run_sim(args: SimConfig) -> int:
             recorder.arm(session.counters.episodes + 1)
             future = client.call_async(Trigger.Request())
             # Generous wall-clock guard: realtime runs 1x, lockstep faster.
-            if not recorder.done.wait(timeout=args.episode_s * 5 + 10):
+            if not recorder.done.wait(timeout=episode_s * 5 + 10):
                 print(f"episode {ep}: no progress from the sim bridge; stopping", flush=True)
                 break
             end = time.monotonic() + 5.0
@@ -254,8 +267,13 @@ def run_sim(args: SimConfig) -> int:
     print(summary_line(results, task.success))
     args.out.mkdir(parents=True, exist_ok=True)
     plot = args.out / "episodes.png"
-    plot_episodes(traces, results, bridge.profile.joint_names, plot, task.success.radius_m)
+    plot_episodes(traces, results, bridge.profile.joint_names, plot, task.success.radius_m,
+                  error_name=task.success.error_name)
     print(f"plot: {plot.resolve()}")
+    if any(t.object_xy for t in traces):
+        paths = args.out / "object_paths.png"
+        plot_object_paths(traces, results, paths, task.success.radius_m)
+        print(f"object paths: {paths.resolve()}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"task": task.describe(), "success_criterion": task.success.to_dict(),
@@ -265,8 +283,40 @@ def run_sim(args: SimConfig) -> int:
     return 0 if results else 1
 
 
+def plot_object_paths(traces: list[EpisodeTrace], results: list[EpisodeResult], path: Path,
+                      success_radius_m: float) -> None:
+    """Top view of each episode: the object's path from its start (circle) to its end (x),
+    the goal and the success radius."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for trace, result in zip(traces, results):
+        if not trace.object_xy:
+            continue
+        xy = np.array(trace.object_xy)
+        line, = ax.plot(xy[:, 1], xy[:, 0], lw=1.5,
+                        label=f"episode {result.episode} ({'success' if result.success else 'failed'}, "
+                              f"final {100 * result.final_error_m:.1f} cm)")
+        ax.plot(xy[0, 1], xy[0, 0], "o", color=line.get_color(), mfc="none")
+        ax.plot(xy[-1, 1], xy[-1, 0], "x", color=line.get_color())
+        gy, gx = trace.goal_xy[1], trace.goal_xy[0]
+        ax.add_patch(plt.Circle((gy, gx), success_radius_m, color=line.get_color(), alpha=0.2))
+        ax.plot(gy, gx, "*", color=line.get_color(), ms=10)
+    ax.set_xlabel("y [m] (robot base frame)")
+    ax.set_ylabel("x [m] (forward)")
+    ax.invert_xaxis()  # seen from above with the robot at the bottom
+    ax.set_aspect("equal")
+    ax.set_title("object paths: start (o), end (x), goal (*) with the success radius")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot_episodes(traces: list[EpisodeTrace], results: list[EpisodeResult], joint_names, path: Path,
-                  success_radius_m: float) -> None:
+                  success_radius_m: float, error_name: str = "end effector to goal") -> None:
     """Distance to goal vs time for every episode; joints vs commands for the first one."""
     import matplotlib
     matplotlib.use("Agg")
@@ -282,10 +332,10 @@ def plot_episodes(traces: list[EpisodeTrace], results: list[EpisodeResult], join
                  label=f"episode {result.episode} ({'success' if result.success else 'failed'})")
     top.axhline(100 * success_radius_m, color="k", ls="--", lw=0.8, label="success radius")
     top.set_xlabel("time [s]")
-    top.set_ylabel("distance to goal [cm]")
+    top.set_ylabel(f"{error_name} [cm]")
     top.set_yscale("log")
     top.legend(fontsize=8)
-    top.set_title("sim2real sim: end-effector distance to goal")
+    top.set_title(f"sim2real sim: {error_name}")
     if traces and traces[0].time_s:
         t = traces[0].time_s
         q, cmd = np.array(traces[0].joint_pos), np.array(traces[0].command)

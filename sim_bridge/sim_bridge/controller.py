@@ -49,3 +49,49 @@ class ScriptedReachNode(Node):
         target = action_to_joint_targets(action, q, self.oracle.action_scale_rad,
                                          self.profile.position_lower_rad, self.profile.position_upper_rad)
         self._pub.publish(Float64MultiArray(data=target.tolist()))
+
+
+class ScriptedPushNode(ScriptedReachNode):
+    """The scripted pusher (:class:`sim_bridge.oracle.PushOracle`) as a ROS 2 node: also
+    subscribes the task's ``object_pose`` (geometry_msgs/PoseStamped) and commands nothing
+    until a pose has arrived."""
+
+    def __init__(self, profile: RobotProfile, task=None, **kwargs):
+        from geometry_msgs.msg import PoseStamped  # noqa: PLC0415
+
+        from sim_bridge.oracle import PushOracle  # noqa: PLC0415
+        from sim_bridge.task_messages import read_planar_pose  # noqa: PLC0415
+
+        super().__init__(profile, **kwargs)
+        self.oracle = PushOracle(profile, task)
+        self.object_pose: np.ndarray | None = None
+        self._read_pose = read_planar_pose
+        self.create_subscription(PoseStamped, "object_pose", self._on_pose, interface.STATE_QOS)
+
+    def _on_pose(self, msg) -> None:
+        pose = np.array(self._read_pose(msg))
+        if np.all(np.isfinite(pose)):
+            self.object_pose = pose
+
+    def _on_state(self, msg: JointState) -> None:
+        if self.goal is None or self.object_pose is None:
+            return
+        try:
+            q = self._joints.take(msg.name, msg.position, "positions")
+        except JointMappingError as exc:
+            self.get_logger().warning(f"joint_states skipped: {exc}")
+            return
+        action = self.oracle.action(q, self.object_pose[:2], self.goal[:2])
+        target = action_to_joint_targets(action, q, self.oracle.action_scale_rad,
+                                         self.profile.position_lower_rad, self.profile.position_upper_rad)
+        self._pub.publish(Float64MultiArray(data=target.tolist()))
+
+
+def scripted_controller(task, profile: RobotProfile, **kwargs) -> Node:
+    """The scripted controller node of a task (reach, push); ValueError for other tasks."""
+    if task.name == "reach":
+        return ScriptedReachNode(profile, **kwargs)
+    if task.name == "push":
+        return ScriptedPushNode(profile, task, **kwargs)
+    raise ValueError(f"no scripted controller for task '{task.name}' (reach and push have one); "
+                     "use --controller policy")

@@ -3,6 +3,10 @@
 Publishes (names relative to the node's namespace, see :mod:`sim_bridge.interface`):
   joint_states   sensor_msgs/JointState   at the control rate, stamped with sim time
   current_goal   geometry_msgs/PointStamped (latched)
+  <task inputs>  the task's other ROS inputs (sim_bridge.tasks.TaskInput), e.g. Push's
+                 object_pose (geometry_msgs/PoseStamped): what the task's simulated sensor
+                 delivers each control step (tracker noise, latency: the stamp is the
+                 measurement's time; a dropout publishes nothing)
   /clock         rosgraph_msgs/Clock      sim time (other nodes may set use_sim_time)
   /diagnostics   diagnostic_msgs/DiagnosticArray: the episode's sampled dynamics as
                  key/values, and health (achieved rate, counters), once per second
@@ -62,6 +66,7 @@ from sim_bridge.profile import load_profile
 from sim_bridge.randomization import is_randomization_file_path, load_randomization, randomization_path
 from sim_bridge.rates import RateMeter
 from sim_bridge.session import SimSession
+from sim_bridge.task_messages import WRITERS
 from sim_bridge.tasks import DEFAULT_TASK, Task, UnknownTaskError, make_task
 
 MODES = ("realtime", "lockstep")
@@ -119,6 +124,19 @@ class SimBridgeNode(Node):
         self._goal_pub = self.create_publisher(PointStamped, interface.CURRENT_GOAL, interface.LATCHED_QOS)
         self._clock_pub = self.create_publisher(Clock, interface.CLOCK, 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
+        # the task's sensed inputs (not the goal, published above): signal -> (publisher, message class, fill)
+        self._task_pubs = {}
+        for task_input in session.task.inputs:
+            if task_input.topic == interface.CURRENT_GOAL:
+                continue
+            if task_input.msg_type not in WRITERS:
+                raise ConfigError(f"task '{session.task.name}': input {task_input.signal} has message type "
+                                  f"{task_input.msg_type}; the bridge writes {sorted(WRITERS)}", field="task")
+            msg_class, fill = WRITERS[task_input.msg_type]
+            qos = interface.LATCHED_QOS if task_input.latched else interface.STATE_QOS
+            self._task_pubs[task_input.signal] = (self.create_publisher(msg_class, task_input.topic, qos),
+                                                  msg_class, fill)
+        self._last_measured: dict = {}
         self.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, self._on_command, interface.COMMAND_QOS)
         self.create_subscription(PointStamped, interface.GOAL, self._on_goal, interface.LATCHED_QOS)
         self.create_service(Trigger, interface.RESET, self._on_reset)
@@ -157,6 +175,7 @@ class SimBridgeNode(Node):
         last = self._ticks.last_s or 0.0
         if time.monotonic() - last >= LOCKSTEP_IDLE_REPUBLISH_S:
             self._publish_state()
+            self._publish_task_inputs(measure=False)
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         result = self.session.submit_command(msg.data)
@@ -274,11 +293,30 @@ class SimBridgeNode(Node):
             self._after_reset()
             return
         self._publish_state()
+        self._publish_task_inputs()
 
     def _after_reset(self) -> None:
         self._publish_goal()
         self._publish_state()
+        self._publish_task_inputs()
         self._publish_diagnostics()
+
+    def _publish_task_inputs(self, measure: bool = True) -> None:
+        """Publish what the task's sensors delivered this step (``measure=False``: again the last)."""
+        if not self._task_pubs:
+            return
+        if measure:
+            now = self.session.clock_s
+            self._last_measured = {signal: (value, now - age)
+                                   for signal, (value, age) in self.session.measure_task_inputs().items()}
+        frame = self.get_parameter("frame_id").value
+        for signal, (value, stamp_s) in self._last_measured.items():
+            publisher, msg_class, fill = self._task_pubs[signal]
+            msg = msg_class()
+            _stamp(msg.header.stamp, max(0.0, stamp_s))
+            msg.header.frame_id = frame
+            fill(msg, value)
+            publisher.publish(msg)
 
     def _publish_state(self) -> None:
         s = self.session.joint_state()

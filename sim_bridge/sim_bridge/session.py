@@ -112,6 +112,10 @@ class SimSession:
         self.goal = goal
         self.task_state = self.task.reset(self.sim, self.rng, goal, {})
 
+    def measure_task_inputs(self) -> dict[str, tuple[np.ndarray, float]]:
+        """The task's sensor readings of this control step (see :meth:`Task.measure`)."""
+        return self.task.measure(self.sim, self.task_state)
+
     def task_error(self) -> float:
         """The task's error now (Reach: end effector to goal, m), from the true simulator state."""
         return self.task.error(self.sim, self.task_state)

@@ -45,7 +45,7 @@ def test_sim_options_come_from_its_config_dataclass():
 def test_an_unknown_task_is_refused_with_the_known_ones():
     out = run("sim", "--task", "juggle")
     assert out.returncode == 2
-    assert "unknown task 'juggle'; known tasks: reach" in out.stderr
+    assert "unknown task 'juggle'; known tasks: push, reach" in out.stderr
 
 
 def test_an_unknown_option_is_refused():
@@ -99,6 +99,22 @@ def test_sim_with_the_scripted_controller(tmp_path):
               timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "scripted reach controller" in out.stdout and "summary: 1/1 reached the goal" in out.stdout
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_sim_pushes_the_puck_over_ros_with_the_scripted_pusher(tmp_path):
+    """The Push graph through ROS: the bridge's object_pose feeds the scripted pusher; the
+    episode line names the object physics; a top-view plot of the puck's path is written."""
+    out = run("sim", "--task", "push", "--episodes", "2", "--mode", "lockstep", "--controller", "scripted",
+              "--randomization", "none", "--seed", "1", "--out", str(tmp_path), "--json", str(tmp_path / "r.json"),
+              timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "task 'push'" in out.stdout and "scripted push controller" in out.stdout
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["task"]["name"] == "push" and results["success_criterion"]["radius_m"] == 0.05
+    assert len(results["episodes"]) == 2 and results["successes"] >= 1, out.stdout
+    assert (tmp_path / "object_paths.png").stat().st_size > 10_000
 
 
 def test_loop_dry_run_prints_the_rounds_commands_on_the_policys_task(tmp_path):

@@ -112,6 +112,14 @@ class Task:
         """The task signals' values now, in :meth:`signals` order (as a sensor would see them)."""
         raise NotImplementedError
 
+    def measure(self, sim, state) -> dict[str, tuple[np.ndarray, float]]:
+        """What the task's sensors deliver this control step, for the bridges to publish on the
+        task's non-goal inputs: ``{signal: (value, age_s)}`` (``age_s``: how old the
+        measurement is, the sensor's latency). Called once per control step by the sim bridge
+        (it advances the sensor model like :meth:`observe`); a signal missing from the dict was
+        not delivered this step (a dropout). Default: none (Reach has only the goal)."""
+        return {}
+
     def error(self, sim, state) -> float:
         """The quantity the success criterion bounds (m), from the true simulator state."""
         raise NotImplementedError

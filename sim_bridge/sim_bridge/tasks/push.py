@@ -93,6 +93,7 @@ class PushState:
     noise_yaw_rad: float
     history: deque = field(default_factory=deque)  # true (x, y, z, yaw), newest last
     observed: np.ndarray | None = None  # the tracker's last delivered observation
+    delivered: bool = False  # whether the last observe() step delivered a new pose
 
 
 class PushTask(Task):
@@ -222,6 +223,7 @@ class PushTask(Task):
             state.history.popleft()
         rng = sim.rng
         dropped = state.observed is not None and state.dropout_prob > 0 and rng.random() < state.dropout_prob
+        state.delivered = not dropped
         if not dropped:
             x, y, z, yaw = state.history[0]  # the oldest kept = `latency_steps` steps ago
             if state.noise_pos_m > 0:
@@ -230,6 +232,13 @@ class PushTask(Task):
                 yaw += rng.normal(0.0, state.noise_yaw_rad)
             state.observed = np.array([x, y, z, math.sin(yaw), math.cos(yaw)])
         return state.observed, state.goal
+
+    def measure(self, sim, state: PushState) -> dict[str, tuple[np.ndarray, float]]:
+        """The tracker's pose this step (none on a dropout), ``latency_steps`` periods old."""
+        self.observe(sim, state)
+        if not state.delivered:
+            return {}
+        return {"object_pose": (state.observed, state.latency_steps * sim.profile.control_period_s)}
 
     def error(self, sim, state: PushState) -> float:
         q = sim.data.qpos
