@@ -1,11 +1,13 @@
-"""Benchmark: Sim2Real/Reach-v0 throughput against a bare MuJoCo loop, and vectorized scaling.
+"""Benchmark: task env throughput (Reach-v0, Push-v0) against a bare MuJoCo loop, and vectorized scaling.
 
 Run as ``sim2real bench env`` (or ``python bench/env.py``). In one run it measures
 
-1. baseline: a bare loop over the same compiled model that sets ``ctrl`` and calls
-   ``mujoco.mj_step(model, data, nstep=decimation)`` once per control step (the cheapest
-   way to advance MuJoCo by the same physics sub-steps, no Python per sub-step);
-2. the env with the full default randomization (resets included, random actions);
+1. baseline: a bare loop over the same compiled model (the task's scene included: Push's
+   puck and pusher) that sets ``ctrl`` and calls ``mujoco.mj_step(model, data, nstep=decimation)``
+   once per control step (the cheapest way to advance MuJoCo by the same physics sub-steps,
+   no Python per sub-step);
+2. the env of each ``--task`` with the task's default randomization (resets included,
+   random actions);
 3. the vectorized env (``VectorTaskEnv``) with 1 worker process and with 2.
 
 It prints env steps/s and the ratios. Targets (issue 2): overhead ratio baseline/env
@@ -81,6 +83,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per variant")
     parser.add_argument("--num-envs", type=int, default=16, help="envs in the vectorized runs")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; the best of each is kept")
+    parser.add_argument("--task", action="append", choices=["reach", "push"],
+                        help="task env(s) to measure (repeat; default: reach and push)")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     machine = machine_info()  # before the measurements, while this process is the only load it adds
@@ -88,22 +92,27 @@ def main(argv=None) -> int:
 
     import gymnasium as gym
 
-    import sim_bridge  # noqa: F401  (registers the env)
-    env = gym.make("Sim2Real/Reach-v0", randomization="default", disable_env_checker=True).unwrapped
-    profile = env.profile
+    import sim_bridge.envs  # noqa: F401  (registers the envs)
     from sim_bridge.simulator import build_model
-    bare_model = build_model(profile)
 
-    bare, single = [], []
-    for _ in range(args.repeats):  # alternate so drifts in machine load hit both alike
-        bare.append(bare_loop_steps_per_s(bare_model, profile.decimation, args.seconds,
-                                          profile.position_lower_rad, profile.position_upper_rad))
-        single.append(env_steps_per_s(env, args.seconds))
-    bare_best, env_best = max(bare), max(single)
-    overhead = bare_best / env_best
-    print(f"bare mj_step loop ({profile.decimation} sub-steps/step): {bare_best:9.0f} steps/s")
-    print(f"Reach-v0, default randomization:          {env_best:9.0f} steps/s")
-    print(f"overhead ratio (bare / env):              {overhead:9.2f}x   (target <= 1.5x)")
+    per_task = {}
+    for task in args.task or ["reach", "push"]:
+        env = gym.make(f"Sim2Real/{task.capitalize()}-v0", randomization="default", disable_env_checker=True).unwrapped
+        profile = env.profile
+        bare_model = build_model(profile, env.task.add_to_scene)
+        bare, single = [], []
+        for _ in range(args.repeats):  # alternate so drifts in machine load hit both alike
+            bare.append(bare_loop_steps_per_s(bare_model, profile.decimation, args.seconds,
+                                              profile.position_lower_rad, profile.position_upper_rad))
+            single.append(env_steps_per_s(env, args.seconds))
+        bare_best, env_best = max(bare), max(single)
+        overhead = bare_best / env_best
+        name = f"{task.capitalize()}-v0"
+        print(f"{name}: bare mj_step loop ({profile.decimation} sub-steps/step): {bare_best:9.0f} steps/s")
+        print(f"{name}: env, its default randomization:      {env_best:9.0f} steps/s")
+        print(f"{name}: overhead ratio (bare / env):         {overhead:9.2f}x   (target <= 1.5x)", flush=True)
+        per_task[task] = {"bare_steps_per_s": bare_best, "env_steps_per_s": env_best, "overhead_ratio": overhead,
+                          "raw": {"bare": bare, "env": single}}
 
     one, two = [], []
     for _ in range(args.repeats):
@@ -113,11 +122,10 @@ def main(argv=None) -> int:
     print(f"vector env, {args.num_envs} envs, 1 worker:          {max(one):9.0f} steps/s")
     print(f"vector env, {args.num_envs} envs, 2 workers:         {max(two):9.0f} steps/s")
     print(f"vectorized scaling (2 workers / 1):       {scaling:9.2f}x   (target >= 1.7x)")
-    results = {"bare_steps_per_s": bare_best, "env_steps_per_s": env_best, "overhead_ratio": overhead,
+    results = {"tasks": per_task, **per_task.get("reach", {}),
                "vector_1_worker_steps_per_s": max(one), "vector_2_workers_steps_per_s": max(two),
                "vector_scaling": scaling, "num_envs": args.num_envs, "decimation": profile.decimation,
-               "raw": {"bare": bare, "env": single, "vector_1": one, "vector_2": two},
-               "machine_info": machine}
+               "raw_vector": {"vector_1": one, "vector_2": two}, "machine_info": machine}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
