@@ -103,7 +103,6 @@ def run_robot(config: ImportConfig | CheckConfig) -> int:
 
 # --- import -----------------------------------------------------------------------------------
 def run_import(args: ImportConfig) -> int:
-    from sim_bridge.config import ConfigError  # noqa: PLC0415
     from sim_bridge.robot_import import ImportOptions, import_robot, parse_urdf, read_urdf_file  # noqa: PLC0415
 
     sources = [s for s in (args.urdf, args.from_topic, args.from_node) if s is not None]
@@ -127,7 +126,7 @@ def run_import(args: ImportConfig) -> int:
             control_rate_hz=args.control_rate_hz, physics_rate_hz=args.physics_rate_hz, seed=args.seed)
         result = import_robot(urdf, options, out, force=args.force,
                               log=lambda message: print(f"warning: {message}", file=sys.stderr))
-    except ConfigError as exc:
+    except ValueError as exc:  # ConfigError: names the file or topic and the element
         return _fail("robot import", str(exc))
     except OSError as exc:
         return _fail("robot import", f"{exc.filename or out}: {exc.strerror or exc}")

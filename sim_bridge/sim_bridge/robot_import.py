@@ -65,6 +65,7 @@ ERROR_AT_FULL_EFFORT_RAD = 0.05
 MAX_OMEGA_DT = 0.25
 MIN_LINK_MASS_KG = 1.0e-3              # robot check: a moving link lighter than this is "zero mass"
 TABLE_THICKNESS_M = 0.04
+RESERVED_BODIES = frozenset({"target"})  # bodies the scene adds (geoms: table, floor; sites: ee_site, target_site)
 SEEDS_PER_POINT = 4                    # IK starts (the nearest sampled poses) per workspace grid point
 ARM_GROUP, HIDDEN_GROUP = 1, 3
 
@@ -419,6 +420,10 @@ class _Builder:
         for locked in opts.lock_joints:
             if locked not in names:
                 raise ConfigError(f"no joint '{locked}' in the URDF {urdf.label}", field="--lock-joints")
+        for link in urdf.links:
+            if link in RESERVED_BODIES:
+                raise urdf.error(f"link '{link}'", f"the name is used by the stack's scene ({sorted(RESERVED_BODIES)}); "
+                                 "rename the link")
         movable = [j.name for j in urdf.movable() if j.name not in opts.lock_joints]
         for j in urdf.joints:
             if j.type in ("floating", "planar") and j.name not in opts.lock_joints:
@@ -596,8 +601,11 @@ class _Builder:
     def _fallback(self, element: ET.Element, link: str, root: ET.Element) -> None:
         """Replace the geometry with a cylinder from the link origin to its first child joint."""
         child = next((j for j in root.findall("joint") if j.find("parent").get("link") == link), None)
-        tip = _floats(child.find("origin").get("xyz"), 3) if child is not None and child.find("origin") is not None \
-            else np.zeros(3)
+        try:
+            tip = _floats(child.find("origin").get("xyz"), 3) if child is not None and child.find("origin") is not None \
+                else np.zeros(3)
+        except ValueError as exc:
+            raise self.urdf.error(f"joint '{child.get('name')}' <origin xyz>", str(exc)) from None
         for old in element.findall("origin"):
             element.remove(old)
         geometry = element.find("geometry")
@@ -621,6 +629,12 @@ class _Builder:
         except ValueError as exc:
             raise self.urdf.error("(MuJoCo's URDF compiler)", str(exc).replace("\n", " ")) from None
         return spec
+
+    def _compile(self, spec: mujoco.MjSpec) -> mujoco.MjModel:
+        try:
+            return spec.compile()
+        except ValueError as exc:  # e.g. a URDF name that the stack's scene also uses
+            raise self.urdf.error("(MuJoCo, after adding the scene)", str(exc).replace("\n", " ")) from None
 
     def end_effector_link(self, joints: list[str]) -> str:
         urdf = self.urdf
@@ -711,7 +725,7 @@ class _Builder:
         spec = self.compile_arm(self.prepare(joints))
         ee_link = self.end_effector_link(joints)
         self.add_scene(spec, joints, ee_link)
-        model = spec.compile()
+        model = self._compile(spec)
         lower, upper, velocity, effort = self._limits(model, joints)
         reach = sample_reach(model, joints, "ee_site", lower, upper, n=o.fk_samples, seed=o.seed)
         if reach.box is None:
@@ -732,7 +746,7 @@ class _Builder:
             act.ctrllimited = act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
         spec.add_key(name="home", qpos=full_qpos(model, joints, pose).tolist(),
                      ctrl=[float(v) for v in pose], mpos=[0.5, 0, 0.4], mquat=[1, 0, 0, 0])
-        spec.compile()
+        self._compile(spec)
         mjcf = self.folder / f"{o.name}.xml"
         mjcf.write_text(self._mjcf_text(spec.to_xml(), ctl))
         links = [model.body(b).name for b in _moving_bodies(model)]

@@ -273,6 +273,10 @@ def test_malformed_xml_names_the_file_and_line(tmp_path):
      "field 'joint 'elbow_joint' <limit>': lower 2.6 must be below upper -2.6"),
     (lambda t: t.replace('type="revolute"', 'type="hinge"', 1),
      "field 'joint 'shoulder_pan_joint' type': type 'hinge' is not a URDF joint type"),
+    (lambda t: t.replace('"tool0"', '"target"'), "field 'link 'target'': the name is used by the stack's scene"),
+    (lambda t: t.replace('<origin xyz="0 0.1 0"/>', '<origin xyz="0 0.1"/>').replace(
+        '<cylinder radius="0.035" length="0.05"/>', '<mesh filename="missing.stl"/>'),
+     "field 'joint 'flange_joint' <origin xyz>': expected 3 numbers, got '0 0.1'"),
 ])
 def test_malformed_urdf_names_the_element(tmp_path, edit, expected):
     message = _refused(tmp_path, edit(six_dof_urdf()))
