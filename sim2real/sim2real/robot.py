@@ -70,7 +70,7 @@ class ImportConfig:
 class CheckConfig:
     """``sim2real robot check``: load a robot, print its table, drive it, draw it, and fail with reasons."""
 
-    robot: tyro.conf.Positional[str]
+    robot: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="NAME|PROFILE")]
     """robot: a name imported into robots/NAME, a profile YAML or its folder, or a shipped profile name"""
     goals: int = 10
     """random reach goals for the scripted oracle (nominal physics)"""

@@ -92,7 +92,8 @@ parameters:
   gravity/y: {{kind: gravity, targets: [y], shared: true, operation: add, distribution: normal, mean: -0.15, std: 0.0}}
   gravity/z: {{kind: gravity, targets: [z], shared: true, operation: add, distribution: normal, mean: -0.30, std: 0.0}}
   action_latency: {{operation: abs, distribution: normal, mean: 1.3, std: 0.0, low: 0.0, high: 2.0}}
-  obs_noise_joint_pos: {{kind: obs_noise_std, targets: [joint_pos], operation: abs, distribution: normal, mean: 0.0005, std: 0.0, low: 0.0, high: 0.005}}
+  obs_noise_joint_pos: {{kind: obs_noise_std, targets: [joint_pos], operation: abs, distribution: normal,
+                        mean: 0.0005, std: 0.0, low: 0.0, high: 0.005}}
   joint_frictionloss: {{shared: true, operation: add, distribution: normal, mean: 0.35, std: 0.0, low: 0.0, high: 1.0}}
 emulator:
   seed: 20240611              # noise stream; the physics above are fixed and need none
@@ -422,8 +423,8 @@ class _Builder:
                 raise ConfigError(f"no joint '{locked}' in the URDF {urdf.label}", field="--lock-joints")
         for link in urdf.links:
             if link in RESERVED_BODIES:
-                raise urdf.error(f"link '{link}'", f"the name is used by the stack's scene ({sorted(RESERVED_BODIES)}); "
-                                 "rename the link")
+                raise urdf.error(f"link '{link}'", "the name is used by the stack's scene "
+                                 f"({sorted(RESERVED_BODIES)}); rename the link")
         movable = [j.name for j in urdf.movable() if j.name not in opts.lock_joints]
         for j in urdf.joints:
             if j.type in ("floating", "planar") and j.name not in opts.lock_joints:
@@ -602,8 +603,8 @@ class _Builder:
         """Replace the geometry with a cylinder from the link origin to its first child joint."""
         child = next((j for j in root.findall("joint") if j.find("parent").get("link") == link), None)
         try:
-            tip = _floats(child.find("origin").get("xyz"), 3) if child is not None and child.find("origin") is not None \
-                else np.zeros(3)
+            origin = child.find("origin") if child is not None else None
+            tip = _floats(origin.get("xyz"), 3) if origin is not None else np.zeros(3)
         except ValueError as exc:
             raise self.urdf.error(f"joint '{child.get('name')}' <origin xyz>", str(exc)) from None
         for old in element.findall("origin"):
@@ -1012,7 +1013,7 @@ class CheckReport:
             out.append(f"{r['joint']:<22}{r['lower']:>9.3f}{r['upper']:>9.3f}{r['velocity']:>8.2f}"
                        f"{r['effort']:>8.1f}{r['kp']:>9.1f}{r['kd']:>8.2f}{r['default']:>9.3f}")
         total = sum(m for _, m in self.body_masses)
-        out.append(f"moving links (kg): " + ", ".join(f"{n} {m:.3g}" for n, m in self.body_masses)
+        out.append("moving links (kg): " + ", ".join(f"{n} {m:.3g}" for n, m in self.body_masses)
                    + f"; total {total:.3g} kg")
         out.append(f"reach: max {self.max_reach_m:.3f} m (sampled FK); workspace box low "
                    f"{np.round(p.reach_low_m, 3).tolist()} high {np.round(p.reach_high_m, 3).tolist()} m")

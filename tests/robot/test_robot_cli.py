@@ -82,7 +82,7 @@ def test_bad_input_exits_2_with_the_file_and_element_and_no_traceback(tmp_path):
         "sim2real robot import: bad.urdf: field 'joint 'elbow_joint' <limit lower>': missing (the stack needs "
         "position, effort and velocity limits for every commanded joint)"), out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "robots").exists()
-    controllers = controllers_yaml(tmp_path / "ctl.yaml", [*CONTROLLER_ORDER[:-1], "wrist_one_joint"])
+    controllers_yaml(tmp_path / "ctl.yaml", [*CONTROLLER_ORDER[:-1], "wrist_one_joint"])
     (tmp_path / "six.urdf").write_text(six_dof_urdf())
     out = run("robot", "import", "--urdf", "six.urdf", "--controllers", "ctl.yaml", "--name", "six", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -133,3 +133,15 @@ def test_real_on_the_imported_arm_refuses_a_policy_trained_for_another_robot(imp
     assert "configured: robot 'six' (6 joints)" in out.stderr
     assert ("sim2real real: policy: configure failed: policy 'reach_lstm' rejected: trained for robot 'panda_like'; "
             "this node runs robot profile 'six'") in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("sub", ["import", "check"])
+def test_help_documents_each_option_with_its_default_once(sub):
+    out = run("robot", sub, "--help")
+    assert out.returncode == 0, out.stderr
+    assert f"usage: sim2real robot {sub}" in out.stdout
+    text = " ".join(out.stdout.split("╭", 1)[-1].split())
+    assert "(default: " in text and "(default " not in text.replace("(default: ", "")
+    for option in (["--urdf", "--from-topic", "--from-node", "--controllers", "--mesh-dir", "--lock-joints"]
+                   if sub == "import" else ["NAME|PROFILE", "--goals", "--controllers", "--poses"]):
+        assert option in out.stdout, option
