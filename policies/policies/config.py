@@ -3,6 +3,7 @@ shows them: the app builds the command line from this dataclass with tyro)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 
 @dataclass
@@ -12,13 +13,15 @@ class TrainConfig:
     name: str = "reach_lstm"
     """run / policy name (the export writes policies/zoo/NAME)"""
     task: str = "reach"
-    """task name from the registry (sim_bridge.tasks; shipped: reach); its settings go in env_kwargs"""
+    """task name from the registry (sim_bridge.tasks; shipped: reach, push); its settings go in env_kwargs"""
     seed: int = 0
     """seed for torch, numpy and the env resets"""
     architecture: str = "lstm"
-    """actor network: 'lstm' (recurrent) or 'mlp' (feed-forward, for comparison)"""
+    """actor network: 'lstm' (recurrent), 'mlp' (feed-forward) or 'mlp_history' (feed-forward over the last `history` observations)"""
+    history: int = 8
+    """mlp_history: observations stacked into the actor's input (the current one included)"""
     randomization: str = "default"
-    """dynamics randomization: a shipped name ('default' or 'none') or a YAML path"""
+    """dynamics randomization: a shipped name or a YAML path; "default" is the task's default (reach: default, push: push_default), "none" = nominal physics"""
     robot_profile: str = "panda_like"
     """robot profile: shipped name or YAML path"""
     init_from: str = ""
@@ -29,6 +32,12 @@ class TrainConfig:
     """parallel environments"""
     num_workers: int = 2
     """env worker processes (0 = step the envs in the training process)"""
+    backend: Literal["local", "ray"] = "local"
+    """where the env workers run: 'local' (worker processes on this machine) or 'ray' (Ray actors on a Ray cluster; pip install -r requirements/ray.txt); the same seed, num_envs and num_workers give the same batches on both"""
+    ray_address: str = ""
+    """--backend ray: the cluster to join (host:port of the head node); empty: RAY_ADDRESS if set, else a Ray instance started on this machine"""
+    ray_max_restarts: int = 3
+    """--backend ray: deaths of one env worker a run survives (restart + replay of the iteration); then it stops with an error"""
     num_steps: int = 200
     """steps per env per iteration; envs are reset at every iteration start (one full episode fits)"""
     seq_len: int = 50
@@ -76,8 +85,10 @@ class TrainConfig:
         from sim_bridge.tasks import get_task  # noqa: PLC0415
 
         get_task(self.task)  # UnknownTaskError names the known tasks
-        if self.architecture not in ("lstm", "mlp"):
-            raise ValueError(f"architecture must be 'lstm' or 'mlp', got {self.architecture!r}")
+        if self.architecture not in ("lstm", "mlp", "mlp_history"):
+            raise ValueError(f"architecture must be 'lstm', 'mlp' or 'mlp_history', got {self.architecture!r}")
+        if self.architecture == "mlp_history" and self.history < 2:
+            raise ValueError(f"history must be >= 2 for mlp_history, got {self.history}")
         for name in ("total_env_steps", "num_envs", "num_steps", "seq_len", "hidden", "update_epochs",
                      "num_minibatches"):
             if getattr(self, name) < 1:

@@ -145,7 +145,7 @@ def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg
         "name": name,
         "onnx_file": onnx_file,
         "onnx_sha256": sha256,
-        "architecture": "lstm" if recurrent else "mlp",
+        "architecture": cfg.architecture,
         "observation": {"size": sum(s.size for s in layout),
                         "layout": [{"name": s.name, "size": s.size, "unit": s.unit, "description": s.description}
                                    for s in layout]},

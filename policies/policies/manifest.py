@@ -47,11 +47,15 @@ from sim_bridge.tasks import DEFAULT_TASK, UnknownTaskError, get_task
 
 MANIFEST_VERSION = 1
 MANIFEST_FILE = "manifest.json"
-ARCHITECTURES = ("lstm", "mlp")
+ARCHITECTURES = ("lstm", "mlp", "mlp_history")
+# Architectures with an explicit state (h, c) in the graph; an MLP over an observation
+# history carries its past observations as that state (policies.model.HistoryMLPActor).
+RECURRENT_ARCHITECTURES = ("lstm", "mlp_history")
 # The graph's input and output names, per architecture (the artifact contract).
 IO_NAMES = {
     "lstm": (("obs", "h_in", "c_in"), ("actions", "h_out", "c_out")),
     "mlp": (("obs",), ("actions",)),
+    "mlp_history": (("obs", "h_in", "c_in"), ("actions", "h_out", "c_out")),
 }
 ACTION_LOW, ACTION_HIGH = -1.0, 1.0  # the runtime clips actions to this range
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -251,9 +255,9 @@ def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> Pol
     pose = tuple(r.numbers("default_pose_rad", n))
 
     raw_state = r.raw("recurrent_state")
-    if arch == "lstm":
+    if arch in RECURRENT_ARCHITECTURES:
         if raw_state is None:
-            raise r.error("recurrent_state", "an 'lstm' policy needs {layers, hidden}, got null")
+            raise r.error("recurrent_state", f"an '{arch}' policy needs {{layers, hidden}}, got null")
         sr = r.child("recurrent_state")
         state = RecurrentStateSpec(_positive_int(sr, "layers"), _positive_int(sr, "hidden"))
         sr.finish()

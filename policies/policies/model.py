@@ -13,6 +13,10 @@ import torch
 from torch import nn
 
 
+#: actor networks: recurrent LSTM, feed-forward MLP, MLP over the last ``history`` observations
+ARCHITECTURES = ("lstm", "mlp", "mlp_history")
+
+
 class RunningNorm(nn.Module):
     """Running mean / variance of the inputs; normalizes and clips to +-``clip``.
 
@@ -105,6 +109,46 @@ class MLPActor(nn.Module):
         return self.body(self.obs_norm(obs_seq)), None
 
 
+class HistoryMLPActor(nn.Module):
+    """Feed-forward over the last ``history`` observations (Peng et al. 2018's third baseline:
+    an MLP with an 8-step history), stacked newest first: ``[o_t, o_{t-1}, ..., o_{t-K+1}]``.
+
+    The K-1 past observations (raw, normalized inside each call) are the policy's explicit
+    state, carried like an LSTM's: ``h`` = the past observations flattened [1, B, (K-1)*obs],
+    ``c`` = zeros of the same shape, passed through unchanged (it keeps the recurrent artifact contract, so the
+    runtime, the export and the recurrent PPO batching need nothing new). A new episode starts
+    from a zero history, in training and at deployment alike.
+    """
+
+    recurrent = True
+
+    def __init__(self, obs_size: int, act_size: int, hidden: int = 64, head: tuple[int, ...] = (64,),
+                 init_log_std: float = -0.5, history: int = 8):
+        super().__init__()
+        if history < 2:
+            raise ValueError(f"history must be >= 2 observations, got {history}")
+        self.obs_norm = RunningNorm(obs_size)
+        self.obs_size, self.history = obs_size, history
+        self.body = mlp([history * obs_size, hidden, *head, act_size], out_gain=0.01)
+        self.log_std = nn.Parameter(torch.full((act_size,), init_log_std))
+        self.hidden = (history - 1) * obs_size  # the state's width (the manifest's recurrent_state.hidden)
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(1, batch, self.hidden)
+        return zeros, zeros.clone()
+
+    def forward(self, obs_seq: torch.Tensor, state):
+        """obs_seq [L, B, obs] -> (mean [L, B, act], (h, c)); the windows by unfold, no time loop."""
+        L, B, O = obs_seq.shape
+        K = self.history
+        past = state[0][0].reshape(B, K - 1, O).flip(1).transpose(0, 1)  # [K-1, B, O], oldest first
+        full = torch.cat([past, obs_seq], dim=0)  # [K-1+L, B, O]
+        windows = full.unfold(0, K, 1)  # [L, B, O, K], oldest first along K
+        stacked = self.obs_norm(windows.flip(-1).transpose(-1, -2)).reshape(L, B, K * O)  # newest first
+        h_out = full[-(K - 1):].flip(0).transpose(0, 1).reshape(1, B, (K - 1) * O)
+        return self.body(stacked), (h_out, state[1])  # c passes through (zeros from the start)
+
+
 class Critic(nn.Module):
     """Asymmetric value function: MLP over (normalized obs, normalized privileged state)."""
 
@@ -119,17 +163,22 @@ class Critic(nn.Module):
 
 class ActorCritic(nn.Module):
     def __init__(self, obs_size: int, act_size: int, priv_size: int, architecture: str = "lstm",
-                 hidden: int = 64, critic_hidden: tuple[int, ...] = (128, 128), init_log_std: float = -0.5):
+                 hidden: int = 64, critic_hidden: tuple[int, ...] = (128, 128), init_log_std: float = -0.5,
+                 history: int = 8):
         super().__init__()
-        if architecture not in ("lstm", "mlp"):
-            raise ValueError(f"architecture must be 'lstm' or 'mlp', got {architecture!r}")
-        actor_cls = LSTMActor if architecture == "lstm" else MLPActor
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {list(ARCHITECTURES)}, got {architecture!r}")
         self.architecture = architecture
-        self.actor = actor_cls(obs_size, act_size, hidden=hidden, init_log_std=init_log_std)
+        if architecture == "mlp_history":
+            self.actor = HistoryMLPActor(obs_size, act_size, hidden=hidden, init_log_std=init_log_std, history=history)
+        else:
+            actor_cls = LSTMActor if architecture == "lstm" else MLPActor
+            self.actor = actor_cls(obs_size, act_size, hidden=hidden, init_log_std=init_log_std)
         self.critic = Critic(obs_size, priv_size, critic_hidden)
 
     def value(self, obs: torch.Tensor, priv: torch.Tensor) -> torch.Tensor:
-        """The critic shares the actor's observation normalizer (no gradient flows into it)."""
+        """The critic shares the actor's observation normalizer (no gradient flows into it);
+        it sees the current observation (and the privileged state), whatever the actor's input."""
         return self.critic(self.actor.obs_norm(obs), priv)
 
     def distribution(self, mean: torch.Tensor) -> torch.distributions.Normal:

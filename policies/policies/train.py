@@ -34,17 +34,26 @@ class RolloutStats:
 
 
 def make_vector_env(cfg: TrainConfig):
+    """The training envs: worker processes (``backend='local'``) or Ray actors (``'ray'``), same batches."""
     from sim_bridge.envs.vector import VectorTaskEnv
 
     from sim_bridge.tasks import get_task
 
     kwargs = {"profile": cfg.robot_profile, "randomization": cfg.randomization, **cfg.env_kwargs}
-    return VectorTaskEnv(cfg.num_envs, cfg.num_workers, env_id=get_task(cfg.task).env_id, env_kwargs=kwargs)
+    env_id = get_task(cfg.task).env_id
+    if cfg.backend == "ray":
+        from policies.ray_backend import RayVectorEnv
+
+        return RayVectorEnv(cfg.num_envs, cfg.num_workers, env_id=env_id, env_kwargs=kwargs,
+                            address=cfg.ray_address or None, max_restarts=cfg.ray_max_restarts)
+    if cfg.backend != "local":
+        raise ValueError(f"backend must be 'local' or 'ray', got {cfg.backend!r}")
+    return VectorTaskEnv(cfg.num_envs, cfg.num_workers, env_id=env_id, env_kwargs=kwargs)
 
 
 def build_model(cfg: TrainConfig, obs_size: int, act_size: int, priv_size: int) -> ActorCritic:
     return ActorCritic(obs_size, act_size, priv_size, architecture=cfg.architecture, hidden=cfg.hidden,
-                       critic_hidden=cfg.critic_hidden, init_log_std=cfg.init_log_std)
+                       critic_hidden=cfg.critic_hidden, init_log_std=cfg.init_log_std, history=cfg.history)
 
 
 class Trainer:
@@ -208,6 +217,7 @@ class Trainer:
         new_log = not log_path.exists() or self.iteration == 0
         log_file = log_path.open("w" if new_log else "a", newline="")
         writer = None
+        board = tensorboard_writer(self.out_dir / "tensorboard", purge_step=self.env_steps)
         done_here = 0
         try:
             while self.iteration < total_iters:
@@ -240,12 +250,16 @@ class Trainer:
                         writer.writeheader()
                 writer.writerow(row)
                 log_file.flush()
+                for key, value in row.items():
+                    if key not in ("iteration", "env_steps"):
+                        board.add_scalar(f"train/{key}", value, self.env_steps)
                 if not self.quiet:
                     self._progress(row, total_iters)
                 if self.iteration % cfg.checkpoint_every == 0 or self.iteration == total_iters:
                     self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
         finally:
             log_file.close()
+            board.close()
             if not self.quiet:
                 print(file=sys.stderr)
         self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
@@ -263,6 +277,14 @@ class Trainer:
 
     def close(self) -> None:
         self.venv.close()
+
+
+def tensorboard_writer(log_dir: Path, purge_step: int):
+    """TensorBoard event files next to progress.csv (the same rows, x axis = env steps);
+    ``purge_step`` drops events a resumed run had written past its checkpoint."""
+    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - imports tensorboard
+
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or None)
 
 
 def info_reward(reward, bootstrap, info, gamma, v_final) -> np.ndarray:

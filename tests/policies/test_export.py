@@ -16,7 +16,7 @@ from sim_bridge.envs.vector import make_env
 from test_training import tiny_config  # noqa: E402  (tests/policies is on sys.path under pytest)
 
 
-@pytest.fixture(scope="module", params=["lstm", "mlp"])
+@pytest.fixture(scope="module", params=["lstm", "mlp", "mlp_history"])
 def checkpoint(request, tmp_path_factory):
     out = tmp_path_factory.mktemp(f"run_{request.param}")
     trainer = Trainer(tiny_config(architecture=request.param, total_env_steps=4 * 20), out, quiet=True)

@@ -77,7 +77,7 @@ BAD = [
      [{"name": s.name, "size": s.size, "unit": s.unit, "description": ""}
       for s in reversed(observation_layout(7))], "observation.layout", "observation layout of task"),
     ("action_size", "lstm", "action.size", 6, "action.size", "number of joint_names (7)"),
-    ("unknown_task", "lstm", "task", {"name": "juggle"}, "task", "unknown task 'juggle'; known tasks: reach"),
+    ("unknown_task", "lstm", "task", {"name": "juggle"}, "task", "unknown task 'juggle'; known tasks: push, reach"),
     ("task_without_name", "lstm", "task", {"settings": {}}, "task", "with the task's 'name'"),
     ("action_range", "lstm", "action.high", 2.0, "action.low", "clipped to [-1.0, 1.0]"),
     ("action_type", "lstm", "action.type", "joint_torque", "action.type", "unsupported action type"),

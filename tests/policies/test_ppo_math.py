@@ -109,3 +109,30 @@ def test_recurrent_minibatch_equals_step_by_step_unrolling():
     with torch.no_grad():
         seq_means, _ = actor(flat_obs[idx], (h0[s0].unsqueeze(0), c0[s0].unsqueeze(0)))
     torch.testing.assert_close(seq_means[m], step_means[idx[m]], rtol=1e-5, atol=1e-6)
+
+
+def test_history_mlp_stacks_the_last_observations_newest_first_and_carries_them_as_state():
+    import torch
+
+    from policies.model import HistoryMLPActor
+
+    torch.manual_seed(0)
+    actor = HistoryMLPActor(obs_size=3, act_size=2, hidden=16, history=4)
+    seen = []
+    actor.obs_norm.forward = lambda x: (seen.append(x.clone()), x)[1]  # record the stacked inputs
+    obs = torch.arange(1, 1 + 6 * 2 * 3, dtype=torch.float32).view(6, 2, 3)  # [L=6, B=2, obs=3]
+    state = actor.initial_state(2)
+    whole, whole_state = actor(obs, state)
+    stacked = seen[-1]  # [L, B, 4, 3] newest first
+    assert stacked.shape == (6, 2, 4, 3)
+    torch.testing.assert_close(stacked[5, 1, 0], obs[5, 1])  # o_t first
+    torch.testing.assert_close(stacked[5, 1, 3], obs[2, 1])  # then o_{t-1}, o_{t-2}, o_{t-3}
+    torch.testing.assert_close(stacked[1, 0, 2], torch.zeros(3))  # before the episode: zeros
+    # one step at a time with the state fed back == the whole sequence in one call
+    step_state, steps = state, []
+    for t in range(6):
+        mean, step_state = actor(obs[t:t + 1], step_state)
+        steps.append(mean[0])
+    torch.testing.assert_close(torch.stack(steps), whole)
+    torch.testing.assert_close(step_state[0], whole_state[0])
+    assert whole_state[0].shape == (1, 2, 9) and actor.hidden == 9
