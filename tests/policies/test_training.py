@@ -102,3 +102,22 @@ def test_checkpoints_never_unpickle_arbitrary_objects(tmp_path):
         load_checkpoint_file(path)
     with pytest.raises(FileNotFoundError):
         load_checkpoint_file(tmp_path / "missing.pt")
+
+
+def test_push_training_smoke_run_with_tensorboard_and_object_physics_for_the_critic(tmp_path):
+    """A short Push run: the critic's privileged inputs hold the object physics and the puck's
+    true velocity; the curve goes to progress.csv and to TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = Trainer(tiny_config(task="push", env_kwargs={"max_episode_steps": 20, "terminate_on_success": False}),
+                      tmp_path / "push", quiet=True)
+    names = trainer.priv_names
+    assert {"puck_mass/puck", "puck_friction/puck", "object_vel/x", "pusher_to_object/z"} <= set(names)
+    last = trainer.train()
+    trainer.close()
+    assert last["iteration"] == 3 and np.isfinite(last["mean_return"])
+    events = EventAccumulator(str(tmp_path / "push" / "tensorboard"))
+    events.Reload()
+    returns = events.Scalars("train/mean_return")
+    assert [e.step for e in returns] == [80, 160, 240]
+    assert returns[-1].value == pytest.approx(last["mean_return"], rel=1e-5)
