@@ -22,7 +22,7 @@ STAMP := $(VENV)/.setup-stamp
 PIP_VERSION := 26.3
 
 PKGS := sim_bridge real_bridge policies calibration sim2real
-REQS := requirements/runtime.txt requirements/test.txt requirements/train.txt
+REQS := requirements/runtime.txt requirements/test.txt requirements/train.txt requirements/ray.txt
 PKG_META := $(foreach p,$(PKGS),$(p)/setup.py $(p)/setup.cfg $(p)/package.xml)
 
 # Extra arguments: make test PYTEST_ARGS="-k randomization -x"
@@ -50,6 +50,9 @@ $(STAMP): $(REQS) $(PKG_META)
 	@touch $(VENV)/COLCON_IGNORE
 	$(VPY) -m pip install --quiet --upgrade pip==$(PIP_VERSION)
 	$(VPY) -m pip install -r requirements/test.txt -r requirements/train.txt
+	@# the Ray backend (optional for users, needed by tests/ray); the pins above are constraints:
+	@# it can never move torch, numpy or gymnasium
+	$(VPY) -m pip install -r requirements/ray.txt -c requirements/runtime.txt -c requirements/train.txt
 	@# --no-build-isolation: build the editable wheels with the pinned setuptools
 	@# of the venv (no extra download); --no-deps: install_requires is only setuptools.
 	@# editable_mode=compat: a plain .pth entry per package dir instead of

@@ -19,6 +19,12 @@ distribution, truncated to the same bounds.
 
 Settings come from a YAML file (``calibration/config/simopt.yaml`` is the default), see
 :class:`CalibrationSettings`.
+
+**Where the samples run** (``backend``): ``local`` simulates an iteration's samples here, in
+one batch; ``ray`` splits them into ``workers`` chunks evaluated by Ray actors
+(:mod:`calibration.ray_backend`), each running the same batched rollout on its chunk. Every
+sample's rollout and cost are independent of the others in its batch, so both give the same
+costs, the same updates and the same result file.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ __all__ = ["CalibrationError", "CalibrationSettings", "SearchEntry", "SearchSpac
 
 SETTINGS_FILE = "config/simopt.yaml"
 METHODS = ("reps", "cem")
+BACKENDS = ("local", "ray")
 SIGNALS = ("position", "velocity")
 _NOISE_KINDS = ("obs_noise_std", "action_noise_std")
 # A search variable whose std falls below this fraction of its prior std has collapsed.
@@ -87,6 +94,10 @@ class CalibrationSettings:
     max_steps: int = 100          # each episode truncated to this many joint states
     threads: int = 2
     seed: int = 0
+    # how the samples run, not what they compute (kept out of to_dict and the provenance)
+    backend: str = "local"        # "local" or "ray" (chunks of each iteration's samples on Ray actors)
+    workers: int = 2              # Ray backend: actors, one chunk of the samples each
+    ray_address: str | None = None  # Ray backend: the cluster (None: RAY_ADDRESS, else a local Ray)
 
     def __post_init__(self):
         if not self.search:
@@ -95,6 +106,8 @@ class CalibrationSettings:
             raise ConfigError(f"must be one of {list(MODES)}, got {self.mode!r}", field="mode")
         if self.method not in METHODS:
             raise ConfigError(f"must be one of {list(METHODS)}, got {self.method!r}", field="method")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"must be one of {list(BACKENDS)}, got {self.backend!r}", field="backend")
         for name, value, ok in (("samples", self.samples, self.samples >= 2),
                                 ("iterations", self.iterations, self.iterations >= 0),
                                 ("epsilon", self.epsilon, self.epsilon > 0),
@@ -102,6 +115,7 @@ class CalibrationSettings:
                                 ("elite_fraction", self.elite_fraction, 0 < self.elite_fraction <= 1),
                                 ("max_steps", self.max_steps, self.max_steps >= 2),
                                 ("threads", self.threads, self.threads >= 1),
+                                ("workers", self.workers, self.workers >= 1),
                                 ("smooth_std", self.smooth_std, self.smooth_std >= 0)):
             if not ok:
                 raise ConfigError(f"invalid value {value!r}", field=name)
@@ -155,7 +169,8 @@ def load_settings(path: str | os.PathLike | None = None) -> CalibrationSettings:
             signals=tuple(d.strings("signals", ["position", "velocity"])), signal_weights=weights,
             w_l1=d.number("w_l1", 0.5), w_l2=d.number("w_l2", 1.0), smooth_std=d.number("smooth_std", 5.0),
             truncate=d.number("truncate", 4.0), max_steps=r.integer("max_steps", 100),
-            threads=r.integer("threads", 2), seed=r.integer("seed", 0))
+            threads=r.integer("threads", 2), seed=r.integer("seed", 0), backend=r.str("backend", "local"),
+            workers=r.integer("workers", 2))
     except ConfigError as exc:
         if exc.source is not None:  # from the FieldReader: names the file and the field already
             raise
@@ -299,9 +314,17 @@ class Calibration:
         self.history: list[IterationRecord] = []
         self.rollouts = 0  # simulated episodes so far (the simulation budget)
         self.initial_discrepancy = self.discrepancy_at(self.prior.mean)
+        self._pool = None
+        if settings.backend == "ray":
+            from calibration.ray_backend import RayCostPool  # noqa: PLC0415 - Ray is optional
+
+            self._pool = RayCostPool(profile, prior, self.episodes, settings, policy_path)
 
     def close(self) -> None:
         self.sim.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     # --- evaluation -------------------------------------------------------------------
     def element_values(self, group_values: np.ndarray) -> np.ndarray:
@@ -324,12 +347,19 @@ class Calibration:
     def discrepancy_at(self, group_values: np.ndarray) -> float:
         return float(self.costs(np.atleast_2d(group_values))[0])
 
+    def sample_costs(self, group_values: np.ndarray) -> np.ndarray:
+        """:meth:`costs` of an iteration's samples: here, or in chunks on the Ray workers (same values)."""
+        if self._pool is None:
+            return self.costs(group_values)
+        self.rollouts += len(group_values) * len(self.episodes)
+        return self._pool.costs(group_values)
+
     # --- iterating --------------------------------------------------------------------
     def step(self) -> IterationRecord:
         s = self.settings
         t0 = time.perf_counter()
         samples = self.search.sample(self.rng, s.samples)
-        costs = self.costs(samples)
+        costs = self.sample_costs(samples)
         rollout_s = time.perf_counter() - t0
         failed = int(np.sum(~np.isfinite(costs)))
         if failed > len(costs) - 2:

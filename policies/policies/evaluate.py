@@ -5,8 +5,8 @@ record, or the checkpoint's config), unless the caller names another.
 
 Works with any object that has ``reset()`` and ``step(obs) -> action`` (the deployed
 ONNX runtime, or a torch actor in :class:`TorchPolicy`). Episodes are spread over
-worker processes; episode ``i`` always uses env seed ``seed + i``, so results do not
-depend on the number of workers.
+worker processes (or Ray tasks on a cluster: ``backend="ray"``); episode ``i`` always uses
+env seed ``seed + i``, so results depend on neither the number of workers nor the backend.
 """
 from __future__ import annotations
 
@@ -79,16 +79,26 @@ def _worker(args):
 
 def evaluate(policy_factory, *, episodes: int, randomization: str = "default", robot_profile: str = "panda_like",
              seed: int = 10_000, workers: int = 2, env_kwargs: dict | None = None,
-             task: dict | None = None) -> EvalResult:
+             task: dict | None = None, backend: str = "local", ray_address: str | None = None) -> EvalResult:
     """Run ``episodes`` seeded episodes; ``policy_factory()`` builds the policy in each worker
     (it must be picklable: a module-level function or a functools.partial of one).
-    ``task``: a manifest-style record ``{"name": ..., "settings": {...}}`` (default: Reach)."""
+    ``task``: a manifest-style record ``{"name": ..., "settings": {...}}`` (default: Reach).
+    ``backend="ray"``: the ``workers`` chunks of episodes run as Ray tasks on the cluster at
+    ``ray_address`` (:func:`policies.ray_backend.map_chunks`; the policy's files must be
+    readable on every node)."""
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     task = task or {"name": "reach"}
     kwargs = {"task": task["name"], **dict(task.get("settings") or {}), "profile": robot_profile,
               "randomization": randomization, **(env_kwargs or {})}
     seeds = seed + np.arange(episodes)
     chunks = [c for c in np.array_split(seeds, max(1, workers)) if len(c)]
-    if workers <= 1:
+    if backend == "ray":
+        from policies.ray_backend import map_chunks  # noqa: PLC0415 - Ray is optional
+
+        parts = map_chunks(_worker, [(policy_factory, kwargs, c) for c in chunks], address=ray_address)
+        results = [r for part in parts for r in part]
+    elif workers <= 1:
         results = _worker((policy_factory, kwargs, seeds))
     else:
         with mp.get_context("spawn").Pool(len(chunks)) as pool:

@@ -47,6 +47,12 @@ class CalibrateConfig:
     """free text stored in the provenance"""
     push: str | None = None
     """after writing, set this node's randomization_file parameter to OUT over ROS (e.g. /sim2real/sim_bridge; it applies at that bridge's next reset)"""
+    backend: Literal["local", "ray"] | None = None
+    """override: where each iteration's samples are simulated: 'local' (one batch here) or 'ray' (one chunk per Ray actor; the same result)"""
+    num_workers: int | None = None
+    """override, --backend ray: Ray actors, one chunk of the samples each"""
+    ray_address: str | None = None
+    """--backend ray: the cluster to join (host:port of the head node; None: RAY_ADDRESS if set, else a Ray instance on this machine)"""
 
 
 def add_calibrate_command(subparsers) -> None:
@@ -63,8 +69,13 @@ def run_calibrate(args: CalibrateConfig) -> int:
 
     try:
         settings = load_settings(args.settings).with_overrides(
-            iterations=args.iterations, samples=args.samples, method=args.method, mode=args.mode, seed=args.seed)
-    except (ConfigError, OSError) as exc:
+            iterations=args.iterations, samples=args.samples, method=args.method, mode=args.mode, seed=args.seed,
+            backend=args.backend, workers=args.num_workers, ray_address=args.ray_address)
+        if settings.backend == "ray":
+            from policies.ray_backend import require_ray  # noqa: PLC0415
+
+            require_ray()
+    except (ConfigError, OSError, ImportError) as exc:
         print(f"sim2real calibrate: {exc}", file=sys.stderr)
         return 2
     job = CalibrationJob(bags=args.bags, prior=args.prior, out=args.out, policy=args.policy, settings=settings,

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -53,7 +53,11 @@ class EvalConfig:
     randomization: tuple[str, ...] = ("none", "default")
     """randomizations to evaluate under: shipped names or YAML paths"""
     workers: int = 2
-    """worker processes"""
+    """worker processes (--backend ray: Ray tasks, one chunk of the episodes each)"""
+    backend: Literal["local", "ray"] = "local"
+    """where the episodes run: 'local' (worker processes) or 'ray' (Ray tasks; the same results)"""
+    ray_address: str | None = None
+    """--backend ray: the cluster to join (host:port; None: RAY_ADDRESS if set, else a Ray instance on this machine)"""
     seed: int = 10_000
     """first env seed"""
     task: str | None = None
@@ -85,7 +89,7 @@ def run_train(args: TrainCommand) -> int:
     out = args.out or Path("runs") / cfg.name
     try:
         trainer = Trainer(cfg, out)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, ImportError) as exc:  # ImportError: --backend ray without Ray
         print(f"sim2real train: {exc}", file=sys.stderr)
         return 2
     try:
@@ -169,10 +173,19 @@ def run_eval(args: EvalConfig) -> int:
             raise SystemExit(f"sim2real eval: {exc}") from None
         task = {"name": args.task}
     print(f"sim2real eval: task '{task['name']}'", flush=True)
+    if args.backend == "ray":  # one Ray session for every randomization
+        from policies.ray_backend import connect
+        try:
+            connect(args.ray_address)
+        except ImportError as exc:
+            raise SystemExit(f"sim2real eval: {exc}") from None
     results = {}
     for randomization in args.randomization:
-        res = evaluate(factory, episodes=args.episodes, randomization=randomization, workers=args.workers,
-                       seed=args.seed, task=task)
+        try:
+            res = evaluate(factory, episodes=args.episodes, randomization=randomization, workers=args.workers,
+                           seed=args.seed, task=task, backend=args.backend, ray_address=args.ray_address)
+        except ImportError as exc:  # --backend ray without Ray
+            raise SystemExit(f"sim2real eval: {exc}") from None
         print(res.line(), flush=True)
         results[randomization] = res.to_dict()
     if args.json:

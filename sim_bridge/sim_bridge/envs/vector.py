@@ -11,6 +11,11 @@ observation.
 
 ``num_workers=0`` runs the same envs in this process (handy for debugging and as the
 single-core baseline).
+
+The transport is the only part specific to processes: :class:`EnvBatch` (the envs of one
+worker, stepping into rows of a :class:`EnvBuffers`) and :func:`worker_bounds` (which envs
+each worker hosts) are shared with the Ray backend (``policies.ray_backend``), whose actors
+each host one ``EnvBatch`` over buffers of their own; a subclass replaces ``_call``.
 """
 from __future__ import annotations
 
@@ -41,8 +46,8 @@ def make_env(env_id: str = REACH_ID, **kwargs):
 
 
 @dataclass
-class _Buffers:
-    """Shared arrays for all envs; row i belongs to env i."""
+class EnvBuffers:
+    """Arrays for all envs (shared memory between processes, or plain); row i belongs to env i."""
 
     obs: np.ndarray
     final_obs: np.ndarray
@@ -58,28 +63,49 @@ class _Buffers:
     final_privileged: np.ndarray
 
 
-def _allocate(ctx, num_envs: int, obs_dim: int, act_dim: int, dyn_dim: int, priv_dim: int):
-    shapes = {"obs": ((num_envs, obs_dim), np.float32), "final_obs": ((num_envs, obs_dim), np.float32),
+def _shapes(num_envs: int, obs_dim: int, act_dim: int, dyn_dim: int, priv_dim: int) -> dict:
+    return {"obs": ((num_envs, obs_dim), np.float32), "final_obs": ((num_envs, obs_dim), np.float32),
               "actions": ((num_envs, act_dim), np.float32), "rewards": ((num_envs,), np.float64),
               "terminated": ((num_envs,), np.bool_), "truncated": ((num_envs,), np.bool_),
               "success": ((num_envs,), np.bool_), "blowup": ((num_envs,), np.bool_),
               "distance": ((num_envs,), np.float64), "dynamics": ((num_envs, max(dyn_dim, 1)), np.float32),
               "privileged": ((num_envs, priv_dim), np.float32),
               "final_privileged": ((num_envs, priv_dim), np.float32)}
+
+
+def _allocate(ctx, num_envs: int, obs_dim: int, act_dim: int, dyn_dim: int, priv_dim: int):
+    shapes = _shapes(num_envs, obs_dim, act_dim, dyn_dim, priv_dim)
     raw = {k: ctx.RawArray("b", int(np.prod(s)) * np.dtype(t).itemsize) for k, (s, t) in shapes.items()}
     return raw, shapes
 
 
-def _view(raw, shapes) -> _Buffers:
-    return _Buffers(**{k: np.frombuffer(raw[k], dtype=t).reshape(s) for k, (s, t) in shapes.items()})
+def _view(raw, shapes) -> EnvBuffers:
+    return EnvBuffers(**{k: np.frombuffer(raw[k], dtype=t).reshape(s) for k, (s, t) in shapes.items()})
 
 
-class _EnvBatch:
-    """The envs of one worker, writing into rows [start, stop) of the shared buffers."""
+def plain_buffers(num_envs: int, obs_dim: int, act_dim: int, dyn_dim: int, priv_dim: int) -> EnvBuffers:
+    """The same arrays as the shared ones, in this process's memory (a Ray actor's own rows)."""
+    return EnvBuffers(**{k: np.zeros(s, t) for k, (s, t) in
+                         _shapes(num_envs, obs_dim, act_dim, dyn_dim, priv_dim).items()})
 
-    def __init__(self, env_id: str, env_kwargs: dict, start: int, stop: int, buf: _Buffers):
+
+def worker_bounds(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
+    """Env rows [start, stop) of each worker: ``num_envs`` split as evenly as possible."""
+    workers = min(num_workers, num_envs)
+    bounds = np.linspace(0, num_envs, workers + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class EnvBatch:
+    """The envs [start, stop) of one worker, writing into rows ``first_row + k`` of ``buf``
+    (default ``start``: the shared buffers of all envs). Env ``start + k`` is reset with
+    seed ``seed + start + k`` wherever its row lives."""
+
+    def __init__(self, env_id: str, env_kwargs: dict, start: int, stop: int, buf: EnvBuffers,
+                 first_row: int | None = None):
         self.envs = [make_env(env_id, **env_kwargs) for _ in range(start, stop)]
         self.start, self.buf = start, buf
+        self.first_row = start if first_row is None else first_row
 
     def _write_info(self, row: int, info: dict) -> None:
         b = self.buf
@@ -92,8 +118,8 @@ class _EnvBatch:
 
     def reset(self, seed: int | None) -> None:
         for k, env in enumerate(self.envs):
-            row = self.start + k
-            obs, info = env.reset(seed=None if seed is None else seed + row)
+            row = self.first_row + k
+            obs, info = env.reset(seed=None if seed is None else seed + self.start + k)
             self.buf.obs[row] = obs
             self._write_info(row, info)
             self.buf.terminated[row] = self.buf.truncated[row] = False
@@ -101,7 +127,7 @@ class _EnvBatch:
     def step(self) -> None:
         b = self.buf
         for k, env in enumerate(self.envs):
-            row = self.start + k
+            row = self.first_row + k
             obs, reward, term, trunc, info = env.step(b.actions[row])
             b.rewards[row], b.terminated[row], b.truncated[row] = reward, term, trunc
             self._write_info(row, info)
@@ -120,7 +146,7 @@ class _EnvBatch:
 def _worker(conn, env_id, env_kwargs, start, stop, raw, shapes) -> None:
     batch = None
     try:
-        batch = _EnvBatch(env_id, env_kwargs, start, stop, _view(raw, shapes))
+        batch = EnvBatch(env_id, env_kwargs, start, stop, _view(raw, shapes))
         conn.send(("ok", None))
         while True:
             cmd, arg = conn.recv()
@@ -143,6 +169,29 @@ class VectorTaskEnv:
 
     def __init__(self, num_envs: int, num_workers: int = 2, env_id: str = REACH_ID,
                  env_kwargs: dict[str, Any] | None = None, start_method: str = "spawn"):
+        env_kwargs = self._describe(num_envs, num_workers, env_id, env_kwargs)
+        ctx = mp.get_context(start_method)
+        raw, shapes = _allocate(ctx, num_envs, *self.buffer_dims)
+        self._buf = _view(raw, shapes)
+        self._pipes, self._procs = [], []
+        self._local: EnvBatch | None = None
+        if num_workers == 0:
+            self._local = EnvBatch(env_id, env_kwargs, 0, num_envs, self._buf)
+        else:
+            for start, stop in worker_bounds(num_envs, num_workers):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker, daemon=True,
+                                   args=(child, env_id, env_kwargs, start, stop, raw, shapes))
+                proc.start()
+                child.close()
+                self._pipes.append(parent)
+                self._procs.append(proc)
+            self.closed = False
+            self._collect()
+        self.closed = False
+
+    def _describe(self, num_envs: int, num_workers: int, env_id: str, env_kwargs: dict | None) -> dict:
+        """Check the sizes and read the spaces and names from a probe env; returns the env kwargs."""
         if num_envs < 1:
             raise ValueError("num_envs must be >= 1")
         if num_workers < 0:
@@ -155,30 +204,13 @@ class VectorTaskEnv:
         self.privileged_names = tuple(probe.privileged_names)
         probe.close()
         self.num_envs = num_envs
-        obs_dim = self.single_observation_space.shape[0]
-        act_dim = self.single_action_space.shape[0]
-        ctx = mp.get_context(start_method)
-        raw, shapes = _allocate(ctx, num_envs, obs_dim, act_dim, len(self.dynamics_names),
-                                len(self.privileged_names))
-        self._buf = _view(raw, shapes)
-        self._pipes, self._procs = [], []
-        self._local: _EnvBatch | None = None
-        if num_workers == 0:
-            self._local = _EnvBatch(env_id, env_kwargs, 0, num_envs, self._buf)
-        else:
-            workers = min(num_workers, num_envs)
-            bounds = np.linspace(0, num_envs, workers + 1).round().astype(int)
-            for start, stop in zip(bounds[:-1], bounds[1:]):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker, daemon=True,
-                                   args=(child, env_id, env_kwargs, int(start), int(stop), raw, shapes))
-                proc.start()
-                child.close()
-                self._pipes.append(parent)
-                self._procs.append(proc)
-            self.closed = False
-            self._collect()
-        self.closed = False
+        return env_kwargs
+
+    @property
+    def buffer_dims(self) -> tuple[int, int, int, int]:
+        """(observation, action, dynamics, privileged) sizes of one env's buffer row."""
+        return (self.single_observation_space.shape[0], self.single_action_space.shape[0],
+                len(self.dynamics_names), len(self.privileged_names))
 
     @property
     def num_workers(self) -> int:

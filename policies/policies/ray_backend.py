@@ -1,0 +1,227 @@
+"""The Ray backend: env workers as Ray actors, and episode chunks as Ray tasks.
+
+Training (``sim2real train --backend ray``): :class:`RayVectorEnv` is the vector env of
+:mod:`sim_bridge.envs.vector` with Ray actors in place of worker processes. Each actor
+(:class:`EnvWorker`) hosts one :class:`~sim_bridge.envs.vector.EnvBatch`, the same envs a
+local worker hosts (:func:`~sim_bridge.envs.vector.worker_bounds`), stepping them into
+buffers of its own; the learner (policy, sampling, PPO update) stays in the driver. Every
+step the driver sends each actor its rows of the actions and gets its rows of the
+observations, rewards and infos back, so with the same seed, ``num_envs`` and
+``num_workers`` the batches are the ones the local backend produces, bit for bit.
+
+Fault tolerance: actors are created with ``max_restarts``; a step whose actor died is not
+retried by Ray (a fresh actor's envs are not the dead one's), :class:`RayVectorEnv` does
+it: it keeps the iteration's reset seed and the actions sent since, and the restarted
+actor replays them (the env resets are seeded and the episode resets inside a step draw
+from the env's own generator, so the replayed state is the lost one) before the lost step
+is answered. After ``max_restarts`` deaths of one worker the run stops with an error that
+says so; a checkpoint resumes with ``--resume``, on this cluster or another.
+
+Evaluation fan-out: :func:`map_chunks` runs a function over chunks as Ray tasks (retried
+``max_retries`` times when their worker dies; each chunk is a pure function of its input).
+
+This module is the only one of ``policies`` that imports Ray, lazily: ``--backend local``
+needs no Ray, and the deployed runtime never imports it (.importlinter).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from sim_bridge.envs import REACH_ID
+from sim_bridge.envs.vector import EnvBatch, VectorTaskEnv, plain_buffers, worker_bounds
+
+INSTALL_HINT = "pip install -r requirements/ray.txt -c requirements/runtime.txt -c requirements/train.txt"
+# what an actor sends back after each step: every buffer but the actions (which come from the driver)
+# how long a restarting env actor may stay unreachable before the run gives up on it
+RESTART_TIMEOUT_S = 120.0
+RETURNED_FIELDS = ("obs", "final_obs", "rewards", "terminated", "truncated", "success", "blowup", "distance",
+                   "dynamics", "privileged", "final_privileged")
+
+
+class RayNotInstalled(ImportError):
+    """``--backend ray`` was asked for, but Ray is not installed."""
+
+
+def require_ray():
+    """The ``ray`` module, or :class:`RayNotInstalled` with the command that installs it."""
+    try:
+        import ray  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        raise RayNotInstalled(f"--backend ray needs Ray, which is not installed here ({INSTALL_HINT}); "
+                              "--backend local needs no Ray") from None
+    return ray
+
+
+def connect(address: str | None = None) -> bool:
+    """Join the Ray cluster at ``address`` (None or '': ``RAY_ADDRESS`` if set, else start a Ray
+    instance on this machine without a dashboard). Returns True when this call started or
+    joined Ray (the caller then shuts it down), False when Ray was already initialized."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    ray.init(address=address or None, include_dashboard=False, configure_logging=False)
+    return True
+
+
+def node_id() -> str:
+    """The Ray node this code runs on (for placement checks)."""
+    ray = require_ray()
+    return ray.get_runtime_context().get_node_id()
+
+
+class EnvWorker:
+    """A Ray actor hosting envs [start, stop): one :class:`EnvBatch` over buffers of its own."""
+
+    def __init__(self, env_id: str, env_kwargs: dict, start: int, stop: int, dims: tuple[int, int, int, int]):
+        self.buf = plain_buffers(stop - start, *dims)
+        self.batch = EnvBatch(env_id, env_kwargs, start, stop, self.buf, first_row=0)
+
+    def where(self) -> tuple[int, str]:
+        """(process id, Ray node id) of this actor."""
+        return os.getpid(), node_id()
+
+    def reset(self, seed: int | None) -> dict[str, np.ndarray]:
+        self.batch.reset(seed)
+        return self._rows()
+
+    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
+        self.buf.actions[:] = actions
+        self.batch.step()
+        return self._rows()
+
+    def replay(self, seed: int | None, actions: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Reset with ``seed`` and take the steps ``actions``: the state a lost actor had."""
+        self.batch.reset(seed)
+        for rows in actions:
+            self.buf.actions[:] = rows
+            self.batch.step()
+        return self._rows()
+
+    def _rows(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self.buf, name) for name in RETURNED_FIELDS}
+
+    def close(self) -> None:
+        self.batch.close()
+
+
+class RayVectorEnv(VectorTaskEnv):
+    """:class:`VectorTaskEnv` with ``num_workers`` Ray actors as its workers (same results).
+
+    ``address``: the Ray cluster (see :func:`connect`); ``max_restarts``: deaths of one worker
+    the run survives (each answered by a restart and a replay of the iteration so far);
+    ``cpus_per_worker``: the CPUs each actor reserves. Actors are spread over the nodes.
+    """
+
+    def __init__(self, num_envs: int, num_workers: int = 2, env_id: str = REACH_ID,
+                 env_kwargs: dict[str, Any] | None = None, *, address: str | None = None,
+                 max_restarts: int = 3, cpus_per_worker: float = 1.0):
+        ray = require_ray()
+        if num_workers < 1:
+            raise ValueError(f"the Ray backend needs num_workers >= 1 (env actors), got {num_workers}")
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+        self.closed = True
+        self._pipes, self._procs, self._local = [], [], None  # the local transport's fields, unused
+        env_kwargs = self._describe(num_envs, num_workers, env_id, env_kwargs)
+        self._buf = plain_buffers(num_envs, *self.buffer_dims)
+        self.max_restarts = max_restarts
+        self._started_ray = connect(address)
+        self._ray = ray
+        self._bounds = worker_bounds(num_envs, num_workers)
+        actor = ray.remote(EnvWorker).options(num_cpus=cpus_per_worker, max_restarts=max_restarts,
+                                              max_task_retries=0, scheduling_strategy="SPREAD")
+        self._workers = [actor.remote(env_id, env_kwargs, a, b, self.buffer_dims) for a, b in self._bounds]
+        self.restarts = [0] * len(self._workers)
+        self._seed: int | None = None
+        self._actions: list[np.ndarray] = []  # the actions sent since the last reset (for a replay)
+        self.closed = False
+        try:
+            self.placement()  # construction errors surface here, not at the first step
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def num_workers(self) -> int:
+        return len(self._bounds)
+
+    def placement(self) -> list[tuple[int, str]]:
+        """(process id, node id) of each env actor."""
+        return self._ray.get([w.where.remote() for w in self._workers])
+
+    def _call(self, cmd: str, arg=None) -> None:
+        if cmd == "reset":
+            self._seed, self._actions = arg, []
+            refs = [w.reset.remote(arg) for w in self._workers]
+        else:
+            self._actions.append(self._buf.actions.copy())
+            refs = [w.step.remote(self._buf.actions[a:b]) for w, (a, b) in zip(self._workers, self._bounds)]
+        for i, ref in enumerate(refs):
+            try:
+                rows = self._ray.get(ref)
+            except self._ray.exceptions.RayActorError as exc:
+                rows = self._recover(i, exc)
+            a, b = self._bounds[i]
+            for name, value in rows.items():
+                getattr(self._buf, name)[a:b] = value
+
+    def _recover(self, i: int, error: Exception) -> dict[str, np.ndarray]:
+        """Worker ``i`` died (``error``): replay the iteration so far on its restarted actor."""
+        a, b = self._bounds[i]
+        ray = self._ray
+        waiting_since = None
+        while True:
+            if error is not None:  # a death, counted against the budget
+                self.restarts[i] += 1
+                if self.restarts[i] > self.max_restarts:
+                    self.close()
+                    raise RuntimeError(
+                        f"Ray env worker {i} (envs {a}..{b - 1}) died {self.restarts[i]} times; its retry budget "
+                        f"(max_restarts={self.max_restarts}) is spent, so the run stops. Continue from the last "
+                        f"checkpoint with --resume. Last error: {type(error).__name__}: {error}") from error
+            try:
+                return ray.get(self._workers[i].replay.remote(self._seed, [act[a:b] for act in self._actions]))
+            except ray.exceptions.ActorUnavailableError as exc:  # still restarting: not a new death
+                error = None
+                waiting_since = waiting_since or time.monotonic()
+                if time.monotonic() - waiting_since > RESTART_TIMEOUT_S:
+                    self.close()
+                    raise RuntimeError(f"Ray env worker {i} (envs {a}..{b - 1}) did not come back within "
+                                       f"{RESTART_TIMEOUT_S:.0f} s of its restart: {exc}") from exc
+                time.sleep(0.05)
+            except ray.exceptions.RayActorError as exc:
+                error, waiting_since = exc, None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        ray = self._ray
+        for worker in self._workers:
+            try:
+                ray.kill(worker, no_restart=True)
+            except Exception:  # noqa: BLE001 - an actor that is already gone
+                pass
+        self._workers = []
+        if self._started_ray:
+            ray.shutdown()
+
+
+def map_chunks(fn: Callable, chunks: Sequence[Any], *, address: str | None = None, max_retries: int = 3,
+               cpus_per_task: float = 1.0) -> list[Any]:
+    """``[fn(chunk) for chunk in chunks]``, each call a Ray task (spread over the nodes; rerun
+    up to ``max_retries`` times when its worker dies). ``fn`` must be importable or picklable."""
+    ray = require_ray()
+    started = connect(address)
+    try:
+        task = ray.remote(fn).options(num_cpus=cpus_per_task, max_retries=max_retries,
+                                      scheduling_strategy="SPREAD")
+        return ray.get([task.remote(chunk) for chunk in chunks])
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,25 @@
+"""Helpers of the Ray backend's tests."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+OBJECT_STORE_BYTES = 128 * 1024 * 1024
+SMALL_RAY = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 object_store_memory=OBJECT_STORE_BYTES)
+
+
+def kill_process(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGKILL ``pid`` and wait until it is gone (or a zombie): the worker is certainly dead."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                if handle.read().split(") ", 1)[1].startswith("Z"):
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not die within {timeout_s} s")
