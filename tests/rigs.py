@@ -26,6 +26,22 @@ def wait_until(predicate, timeout: float) -> bool:
     return bool(predicate())
 
 
+def matched_count(entity) -> int:
+    """The number of DDS endpoints matched with ``entity``: subscriptions for a publisher,
+    publishers for a subscription."""
+    if hasattr(entity, "get_subscription_count"):
+        return entity.get_subscription_count()
+    return entity.get_publisher_count()
+
+
+def wait_for_match(*entities, count: int = 1, timeout: float = 30.0) -> bool:
+    """Wait until every publisher in ``entities`` has ``count`` matched subscriptions and every
+    subscription ``count`` matched publishers (DDS discovery done: a message published from
+    then on reaches them). Polls; returns as soon as all match, False after ``timeout`` s.
+    Use it before the first publish, instead of a fixed sleep."""
+    return wait_until(lambda: all(matched_count(e) >= count for e in entities), timeout)
+
+
 def spin_until(executor, seconds: float, until=None, step_s: float = 0.005) -> bool:
     """Spin ``executor`` in this thread for up to ``seconds``: True once ``until()`` holds (checked
     after each spin_once), False at the end; with no ``until``, spin the whole time and return True."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigs import closing_factory, ros, wait_until  # noqa: F401 (ros: autouse fixture)
+from rigs import closing_factory, ros, wait_for_match, wait_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -96,18 +96,22 @@ class Rig:
         self.hw_stamps: list[int] = []
         self._hw_pub = p.create_publisher(JointState, params.get("hardware_joint_states", "/joint_states"), 10)
         self.hw_commands: list[tuple[float, np.ndarray]] = []   # profile order
+        self.hw_received = 0   # hardware commands received in all (hw_commands may be cleared)
         controller = params.get("controller", "forward_position_controller")
         if params.get("output", "forward") == "forward":
-            p.create_subscription(Float64MultiArray, f"/{controller}/commands", self._on_hw_command, RECORD_QOS)
+            hw_sub = p.create_subscription(Float64MultiArray, f"/{controller}/commands", self._on_hw_command,
+                                           RECORD_QOS)
         else:
             from trajectory_msgs.msg import JointTrajectory
             self.trajectories: list = []
-            p.create_subscription(JointTrajectory, f"/{controller}/joint_trajectory", self._on_trajectory, RECORD_QOS)
+            hw_sub = p.create_subscription(JointTrajectory, f"/{controller}/joint_trajectory", self._on_trajectory,
+                                           RECORD_QOS)
         if hw_rate:
             p.create_timer(1.0 / hw_rate, self._hw_tick)
         # fake policy
         self.policy_cmd = Q + DELTA
-        self.policy_on = bool(policy_hz)
+        self.policy_on = False   # switched on once DDS discovery matched the probe and the bridge
+        self._policy_lock = threading.Lock()
         self.policy_sent: list[tuple[float, np.ndarray]] = []
         self._cmd_pub = p.create_publisher(Float64MultiArray, interface.JOINT_COMMANDS, interface.COMMAND_QOS)
         self._goal_pub = p.create_publisher(PointStamped, interface.GOAL, interface.LATCHED_QOS)
@@ -116,10 +120,14 @@ class Rig:
         self.states: list[tuple[float, JointState]] = []
         self.goals: list[PointStamped] = []
         self.diagnostics: list[tuple[float, DiagnosticStatus]] = []
-        p.create_subscription(JointState, interface.JOINT_STATES, lambda m: self.states.append((time.monotonic(), m)),
-                              interface.STATE_QOS)
-        p.create_subscription(PointStamped, interface.CURRENT_GOAL, self.goals.append, interface.LATCHED_QOS)
-        p.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diagnostics, interface.DIAGNOSTICS_QOS)
+        # every endpoint the probe shares with the bridge, for wait_matched
+        self._bridge_endpoints = [
+            self._hw_pub, hw_sub, self._cmd_pub, self._goal_pub,
+            p.create_subscription(JointState, interface.JOINT_STATES,
+                                  lambda m: self.states.append((time.monotonic(), m)), interface.STATE_QOS),
+            p.create_subscription(PointStamped, interface.CURRENT_GOAL, self.goals.append, interface.LATCHED_QOS),
+            p.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diagnostics,
+                                  interface.DIAGNOSTICS_QOS)]
         self.estop_client = p.create_client(Trigger, f"{self.ns}/real_bridge/estop")
         self.release_client = p.create_client(Trigger, f"{self.ns}/real_bridge/release")
         self.reset_client = p.create_client(Trigger, interface.RESET)
@@ -131,6 +139,21 @@ class Rig:
         self._threads = [threading.Thread(target=e.spin, daemon=True) for e in (self.executor, self.probe_executor)]
         for thread in self._threads:
             thread.start()
+        if self.node.lifecycle_state != "unconfigured":   # autostart: the bridge's endpoints exist
+            self.wait_matched()
+        self.policy_on = bool(policy_hz)
+
+    def wait_matched(self, timeout: float = 30.0) -> None:
+        """DDS discovery done between the probe and the configured bridge: from now on nothing
+        the probe publishes, and nothing the bridge sends to the probe, is lost for want of a
+        match (what a fixed sleep after construction used to stand in for)."""
+        assert wait_for_match(*self._bridge_endpoints, timeout=timeout), "the probe and the bridge never matched"
+
+    def drained(self, timeout: float = 10.0) -> bool:
+        """Every hardware command the bridge counted as sent has reached the probe (in order:
+        one reliable writer); True as soon as that holds. After a mode change that stops the
+        commands, none is still in flight once this returns."""
+        return wait_until(lambda: self.hw_received >= self.node.counters["hardware_commands"], timeout)
 
     # --- fake arm -----------------------------------------------------------------------------
     def _hw_tick(self) -> None:
@@ -156,15 +179,28 @@ class Rig:
         if len(values) == N:
             values = to_profile_order(values, self.controller_joints)
         self.hw_commands.append((time.monotonic(), values))
+        self.hw_received += 1
 
     def _on_trajectory(self, msg) -> None:
         self.trajectories.append(msg)
         self.hw_commands.append((time.monotonic(), to_profile_order(msg.points[0].positions, msg.joint_names)))
+        self.hw_received += 1
 
     # --- fake policy --------------------------------------------------------------------------
     def _policy_tick(self) -> None:
-        if self.policy_on:
-            self.command(self.policy_cmd)
+        with self._policy_lock:
+            if self.policy_on:
+                self.command(self.policy_cmd)
+
+    def stop_policy(self, timeout: float = 10.0) -> None:
+        """Stop the fake policy; returns once the bridge has received its last command (so no
+        policy command is in flight afterwards)."""
+        with self._policy_lock:   # a tick in progress finishes first; none publishes afterwards
+            self.policy_on = False
+        last_sent = self.policy_sent[-1][0] if self.policy_sent else None
+        assert last_sent is None or wait_until(
+            lambda: (self.node.watchdog.last_command_s or 0.0) >= last_sent, timeout), \
+            "the bridge never received the policy's last command"
 
     def command(self, values) -> None:
         t = time.monotonic()
@@ -205,7 +241,7 @@ class Rig:
         self.policy_on = self.hw_publishing = False
         self.probe_executor.remove_node(self.probe)
         self.executor.remove_node(self.node)
-        time.sleep(0.1)
+        time.sleep(0.1)  # teardown: callbacks already running finish (not a discovery wait)
         self.executor.shutdown(timeout_sec=5.0)
         self.probe_executor.shutdown(timeout_sec=5.0)
         for thread in self._threads:
@@ -259,19 +295,25 @@ def test_relays_states_in_profile_order_and_forwards_commands_in_controller_orde
     assert rig.goals, "current_goal is latched at configure"
 
     raw: list = []
-    rig.probe.create_subscription(Float64MultiArray, "/forward_position_controller/commands",
-                                  lambda m: raw.append(list(m.data)), RECORD_QOS)
+    raw_sub = rig.probe.create_subscription(Float64MultiArray, "/forward_position_controller/commands",
+                                            lambda m: raw.append(list(m.data)), RECORD_QOS)
+    assert wait_for_match(raw_sub), "the second hardware-topic subscription never matched the bridge"
     rig.policy_on = True
     rig.probe.create_timer(PERIOD, rig._policy_tick)
     assert rig.wait_hw(20), "no hardware commands"
     start, states = time.monotonic(), len(rig.states)
-    time.sleep(1.0)
+    time.sleep(1.0)  # intentional: a 1 s window to count the commands and relayed states at 50 Hz
     n = len(rig.hw_since(start))
     assert 0.7 * 50 <= n <= 52, f"{n} hardware commands in 1 s, control rate 50 Hz"
     np.testing.assert_array_equal(rig.hw_commands[-1][1], Q + DELTA)
     assert raw and raw[-1] == (Q + DELTA)[::-1].tolist(), "published in controller_joints order"
     assert 0.7 * 50 <= len(rig.states) - states <= 52, "one relayed state per control cycle"
-    d = rig.diag()
+    # the 1 Hz diagnostics: a report of RUN (on a busy machine the one just after the window may
+    # catch a hold caused by this process's 50 Hz policy timer pausing > 2 periods)
+    for _ in range(5):
+        d = rig.diag()
+        if d["mode"] == "run":
+            break
     assert d["mode"] == "run" and d["level"] == DiagnosticStatus.OK and d["hardware_topic"] == \
         "/forward_position_controller/commands"
 
@@ -291,9 +333,12 @@ def test_nan_inf_and_wrong_length_commands_never_reach_the_hardware(rig_factory)
     for _ in range(15):  # interleaved with the good 50 Hz stream, faster than it (keep-last 1:
         for c in bad:    # spaced so that DDS does not replace one by the next before the bridge takes it)
             rig.command(c)
-            time.sleep(0.004)
-    time.sleep(0.1)
-    ctl = rig.node
+            time.sleep(0.004)  # intentional pacing (see above)
+    ctl, sent = rig.node, time.monotonic()
+    # a good command of the 50 Hz stream received after the last bad one (one writer, in order):
+    # the bridge has taken every bad command it will take
+    assert wait_until(lambda: (ctl.watchdog.last_command_s or 0.0) > sent, 10.0), "the good stream stopped"
+    assert rig.drained(), "hardware commands the bridge sent never reached the probe"
     assert ctl.counters["commands_rejected:non_finite"] > 0 and ctl.counters["commands_rejected:wrong_length"] > 0
     hw = rig.hw_since(start)
     for _, c in hw:  # never a bad command: the good one, or a hold at the measured position
@@ -311,10 +356,11 @@ def test_nan_inf_and_wrong_length_commands_never_reach_the_hardware(rig_factory)
 
     rig.policy_on = False  # only bad commands now: they are not commands, the watchdog holds
     t_bad = time.monotonic()
-    while time.monotonic() - t_bad < 0.4:
+    while time.monotonic() - t_bad < 0.4:  # intentional: 0.4 s (20 periods) of bad commands only
         rig.command(bad[0])
         time.sleep(0.01)
     assert rig.node.watchdog.mode == "hold" and rig.node.watchdog.cause == "command_timeout"
+    assert rig.drained(), "hardware commands the bridge sent never reached the probe"
     np.testing.assert_array_equal(rig.hw_commands[-1][1], Q, err_msg="holds the measured position")
     d = rig.diag()
     assert d["level"] == DiagnosticStatus.WARN and "no valid policy command" in d["message"]
@@ -328,7 +374,13 @@ def test_commands_beyond_the_limits_are_clipped_and_step_limited(rig_factory):
     # (after it the step limit continues from the last command sent, tested elsewhere).
     rig = rig_factory(policy_hz=50.0, state_timeout_periods=25)
     rig.policy_cmd = np.array([10.0, -1e9, 1e308, -5.0, 4.0, 100.0, -3.5])
-    time.sleep(1.5)
+    ctl = rig.node
+    # the walk until joint1 is at its limit (~1.3 s at the velocity limit; on a busy machine the
+    # cycles come later: wait for it rather than for a fixed time)
+    assert wait_until(lambda: sum(not np.array_equal(c, Q + DELTA) for _, c in list(rig.hw_commands)) > 30
+                      and rig.hw_commands[-1][1][0] >= HI[0] - 1e-9
+                      and ctl.filter.counters["step_limit"] > 20 and ctl.filter.counters["position_limit"] > 20,
+                      20.0), f"{len(rig.hw_commands)} hardware commands, filter {ctl.filter.counters}"
     values = np.array([c for _, c in rig.hw_commands])
     # the rig's policy commanded Q + DELTA from its start: on a busy machine a cycle or two may
     # forward that before the new command arrives; the walk starts at the first other command
@@ -341,7 +393,6 @@ def test_commands_beyond_the_limits_are_clipped_and_step_limited(rig_factory):
     expected_first = np.clip(np.clip(rig.policy_cmd, prev - STEP, prev + STEP), LO, HI)
     np.testing.assert_allclose(values[0], expected_first, rtol=0, atol=1e-12, err_msg=f"one step from {prev}")
     assert np.all(np.diff(values[:, 0]) > 0) or values[-1, 0] == pytest.approx(HI[0])
-    ctl = rig.node
     assert ctl.filter.counters["step_limit"] > 20 and ctl.filter.counters["position_limit"] > 20
     d = rig.diag()
     assert int(d["filter_step_limit"]) > 0 and int(d["filter_position_limit"]) > 0
@@ -369,7 +420,8 @@ def test_bursts_faster_than_the_control_rate_use_only_the_latest(rig_factory):
             "the cycle uses the latest command"
         first_latest = next(i for i, (_, c) in enumerate(rig.hw_since(taken)) if np.array_equal(c, last))
         assert first_latest <= 1, f"{first_latest} cycles after the burst was taken used older commands"
-    time.sleep(0.1)
+    # the commands stopped: wait for the hold (2 periods later) to be sent and received
+    assert wait_until(lambda: node.watchdog.mode == "hold", 5.0) and rig.drained(), "no hold after the bursts"
     values = [c for _, c in rig.hw_commands]
     for c in values:  # the bridge forwards commands it received (or holds), nothing else
         assert any(np.array_equal(c, s) for _, s in rig.policy_sent) or np.array_equal(c, Q)
@@ -385,11 +437,14 @@ def test_bursts_faster_than_the_control_rate_use_only_the_latest(rig_factory):
 
 def test_joint_states_with_missing_joints_mean_not_ready(rig_factory):
     rig = rig_factory(policy_hz=50.0)
+    assert rig.wait_hw(5), "no hardware commands with complete states"
     rig.hw_names = [n for n in HW_NAMES if n != "joint7"]
-    time.sleep(0.2)
+    # incomplete states are rejected; the bridge STOPs once the last complete one is too old
+    assert wait_until(lambda: rig.node.watchdog.mode == "stop", 10.0), "no STOP on incomplete states"
+    assert rig.drained(), "hardware commands the bridge sent before the STOP never reached the probe"
     rig.hw_commands.clear()
     rig.states.clear()
-    time.sleep(0.5)
+    time.sleep(0.5)  # intentional: nothing may be commanded or relayed for 0.5 s while not ready
     assert not rig.hw_commands and not rig.states, "not ready: no commands, no relayed states"
     d = rig.diag()
     assert d["level"] == DiagnosticStatus.ERROR and d["mode"] == "stop" and d["missing_joints"] == "joint7"
@@ -406,19 +461,25 @@ def test_joint_states_with_missing_joints_mean_not_ready(rig_factory):
 def test_stale_joint_states_stop_the_commands_until_fresh_ones_arrive(rig_factory):
     rig = rig_factory(policy_hz=50.0, state_timeout_periods=3)
     assert rig.wait_hw(10)
+    # the fake arm's timer runs in this process: on a busy machine it can pause > 3 periods and
+    # STOP the bridge before the silence this test makes; count only the STOP that follows it
+    assert wait_until(lambda: rig.node.watchdog.mode == "run", 5.0)
+    stops = rig.node.watchdog.counts().get("stop:state_timeout", 0)
     rig.hw_publishing = False
     silent = time.monotonic()
-    time.sleep(0.5)
+    time.sleep(0.5)  # intentional: the states stay away well past the 3-period state timeout
+    assert rig.drained()
     after = rig.hw_since(silent)
     last = after[-1][0] if after else silent
     # 3 periods + one period of tick quantization + scheduling
     assert last - silent <= 4 * PERIOD + 0.05, f"commands went on {1e3 * (last - silent):.0f} ms without a state"
     quiet = time.monotonic()
-    time.sleep(0.3)
+    time.sleep(0.3)  # intentional: 0.3 s more without states, and without commands
+    assert rig.drained()
     assert not rig.hw_since(quiet), "no commands on a stale state"
     d = rig.diag()
     assert d["mode"] == "stop" and d["cause"] == "state_timeout" and d["level"] == DiagnosticStatus.ERROR
-    assert "no fresh hardware joint state" in d["message"] and int(d["stop_state_timeout"]) == 1
+    assert "no fresh hardware joint state" in d["message"] and int(d["stop_state_timeout"]) == stops + 1
     rig.hw_publishing = True
     assert rig.wait_hw(10), "commands resume with fresh states"
     assert rig.node.watchdog.mode == "run"
@@ -438,18 +499,20 @@ def test_after_a_stop_the_first_command_steps_from_the_last_command_sent(rig_fac
         lagging.append(np.array(msg.data))
         rig.q = lagging[0]
 
-    rig.probe.create_subscription(Float64MultiArray, "/forward_position_controller/commands", follow, RECORD_QOS)
+    follow_sub = rig.probe.create_subscription(Float64MultiArray, "/forward_position_controller/commands", follow,
+                                               RECORD_QOS)
+    assert wait_for_match(follow_sub), "the fake arm's command subscription never matched the bridge"
     direction = np.where(HI - Q > Q - LO, 1.0, -1.0)
     rig.policy_cmd = np.clip(Q + 60 * STEP * direction, LO, HI)    # more than a second away
     assert rig.wait_hw(8), "no hardware commands"
     rig.hw_publishing = False
     assert wait_until(lambda: rig.node.watchdog.mode == "stop", 2.0), "no STOP without hardware states"
     stopped = time.monotonic()
-    time.sleep(0.1)
+    time.sleep(0.1)  # intentional: the STOP lasts 5 periods
     rig.hw_publishing = True
     assert rig.wait_hw(5), "commands resume with fresh states"
-    rig.policy_on = False
-    time.sleep(0.1)
+    rig.policy_on = False   # the hold that follows is checked too
+    assert wait_until(lambda: rig.node.watchdog.mode == "hold", 5.0) and rig.drained(), "no hold"
     commands = list(rig.hw_commands)
     before = [c for t, c in commands if t < stopped]
     after = [c for t, c in commands if t > stopped]
@@ -469,18 +532,30 @@ def test_non_finite_and_out_of_order_joint_states_are_rejected(rig_factory):
     assert rig.wait_hw(5)
     bad_q = Q + 0.3
     now = rig.probe.get_clock().now().nanoseconds
-    for k in range(10):  # a reading from the past (older stamp), mixed into the stream
-        rig.publish_hw_state(q=bad_q, stamp_ns=now - 10**9 + k)
-        time.sleep(0.012)
+    node = rig.node
+
+    def mix_in(publish, counter: str, at_least: int, timeout: float = 20.0) -> None:
+        """Publish 10 bad states into the 100 Hz stream, 12 ms apart, and go on until the bridge
+        has rejected ``at_least``: the reader keeps 1, so the regular stream may replace some
+        before the bridge takes them (many, when this process or the bridge is slowed down)."""
+        k, end = 0, time.monotonic() + timeout
+        while k < 10 or (node.counters[counter] < at_least and time.monotonic() < end):
+            publish(k)
+            k += 1
+            time.sleep(0.012)  # intentional pacing
+
+    # a reading from the past (older stamp), mixed into the stream
+    mix_in(lambda k: rig.publish_hw_state(q=bad_q, stamp_ns=now - 10**9 + k),
+           "hardware_states_rejected:out_of_order", 5)
     nan_q = Q.copy()
     nan_q[4] = np.nan
-    for _ in range(10):  # the reader keeps 1: some are replaced by the regular stream before they are taken
-        rig.publish_hw_state(q=nan_q)
-        time.sleep(0.012)
-    time.sleep(0.2)
-    node = rig.node
-    assert node.counters["hardware_states_rejected:out_of_order"] >= 5
-    assert node.counters["hardware_states_rejected:non_finite"] >= 1
+    mix_in(lambda k: rig.publish_hw_state(q=nan_q), "hardware_states_rejected:non_finite", 1)
+    assert wait_until(lambda: node.counters["hardware_states_rejected:out_of_order"] >= 5
+                      and node.counters["hardware_states_rejected:non_finite"] >= 1, 10.0), node.counters
+    # the bridge has taken the bad states; 3 more relayed states: every one it relayed after
+    # them is in rig.states (one writer, in order)
+    relayed = len(rig.states)
+    assert wait_until(lambda: len(rig.states) >= relayed + 3, 5.0), "no states relayed after the bad ones"
     positions = np.array([m.position for _, m in list(rig.states)])
     assert np.all(positions == Q), "rejected states are never relayed to the policy"
     stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in list(rig.states)]
@@ -491,7 +566,7 @@ def test_non_finite_and_out_of_order_joint_states_are_rejected(rig_factory):
     # the hardware clock jumps back for good: no state is fresh any more, the bridge stops
     rig.hw_publishing = False
     past = now - 5 * 10**9
-    end = time.monotonic() + 0.4
+    end = time.monotonic() + 0.4   # intentional: 0.4 s of old stamps only, past the state timeout
     k = 0
     while time.monotonic() < end:
         rig.publish_hw_state(stamp_ns=past + k)
@@ -507,9 +582,15 @@ def test_velocity_is_estimated_from_positions_when_the_hardware_has_no_velocity_
     slope = np.linspace(-0.5, 0.5, N)  # rad/s
     for k in range(20):
         rig.publish_hw_state(q=Q + slope * 0.01 * k, stamp_ns=base + k * 10_000_000, velocity=False)
-        time.sleep(0.01)
-    assert wait_until(lambda: rig.states, 2.0)
-    msg = rig.states[-1][1]
+        time.sleep(0.01)  # intentional pacing: a 100 Hz hardware stream
+    last_stamp = base + 19 * 10_000_000
+
+    def relayed_last():  # the state relayed from the last hardware state (its stamp)
+        return next((m for _, m in reversed(list(rig.states))
+                     if m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec == last_stamp), None)
+
+    assert wait_until(lambda: relayed_last() is not None, 5.0), "the last hardware state was never relayed"
+    msg = relayed_last()
     np.testing.assert_allclose(msg.velocity, slope, atol=1e-6)
 
 
@@ -539,7 +620,7 @@ def test_watchdog_holds_within_two_control_periods_of_the_last_command(rig_facto
         running = [c for t, c in rig.hw_since(last_sent) if t < first_hold and not np.array_equal(c, Q)]
         assert all(np.array_equal(c, Q + DELTA) for c in running)
         latencies.append(first_hold - last_sent)
-        time.sleep(0.1)
+        time.sleep(0.1)  # intentional: the hold goes on for 5 periods before the next trial
     lat_ms = 1e3 * np.array(latencies)
     record_property("hold_latency_ms", lat_ms.round(2).tolist())
     print(f"\nhold latency (last command -> first hold on the hardware topic), ms: {lat_ms.round(1).tolist()}; "
@@ -564,19 +645,20 @@ def test_estop_latches_a_hold_until_released(rig_factory):
     response = rig.call(rig.estop_client, Trigger.Request())
     assert response.success and "e-stop latched" in response.message
     latched = time.monotonic()
-    time.sleep(0.5)  # the policy keeps commanding: ignored
+    time.sleep(0.5)  # intentional: for 0.5 s the policy keeps commanding: ignored
+    assert rig.drained()
     for _, c in rig.hw_since(latched + 0.05):
         np.testing.assert_array_equal(c, Q)
     d = rig.diag()
     assert d["estop"] == "True" and d["cause"] == "estop" and "E-STOP latched" in d["message"]
     assert d["level"] == DiagnosticStatus.WARN
     assert "already latched" in rig.call(rig.estop_client, Trigger.Request()).message
-    rig.policy_on = False
-    time.sleep(0.1)
+    rig.stop_policy()  # no policy command in flight at the release
     response = rig.call(rig.release_client, Trigger.Request())
     assert response.success and "holding until a new policy command" in response.message
-    time.sleep(0.2)
+    time.sleep(0.2)  # intentional: 10 periods without a new command: the bridge keeps holding
     assert rig.node.watchdog.cause == "released"
+    assert rig.drained()
     np.testing.assert_array_equal(rig.hw_commands[-1][1], Q)
     rig.policy_on = True
     assert wait_until(lambda: np.array_equal(rig.hw_commands[-1][1], Q + DELTA), 2.0)
@@ -621,16 +703,21 @@ def test_trajectory_output_for_a_joint_trajectory_controller(rig_factory):
 
 def test_lifecycle_gates_the_hardware_commands_and_bad_configuration_is_refused(rig_factory):
     rig = rig_factory(policy_hz=50.0, autostart=False)
-    time.sleep(0.3)
+    time.sleep(0.3)  # intentional: 0.3 s of policy commands while unconfigured (no endpoints yet)
     assert rig.node.lifecycle_state == "unconfigured" and not rig.hw_commands
     assert rig.transition("configure")
-    time.sleep(0.3)
-    assert not rig.hw_commands, "no commands while inactive"
+    rig.wait_matched()
+    node = rig.node
+    received = node.counters["commands"]
+    assert wait_until(lambda: node.counters["commands"] >= received + 5, 10.0), "the inactive bridge gets commands"
+    time.sleep(0.3)  # intentional: 15 more periods of policy commands while inactive
+    assert not rig.hw_commands and node.counters["hardware_commands"] == 0, "no commands while inactive"
     assert rig.transition("activate")
     assert rig.wait_hw(10)
     assert rig.transition("deactivate")
     stopped = time.monotonic()
-    time.sleep(0.4)
+    time.sleep(0.4)  # intentional: 0.4 s of policy commands after deactivate
+    assert rig.drained()
     assert not rig.hw_since(stopped + 0.02), "no commands after deactivate"
     assert rig.transition("cleanup") and rig.node.lifecycle_state == "unconfigured"
 
@@ -656,7 +743,7 @@ def test_main_runs_with_the_shipped_parameter_file_and_stops_on_sigint(tmp_path)
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
         try:
             assert wait_until(lambda: "active: commands go to" in log.read_text(), 20.0), log.read_text()
-            time.sleep(0.5)  # spinning
+            time.sleep(0.5)  # intentional: it keeps spinning for 0.5 s (does not exit on its own)
             assert proc.poll() is None, log.read_text()
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=10) == 0, log.read_text()
