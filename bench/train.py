@@ -34,9 +34,14 @@ gradient steps (10 epochs x 8 minibatches per 1024 steps vs 5 x 4 per 6400) on a
 network (LSTM 256, twice, vs one LSTM 64 + MLP critic). ``--sb3-lstm-hidden 64`` narrows
 the network gap. The collect-only numbers compare the rollout machinery alone.
 
-Finally, if a training log exists (``--progress-csv``, default runs/reach_lstm/progress.csv),
+``--task push`` runs both on ``Sim2Real/Push-v0`` (its default randomization, push_default;
+ours with 300 steps per env per iteration, one Push episode, and the LSTM width
+``--hidden``, 128 as push_lstm was trained).
+
+Finally, if a training log exists (``--progress-csv``, default runs/TASK_lstm/progress.csv),
 it prints the wall time and env steps of the first iteration whose training success rate
-(stochastic policy, episodes of that iteration's rollout) reached 0.95.
+(stochastic policy, episodes of that iteration's rollout) reached the threshold (0.95 for
+reach, 0.85 for push).
 
 Needs requirements/bench.txt (``make bench`` installs it). Numbers depend on the machine
 and on what else runs on it; run it on an otherwise idle machine.
@@ -61,9 +66,9 @@ from _machine import machine_info, machine_line
 
 sys.path.remove(_BENCH_DIR)  # bench/'s module names (env, policy, train, ...) shadow nothing afterwards
 
-ENV_ID = "Sim2Real/Reach-v0"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PROGRESS = Path("runs") / "reach_lstm" / "progress.csv"
+EPISODE_STEPS = {"reach": 200, "push": 300}  # steps per env per iteration: one episode of the task
+SUCCESS_THRESHOLD = {"reach": 0.95, "push": 0.85}
 
 
 def loadavg() -> str:
@@ -74,11 +79,13 @@ def loadavg() -> str:
 
 
 # --- ours ------------------------------------------------------------------------------------
-def bench_ours(iterations: int, warmup: int) -> dict:
+def bench_ours(iterations: int, warmup: int, task: str = "reach", hidden: int | None = None) -> dict:
     from policies.config import TrainConfig
     from policies.train import Trainer
 
-    cfg = TrainConfig()
+    cfg = TrainConfig(task=task, num_steps=EPISODE_STEPS[task])
+    if hidden:
+        cfg.hidden = hidden
     steps_per_iter = cfg.num_envs * cfg.num_steps
     cfg.total_env_steps = (warmup + iterations) * steps_per_iter
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
@@ -103,20 +110,23 @@ def bench_ours(iterations: int, warmup: int) -> dict:
             "per_iteration_steps_per_s": [r["steps_per_s"] for r in rows],
             "config": {k: getattr(cfg, k) for k in ("architecture", "hidden", "num_envs", "num_workers",
                                                     "num_steps", "seq_len", "update_epochs",
-                                                    "num_minibatches", "randomization", "torch_threads")}}
+                                                    "num_minibatches", "randomization", "torch_threads",
+                                                    "task")}}
 
 
 # --- sb3-contrib RecurrentPPO ------------------------------------------------------------------
-def make_sb3_env():
-    """One Monitor-wrapped Reach-v0 (module level: SubprocVecEnv pickles it to the workers)."""
+def make_sb3_env(env_id: str = "Sim2Real/Reach-v0"):
+    """One Monitor-wrapped task env (module level: SubprocVecEnv pickles it to the workers)."""
     import gymnasium as gym
     from stable_baselines3.common.monitor import Monitor
 
-    import sim_bridge  # noqa: F401  (registers the env in a fresh worker process)
-    return Monitor(gym.make(ENV_ID, randomization="default"))
+    import sim_bridge.envs  # noqa: F401  (registers the envs in a fresh worker process)
+    return Monitor(gym.make(env_id, randomization="default"))
 
 
-def bench_sb3(vec: str, num_envs: int, timed_steps: int, lstm_hidden: int, seed: int = 0) -> dict:
+def bench_sb3(vec: str, num_envs: int, timed_steps: int, lstm_hidden: int, seed: int = 0,
+              task: str = "reach") -> dict:
+    import functools
     import torch
     from sb3_contrib import RecurrentPPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -139,7 +149,7 @@ def bench_sb3(vec: str, num_envs: int, timed_steps: int, lstm_hidden: int, seed:
         def _on_step(self) -> bool:
             return True
 
-    fns = [make_sb3_env] * num_envs
+    fns = [functools.partial(make_sb3_env, f"Sim2Real/{task.capitalize()}-v0")] * num_envs
     venv = SubprocVecEnv(fns, start_method="spawn") if vec == "subproc" else DummyVecEnv(fns)
     try:
         policy_kwargs = None if lstm_hidden == 256 else {"lstm_hidden_size": lstm_hidden}
@@ -168,10 +178,11 @@ def bench_sb3(vec: str, num_envs: int, timed_steps: int, lstm_hidden: int, seed:
 
 
 # --- time to 95 % success from a training log ----------------------------------------------------
-def progress_csv_path(arg: Path | None) -> Path | None:
+def progress_csv_path(arg: Path | None, task: str = "reach") -> Path | None:
     if arg is not None:
         return arg
-    for candidate in (DEFAULT_PROGRESS, REPO_ROOT / DEFAULT_PROGRESS):
+    default = Path("runs") / f"{task}_lstm" / "progress.csv"
+    for candidate in (default, REPO_ROOT / default):
         if candidate.is_file():
             return candidate
     return None
@@ -203,10 +214,19 @@ def main(argv=None) -> int:
     parser.add_argument("--sb3-lstm-hidden", type=int, default=256,
                         help="RecurrentPPO lstm_hidden_size (default 256 = sb3's default)")
     parser.add_argument("--progress-csv", type=Path, default=None,
-                        help=f"training log for the time to 95%% success (default {DEFAULT_PROGRESS} if it exists)")
-    parser.add_argument("--success-threshold", type=float, default=0.95, help="success rate threshold (default 0.95)")
+                        help="training log for the time to the success threshold (default runs/TASK_lstm/progress.csv "
+                             "if it exists)")
+    parser.add_argument("--success-threshold", type=float, default=None,
+                        help="success rate threshold (default 0.95 for reach, 0.85 for push)")
+    parser.add_argument("--task", choices=sorted(EPISODE_STEPS), default="reach", help="task env (default reach)")
+    parser.add_argument("--hidden", type=int, default=None,
+                        help="LSTM width of ours (default: TrainConfig's 64 for reach, 128 for push)")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
+    if args.success_threshold is None:
+        args.success_threshold = SUCCESS_THRESHOLD[args.task]
+    if args.hidden is None and args.task == "push":
+        args.hidden = 128
 
     try:
         import sb3_contrib  # noqa: F401
@@ -223,7 +243,8 @@ def main(argv=None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
           f"load average before: {load_before}", flush=True)
 
-    ours = bench_ours(args.iterations, args.warmup)
+    print(f"task: {args.task} (Sim2Real/{args.task.capitalize()}-v0, its default randomization)", flush=True)
+    ours = bench_ours(args.iterations, args.warmup, args.task, args.hidden)
     c = ours["config"]
     print(f"ours (LSTM {c['hidden']}, {c['num_envs']} envs / {c['num_workers']} workers, "
           f"{ours['iterations']} x {ours['steps_per_iteration']} steps after {args.warmup} warm-up):", flush=True)
@@ -237,7 +258,7 @@ def main(argv=None) -> int:
     kinds = ("subproc", "dummy") if args.sb3_vec == "both" else (args.sb3_vec,)
     sb3 = {}
     for kind in kinds:
-        r = sb3[kind] = bench_sb3(kind, args.sb3_envs, args.sb3_steps, args.sb3_lstm_hidden)
+        r = sb3[kind] = bench_sb3(kind, args.sb3_envs, args.sb3_steps, args.sb3_lstm_hidden, task=args.task)
         name = "SubprocVecEnv(spawn)" if kind == "subproc" else "DummyVecEnv"
         print(f"sb3-contrib RecurrentPPO, {name}, {r['num_envs']} envs, {r['cycles']} cycles x "
               f"{r['hyperparameters']['n_steps'] * r['num_envs']} steps after 1 warm-up cycle:")
@@ -258,9 +279,9 @@ def main(argv=None) -> int:
           f"(a high load means something else was running and the numbers are polluted)")
 
     target = None
-    path = progress_csv_path(args.progress_csv)
+    path = progress_csv_path(args.progress_csv, args.task)
     if path is None or not path.is_file():
-        where = f"{path}" if path is not None else f"{DEFAULT_PROGRESS}"
+        where = f"{path}" if path is not None else f"runs/{args.task}_lstm/progress.csv"
         print(f"wall time to {100 * args.success_threshold:.0f}% success: no training log found ({where}); run make train")
     else:
         target = time_to_success(path, args.success_threshold)
@@ -276,7 +297,7 @@ def main(argv=None) -> int:
     results = {"ours": ours, "sb3": sb3, "sb3_baseline": best, "ratio": ratio, "collect_ratio": collect_ratio,
                "load_before": load_before, "load_after": load_after, "machine": platform.processor() or
                platform.machine(), "cpus": os.cpu_count(), "time_to_success": target,
-               "progress_csv": str(path) if path else None, "benchmark_wall_s": total,
+               "progress_csv": str(path) if path else None, "benchmark_wall_s": total, "task": args.task,
                "machine_info": machine}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
