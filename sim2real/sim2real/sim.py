@@ -46,8 +46,8 @@ class SimConfig:
     """seed for dynamics and goals (-1: random)"""
     controller: Literal["policy", "scripted"] = "policy"
     """policy: the policy node with a shipped policy; scripted: the task's scripted controller (IK reach, or the scripted pusher)"""
-    policy: str = "reach_lstm"
-    """shipped policy name (policies/policies/zoo)"""
+    policy: str | None = None
+    """shipped policy name (policies/policies/zoo); None: the task's shipped LSTM (TASK_lstm; reach_lstm without --task)"""
     swap_to: str | None = None
     """switch the running policy node to this policy before the second half of the episodes"""
     gui: bool = False
@@ -155,18 +155,41 @@ class EpisodeRecorder:
             self.done.set()
 
 
+def resolve_policy(args: SimConfig) -> str:
+    """``--policy``, else the task's shipped LSTM (``push`` -> ``push_lstm``), else ``reach_lstm``."""
+    return args.policy or f"{args.task or 'reach'}_lstm"
+
+
 def resolve_task(args: SimConfig) -> Task:
-    """``--task``, else the task of the policy that drives the arm (its manifest), else Reach."""
-    if args.task is not None:
-        return make_task(args.task)
+    """``--task``, else the task of the policy that drives the arm (its manifest), else Reach.
+    A policy trained for another task than ``--task`` is refused (ValueError, naming both)."""
+    policy_task = None
     if args.controller == "policy":
         from policies.manifest import find_policy, load_manifest  # noqa: PLC0415
 
+        name = resolve_policy(args)
         try:
-            return task_from_record(load_manifest(find_policy(args.policy)).task)
-        except (FileNotFoundError, ValueError):
+            policy_task = task_from_record(load_manifest(find_policy(name)).task)
+        except FileNotFoundError:
+            if args.task is not None and args.policy is None:
+                raise ValueError(f"no shipped policy '{name}' for task '{args.task}' (the zoo has "
+                                 f"{shipped_policies()}); give one with --policy, or use --controller scripted") from None
+        except ValueError:
             pass  # the policy node says what is wrong with the policy when it loads it
-    return make_task("reach")
+    if args.task is None:
+        return policy_task or make_task("reach")
+    task = make_task(args.task)
+    if policy_task is not None and policy_task.name != task.name:
+        raise ValueError(f"policy '{resolve_policy(args)}' was trained for task '{policy_task.name}', not "
+                         f"'{task.name}'; give a {task.name} policy with --policy, or use --controller scripted")
+    return task
+
+
+def shipped_policies() -> list[str]:
+    from policies.control import list_policies  # noqa: PLC0415
+    from policies.manifest import shipped_zoo  # noqa: PLC0415
+
+    return list_policies(shipped_zoo())
 
 
 def run_sim(args: SimConfig) -> int:
@@ -195,7 +218,7 @@ def run_sim(args: SimConfig) -> int:
     if args.controller == "policy":
         from policies.node import PolicyNode  # optional dependency, see the module docstring
         controller = PolicyNode(autostart=True, parameter_overrides=[
-            Parameter("policy", value=args.policy), Parameter("robot_profile", value=args.robot_profile),
+            Parameter("policy", value=resolve_policy(args)), Parameter("robot_profile", value=args.robot_profile),
             Parameter("trigger", value="state" if args.mode == "lockstep" else "timer")])
         if controller.lifecycle_state != "active":
             print(f"sim2real sim: policy node did not start: {controller.last_error}")
@@ -224,7 +247,7 @@ def run_sim(args: SimConfig) -> int:
     results, traces = [], []
     try:
         client.wait_for_service(timeout_sec=10.0)
-        driver = f"policy '{args.policy}'" if policy_reset else f"scripted {task.name} controller"
+        driver = f"policy '{resolve_policy(args)}'" if policy_reset else f"scripted {task.name} controller"
         print(f"sim2real sim: {args.episodes} episode(s) of task '{task.name}', robot '{bridge.profile.name}', "
               f"randomization '{args.randomization}', {args.mode} mode, {driver}")
         for ep in range(1, args.episodes + 1):

@@ -124,3 +124,16 @@ def test_loop_dry_run_prints_the_rounds_commands_on_the_policys_task(tmp_path):
     commands = [line for line in out.stdout.splitlines() if line.startswith("$ ")]
     assert len(commands) == 3 and all("--task reach" in c for c in commands if " real " in c or " train " in c)
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--task", "push"), "no shipped policy 'push_lstm' for task 'push'"),
+    (("--task", "push", "--policy", "reach_mlp"), "policy 'reach_mlp' was trained for task 'reach', not 'push'"),
+])
+def test_sim_refuses_a_policy_of_another_task(args, message):
+    from policies.manifest import shipped_zoo
+
+    if (shipped_zoo() / "push_lstm").is_dir() and "push_lstm" in message:
+        pytest.skip("push_lstm ships now")
+    out = run("sim", *args, "--episodes", "1")
+    assert out.returncode == 2 and message in out.stderr, out.stdout + out.stderr
