@@ -163,6 +163,7 @@ def resolve_policy(args: SimConfig) -> str:
 def resolve_task(args: SimConfig) -> Task:
     """``--task``, else the task of the policy that drives the arm (its manifest), else Reach.
     A policy trained for another task than ``--task`` is refused (ValueError, naming both)."""
+    task = make_task(args.task) if args.task is not None else None  # an unknown task first
     policy_task = None
     if args.controller == "policy":
         from policies.manifest import find_policy, load_manifest  # noqa: PLC0415
@@ -176,9 +177,8 @@ def resolve_task(args: SimConfig) -> Task:
                                  f"{shipped_policies()}); give one with --policy, or use --controller scripted") from None
         except ValueError:
             pass  # the policy node says what is wrong with the policy when it loads it
-    if args.task is None:
+    if task is None:
         return policy_task or make_task("reach")
-    task = make_task(args.task)
     if policy_task is not None and policy_task.name != task.name:
         raise ValueError(f"policy '{resolve_policy(args)}' was trained for task '{policy_task.name}', not "
                          f"'{task.name}'; give a {task.name} policy with --policy, or use --controller scripted")
