@@ -57,7 +57,8 @@ class Rig:
         return spin_until(self.executor, seconds, until)
 
     def connected(self) -> bool:
-        return self.spin(5.0, until=lambda: self.commands.get_subscription_count() > 0 and self.states)
+        """DDS discovery done both ways (the command publisher matched, states arriving)."""
+        return self.spin(30.0, until=lambda: self.commands.get_subscription_count() > 0 and self.states)
 
     def command(self, values) -> None:
         self.commands.publish(Float64MultiArray(data=[float(v) for v in values]))
@@ -78,9 +79,9 @@ def rig_factory():
 
 def test_publishes_joint_states_at_the_rate_with_the_extra_joint_and_wall_stamps(rig_factory):
     rig = rig_factory(seed=1)
-    assert rig.spin(5.0, until=lambda: len(rig.states) > 5), "no /joint_states"
+    assert rig.spin(30.0, until=lambda: len(rig.states) > 5), "no /joint_states"
     rig.states.clear()
-    rig.spin(3.0)
+    rig.spin(3.0)  # intentional: a 3 s window to measure the rate
     times = np.array([t for t, _, _ in rig.states])
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert rate == pytest.approx(50.0, rel=0.1), f"received {rate:.1f} Hz, expected the profile's 50 Hz"
@@ -103,7 +104,7 @@ def test_a_command_moves_the_arm_and_is_held(rig_factory):
     rig.command(target)  # once: the forward position controller holds it
     assert rig.spin(5.0, until=lambda: rig.arm_position()[0] > 0.27), \
         f"joint1 at {rig.arm_position()[0]:.3f}, commanded 0.3"
-    rig.spin(0.5)
+    rig.spin(0.5)  # intentional: 0.5 s more, the command is held (one command only)
     assert rig.arm_position()[0] == pytest.approx(0.3, abs=0.02)
     assert np.abs(rig.arm_position()[1:] - HOME[1:]).max() < 0.05
     assert rig.emulator.commands_accepted == 1
@@ -135,7 +136,7 @@ def test_lockstep_steps_once_per_command_on_a_custom_controller_topic(rig_factor
     assert rig.connected()
     assert rig.emulator.command_topic == "/joint_group_position_controller/commands"
     steps = rig.emulator.emulator.control_steps
-    rig.spin(0.5)
+    rig.spin(0.5)  # intentional: 0.5 s without a command
     assert rig.emulator.emulator.control_steps == steps, "no command, no time"
     target = HOME.copy()
     target[0] += 0.2
@@ -154,18 +155,19 @@ def test_reset_service_homes_the_arm(rig_factory):
     target[3] = HOME[3] + 0.15
     rig.command(target)
     assert rig.spin(4.0, until=lambda: np.abs(rig.arm_position() - HOME).max() > 0.1)
-    assert rig.reset_client.wait_for_service(timeout_sec=5.0)
+    assert rig.reset_client.wait_for_service(timeout_sec=30.0)
     future = rig.reset_client.call_async(Trigger.Request())
-    assert rig.spin(5.0, until=future.done)
+    assert rig.spin(10.0, until=future.done)
     assert future.result().success and "homed" in future.result().message
-    rig.spin(0.5)
+    n = len(rig.states)  # states published after the reset (some may have been in flight at it)
+    assert rig.spin(10.0, until=lambda: len(rig.states) > n + 5), "no /joint_states after the reset"
     assert np.abs(rig.arm_position() - HOME).max() < 0.05
     np.testing.assert_allclose(rig.emulator.emulator.last_command, HOME)
 
 
 def test_diagnostics_report_the_rate_but_not_the_hidden_physics(rig_factory):
     rig = rig_factory(seed=6)
-    assert rig.spin(4.0, until=lambda: any(
+    assert rig.spin(15.0, until=lambda: any(  # discovery, then the 1 Hz diagnostics
         float({kv.key: kv.value for kv in s.values}.get("control_steps", 0)) > 20
         for d in rig.diagnostics for s in d.status))
     status = [s for d in rig.diagnostics for s in d.status if s.name == "arm_emulator: health"][-1]
@@ -185,7 +187,7 @@ def test_a_best_effort_command_publisher_does_not_connect(rig_factory):
         Float64MultiArray, "/forward_position_controller/commands",
         QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
     assert rig.connected()
-    rig.spin(0.5)
+    rig.spin(0.5)  # intentional: discovery of the reliable publisher is done; 0.5 s more for a match that must not come
     assert best_effort.get_subscription_count() == 0
 
 

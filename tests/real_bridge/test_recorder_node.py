@@ -67,8 +67,8 @@ def spin(executor, seconds: float, until=None) -> bool:
     return until is None
 
 
-def call(executor, client, seconds: float = 5.0) -> Trigger.Response:
-    assert client.wait_for_service(timeout_sec=5.0)
+def call(executor, client, seconds: float = 10.0) -> Trigger.Response:
+    assert client.wait_for_service(timeout_sec=30.0), f"{client.srv_name}: service discovery"
     future = client.call_async(Trigger.Request())
     assert spin(executor, seconds, until=future.done), "service did not answer"
     return future.result()
@@ -93,14 +93,14 @@ def test_node_records_a_live_stream_with_episode_markers(tmp_path):
         goal = PointStamped()
         goal.point.x, goal.point.y, goal.point.z = 0.5, 0.1, 0.3
         probe.goal.publish(goal)  # latched before anything else: the recorder gets it on matching
-        assert spin(executor, 10.0, until=lambda: all(
-            p.get_subscription_count() > 0 for p in (probe.states, probe.commands, probe.hardware)))
+        assert spin(executor, 30.0, until=lambda: all(
+            p.get_subscription_count() > 0 for p in (probe.states, probe.commands, probe.hardware))), "discovery"
         for _ in range(10):  # before the episode
             probe.publish_step()
-            spin(executor, 0.01)
+            spin(executor, 0.01)  # pacing: the recorder takes each step before the next
         response = call(executor, start)
         assert response.success and response.message == "episode 1 started"
-        assert spin(executor, 5.0, until=lambda: temperature.get_subscription_count() > 0), "topic discovery"
+        assert spin(executor, 30.0, until=lambda: temperature.get_subscription_count() > 0), "topic discovery"
         for _ in range(50):
             probe.publish_step()
             temperature.publish(Float64(data=21.5))
@@ -108,9 +108,10 @@ def test_node_records_a_live_stream_with_episode_markers(tmp_path):
         response = call(executor, end_ok)
         assert response.success and response.message == "episode 1 ended (success)"
         assert not call(executor, end_ok).success, "no episode in progress"
-        assert spin(executor, 3.0, until=lambda: any(
+        # the 1 Hz diagnostics (the probe's subscription matched while the steps went out)
+        assert spin(executor, 15.0, until=lambda: any(
             s.name == "recorder: bag" and int(dict((kv.key, kv.value) for kv in s.values)["written"]) > 100
-            for d in probe.diagnostics for s in d.status))
+            for d in probe.diagnostics for s in d.status)), "no diagnostics with the steps written"
         status = [s for d in probe.diagnostics for s in d.status if s.name == "recorder: bag"][-1]
         values = {kv.key: kv.value for kv in status.values}
         assert values["path"] == str(bag) and values["state"] == "recording" and values["dropped"] == "0"
@@ -157,8 +158,9 @@ def test_node_keeps_running_when_the_bag_cannot_be_created(tmp_path):
         assert str(blocker / "bag") in recorder.error and "Not a directory (ENOTDIR)" in recorder.error
         response = call(executor, start)
         assert not response.success and "ENOTDIR" in response.message
-        assert spin(executor, 3.0, until=lambda: any(s.name == "recorder: bag" for d in probe.diagnostics
-                                                     for s in d.status))
+        # the 1 Hz diagnostics, once the probe's subscription matched (discovery, then a report)
+        assert spin(executor, 15.0, until=lambda: any(s.name == "recorder: bag" for d in probe.diagnostics
+                                                      for s in d.status)), "no diagnostics"
         status = [s for d in probe.diagnostics for s in d.status if s.name == "recorder: bag"][-1]
         assert status.level == DiagnosticStatus.ERROR and "not recording" in status.message
         assert str(blocker / "bag") in status.message
