@@ -85,12 +85,26 @@ def shipped_profile_path(name: str = DEFAULT_PROFILE) -> Path:
     return package_path("sim_bridge", f"config/{name}.yaml")
 
 
+#: where ``sim2real robot import`` writes an arm by default (relative to the working directory)
+IMPORTED_ROBOTS_DIR = Path("robots")
+
+
 def load_profile(path_or_name: str | os.PathLike = DEFAULT_PROFILE) -> RobotProfile:
-    """Load a profile from a YAML path, or a shipped one by name (e.g. ``panda_like``)."""
+    """Load a profile from a YAML path or an imported robot's folder, or by name: a shipped one
+    (e.g. ``panda_like``), else one imported into ``robots/NAME/NAME.yaml`` (``sim2real robot
+    import --name NAME``; relative to the working directory)."""
     text = os.fspath(path_or_name)
-    path = Path(text) if (os.sep in text or text.endswith((".yaml", ".yml"))) else shipped_profile_path(text)
-    if not path.is_file() and not text.endswith((".yaml", ".yml")) and os.sep not in text:
-        raise ConfigError(f"no shipped robot profile named '{text}' (looked for {path})")
+    path = Path(text)
+    if path.is_dir():
+        path = path / f"{path.name}.yaml"
+    elif not (os.sep in text or text.endswith((".yaml", ".yml"))):
+        path = shipped_profile_path(text)
+        imported = IMPORTED_ROBOTS_DIR / text / f"{text}.yaml"
+        if not path.is_file() and imported.is_file():
+            path = imported
+        elif not path.is_file():
+            raise ConfigError(f"no robot profile named '{text}': not shipped (looked for {path}) and not "
+                              f"imported (looked for {imported.resolve()})")
     return parse_profile(load_yaml_mapping(path), source=path)
 
 

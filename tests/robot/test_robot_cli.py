@@ -90,7 +90,7 @@ def test_bad_input_exits_2_with_the_file_and_element_and_no_traceback(tmp_path):
                                  "'forward_position_controller.ros__parameters.joints': joint 'wrist_one_joint' "
                                  "is not in the URDF six.urdf"), out.stderr
     out = run("robot", "check", "no_such_robot", cwd=tmp_path)
-    assert out.returncode == 2 and "no shipped robot profile named 'no_such_robot'" in out.stderr
+    assert out.returncode == 2 and "no robot profile named 'no_such_robot': not shipped" in out.stderr
     assert "Traceback" not in out.stderr
 
 

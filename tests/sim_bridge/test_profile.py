@@ -73,8 +73,27 @@ def test_shipped_profile_loads_with_consistent_shapes():
 
 
 def test_unknown_shipped_profile_name_is_a_config_error():
-    with pytest.raises(ConfigError, match="no shipped robot profile named 'no_such_arm'"):
+    with pytest.raises(ConfigError, match="no robot profile named 'no_such_arm': not shipped"):
         load_profile("no_such_arm")
+
+
+def test_an_imported_robot_loads_by_name_from_robots_or_by_its_folder(tmp_path, monkeypatch):
+    """``sim2real robot import --name arm2`` writes robots/arm2/arm2.yaml: every command then
+    takes ``--robot-profile arm2`` (from the working directory it was imported in)."""
+    import yaml
+
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["name"] = "arm2"
+    data["mjcf"] = str((SHIPPED.parent / data["mjcf"]).resolve())
+    folder = tmp_path / "robots" / "arm2"
+    folder.mkdir(parents=True)
+    (folder / "arm2.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    assert load_profile("arm2").name == "arm2"
+    assert load_profile(str(folder)).name == "arm2"
+    assert load_profile("panda_like").name == "panda_like"  # a shipped name wins
+    with pytest.raises(ConfigError, match=r"no robot profile named 'arm3'.*not imported \(looked for .*robots/arm3/arm3.yaml\)"):
+        load_profile("arm3")
 
 
 def test_build_model_writes_profile_gains_and_limits_into_model():
