@@ -724,7 +724,7 @@ def test_lifecycle_gates_the_hardware_commands_and_bad_configuration_is_refused(
     for params, why in (({"controller_joints": JOINTS[:6]}, "missing ['joint7']"),
                         ({"output": "effort"}, "must be one of ['forward', 'trajectory']"),
                         ({"hardware_joint_states": "joint_states"}, "must be an absolute topic name"),
-                        ({"robot_profile": "nope"}, "no shipped robot profile named 'nope'")):
+                        ({"robot_profile": "nope"}, "no robot profile named 'nope': not shipped")):
         node = RealBridgeNode(autostart=True, namespace=rig.ns + "_bad",
                               parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         try:
