@@ -17,6 +17,7 @@ budget the calibration stops with a :class:`~calibration.simopt.CalibrationError
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -83,6 +84,8 @@ class RayCostPool:
         # in the object store once; a restarted actor is built again from the same references
         self._args = [ray.put(value) for value in (profile, prior, list(episodes), settings, policy)]
         self._workers = [actor.remote(*self._args) for _ in range(settings.workers)]
+        self.setup_bytes = len(pickle.dumps([profile, prior, list(episodes), settings, policy], protocol=5))
+        self.bytes_sent = self.bytes_received = 0  # per-iteration array payload: samples out, costs back
         try:
             self.placement()  # construction errors surface here
         except BaseException:
@@ -101,6 +104,7 @@ class RayCostPool:
         """The costs of ``group_values`` [N, variables], one chunk per worker, in order."""
         chunks = [c for c in np.array_split(np.atleast_2d(group_values), len(self._workers)) if len(c)]
         refs = [w.costs.remote(c) for w, c in zip(self._workers, chunks)]
+        self.bytes_sent += sum(c.nbytes for c in chunks)
         out = []
         for i, ref in enumerate(refs):
             try:
@@ -110,6 +114,7 @@ class RayCostPool:
                     f"calibration worker {i} died and its chunk ({len(chunks[i])} samples) was lost after "
                     f"{self.max_restarts} restart(s) and re-runs (the retry budget); nothing was written. "
                     f"Last error: {type(exc).__name__}") from exc
+        self.bytes_received += sum(c.nbytes for c in out)
         return np.concatenate(out)
 
     def close(self) -> None:

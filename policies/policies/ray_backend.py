@@ -139,6 +139,7 @@ class RayVectorEnv(VectorTaskEnv):
         self.restarts = [0] * len(self._workers)
         self._seed: int | None = None
         self._actions: list[np.ndarray] = []  # the actions sent since the last reset (for a replay)
+        self.bytes_sent = self.bytes_received = 0  # array payload to / from the actors (replays excluded)
         self.closed = False
         try:
             self.placement()  # construction errors surface here, not at the first step
@@ -161,6 +162,7 @@ class RayVectorEnv(VectorTaskEnv):
         else:
             self._actions.append(self._buf.actions.copy())
             refs = [w.step.remote(self._buf.actions[a:b]) for w, (a, b) in zip(self._workers, self._bounds)]
+            self.bytes_sent += self._buf.actions.nbytes
         for i, ref in enumerate(refs):
             try:
                 rows = self._ray.get(ref)
@@ -169,6 +171,7 @@ class RayVectorEnv(VectorTaskEnv):
             a, b = self._bounds[i]
             for name, value in rows.items():
                 getattr(self._buf, name)[a:b] = value
+                self.bytes_received += value.nbytes
 
     def _recover(self, i: int, error: Exception) -> dict[str, np.ndarray]:
         """Worker ``i`` died (``error``): replay the iteration so far on its restarted actor."""
