@@ -121,6 +121,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         iteration_s = []
         status = ""
+        interval95 = None
         if method in ("reps", "cem"):
             for record in calib.run():
                 iteration_s.append(record.elapsed_s)
@@ -134,8 +135,9 @@ def main(argv=None) -> int:
                 print(f"REPS result written to {args.out}")
             curve = [calib.initial_discrepancy] + [r.discrepancy_at_mean for r in calib.history]
         elif method == "least_squares":
-            fit = least_squares_mean(calib, budget)
+            fit = least_squares_mean(calib, budget)  # mujoco.sysid's optimizer (calibration.sysid)
             mean, after, status = fit.mean, fit.discrepancy, fit.status
+            interval95 = dict(zip(calib.space.names, map(float, fit.interval95)))
             curve = [calib.initial_discrepancy, after]
         else:
             mean, after = calib.prior.mean, calib.initial_discrepancy
@@ -147,7 +149,8 @@ def main(argv=None) -> int:
             "mean": dict(zip(calib.space.names, map(float, mean))), "relative_error": errors,
             "mean_relative_error": float(np.mean(list(errors.values()))),
             "rollouts": calib.rollouts, "seconds": time.perf_counter() - t0,
-            "iteration_s_max": max(iteration_s) if iteration_s else None, "status": status}
+            "iteration_s_max": max(iteration_s) if iteration_s else None, "status": status,
+            "interval95": interval95}
         calib.close()
     results["methods"] = table
 
@@ -157,14 +160,19 @@ def main(argv=None) -> int:
         + f"{'mean err':>10}{'rollouts':>10}{'time s':>8}"
     print(head)
     for method, row in table.items():
-        print(f"{method:<14}{row['discrepancy_before']:>10.4f}{row['discrepancy_after']:>10.4f}"
+        print(f"{'mujoco.sysid' if method == 'least_squares' else method:<14}{row['discrepancy_before']:>10.4f}{row['discrepancy_after']:>10.4f}"
               f"{100 * row['drop']:>7.1f}%" + "".join(f"{100 * row['relative_error'][n]:>12.1f}%" for n in names)
               + f"{100 * row['mean_relative_error']:>9.1f}%{row['rollouts']:>10}{row['seconds']:>8.1f}")
     truth_row = {n: float(np.mean([truth[m] for m in calib.space.members(n)])) for n in names}
     print(f"{'hidden truth':<42}" + "".join(f"{truth_row[n]:>13.3f}" for n in names))
-    for method in ("reps", "cem"):
+    for method in ("reps", "cem", "least_squares"):
         if method in table:
-            print(f"{method} means     {'':<28}" + "".join(f"{table[method]['mean'][n]:>13.3f}" for n in names))
+            label = "sysid" if method == "least_squares" else method
+            print(f"{label + ' means':<42}" + "".join(f"{table[method]['mean'][n]:>13.3f}" for n in names))
+    if "least_squares" in table and table["least_squares"].get("interval95"):
+        ci = table["least_squares"]["interval95"]
+        print(f"{'sysid 95% +-':<42}" + "".join(f"{ci[n]:>13.3g}" for n in names)
+              + "   (mujoco.sysid.calculate_intervals; inf = not identifiable from these episodes)")
     if "reps" in table:
         row = table["reps"]
         checks = [("D drop >= 80% within 5 iterations (REPS)", row["drop"] >= 0.8, f"{100 * row['drop']:.1f}%"),

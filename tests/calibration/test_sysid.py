@@ -1,5 +1,6 @@
-"""Least-squares identification of the mean (calibration.sysid): stays within its simulation
-budget, never returns worse than the prior mean, and fits synthetic data with known dynamics."""
+"""Identification of the mean with mujoco.sysid (calibration.sysid): stays within its simulation
+budget, never returns worse than the prior mean, fits synthetic data with known dynamics and
+reports confidence intervals."""
 from __future__ import annotations
 
 import numpy as np
@@ -42,6 +43,9 @@ def test_least_squares_fits_the_mean_within_the_budget(calib):
     assert fit.discrepancy < 0.05 * calib.initial_discrepancy
     np.testing.assert_allclose(fit.mean, TRUTH, atol=0.02)
     assert np.all((fit.mean >= calib.prior.low) & (fit.mean <= calib.prior.high))
+    # mujoco.sysid's confidence intervals at the fit: finite (both are identifiable) and small
+    print("95% half-widths", fit.interval95)
+    assert fit.interval95.shape == (2,) and np.all(np.isfinite(fit.interval95)) and np.all(fit.interval95 < 0.1)
 
 
 @pytest.mark.parametrize("budget", [0, 1, 5])
