@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigs import closing_factory, ros, wait_until  # noqa: F401 (ros: autouse fixture)
+from rigs import closing_factory, ros, wait_for_match, wait_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -76,17 +76,20 @@ class Rig:
         self.node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         self.probe = rclpy.create_node("policy_probe")
         self.q, self.qd, self.names = Q.copy(), QD.copy(), list(JOINTS)
-        self.publishing = True
+        self.publishing = False   # the fake bridge's states start once DDS discovery matched it and the node
         self.states_sent = 0
         self.commands: list[tuple[float, np.ndarray]] = []
         self.diagnostics: list[tuple[float, DiagnosticStatus]] = []
         p = self.probe
         self._state_pub = p.create_publisher(JointState, interface.JOINT_STATES, interface.STATE_QOS)
         self._goal_pub = p.create_publisher(PointStamped, interface.CURRENT_GOAL, interface.LATCHED_QOS)
-        p.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS,
-                              lambda m: self.commands.append((time.monotonic(), np.array(m.data))), RECORD_QOS)
-        p.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diagnostics,
-                              interface.DIAGNOSTICS_QOS)
+        # every endpoint the probe shares with the node, for wait_matched
+        self._node_endpoints = [
+            self._state_pub, self._goal_pub,
+            p.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS,
+                                  lambda m: self.commands.append((time.monotonic(), np.array(m.data))), RECORD_QOS),
+            p.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diagnostics,
+                                  interface.DIAGNOSTICS_QOS)]
         if state_hz:
             p.create_timer(1.0 / state_hz, self._tick)
         self.lifecycle = p.create_client(ChangeState, "/policy/change_state")
@@ -102,6 +105,22 @@ class Rig:
         self._threads = [threading.Thread(target=e.spin, daemon=True) for e in (self.executor, self.probe_executor)]
         for thread in self._threads:
             thread.start()
+        if self.node.lifecycle_state != "unconfigured":   # autostart: the node's endpoints exist
+            self.wait_matched()
+        self.publishing = True
+
+    def wait_matched(self, timeout: float = 30.0) -> None:
+        """DDS discovery done between the probe and the configured node (both ends of the
+        command topic): nothing either publishes from now on is lost for want of a match, so
+        the probe records every command from the first (what fixed sleeps used to stand in for)."""
+        assert wait_for_match(*self._node_endpoints, timeout=timeout), "the probe and the node never matched"
+        pub = self.node._pub
+        assert pub is None or wait_for_match(pub, timeout=timeout), "the node's joint_commands never matched"
+
+    def drained(self, timeout: float = 10.0) -> bool:
+        """Every command the controller counted has reached the probe (one reliable writer, in
+        order); True as soon as that holds. Only while the node stays active."""
+        return wait_until(lambda: len(self.commands) >= self.node.controller.counters.commands, timeout)
 
     # --- fake bridge ----------------------------------------------------------------------
     def _tick(self) -> None:
@@ -136,7 +155,10 @@ class Rig:
     def transition(self, label: str) -> bool:
         request = ChangeState.Request()
         request.transition.id = TRANSITIONS[label]
-        return self.call(self.lifecycle, request).success
+        ok = self.call(self.lifecycle, request).success
+        if ok and label == "configure":
+            self.wait_matched()
+        return ok
 
     def set_param(self, name: str, value, timeout: float = 15.0):
         assert self.params.wait_for_services(timeout_sec=timeout)
@@ -188,7 +210,7 @@ def stop(executor, thread, *nodes) -> None:
     shut down and destroy."""
     for node in nodes:
         executor.remove_node(node)
-    time.sleep(0.2)
+    time.sleep(0.2)  # teardown: callbacks in flight finish (not a discovery wait)
     executor.shutdown(timeout_sec=5.0)
     thread.join(5.0)
     for node in nodes:
@@ -207,7 +229,7 @@ def assert_control_rate(rig: Rig, seconds: float, what: str) -> None:
     """Commands come at the 50 Hz control rate. The fake bridge's 50 Hz timer in the same
     process is the reference: on a machine busy with other work both slow down together."""
     start, states = time.monotonic(), rig.states_sent
-    time.sleep(seconds)
+    time.sleep(seconds)  # intentional: the window the rate is measured over
     commands = rate(rig.command_times(since=start))
     reference = min(50.0, (rig.states_sent - states) / (time.monotonic() - start))
     assert 0.8 * reference <= commands <= 52.0, \
@@ -224,12 +246,12 @@ def first_divergence(values: np.ndarray, expected: np.ndarray) -> int:
 
 def test_lifecycle_gates_the_commands(rig_factory):
     rig = rig_factory()
-    time.sleep(0.4)
+    time.sleep(0.4)  # intentional: 0.4 s of states while unconfigured
     assert rig.node.lifecycle_state == "unconfigured" and not rig.commands
 
     assert rig.transition("configure")
     assert rig.node.lifecycle_state == "inactive" and rig.node.controller.active_name == "good_a"
-    time.sleep(0.4)
+    time.sleep(0.4)  # intentional: 0.4 s of states while inactive (discovery was waited for)
     assert not rig.commands, "no commands while inactive"
 
     assert rig.transition("activate")
@@ -238,13 +260,13 @@ def test_lifecycle_gates_the_commands(rig_factory):
 
     assert rig.transition("deactivate")
     stopped = time.monotonic()
-    time.sleep(0.6)
+    time.sleep(0.6)  # intentional: 0.6 s of states after deactivate
     late = rig.command_times(since=stopped + 0.05)
     assert len(late) == 0, f"{len(late)} command(s) after deactivate"
 
     result = rig.set_param("policy", "good_b")
     assert result.successful and rig.node.controller.active_name == "good_b", "installed at once while inactive"
-    time.sleep(0.2)
+    time.sleep(0.2)  # intentional: still none after the swap
     assert len(rig.command_times(since=stopped + 0.05)) == 0
 
     assert rig.transition("cleanup")
@@ -352,7 +374,7 @@ def test_bad_swaps_are_refused_and_the_old_policy_keeps_control(rig_factory, pol
         assert f"policy '{name}' rejected: " in result.reason and why in result.reason, result.reason
         assert result.reason.endswith("; 'good_a' keeps control"), result.reason
         assert rig.node.get_parameter("policy").value == "good_a"
-        assert rig.wait_commands(3, timeout=2.0) and len(rig.commands) > n, f"commands stopped after {name}"
+        assert rig.wait_commands(3, timeout=10.0) and len(rig.commands) > n, f"commands stopped after {name}"
     ctl = rig.node.controller
     assert ctl.active_name == "good_a" and ctl.counters.rejections["policy"] == len(cases)
     assert max_gap(rig.command_times(since=start)) < MAX_GAP_S
@@ -399,10 +421,10 @@ def test_bad_and_stale_joint_states_stop_the_commands_until_good_ones_arrive(rig
         else:
             rig.publishing = False
         changed = time.monotonic()
-        assert wait_until(lambda: ctl.stale, 2.0), f"{bad}: the state goes stale"
-        time.sleep(0.1)
+        assert wait_until(lambda: ctl.stale, 10.0), f"{bad}: the state goes stale"
+        assert rig.drained(), f"{bad}: commands the node sent never reached the probe"
         quiet_from = time.monotonic()
-        time.sleep(0.3)
+        time.sleep(0.3)  # intentional: 0.3 s of bad or no states, and no command
         assert len(rig.command_times(since=quiet_from)) == 0, f"{bad}: commands on a stale state"
         stop = rig.command_times(since=changed - 1.0)[-1]
         assert stop - changed < 6 * PERIOD + 0.1, f"{bad}: commands went on for {stop - changed:.2f} s"
@@ -413,7 +435,7 @@ def test_bad_and_stale_joint_states_stop_the_commands_until_good_ones_arrive(rig
         elif bad == "missing joint":
             assert "lacks joint(s) ['joint7']" in ctl.counters.last_rejection
         rig.qd[:], rig.names, rig.publishing = QD, list(JOINTS), True
-        assert rig.wait_commands(5, timeout=2.0), f"{bad}: commands resume with good states"
+        assert rig.wait_commands(5, timeout=10.0), f"{bad}: commands resume with good states"
         assert not ctl.stale
     assert ctl.counters.rejections["joint_state"] > 0 and ctl.counters.stale_cycles > 0
 
@@ -464,7 +486,7 @@ def test_a_swap_during_a_swap_is_refused(rig_factory):
     result = rig.set_param("policy", "good_b")
     assert not result.successful
     assert "another swap is in progress (policy 'slow' is loading)" in result.reason, result.reason
-    loader.join(15)
+    loader.join(60)  # returns when the load ended ('slow' warms up for seconds on a busy machine)
     loaded_at = time.monotonic()
     # 'slow' (~50 ms per step) loads for a second or more, then its warm-up timing refuses it.
     assert results and not results[0].successful and "too slow for 50 Hz" in results[0].reason, results
@@ -491,7 +513,7 @@ def test_state_trigger_sends_one_command_per_state_mapped_by_name(rig_factory, p
     for i in range(20):
         rig.publish_state(q, qd, names)
         assert wait_until(lambda: len(rig.commands) == i + 1, 2.0), f"state {i + 1}: {len(rig.commands)} commands"
-    time.sleep(0.3)
+    time.sleep(0.3)  # intentional: 0.3 s without states
     assert len(rig.commands) == 20, "no commands without states"
     np.testing.assert_allclose(rig.command_values(), rollout(policy_zoo / "good_a", 20), rtol=0, atol=1e-9)
 
@@ -513,7 +535,7 @@ def test_control_executor_does_not_spin_on_queued_callbacks(rig_factory):
 
     rig.executor.wait_for_ready_callbacks = counting
     cycles = rig.node.controller.counters.cycles
-    time.sleep(2.0)
+    time.sleep(2.0)  # intentional: a 2 s window of control cycles
     cycles = rig.node.controller.counters.cycles - cycles
     assert cycles > 50
     assert len(passes) < 8 * cycles, f"{len(passes)} executor passes for {cycles} control cycles"
@@ -557,7 +579,8 @@ def test_runs_the_sim_bridge_in_the_same_executor(policy_zoo):
     executor, thread = spin_in_thread(bridge, node)
     try:
         counters = bridge.session.counters
-        assert wait_until(lambda: counters.commands_accepted > 50, 10.0), "the bridge gets the policy's commands"
+        # discovery between the two nodes, then 50 commands (returns as soon as they are accepted)
+        assert wait_until(lambda: counters.commands_accepted > 50, 30.0), "the bridge gets the policy's commands"
         assert counters.commands_rejected == 0, counters.last_rejection
         assert node.controller.counters.commands > 50
         assert not node.controller.stale and not node.controller.holding
