@@ -44,8 +44,8 @@ def route_mujoco_warnings() -> None:
 
 # Joint velocities above this (rad/s) are treated as a physics blow-up.
 BLOWUP_VELOCITY_RAD_S = 1.0e3
-_INSTABILITY_WARNINGS = np.array([int(mujoco.mjtWarning.mjWARN_BADQACC), int(mujoco.mjtWarning.mjWARN_BADQPOS),
-                                  int(mujoco.mjtWarning.mjWARN_BADQVEL)])
+_BADQACC, _BADQPOS, _BADQVEL = (int(mujoco.mjtWarning.mjWARN_BADQACC), int(mujoco.mjtWarning.mjWARN_BADQPOS),
+                                int(mujoco.mjtWarning.mjWARN_BADQVEL))
 
 
 
@@ -195,7 +195,7 @@ class ArmSimulator:
         if target.shape != (n,):
             raise ValueError(f"expected {n} joint targets in order {list(self.profile.joint_names)}, "
                              f"got shape {target.shape}")
-        if not np.all(np.isfinite(target)):
+        if not np.isfinite(target).all():
             raise ValueError(f"joint targets must be finite, got {target.tolist()}")
         if self.effects.action_noise_std > 0:
             target = target + self.rng.normal(0.0, self.effects.action_noise_std, n)
@@ -218,21 +218,23 @@ class ArmSimulator:
         self.control_steps += 1
         warnings = self._warning_count()
         # `not (x < limit)` is also true for NaN.
+        qvel = d.qvel
         if (warnings != self._warnings_seen or not np.isfinite(d.qpos.sum())
-                or not np.abs(d.qvel).max(initial=0.0) < BLOWUP_VELOCITY_RAD_S):
+                or not (qvel.max() < BLOWUP_VELOCITY_RAD_S and -qvel.min() < BLOWUP_VELOCITY_RAD_S)):
             self._warnings_seen = warnings
             self.blew_up = True
         return not self.blew_up
 
     def _warning_count(self) -> int:
         """How often MuJoCo flagged bad accelerations, positions or velocities (and reset)."""
-        return int(self.data.warning.number[_INSTABILITY_WARNINGS].sum())
+        number = self.data.warning.number
+        return int(number[_BADQACC]) + int(number[_BADQPOS]) + int(number[_BADQVEL])
 
     # --- reading ------------------------------------------------------------------------
     def read(self) -> JointReading:
         """Joint positions and velocities with the episode's observation noise."""
-        q = self.data.qpos[self._qadr].copy()
-        qd = self.data.qvel[self._dadr].copy()
+        q = self.data.qpos[self._qadr]  # fancy indexing copies
+        qd = self.data.qvel[self._dadr]
         std = self.effects.obs_noise_std
         if std["joint_pos"] > 0:
             q += self.rng.normal(0.0, std["joint_pos"], q.shape)

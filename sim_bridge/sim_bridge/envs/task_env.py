@@ -39,7 +39,7 @@ import gymnasium as gym
 import numpy as np
 
 from sim_bridge.episode import HeldSuccess
-from sim_bridge.observations import ObservationBuilder, action_to_joint_targets, clip
+from sim_bridge.observations import ObservationBuilder, clip
 from sim_bridge.profile import RobotProfile, load_profile
 from sim_bridge.randomization import RandomizationSpec, load_randomization
 from sim_bridge.simulator import ArmSimulator
@@ -121,8 +121,9 @@ class TaskEnv(gym.Env):
     def step(self, action):
         a = clip(np.asarray(action, dtype=float), -1.0, 1.0)
         p = self.profile
-        targets = action_to_joint_targets(a, self._reading.position_rad, self.action_scale_rad,
-                                          p.position_lower_rad, p.position_upper_rad)
+        # action_to_joint_targets without clipping ``a`` a second time (this runs every step)
+        targets = clip(self._reading.position_rad + self.action_scale_rad * a, p.position_lower_rad,
+                       p.position_upper_rad)
         self.sim.command(targets)
         ok = self.sim.step()
         self._steps += 1
