@@ -88,9 +88,9 @@ def test_overruns_are_a_warning_before_the_fault_limit(rig_factory):
     ctl = rig.node.controller
     since = time.monotonic()
     _slow_down(ctl.active.runtime, 1.5 * PERIOD, steps=FAULT_LIMIT - 2)  # fewer than FAULT_LIMIT: no fall-back
-    assert wait_until(lambda: ctl.counters.overruns >= FAULT_LIMIT - 2, 5.0)
+    assert wait_until(lambda: ctl.counters.overruns >= FAULT_LIMIT - 2, 10.0)
     assert wait_until(lambda: any(t >= since and s.level == DiagnosticStatus.WARN and "OVERRUNS" in s.message
-                                  for t, s in rig.diagnostics), 3.0), [s.message for _, s in rig.diagnostics]
+                                  for t, s in rig.diagnostics), 10.0), [s.message for _, s in rig.diagnostics]
     assert ctl.counters.fallbacks == 0 and not ctl.disabled and ctl.active_name == "good_a"
 
 

@@ -177,7 +177,7 @@ class Rig:
     def command_times(self, since: float = -1.0, until: float = float("inf")) -> np.ndarray:
         return np.array([t for t, _ in list(self.commands) if since <= t <= until])
 
-    def latest_diagnostics(self, since: float, timeout: float = 3.0) -> dict:
+    def latest_diagnostics(self, since: float, timeout: float = 10.0) -> dict:  # the 1 Hz report
         assert wait_until(lambda: any(t >= since for t, _ in self.diagnostics), timeout), "no diagnostics"
         status = [s for t, s in self.diagnostics if t >= since][-1]
         return {"level": status.level, "message": status.message, **{kv.key: kv.value for kv in status.values}}

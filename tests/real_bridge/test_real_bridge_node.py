@@ -231,7 +231,7 @@ class Rig:
     def hw_since(self, t: float) -> list[tuple[float, np.ndarray]]:
         return [(tc, c) for tc, c in list(self.hw_commands) if tc >= t]
 
-    def diag(self, since: float | None = None, timeout: float = 3.0) -> dict:
+    def diag(self, since: float | None = None, timeout: float = 10.0) -> dict:  # the 1 Hz report
         since = time.monotonic() if since is None else since
         assert wait_until(lambda: any(t >= since for t, _ in self.diagnostics), timeout), "no diagnostics"
         status = [s for t, s in list(self.diagnostics) if t >= since][-1]
