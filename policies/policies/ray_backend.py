@@ -14,7 +14,10 @@ retried by Ray (a fresh actor's envs are not the dead one's), :class:`RayVectorE
 it: it keeps the iteration's reset seed and the actions sent since, and the restarted
 actor replays them (the env resets are seeded and the episode resets inside a step draw
 from the env's own generator, so the replayed state is the lost one) before the lost step
-is answered. After ``max_restarts`` deaths of one worker the run stops with an error that
+is answered. The replay is exact when the last reset was seeded (training seeds every
+iteration's reset); ``final_observation`` / ``final_privileged`` rows of envs that have not
+finished an episode since that reset (rows the vector env leaves undefined) hold zeros
+afterwards instead of older values. After ``max_restarts`` deaths of one worker the run stops with an error that
 says so; a checkpoint resumes with ``--resume``, on this cluster or another.
 
 Evaluation fan-out: :func:`map_chunks` runs a function over chunks as Ray tasks (retried
