@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigs import closing_factory, ros, spin_until  # noqa: F401 (ros: autouse fixture)
+from rigs import closing_factory, ros, spin_until, wait_for_match  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -39,15 +39,20 @@ class Graph:
         self.states: list[tuple[float, JointState]] = []
         self.diagnostics: list[DiagnosticArray] = []
         self.goals: list[PointStamped] = []
-        self.probe.create_subscription(JointState, interface.JOINT_STATES,
-                                       lambda m: self.states.append((time.monotonic(), m)), interface.STATE_QOS)
-        self.probe.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self.diagnostics.append,
-                                       interface.DIAGNOSTICS_QOS)
-        self.probe.create_subscription(PointStamped, interface.CURRENT_GOAL, self.goals.append,
-                                       interface.LATCHED_QOS)
+        subscriptions = [
+            self.probe.create_subscription(JointState, interface.JOINT_STATES,
+                                           lambda m: self.states.append((time.monotonic(), m)), interface.STATE_QOS),
+            self.probe.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self.diagnostics.append,
+                                           interface.DIAGNOSTICS_QOS),
+            self.probe.create_subscription(PointStamped, interface.CURRENT_GOAL, self.goals.append,
+                                           interface.LATCHED_QOS)]
         self.commands = self.probe.create_publisher(Float64MultiArray, interface.JOINT_COMMANDS,
                                                     interface.COMMAND_QOS)
         self.goal_pub = self.probe.create_publisher(PointStamped, interface.GOAL, interface.LATCHED_QOS)
+        # DDS discovery between the probe and the bridge, before any test publishes (a command
+        # published before the match is lost) or counts on a reception
+        assert wait_for_match(*subscriptions, self.commands, self.goal_pub, timeout=30.0), \
+            "the probe and the bridge never matched"
         self.reset_client = self.probe.create_client(Trigger, interface.RESET)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.bridge)
@@ -60,9 +65,9 @@ class Graph:
         self.commands.publish(Float64MultiArray(data=[float(v) for v in values]))
 
     def reset(self) -> Trigger.Response:
-        assert self.reset_client.wait_for_service(timeout_sec=5.0)
+        assert self.reset_client.wait_for_service(timeout_sec=30.0)
         future = self.reset_client.call_async(Trigger.Request())
-        assert self.spin(5.0, until=future.done), "reset service did not answer"
+        assert self.spin(10.0, until=future.done), "reset service did not answer"
         return future.result()
 
     def close(self) -> None:
@@ -79,9 +84,9 @@ def graph_factory(tmp_path):
 
 def test_publishes_joint_state_at_configured_rate(graph_factory):
     g = graph_factory(control_rate_hz=100.0, physics_rate_hz=500.0, seed=1)
-    assert g.spin(5.0, until=lambda: len(g.states) > 5), "no joint_states received"
+    assert g.spin(30.0, until=lambda: len(g.states) > 5), "no joint_states received"
     g.states.clear()
-    g.spin(3.0)
+    g.spin(3.0)  # intentional: the 3 s window the rate is measured over
     times = np.array([t for t, _ in g.states])
     stamps = np.array([m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for _, m in g.states])
     # The bridge's rate from its sim-time stamps over the wall time they took: a state the
@@ -100,14 +105,14 @@ def test_publishes_joint_state_at_configured_rate(graph_factory):
 
 def test_command_moves_the_arm_in_lockstep(graph_factory):
     g = graph_factory(mode="lockstep", seed=2, randomization_file="none")
-    assert g.spin(5.0, until=lambda: len(g.states) > 0), "lockstep bridge publishes the reset state"
+    assert g.spin(30.0, until=lambda: len(g.states) > 0), "lockstep bridge publishes the reset state"
     q0 = np.array(g.states[-1][1].position)
     target = q0.copy()
     target[0] += 0.3
     for _ in range(50):  # each command advances the sim one control step
         n = len(g.states)
         g.command(target)
-        assert g.spin(2.0, until=lambda: len(g.states) > n), "no state after a lockstep command"
+        assert g.spin(10.0, until=lambda: len(g.states) > n), "no state after a lockstep command"
     q = np.array(g.states[-1][1].position)
     assert q[0] - q0[0] == pytest.approx(0.3, abs=0.03), f"joint1 moved {q[0] - q0[0]:.3f} rad toward +0.3"
     assert np.allclose(q[1:], q0[1:], atol=0.05)
@@ -115,7 +120,7 @@ def test_command_moves_the_arm_in_lockstep(graph_factory):
 
 def test_reset_resamples_dynamics_and_goal(graph_factory):
     g = graph_factory(seed=3)
-    g.spin(1.5, until=lambda: len(g.diagnostics) > 0 and len(g.goals) > 0)
+    assert g.spin(15.0, until=lambda: len(g.diagnostics) > 0 and len(g.goals) > 0), "no diagnostics or goal"
     before = g.bridge.session.sim.dynamics.copy()
     goal_before = g.bridge.session.goal.copy()
     response = g.reset()
@@ -123,14 +128,14 @@ def test_reset_resamples_dynamics_and_goal(graph_factory):
     after = g.bridge.session.sim.dynamics
     assert not np.allclose(before, after), "reset must draw a new dynamics sample"
     assert not np.allclose(goal_before, g.bridge.session.goal)
-    assert g.spin(3.0, until=lambda: any(
+    assert g.spin(15.0, until=lambda: any(  # the next 1 Hz diagnostics
         s.name == "sim_bridge: dynamics" and "episode 2" in s.message for d in g.diagnostics for s in d.status))
     status = [s for d in g.diagnostics for s in d.status if "episode 2" in s.message][-1]
     values = {kv.key: float(kv.value) for kv in status.values}
     assert set(values) == set(g.bridge.session.sim.randomizer.names)
     assert values["body_mass/link3"] == pytest.approx(g.bridge.session.sim.dynamics_dict()["body_mass/link3"],
                                                       rel=1e-5)
-    assert g.spin(2.0, until=lambda: np.allclose(
+    assert g.spin(10.0, until=lambda: np.allclose(
         [g.goals[-1].point.x, g.goals[-1].point.y, g.goals[-1].point.z], g.bridge.session.goal))
 
 
@@ -173,51 +178,59 @@ def test_invalid_randomization_file_is_rejected_and_old_kept(graph_factory, tmp_
     g.reset()
     assert g.bridge.session.randomization_name == "none"
     assert g.bridge.session.sim.randomizer.size == 0
-    assert g.spin(2.0, until=lambda: len(g.states) > 3), "node keeps publishing"
+    assert g.spin(10.0, until=lambda: len(g.states) > 3), "node keeps publishing"
 
 
 def test_bad_commands_are_rejected_and_the_node_keeps_running(graph_factory):
     g = graph_factory(seed=5, mode="lockstep", randomization_file="none")
-    g.spin(2.0, until=lambda: len(g.states) > 0)
+    assert g.spin(30.0, until=lambda: len(g.states) > 0), "no joint_states"
     counters = g.bridge.session.counters
     g.command([0.1, 0.2])  # wrong length
-    assert g.spin(2.0, until=lambda: counters.commands_rejected == 1)
+    assert g.spin(10.0, until=lambda: counters.commands_rejected == 1)
     assert "expected 7 values" in counters.last_rejection
     g.command([float("nan")] * 7)
-    assert g.spin(2.0, until=lambda: counters.commands_rejected == 2)
+    assert g.spin(10.0, until=lambda: counters.commands_rejected == 2)
     assert "non-finite" in counters.last_rejection
     held = g.bridge.session.last_command
     assert np.all(np.isfinite(held))
     g.command([10.0] * 7)  # out of range: clipped to limits, accepted
-    assert g.spin(2.0, until=lambda: counters.commands_clipped == 1)
+    assert g.spin(10.0, until=lambda: counters.commands_clipped == 1)
     assert np.all(g.bridge.session.last_command <= g.bridge.profile.position_upper_rad)
     n = len(g.states)
     g.command(held)
-    assert g.spin(2.0, until=lambda: len(g.states) > n), "node still steps after bad input"
+    assert g.spin(10.0, until=lambda: len(g.states) > n), "node still steps after bad input"
 
 
 def test_goal_topic_sets_target_and_bad_goal_is_rejected(graph_factory):
     g = graph_factory(seed=6)
-    g.spin(1.0, until=lambda: len(g.goals) > 0)
+    assert g.spin(10.0, until=lambda: len(g.goals) > 0), "no current_goal"
+    session = g.bridge.session
+    goals_set, set_goal = [], session.set_goal   # the goals the bridge took from the topic
+
+    def recording(xyz):
+        goals_set.append(list(xyz))
+        return set_goal(xyz)
+
+    session.set_goal = recording
     msg = PointStamped()
     msg.point.x, msg.point.y, msg.point.z = 0.5, 0.1, 0.3
     g.goal_pub.publish(msg)
-    assert g.spin(3.0, until=lambda: np.allclose(g.bridge.session.goal, [0.5, 0.1, 0.3]))
+    assert g.spin(10.0, until=lambda: np.allclose(g.bridge.session.goal, [0.5, 0.1, 0.3]))
     msg.point.x = float("nan")
     g.goal_pub.publish(msg)
-    g.spin(0.5)
+    assert g.spin(10.0, until=lambda: any(np.isnan(xyz[0]) for xyz in goals_set)), "the NaN goal never arrived"
     assert np.allclose(g.bridge.session.goal, [0.5, 0.1, 0.3]), "a NaN goal must be rejected"
 
 
 def test_physics_blowup_resets_instead_of_crashing(graph_factory):
     g = graph_factory(seed=7)
-    g.spin(1.0, until=lambda: len(g.states) > 2)
+    assert g.spin(10.0, until=lambda: len(g.states) > 2), "no joint_states"
     episodes = g.bridge.session.counters.episodes
     g.bridge.session.sim.data.qvel[:] = np.nan
-    assert g.spin(3.0, until=lambda: g.bridge.session.counters.blowups == 1)
+    assert g.spin(10.0, until=lambda: g.bridge.session.counters.blowups == 1)
     assert g.bridge.session.counters.episodes == episodes + 1
     n = len(g.states)
-    assert g.spin(2.0, until=lambda: len(g.states) > n + 5)
+    assert g.spin(10.0, until=lambda: len(g.states) > n + 5)
     assert np.all(np.isfinite(g.states[-1][1].position))
 
 
