@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from hostile_files import alias_bomb
-from rigs import ros, spin_until  # noqa: F401 (ros: autouse fixture)
+from rigs import ros, spin_until, wait_for_match  # noqa: F401 (ros: autouse fixture)
 from sim_bridge.config import MAX_CONFIG_BYTES, ConfigError, load_yaml_mapping
 from sim_bridge.randomization import BUILTIN_KINDS, KINDS, load_randomization
 
@@ -165,14 +165,15 @@ class Rig:
         self.diagnostics: list[DiagnosticArray] = []
         self.probe.create_subscription(JointState, interface.JOINT_STATES,
                                        lambda m: self.state_times.append(time.monotonic()), interface.STATE_QOS)
-        self.probe.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self.diagnostics.append,
-                                       interface.DIAGNOSTICS_QOS)
+        diagnostics = self.probe.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self.diagnostics.append,
+                                                     interface.DIAGNOSTICS_QOS)
         self.client = self.probe.create_client(SetParameters, "/sim_bridge/set_parameters")
         self.exec = SingleThreadedExecutor()
         self.exec.add_node(self.probe)
         # discovery: the probe gets states and the service is matched before any check
         assert self.client.wait_for_service(timeout_sec=20.0)
         assert self.spin(20.0, lambda: len(self.state_times) > 3), "no joint states: discovery did not match"
+        assert wait_for_match(diagnostics, timeout=20.0), "the /diagnostics subscription never matched"
 
     def spin(self, seconds: float, until=None) -> bool:
         return spin_until(self.exec, seconds, until, step_s=0.01)
@@ -221,7 +222,7 @@ def test_hostile_randomization_file_is_refused_quickly_while_joint_states_keep_f
     # physics kept stepping: states arrived throughout, and keep arriving (50 Hz)
     window = [t for t in rig.state_times if t >= t0]
     n = len(rig.state_times)
-    assert rig.spin(5.0, lambda: len(rig.state_times) >= n + 10), "the node stopped publishing joint states"
+    assert rig.spin(10.0, lambda: len(rig.state_times) >= n + 10), "the node stopped publishing joint states"
     gaps = [b - a for a, b in zip(window, window[1:])]
     assert not gaps or max(gaps) < 1.0, f"joint states stalled {max(gaps):.2f} s during the validation"
 
@@ -248,7 +249,7 @@ def test_remote_replies_and_diagnostics_never_quote_the_file(rig, tmp_path):
         assert where in status and str(path) in status, status
     # what a remote node sees on /diagnostics (published once per second)
     n = len(rig.diagnostics)
-    assert rig.spin(5.0, lambda: len(rig.diagnostics) > n + 1)
+    assert rig.spin(15.0, lambda: len(rig.diagnostics) > n + 1), "no diagnostics"  # 2 reports at 1 Hz
     seen = " ".join(f"{s.message} {kv.value}" for msg in rig.diagnostics for s in msg.status for kv in s.values)
     assert "refused" in seen and SECRET not in seen
 
