@@ -42,11 +42,11 @@ def test_pace_callback_holds_back_a_service_while_a_timer_runs_on():
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     try:
-        assert client.wait_for_service(timeout_sec=5.0)
+        assert client.wait_for_service(timeout_sec=30.0), "service discovery"
         future = client.call_async(Trigger.Request())
         assert wait_until(lambda: "Service" in paced, 5.0), "pace_callback not called for the request"
         n = len(ticks)
-        time.sleep(0.3)
+        time.sleep(0.3)  # intentional: 0.3 s in which the request stays held back and the timer runs on
         assert not served and not future.done(), "the request ran before pace_callback returned"
         assert len(ticks) - n >= 10, "the timer stopped while the service was held back"
         release.set()
@@ -55,7 +55,7 @@ def test_pace_callback_holds_back_a_service_while_a_timer_runs_on():
     finally:
         executor.remove_node(node)
         executor.remove_node(client_node)
-        time.sleep(0.1)
+        time.sleep(0.1)  # teardown: callbacks in flight finish (not a discovery wait)
         executor.shutdown(timeout_sec=5.0)
         thread.join(5.0)
         node.destroy_node()
