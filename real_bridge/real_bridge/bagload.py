@@ -9,6 +9,13 @@ is one episode. Per episode, one row per joint state:
   policy_command    (T, J) the latest ``joint_commands`` at each state (zero-order hold)
   hardware_command  (T, J) the latest filtered hardware command (``/<controller>/commands``)
   goal              (T, 3) the latest ``current_goal``
+  object_pose       (T, 5) the latest ``object_pose`` (x, y, z m, sin yaw, cos yaw; base frame)
+                    received at or before each state (nearest earlier sample; a pose whose
+                    quaternion is not unit length reads as NaN, as the policy node reads it)
+  object_pose_age_s (T,) how long before the state that pose was received (s; NaN before the first)
+  object_time_s     (T,) that pose's header stamp (s; the tracker's clock)
+A push bag (the sidecar's ``task``, or ``task=``) without any object pose is an error
+(:class:`BagLoadError`), not episodes with a NaN object.
 
 Alignment uses the bag's receive timestamps (one clock, the recorder's), not header
 stamps: commands carry no stamp, and the state stamps may come from another clock. A
@@ -45,12 +52,14 @@ log = logging.getLogger(__name__)
 JOINT_STATE = "sensor_msgs/msg/JointState"
 FLOAT_ARRAY = "std_msgs/msg/Float64MultiArray"
 POINT_STAMPED = "geometry_msgs/msg/PointStamped"
+POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
 # role -> (message type, topic base names that identify it when the sidecar does not say)
 ROLES = {
     "joint_states": (JOINT_STATE, ("joint_states",)),
     "joint_commands": (FLOAT_ARRAY, ("joint_commands",)),
     "hardware_commands": (FLOAT_ARRAY, ("commands",)),
     "current_goal": (POINT_STAMPED, ("current_goal", "goal")),
+    "object_pose": (POSE_STAMPED, ("object_pose",)),
     "episode": (EPISODE_MSGTYPE, ("episode",)),
 }
 
@@ -78,6 +87,11 @@ class Episode:
     metadata: dict[str, Any] = field(default_factory=dict)  # the recorder's sidecar (profile, policy, note, ...)
     topics: dict[str, str] = field(default_factory=dict)    # role -> topic used
     bag_path: str = ""
+    # The object (tasks with one: Push); the loader always fills them (NaN rows before the first
+    # pose, all NaN in a bag without one); None only in an Episode built by hand without them.
+    object_pose: np.ndarray | None = None        # (T, 5) nearest earlier object_pose: x, y, z, sin yaw, cos yaw
+    object_pose_age_s: np.ndarray | None = None  # (T,) receive time of the state - receive time of that pose, s
+    object_time_s: np.ndarray | None = None      # (T,) header stamp of that pose, s
 
     def __len__(self) -> int:
         return len(self.time_s)
@@ -276,8 +290,37 @@ def _hold(stream: list[tuple[int, Any]], width: int, values, at_ns: np.ndarray) 
     return out
 
 
+def _planar_pose(msg) -> np.ndarray:
+    """(x, y, z, sin yaw, cos yaw) of a PoseStamped; NaN for a non-unit quaternion (as the
+    policy node's reader, :func:`sim_bridge.task_messages.read_planar_pose`)."""
+    p, q = msg.pose.position, msg.pose.orientation
+    norm = float(np.sqrt(q.w * q.w + q.x * q.x + q.y * q.y + q.z * q.z))
+    if not abs(norm - 1.0) < 1e-3:
+        return np.full(5, np.nan)
+    yaw = np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+    return np.array([p.x, p.y, p.z, np.sin(yaw), np.cos(yaw)])
+
+
+def _needs_object(task: str | None) -> bool:
+    """Whether the task's policy reads a streamed object pose (Push)."""
+    if not task:
+        return False
+    from sim_bridge.tasks import UnknownTaskError, make_task  # noqa: PLC0415 - numpy-only declarations
+
+    try:
+        return any(i.topic == "object_pose" and not i.latched for i in make_task(task).inputs)
+    except UnknownTaskError:
+        return False
+
+
+def _nearest_earlier(stream: list[tuple[int, Any]], at_ns: np.ndarray):
+    """Index of the last message received at or before each time (-1: none yet)."""
+    stamps = np.array([s for s, _ in stream], dtype=np.int64)
+    return np.searchsorted(stamps, at_ns, side="right") - 1 if len(stamps) else np.full(len(at_ns), -1)
+
+
 def load_episodes(bag_path: str | os.PathLike, joint_names: Sequence[str] | None = None, *,
-                  topics: Mapping[str, str] | None = None) -> list[Episode]:
+                  topics: Mapping[str, str] | None = None, task: str | None = None) -> list[Episode]:
     """Episodes of a recorded bag as aligned arrays (see the module docstring).
 
     Args:
@@ -285,8 +328,10 @@ def load_episodes(bag_path: str | os.PathLike, joint_names: Sequence[str] | None
         joint_names: column order; default: the recorded robot profile's joints, else the
             order of the first joint state.
         topics: role -> topic overrides (roles: joint_states, joint_commands,
-            hardware_commands, current_goal, episode); default: the recorder's sidecar,
-            else found by type and name.
+            hardware_commands, current_goal, object_pose, episode); default: the recorder's
+            sidecar, else found by type and name.
+        task: the task the bag was recorded for (default: the sidecar's ``task``); a task
+            with an object pose input (Push) makes a bag without object poses an error.
     """
     bag = Path(bag_path).expanduser()
     if not bag.exists():
@@ -346,6 +391,24 @@ def load_episodes(bag_path: str | os.PathLike, joint_names: Sequence[str] | None
     policy_cmd = _hold(streams.get("joint_commands", []), j, data, receive)
     hardware_cmd = _hold(streams.get("hardware_commands", []), j, data, receive)
     goal = _hold(streams.get("current_goal", []), 3, point, receive)
+    objects = streams.get("object_pose", [])
+    if task is None:
+        task = ((sidecar.get("metadata") or {}).get("task") or None) if sidecar else None
+    if _needs_object(task) and not objects:
+        where_topic = chosen.get("object_pose") or "an object_pose topic (geometry_msgs/msg/PoseStamped)"
+        raise BagLoadError(f"{where}: a {task} bag needs the object's poses, but {where_topic} has no messages "
+                           f"(was the tracker running and the object_pose topic recorded? recorded topics: "
+                           f"{sorted(chosen.values())})")
+    object_pose = _hold(objects, 5, _planar_pose, receive)
+    idx = _nearest_earlier(objects, receive)
+    ok = idx >= 0
+    object_age = np.full(n, np.nan)
+    object_time = np.full(n, np.nan)
+    if objects:
+        obj_receive = np.array([s for s, _ in objects], dtype=np.int64)
+        obj_stamp = np.array([m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec for _, m in objects])
+        object_age[ok] = (receive[ok] - obj_receive[idx[ok]]) * 1e-9
+        object_time[ok] = obj_stamp[idx[ok]]
 
     segments = _segments(_markers(streams.get("episode", []), where), where)
     if not segments:
@@ -360,7 +423,8 @@ def load_episodes(bag_path: str | os.PathLike, joint_names: Sequence[str] | None
         episodes.append(Episode(
             index=seg["index"], joint_names=names, time_s=stamp_s[mask], receive_ns=receive[mask],
             position=pos[mask], velocity=vel[mask], effort=eff[mask], policy_command=policy_cmd[mask],
-            hardware_command=hardware_cmd[mask], goal=goal[mask], success=seg["success"],
+            hardware_command=hardware_cmd[mask], goal=goal[mask], object_pose=object_pose[mask],
+            object_pose_age_s=object_age[mask], object_time_s=object_time[mask], success=seg["success"],
             complete=seg["complete"], start_ns=seg["start_ns"], end_ns=seg["end_ns"],
             metadata=sidecar, topics=dict(chosen), bag_path=str(bag)))
     return episodes

@@ -53,6 +53,19 @@ Rules:
   position.
 * **reset** samples a new goal in the profile's reach workspace (seeded); it touches
   nothing else: a real arm's physics cannot be resampled and reset does not move it.
+* **The object pose** (tasks with a streamed ``object_pose`` input: Push) comes from a
+  tracker on the hardware side (motion capture, AprilTags) and is relayed to the policy
+  unchanged when it passes :meth:`BridgeCore.on_object_pose`: its frame must be the robot
+  base frame (``frame_mismatch``; a leading '/' is ignored), position and quaternion finite
+  (``non_finite``), the quaternion unit length within :data:`QUATERNION_TOLERANCE`
+  (``non_unit_quaternion``, the policy node's reader refuses it too), its stamp not older
+  than the last relayed one (``out_of_order``) and not older than ``object_pose_stale_s``
+  when it arrives (``stale``: a late tracker or a clock offset between the tracker's
+  computer and this one). A rejected pose is counted and not relayed; the policy node
+  then sees no fresh pose and holds by itself (its ``task_input_stale_s``). A relayed
+  stream that stops for ``object_pose_stale_s`` while the bridge runs (the tracker lost the
+  object or stopped) is counted once per outage (``object_pose_outages``) and makes the
+  diagnostics WARN until poses come back.
 * **Every intervention is counted** (:attr:`BridgeCore.counters`, the filter's and the
   watchdog's counters) and reported by :meth:`BridgeCore.health`.
 
@@ -62,6 +75,7 @@ method under its one lock, as it calls the filter and the watchdog.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -76,7 +90,7 @@ from sim_bridge.joints import JointMapper
 from sim_bridge.rates import RateMeter
 from sim_bridge.tasks import ReachTask, Task
 
-__all__ = ["COMMAND_REJECTIONS", "ERROR", "FOREIGN", "LENGTH", "MISSING_JOINTS", "NON_FINITE_STATE", "OK",
+__all__ = ["COMMAND_REJECTIONS", "ERROR", "OBJECT_REJECTIONS", "QUATERNION_TOLERANCE", "FOREIGN", "LENGTH", "MISSING_JOINTS", "NON_FINITE_STATE", "OK",
            "OUT_OF_ORDER", "RESUME_WARN_STEPS", "STATE_REJECTIONS", "WARN", "BridgeCore", "CycleOutput", "HardwareState", "Health",
            "Intake"]
 
@@ -87,6 +101,11 @@ FOREIGN = "foreign"
 # policy command rejections (the filter's input checks)
 COMMAND_REJECTIONS = REJECTIONS[:3]   # wrong_length, not_numeric, non_finite
 GOAL = "goal"
+# object pose rejections (the relay's checks)
+FRAME_MISMATCH, NON_UNIT_QUATERNION, STALE_POSE = "frame_mismatch", "non_unit_quaternion", "stale"
+OBJECT_REJECTIONS = (FRAME_MISMATCH, NON_FINITE_STATE, NON_UNIT_QUATERNION, OUT_OF_ORDER, STALE_POSE)
+QUATERNION_TOLERANCE = 1e-3      # | |q| - 1 | above this: not a rotation (as sim_bridge.task_messages reads it)
+OBJECT_POSE = "object_pose"      # the task input (relative topic) the bridge relays
 # diagnostic levels (the node maps them to diagnostic_msgs/DiagnosticStatus)
 OK, WARN, ERROR = "ok", "warn", "error"
 RATE_WINDOW = 100                # control timer ticks behind achieved_rate_hz
@@ -107,6 +126,19 @@ class HardwareState:
     velocity_rad_s: np.ndarray
     effort: np.ndarray | None
     stamp_ns: int
+
+
+@dataclass(frozen=True)
+class ObjectPose:
+    """One relayed object pose: ``position_m`` (x, y, z) and ``quat_xyzw`` in the base frame,
+    ``stamp_ns`` (the tracker's header stamp), ``arrival_s`` (monotonic) and ``age_s`` (its
+    age on arrival: receive clock minus stamp, s)."""
+
+    position_m: np.ndarray
+    quat_xyzw: np.ndarray
+    stamp_ns: int
+    arrival_s: float
+    age_s: float
 
 
 @dataclass(frozen=True)
@@ -167,13 +199,17 @@ class BridgeCore:
         command_timeout_periods: no valid command for this many periods -> hold.
         state_timeout_periods: no fresh hardware state for this many periods -> stop.
         seed: seed of the goals; None or negative = random.
-        task: the task whose goals ``reset`` samples (:mod:`sim_bridge.tasks`; default Reach).
+        task: the task whose goals ``reset`` samples (:mod:`sim_bridge.tasks`; default Reach);
+            a task with a streamed ``object_pose`` input makes the bridge relay object poses.
+        base_frame: the robot base frame: relayed object poses must be in it.
+        object_pose_stale_s: an object pose older than this on arrival, or none for this long
+            while running, is stale (s).
     """
 
     def __init__(self, profile, *, controller_joints: Sequence[str] | None = None,
                  margin_rad: float = DEFAULT_MARGIN_RAD, velocity_scale: float = 1.0,
                  command_timeout_periods: int = 2, state_timeout_periods: int = 3, seed: int | None = None,
-                 task: Task | None = None):
+                 task: Task | None = None, base_frame: str = "base_link", object_pose_stale_s: float = 0.25):
         names = list(profile.joint_names)
         joints = list(controller_joints or names)
         if sorted(joints) != sorted(names) or len(set(joints)) != len(joints):
@@ -192,6 +228,21 @@ class BridgeCore:
         self.joints = JointMapper.for_profile(profile)
         self.rng = np.random.default_rng(None if seed is None or seed < 0 else int(seed))
         self.task = task if task is not None else ReachTask()
+        streamed = [i for i in self.task.inputs if not i.latched]
+        unsupported = [i.topic for i in streamed if i.topic != OBJECT_POSE]
+        if unsupported:
+            raise ConfigError(f"task '{self.task.name}' streams {unsupported}: the real bridge relays only "
+                              f"'{OBJECT_POSE}'", field="task")
+        self.relays_object_pose = bool(streamed)
+        if not (math.isfinite(object_pose_stale_s) and object_pose_stale_s > 0):
+            raise ConfigError(f"must be > 0 s, got {object_pose_stale_s}", field="object_pose_stale_s")
+        if not base_frame.strip("/"):
+            raise ConfigError("must name the robot base frame, got ''", field="frame_id")
+        self.base_frame = base_frame.strip("/")
+        self.object_pose_stale_s = float(object_pose_stale_s)
+        self.object_pose: ObjectPose | None = None    # the latest relayed object pose
+        self.object_pose_outage = False               # no pose relayed for object_pose_stale_s while running
+        self.last_object_rejection = ""
         self.goal = self.task.sample_goal(self.rng, profile)
         self.rate = RateMeter(RATE_WINDOW)   # control timer ticks (the node ticks it, active or not)
         self.state: HardwareState | None = None       # the latest good hardware state
@@ -274,6 +325,56 @@ class BridgeCore:
         if stamp_ns <= prev.stamp_ns:
             return prev.velocity_rad_s
         return (q - prev.position_rad) / ((stamp_ns - prev.stamp_ns) * 1e-9)
+
+    def on_object_pose(self, frame_id: str, position_m: Sequence[float], quat_xyzw: Sequence[float], *,
+                       stamp_ns: int, now_ns: int, arrival_s: float) -> Intake:
+        """An object pose from the tracker (frame, position in m, quaternion x, y, z, w), stamped
+        ``stamp_ns`` and received at ``now_ns`` (both ns of the clock the stamps use, the
+        ROS clock) and ``arrival_s`` (s, monotonic). Accepted = relay it unchanged (module
+        docstring: the checks)."""
+        p = np.asarray(position_m, dtype=float)
+        q = np.asarray(quat_xyzw, dtype=float)
+        age_s = (now_ns - stamp_ns) * 1e-9
+        last = self.object_pose
+        kind = reason = ""
+        frame = frame_id.strip("/")
+        if frame != self.base_frame:
+            kind, reason = FRAME_MISMATCH, (f"frame '{frame_id}' is not the robot base frame '{self.base_frame}' "
+                                            "(the tracker must publish in the base frame; parameter frame_id)")
+        elif not (np.isfinite(p).all() and np.isfinite(q).all()):
+            kind, reason = NON_FINITE_STATE, f"non-finite position {p.tolist()} or orientation {q.tolist()}"
+        elif not abs(float(np.linalg.norm(q)) - 1.0) <= QUATERNION_TOLERANCE:
+            kind, reason = NON_UNIT_QUATERNION, (f"orientation {q.tolist()} has norm {np.linalg.norm(q):.4f}, not 1 "
+                                                 f"(+-{QUATERNION_TOLERANCE:g})")
+        elif last is not None and stamp_ns < last.stamp_ns:
+            kind, reason = OUT_OF_ORDER, (f"stamp {stamp_ns} ns is {(last.stamp_ns - stamp_ns) * 1e-6:.1f} ms "
+                                          "older than the last relayed pose's")
+        elif age_s > self.object_pose_stale_s:
+            kind, reason = STALE_POSE, (f"{1e3 * age_s:.0f} ms old on arrival (limit object_pose_stale_s = "
+                                        f"{1e3 * self.object_pose_stale_s:.0f} ms; a late tracker or a clock offset "
+                                        "between the tracker's computer and this one?)")
+        if kind:
+            self.counters[f"object_poses_rejected:{kind}"] += 1
+            self.last_object_rejection = (f"object pose rejected ({kind}): {reason}; not relayed (the policy holds "
+                                          "once its last pose is older than its task_input_stale_s)")
+            return Intake(False, kind, self.last_object_rejection)
+        self.object_pose = ObjectPose(p, q, int(stamp_ns), float(arrival_s), float(age_s))
+        self.counters["object_poses"] += 1
+        return ACCEPTED
+
+    def object_pose_age_s(self, now_s: float) -> float:
+        """Age of the latest relayed object pose now (its age on arrival + time since), s; inf if none."""
+        pose = self.object_pose
+        return math.inf if pose is None else pose.age_s + (now_s - pose.arrival_s)
+
+    def _check_object_outage(self, now_s: float, running: bool) -> None:
+        """Count an outage once when the relayed stream stops for object_pose_stale_s while running."""
+        if not self.relays_object_pose:
+            return
+        stale = self.object_pose_age_s(now_s) > self.object_pose_stale_s
+        if stale and running and not self.object_pose_outage:
+            self.counters["object_pose_outages"] += 1
+        self.object_pose_outage = stale and (running or self.object_pose_outage)
 
     # --- policy side ----------------------------------------------------------------------
     def on_command(self, values, arrival_s: float) -> Intake:
@@ -373,6 +474,7 @@ class BridgeCore:
             if decision.changed and decision.mode == HOLD and wd.last_command_s is not None:
                 self.last_hold_latency_s = now_s - wd.last_command_s
         out_state = state if relay and decision.mode != STOP else None
+        self._check_object_outage(now_s, decision.mode == RUN)
         return CycleOutput(decision, command, hardware, result, out_state, resume)
 
     def _resume_offset(self, measured: np.ndarray | None) -> str:
@@ -418,8 +520,10 @@ class BridgeCore:
         """Control timer ticks per second over the last :data:`RATE_WINDOW` ticks."""
         return self.rate.rate_hz()
 
-    def health(self, lifecycle_state: str, *, active: bool, hardware_topic: str = "") -> Health:
-        """The diagnostics: mode, every counter, filter timing, the last rejection and intervention."""
+    def health(self, lifecycle_state: str, *, active: bool, hardware_topic: str = "",
+               now_s: float | None = None) -> Health:
+        """The diagnostics: mode, every counter, filter timing, the last rejection and intervention
+        (``now_s``: monotonic time for the object pose's age; None = now)."""
         wd, flt, c = self.watchdog, self.filter, self.counters
         mode, cause, reason = (wd.mode, wd.cause, wd.reason) if active else ("inactive", "", "")
         filter_us = np.array(self._filter_ns, dtype=float) / 1e3
@@ -446,6 +550,16 @@ class BridgeCore:
             "last_rejection": self.last_rejection, "last_intervention": flt.last_intervention,
             "resets": c["resets"], "fault": self.fault,
         }
+        if self.relays_object_pose:
+            age = self.object_pose_age_s(time.monotonic() if now_s is None else now_s)
+            values.update({
+                "object_pose_frame": self.base_frame, "object_poses": c["object_poses"],
+                "object_poses_rejected": sum(v for k, v in c.items() if k.startswith("object_poses_rejected:")),
+                **{f"rejected_object_pose_{k}": c[f"object_poses_rejected:{k}"] for k in OBJECT_REJECTIONS},
+                "object_pose_outages": c["object_pose_outages"], "object_pose_stale": self.object_pose_outage,
+                "object_pose_age_ms": f"{1e3 * age:.1f}" if math.isfinite(age) else "none",
+                "object_pose_stale_limit_ms": f"{1e3 * self.object_pose_stale_s:.0f}",
+                "last_object_rejection": self.last_object_rejection})
         level = OK
         message = f"{lifecycle_state}, {mode}" + (f" ({cause}): {reason}" if reason else "")
         if self.fault:
@@ -459,4 +573,8 @@ class BridgeCore:
             level = ERROR
             if self.last_rejection.startswith("hardware"):
                 message += f"; last {self.last_rejection}"
+        if self.relays_object_pose and self.object_pose_outage and level != ERROR:
+            level = WARN
+            message += (f"; object pose stale ({values['object_pose_age_ms']} ms, limit "
+                        f"{values['object_pose_stale_limit_ms']} ms): the policy holds")
         return Health(level, message, values)

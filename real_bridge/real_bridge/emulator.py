@@ -27,6 +27,17 @@ interface's ``read()``); :meth:`joint_state` returns that latched reading, so ca
 twice gives the same values. Commands stay in force until the next one (the forward
 position controller holds its last command); :meth:`reset` homes the arm: default pose,
 command = default pose, same hidden physics.
+
+**With an object** (``task='push'``): the task's scene (the puck and the pusher rod, from
+:meth:`sim_bridge.tasks.PushTask.add_to_scene`) is added to the arm, and the object's
+physics come from a second hidden file (``config/emulator_push_hidden.yaml``: heavier,
+stickier, more damped, slightly larger than nominal, plus a table tilt no training sample
+has, see the file). A tracker stand-in reads the puck's pose once per control period with
+the hidden tracker noise, latency and dropouts (the task's own tracker model,
+:meth:`~sim_bridge.tasks.PushTask.measure`, with the hidden values): :meth:`object_pose`.
+:meth:`reset` (a homing) also places the puck: ``push_distance_m`` from the given goal
+(the goal the bridge published), in a random direction, seeded by the hidden file; on a
+real arm a person (or a script with its own robot) does this.
 """
 from __future__ import annotations
 
@@ -42,8 +53,11 @@ from sim_bridge.profile import RobotProfile, load_profile
 from sim_bridge.randomization import (DynamicsRandomizer, RandomizationSpec, load_randomization,
                                       parse_randomization)
 from sim_bridge.simulator import ArmSimulator
+from sim_bridge.tasks import DEFAULT_TASK, Task, make_task
 
 HIDDEN_FILE = "config/emulator_hidden.yaml"
+OBJECT_HIDDEN_FILES = {"push": "config/emulator_push_hidden.yaml"}  # task -> its shipped object file
+GRAVITY_M_S2 = 9.81
 VELOCITY_MODES = ("finite_difference", "simulator")
 MAX_ENCODER_BITS = 32
 
@@ -114,6 +128,109 @@ def load_hidden_parameters(path: str | os.PathLike | None = None) -> HiddenParam
     return parse_hidden_parameters(load_yaml_mapping(path), source=path)
 
 
+def shipped_object_hidden_path(task: str = "push") -> Path:
+    """The shipped hidden object file of a task (package data of real_bridge)."""
+    if task not in OBJECT_HIDDEN_FILES:
+        raise ConfigError(f"no shipped hidden object file for task '{task}' (shipped: {sorted(OBJECT_HIDDEN_FILES)}); "
+                          "pass one", field="object_hidden_params_file")
+    return package_path("real_bridge", OBJECT_HIDDEN_FILES[task])
+
+
+@dataclass(frozen=True)
+class ObjectSettings:
+    """The ``emulator:`` block of a hidden object file: what the training randomization lacks.
+
+    ``table_tilt_deg``: slope of the table surface; ``table_downhill_deg``: the direction in
+    which it descends (deg from the base frame's +x toward +y). Applied to the object as the
+    downhill component of gravity, a constant force ``m g sin(tilt)`` on its centre along
+    that direction (the table's geometry stays level). ``seed``: where homings place it."""
+
+    seed: int
+    table_tilt_deg: float = 0.0
+    table_downhill_deg: float = 0.0
+
+    def tilt_force_n(self, mass_kg: float) -> np.ndarray:
+        """The force (N, base frame x, y, z) the tilt puts on an object of this mass."""
+        f = mass_kg * GRAVITY_M_S2 * math.sin(math.radians(self.table_tilt_deg))
+        a = math.radians(self.table_downhill_deg)
+        return np.array([f * math.cos(a), f * math.sin(a), 0.0])
+
+
+@dataclass(frozen=True)
+class HiddenObject:
+    """A parsed hidden object file: the object's fixed physics and tracker (a randomization
+    spec over the task scene's object kinds) and the :class:`ObjectSettings`."""
+
+    physics: RandomizationSpec
+    settings: ObjectSettings
+    source: Path | None = None
+
+
+def parse_hidden_object(data: dict, *, source: str | os.PathLike | None = None) -> HiddenObject:
+    """A randomization mapping plus an ``emulator`` block (seed, table_tilt_deg, table_downhill_deg)."""
+    data = dict(data)
+    if "emulator" not in data:
+        raise ConfigError("missing required field (seed, table_tilt_deg, table_downhill_deg)", source=source,
+                          field="emulator")
+    r = FieldReader(data.pop("emulator"), source=source, prefix="emulator")
+    seed = r.integer("seed")
+    if seed < 0:
+        raise r.error("seed", f"must be >= 0, got {seed}")
+    tilt = r.number("table_tilt_deg", 0.0)
+    if not 0.0 <= tilt <= 10.0:
+        raise r.error("table_tilt_deg", f"must be in [0, 10] deg (a table, not a ramp), got {tilt}")
+    downhill = r.number("table_downhill_deg", 0.0)
+    if not math.isfinite(downhill):
+        raise r.error("table_downhill_deg", f"must be finite, got {downhill}")
+    r.finish()
+    spec = parse_randomization(data, source=source)
+    return HiddenObject(spec, ObjectSettings(seed, float(tilt), float(downhill)), Path(source) if source else None)
+
+
+def load_hidden_object(path: str | os.PathLike | None = None, task: str = "push") -> HiddenObject:
+    """Load a hidden object file (default: the task's shipped one). Errors name the file and field."""
+    path = Path(path) if path else shipped_object_hidden_path(task)
+    return parse_hidden_object(load_yaml_mapping(path), source=path)
+
+
+def merged_dynamics(arm: RandomizationSpec, obj: RandomizationSpec, model, profile) -> RandomizationSpec:
+    """The arm's hidden spec and the object's as one (the emulator's one sim). An arm parameter
+    with the kind's default targets (e.g. ``geom_friction``: every contact geom) would also
+    take the object's geoms, which the object file sets itself: its targets become the
+    defaults minus the object file's targets of the same kind."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from sim_bridge.randomization import KINDS  # noqa: PLC0415
+
+    taken: dict[str, set[str]] = {}
+    for p in obj.parameters:
+        taken.setdefault(p.kind, set()).update(p.targets or ())
+    params = []
+    for p in arm.parameters:
+        if p.targets is None and taken.get(p.kind):
+            names, _ = KINDS[p.kind].target.defaults(model, profile)
+            p = replace(p, targets=tuple(n for n in names if n not in taken[p.kind]))
+        params.append(p)
+    names = {p.name for p in params}
+    clash = sorted(names & {p.name for p in obj.parameters})
+    if clash:
+        raise ConfigError(f"the object file repeats the arm's parameter name(s) {clash}", source=obj.source,
+                          field="parameters")
+    return RandomizationSpec(tuple(params) + tuple(obj.parameters), arm.joint_gaussian,
+                             description=f"{arm.description} + {obj.description}".strip(" +"))
+
+
+@dataclass(frozen=True)
+class ObjectPoseReading:
+    """One pose from the tracker stand-in: ``pose`` = (x, y, z, sin yaw, cos yaw) in the base
+    frame (m), measured ``age_s`` before ``stamp_s`` (emulator time of the read); stamp it
+    ``now - age_s``."""
+
+    pose: np.ndarray
+    age_s: float
+    stamp_s: float
+
+
 @dataclass(frozen=True)
 class EmulatorJointState:
     """What a joint_state_broadcaster would publish: all joints, extras last."""
@@ -139,13 +256,19 @@ class ArmEmulator:
         controller_joints: joint order of commands (the forward position controller's
             ``joints``), a permutation of the profile's joints; None = profile order.
         extra_joints: non-arm joints reported at 0 after the arm joints (e.g. a gripper).
+        task: the task whose scene the table holds (name or :class:`~sim_bridge.tasks.Task`;
+            default Reach: the bare arm). A task with a scene (Push: the puck) needs hidden
+            object physics.
+        hidden_object: the object's hidden physics (object or file path); None = the task's
+            shipped file (``config/emulator_push_hidden.yaml`` for Push).
     """
 
     def __init__(self, profile: RobotProfile | str = "panda_like",
                  hidden: HiddenParameters | str | os.PathLike | None = None, *,
                  control_rate_hz: float | None = None, seed: int | None = None,
                  controller_joints: list[str] | tuple[str, ...] | None = None,
-                 extra_joints: list[str] | tuple[str, ...] = ()):
+                 extra_joints: list[str] | tuple[str, ...] = (), task: str | Task | None = None,
+                 hidden_object: HiddenObject | str | os.PathLike | None = None):
         base = load_profile(profile) if isinstance(profile, (str, os.PathLike)) else profile
         self.nominal_profile = base
         self.profile = base.with_rates(control_rate_hz) if control_rate_hz else base
@@ -169,7 +292,20 @@ class ArmEmulator:
 
         # Noise streams come from `seed`; the physics are the hidden file's (drawn once with
         # its own seed, so a narrow distribution still gives the same arm every time).
-        self.sim = ArmSimulator(self.profile, self.hidden.dynamics, seed=self.seed)
+        self.task = make_task(task if task is not None else DEFAULT_TASK)
+        self.object: HiddenObject | None = None
+        if self.task.add_to_scene is None:
+            self.sim = ArmSimulator(self.profile, self.hidden.dynamics, seed=self.seed)
+        else:
+            self.object = (hidden_object if isinstance(hidden_object, HiddenObject)
+                           else load_hidden_object(hidden_object, self.task.name))
+            self.sim = ArmSimulator(self.profile, None, seed=self.seed, scene=self.task.add_to_scene)
+            spec = merged_dynamics(self.hidden.dynamics, self.object.physics, self.sim.model, self.profile)
+            self.sim.randomizer = DynamicsRandomizer(spec, self.sim.model, self.profile, self.sim.nominal)
+        self._object_rng = np.random.default_rng(self.object.settings.seed if self.object else 0)
+        self._task_state = None              # the task's episode state (the object's tracker)
+        self._object_reading: ObjectPoseReading | None = None
+        self.goal: np.ndarray | None = None  # the goal the last homing placed the object for
         model = self.sim.model
         if self.settings.frictionloss_solref is not None:
             model.dof_solref[:] = self.settings.frictionloss_solref
@@ -194,17 +330,43 @@ class ArmEmulator:
         return [randomizer.names.index(name) for name in names]
 
     # --- driving --------------------------------------------------------------------------
-    def reset(self, joint_pos: np.ndarray | None = None) -> EmulatorJointState:
+    def reset(self, joint_pos: np.ndarray | None = None, *, goal=None,
+              object_start=None, object_yaw: float | None = None) -> EmulatorJointState:
         """Home the arm: ``joint_pos`` (profile order; default pose), command = that pose.
 
         The hidden physics stay the same (it is the same arm); pending commands are dropped.
+        With an object: it is placed for ``goal`` (x, y, z; None: a goal sampled here, seeded)
+        as the task's episodes start (Push: ``push_distance_m`` from the goal, random
+        direction and yaw), or at ``object_start`` (x, y) / ``object_yaw`` (rad) when given;
+        the tracker starts afresh.
         """
         self.sim.reset(dynamics=self._run_values, joint_pos=joint_pos)
+        if self.object is not None:
+            rng = self._object_rng
+            goal = (self.task.sample_goal(rng, self.profile) if goal is None
+                    else np.asarray(goal, dtype=float).reshape(3))
+            options = {} if object_start is None else {"object_start": np.asarray(object_start, dtype=float)}
+            if object_yaw is not None:
+                options["object_yaw"] = float(object_yaw)
+            self._task_state = self.task.reset(self.sim, rng, goal, options)
+            self.goal = goal
+            self._apply_tilt()
         self._last_command = self.sim.applied_command()
         self._q_prev: np.ndarray | None = None
         self.resets += 1
         self._read_sensors()
         return self.joint_state()
+
+    def _apply_tilt(self) -> None:
+        """The table tilt's downhill force on the object's body (cleared by every MuJoCo reset)."""
+        m = self.sim.model
+        body = int(m.jnt_bodyid[m.joint(self._object_joint_name()).id])
+        self.sim.data.xfrc_applied[body, :3] = self.object.settings.tilt_force_n(float(m.body_mass[body]))
+
+    def _object_joint_name(self) -> str:
+        from sim_bridge.tasks.push import PUCK_JOINT  # noqa: PLC0415 - the one object scene shipped
+
+        return PUCK_JOINT
 
     def command(self, joint_targets_rad) -> None:
         """Absolute joint position targets in controller joint order; held until the next.
@@ -253,6 +415,17 @@ class ArmEmulator:
         self._state = EmulatorJointState(
             self.state_names, np.concatenate([q, np.zeros(n_extra)]), np.concatenate([qd, np.zeros(n_extra)]),
             np.concatenate([self.sim.actuator_efforts(), np.zeros(n_extra)]), self._clock_s)
+        if self._task_state is not None:  # the tracker stand-in: one read per control period
+            measured = self.task.measure(self.sim, self._task_state)
+            if measured:
+                pose, age = next(iter(measured.values()))
+                self._object_reading = ObjectPoseReading(np.array(pose, dtype=float), float(age), self._clock_s)
+            else:
+                self._object_reading = None  # a dropout: the tracker sends nothing this period
+
+    def object_pose(self) -> ObjectPoseReading | None:
+        """The tracker stand-in's reading of this control period (None: a dropout, or no object)."""
+        return self._object_reading
 
     def quantize(self, position_rad: np.ndarray) -> np.ndarray:
         """Round to the encoder resolution (identity when ``encoder_bits`` is 0)."""
@@ -267,6 +440,16 @@ class ArmEmulator:
     # --- ground truth (for tests and benchmarks; a real arm has no such thing) -------------
     def true_joint_positions(self) -> np.ndarray:
         return self.sim.true_joint_positions()
+
+    def true_object_pose(self) -> np.ndarray | None:
+        """The object's true (x, y, z, yaw) (m, rad; base frame); None without an object."""
+        if self._task_state is None:
+            return None
+        return self.task.true_pose(self.sim, self._task_state)
+
+    def object_error_m(self) -> float:
+        """The task's error now (Push: puck centre to goal in the table plane, m); nan without an object."""
+        return float("nan") if self._task_state is None else float(self.task.error(self.sim, self._task_state))
 
     def end_effector_position(self) -> np.ndarray:
         return self.sim.end_effector_position()
@@ -294,16 +477,20 @@ class ArmEmulator:
         """The hidden truth, name -> value. Dynamics use the training vector's element names
         and semantics (scale factor, additive offset, absolute value; latency in control steps
         at the profile's rate), then the sensor model: ``encoder_resolution_rad``,
-        ``velocity_finite_difference`` (1.0 or 0.0)."""
+        ``velocity_finite_difference`` (1.0 or 0.0); with an object also ``table_tilt_deg`` and
+        ``table_downhill_deg`` (outside the training model)."""
         out = self.sim.randomizer.as_dict(self._hidden_values)
         out["encoder_resolution_rad"] = float(self.resolution_rad)
         out["velocity_finite_difference"] = 1.0 if self.settings.velocity == "finite_difference" else 0.0
+        if self.object is not None:
+            out["table_tilt_deg"] = self.object.settings.table_tilt_deg
+            out["table_downhill_deg"] = self.object.settings.table_downhill_deg
         return out
 
     def training_range_check(self, training: RandomizationSpec | str = "default") -> dict[str, tuple]:
         """For each hidden dynamics element: (value, training low, training high, inside?);
         low/high are None where the training distribution does not randomize the element."""
-        spec = load_randomization(training) if isinstance(training, str) else training
+        spec = load_randomization(self.task.randomization_name(training)) if isinstance(training, str) else training
         train = DynamicsRandomizer(spec, self.sim.model, self.profile, self.sim.nominal)
         bounds = {name: (lo, hi) for name, lo, hi in zip(train.names, train.low, train.high)}
         out = {}
@@ -337,4 +524,10 @@ class ArmEmulator:
         lines.append(f"  {'joint velocity':<28} " + (
             "finite difference of quantized positions per control period" if self.settings.velocity ==
             "finite_difference" else "simulator velocity with noise"))
+        if self.object is not None:
+            o = self.object.settings
+            src = self.object.source.name if self.object.source else "<in memory>"
+            lines.append(f"  {'object physics':<28} from {src} (the {self.task.name} scene)")
+            lines.append(f"  {'table tilt':<28} {o.table_tilt_deg:g} deg, downhill toward {o.table_downhill_deg:g} deg "
+                         "from +x   (training: not modelled)")
         return "\n".join(lines)

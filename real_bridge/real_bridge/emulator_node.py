@@ -11,6 +11,10 @@ Publishes (absolute names, as ros2_control's):
                   stamped with the node clock (wall time, like real hardware)
   /diagnostics    diagnostic_msgs/DiagnosticArray, status 'arm_emulator: health', once per
                   second: achieved rate, counters. Never the hidden physics.
+  <object_pose_topic>  geometry_msgs/PoseStamped  (task 'push' only; default /mocap/puck/pose)
+                  the tracker stand-in: the puck's pose in ``frame_id`` once per control
+                  period, with the hidden tracker noise, stamped (now - the hidden latency),
+                  nothing at all on a dropout; reliable keep-last 10, like a mocap driver
 Subscribes:
   /<controller>/commands  std_msgs/Float64MultiArray  absolute joint position targets in the
                   controller's joint order (default the profile's); the last valid command is
@@ -18,7 +22,14 @@ Subscribes:
                   rejects it), and the previous command stays in force.
 Services:
   ~/reset         std_srvs/Trigger  home the arm: default pose, command = default pose
-                  (pending commands dropped); the hidden physics stay (same arm)
+                  (pending commands dropped); the hidden physics stay (same arm). With the
+                  puck (task 'push'): also place it for the latest goal heard on
+                  ``current_goal`` (push_distance_m from it, random direction and yaw,
+                  seeded by the hidden object file; no goal heard yet: a goal sampled here).
+                  On a real arm a person places the object.
+Subscribes (task 'push' only):
+  current_goal    geometry_msgs/PointStamped (latched)  the bridge's goal, to place the puck
+                  for it; relative: remap it to the bridge's (e.g. /sim2real/current_goal)
 Parameters (all read-only: restart the node to change them):
   robot_profile (str)       shipped name or YAML path
   hidden_params_file (str)  '' = the shipped real_bridge/config/emulator_hidden.yaml
@@ -32,6 +43,10 @@ Parameters (all read-only: restart the node to change them):
                             message (the state is republished every 0.1 s while idle)
   control_rate_hz (float)   0 = the profile's (the hardware's update rate)
   seed (int)                noise seed; -1 = the hidden file's
+  task (str)                'reach' (the bare arm) | 'push' (the puck on the table, tracked)
+  object_hidden_params_file (str)  '' = the task's shipped file (config/emulator_push_hidden.yaml)
+  object_pose_topic (str)   the tracker stand-in's topic (absolute), default /mocap/puck/pose
+  frame_id (str)            frame of the tracked poses: the robot base frame ('base_link')
 
 QoS is ros2_control's (system defaults: reliable, volatile): a best-effort command
 publisher does not connect, as with a real controller.
@@ -41,7 +56,10 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
+
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped, PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
@@ -52,6 +70,8 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from real_bridge.emulator import ArmEmulator
+from sim_bridge.task_messages import write_planar_pose
+from sim_bridge.tasks import DEFAULT_TASK
 from sim_bridge import interface
 from sim_bridge.executor import ThrottledLog, run_node
 from sim_bridge.config import ConfigError
@@ -63,6 +83,8 @@ JOINT_STATES_TOPIC = "/joint_states"
 DEFAULT_CONTROLLER = "forward_position_controller"
 MODES = ("realtime", "lockstep")
 LOCKSTEP_IDLE_REPUBLISH_S = 0.1
+DEFAULT_OBJECT_POSE_TOPIC = "/mocap/puck/pose"
+GOAL_TOPIC = "current_goal"   # relative: remapped to the bridge's in a graph
 MAX_CATCH_UP_STEPS = 5
 # ros2_control's publishers and subscribers use the system default QoS: reliable, volatile.
 ROS2_CONTROL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -89,6 +111,12 @@ class ArmEmulatorNode(Node):
         self.declare_parameter("mode", "realtime", ro("realtime | lockstep"))
         self.declare_parameter("control_rate_hz", 0.0, ro("0 = the profile's rate"))
         self.declare_parameter("seed", -1, ro("noise seed; -1 = the hidden file's"))
+        self.declare_parameter("task", DEFAULT_TASK, ro("'reach' (bare arm) | 'push' (a tracked puck on the table)"))
+        self.declare_parameter("object_hidden_params_file", "", ro(
+            "hidden object physics; '' = the task's shipped file (emulator_push_hidden.yaml)"))
+        self.declare_parameter("object_pose_topic", DEFAULT_OBJECT_POSE_TOPIC, ro(
+            "topic of the tracker stand-in (absolute), geometry_msgs/PoseStamped"))
+        self.declare_parameter("frame_id", "base_link", ro("frame of the tracked object poses (the robot base)"))
 
         mode = self.get_parameter("mode").value
         if mode not in MODES:
@@ -104,7 +132,9 @@ class ArmEmulatorNode(Node):
             load_profile(self.get_parameter("robot_profile").value),
             self.get_parameter("hidden_params_file").value or None,
             control_rate_hz=self.get_parameter("control_rate_hz").value or None,
-            seed=None if seed < 0 else int(seed), controller_joints=controller_joints, extra_joints=extra)
+            seed=None if seed < 0 else int(seed), controller_joints=controller_joints, extra_joints=extra,
+            task=self.get_parameter("task").value,
+            hidden_object=self.get_parameter("object_hidden_params_file").value or None)
         self.profile = self.emulator.profile
         controller = self.get_parameter("controller").value
         if not controller.strip("/"):
@@ -123,6 +153,18 @@ class ArmEmulatorNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         self.create_subscription(Float64MultiArray, self.command_topic, self._on_command, ROS2_CONTROL_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        self.goal = None            # the latest goal heard (the puck is placed for it at ~/reset)
+        self.object_poses_published = 0
+        self.object_pose_dropouts = 0
+        self._object_pub = None
+        self.object_pose_topic = ""
+        if self.emulator.object is not None:
+            self.object_pose_topic = self.get_parameter("object_pose_topic").value
+            if not self.object_pose_topic.startswith("/"):
+                raise ConfigError(f"must be an absolute topic name, got '{self.object_pose_topic}'",
+                                  field="object_pose_topic")
+            self._object_pub = self.create_publisher(PoseStamped, self.object_pose_topic, ROS2_CONTROL_QOS)
+            self.create_subscription(PointStamped, GOAL_TOPIC, self._on_goal, interface.LATCHED_QOS)
         self._t0 = time.monotonic()
         self._periods_done = 0
         if mode == "realtime":
@@ -135,7 +177,11 @@ class ArmEmulatorNode(Node):
             f"arm emulator up: robot '{self.profile.name}' ({self.profile.num_joints} joints"
             f"{' + ' + ', '.join(extra) if extra else ''}), {mode} mode, {self.profile.control_rate_hz:g} Hz; "
             f"commands on {self.command_topic} in order {list(self.emulator.controller_joints)}, state on "
-            f"{JOINT_STATES_TOPIC}; hidden physics from {hidden}")
+            f"{JOINT_STATES_TOPIC}; hidden physics from {hidden}"
+            + (f"; a {self.emulator.task.name} object tracked on {self.object_pose_topic} (hidden object physics "
+               f"from {self.emulator.object.source.name if self.emulator.object.source else '<in memory>'}), "
+               f"placed at ~/reset for the goal on {self.resolve_topic_name(GOAL_TOPIC)}"
+               if self._object_pub is not None else ""))
         self._publish_state()
 
     # --- callbacks ----------------------------------------------------------------------
@@ -174,12 +220,22 @@ class ArmEmulatorNode(Node):
             self._step()
             self._publish_state()
 
+    def _on_goal(self, msg: PointStamped) -> None:
+        self.goal = (msg.point.x, msg.point.y, msg.point.z)
+
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.emulator.reset()
+        goal = self.goal
+        self.emulator.reset(goal=goal)
         self._publish_state()
+        self._publish_object_pose()
         response.success = True
         response.message = (f"homed: arm at the default pose {self.profile.default_pose_rad.round(3).tolist()}, "
                             "command = default pose, pending commands dropped")
+        if self.emulator.object is not None:
+            x, y, _, yaw = self.emulator.true_object_pose()
+            response.message += (f"; puck placed at ({x:.3f}, {y:.3f}) m, yaw {yaw:.2f} rad, for the goal "
+                                 f"{np.round(self.emulator.goal, 3).tolist()}"
+                                 + ("" if goal is not None else " (no goal heard on current_goal: sampled here)"))
         self.get_logger().info(response.message)
         return response
 
@@ -189,7 +245,24 @@ class ArmEmulatorNode(Node):
         self._steps.tick(time.monotonic())
         if not ok:
             self.get_logger().error("physics fault (blow-up): the arm was re-homed to the default pose")
+        self._publish_object_pose()
         return ok
+
+    def _publish_object_pose(self) -> None:
+        """The tracker stand-in's reading of this period: stamped now - its latency; none on a dropout."""
+        if self._object_pub is None:
+            return
+        reading = self.emulator.object_pose()
+        if reading is None:
+            self.object_pose_dropouts += 1
+            return
+        msg = PoseStamped()
+        stamp_ns = self.get_clock().now().nanoseconds - int(round(reading.age_s * 1e9))
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(max(0, stamp_ns), 1_000_000_000)
+        msg.header.frame_id = self.get_parameter("frame_id").value
+        write_planar_pose(msg, reading.pose)
+        self._object_pub.publish(msg)
+        self.object_poses_published += 1
 
     def _publish_state(self) -> None:
         s = self.emulator.joint_state()
@@ -219,7 +292,9 @@ class ArmEmulatorNode(Node):
             ("commands_accepted", self.commands_accepted), ("commands_rejected", self.commands_rejected),
             ("last_rejection", self.last_rejection), ("catch_up_steps", self.catch_up_steps),
             ("lost_periods", self.lost_periods), ("command_topic", self.command_topic),
-            ("joints", ",".join(e.state_names)))]
+            ("joints", ",".join(e.state_names)), ("task", e.task.name),
+            ("object_pose_topic", self.object_pose_topic), ("object_poses_published", self.object_poses_published),
+            ("object_pose_dropouts", self.object_pose_dropouts))]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)

@@ -26,11 +26,24 @@ Policy side (names relative to the node's namespace, types and QoS of
                  a flood costs the executor and the GIL a bounded amount per period (DDS's own
                  threads still receive every message: CPU, no GIL); what a flood sends beyond
                  that waits in the reader's 16 and DDS replaces the oldest.
+  object_pose    geometry_msgs/PoseStamped (out; tasks with an object: Push) the tracker's pose
+                 from ``object_pose_topic``, relayed unchanged (same stamp and frame) as soon as
+                 it arrives, if it passes the checks of
+                 :meth:`BridgeCore.on_object_pose <real_bridge.core.BridgeCore.on_object_pose>`:
+                 frame = ``frame_id`` (the robot base), finite, unit quaternion, in order, not
+                 older than ``object_pose_stale_s``. A rejected pose is counted
+                 (rejected_object_pose_<kind> on /diagnostics), logged (throttled, per kind) and
+                 not relayed: the policy node holds by itself once its last pose is stale. A
+                 stream that stops while running is counted (object_pose_outages) and WARNs.
   goal           geometry_msgs/PointStamped (in)  new reach target (base frame, m)
   reset          std_srvs/Trigger  a real arm cannot resample its physics: reset samples a new
                  goal in the profile's reach_workspace (seeded by ``seed``), publishes it on
                  current_goal and says so in its message. It does not move the arm.
 Hardware side (ros2_control conventions, absolute names):
+  <object_pose_topic>              geometry_msgs/PoseStamped (in; Push) from the object tracker
+                                   (motion capture, AprilTags), in the robot base frame;
+                                   best-effort keep-last 10 (matches reliable and best-effort
+                                   publishers); subscribed only when the task needs it
   <hardware_joint_states>          sensor_msgs/JointState (in) from joint_state_broadcaster;
                                    mapped by name (any order, extra joints ignored); best-effort
                                    keep-last 1, which matches reliable and best-effort publishers
@@ -56,7 +69,13 @@ Parameters (read-only; set them in launch/config/real_bridge.yaml):
   state_timeout_periods (int)   no fresh hardware joint state for this many periods -> stop (3)
   seed (int)                    goal sampling at reset; -1 = random
   task (str)                    registered task whose goals reset samples (default "reach")
-  frame_id (str)                frame of the goal messages ('base_link')
+  frame_id (str)                the robot base frame: of the goal messages, and the frame object
+                                poses must be in ('base_link')
+  object_pose_topic (str)       the tracker's topic (absolute), '/mocap/puck/pose'; used when the
+                                task has an object pose input (Push)
+  object_pose_stale_s (float)   an object pose older than this on arrival is rejected; none for
+                                this long while running is an outage (0.25 s, the policy node's
+                                task_input_stale_s)
   autostart (bool)              configure + activate at construction (default true for main())
 
 The control cycle (a steady-clock timer at the control rate; the rules are
@@ -88,7 +107,7 @@ from collections import Counter
 
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PointStamped
+from geometry_msgs.msg import PointStamped, PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -100,7 +119,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from real_bridge.core import ERROR, OK, WARN, BridgeCore, CycleOutput
+from real_bridge.core import ERROR, OBJECT_POSE, OK, WARN, BridgeCore, CycleOutput
 from real_bridge.watchdog import HOLD, STOP, WAITING
 from sim_bridge import interface
 from sim_bridge.executor import ThrottledLog, run_node
@@ -110,7 +129,7 @@ from sim_bridge.profile import load_profile
 from sim_bridge.tasks import DEFAULT_TASK, UnknownTaskError, make_task
 
 OUTPUTS = ("forward", "trajectory")
-EXECUTOR_THREADS = 4  # cycle, hardware states, policy inputs, services/diagnostics
+EXECUTOR_THREADS = 5  # cycle, hardware states, policy inputs, object poses, services/diagnostics
 # Hardware joint states: only the latest matters; best-effort matches both a reliable
 # joint_state_broadcaster (its default) and a best-effort (sensor data QoS) driver.
 HARDWARE_STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -133,6 +152,11 @@ COMMAND_INTAKE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=COMMAND_I
 # 50 Hz policy beside 250 Hz of invalid commands was crowded out into command-timeout holds).
 COMMAND_INTAKE_PER_PERIOD = COMMAND_INTAKE_DEPTH
 LOG_THROTTLE_S = 1.0
+DEFAULT_OBJECT_POSE_TOPIC = "/mocap/puck/pose"
+# Object poses from a tracker: best-effort matches reliable and best-effort (sensor data)
+# publishers; a few deep, so a burst of poses is relayed rather than replaced.
+OBJECT_POSE_INTAKE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                                    reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 
@@ -171,7 +195,13 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             integer_range=[IntegerRange(from_value=1, to_value=100, step=1)]))
         self.declare_parameter("seed", -1, ro("seed of the goals sampled at reset; -1 = random"))
         self.declare_parameter("task", DEFAULT_TASK, ro("registered task (sim_bridge.tasks) whose goals reset samples"))
-        self.declare_parameter("frame_id", "base_link", ro("frame of the goal messages"))
+        self.declare_parameter("frame_id", "base_link", ro(
+            "the robot base frame: of the goal messages, and the frame relayed object poses must be in"))
+        self.declare_parameter("object_pose_topic", DEFAULT_OBJECT_POSE_TOPIC, ro(
+            "the object tracker's geometry_msgs/PoseStamped topic (absolute); used when the task needs object poses"))
+        self.declare_parameter("object_pose_stale_s", 0.25, ro(
+            "object poses older than this on arrival are not relayed; none for this long while running: an outage",
+            floating_point_range=[FloatingPointRange(from_value=0.001, to_value=10.0)]))
         self.declare_parameter("autostart", autostart, ro("configure and activate right after construction"))
 
         self.lifecycle_state = "unconfigured"
@@ -196,6 +226,9 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self._cycle_group = MutuallyExclusiveCallbackGroup()     # control cycle and hold deadline
         self._hardware_group = MutuallyExclusiveCallbackGroup()  # hardware joint states
         self._policy_group = MutuallyExclusiveCallbackGroup()    # joint_commands, goal
+        self._object_group = MutuallyExclusiveCallbackGroup()    # object poses from the tracker
+        self._object_pub = None
+        self.object_pose_topic = ""
         self._aux_group = MutuallyExclusiveCallbackGroup()       # services, diagnostics
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         self.create_service(Trigger, "~/estop", self._on_estop, callback_group=self._aux_group)
@@ -239,7 +272,8 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
     def _configure(self) -> None:
         p = {name: self.get_parameter(name).value for name in (
             "robot_profile", "hardware_joint_states", "controller", "output", "control_rate_hz", "margin_rad",
-            "velocity_scale", "command_timeout_periods", "state_timeout_periods", "seed", "task")}
+            "velocity_scale", "command_timeout_periods", "state_timeout_periods", "seed", "task", "frame_id",
+            "object_pose_topic", "object_pose_stale_s")}
         try:
             p["controller_joints"] = self.get_parameter("controller_joints").value
         except ParameterUninitializedException:  # a string array without a value: the profile's order
@@ -256,7 +290,10 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         core = BridgeCore(profile, controller_joints=p["controller_joints"], margin_rad=p["margin_rad"],
                           velocity_scale=p["velocity_scale"], command_timeout_periods=p["command_timeout_periods"],
                           state_timeout_periods=p["state_timeout_periods"], seed=p["seed"],
-                          task=task)
+                          task=task, base_frame=p["frame_id"], object_pose_stale_s=p["object_pose_stale_s"])
+        object_topic = p["object_pose_topic"] if core.relays_object_pose else ""
+        if core.relays_object_pose and not object_topic.startswith("/"):
+            raise ConfigError(f"must be an absolute topic name, got '{object_topic}'", field="object_pose_topic")
         hw_topic = p["hardware_joint_states"]
         if not hw_topic.startswith("/"):
             raise ConfigError(f"must be an absolute topic name, got '{hw_topic}'", field="hardware_joint_states")
@@ -294,13 +331,22 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self._deadline = self.create_timer(core.watchdog.command_timeout_s, self._on_deadline,
                                            callback_group=self._cycle_group, clock=self._steady)
         self._entities.append(self._deadline)
+        self.object_pose_topic = object_topic
+        if object_topic:
+            self._object_pub = self.create_publisher(PoseStamped, OBJECT_POSE, interface.STATE_QOS)
+            self._entities += [self._object_pub, self.create_subscription(
+                PoseStamped, object_topic, self._on_object_pose, OBJECT_POSE_INTAKE_QOS,
+                callback_group=self._object_group)]
         self._publish_goal(core.goal)
         self.get_logger().info(
             f"configured: robot '{profile.name}' ({profile.num_joints} joints), {1 / core.period_s:g} Hz; hardware "
             f"states from {hw_topic}, commands to {self.hardware_topic} ({self.output}, joints "
             f"{list(core.controller_joints)}); margin {p['margin_rad']:g} rad, velocity scale "
             f"{p['velocity_scale']:g}, hold after {p['command_timeout_periods']} periods without a command, stop "
-            f"after {p['state_timeout_periods']} periods without a hardware state")
+            f"after {p['state_timeout_periods']} periods without a hardware state"
+            + (f"; object poses from {object_topic} (frame '{core.base_frame}', stale after "
+               f"{1e3 * core.object_pose_stale_s:.0f} ms) relayed to {self.resolve_topic_name(OBJECT_POSE)}"
+               if object_topic else ""))
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
@@ -316,7 +362,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self._active = False
             entities, self._entities = self._entities, []
             hw_pub, self._hw_pub = self._hw_pub, None
-            self._deadline = self._state_pub = self._goal_pub = None
+            self._deadline = self._state_pub = self._goal_pub = self._object_pub = None
         for entity in entities:
             kind = type(entity).__name__
             if kind == "Timer":
@@ -394,6 +440,23 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
                 deadline.reset()  # fires command_timeout after this command, unless another comes
             except Exception:  # noqa: BLE001 - destroyed by a concurrent cleanup: nothing to re-arm
                 pass
+
+    def _on_object_pose(self, msg: PoseStamped) -> None:
+        arrival = time.monotonic()
+        core = self.core
+        if core is None:
+            return
+        now_ns = self.get_clock().now().nanoseconds
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        p, q = msg.pose.position, msg.pose.orientation
+        with self._lock:
+            result = core.on_object_pose(msg.header.frame_id, (p.x, p.y, p.z), (q.x, q.y, q.z, q.w),
+                                         stamp_ns=stamp_ns, now_ns=now_ns, arrival_s=arrival)
+            pub = self._object_pub
+        if not result.accepted:
+            self._log_throttled(f"object:{result.kind}", result.reason)
+        elif pub is not None:
+            pub.publish(msg)   # unchanged: the tracker's stamp and frame
 
     def _on_goal(self, msg: PointStamped) -> None:
         core = self.core
@@ -546,6 +609,8 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         else:
             with self._lock:
                 health = core.health(self.lifecycle_state, active=self._active, hardware_topic=self.hardware_topic)
+            if self.object_pose_topic:
+                health.values["object_pose_topic"] = self.object_pose_topic
             status.hardware_id = core.profile.name
             status.level, status.message = LEVELS[health.level], health.message
             status.values = [KeyValue(key=k, value=str(v)) for k, v in health.values.items()]

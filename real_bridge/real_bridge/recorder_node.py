@@ -7,7 +7,9 @@ slow disk never blocks anything (a full queue drops and counts).
 
 Subscribes (names relative to the node's namespace unless absolute):
   joint_states, joint_commands, current_goal, /forward_position_controller/commands,
-  episode (std_msgs/String JSON markers from other nodes), by default (parameter ``topics``)
+  episode (std_msgs/String JSON markers from other nodes), by default (parameter ``topics``);
+  with ``task`` set to a task with streamed inputs (Push) also those inputs (``object_pose``,
+  geometry_msgs/PoseStamped, the pose the bridge relayed to the policy)
 Services:
   ~/start_episode        std_srvs/Trigger  write {"event": "start", "episode": n} (ends an open episode first)
   ~/end_episode          std_srvs/Trigger  write {"event": "end", "episode": n, "success": null}
@@ -29,6 +31,9 @@ Parameters (all read-only):
   policy_sha256 (str)     the ONNX hash of that policy; '' = read from policy_name's manifest.json
                           when policy_name is an artifact folder path (the app passes the hash
                           of a named policy: this package does not know the policy zoo)
+  task (str)              the task being recorded ('' = not said): stored in the metadata, and its
+                          streamed inputs (Push: object_pose) are recorded too; the bag loader
+                          then refuses a push bag without object poses
   queue_size (int)        messages waiting for the disk before dropping
   flush_interval_s (float)  commit period: the most a crash can lose
 
@@ -75,6 +80,7 @@ KNOWN_TYPES = {
     "commands": "std_msgs/msg/Float64MultiArray",
     "joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
     "current_goal": "geometry_msgs/msg/PointStamped",
+    "object_pose": "geometry_msgs/msg/PoseStamped",
     "goal": "geometry_msgs/msg/PointStamped",
     "episode": "std_msgs/msg/String",
     "diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
@@ -85,6 +91,7 @@ ROLES = {"joint_states": ("joint_states", "sensor_msgs/msg/JointState"),
          "joint_commands": ("joint_commands", "std_msgs/msg/Float64MultiArray"),
          "hardware_commands": ("commands", "std_msgs/msg/Float64MultiArray"),
          "current_goal": ("current_goal", "geometry_msgs/msg/PointStamped"),
+         "object_pose": ("object_pose", "geometry_msgs/msg/PoseStamped"),
          "episode": ("episode", "std_msgs/msg/String")}
 
 STREAM_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -132,12 +139,26 @@ class RecorderNode(Node):
         self.declare_parameter("policy_name", "", ParameterDescriptor(description="policy driving the arm", **ro))
         self.declare_parameter("policy_sha256", "", ParameterDescriptor(
             description="ONNX hash of the policy; '' = read from policy_name when it is an artifact folder", **ro))
+        self.declare_parameter("task", "", ParameterDescriptor(
+            description="task being recorded ('' = not said); its streamed inputs (Push: object_pose) are recorded",
+            **ro))
         self.declare_parameter("queue_size", 10000, ParameterDescriptor(
             description="messages waiting for the disk before dropping", **ro))
         self.declare_parameter("flush_interval_s", 0.5, ParameterDescriptor(
             description="commit period (the most a crash loses)", **ro))
 
-        topics = self._parse_topics(list(self.get_parameter("topics").value))
+        entries = list(self.get_parameter("topics").value)
+        self.task = self.get_parameter("task").value
+        if self.task:
+            from sim_bridge.tasks import UnknownTaskError, make_task  # noqa: PLC0415 - numpy-only declarations
+
+            try:
+                task = make_task(self.task)
+            except UnknownTaskError as exc:
+                raise ConfigError(str(exc), field="task") from None
+            named = {e.strip().partition(":")[0] for e in entries}
+            entries += [f"{i.topic}:{i.msg_type}" for i in task.inputs if not i.latched and i.topic not in named]
+        topics = self._parse_topics(entries)
         output = self.get_parameter("output").value or str(default_output())
         self.output = Path(output).expanduser().absolute()
         self.episode_topic = self.resolve_topic_name(EPISODE_TOPIC)
@@ -215,7 +236,7 @@ class RecorderNode(Node):
                 matches = [self.episode_topic]
             if matches:
                 roles[role] = matches[0]
-        return {"robot_profile": profile, "policy": {"name": policy_name, "sha256": sha},
+        return {"robot_profile": profile, "policy": {"name": policy_name, "sha256": sha}, "task": self.task,
                 "note": self.get_parameter("note").value, "topics": roles,
                 "node": self.get_fully_qualified_name(), "recorded_topics": requested}
 

@@ -236,6 +236,11 @@ def _namespace(text: str) -> str:
     return "/" + text if text else "/"
 
 
+def _slashes(name: str) -> str:
+    """One '/' between name parts ("/{namespace}/x" with namespace '/sim2real' is /sim2real/x)."""
+    return re.sub(r"/{2,}", "/", name)
+
+
 def resolve(graph: Graph, values: dict | None = None, *, base_dir: Path | None = None) -> list[ResolvedNode]:
     """The nodes to start for these argument values, in start order. ``base_dir``: the folder
     whose ``config/`` holds the parameter files when ``params_dir`` is '' (default: the graph
@@ -263,7 +268,8 @@ def resolve(graph: Graph, values: dict | None = None, *, base_dir: Path | None =
         out.append(ResolvedNode(
             name=node.name, package=node.package, executable=node.executable, entry_point=node.entry_point,
             namespace=_namespace(sub(node.namespace)), params_file=params_file, parameters=parameters,
-            remappings=tuple((sub(a), sub(b)) for a, b in node.remappings), lifecycle=node.lifecycle))
+            remappings=tuple((_slashes(sub(a)), _slashes(sub(b))) for a, b in node.remappings),
+            lifecycle=node.lifecycle))
     return out
 
 

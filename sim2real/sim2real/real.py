@@ -28,6 +28,15 @@ the recorder's ``~/start_episode`` opens the episode; the policy is activated. T
 ends at success or after ``--episode-s`` wall-clock seconds: the policy is deactivated (the
 bridge holds the measured position) and the marker is closed with the outcome.
 
+Push (``--task push``): the emulator also simulates a puck with hidden object physics
+(``real_bridge/config/emulator_push_hidden.yaml``) and publishes its tracked pose on
+``/mocap/puck/pose``; the bridge relays it (checked) to the namespace's ``object_pose``, which
+the policy reads and the recorder records. The episode protocol then resets the bridge
+first (the new goal) and homes the emulator after it has heard that goal: the homing places
+the puck ``push_distance_m`` from it (on a real arm a person places the object). Success
+is the task's criterion on the tracked pose the bridge relays (puck centre within 5 cm of
+the goal in the table plane for 10 consecutive control steps), not on the hidden truth.
+
 Success is judged from what can be measured on a real arm: the joint positions the bridge
 relays to the policy (one per control cycle), through the forward kinematics of the
 NOMINAL robot model (:meth:`sim_bridge.oracle.ReachOracle.end_effector`), within 2 cm of
@@ -51,6 +60,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -59,6 +69,16 @@ from sim_bridge.tasks import Task, task_from_record
 from sim_bridge.episode import summary_line as episodes_summary_line
 
 MEASURED_BY = "nominal FK of the measured joints"
+MEASURED_BY_OBJECT = "the tracked object pose the bridge relayed"
+
+
+def needs_object(task: Task) -> bool:
+    """Whether the task's policy reads a streamed object pose (Push)."""
+    return any(i.topic == "object_pose" and not i.latched for i in task.inputs)
+
+
+def measured_by(task: Task) -> str:
+    return MEASURED_BY_OBJECT if needs_object(task) else MEASURED_BY
 DEFAULT_NAMESPACE = "/sim2real"
 EMULATOR_RESET = "/arm_emulator/reset"
 SERVICE_TIMEOUT_S = 10.0
@@ -78,6 +98,8 @@ class RealConfig:
     """policy name in policy_dir (None: policy.yaml's 'policy')"""
     task: str | None = None
     """task the real bridge runs (None: real_bridge.yaml's 'task'); it must be the policy's task"""
+    controller: Literal["policy", "scripted"] = "policy"
+    """policy: the policy node; scripted: the task's scripted controller instead (IK reach, or the scripted pusher), a baseline with no policy"""
     compare: tuple[str, str] | None = None
     """two policies: run both on the same goal sequence and print the gap table"""
     episodes: int = 3
@@ -96,6 +118,8 @@ class RealConfig:
     """robot profile of every node (shipped name or YAML path, e.g. robots/NAME/NAME.yaml; None: the parameter files')"""
     emulator_hidden: str | None = None
     """the arm emulator's hidden physics file (robot import writes robots/NAME/emulator_hidden.yaml; None: arm_emulator.yaml's)"""
+    emulator_object_hidden: str | None = None
+    """push: the emulator's hidden object physics file (None: arm_emulator.yaml's; '' there = the shipped emulator_push_hidden.yaml)"""
     emulator: bool = True
     """run the arm emulator as the hardware (--no-emulator: a real ros2_control arm must publish /joint_states and take /<controller>/commands; it is not homed)"""
     record: Path | None = None
@@ -121,13 +145,16 @@ class RunResult:
     sim_evaluation: dict[str, dict]   # the policy manifest's evaluation (sim), by randomization
     bag: str | None = None
     success: SuccessCriterion = field(default_factory=SuccessCriterion)  # the policy's task's criterion
+    task: str = "reach"
+    measured_by: str = MEASURED_BY
 
     @property
     def summary(self) -> EpisodeSummary:
         return EpisodeSummary.of(self.episodes)
 
     def to_dict(self) -> dict:
-        return {"policy": self.policy, "onnx_sha256": self.onnx_sha256, "seed": self.seed,
+        return {"policy": self.policy, "task": self.task, "measured_by": self.measured_by,
+                "onnx_sha256": self.onnx_sha256, "seed": self.seed,
                 **self.summary.to_dict(), "episodes": [e.to_dict() for e in self.episodes],
                 "sim_evaluation": {k: {f: v.get(f) for f in ("episodes", "success_rate", "success_ci95")}
                                    for k, v in self.sim_evaluation.items() if isinstance(v, dict)},
@@ -171,7 +198,7 @@ class EpisodeMonitor:
     A plain node in the namespace with its own callback group; it also holds the service
     clients the episode loop calls."""
 
-    def __init__(self, profile, task: Task, namespace: str, *, emulator: bool, recording: bool):
+    def __init__(self, profile, task: Task, namespace: str, *, emulator: bool, recording: bool, policy: bool = True):
         import rclpy  # noqa: PLC0415
         from geometry_msgs.msg import PointStamped  # noqa: PLC0415
         from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: PLC0415
@@ -196,9 +223,20 @@ class EpisodeMonitor:
         self._goal_event = threading.Condition(self._lock)
         self._state_event = threading.Condition(self._lock)
         self._active = False
+        self.object_pose: np.ndarray | None = None   # the latest relayed (x, y, z, sin yaw, cos yaw)
+        self.object_count = 0
         group = MutuallyExclusiveCallbackGroup()
         self.node.create_subscription(JointState, interface.JOINT_STATES, self._on_state, interface.STATE_QOS,
                                       callback_group=group)
+        self.measures_object = needs_object(task)
+        if self.measures_object:
+            from geometry_msgs.msg import PoseStamped  # noqa: PLC0415
+
+            from sim_bridge.task_messages import read_planar_pose  # noqa: PLC0415
+
+            self._read_pose = read_planar_pose
+            self.node.create_subscription(PoseStamped, "object_pose", self._on_object_pose, interface.STATE_QOS,
+                                          callback_group=group)
         self.node.create_subscription(PointStamped, interface.CURRENT_GOAL, self._on_goal, interface.LATCHED_QOS,
                                       callback_group=group)
         client_group = MutuallyExclusiveCallbackGroup()
@@ -207,7 +245,7 @@ class EpisodeMonitor:
             return self.node.create_client(Trigger, name, callback_group=client_group)
 
         self.bridge_reset = client(interface.RESET)
-        self.policy_reset = client("policy/reset")
+        self.policy_reset = client("policy/reset") if policy else None
         self.emulator_reset = client(EMULATOR_RESET) if emulator else None
         self.start_episode = client("recorder/start_episode") if recording else None
         self.end_success = client("recorder/end_episode_success") if recording else None
@@ -220,6 +258,21 @@ class EpisodeMonitor:
             self.goal_count += 1
             self._goal_event.notify_all()
 
+    def _on_object_pose(self, msg) -> None:
+        pose = np.array(self._read_pose(msg), dtype=float)
+        with self._lock:
+            self.object_count += 1
+            if np.isfinite(pose).all():
+                self.object_pose = pose
+
+    def _error_m(self, q: np.ndarray, goal: np.ndarray) -> float | None:
+        """The task's error as measured: the tracked puck to the goal in the table plane (push),
+        or the nominal FK of the joints to the goal (reach); None: nothing to measure yet."""
+        if self.measures_object:
+            pose = self.object_pose
+            return None if pose is None else float(np.linalg.norm(pose[:2] - goal[:2]))
+        return float(np.linalg.norm(self._fk.end_effector(q) - goal))
+
     def _on_state(self, msg) -> None:
         arrival = time.monotonic()
         q = self._joints.lookup(msg.name).take_if_complete(msg.position)
@@ -231,7 +284,9 @@ class EpisodeMonitor:
             if not self._active or self.done.is_set():
                 return
             goal = self._goal
-        dist = float(np.linalg.norm(self._fk.end_effector(q) - goal))
+        dist = self._error_m(q, goal)
+        if dist is None:
+            return
         with self._lock:
             if not self._active:
                 return
@@ -251,9 +306,19 @@ class EpisodeMonitor:
                 raise DeployError("the bridge relays no joint states (no fresh hardware state on its "
                                   "hardware_joint_states topic?)")
 
+    def wait_object_after(self, count: int, timeout: float) -> None:
+        with self._lock:
+            end = time.monotonic() + timeout
+            while self.object_count <= count:
+                if time.monotonic() > end:
+                    raise DeployError("the bridge relays no object poses on object_pose (is the tracker publishing "
+                                      "on the bridge's object_pose_topic, in its frame_id? see its /diagnostics)")
+                self._state_event.wait(0.01)
+
     def begin(self, goal: np.ndarray, t0: float) -> None:
         with self._lock:
             self._goal = np.asarray(goal, float)
+            self.object_pose = None   # only poses of this episode count
             self.tracker.begin(t0)
             self.done.clear()
             self._active = True
@@ -291,7 +356,8 @@ class DeploymentGraph:
 
     def __init__(self, *, policy: str | None, seed: int, params_dir: Path, namespace: str, emulator: bool,
                  record: Path | None, policy_dir: Path | None = None, task: str | None = None,
-                 robot_profile: str | None = None, emulator_hidden: str | None = None):
+                 robot_profile: str | None = None, emulator_hidden: str | None = None,
+                 emulator_object_hidden: str | None = None, scripted: bool = False):
         from rclpy.exceptions import ParameterException  # noqa: PLC0415
         from rclpy.lifecycle import TransitionCallbackReturn  # noqa: PLC0415
         from rclpy.parameter import Parameter  # noqa: PLC0415
@@ -306,50 +372,73 @@ class DeploymentGraph:
             raise DeployError(f"sim2real real needs the policies package ({exc})") from None
 
         self.nodes: list = []
-        self.emulator = self.recorder = self.monitor = None
+        self.emulator = self.recorder = self.monitor = self.policy = self.scripted = None
         self.executor = None
         self._spinner = None
         self._success = TransitionCallbackReturn.SUCCESS
         robot = [Parameter("robot_profile", value=robot_profile)] if robot_profile else []  # overrides every node's
         try:
-            if emulator:
-                from real_bridge.emulator_node import ArmEmulatorNode  # noqa: PLC0415
-
-                self.emulator = ArmEmulatorNode(cli_args=params_file_args(params_dir, "arm_emulator"),
-                                                parameter_overrides=robot + (
-                                                    [Parameter("hidden_params_file", value=emulator_hidden)]
-                                                    if emulator_hidden else []))
-                self.nodes.append(self.emulator)
+            emulator_args = params_file_args(params_dir, "arm_emulator") if emulator else []  # its file first
             bridge_overrides = [Parameter("seed", value=int(seed)), *robot] + (
                 [Parameter("task", value=task)] if task else [])
             self.bridge = RealBridgeNode(namespace=namespace, cli_args=params_file_args(params_dir, "real_bridge"),
                                          parameter_overrides=bridge_overrides)
             self.nodes.append(self.bridge)
-            policy_overrides = ([Parameter("policy", value=policy)] if policy else []) + robot
-            if policy_dir is not None:
-                policy_overrides.append(Parameter("policy_dir", value=str(Path(policy_dir).expanduser().resolve())))
-            self.policy = PolicyNode(namespace=namespace, cli_args=params_file_args(params_dir, "policy"),
-                                     parameter_overrides=policy_overrides)
-            self.nodes.append(self.policy)
-            self.policy_name = self.policy.get_parameter("policy").value
-            if self.bridge.trigger_configure() != self._success:
-                raise DeployError(f"real_bridge: configure failed: {self.bridge.last_error}")
-            if self.policy.trigger_configure() != self._success:
-                raise DeployError(f"policy: configure failed: {self.policy.last_error}")
-            loaded = self.policy.controller.active
-            self.onnx_sha256 = loaded.sha256
-            self.sim_evaluation = dict(loaded.runtime.manifest.evaluation or {})
-            self.task = task_from_record(loaded.runtime.manifest.task)
-            bridge_task = self.bridge.core.task.name
-            if bridge_task != self.task.name:
-                raise DeployError(f"policy '{self.policy_name}' was trained for task '{self.task.name}', the real "
-                                  f"bridge runs task '{bridge_task}' (its 'task' parameter; --task)")
+            self.task_name = self.bridge.get_parameter("task").value  # --task, else real_bridge.yaml's
+            if emulator:
+                from real_bridge.emulator_node import ArmEmulatorNode  # noqa: PLC0415
+
+                # the emulator's scene follows the bridge's task (push: the puck, placed for the
+                # bridge's goal, which it hears on the namespace's current_goal)
+                self.emulator = ArmEmulatorNode(
+                    cli_args=emulator_args + ["-r", f"current_goal:={namespace.rstrip('/')}/current_goal"],
+                    parameter_overrides=robot + [Parameter("task", value=self.task_name)] + (
+                        [Parameter("hidden_params_file", value=emulator_hidden)] if emulator_hidden else []) + (
+                        [Parameter("object_hidden_params_file", value=emulator_object_hidden)]
+                        if emulator_object_hidden else []))
+                self.nodes.insert(0, self.emulator)
+            if scripted:
+                from sim_bridge.controller import scripted_controller  # noqa: PLC0415
+                from sim_bridge.tasks import make_task  # noqa: PLC0415
+
+                if self.bridge.trigger_configure() != self._success:
+                    raise DeployError(f"real_bridge: configure failed: {self.bridge.last_error}")
+                self.task = make_task(self.task_name)
+                try:  # a plain node: it commands whenever it has a goal, a state (and an object pose)
+                    self.policy = None
+                    self.scripted = scripted_controller(self.task, self.bridge.profile, namespace=namespace)
+                except ValueError as exc:
+                    raise DeployError(str(exc)) from None
+                self.nodes.append(self.scripted)
+                self.policy_name, self.onnx_sha256, self.sim_evaluation = f"scripted_{self.task.name}", "", {}
+            else:
+                policy_overrides = ([Parameter("policy", value=policy)] if policy else []) + robot
+                if policy_dir is not None:
+                    policy_overrides.append(Parameter("policy_dir",
+                                                      value=str(Path(policy_dir).expanduser().resolve())))
+                self.policy = PolicyNode(namespace=namespace, cli_args=params_file_args(params_dir, "policy"),
+                                         parameter_overrides=policy_overrides)
+                self.nodes.append(self.policy)
+                self.policy_name = self.policy.get_parameter("policy").value
+                if self.bridge.trigger_configure() != self._success:
+                    raise DeployError(f"real_bridge: configure failed: {self.bridge.last_error}")
+                if self.policy.trigger_configure() != self._success:
+                    raise DeployError(f"policy: configure failed: {self.policy.last_error}")
+                loaded = self.policy.controller.active
+                self.onnx_sha256 = loaded.sha256
+                self.sim_evaluation = dict(loaded.runtime.manifest.evaluation or {})
+                self.task = task_from_record(loaded.runtime.manifest.task)
+                bridge_task = self.bridge.core.task.name
+                if bridge_task != self.task.name:
+                    raise DeployError(f"policy '{self.policy_name}' was trained for task '{self.task.name}', the "
+                                      f"real bridge runs task '{bridge_task}' (its 'task' parameter; --task)")
             if record is not None:  # after the policy's configure: the bag records its exact hash
                 from real_bridge.recorder_node import RecorderNode  # noqa: PLC0415
 
                 self.recorder = RecorderNode(
                     namespace=namespace, cli_args=params_file_args(params_dir, "recorder"),
                     parameter_overrides=[Parameter("output", value=str(record)),
+                                         Parameter("task", value=self.task.name),
                                          Parameter("policy_name", value=self.policy_name),
                                          Parameter("policy_sha256", value=self.onnx_sha256), *robot])
                 self.nodes.append(self.recorder)
@@ -357,7 +446,7 @@ class DeploymentGraph:
                     raise DeployError(f"recorder: {self.recorder.error}")
             self.profile = self.bridge.profile
             self.monitor = EpisodeMonitor(self.profile, self.task, namespace, emulator=emulator,
-                                          recording=record is not None)
+                                          recording=record is not None, policy=self.policy is not None)
             self.executor = ControlExecutor(num_threads=EXECUTOR_THREADS)
             for node in [*self.nodes, self.monitor.node]:
                 self.executor.add_node(node)
@@ -372,6 +461,8 @@ class DeploymentGraph:
 
     # lifecycle helpers
     def _set_active(self, node, active: bool) -> None:
+        if node is None:
+            return
         if active and node.lifecycle_state == "inactive":
             if node.trigger_activate() != self._success:
                 raise DeployError(f"{node.get_name()}: activation failed: {node.last_error}")
@@ -396,15 +487,30 @@ class DeploymentGraph:
         # Nothing commands the arm while it is homed and the goal changes.
         self._set_active(self.policy, False)
         self._set_active(self.bridge, False)
-        if m.emulator_reset is not None:
-            call(m.emulator_reset)
-        goals = m.goal_count
-        call(m.bridge_reset)
-        goal = m.wait_goal_after(goals, SERVICE_TIMEOUT_S)
+        if m.measures_object:
+            # the goal first, then the homing places the object for it (a person, on a real arm)
+            goals = m.goal_count
+            call(m.bridge_reset)
+            goal = m.wait_goal_after(goals, SERVICE_TIMEOUT_S)
+            if m.emulator_reset is not None:
+                self._wait_emulator_goal(goal)
+                call(m.emulator_reset)
+        else:
+            if m.emulator_reset is not None:
+                call(m.emulator_reset)
+            goals = m.goal_count
+            call(m.bridge_reset)
+            goal = m.wait_goal_after(goals, SERVICE_TIMEOUT_S)
+        objects = m.object_count
         states = m.state_count
         self._set_active(self.bridge, True)
         m.wait_state_after(states, STARTUP_TIMEOUT_S)  # the bridge relays the (homed) arm again
-        call(m.policy_reset)
+        if m.measures_object:
+            m.wait_object_after(objects, STARTUP_TIMEOUT_S)  # and the object's pose after the homing
+        if m.policy_reset is not None:
+            call(m.policy_reset)
+        elif self.scripted is not None:
+            self.scripted.reset()
         if m.start_episode is not None:
             call(m.start_episode)
         before = Counter(self.bridge.filter.counts())
@@ -415,11 +521,22 @@ class DeploymentGraph:
         result = m.finish(index, goal_m=[round(float(v), 4) for v in goal], wall_s=time.monotonic() - t0)
         result.safety_interventions = {k: v for k, v in (Counter(self.bridge.filter.counts()) - before).items() if v}
         self._set_active(self.policy, False)  # the bridge holds the measured position from here
+        if self.scripted is not None:
+            self._set_active(self.bridge, False)  # the scripted controller keeps commanding: stop forwarding
         if m.start_episode is not None:
             call(m.end_success if result.success else m.end_failure)
         if not result.steps:
             result.note = "no joint states relayed during the episode"
         return result
+
+    def _wait_emulator_goal(self, goal: np.ndarray, timeout: float = SERVICE_TIMEOUT_S) -> None:
+        """Until the emulator has heard the bridge's new goal (it places the puck for it)."""
+        end = time.monotonic() + timeout
+        while self.emulator.goal is None or not np.allclose(self.emulator.goal, goal):
+            if time.monotonic() > end:
+                raise DeployError("the arm emulator did not hear the bridge's goal on current_goal (it places the "
+                                  "puck for it)")
+            time.sleep(0.002)
 
     def close(self):
         """Stop commanding, close the bag, stop the executor, destroy the nodes. Returns the
@@ -468,7 +585,7 @@ def _sim_rates(evaluation: dict) -> str:
 
 
 def summary_line(run: RunResult) -> str:
-    return (episodes_summary_line(run.episodes, run.success, who=f"policy '{run.policy}'", measured_by=MEASURED_BY)
+    return (episodes_summary_line(run.episodes, run.success, who=f"policy '{run.policy}'", measured_by=run.measured_by)
             + f"\n  in sim (manifest): {_sim_rates(run.sim_evaluation)}")
 
 
@@ -495,16 +612,23 @@ def gap_table(runs: list[RunResult], hardware: str, label: str) -> str:
 def run_policy(args: RealConfig, policy: str | None, seed: int, params_dir: Path, record: Path | None) -> RunResult:
     graph = DeploymentGraph(policy=policy, seed=seed, params_dir=params_dir, namespace=args.namespace, task=args.task,
                             emulator=args.emulator, record=record, policy_dir=args.policy_dir,
-                            robot_profile=args.robot_profile, emulator_hidden=args.emulator_hidden)
+                            robot_profile=args.robot_profile, emulator_hidden=args.emulator_hidden,
+                            emulator_object_hidden=args.emulator_object_hidden,
+                            scripted=args.controller == "scripted")
     run = RunResult(graph.policy_name, graph.onnx_sha256, seed, [], graph.sim_evaluation,
-                    str(graph.recorder.output) if graph.recorder is not None else None, success=graph.task.success)
+                    str(graph.recorder.output) if graph.recorder is not None else None, success=graph.task.success,
+                    task=graph.task.name, measured_by=measured_by(graph.task))
     stats = None
     try:
         graph.wait_for_hardware()
         if args.emulator:
             e = graph.emulator
+            obj = e.emulator.object
             hardware = (f"arm emulator ({e.mode}, hidden physics from "
-                        f"{e.emulator.hidden.source.name if e.emulator.hidden.source else 'memory'})")
+                        f"{e.emulator.hidden.source.name if e.emulator.hidden.source else 'memory'}"
+                        + (f"; a {e.emulator.task.name} object from "
+                           f"{obj.source.name if obj.source else 'memory'}, tracked on {e.object_pose_topic}"
+                           if obj is not None else "") + ")")
         else:
             hardware = "the ros2_control arm (NOT homed between episodes)"
         print(f"sim2real real: {args.episodes} episode(s) of {args.episode_s:g} s, policy '{run.policy}' "
@@ -537,6 +661,9 @@ def run_real(args: RealConfig) -> int:
     policies = list(args.compare) if args.compare else [args.policy]
     if args.compare and args.policy:
         print("sim2real real: use either --policy or --compare", file=sys.stderr)
+        return 2
+    if args.controller == "scripted" and (args.compare or args.policy):
+        print("sim2real real: --controller scripted runs no policy: drop --policy / --compare", file=sys.stderr)
         return 2
     params_dir = (args.params_dir or default_params_dir()).expanduser()
     records = [None] * len(policies)
@@ -578,8 +705,9 @@ def run_real(args: RealConfig) -> int:
             "seed": runs[0].seed if runs else None,
             "episode_s": args.episode_s,
             "success_criterion": {**(runs[0].success.to_dict() if runs else {}),
-                                  "measured_by": "nominal forward kinematics of the joint states relayed by the "
-                                                 "bridge"},
+                                  "measured_by": (runs[0].measured_by if runs and runs[0].measured_by != MEASURED_BY
+                                                  else "nominal forward kinematics of the joint states relayed by "
+                                                       "the bridge")},
             "runs": [r.to_dict() for r in runs]}, indent=2))
         print(f"results: {args.json.resolve()}")
     return 0 if runs and all(r.episodes for r in runs) else 1
