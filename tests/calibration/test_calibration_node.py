@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rigs import ros, spin_until  # noqa: F401 (ros: autouse fixture)
+from rigs import ros, spin_until, wait_for_match  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -38,11 +38,14 @@ class Harness:
         self.probe = rclpy.create_node("calibration_probe", namespace=node.get_namespace())
         self.results: list[dict] = []
         self.diagnostics: list = []
-        self.probe.create_subscription(String, "calibration/result", lambda m: self.results.append(json.loads(m.data)),
-                                       interface.LATCHED_QOS)
-        self.probe.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diag,
-                                       interface.DIAGNOSTICS_QOS)
+        endpoints = [
+            self.probe.create_subscription(String, "calibration/result",
+                                           lambda m: self.results.append(json.loads(m.data)), interface.LATCHED_QOS),
+            self.probe.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diag,
+                                           interface.DIAGNOSTICS_QOS)]
         self.new_bag = self.probe.create_publisher(String, "calibration/new_bag", 10)
+        # DDS discovery before a test publishes on ~/new_bag (a message before the match is lost)
+        assert wait_for_match(*endpoints, self.new_bag, timeout=30.0), "the probe and the node never matched"
         self.calibrate = self.probe.create_client(Trigger, "calibration/calibrate")
         self.executor = MultiThreadedExecutor(num_threads=3)
         for n in (node, self.probe, *others):
@@ -57,7 +60,7 @@ class Harness:
         return spin_until(self.executor, seconds, until, step_s=0.02)
 
     def trigger(self) -> Trigger.Response:
-        assert self.calibrate.wait_for_service(timeout_sec=10.0)
+        assert self.calibrate.wait_for_service(timeout_sec=30.0), "service discovery"
         future = self.calibrate.call_async(Trigger.Request())
         assert self.spin(10.0, future.done)
         return future.result()
@@ -101,9 +104,9 @@ def test_run_writes_versions_pushes_to_the_sim_bridge_and_survives_bad_bags(tmp_
         assert out.is_file() and (out.parent / "calibrated.history" / "v0001.yaml").is_file()
         # pushed: the running sim bridge now samples from the calibrated file
         assert h.spin(15.0, lambda: bridge.get_parameter("randomization_file").value == str(out.resolve()))
-        assert h.spin(5.0, lambda: node.status.get("push", "").startswith("ok"))
+        assert h.spin(15.0, lambda: node.status.get("push", "").startswith("ok"))
         # progress and outcome on /diagnostics
-        assert h.spin(3.0, lambda: any(d[2].get("state") == "done" for d in h.diagnostics))
+        assert h.spin(15.0, lambda: any(d[2].get("state") == "done" for d in h.diagnostics))  # 1 Hz
         assert any(d[2].get("iteration") == "2" for d in h.diagnostics)
 
         # a corrupt bag: the run fails with the reason, the output stays, the node keeps going
@@ -121,7 +124,8 @@ def test_run_writes_versions_pushes_to_the_sim_bridge_and_survives_bad_bags(tmp_
         assert failed["state"] == "failed" and "corrupt" in failed["error"], failed
         assert out.read_bytes() == before
         assert not (out.parent / "calibrated.history" / "v0002.yaml").exists()
-        assert h.spin(3.0, lambda: any(d[0] == DiagnosticStatus.ERROR and d[2].get("state") == "failed" for d in h.diagnostics))
+        assert h.spin(15.0, lambda: any(d[0] == DiagnosticStatus.ERROR and d[2].get("state") == "failed"
+                                        for d in h.diagnostics))
         # and the next good run works again (a new version)
         node.set_parameters([Parameter("bags", Parameter.Type.STRING_ARRAY, [str(bag)])])
         assert h.spin(10.0, lambda: not node.running)
