@@ -93,7 +93,7 @@ def test_the_policy_node_runs_the_toy_policy(toy_policy):
 
     from policies.node import PolicyNode
     from policies.runtime import PolicyRuntime
-    from rigs import wait_until
+    from rigs import wait_for_match, wait_until
     from sim_bridge import interface
     from sim_bridge.executor import ControlExecutor
     from sim_bridge.profile import load_profile
@@ -108,8 +108,8 @@ def test_the_policy_node_runs_the_toy_policy(toy_policy):
     commands: list[np.ndarray] = []
     state_pub = probe.create_publisher(JointState, interface.JOINT_STATES, interface.STATE_QOS)
     goal_pub = probe.create_publisher(PointStamped, interface.CURRENT_GOAL, interface.LATCHED_QOS)
-    probe.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, lambda m: commands.append(np.array(m.data)),
-                              10)
+    commands_sub = probe.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS,
+                                             lambda m: commands.append(np.array(m.data)), 10)
 
     def publish_state():
         msg = JointState()
@@ -125,9 +125,9 @@ def test_the_policy_node_runs_the_toy_policy(toy_policy):
         assert node.lifecycle_state == "active", node.last_error
         for t in threads:
             t.start()
-        # wait for discovery both ways before publishing the latched goal and counting commands
-        assert wait_until(lambda: state_pub.get_subscription_count() > 0 and goal_pub.get_subscription_count() > 0
-                          and probe.count_publishers(interface.JOINT_COMMANDS) > 0, 20.0)
+        # wait for discovery both ways (matched endpoints, not just a publisher in the graph)
+        # before publishing the latched goal and counting commands
+        assert wait_for_match(state_pub, goal_pub, commands_sub, timeout=30.0), "the probe and the node never matched"
         msg = PointStamped()
         msg.point.x, msg.point.y, msg.point.z = (float(v) for v in goal)
         goal_pub.publish(msg)
