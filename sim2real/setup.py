@@ -55,6 +55,7 @@ setup(
             "eval = sim2real.training:add_eval_command",
             "calibrate = sim2real.calibrate:add_calibrate_command",
             "loop = sim2real.loop:add_loop_command",
+            "explain = sim2real.explain:add_explain_command",
             "robot = sim2real.robot:add_robot_command",
         ],
     },
