@@ -99,12 +99,18 @@ class Operator:
 
         return self.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=[name])).values[0]
 
-    def count_messages(self, topic: str, msg_type, seconds: float, *, at_least: int | None = None) -> int:
-        """Messages on ``topic`` within ``seconds`` (or until ``at_least`` arrived)."""
+    def count_messages(self, topic: str, msg_type, seconds: float, *, at_least: int | None = None,
+                       discovery_s: float = 60.0) -> int:
+        """Messages on ``topic`` within ``seconds`` (or until ``at_least`` arrived), counted from
+        when the new subscription matched a publisher (DDS discovery, up to ``discovery_s``: a
+        process that is still starting has none yet), so that discovery does not eat the window."""
         from rclpy.qos import qos_profile_sensor_data  # noqa: PLC0415
 
         got = []
         sub = self.node.create_subscription(msg_type, topic, got.append, qos_profile_sensor_data)
+        matched_by = time.monotonic() + discovery_s
+        while sub.get_publisher_count() < 1 and time.monotonic() < matched_by:
+            self.executor.spin_once(timeout_sec=0.05)
         end = time.monotonic() + seconds
         while time.monotonic() < end and (at_least is None or len(got) < at_least):
             self.executor.spin_once(timeout_sec=0.05)
@@ -112,6 +118,7 @@ class Operator:
         return len(got)
 
     def wait(self, seconds: float) -> None:
+        """Let ``seconds`` pass, spinning (intentional: an episode's length)."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.executor.spin_once(timeout_sec=0.05)
@@ -147,7 +154,10 @@ def test_sim_and_real_graphs_swap_record_calibrate_and_push(tmp_path, operator):
         # swap in the running real graph, as `ros2 param set /sim2real/policy policy reach_lstm_nominal`
         result = op.set_param(f"{REAL_NS}/policy", "policy", "reach_lstm_nominal")
         assert result.successful, result.reason
-        op.wait(0.5)
+        end = time.monotonic() + 20.0   # the parameter reads back the new policy (at once, or soon)
+        while op.get_param(f"{REAL_NS}/policy", "policy").string_value != "reach_lstm_nominal" \
+                and time.monotonic() < end:
+            op.wait(0.05)
         assert op.get_param(f"{REAL_NS}/policy", "policy").string_value == "reach_lstm_nominal"
         # a bad choice is refused with the reason, the running policy stays
         bad = op.set_param(f"{REAL_NS}/policy", "policy", "../../etc/passwd")
