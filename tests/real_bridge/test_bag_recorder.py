@@ -172,9 +172,21 @@ def test_sigkill_mid_recording_leaves_a_loadable_bag(tmp_path):
     try:
         first = proc.stdout.readline()
         assert first, proc.stderr.read()
-        time.sleep(0.3)
-        safe = int(proc.stdout.readline())  # written this long before the kill: committed (0.1 s period)
-        time.sleep(1.0)
+        time.sleep(0.3)  # intentional: let the recording run a while
+        safe = int(proc.stdout.readline())  # written before the kill: committed by then (0.1 s period)
+
+        def committed() -> int:  # metadata.yaml is rewritten right after each commit
+            try:
+                return yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"][
+                    "message_count"]
+            except (OSError, yaml.YAMLError, TypeError, KeyError):  # not yet written, or caught mid-write
+                return -1
+
+        # wait for a commit that covers them (not a fixed 1 s: a busy machine can delay the flush)
+        deadline = time.monotonic() + 30.0
+        while committed() < safe and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert committed() >= safe, f"{committed()} messages committed, {safe} written"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=10)
