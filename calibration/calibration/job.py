@@ -28,6 +28,7 @@ from typing import Any
 
 
 from calibration.episodes import EpisodeError, load_reference_episodes
+from calibration.quality import Assessment
 from calibration.simopt import (Calibration, CalibrationError, CalibrationSettings, IterationRecord,
                                 load_settings)
 from policies.manifest import find_policy
@@ -87,6 +88,7 @@ class JobResult:
     episodes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    assessment: Assessment | None = None  # noise floor, identifiability, bound warnings
 
     @property
     def reduction(self) -> float:
@@ -143,12 +145,18 @@ class CalibrationJob:
         except (EpisodeError, CalibrationError, ValueError) as exc:
             raise JobError(f"cannot set up the calibration: {exc}") from None
         try:
-            report("iteration", {"iteration": 0, "discrepancy_at_mean": calib.initial_discrepancy})
+            report("iteration", {"iteration": 0, "discrepancy_at_mean": calib.initial_discrepancy,
+                                 "noise_floor": calib.noise_floor})
+            calib.stop_reason = f"iteration limit ({settings.iterations})"
             for _ in range(settings.iterations):
                 if stop is not None and stop.is_set():
                     raise Cancelled("calibration cancelled; nothing written")
                 record = calib.step()
                 report("iteration", record.to_dict())
+                if calib.converged(record):
+                    break
+            assessment = calib.assess()  # parameters the data cannot fix keep the prior
+            report("quality", assessment.to_dict())
             spec = calib.result_spec({
                 "bags": [os.path.abspath(os.fspath(b)) for b in self.bags],
                 "prior": os.fspath(prior.source or self.prior), "robot_profile": profile.name,
@@ -170,7 +178,7 @@ class CalibrationJob:
             calib.close()
         result = JobResult(out, version, spec, list(calib.history), calib.initial_discrepancy,
                            calib.final_discrepancy, plots, [e.name for e in episodes], list(episodes.skipped),
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, assessment)
         report("done", {"out": str(out), "version": str(version), "reduction": result.reduction})
         return result
 

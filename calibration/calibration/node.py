@@ -282,8 +282,11 @@ class CalibrationNode(Node):
                    "discrepancy_before": result.discrepancy_before, "discrepancy_after": result.discrepancy_after,
                    "reduction": result.reduction, "episodes": result.episodes, "skipped": result.skipped,
                    "plots": [str(p) for p in result.plots], "elapsed_s": round(result.elapsed_s, 2),
-                   "distribution": result.history[-1].search.as_dict() if result.history else {}}
-        self._finish("done", DiagnosticStatus.OK, summary)
+                   "distribution": result.spec.provenance["calibration"]["search"] if result.history else {},
+                   "quality": result.assessment.to_dict() if result.assessment else {}}
+        # a fit that did not converge, cannot fix a parameter or sits at a bound: done, with a WARN
+        warn = bool(result.assessment and result.assessment.warnings)
+        self._finish("done", DiagnosticStatus.WARN if warn else DiagnosticStatus.OK, summary)
         log.info(f"calibration done: {result.out} ({result.version.name}), D {result.discrepancy_before:.4g} -> "
                  f"{result.discrepancy_after:.4g}")
         target = self.push_target()
@@ -303,6 +306,16 @@ class CalibrationNode(Node):
                 self.get_logger().warning(f"skipped episode {reason}")
             for text in info["warnings"]:
                 self.get_logger().warning(text)
+        if stage == "quality":  # the fit's own warnings: not converged, not identifiable, at a bound
+            for text in info["warnings"]:
+                self.get_logger().warning(f"calibration: {text}")
+            with self._lock:
+                self._status["noise_floor"] = info["noise_floor"]
+                self._status["stop_reason"] = info["stop_reason"]
+                self._status["kept_prior"] = ", ".join(info["kept_prior"]) or "none"
+                self._status["fit_warnings"] = len(info["warnings"])
+                if info["warnings"]:
+                    self._status["fit_warning"] = info["warnings"][0]
         with self._lock:
             self._status["stage"] = stage
             if stage == "iteration":

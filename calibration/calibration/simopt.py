@@ -40,6 +40,7 @@ import numpy as np
 from calibration.discrepancy import discrepancy, real_scale
 from calibration.episodes import ReferenceEpisode
 from calibration.rollouts import MODES, BatchPolicy, BatchSimulator
+from calibration.quality import Assessment, bound_warnings, noise_floor, sensitivity
 from calibration.search import GaussianSearch
 from calibration.updates import cem_update, reps_update
 from sim_bridge.config import ConfigError, FieldReader, load_yaml_mapping, package_path
@@ -81,7 +82,9 @@ class CalibrationSettings:
     mode: str = "closed_loop"
     method: str = "reps"
     samples: int = 256
-    iterations: int = 5
+    iterations: int = 5           # the most iterations (the run stops earlier at the noise floor)
+    stop_factor: float = 2.0      # stop once D at the mean <= stop_factor x the noise floor (0: never early)
+    sensitivity_spread: float = 2.0  # identifiability probe: each variable +- this many prior stds
     epsilon: float = 1.0          # REPS KL bound
     min_eta: float = 1e-3         # REPS minimum temperature
     elite_fraction: float = 0.1   # CEM
@@ -110,6 +113,8 @@ class CalibrationSettings:
             raise ConfigError(f"must be one of {list(BACKENDS)}, got {self.backend!r}", field="backend")
         for name, value, ok in (("samples", self.samples, self.samples >= 2),
                                 ("iterations", self.iterations, self.iterations >= 0),
+                                ("stop_factor", self.stop_factor, self.stop_factor >= 0),
+                                ("sensitivity_spread", self.sensitivity_spread, self.sensitivity_spread > 0),
                                 ("epsilon", self.epsilon, self.epsilon > 0),
                                 ("min_eta", self.min_eta, self.min_eta > 0),
                                 ("elite_fraction", self.elite_fraction, 0 < self.elite_fraction <= 1),
@@ -130,6 +135,7 @@ class CalibrationSettings:
     def to_dict(self) -> dict[str, Any]:
         return {"search": [{"name": e.name, "shared": e.shared} for e in self.search], "mode": self.mode,
                 "method": self.method, "samples": self.samples, "iterations": self.iterations,
+                "stop_factor": self.stop_factor, "sensitivity_spread": self.sensitivity_spread,
                 "epsilon": self.epsilon, "min_eta": self.min_eta, "elite_fraction": self.elite_fraction,
                 "signals": list(self.signals), "signal_weights": dict(self.signal_weights),
                 "w_l1": self.w_l1, "w_l2": self.w_l2, "smooth_std": self.smooth_std,
@@ -164,6 +170,7 @@ def load_settings(path: str | os.PathLike | None = None) -> CalibrationSettings:
         settings = CalibrationSettings(
             search=tuple(entries), mode=r.str("mode", "closed_loop"), method=r.str("method", "reps"),
             samples=r.integer("samples", 256), iterations=r.integer("iterations", 5),
+            stop_factor=r.number("stop_factor", 2.0), sensitivity_spread=r.number("sensitivity_spread", 2.0),
             epsilon=r.number("epsilon", 1.0), min_eta=r.number("min_eta", 1e-3),
             elite_fraction=r.number("elite_fraction", 0.1),
             signals=tuple(d.strings("signals", ["position", "velocity"])), signal_weights=weights,
@@ -314,6 +321,11 @@ class Calibration:
         self.history: list[IterationRecord] = []
         self.rollouts = 0  # simulated episodes so far (the simulation budget)
         self.initial_discrepancy = self.discrepancy_at(self.prior.mean)
+        s = settings
+        self.noise_floor = noise_floor(self.real, weights=self.weights, scale=self.scale, w_l1=s.w_l1, w_l2=s.w_l2,
+                                       smooth_std=s.smooth_std, truncate=s.truncate, seed=s.seed)
+        self.stop_reason = "not run"
+        self.assessment: Assessment | None = None
         self._pool = None
         if settings.backend == "ray":
             from calibration.ray_backend import RayCostPool  # noqa: PLC0415 - Ray is optional
@@ -381,13 +393,68 @@ class Calibration:
         return record
 
     def run(self, iterations: int | None = None,
-            callback: Callable[[IterationRecord], bool | None] | None = None) -> list[IterationRecord]:
-        """Run iterations (default: the settings'); ``callback`` returning True stops early."""
-        for _ in range(self.settings.iterations if iterations is None else iterations):
+            callback: Callable[[IterationRecord], bool | None] | None = None, *,
+            assess: bool = True) -> list[IterationRecord]:
+        """Run at most ``iterations`` (default: the settings'): stop early once the discrepancy at
+        the mean is within ``stop_factor`` of the noise floor, or when ``callback`` returns True.
+        Then (``assess``) judge the fit (:meth:`assess`: parameters the data cannot fix keep
+        the prior; bound and convergence warnings)."""
+        limit = self.settings.iterations if iterations is None else iterations
+        self.stop_reason = f"iteration limit ({limit})"
+        for _ in range(limit):
             record = self.step()
-            if callback is not None and callback(record):
+            if self.converged(record):
                 break
+            if callback is not None and callback(record):
+                self.stop_reason = f"stopped by the caller after {record.iteration} iteration(s)"
+                break
+        if assess:
+            self.assess()
         return self.history
+
+    def converged(self, record: IterationRecord) -> bool:
+        """Whether ``record`` reached the noise floor (``stop_factor`` x it); sets ``stop_reason``."""
+        factor, floor = self.settings.stop_factor, self.noise_floor
+        if factor > 0 and record.discrepancy_at_mean <= factor * floor:
+            self.stop_reason = (f"reached the noise floor after {record.iteration} iteration(s): D "
+                                f"{record.discrepancy_at_mean:.4g} <= {factor:g} x floor {floor:.4g}")
+            return True
+        return False
+
+    def assess(self) -> Assessment:
+        """Judge the fit (see :mod:`calibration.quality`): the rise of D per search variable at
+        the mean; variables below the noise floor get the prior back (mean, spread, no
+        correlation); fitted means at a bound and an unconverged run become warnings."""
+        s, search, prior = self.settings, self.search, self.prior
+        floor = self.noise_floor
+        rise = sensitivity(self.costs, search.mean, prior.std, prior.low, prior.high, s.sensitivity_spread)
+        names = list(search.names)
+        identifiable = {n: bool(r > floor) for n, r in zip(names, rise)}
+        kept = [n for n in names if not identifiable[n]]
+        warnings = []
+        d = self.final_discrepancy
+        if self.history and s.stop_factor > 0 and not d <= s.stop_factor * floor:
+            warnings.append(f"not converged: {self.stop_reason}, D at the mean {d:.4g} is {d / max(floor, 1e-300):.1f} "
+                            f"x the noise floor {floor:.4g}; run more iterations or record more varied episodes")
+        for n, r in zip(names, rise):
+            if not identifiable[n]:
+                warnings.append(f"{n}: not identifiable from these episodes (D rises by {r:.3g} across +-"
+                                f"{s.sensitivity_spread:g} prior std, below the noise floor {floor:.3g}); "
+                                "the prior is kept for it")
+        if kept and self.history:
+            idx = [names.index(n) for n in kept]
+            mean, cov = search.mean.copy(), search.cov.copy()
+            mean[idx] = prior.mean[idx]
+            cov[idx, :] = 0.0
+            cov[:, idx] = 0.0
+            cov[idx, idx] = prior.cov[idx, idx]
+            self.search = GaussianSearch(search.names, mean, cov, search.low, search.high)
+        fit = [i for i, n in enumerate(names) if identifiable[n]]
+        warnings += bound_warnings([names[i] for i in fit], self.search.mean[fit], self.search.std[fit],
+                                   prior.std[fit], prior.low[fit], prior.high[fit])
+        self.assessment = Assessment(floor, d, self.stop_reason, dict(zip(names, map(float, rise))),
+                                     identifiable, kept, warnings)
+        return self.assessment
 
     def _check_health(self, new: GaussianSearch) -> None:
         if not (np.all(np.isfinite(new.mean)) and np.all(np.isfinite(new.cov))):
@@ -414,7 +481,11 @@ class Calibration:
             "kl_from_prior": _finite_or_none(self.search.kl(self.prior)),
             "policy": self.policy.name if self.policy else None,
             "search": self.search.as_dict(),
+            "noise_floor": _finite_or_none(self.noise_floor),
+            "stop_reason": self.stop_reason,
         }}
+        if self.assessment is not None:
+            prov["calibration"]["quality"] = self.assessment.to_dict()
         if provenance:
             prov["calibration"].update(provenance)
         return elements.to_spec(self.prior_spec, provenance=prov)

@@ -87,8 +87,17 @@ def run_calibrate(args: CalibrateConfig) -> int:
         return 1
     print(f"wrote {result.out} (version {result.version.name}); D {result.discrepancy_before:.4g} -> "
           f"{result.discrepancy_after:.4g} ({100 * result.reduction:.1f}% lower) in {result.elapsed_s:.1f} s")
-    for name, v in result.history[-1].search.as_dict().items() if result.history else ():
-        print(f"  {name:<24} mean {v['mean']:.4g}  std {v['std']:.3g}")
+    a = result.assessment
+    fitted = result.spec.provenance.get("calibration", {}).get("search", {}) if result.history else {}
+    for name, v in fitted.items():
+        rise = f"  D rise +-{args_spread(result)} prior std {a.sensitivity[name]:.3g}" if a else ""
+        kept = "  (not identifiable: prior kept)" if a and name in a.kept_prior else ""
+        print(f"  {name:<24} mean {v['mean']:.4g}  std {v['std']:.3g}{rise}{kept}")
+    if a is not None:
+        print(f"stopped: {a.stop_reason}; noise floor {a.noise_floor:.4g} (D of the recordings against "
+              "themselves under resampled sensor noise)")
+        for text in a.warnings:
+            print(f"warning: {text}")
     for path in result.plots:
         print(f"plot: {path}")
     if args.push:
@@ -99,6 +108,10 @@ def run_calibrate(args: CalibrateConfig) -> int:
         if not ok:
             return 1
     return 0
+
+
+def args_spread(result) -> str:
+    return f"{result.spec.provenance['calibration'].get('settings', {}).get('sensitivity_spread', 2.0):g}"
 
 
 def _print_progress(stage: str, info: dict) -> None:

@@ -64,7 +64,7 @@ def test_job_writes_the_result_with_provenance_history_and_plots(tmp_path, bag, 
     result = CalibrationJob([bag], "default", out, settings=small_settings(), note="first").run(
         progress=lambda stage, info: stages.append((stage, info)))
     assert [s for s, _ in stages] == ["loading", "calibrating", "iteration", "iteration", "iteration",
-                                      "plotting", "done"]
+                                      "quality", "plotting", "done"]
     assert stages[1][1]["policy"] == os.fspath(REACH_LSTM)  # the policy the bag names
     assert result.out == out and result.version == history_dir(out) / "v0001.yaml"
     assert result.episodes == ["emulator_run#1", "emulator_run#2"] and result.skipped == []

@@ -156,7 +156,7 @@ def synthetic(profile, prior, emulator_eps):
 
 @pytest.mark.parametrize("mode, method", [("open_loop", "reps"), ("closed_loop", "reps"), ("open_loop", "cem")])
 def test_calibration_recovers_known_dynamics(mode, method, synthetic, profile, prior):
-    s = settings(mode=mode, method=method, epsilon=1.0)
+    s = settings(mode=mode, method=method, epsilon=1.0, stop_factor=0.0)  # a fixed number of iterations
     calib = Calibration(profile, prior, synthetic[mode], s, REACH_LSTM if mode == "closed_loop" else None)
     try:
         assert [e.steps for e in calib.episodes] == [30, 24]  # episodes of different lengths together
@@ -179,7 +179,9 @@ def test_calibration_recovers_known_dynamics(mode, method, synthetic, profile, p
         for old, new, record in zip(searches, searches[1:], history):
             assert new.kl(old) == pytest.approx(record.kl)
         # prior mean + TRUTH above, then per iteration the samples and the new mean
-        assert calib.rollouts == (2 + 3 * (s.samples + 1)) * len(calib.episodes)
+        # the prior mean, TRUTH, 3 x (samples + the new mean), then the assessment's probes (mean +- each variable)
+        assert calib.rollouts == (2 + 3 * (s.samples + 1) + 1 + 2 * calib.space.size) * len(calib.episodes)
+        assert calib.assessment.kept_prior == []  # both are identifiable from these episodes
 
         spec = calib.result_spec({"note": "synthetic"})
         prov = spec.provenance["calibration"]
@@ -286,3 +288,60 @@ def test_prior_with_a_non_psd_joint_gaussian_is_refused():
     with pytest.raises(ConfigError, match="not positive semi-definite") as info:
         parse_randomization(data)
     assert info.value.field == "joint_gaussian.cov"
+
+
+# --- when to trust a fit: noise floor, identifiability, bounds -----------------------------
+def test_the_run_stops_at_the_noise_floor_and_says_so(synthetic, profile, prior):
+    calib = Calibration(profile, prior, synthetic["open_loop"], settings(iterations=10, stop_factor=2.0))
+    try:
+        assert calib.noise_floor > 0
+        history = calib.run()
+        assert len(history) < 10 and calib.final_discrepancy <= 2.0 * calib.noise_floor
+        assert calib.stop_reason.startswith(f"reached the noise floor after {len(history)} iteration(s)")
+        spec = calib.result_spec()
+        quality = spec.provenance["calibration"]["quality"]
+        assert quality["stop_reason"] == calib.stop_reason and quality["kept_prior"] == []
+        assert not any(w.startswith("not converged") for w in quality["warnings"])
+    finally:
+        calib.close()
+
+
+def test_an_unconverged_run_and_a_parameter_the_data_cannot_fix_are_reported(synthetic, profile, prior):
+    """joint_damping barely changes these short reach episodes: its D rise stays under the noise
+    floor, so the fit keeps the prior for it; one iteration does not reach the floor."""
+    s = settings(search=TIED + (SearchEntry("joint_damping", True),), iterations=1, stop_factor=2.0)
+    calib = Calibration(profile, prior, synthetic["open_loop"], s)
+    try:
+        calib.run()
+        a = calib.assessment
+        rise = a.sensitivity
+        assert rise["body_mass"] > a.noise_floor and rise["actuator_kp"] > a.noise_floor
+        # measured here: floor 0.010, rises 0.20 (mass), 0.24 (kp), 0.0055 (damping); D 10x the floor
+        assert rise["joint_damping"] <= a.noise_floor and a.kept_prior == ["joint_damping"]
+        i = list(calib.search.names).index("joint_damping")
+        assert calib.search.mean[i] == calib.prior.mean[i] and calib.search.std[i] == calib.prior.std[i]
+        assert any(w.startswith("joint_damping: not identifiable") for w in a.warnings)
+        assert calib.final_discrepancy > 2.0 * a.noise_floor
+        assert any(w.startswith("not converged: iteration limit (1)") for w in a.warnings)
+    finally:
+        calib.close()
+
+
+def test_a_fit_at_the_prior_bound_is_a_warning():
+    from calibration.quality import bound_warnings
+
+    lines = bound_warnings(["body_mass", "actuator_kp"], np.array([1.499, 1.0]), np.array([1e-4, 0.1]),
+                           np.array([0.29, 0.2]), np.array([0.5, 0.75]), np.array([1.5, 1.5]))
+    assert len(lines) == 1 and lines[0].startswith("body_mass: fitted mean 1.499 is at the prior's upper bound 1.5")
+    assert "collapsed spread" in lines[0] and "widen its range" in lines[0]
+
+
+def test_noise_floor_grows_with_the_recordings_noise():
+    from calibration.quality import noise_floor
+
+    t = np.linspace(0, 2, 100)[:, None]
+    clean = np.hstack([np.sin(t), np.cos(2 * t)])
+    rng = np.random.default_rng(1)
+    floors = [noise_floor([clean + rng.normal(0, sd, clean.shape)], weights=np.ones(2), scale=np.ones(2),
+                          w_l1=0.5, w_l2=1.0, smooth_std=5.0, truncate=4.0) for sd in (0.001, 0.01, 0.05)]
+    assert floors[0] < floors[1] < floors[2]
