@@ -2,6 +2,7 @@
 
     ros2 launch sim2real real.launch.py                          # the robot's own ros2_control launch runs
     ros2 launch sim2real real.launch.py emulator:=true record:=/tmp/bag   # the arm emulator as hardware
+    ros2 launch sim2real real.launch.py task:=push policy:=push_lstm    # object poses from /mocap/puck/pose
     ros2 launch sim2real real.launch.py --show-args
 
 Hardware side at the root (/joint_states, /forward_position_controller/commands), policy side

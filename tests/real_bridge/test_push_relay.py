@@ -128,7 +128,9 @@ class RelayRig:
         self._lock = threading.Lock()
         self.tracker = self.probe.create_publisher(PoseStamped, self.tracker_topic,
                                                    QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-        self.sub = self.probe.create_subscription(PoseStamped, "object_pose", self._on_pose, interface.STATE_QOS)
+        # deeper than the policy node's keep-last 1, to see every relayed pose
+        self.sub = self.probe.create_subscription(PoseStamped, "object_pose", self._on_pose,
+                                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
         self.probe.create_subscription(DiagnosticArray, interface.DIAGNOSTICS, self._on_diag, 10)
         self.executor = ControlExecutor(num_threads=3)
         self.executor.add_node(self.bridge)
@@ -166,7 +168,7 @@ class RelayRig:
 
 @pytest.fixture
 def rig():
-    r = RelayRig(object_pose_stale_s=0.2)
+    r = RelayRig(object_pose_stale_s=2.0)   # generous: DDS delivery on a loaded machine must not make poses stale
     yield r
     r.close()
 
@@ -174,39 +176,49 @@ def rig():
 @pytest.mark.ros
 def test_node_relays_good_poses_unchanged_and_counts_every_bad_one(rig):
     counters = rig.bridge.counters
+
+    def rejected():
+        return sum(v for k, v in counters.items() if k.startswith("object_poses_rejected:"))
+
+    rig.publish(age_s=5.0)   # 5 s old on arrival (limit 2 s here): stale
+    assert wait_until(lambda: rejected() == 1, 10.0), dict(counters)
     sent = []
-    for i in range(5):
+    for i in range(5):   # a 50 Hz tracker
         sent.append(rig.publish(x=0.40 + 0.01 * i))
-        time.sleep(0.005)
+        time.sleep(0.02)
     assert wait_until(lambda: counters["object_poses"] == 5, 10.0), dict(counters)
-    assert wait_until(lambda: len(rig.relayed) == 5, 10.0), len(rig.relayed)
-    for out, src in zip(rig.relayed, sent):   # unchanged: stamp, frame, pose
-        assert out.header.stamp == src.header.stamp and out.header.frame_id == "base_link"
+    # the bridge published all 5 (its counter); its keep-last-1 writer (the policy side's QoS) may
+    # replace one on a loaded machine before this probe takes it: the last one always arrives
+    assert wait_until(lambda: rig.relayed and rig.relayed[-1].pose.position.x == pytest.approx(0.44), 10.0)
+    by_stamp = {(m.header.stamp.sec, m.header.stamp.nanosec): m for m in sent}
+    assert len(rig.relayed) >= 3, len(rig.relayed)
+    for out in rig.relayed:   # unchanged: stamp, frame, pose
+        src = by_stamp[(out.header.stamp.sec, out.header.stamp.nanosec)]
+        assert out.header.frame_id == "base_link"
         assert out.pose.position.x == pytest.approx(src.pose.position.x)
         assert out.pose.orientation.z == pytest.approx(GOOD_Q[2])
+    relayed = len(rig.relayed)
 
     rig.publish(frame="mocap_world")
     rig.publish(x=math.nan)
     rig.publish(q=(0.0, 0.0, 0.3, 0.3))
-    rig.publish(age_s=1.0)   # stale on arrival (and older than the last: out of order wins)
-    assert wait_until(lambda: sum(v for k, v in counters.items() if k.startswith("object_poses_rejected:")) == 4,
-                      10.0), dict(counters)
-    assert counters["object_poses_rejected:frame_mismatch"] == 1
-    assert counters["object_poses_rejected:non_finite"] == 1
-    assert counters["object_poses_rejected:non_unit_quaternion"] == 1
-    assert counters["object_poses_rejected:out_of_order"] + counters["object_poses_rejected:stale"] == 1
+    rig.publish(age_s=1.0)   # older than the last relayed pose: out of order
+    assert wait_until(lambda: rejected() == 5, 10.0), dict(counters)
+    for kind in ("stale", "frame_mismatch", "non_finite", "non_unit_quaternion", "out_of_order"):
+        assert counters[f"object_poses_rejected:{kind}"] == 1, (kind, dict(counters))
     time.sleep(0.2)
-    assert len(rig.relayed) == 5, "a rejected pose was relayed"
+    assert len(rig.relayed) == relayed, "a rejected pose was relayed"
 
-    # /diagnostics (once per second) carries the counts; the tracker has stopped: stale
+    # /diagnostics (once per second) carries the counts
     def reported():
         with rig._lock:
-            return rig.diagnostics and rig.diagnostics[-1].get("object_poses_rejected") == "4"
+            return rig.diagnostics and rig.diagnostics[-1].get("object_poses_rejected") == "5"
     assert wait_until(reported, 10.0), rig.diagnostics[-1:] or "no diagnostics"
     last = rig.diagnostics[-1]
     assert last["object_poses"] == "5" and last["rejected_object_pose_frame_mismatch"] == "1"
+    assert last["rejected_object_pose_stale"] == "1" and last["object_pose_stale_limit_ms"] == "2000"
     assert last["object_pose_topic"] == rig.tracker_topic and last["object_pose_frame"] == "base_link"
-    assert float(last["object_pose_age_ms"]) > 200
+    assert float(last["object_pose_age_ms"]) > 100
 
 
 @pytest.mark.ros
