@@ -171,6 +171,7 @@ def plot_probe_curves(results: dict, path: Path) -> Path:
     for ax in axes:
         ax.set_xlabel("memory after (s)")
         ax.set_xscale("log", base=2)
+        ax.set_xticks(t, [f"{x:g}" for x in t])
     axes[0].legend(fontsize=6)
     fig.suptitle("what the memory knows about the dynamics, over the episode", fontsize=10)
     return _save(fig, path)
@@ -350,10 +351,11 @@ def write_report(summary: dict, figures: dict[str, Path], out: Path) -> tuple[Pa
             f"<h2>Probes (memory after {summary['probe_time_s']:g} s)</h2>", md_table(table)]
     for key, path in figures.items():
         body += [f"<h2>{html.escape(key)}</h2>", img(path)]
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:1em auto;padding:0 1em}"
+             "img{max-width:100%;height:auto;border:1px solid #ddd}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{text-align:left}")
     page = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;max-width:1400px;margin:1em auto;"
-            "padding:0 1em}}img{{max-width:100%;border:1px solid #ddd}}table{{border-collapse:collapse;font-size:13px}}"
-            "td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}</style></head><body>"
+            f"<title>{html.escape(title)}</title><style>{style}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")
     html_path = out / "report.html"
     html_path.write_text(page)
