@@ -11,6 +11,8 @@ Run as ``sim2real bench scale`` (or ``python bench/scale.py``). In one run, on t
    (``--rounds`` runs each: local, ray, local, ray, ...) so a change of the machine's load
    falls on both. Reported: env steps/s of the whole iteration and of the collect phase alone
    (the part the backend changes; the PPO update runs in the driver either way).
+   **Env stepping alone** (the transport): the same vector env, local vs Ray, stepped with
+   zero actions in alternating blocks of 100 steps (``--blocks`` each): ms per step.
 2. **Calibration**: ``--calib-iterations`` SimOpt iterations of ``--samples`` samples on
    ``--episodes`` emulator episodes, local (one batch, ``--calib-threads`` threads) vs Ray
    (one chunk per worker, 1 thread each): seconds per iteration, bytes per iteration.
@@ -77,6 +79,32 @@ def train_run(backend: str, args, out: Path) -> dict:
         return result
     finally:
         trainer.close()
+
+
+def transport_run(args) -> dict:
+    import numpy as np
+
+    from policies.ray_backend import RayVectorEnv
+    from sim_bridge.envs.vector import VectorTaskEnv
+
+    kwargs = {"terminate_on_success": False, "max_episode_steps": args.num_steps}
+    envs = {"local": VectorTaskEnv(args.num_envs, args.num_workers, env_kwargs=kwargs),
+            "ray": RayVectorEnv(args.num_envs, args.num_workers, env_kwargs=kwargs)}
+    try:
+        actions = np.zeros((args.num_envs, envs["local"].single_action_space.shape[0]), np.float32)
+        ms: dict[str, list[float]] = {k: [] for k in envs}
+        for block in range(args.blocks):
+            for name, venv in envs.items():
+                venv.reset(seed=block)
+                t0 = time.perf_counter()
+                for _ in range(100):
+                    venv.step(actions)
+                ms[name].append((time.perf_counter() - t0) * 10.0)  # ms per step
+    finally:
+        for venv in envs.values():
+            venv.close()
+    local, on_ray = statistics.median(ms["local"]), statistics.median(ms["ray"])
+    return {"local_ms_per_step": local, "ray_ms_per_step": on_ray, "ratio": local / on_ray, "blocks": ms}
 
 
 def summarize(backend: str, runs: list[dict], args) -> dict:
@@ -147,6 +175,7 @@ def main(argv=None) -> int:
     ap.add_argument("--num-steps", type=int, default=100)
     ap.add_argument("--iterations", type=int, default=4, help="training iterations per run (the first warms up)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating runs per backend")
+    ap.add_argument("--blocks", type=int, default=6, help="alternating blocks of 100 steps (env stepping alone)")
     ap.add_argument("--samples", type=int, default=128, help="calibration samples per iteration")
     ap.add_argument("--episodes", type=int, default=2, help="calibration: emulator episodes")
     ap.add_argument("--steps", type=int, default=60, help="calibration: joint states per episode")
@@ -175,8 +204,9 @@ def main(argv=None) -> int:
             local, on_ray = summarize("local", runs["local"], args), summarize("ray", runs["ray"], args)
             ratio = on_ray["steps_per_s"] / local["steps_per_s"]
             collect_ratio = on_ray["collect_steps_per_s"] / local["collect_steps_per_s"]
+            transport = transport_run(args)
             results["train"] = {"local": local, "ray": on_ray, "ratio": ratio, "collect_ratio": collect_ratio,
-                                "projection": projection(local, on_ray, args)}
+                                "transport": transport, "projection": projection(local, on_ray, args)}
             print(f"\ntraining, {args.num_envs} envs over {args.num_workers} workers, {args.num_steps} steps/iteration "
                   f"(medians of {local['iterations_counted']} iterations per backend, {args.rounds} alternating runs):")
             for r in (local, on_ray):
@@ -185,6 +215,9 @@ def main(argv=None) -> int:
                       f"update {r['update_s']:.2f} s, waiting for the env workers {r['env_wait_ms_per_step']:.2f} ms/step)")
             print(f"  ratio ray/local: {ratio:.2f}x per iteration, {collect_ratio:.2f}x in the collect phase "
                   f"(target >= 0.85x)")
+            print(f"  env stepping alone (median of {args.blocks} alternating blocks of 100 steps): local "
+                  f"{transport['local_ms_per_step']:.2f} ms/step, ray {transport['ray_ms_per_step']:.2f} ms/step: "
+                  f"ray at {transport['ratio']:.2f}x the local env steps/s")
             print(f"  moved per iteration: {on_ray['bytes_out_per_iteration'] / 1e3:.0f} kB of actions out, "
                   f"{on_ray['bytes_back_per_iteration'] / 1e6:.2f} MB of observations/rewards/infos back")
             proj = results["train"]["projection"]

@@ -6,7 +6,8 @@ Training (``sim2real train --backend ray``): :class:`RayVectorEnv` is the vector
 local worker hosts (:func:`~sim_bridge.envs.vector.worker_bounds`), stepping them into
 buffers of its own; the learner (policy, sampling, PPO update) stays in the driver. Every
 step the driver sends each actor its rows of the actions and gets its rows of the
-observations, rewards and infos back, so with the same seed, ``num_envs`` and
+observations, rewards and infos back (of the dynamics and final observations only the rows
+that changed), so with the same seed, ``num_envs`` and
 ``num_workers`` the batches are the ones the local backend produces, bit for bit.
 
 Fault tolerance: actors are created with ``max_restarts``; a step whose actor died is not
@@ -39,11 +40,14 @@ from sim_bridge.envs import REACH_ID
 from sim_bridge.envs.vector import EnvBatch, VectorTaskEnv, plain_buffers, worker_bounds
 
 INSTALL_HINT = "pip install -r requirements/ray.txt -c requirements/runtime.txt -c requirements/train.txt"
-# what an actor sends back after each step: every buffer but the actions (which come from the driver)
 # how long a restarting env actor may stay unreachable before the run gives up on it
 RESTART_TIMEOUT_S = 120.0
+# what an actor sends back after each step: every buffer but the actions (which come from the driver)
 RETURNED_FIELDS = ("obs", "final_obs", "rewards", "terminated", "truncated", "success", "blowup", "distance",
                    "dynamics", "privileged", "final_privileged")
+# buffers whose rows rarely change (the episode's dynamics; the final observation and privileged
+# state of an episode that just ended): only their changed rows travel, as (row indices, rows)
+CHANGED_ROWS_ONLY = ("final_obs", "dynamics", "final_privileged")
 
 
 class RayNotInstalled(ImportError):
@@ -83,6 +87,7 @@ class EnvWorker:
     def __init__(self, env_id: str, env_kwargs: dict, start: int, stop: int, dims: tuple[int, int, int, int]):
         self.buf = plain_buffers(stop - start, *dims)
         self.batch = EnvBatch(env_id, env_kwargs, start, stop, self.buf, first_row=0)
+        self._sent: dict[str, np.ndarray] = {}  # the CHANGED_ROWS_ONLY buffers as the driver has them
 
     def where(self) -> tuple[int, str]:
         """(process id, Ray node id) of this actor."""
@@ -98,15 +103,30 @@ class EnvWorker:
         return self._rows()
 
     def replay(self, seed: int | None, actions: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Reset with ``seed`` and take the steps ``actions``: the state a lost actor had."""
+        """Reset with ``seed`` and take the steps ``actions``: the state a lost actor had (all
+        rows are sent: the driver may have missed the last answer)."""
+        self._sent = {}
         self.batch.reset(seed)
         for rows in actions:
             self.buf.actions[:] = rows
             self.batch.step()
         return self._rows()
 
-    def _rows(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self.buf, name) for name in RETURNED_FIELDS}
+    def _rows(self) -> dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]]:
+        out = {}
+        for name in RETURNED_FIELDS:
+            value = getattr(self.buf, name)
+            if name not in CHANGED_ROWS_ONLY:
+                out[name] = value
+            elif name not in self._sent:
+                out[name] = value
+                self._sent[name] = value.copy()
+            else:
+                last = self._sent[name]
+                rows = np.flatnonzero((value != last).any(axis=1))
+                out[name] = (rows, value[rows])
+                last[rows] = value[rows]
+        return out
 
     def close(self) -> None:
         self.batch.close()
@@ -166,15 +186,25 @@ class RayVectorEnv(VectorTaskEnv):
             self._actions.append(self._buf.actions.copy())
             refs = [w.step.remote(self._buf.actions[a:b]) for w, (a, b) in zip(self._workers, self._bounds)]
             self.bytes_sent += self._buf.actions.nbytes
+        try:
+            answers = self._ray.get(refs)
+        except self._ray.exceptions.RayActorError:  # a worker died: the others' answers stand
+            answers = [None] * len(refs)
         for i, ref in enumerate(refs):
-            try:
-                rows = self._ray.get(ref)
-            except self._ray.exceptions.RayActorError as exc:
-                rows = self._recover(i, exc)
+            rows = answers[i]
+            if rows is None:
+                try:
+                    rows = self._ray.get(ref)
+                except self._ray.exceptions.RayActorError as exc:
+                    rows = self._recover(i, exc)
             a, b = self._bounds[i]
             for name, value in rows.items():
-                getattr(self._buf, name)[a:b] = value
-                self.bytes_received += value.nbytes
+                if isinstance(value, tuple):  # (indices, rows) of the changed rows only
+                    getattr(self._buf, name)[a:b][value[0]] = value[1]
+                    self.bytes_received += value[0].nbytes + value[1].nbytes
+                else:
+                    getattr(self._buf, name)[a:b] = value
+                    self.bytes_received += value.nbytes
 
     def _recover(self, i: int, error: Exception) -> dict[str, np.ndarray]:
         """Worker ``i`` died (``error``): replay the iteration so far on its restarted actor."""
