@@ -63,9 +63,9 @@ Rules:
   when it arrives (``stale``: a late tracker or a clock offset between the tracker's
   computer and this one). A rejected pose is counted and not relayed; the policy node
   then sees no fresh pose and holds by itself (its ``task_input_stale_s``). A relayed
-  stream that stops for ``object_pose_stale_s`` while the bridge runs (the tracker lost the
-  object or stopped) is counted once per outage (``object_pose_outages``) and makes the
-  diagnostics WARN until poses come back.
+  stream that stops for ``object_pose_stale_s`` while the bridge is active (the tracker lost
+  the object or stopped; also no pose yet) is counted once per outage
+  (``object_pose_outages``) and makes the diagnostics WARN until poses come back.
 * **Every intervention is counted** (:attr:`BridgeCore.counters`, the filter's and the
   watchdog's counters) and reported by :meth:`BridgeCore.health`.
 
@@ -90,8 +90,8 @@ from sim_bridge.joints import JointMapper
 from sim_bridge.rates import RateMeter
 from sim_bridge.tasks import ReachTask, Task
 
-__all__ = ["COMMAND_REJECTIONS", "ERROR", "OBJECT_REJECTIONS", "QUATERNION_TOLERANCE", "FOREIGN", "LENGTH", "MISSING_JOINTS", "NON_FINITE_STATE", "OK",
-           "OUT_OF_ORDER", "RESUME_WARN_STEPS", "STATE_REJECTIONS", "WARN", "BridgeCore", "CycleOutput", "HardwareState", "Health",
+__all__ = ["COMMAND_REJECTIONS", "ERROR", "FOREIGN", "LENGTH", "MISSING_JOINTS", "NON_FINITE_STATE",
+           "OBJECT_REJECTIONS", "OK", "OUT_OF_ORDER", "QUATERNION_TOLERANCE", "RESUME_WARN_STEPS", "STATE_REJECTIONS", "WARN", "BridgeCore", "CycleOutput", "HardwareState", "Health",
            "Intake"]
 
 # hardware joint state rejections (and foreign states, which are not rejections)
@@ -203,7 +203,7 @@ class BridgeCore:
             a task with a streamed ``object_pose`` input makes the bridge relay object poses.
         base_frame: the robot base frame: relayed object poses must be in it.
         object_pose_stale_s: an object pose older than this on arrival, or none for this long
-            while running, is stale (s).
+            while active, is stale (s).
     """
 
     def __init__(self, profile, *, controller_joints: Sequence[str] | None = None,
@@ -241,7 +241,7 @@ class BridgeCore:
         self.base_frame = base_frame.strip("/")
         self.object_pose_stale_s = float(object_pose_stale_s)
         self.object_pose: ObjectPose | None = None    # the latest relayed object pose
-        self.object_pose_outage = False               # no pose relayed for object_pose_stale_s while running
+        self.object_pose_outage = False               # no pose relayed for object_pose_stale_s while active
         self.last_object_rejection = ""
         self.goal = self.task.sample_goal(self.rng, profile)
         self.rate = RateMeter(RATE_WINDOW)   # control timer ticks (the node ticks it, active or not)
@@ -367,14 +367,15 @@ class BridgeCore:
         pose = self.object_pose
         return math.inf if pose is None else pose.age_s + (now_s - pose.arrival_s)
 
-    def _check_object_outage(self, now_s: float, running: bool) -> None:
-        """Count an outage once when the relayed stream stops for object_pose_stale_s while running."""
+    def _check_object_outage(self, now_s: float) -> None:
+        """At a cycle (the bridge is active): count an outage once when no pose was relayed for
+        object_pose_stale_s (also before the first one); it ends when poses come back."""
         if not self.relays_object_pose:
             return
         stale = self.object_pose_age_s(now_s) > self.object_pose_stale_s
-        if stale and running and not self.object_pose_outage:
+        if stale and not self.object_pose_outage:
             self.counters["object_pose_outages"] += 1
-        self.object_pose_outage = stale and (running or self.object_pose_outage)
+        self.object_pose_outage = stale
 
     # --- policy side ----------------------------------------------------------------------
     def on_command(self, values, arrival_s: float) -> Intake:
@@ -474,7 +475,7 @@ class BridgeCore:
             if decision.changed and decision.mode == HOLD and wd.last_command_s is not None:
                 self.last_hold_latency_s = now_s - wd.last_command_s
         out_state = state if relay and decision.mode != STOP else None
-        self._check_object_outage(now_s, decision.mode == RUN)
+        self._check_object_outage(now_s)
         return CycleOutput(decision, command, hardware, result, out_state, resume)
 
     def _resume_offset(self, measured: np.ndarray | None) -> str:

@@ -257,7 +257,7 @@ class ArmEmulatorNode(Node):
             self.object_pose_dropouts += 1
             return
         msg = PoseStamped()
-        stamp_ns = self.get_clock().now().nanoseconds - int(round(reading.age_s * 1e9))
+        stamp_ns = self.get_clock().now().nanoseconds - round(reading.age_s * 1e9)
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(max(0, stamp_ns), 1_000_000_000)
         msg.header.frame_id = self.get_parameter("frame_id").value
         write_planar_pose(msg, reading.pose)

@@ -34,7 +34,7 @@ Policy side (names relative to the node's namespace, types and QoS of
                  older than ``object_pose_stale_s``. A rejected pose is counted
                  (rejected_object_pose_<kind> on /diagnostics), logged (throttled, per kind) and
                  not relayed: the policy node holds by itself once its last pose is stale. A
-                 stream that stops while running is counted (object_pose_outages) and WARNs.
+                 stream that stops while active is counted (object_pose_outages), logged and WARNs.
   goal           geometry_msgs/PointStamped (in)  new reach target (base frame, m)
   reset          std_srvs/Trigger  a real arm cannot resample its physics: reset samples a new
                  goal in the profile's reach_workspace (seeded by ``seed``), publishes it on
@@ -74,7 +74,7 @@ Parameters (read-only; set them in launch/config/real_bridge.yaml):
   object_pose_topic (str)       the tracker's topic (absolute), '/mocap/puck/pose'; used when the
                                 task has an object pose input (Push)
   object_pose_stale_s (float)   an object pose older than this on arrival is rejected; none for
-                                this long while running is an outage (0.25 s, the policy node's
+                                this long while active is an outage (0.25 s, the policy node's
                                 task_input_stale_s)
   autostart (bool)              configure + activate at construction (default true for main())
 
@@ -200,7 +200,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self.declare_parameter("object_pose_topic", DEFAULT_OBJECT_POSE_TOPIC, ro(
             "the object tracker's geometry_msgs/PoseStamped topic (absolute); used when the task needs object poses"))
         self.declare_parameter("object_pose_stale_s", 0.25, ro(
-            "object poses older than this on arrival are not relayed; none for this long while running: an outage",
+            "object poses older than this on arrival are not relayed; none for this long while active: an outage",
             floating_point_range=[FloatingPointRange(from_value=0.001, to_value=10.0)]))
         self.declare_parameter("autostart", autostart, ro("configure and activate right after construction"))
 
@@ -229,6 +229,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self._object_group = MutuallyExclusiveCallbackGroup()    # object poses from the tracker
         self._object_pub = None
         self.object_pose_topic = ""
+        self._outages_logged = 0                                 # object pose outages already logged
         self._aux_group = MutuallyExclusiveCallbackGroup()       # services, diagnostics
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         self.create_service(Trigger, "~/estop", self._on_estop, callback_group=self._aux_group)
@@ -302,6 +303,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             raise ConfigError("must name the ros2_control controller", field="controller")
         with self._lock:
             self.core, self.output = core, p["output"]
+            self._outages_logged = 0
 
         if self.output == "forward":
             self.hardware_topic = f"/{controller}/commands"
@@ -582,6 +584,15 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         """Log a mode change (and publish the diagnostics), a filter intervention, or a
         continuing hold/stop, each throttled per cause."""
         decision, result = out.decision, out.filter_result
+        outages = core.counters["object_pose_outages"]
+        if outages != self._outages_logged:   # the tracker's stream stopped while active (once per outage)
+            self._outages_logged = outages
+            age = core.object_pose_age_s(time.monotonic())
+            since = "none relayed yet" if age == float("inf") else f"none relayed for {1e3 * age:.0f} ms"
+            self.get_logger().warning(
+                f"object pose stale: {since} (limit "
+                f"object_pose_stale_s = {1e3 * core.object_pose_stale_s:.0f} ms; outage {outages}): did the tracker on "
+                f"{self.object_pose_topic} stop or lose the object? The policy holds until poses return")
         if out.resume:
             self.get_logger().warning(out.resume)
         if decision.changed:

@@ -220,6 +220,12 @@ def test_node_relays_good_poses_unchanged_and_counts_every_bad_one(rig):
     assert last["object_pose_topic"] == rig.tracker_topic and last["object_pose_frame"] == "base_link"
     assert float(last["object_pose_age_ms"]) > 100
 
+    # the tracker is silent now: one outage once the last pose is 2 s old (the first one was
+    # counted at activation, before any pose), logged and a WARN
+    assert counters["object_pose_outages"] == 1
+    assert wait_until(lambda: counters["object_pose_outages"] == 2, 10.0), dict(counters)
+    assert wait_until(lambda: rig.diagnostics[-1].get("object_pose_stale") == "True", 5.0)
+
 
 @pytest.mark.ros
 def test_node_reach_has_no_object_pose_topics():
