@@ -58,3 +58,42 @@ def test_shipped_parameter_files_declare_the_push_parameters():
     assert emulator["object_pose_topic"] == bridge["object_pose_topic"]
     assert emulator["frame_id"] == bridge["frame_id"] == "base_link"
     assert load_yaml_file(config / "recorder.yaml")["/**/recorder"]["ros__parameters"]["task"] == ""
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_sim2real_launch_real_push_graph_as_processes_records_object_poses(tmp_path):
+    """The push real graph as one process per node (emulator, bridge, a push policy, recorder):
+    the tracker stand-in's poses go through the bridge to the policy side and into the bag."""
+    pytest.importorskip("torch")
+    import shutil
+
+    import numpy as np
+    import yaml
+
+    from policies.testing import export_dummy_policy
+    from real_bridge.bagload import load_episodes
+
+    export_dummy_policy(tmp_path / "policies" / "dummy_push", obs_size=29, task="push", name="dummy_push")
+    params = tmp_path / "config"
+    shutil.copytree(launch_dir() / "config", params)
+    policy_yaml = params / "policy.yaml"
+    data = yaml.safe_load(policy_yaml.read_text())
+    data["/**/policy"]["ros__parameters"].update(policy="dummy_push", policy_dir=str(tmp_path / "policies"))
+    policy_yaml.write_text(yaml.safe_dump(data))
+    bag = tmp_path / "bag"
+    proc = subprocess.run([sys.executable, "-m", "sim2real.cli", "launch", "real", "--emulator", "--task", "push",
+                           "--record", str(bag), "--params-dir", str(params), "--duration-s", "15"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "all 4 node(s) stopped cleanly" in out, out[-4000:]
+    assert "relayed to /sim2real/object_pose" in out and "a push object tracked on /mocap/puck/pose" in out
+    assert "policy 'dummy_push'" in out, out[-4000:]
+    (episode,) = load_episodes(bag)   # no episode markers: the whole bag
+    assert episode.metadata["metadata"]["task"] == "push"
+    assert episode.topics["object_pose"] == "/sim2real/object_pose"
+    seen = np.isfinite(episode.object_pose[:, 0])   # after the first relayed pose, at every joint state
+    assert len(episode) >= 10 and seen.sum() >= 0.8 * len(episode), (seen.sum(), len(episode))
+    assert np.all(np.abs(episode.object_pose[seen, 2] - 0.016) < 0.012)   # on the table, base frame
