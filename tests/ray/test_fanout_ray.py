@@ -121,3 +121,32 @@ def test_calibration_stops_with_a_clear_error_after_the_retry_budget(local_ray, 
 def partial_class(cls, **kwargs):
     """``cls`` with keyword arguments bound (an actor class must be a class)."""
     return type(cls.__name__, (cls,), {"__init__": lambda self, *a: cls.__init__(self, *a, **kwargs)})
+
+
+def test_the_calibrate_command_on_ray_writes_the_local_result(local_ray, setup, tmp_path, capsys):
+    """`sim2real calibrate --backend ray` end to end (bag in, file out): the local fit."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "calibration"))  # its bag writer
+    try:
+        from calib_bags import write_episode_bag
+    finally:
+        sys.path.pop(0)
+    from sim2real.cli import main as sim2real_main
+    from sim_bridge.randomization import load_randomization
+
+    profile, _, episodes = setup
+    bag = tmp_path / "bag"
+    write_episode_bag(bag, episodes, profile.joint_names, policy="reach_lstm")
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text("calibration_version: 1\nsearch: {body_mass: {shared: true}}\n"
+                             "samples: 6\niterations: 1\nmax_steps: 20\nthreads: 1\n")
+    fits = {}
+    for backend in ("local", "ray"):
+        out = tmp_path / f"{backend}.yaml"
+        rc = sim2real_main(["calibrate", "--bags", str(bag), "--prior", "default", "--out", str(out),
+                            "--settings", str(settings_file), "--no-plots", "--backend", backend,
+                            "--num-workers", "2"])
+        assert rc == 0, capsys.readouterr().err
+        fits[backend] = load_randomization(out).joint_gaussian
+    assert fits["local"].names == fits["ray"].names
+    np.testing.assert_array_equal(fits["local"].mean, fits["ray"].mean)
+    np.testing.assert_array_equal(fits["local"].cov, fits["ray"].cov)
