@@ -33,7 +33,8 @@ Push (``--task push``): the emulator also simulates a puck with hidden object ph
 ``/mocap/puck/pose``; the bridge relays it (checked) to the namespace's ``object_pose``, which
 the policy reads and the recorder records. The episode protocol then resets the bridge
 first (the new goal) and homes the emulator after it has heard that goal: the homing places
-the puck ``push_distance_m`` from it (on a real arm a person places the object). Success
+the puck ``push_distance_m`` from it (on a real arm, ``--no-emulator``, a person places the
+object: the command prints the goal and waits for Enter on a terminal). Success
 is the task's criterion on the tracked pose the bridge relays (puck centre within 5 cm of
 the goal in the table plane for 10 consecutive control steps), not on the hidden truth.
 
@@ -495,6 +496,8 @@ class DeploymentGraph:
             if m.emulator_reset is not None:
                 self._wait_emulator_goal(goal)
                 call(m.emulator_reset)
+            else:
+                self._operator_places_object(index, goal)
         else:
             if m.emulator_reset is not None:
                 call(m.emulator_reset)
@@ -528,6 +531,17 @@ class DeploymentGraph:
         if not result.steps:
             result.note = "no joint states relayed during the episode"
         return result
+
+    def _operator_places_object(self, index: int, goal: np.ndarray) -> None:
+        """A real arm: a person puts the object back. Asks on a terminal and waits for Enter;
+        without one (a script, a test) it says so and goes on."""
+        low, high = getattr(self.task, "push_distance", (0.10, 0.25))
+        text = (f"episode {index}: goal ({goal[0]:.3f}, {goal[1]:.3f}) m in {self.bridge.core.base_frame}: place the "
+                f"object {100 * low:.0f}-{100 * high:.0f} cm from it, hands off the table")
+        if sys.stdin is not None and sys.stdin.isatty():
+            input(text + ", then press Enter ")
+        else:
+            print(text + " (no terminal: not waiting)", flush=True)
 
     def _wait_emulator_goal(self, goal: np.ndarray, timeout: float = SERVICE_TIMEOUT_S) -> None:
         """Until the emulator has heard the bridge's new goal (it places the puck for it)."""

@@ -87,3 +87,21 @@ def test_sim2real_real_refuses_a_reach_policy_on_the_push_graph(tmp_path):
                            "--seed", "1"], cwd=REPO, capture_output=True, text=True, timeout=50)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "trained for task 'reach'" in proc.stderr and "runs task 'push'" in proc.stderr, proc.stderr
+
+
+def test_on_a_real_arm_the_operator_is_asked_to_place_the_puck(capsys, monkeypatch):
+    """--no-emulator: nothing places the puck; the runner prints the goal (and waits for Enter on a terminal)."""
+    from types import SimpleNamespace
+
+    from sim2real.real import DeploymentGraph
+    from sim_bridge.tasks import make_task
+
+    graph = SimpleNamespace(task=make_task("push"), bridge=SimpleNamespace(core=SimpleNamespace(base_frame="base_link")))
+    DeploymentGraph._operator_places_object(graph, 3, np.array([0.5, -0.1, 0.015]))
+    out = capsys.readouterr().out
+    assert "episode 3: goal (0.500, -0.100) m in base_link: place the object 10-25 cm from it" in out, out
+    asked = []
+    monkeypatch.setattr("sys.stdin", SimpleNamespace(isatty=lambda: True))
+    monkeypatch.setattr("builtins.input", lambda text: asked.append(text) or "")
+    DeploymentGraph._operator_places_object(graph, 4, np.array([0.5, -0.1, 0.015]))
+    assert asked and asked[0].endswith("then press Enter ")
