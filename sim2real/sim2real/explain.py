@@ -42,6 +42,12 @@ class ExplainConfig:
     """episodes per ablation variant (0: no ablations)"""
     unit_episodes: int = 10
     """episodes per single-LSTM-unit ablation (0: skip the per-unit sweep)"""
+    emulator_episodes: int = 0
+    """also run the policy on the arm emulator for this many episodes and explain the reality gap: attribution
+    there vs in simulation, the memory's estimate of each parameter against the emulator's hidden values
+    (artifact folders only: the emulator runs the deployed ONNX runtime)"""
+    bags: tuple[Path, ...] = ()
+    """also explain episodes recorded in these rosbag2 folders (sim2real real --record / sim2real record)"""
     progress: bool = True
     """show a progress bar"""
 
@@ -71,8 +77,9 @@ def run_explain(args: ExplainConfig) -> int:
         ablation=(AblationSettings(episodes=args.ablation_episodes, unit_episodes=args.unit_episodes)
                   if args.ablation_episodes > 0 else None))
     try:
+        real = _recorded_episodes(args, path)
         summary = explain(path, out, compare=compare, task=args.task, settings=settings, progress=args.progress,
-                          log=lambda line: print(line, file=sys.stderr))
+                          log=lambda line: print(line, file=sys.stderr), real=real)
     except (ExplainError, FileNotFoundError, ValueError) as exc:
         print(f"sim2real explain: {exc}", file=sys.stderr)
         return 2
@@ -83,3 +90,38 @@ def run_explain(args: ExplainConfig) -> int:
           f"{summary['wall_time_s']:.0f} s")
     return 0
 
+
+
+def _recorded_episodes(args: ExplainConfig, path: Path) -> dict | None:
+    """The recorded episodes of --bags or --emulator-episodes, in the profile's joint order."""
+    if not args.bags and args.emulator_episodes <= 0:
+        return None
+    if args.bags and args.emulator_episodes > 0:
+        raise ValueError("give --bags or --emulator-episodes, not both")
+    from calibration.episodes import emulator_episodes, load_reference_episodes
+    from policies.explain.loading import load_explained_policy
+    from sim_bridge.profile import load_profile
+
+    policy = load_explained_policy(path)
+    steps = int(policy.task.get("max_episode_steps") or 200) + 1  # T joint states -> T - 1 actions
+    if args.bags:
+        from real_bridge.bagload import BagLoadError
+        try:
+            episodes = load_reference_episodes([str(b) for b in args.bags], load_profile(policy.robot_profile),
+                                               max_steps=steps)
+        except BagLoadError as exc:
+            raise ValueError(str(exc)) from None
+        for line in getattr(episodes, "skipped", []):
+            print(f"sim2real explain: skipped {line}", file=sys.stderr)
+        source, hidden = f"{len(args.bags)} bag(s)", None
+    else:
+        if path.suffix == ".pt" or not (path / "manifest.json").is_file():
+            raise ValueError("--emulator-episodes needs an artifact folder (the emulator runs the ONNX runtime); "
+                             f"{path} is a checkpoint: export it first (sim2real export)")
+        from real_bridge.emulator import ArmEmulator
+        emulator = ArmEmulator()
+        episodes = emulator_episodes(path, args.emulator_episodes, steps=steps, seed=args.seed, emulator=emulator)
+        source, hidden = "arm emulator", emulator.hidden_dynamics()
+    return {"source": source, "hidden": hidden,
+            "episodes": [{"position": e.position, "velocity": e.velocity, "command": e.command, "goal": e.goal}
+                         for e in episodes]}

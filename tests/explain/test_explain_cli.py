@@ -1,6 +1,6 @@
-"""`sim2real explain` end to end on a shipped policy with a tiny budget: the report folder holds the
-figures, a JSON of every number and an HTML page with the figures embedded; bad input exits 2 with
-what is wrong. With Chromium installed, the page is rendered headless to a screenshot."""
+"""`sim2real explain` end to end on a shipped policy with a tiny budget (and two arm-emulator episodes
+beside the simulated ones): the report folder holds the figures, a JSON of every number and an HTML
+page with the figures embedded; bad input exits 2 with what is wrong. With Chromium installed, the page is rendered headless to a screenshot."""
 from __future__ import annotations
 
 import json
@@ -13,14 +13,16 @@ from sim2real.cli import main
 
 FIGURES = {"attribution_heatmap.png", "attribution_groups.png", "attribution_ablation.png",
            "attribution_episode.png", "probes_r2.png", "probes_accuracy.png", "probes_over_time.png",
-           "memory_projection_reach_lstm.png", "memory_projection_reach_mlp.png", "ablations.png", "weights.png"}
+           "memory_projection_reach_lstm.png", "memory_projection_reach_mlp.png", "ablations.png", "weights.png",
+           "reality_gap.png"}
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("explain") / "reach_lstm"
     rc = main(["explain", "reach_lstm", "--episodes", "12", "--compare", "reach_mlp", "--windows", "6",
-               "--ablation-episodes", "4", "--unit-episodes", "0", "--out", str(out), "--no-progress"])
+               "--ablation-episodes", "4", "--unit-episodes", "0", "--emulator-episodes", "2", "--out", str(out),
+               "--no-progress"])
     assert rc == 0
     return out
 
@@ -41,6 +43,13 @@ def test_explain_writes_figures_json_markdown_and_html(report):
     assert sum(shares["integrated_gradients"].values()) == pytest.approx(1.0, abs=1e-5)
     assert summary["sanity"]["model_randomisation"]["passed"]
     assert summary["ablations"]["intact"]["episodes"] == 4 and summary["ablations"]["variants"]
+    gap = summary["reality_gap"]
+    assert gap["source"] == "arm emulator" and gap["episodes"] == 2 and gap["hidden_known"]
+    # the emulator ran this policy's ONNX graph: the actor replayed on the rebuilt observations
+    # reproduces its recorded actions (observation rebuild + reconstruction are consistent)
+    assert gap["action_reproduction_median_abs"] < 1e-4
+    assert gap["estimates"]["hidden"]["action_latency"] == pytest.approx(1.3)
+    assert len(gap["estimates"]["estimate_mean"]["action_latency"]) == 4
     page = (report / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(summary["figures"]) and "relies mostly on" in page
 

@@ -72,18 +72,23 @@ def _check_layout(policy: ExplainedPolicy, env) -> None:
 
 def explain(policy_path: str | Path, out: str | Path, *, compare: list[str | Path] | None = None,
             task: str | None = None, settings: ExplainSettings | None = None, progress: bool = True,
-            log=print) -> dict:
-    """Run every analysis and write the report into ``out``; returns the summary (``explain.json``)."""
+            log=print, real: dict | None = None) -> dict:
+    """Run every analysis and write the report into ``out``; returns the summary (``explain.json``).
+
+    ``real``: recorded episodes to set beside the simulated ones (:mod:`policies.explain.gap`):
+    ``{"source": text, "episodes": [{"position", "velocity", "command", "goal"}, ...],
+    "hidden": {dynamics name: value} or None}``."""
     from threadpoolctl import threadpool_limits
 
     settings = settings or ExplainSettings()
     # BLAS / OpenMP pools at the torch thread count: OpenBLAS's spinning workers made the probes
     # 15x slower on a shared 2-core machine (measured: 10 logistic probes 3.6 s -> 0.5 s)
     with threadpool_limits(limits=settings.torch_threads):
-        return _explain(policy_path, out, compare=compare, task=task, settings=settings, progress=progress, log=log)
+        return _explain(policy_path, out, compare=compare, task=task, settings=settings, progress=progress, log=log,
+                        real=real)
 
 
-def _explain(policy_path, out, *, compare, task, settings: ExplainSettings, progress: bool, log) -> dict:
+def _explain(policy_path, out, *, compare, task, settings: ExplainSettings, progress: bool, log, real) -> dict:
     from tqdm import tqdm
 
     from policies.explain import report
@@ -109,6 +114,14 @@ def _explain(policy_path, out, *, compare, task, settings: ExplainSettings, prog
     for p in policies:
         _check_layout(p, env0)
     layout = env0.observation_layout
+    real_obs = None
+    if real is not None:  # rebuilt before the long part: a recording that does not fit fails fast
+        from policies.explain.gap import rebuild_observations
+        real_obs = []
+        for ep in real["episodes"]:
+            o, a = rebuild_observations(layout, ep["position"], ep["velocity"], ep["command"], ep["goal"],
+                                        env0.action_scale_rad)
+            real_obs.append({"obs": o, "actions": a})
     joint_names = list(load_profile(main.robot_profile).joint_names)
     abl = settings.ablation
     # progress ticks, roughly in proportion to the time each stage takes (an episode = 1)
@@ -162,8 +175,15 @@ def _explain(policy_path, out, *, compare, task, settings: ExplainSettings, prog
                        if main.recurrent else None)
             ablations = run_ablations(main.actor, envs, abl, weights, progress=bar.update)
             lap("ablations")
+        gap = None
+        if real_obs is not None:
+            bar.set_postfix_str("recorded episodes")
+            gap = _reality_gap(main, real, real_obs, recordings[main.name], results[main.name], layout, joint_names,
+                               settings)
+            lap("reality_gap")
         bar.set_postfix_str("report")
         summary = _summary(main, policies, results, task_record, settings, sanity, ablations)
+        summary["reality_gap"] = gap
         figures = _figures(summary, results, recordings, main, out)
         summary["figures"] = {k: v.name for k, v in figures.items()}
         lap("figures")
@@ -175,6 +195,29 @@ def _explain(policy_path, out, *, compare, task, settings: ExplainSettings, prog
     finally:
         bar.close()
     return summary
+
+
+def _reality_gap(main, real, real_obs, sim_rec, sim_result, layout, joint_names, settings) -> dict:
+    from policies.explain.gap import probe_estimates, replay
+    rec, reproduction = replay(main.actor, real_obs, sim_rec.control_rate_hz, sim_rec.dynamics_names,
+                               real.get("hidden"), f"{main.name} ({real['source']})")
+    attr = attribute_recording(rec, main.actor, layout, joint_names, settings.attribution)
+    rows = sim_result["probe_summary"]["rows"]
+    chosen = [r["parameter"] for r in rows[:6]]
+    if "action_latency" in sim_rec.dynamics_names and "action_latency" not in chosen:
+        chosen.append("action_latency")
+    estimates = probe_estimates(sim_rec, rec, settings.probes.times_s, real.get("hidden"), chosen)
+    estimates["probe_r2"] = {n: sim_result["probes"]["ridge_r2"].get(n) for n in estimates["parameters"]}
+    sim_attr = sim_result["attribution"]
+    return {"source": real["source"], "episodes": rec.episodes, "steps": int(rec.obs.shape[1]),
+            "hidden_known": bool(real.get("hidden")),
+            "action_reproduction_median_abs": reproduction,
+            "attribution": {"sim": sim_attr.group_shares["integrated_gradients"],
+                            "real": attr.group_shares["integrated_gradients"],
+                            "sim_lag_shares": sim_attr.lag_shares["integrated_gradients"],
+                            "real_lag_shares": attr.lag_shares["integrated_gradients"],
+                            "real_top_elements": attr.summary()["top_elements"]["integrated_gradients"]},
+            "estimates": estimates}
 
 
 def _summary(main, policies, results, task_record, settings, sanity, ablations) -> dict:
@@ -226,6 +269,9 @@ def _figures(summary, results, recordings, main, out: Path) -> dict[str, Path]:
         if show:
             figs[f"Memory projections: {pname}"] = report.plot_projection(
                 r["projection"], rec.dynamics, names, show, pname, out / f"memory_projection_{pname}.png")
+    if summary.get("reality_gap"):
+        figs["Reality gap: simulated vs recorded episodes"] = report.plot_reality_gap(
+            summary["reality_gap"], name, out / "reality_gap.png")
     if summary.get("ablations"):
         figs["Ablations"] = report.plot_ablations(summary["ablations"], name, out / "ablations.png")
     figs["Weights"] = report.plot_weights(main.actor, pol[name]["weights"], name, out / "weights.png")

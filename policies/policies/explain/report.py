@@ -240,6 +240,46 @@ def plot_weights(actor, stats: list[dict], name: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_reality_gap(gap: dict, name: str, path: Path) -> Path:
+    """Attribution per group, simulated vs recorded; the memory's estimate of each parameter over the
+    recorded episodes against the randomization's mean and (emulator) the hidden value."""
+    plt = _plt()
+    est = gap["estimates"]
+    params = est["parameters"]
+    ncols = min(4, 1 + len(params))
+    nrows = -(-(1 + len(params)) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.3 * nrows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[1 + len(params):]:
+        ax.set_visible(False)
+    ax = axes[0]
+    groups = list(gap["attribution"]["sim"])
+    x = np.arange(len(groups))
+    ax.bar(x - 0.2, [gap["attribution"]["sim"][g] for g in groups], 0.4, label="simulated")
+    ax.bar(x + 0.2, [gap["attribution"]["real"].get(g, 0.0) for g in groups], 0.4, label=gap["source"])
+    ax.set_xticks(x, groups, rotation=30, fontsize=7, ha="right")
+    ax.set_title("integrated gradients per group", fontsize=9)
+    ax.legend(fontsize=7)
+    t = est["times_s"]
+    for j, p in enumerate(params):
+        ax = axes[j + 1]
+        mean, std = np.asarray(est["estimate_mean"][p]), np.asarray(est["estimate_std"][p])
+        ax.errorbar(t, mean, yerr=std, fmt="-o", ms=3, label="memory's estimate")
+        ax.axhline(est["sim_mean"][p], color="grey", ls="--", lw=1, label="randomization mean")
+        if est["hidden"][p] is not None:
+            ax.axhline(est["hidden"][p], color="tab:red", lw=1.2, label="hidden value")
+        r2 = est.get("probe_r2", {}).get(p)
+        r2_txt = f" (sim R^2 at 2 s {r2[2]:.2f})" if isinstance(r2, list) and len(r2) > 2 else ""
+        ax.set_title(f"{p}{r2_txt}", fontsize=8)
+        ax.set_xlabel("memory after (s)", fontsize=8)
+        if j == 0:
+            ax.legend(fontsize=6)
+    fig.suptitle(f"{name}: {gap['episodes']} recorded episodes ({gap['source']}) next to the simulated ones "
+                 f"(estimates: mean +- std over the episodes)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 # --- text --------------------------------------------------------------------------------------
 def reading(summary: dict) -> list[str]:
     """A few sentences generated from the numbers."""
@@ -289,6 +329,30 @@ def reading(summary: dict) -> list[str]:
                 lines.append(f"Zeroing the top-{v['k']} probe units: success {100 * v['success_rate']:.0f}%, final "
                              f"error {100 * v['final_distance_m']:.1f} cm; {v['k']} random units: "
                              f"{100 * r['success_rate']:.0f}%, {100 * r['final_distance_m']:.1f} cm.")
+    gap = summary.get("reality_gap")
+    if gap:
+        sim, real = gap["attribution"]["sim"], gap["attribution"]["real"]
+        moved = max(sim, key=lambda g: abs(real.get(g, 0.0) - sim[g]))
+        lines.append(f"On {gap['episodes']} recorded episodes ({gap['source']}; the policy's recorded actions are "
+                     f"reproduced to {gap['action_reproduction_median_abs']:.1e} median): the attribution share "
+                     f"of {moved} moves from {100 * sim[moved]:.0f}% in simulation to {100 * real.get(moved, 0.0):.0f}%.")
+        est = gap["estimates"]
+        for p in est["parameters"]:
+            hidden = est["hidden"][p]
+            r2 = (est.get("probe_r2") or {}).get(p) or []
+            if hidden is None or not est["times_s"] or (max(r2, default=0.0) < 0.1 and p != "action_latency"):
+                continue  # a probe that explains nothing in simulation only ever predicts the mean
+            first, last = est["estimate_mean"][p][0], est["estimate_mean"][p][-1]
+            step = abs(last - first)
+            if step < 0.25 * est["sim_std"][p]:
+                verdict = "it does not move (less than a quarter of the randomization's std)"
+            elif abs(last - hidden) < abs(first - hidden):
+                verdict = "toward the hidden value"
+            else:
+                verdict = "away from the hidden value"
+            lines.append(f"Memory's estimate of {p} (sim probe R^2 up to {max(r2, default=0.0):.2f}): {first:.3g} after "
+                         f"{est['times_s'][0]:g} s, {last:.3g} after {est['times_s'][-1]:g} s (hidden {hidden:.3g}, "
+                         f"randomization mean {est['sim_mean'][p]:.3g}): {verdict}.")
     check = summary.get("sanity", {}).get("model_randomisation")
     if check:
         lines.append(f"Model-randomisation check: saliency of the trained vs a re-initialised actor, Spearman "
