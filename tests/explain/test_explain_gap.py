@@ -48,3 +48,32 @@ def test_another_robots_joints_are_refused():
     z = np.zeros((5, 6))
     with pytest.raises(ExplainError, match="6 joints, the policy 7"):
         rebuild_observations(layout, z, z, z[:4], np.zeros(3), 0.05)
+
+
+def test_bag_episodes_replay_to_the_recorded_actions(tmp_path):
+    """--bags: emulator episodes of reach_lstm written as `sim2real real --record` writes them, read back
+    (calibration's loader), rebuilt and replayed: the actor reproduces the commands it sent."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "calibration"))
+    from calib_bags import write_episode_bag
+
+    from calibration.episodes import emulator_episodes
+    from policies.explain.gap import replay
+    from policies.explain.loading import load_explained_policy
+    from policies.manifest import shipped_zoo
+    from sim2real.explain import ExplainConfig, _recorded_episodes
+    from sim_bridge.profile import load_profile
+
+    zoo = shipped_zoo() / "reach_lstm"
+    bag = tmp_path / "bag"
+    write_episode_bag(bag, emulator_episodes(zoo, 2, steps=40, seed=1), load_profile("panda_like").joint_names)
+    real = _recorded_episodes(ExplainConfig(policy="reach_lstm", bags=(bag,)), zoo)
+    assert real["source"] == "1 bag(s)" and real["hidden"] is None and len(real["episodes"]) == 2
+    policy = load_explained_policy(zoo)
+    env = make_env("Sim2Real/Reach-v0", randomization="none")
+    obs = [dict(zip(("obs", "actions"), rebuild_observations(env.observation_layout, e["position"], e["velocity"],
+                                                             e["command"], e["goal"], env.action_scale_rad)))
+           for e in real["episodes"]]
+    rec, reproduction = replay(policy.actor, obs, 50.0, env.dynamics_names, None, "bag")
+    assert rec.obs.shape == (2, 39, 24) and reproduction < 1e-4
