@@ -337,6 +337,7 @@ def reading(summary: dict) -> list[str]:
                      f"reproduced to {gap['action_reproduction_median_abs']:.1e} median): the attribution share "
                      f"of {moved} moves from {100 * sim[moved]:.0f}% in simulation to {100 * real.get(moved, 0.0):.0f}%.")
         est = gap["estimates"]
+        state = "LSTM memory" if res[main]["architecture"] == "lstm" else "last hidden layer"
         for p in est["parameters"]:
             hidden = est["hidden"][p]
             r2 = (est.get("probe_r2") or {}).get(p) or []
@@ -350,7 +351,7 @@ def reading(summary: dict) -> list[str]:
                 verdict = "toward the hidden value"
             else:
                 verdict = "away from the hidden value"
-            lines.append(f"Memory's estimate of {p} (sim probe R^2 up to {max(r2, default=0.0):.2f}): {first:.3g} after "
+            lines.append(f"Probe estimate of {p} from the {state} (sim probe R^2 up to {max(r2, default=0.0):.2f}): {first:.3g} after "
                          f"{est['times_s'][0]:g} s, {last:.3g} after {est['times_s'][-1]:g} s (hidden {hidden:.3g}, "
                          f"randomization mean {est['sim_mean'][p]:.3g}): {verdict}.")
     check = summary.get("sanity", {}).get("model_randomisation")
