@@ -105,18 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(DISCOVERY_ENV, "LOCALHOST")
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    typed = getattr(args, "typed", None)
-    if rest and typed is None:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if typed is None and not getattr(args, "func", None):
-        parser.print_help()
-        return 1
+    words = sys.argv[1:] if argv is None else list(argv)
     try:
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+        typed = getattr(args, "typed", None)
+        if rest and typed is None:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if typed is None and not getattr(args, "func", None):
+            parser.print_help()
+            return 1
         return _run_typed(typed, rest) if typed is not None else int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C (or a launcher's SIGINT) is how a ROS node is stopped, also while it is still
+        # starting: a clean exit, as rclpy nodes do; any other command was interrupted (130)
+        return 0 if words[:1] == ["node"] else 130
 
 
 if __name__ == "__main__":

@@ -137,3 +137,21 @@ def test_sim_refuses_a_policy_of_another_task(args, message):
         pytest.skip("push_lstm ships now")
     out = run("sim", *args, "--episodes", "1")
     assert out.returncode == 2 and message in out.stderr, out.stdout + out.stderr
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("delay_s", [0.2, 1.0])
+def test_a_node_stopped_by_sigint_while_it_starts_exits_cleanly(delay_s):
+    """A launcher (sim2real launch, ros2 launch) stops nodes with SIGINT, maybe before they are
+    up: that is a normal stop (exit 0), not a failure (KeyboardInterrupt, 130)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "sim2real.cli", "node", "sim_bridge"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ), process_group=0,
+                            stdin=subprocess.DEVNULL)
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
