@@ -180,8 +180,15 @@ def test_node_relays_good_poses_unchanged_and_counts_every_bad_one(rig):
     def rejected():
         return sum(v for k, v in counters.items() if k.startswith("object_poses_rejected:"))
 
-    rig.publish(age_s=5.0)   # 5 s old on arrival (limit 2 s here): stale
-    assert wait_until(lambda: rejected() == 1, 10.0), dict(counters)
+    # 5 s old on arrival (limit 2 s here): stale. The first sample after discovery can be lost on a
+    # loaded machine (the writer matched before the reader knew it): re-sent until one is counted
+    for _ in range(10):
+        rig.publish(age_s=5.0)
+        if wait_until(lambda: rejected() >= 1, 3.0):
+            break
+    assert rejected() >= 1, dict(counters)
+    stale = counters["object_poses_rejected:stale"]
+    assert rejected() == stale, dict(counters)
     sent = []
     for i in range(5):   # a 50 Hz tracker
         sent.append(rig.publish(x=0.40 + 0.01 * i))
@@ -203,20 +210,21 @@ def test_node_relays_good_poses_unchanged_and_counts_every_bad_one(rig):
     rig.publish(x=math.nan)
     rig.publish(q=(0.0, 0.0, 0.3, 0.3))
     rig.publish(age_s=1.0)   # older than the last relayed pose: out of order
-    assert wait_until(lambda: rejected() == 5, 10.0), dict(counters)
-    for kind in ("stale", "frame_mismatch", "non_finite", "non_unit_quaternion", "out_of_order"):
+    assert wait_until(lambda: rejected() == stale + 4, 10.0), dict(counters)
+    for kind in ("frame_mismatch", "non_finite", "non_unit_quaternion", "out_of_order"):
         assert counters[f"object_poses_rejected:{kind}"] == 1, (kind, dict(counters))
+    assert counters["object_poses_rejected:stale"] == stale
     time.sleep(0.2)
     assert len(rig.relayed) == relayed, "a rejected pose was relayed"
 
     # /diagnostics (once per second) carries the counts
     def reported():
         with rig._lock:
-            return rig.diagnostics and rig.diagnostics[-1].get("object_poses_rejected") == "5"
+            return rig.diagnostics and rig.diagnostics[-1].get("object_poses_rejected") == str(stale + 4)
     assert wait_until(reported, 10.0), rig.diagnostics[-1:] or "no diagnostics"
     last = rig.diagnostics[-1]
     assert last["object_poses"] == "5" and last["rejected_object_pose_frame_mismatch"] == "1"
-    assert last["rejected_object_pose_stale"] == "1" and last["object_pose_stale_limit_ms"] == "2000"
+    assert last["rejected_object_pose_stale"] == str(stale) and last["object_pose_stale_limit_ms"] == "2000"
     assert last["object_pose_topic"] == rig.tracker_topic and last["object_pose_frame"] == "base_link"
     assert float(last["object_pose_age_ms"]) > 100
 
