@@ -895,7 +895,7 @@ def print_swap(r: dict) -> None:
               f"{s['received_stalls_in_windows']} stalls inside vs {s['received_expected_stalls_in_windows']:.2f} "
               f"expected (p = {poisson_sf(s['received_stalls_in_windows'], s['received_expected_stalls_in_windows']):.3g})")
     offsets = s.get("stalls_in_windows_ms_after_request", [])
-    print(f"  stalls inside the windows (ms after the request: interval ms): "
+    print("  stalls inside the windows (ms after the request: interval ms): "
           + (", ".join(f"{t:g}: {d:g}" for t, d in offsets) if offsets else "none"))
     verdict = "MET" if s["target_met"] else "NOT MET"
     if s.get("control"):

@@ -19,7 +19,7 @@ from scipy import stats
 from sim_bridge import config as sb_config
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
-from sim_bridge.randomization import (BUILTIN_KINDS, KINDS, OBJECT_KINDS, DynamicsRandomizer, NominalModel, RandomizationSpec,
+from sim_bridge.randomization import (BUILTIN_KINDS, OBJECT_KINDS, DynamicsRandomizer, NominalModel, RandomizationSpec,
                                       load_randomization, parse_randomization,
                                       shipped_randomization_path)
 from sim_bridge.simulator import ArmSimulator, build_model
