@@ -3,7 +3,9 @@ shows them: the app builds the command line from this dataclass with tyro)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 
 @dataclass
@@ -22,8 +24,8 @@ class TrainConfig:
     """mlp_history: observations stacked into the actor's input (the current one included)"""
     randomization: str = "default"
     """dynamics randomization: a shipped name or a YAML path; "default" is the task's default (reach: default, push: push_default), "none" = nominal physics"""
-    robot_profile: str = "panda_like"
-    """robot profile: shipped name or YAML path"""
+    robot_profile: Annotated[str, tyro.conf.arg(aliases=("--robot",))] = "panda_like"
+    """robot profile: shipped name, an imported robot's name (robots/NAME) or a YAML path"""
     init_from: str = ""
     """fine-tune: start from the weights of this checkpoint (.pt; same architecture and privileged inputs); optimizer and counters start fresh"""
     total_env_steps: int = 3_000_000

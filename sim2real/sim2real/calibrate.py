@@ -4,8 +4,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+import tyro
 
 DESCRIPTION = ("SimOpt: simulate the recorded episodes under samples of the prior distribution (closed loop with "
                "the same policy, or open-loop replay), score them against the real trajectories, and move the "
@@ -27,8 +28,8 @@ class CalibrateConfig:
     """calibrated randomization file to write"""
     policy: str | None = None
     """policy that ran on the robot (shipped name or path; None: the one the bags name)"""
-    profile: str | None = None
-    """robot profile (None: the one the bags name)"""
+    profile: Annotated[str | None, tyro.conf.arg(aliases=("--robot", "--robot-profile"))] = None
+    """robot profile: shipped name, imported robot's name or YAML path (None: the one the bags name)"""
     settings: str | None = None
     """calibration settings YAML (None: the shipped one)"""
     iterations: int | None = None

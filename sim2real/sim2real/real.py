@@ -61,9 +61,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
+import tyro
 
 from sim_bridge.episode import EpisodeResult, EpisodeSummary, EpisodeTracker, SuccessCriterion, episode_line
 from sim_bridge.tasks import Task, task_from_record
@@ -115,7 +116,7 @@ class RealConfig:
     """the policy node's policy_dir, the folder of policy artifacts --policy names (None: policy.yaml's; '' there = the shipped zoo)"""
     namespace: str = DEFAULT_NAMESPACE
     """namespace of the policy side"""
-    robot_profile: str | None = None
+    robot_profile: Annotated[str | None, tyro.conf.arg(aliases=("--robot",))] = None
     """robot profile of every node (shipped name or YAML path, e.g. robots/NAME/NAME.yaml; None: the parameter files')"""
     emulator_hidden: str | None = None
     """the arm emulator's hidden physics file (robot import writes robots/NAME/emulator_hidden.yaml; None: arm_emulator.yaml's)"""

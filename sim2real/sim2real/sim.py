@@ -18,7 +18,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+import tyro
 
 import numpy as np
 
@@ -38,8 +40,8 @@ class SimConfig:
     """registered task (sim_bridge.tasks); None: the policy's own task (reach for the scripted controller)"""
     randomization: str = "default"
     """dynamics randomization: shipped name or YAML path"""
-    robot_profile: str = "panda_like"
-    """robot profile: shipped name or YAML path"""
+    robot_profile: Annotated[str, tyro.conf.arg(aliases=("--robot",))] = "panda_like"
+    """robot profile: shipped name, an imported robot's name (robots/NAME) or a YAML path"""
     mode: Literal["realtime", "lockstep"] = "realtime"
     """realtime: stepped by a timer at the control rate; lockstep: one step per command"""
     seed: int = 0

@@ -155,3 +155,10 @@ def test_a_node_stopped_by_sigint_while_it_starts_exits_cleanly(delay_s):
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
+
+
+@pytest.mark.parametrize("command", ["sim", "real", "train", "calibrate"])
+def test_the_robot_option_is_spelled_alike_everywhere(command):
+    out = run(command, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "--robot " in out.stdout and "--robot-profile" in out.stdout, out.stdout
