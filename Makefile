@@ -22,7 +22,7 @@ STAMP := $(VENV)/.setup-stamp
 PIP_VERSION := 26.3
 
 PKGS := sim_bridge real_bridge policies calibration sim2real
-REQS := requirements/runtime.txt requirements/test.txt requirements/train.txt requirements/ray.txt
+REQS := requirements/runtime.txt requirements/test.txt requirements/train.txt requirements/ray.txt requirements/sysid.txt
 PKG_META := $(foreach p,$(PKGS),$(p)/setup.py $(p)/setup.cfg $(p)/package.xml)
 
 # Extra arguments: make test PYTEST_ARGS="-k randomization -x"
@@ -49,7 +49,7 @@ $(STAMP): $(REQS) $(PKG_META)
 	@# keep colcon from crawling into the venv if it is ever run from the repo root
 	@touch $(VENV)/COLCON_IGNORE
 	$(VPY) -m pip install --quiet --upgrade pip==$(PIP_VERSION)
-	$(VPY) -m pip install -r requirements/test.txt -r requirements/train.txt
+	$(VPY) -m pip install -r requirements/test.txt -r requirements/train.txt -r requirements/sysid.txt
 	@# the Ray backend (optional for users, needed by tests/ray); the pins above are constraints:
 	@# it can never move torch, numpy or gymnasium
 	$(VPY) -m pip install -r requirements/ray.txt -c requirements/runtime.txt -c requirements/train.txt
