@@ -49,7 +49,7 @@ class SimConfig:
     controller: Literal["policy", "scripted"] = "policy"
     """policy: the policy node with a shipped policy; scripted: the task's scripted controller (IK reach, or the scripted pusher)"""
     policy: str | None = None
-    """shipped policy name (policies/policies/zoo); None: the task's shipped LSTM (TASK_lstm; reach_lstm without --task)"""
+    """shipped policy name (policies/policies/zoo) or an artifact folder; None: the task's shipped LSTM (TASK_lstm; reach_lstm without --task)"""
     swap_to: str | None = None
     """switch the running policy node to this policy before the second half of the episodes"""
     gui: bool = False
@@ -219,8 +219,13 @@ def run_sim(args: SimConfig) -> int:
         Parameter("mode", value=args.mode), Parameter("seed", value=args.seed)])
     if args.controller == "policy":
         from policies.node import PolicyNode  # optional dependency, see the module docstring
+        # an artifact folder given as a path: the node's policy_dir is its parent (the node itself
+        # only takes names inside its policy_dir)
+        folder = Path(resolve_policy(args))
+        where = ([Parameter("policy_dir", value=str(folder.resolve().parent)), Parameter("policy", value=folder.name)]
+                 if folder.is_dir() else [Parameter("policy", value=resolve_policy(args))])
         controller = PolicyNode(autostart=True, parameter_overrides=[
-            Parameter("policy", value=resolve_policy(args)), Parameter("robot_profile", value=args.robot_profile),
+            *where, Parameter("robot_profile", value=args.robot_profile),
             Parameter("trigger", value="state" if args.mode == "lockstep" else "timer")])
         if controller.lifecycle_state != "active":
             print(f"sim2real sim: policy node did not start: {controller.last_error}")

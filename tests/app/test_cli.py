@@ -162,3 +162,20 @@ def test_the_robot_option_is_spelled_alike_everywhere(command):
     out = run(command, "--help")
     assert out.returncode == 0, out.stderr
     assert "--robot " in out.stdout and "--robot-profile" in out.stdout, out.stdout
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_sim_runs_a_push_policy_given_as_an_artifact_folder(tmp_path):
+    """A push policy from a folder outside the zoo drives the push scene over ROS: the task comes
+    from its manifest, the policy node reads object_pose (an untrained policy: no success asked)."""
+    pytest.importorskip("torch")
+    from policies.testing import export_dummy_policy
+
+    art = export_dummy_policy(tmp_path / "zoo" / "dummy_push", obs_size=29, task="push", name="dummy_push")
+    out = run("sim", "--policy", str(art), "--episodes", "1", "--mode", "lockstep", "--episode-s", "1",
+              "--out", str(tmp_path / "sim"), "--json", str(tmp_path / "r.json"), timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "task 'push'" in out.stdout and f"policy '{art}'" in out.stdout
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["task"]["name"] == "push" and results["episodes"][0]["steps"] == 50
