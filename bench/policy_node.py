@@ -510,6 +510,8 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
         policy_params["preload_policies"] = f"[{spec.swap_policies[1]}]"  # (preload_policies): no session mid-run
     if spec.policy_dir:
         policy_params["policy_dir"] = spec.policy_dir
+    if args.attribution_rate_hz > 0:  # the live attribution (off by default): does it cost cycles?
+        policy_params["attribution_rate_hz"] = float(args.attribution_rate_hz)
     slug = spec.label.replace(" ", "_")
     monitor.clear()
     children: list[Child] = []
@@ -982,6 +984,9 @@ def main(argv=None) -> int:
                              "swap-control: the swap run with a parameter set that changes nothing instead of "
                              "each swap, for what the parameter round trip alone costs)")
     parser.add_argument("--policy", default="reach_lstm", help="policy of the non-swap runs")
+    parser.add_argument("--attribution-rate-hz", type=float, default=0.0,
+                        help="run the policy node with its live attribution at this rate (0: off, the default); "
+                             "compare the missed cycles of a run with and without it")
     parser.add_argument("--randomization", default="default", help="sim bridge randomization_file")
     parser.add_argument("--seed", type=int, default=0, help="sim bridge seed; also seeds the swap times")
     parser.add_argument("--namespace", default="/bench", help="namespace of the three nodes")

@@ -712,6 +712,31 @@ class PolicyController:
             self.prev_action = np.zeros(self.profile.num_joints)
             self.hold_target = None
 
+    def attribution(self) -> dict[str, float] | None:
+        """Occlusion attribution of the active policy's action now, per observation signal (see
+        :meth:`PolicyRuntime.occlusion`), against the mean of the observations seen at earlier
+        calls (the first ~20 calls average them, then an exponential mean with a 20-call time
+        constant). Runs outside the control cycle (a copy of the inputs and of the recurrent
+        state; the runtime's own state is not advanced); None until a policy has every input."""
+        active = self.active
+        with self._inputs_lock:
+            q, qd = self.q, self.qd
+            values = tuple(self.task_values.get(n) for n in self._task_signal_names)
+        if active is None or q is None or any(v is None for v in values):
+            return None
+        runtime = active.runtime
+        obs = runtime.observation(q, qd, self.prev_action.copy(), *values)
+        if not np.isfinite(obs).all():
+            return None
+        mean = getattr(self, "_attribution_mean", None)
+        count = getattr(self, "_attribution_count", 0) + 1
+        if mean is None or mean.shape != obs.shape:
+            mean, count = obs.astype(np.float64), 1
+        else:
+            mean += (obs - mean) / min(count, 20)
+        self._attribution_mean, self._attribution_count = mean, count
+        return runtime.occlusion(obs, mean, runtime.state)
+
     def wait_idle(self) -> None:
         """Return once no cycle is running (a cycle in progress finishes first)."""
         with self._run_lock:

@@ -31,6 +31,9 @@ Parameters:
   stale_after_periods (int)    no state for longer than this many periods -> no command
   task_input_stale_s (float)   a streamed task input (Push's object_pose) older than this -> hold
   allow_rate_mismatch (bool)   accept a policy trained at another control rate
+  attribution_rate_hz (float, read-only)  live occlusion attribution of the action per
+                               observation signal on ~/attribution (diagnostic_msgs/DiagnosticArray)
+                               and /diagnostics, outside the control loop; 0 = off (default)
   available_policies (str[], read-only)  refreshed at configure
   preload_policies (str[], read-only)  loaded at configure and kept, so swapping to them
                                creates no onnxruntime session (that stalls the control thread)
@@ -115,6 +118,10 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
             "hold (command the measured position) when a streamed task input (not latched, e.g. Push's "
             "object_pose) arrived longer ago than this, s", floating_point_range=[
                 FloatingPointRange(from_value=0.001, to_value=60.0, step=0.0)]))
+        self.declare_parameter("attribution_rate_hz", 0.0, describe(
+            "live occlusion attribution of the current action per observation signal, published on "
+            "~/attribution and /diagnostics at this rate (outside the control loop); 0 = off",
+            read_only=True, floating_point_range=[FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)]))
         self.declare_parameter("allow_rate_mismatch", False, describe(
             "accept a policy trained at another control rate than the node's"))
         self.declare_parameter("available_policies", Parameter.Type.STRING_ARRAY, describe(
@@ -140,6 +147,8 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         self._input_group = MutuallyExclusiveCallbackGroup()    # state and goal intake in 'timer' mode
         self._aux_group = MutuallyExclusiveCallbackGroup()      # services, diagnostics
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
+        self._attribution_pub = None  # ~/attribution, when attribution_rate_hz > 0
+        self.attribution: dict[str, float] = {}  # the latest live attribution per observation signal
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._aux_group)
         self.create_service(Trigger, "~/list_policies", self._on_list_policies, callback_group=self._aux_group)
         self.create_timer(1.0, self.publish_diagnostics, callback_group=self._aux_group)
@@ -279,6 +288,11 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
                 interface.LATCHED_QOS if task_input.latched else interface.STATE_QOS, callback_group=inputs))
         if trigger == "timer":
             self._entities.append(self.create_timer(ctl.period_s, self._on_timer, callback_group=self._control_group))
+        rate = self.get_parameter("attribution_rate_hz").value
+        if rate > 0:  # in the aux group: starts right after a control cycle (see before_callback)
+            if self._attribution_pub is None:
+                self._attribution_pub = self.create_publisher(DiagnosticArray, "~/attribution", 10)
+            self._entities.append(self.create_timer(1.0 / rate, self._on_attribution, callback_group=self._aux_group))
         for warning in loaded.warnings:
             self.get_logger().warning(f"policy '{loaded.name}': {warning}")
         self.get_logger().info(
@@ -329,6 +343,28 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         ctl = self.controller
         if ctl is not None and entity.callback_group not in (self._control_group, self._input_group):
             ctl.yield_to_control()
+
+    def _on_attribution(self) -> None:
+        ctl = self.controller
+        if ctl is None or not self._active:
+            return
+        try:
+            values = ctl.attribution()
+        except Exception as exc:  # noqa: BLE001 - a diagnostic must never stop the node
+            self._log_throttled("attribution", f"live attribution failed: {type(exc).__name__}: {exc}")
+            return
+        if values is None:
+            return
+        self.attribution = values
+        total = sum(values.values())
+        status = DiagnosticStatus(name="policy: attribution", hardware_id=ctl.profile.name, level=DiagnosticStatus.OK,
+                                  message=f"policy '{ctl.active_name}': occlusion attribution of the current action "
+                                          "per observation signal (L2 change of the action; mean-observation baseline)")
+        status.values = [KeyValue(key=k, value=f"{v:.6g}") for k, v in values.items()] + [
+            KeyValue(key=f"share/{k}", value=f"{(v / total if total > 0 else 0.0):.4f}") for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._attribution_pub.publish(msg)
 
     # --- control --------------------------------------------------------------------------
     def _on_state(self, msg: JointState) -> None:
@@ -434,7 +470,8 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
                 ("rejections", sum(c.rejections.values())),
                 ("rejected_joint_states", c.rejections["joint_state"]),
                 ("rejected_goals", c.rejections["goal"]), ("rejected_policies", c.rejections["policy"]),
-                ("last_rejection", c.last_rejection), ("last_hold", c.last_hold))]
+                ("last_rejection", c.last_rejection), ("last_hold", c.last_hold),
+                *((f"attribution/{k}", f"{v:.4g}") for k, v in self.attribution.items()))]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)

@@ -180,6 +180,35 @@ class PolicyRuntime:
         self._builder.build(joint_pos, joint_vel, prev_action, task_values, out=self._obs_row)
         return self._run()
 
+    def observation(self, joint_pos, joint_vel, prev_action, *task_values) -> np.ndarray:
+        """The observation :meth:`act` would build (a new float32 array; nothing is run)."""
+        return self._builder.build(joint_pos, joint_vel, prev_action, task_values)
+
+    def occlusion(self, obs: np.ndarray, baseline: np.ndarray, state=None) -> dict[str, float]:
+        """Occlusion attribution of the action for ``obs`` to each observation signal: the L2
+        change of the action when that signal alone takes its value in ``baseline`` (e.g. the
+        mean observation), from the recurrent ``state`` (default: a copy of the current one).
+        Never advances this runtime's state or touches the arrays :meth:`step` uses, so another
+        thread may call it while the control loop steps (onnxruntime's run is thread-safe).
+        One graph run per signal, plus one."""
+        obs = np.asarray(obs, dtype=np.float32).reshape(1, -1)
+        baseline = np.asarray(baseline, dtype=np.float32).reshape(1, -1)
+        if obs.shape != self._obs.shape or baseline.shape != self._obs.shape:
+            raise ValueError(f"policy {self.name!r}: occlusion needs observations of size {self._obs.shape[1]}")
+        feed = {"obs": obs}
+        if self._h is not None:
+            h, c = state if state is not None else (self._h.copy(), self._c.copy())
+            feed.update(h_in=h, c_in=c)
+        base = self._session.run(self._outputs[:1], feed)[0][0]
+        out, start = {}, 0
+        for signal in self._manifest.observation.layout:
+            occluded = obs.copy()
+            occluded[0, start:start + signal.size] = baseline[0, start:start + signal.size]
+            start += signal.size
+            action = self._session.run(self._outputs[:1], {**feed, "obs": occluded})[0][0]
+            out[signal.name] = float(np.linalg.norm(action - base))
+        return out
+
     def joint_targets(self, action: np.ndarray, joint_pos: np.ndarray, lower: np.ndarray,
                       upper: np.ndarray) -> np.ndarray:
         """Absolute joint targets for an action (clipped to [-1, 1], scaled, clipped to the limits)."""
