@@ -140,11 +140,13 @@ def test_reward_prefers_the_puck_near_the_goal_and_the_pusher_near_the_puck():
     env.reset(seed=0, options={"goal": goal, "object_start": goal[:2] + [0.1, 0.0]})
     state = env.task_state
     tip = sim.data.site_xpos[state.tip].copy()
-    d_far = float(np.linalg.norm(tip - sim.data.qpos[state.qadr:state.qadr + 3]))
+    gap = float(np.linalg.norm(tip - sim.data.qpos[state.qadr:state.qadr + 3])) - task.puck_radius_m \
+        - task.pusher_radius_m
     far = task.reward(0.1, False, a, sim, state)
-    sim.data.qpos[state.qadr:state.qadr + 3] = tip  # the puck at the pusher tip: d_p = 0
+    sim.data.qpos[state.qadr:state.qadr + 3] = tip + [task.puck_radius_m + task.pusher_radius_m, 0, 0]  # touching
     near = task.reward(0.1, False, a, sim, state)
-    assert d_far > 0.2 and near - far == pytest.approx(task.reach_weight * d_far, rel=1e-9)
+    expected = task.reach_weight * gap + task.contact_weight * math.tanh(gap / task.precision_scale_m)
+    assert gap > 0.2 and near - far == pytest.approx(expected, rel=1e-9)
 
 
 def test_the_scripted_pusher_solves_nominal_push_episodes():

@@ -27,12 +27,14 @@ Observation (task part)
     (geometry_msgs/PoseStamped).
     ``goal_pos`` [3]: the goal (x, y on the table, z = puck centre height over the nominal
     table top); on a robot from ``current_goal`` (geometry_msgs/PointStamped).
-Reward (per control step; d_p = pusher tip (site ``pusher_tip``) to puck centre, d_g = puck centre to goal in
-    the table plane, both m)
-    ``-reach_weight * d_p - push_weight * d_g + precision_weight * (1 - tanh(d_g / precision_scale_m))
+Reward (per control step; d_p = gap between the pusher tip (site ``pusher_tip``) and the puck:
+    centre distance minus puck radius minus rod radius, at least 0; d_g = puck centre to goal in
+    the table plane; both m)
+    ``-reach_weight * d_p + contact_weight * (1 - tanh(d_p / precision_scale_m))
+    - push_weight * d_g + precision_weight * (1 - tanh(d_g / precision_scale_m))
     + success_bonus * [d_g < success radius] - action_cost * mean(a^2)``
-    (the first term brings the pusher to the puck, the second and third reward moving the
-    puck to the goal, the tanh kernel gives a gradient toward the centre near the goal).
+    (the first two terms bring the pusher to the puck, the tanh kernel peaking at contact; the
+    next two reward moving the puck to the goal, again with a kernel toward the centre).
 Success
     ``d_g`` below 5 cm for 10 consecutive control steps (Peng used 7 cm); 300 steps (6 s at
     50 Hz) leave time for approach and push.
@@ -111,7 +113,8 @@ class PushTask(Task):
                  goal_region_m: tuple = ((0.40, -0.20), (0.56, 0.20)),
                  start_region_m: tuple = ((0.33, -0.28), (0.60, 0.28)),
                  push_distance_m: tuple = (0.10, 0.25),
-                 reach_weight: float = 0.5, push_weight: float = 2.0, precision_weight: float = 0.5,
+                 reach_weight: float = 0.5, contact_weight: float = 0.5, push_weight: float = 2.0,
+                 precision_weight: float = 0.5,
                  precision_scale_m: float = 0.05, success_bonus: float = 1.0, action_cost: float = 0.01):
         super().__init__(SuccessCriterion(float(success_radius_m), int(success_hold_steps), "puck to goal"),
                          max_episode_steps)
@@ -135,6 +138,7 @@ class PushTask(Task):
                              f"got {push_distance_m!r}")
         self.push_distance = (low, high)
         self.reach_weight, self.push_weight = float(reach_weight), float(push_weight)
+        self.contact_weight = float(contact_weight)
         self.precision_weight, self.precision_scale_m = float(precision_weight), float(precision_scale_m)
         self.success_bonus, self.action_cost = float(success_bonus), float(action_cost)
 
@@ -247,8 +251,10 @@ class PushTask(Task):
 
     def reward(self, error: float, inside: bool, action: np.ndarray, sim, state: PushState) -> float:
         delta = sim.data.site_xpos[state.tip] - sim.data.qpos[state.qadr:state.qadr + 3]
-        d_pusher = math.sqrt(float(delta @ delta))
-        return (-self.reach_weight * d_pusher - self.push_weight * error
+        d_pusher = max(0.0, math.sqrt(float(delta @ delta)) - self.puck_radius_m - self.pusher_radius_m)
+        return (-self.reach_weight * d_pusher
+                + self.contact_weight * (1.0 - math.tanh(d_pusher / self.precision_scale_m))
+                - self.push_weight * error
                 + self.precision_weight * (1.0 - math.tanh(error / self.precision_scale_m))
                 + self.success_bonus * inside - self.action_cost * float(action @ action) / action.size)
 
