@@ -13,6 +13,7 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
+from policies.manifest import shipped_zoo  # noqa: E402
 from policies.node import PolicyNode  # noqa: E402
 from policies.runtime import PolicyRuntime  # noqa: E402
 from sim_bridge.envs.vector import make_env  # noqa: E402
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.ros
 
 
 def test_occlusion_attributes_only_the_signal_that_differs_and_never_advances_the_state():
-    runtime = PolicyRuntime("policies/policies/zoo/reach_lstm")
+    runtime = PolicyRuntime(shipped_zoo() / "reach_lstm")
     env = make_env(randomization="default")
     obs, _ = env.reset(seed=2)
     for _ in range(5):
