@@ -147,12 +147,22 @@ def test_a_node_stopped_by_sigint_while_it_starts_exits_cleanly(delay_s):
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "sim2real.cli", "node", "sim_bridge"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ), process_group=0,
-                            stdin=subprocess.DEVNULL)
-    time.sleep(delay_s)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=90)
+    # as a launcher does: the node starts with SIGINT at its default (a test run started from a
+    # background shell job inherits SIGINT ignored, and Python then keeps it ignored), in its own
+    # namespace (a node that outlived a failed test must not talk to other tests' graphs)
+    ns = f"/sigint_{os.getpid()}_{int(delay_s * 10)}"
+    proc = subprocess.Popen([sys.executable, "-m", "sim2real.cli", "node", "sim_bridge", "--ros-args", "-r",
+                             f"__ns:={ns}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ), process_group=0, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(delay_s)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:  # never leave a node running
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 0, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
 
