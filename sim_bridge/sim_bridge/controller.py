@@ -37,15 +37,21 @@ class ScriptedReachNode(Node):
     def _on_goal(self, msg: PointStamped) -> None:
         self.goal = np.array([msg.point.x, msg.point.y, msg.point.z])
 
+    def _ready(self) -> bool:
+        return self.goal is not None
+
+    def _action(self, q: np.ndarray) -> np.ndarray:
+        return self.oracle.action(q, self.goal)
+
     def _on_state(self, msg: JointState) -> None:
-        if self.goal is None:
+        if not self._ready():
             return
         try:
             q = self._joints.take(msg.name, msg.position, "positions")
         except JointMappingError as exc:
             self.get_logger().warning(f"joint_states skipped: {exc}")
             return
-        action = self.oracle.action(q, self.goal)
+        action = self._action(q)
         target = action_to_joint_targets(action, q, self.oracle.action_scale_rad,
                                          self.profile.position_lower_rad, self.profile.position_upper_rad)
         self._pub.publish(Float64MultiArray(data=target.tolist()))
@@ -73,18 +79,11 @@ class ScriptedPushNode(ScriptedReachNode):
         if np.all(np.isfinite(pose)):
             self.object_pose = pose
 
-    def _on_state(self, msg: JointState) -> None:
-        if self.goal is None or self.object_pose is None:
-            return
-        try:
-            q = self._joints.take(msg.name, msg.position, "positions")
-        except JointMappingError as exc:
-            self.get_logger().warning(f"joint_states skipped: {exc}")
-            return
-        action = self.oracle.action(q, self.object_pose[:2], self.goal[:2])
-        target = action_to_joint_targets(action, q, self.oracle.action_scale_rad,
-                                         self.profile.position_lower_rad, self.profile.position_upper_rad)
-        self._pub.publish(Float64MultiArray(data=target.tolist()))
+    def _ready(self) -> bool:
+        return self.goal is not None and self.object_pose is not None
+
+    def _action(self, q: np.ndarray) -> np.ndarray:
+        return self.oracle.action(q, self.object_pose[:2], self.goal[:2])
 
 
 def scripted_controller(task, profile: RobotProfile, **kwargs) -> Node:
