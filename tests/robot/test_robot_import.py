@@ -372,3 +372,18 @@ def test_a_massless_link_whose_fixed_child_carries_the_mass_is_left_alone(tmp_pa
     assert not any("wrist_3_link" in w for w in result.warnings), result.warnings
     report = check_robot(result.profile, goals=0)
     assert not any("zero-mass" in f for f in report.failures), report.failures
+
+
+# --- the README's example arm -------------------------------------------------------------------
+def test_the_shipped_example_arm_is_the_test_arm_and_imports(tmp_path):
+    """examples/six_arm (the README's walk-through) is this module's 6-DoF arm and imports cleanly."""
+    from pathlib import Path
+    example = Path(__file__).resolve().parents[2] / "examples" / "six_arm"
+    shipped = read_urdf_file(example / "six_arm.urdf")
+    # the same robot as six_dof_urdf(name="six_arm"), the comment aside
+    strip = lambda text: re.sub(r"<!--.*?-->\n?", "", text, flags=re.S)  # noqa: E731
+    assert strip((example / "six_arm.urdf").read_text()) == six_dof_urdf(name="six_arm")
+    result = import_robot(shipped, ImportOptions(name="six_arm", controllers=example / "ros2_controllers.yaml"),
+                          tmp_path / "robots" / "six_arm")
+    assert list(result.profile.joint_names) == CONTROLLER_ORDER
+    assert not result.warnings, result.warnings
