@@ -107,6 +107,8 @@ def test_unknown_task_and_bad_settings_are_clear_errors():
         PushTask(push_distance_m=(0.3, 0.1))
     with pytest.raises(ValueError, match="goal_region_m"):
         PushTask(goal_region_m=((0.5, 0.0), (0.4, 0.1)))
+    with pytest.raises(ValueError, match="push_height_m"):
+        PushTask(push_height_m=0.04)   # above the 3 cm puck: the rod would pass over it
 
 
 # --- success and reward -------------------------------------------------------------------
@@ -135,18 +137,33 @@ def test_reward_prefers_the_puck_near_the_goal_and_the_pusher_near_the_puck():
         env.reset(seed=0, options={"goal": goal, "object_start": goal[:2] + [offset, 0.0]})
         rewards.append(env.step(np.zeros(7))[1])
     assert rewards[0] > rewards[1] > rewards[2]
-    task, state, sim = env.task, env.task_state, env.sim
+    task, sim = env.task, env.sim
     a = np.zeros(7)
     env.reset(seed=0, options={"goal": goal, "object_start": goal[:2] + [0.1, 0.0]})
     state = env.task_state
+    reach = task.puck_radius_m + task.pusher_radius_m
+    # the pushing point: on the puck's side away from the goal, at push_height_m over the table
+    b = task.pushing_point(sim, state)
+    puck = sim.data.qpos[state.qadr:state.qadr + 3]
+    np.testing.assert_allclose(b, [puck[0] + reach, puck[1], state.table_top_z + task.push_height_m], atol=1e-12)
+    # the equation, term by term, with the tip straight above b (puck between tip and goal)
     tip = sim.data.site_xpos[state.tip].copy()
-    gap = float(np.linalg.norm(tip - sim.data.qpos[state.qadr:state.qadr + 3])) - task.puck_radius_m \
-        - task.pusher_radius_m
-    far = task.reward(0.1, False, a, sim, state)
-    sim.data.qpos[state.qadr:state.qadr + 3] = tip + [task.puck_radius_m + task.pusher_radius_m, 0, 0]  # touching
-    near = task.reward(0.1, False, a, sim, state)
-    expected = task.reach_weight * gap + task.contact_weight * math.tanh(gap / task.precision_scale_m)
-    assert gap > 0.2 and near - far == pytest.approx(expected, rel=1e-9)
+
+    def place(puck_xy, goal_xy):
+        sim.data.qpos[state.qadr:state.qadr + 2] = puck_xy
+        state.goal[:2] = goal_xy
+        error = float(np.linalg.norm(np.asarray(puck_xy) - goal_xy))
+        return task.reward(error, False, a, sim, state), error
+
+    behind, error = place(tip[:2] + [reach, 0.0], tip[:2] + [reach + 0.1, 0.0])
+    d_b = tip[2] - (state.table_top_z + task.push_height_m)
+    s_ = task.precision_scale_m
+    expected = (-task.reach_weight * d_b + task.contact_weight * (1 - math.tanh(d_b / s_))
+                - task.push_weight * error + task.precision_weight * (1 - math.tanh(error / s_)))
+    assert d_b > 0.1 and behind == pytest.approx(expected, rel=1e-9)
+    # the same puck-goal distance and pusher-puck distance, but the pusher on the goal's side: less
+    in_front, _ = place(tip[:2] + [reach, 0.0], tip[:2] + [reach - 0.1, 0.0])
+    assert in_front < behind
 
 
 def test_the_scripted_pusher_solves_nominal_push_episodes():

@@ -27,14 +27,18 @@ Observation (task part)
     (geometry_msgs/PoseStamped).
     ``goal_pos`` [3]: the goal (x, y on the table, z = puck centre height over the nominal
     table top); on a robot from ``current_goal`` (geometry_msgs/PointStamped).
-Reward (per control step; d_p = gap between the pusher tip (site ``pusher_tip``) and the puck:
-    centre distance minus puck radius minus rod radius, at least 0; d_g = puck centre to goal in
-    the table plane; both m)
-    ``-reach_weight * d_p + contact_weight * (1 - tanh(d_p / precision_scale_m))
+Reward (per control step; d_b = distance from the pusher tip (site ``pusher_tip``) to the
+    pushing point b: the point touching the puck on the side away from the goal,
+    ``b = puck - u (puck radius + rod radius)`` with u the unit vector puck -> goal in the table
+    plane, at ``push_height_m`` (2.5 cm) over the table; d_g = puck centre to goal in the table
+    plane; both m)
+    ``-reach_weight * d_b + contact_weight * (1 - tanh(d_b / precision_scale_m))
     - push_weight * d_g + precision_weight * (1 - tanh(d_g / precision_scale_m))
     + success_bonus * [d_g < success radius] - action_cost * mean(a^2)``
-    (the first two terms bring the pusher to the puck, the tanh kernel peaking at contact; the
-    next two reward moving the puck to the goal, again with a kernel toward the centre).
+    (the first two terms bring the pusher behind the puck, where a push moves it toward the
+    goal, the tanh kernel peaking there; while pushing the tip stays at b. The next two reward
+    moving the puck to the goal, again with a kernel toward the centre). A first version used the
+    gap to the nearest side of the puck: trained policies then touched the puck from any side.
 Success
     ``d_g`` below 5 cm for 10 consecutive control steps (Peng used 7 cm); 300 steps (6 s at
     50 Hz) leave time for approach and push.
@@ -112,7 +116,7 @@ class PushTask(Task):
                  pusher_radius_m: float = 0.015, pusher_length_m: float = 0.05, table_geom: str = "table",
                  goal_region_m: tuple = ((0.40, -0.20), (0.56, 0.20)),
                  start_region_m: tuple = ((0.33, -0.28), (0.60, 0.28)),
-                 push_distance_m: tuple = (0.10, 0.25),
+                 push_distance_m: tuple = (0.10, 0.25), push_height_m: float = 0.025,
                  reach_weight: float = 0.5, contact_weight: float = 0.5, push_weight: float = 2.0,
                  precision_weight: float = 0.5,
                  precision_scale_m: float = 0.05, success_bonus: float = 1.0, action_cost: float = 0.01):
@@ -137,6 +141,10 @@ class PushTask(Task):
             raise ValueError(f"task 'push': push_distance_m must be (low, high) with 0 < low <= high, "
                              f"got {push_distance_m!r}")
         self.push_distance = (low, high)
+        if not 0 < push_height_m < puck_height_m:
+            raise ValueError(f"task 'push': push_height_m must be in (0, puck_height_m = {puck_height_m}), "
+                             f"got {push_height_m}")
+        self.push_height_m = float(push_height_m)
         self.reach_weight, self.push_weight = float(reach_weight), float(push_weight)
         self.contact_weight = float(contact_weight)
         self.precision_weight, self.precision_scale_m = float(precision_weight), float(precision_scale_m)
@@ -249,11 +257,22 @@ class PushTask(Task):
         dx, dy = q[state.qadr] - state.goal[0], q[state.qadr + 1] - state.goal[1]
         return math.sqrt(dx * dx + dy * dy)
 
+    def pushing_point(self, sim, state: PushState) -> np.ndarray:
+        """b: where the pusher tip touches the puck to push it straight toward the goal (m, world)."""
+        q = sim.data.qpos
+        x, y = q[state.qadr], q[state.qadr + 1]
+        ux, uy = state.goal[0] - x, state.goal[1] - y
+        norm = math.hypot(ux, uy)
+        if norm < 1e-9:
+            ux, uy, norm = 1.0, 0.0, 1.0
+        reach = self.puck_radius_m + self.pusher_radius_m
+        return np.array([x - ux / norm * reach, y - uy / norm * reach, state.table_top_z + self.push_height_m])
+
     def reward(self, error: float, inside: bool, action: np.ndarray, sim, state: PushState) -> float:
-        delta = sim.data.site_xpos[state.tip] - sim.data.qpos[state.qadr:state.qadr + 3]
-        d_pusher = max(0.0, math.sqrt(float(delta @ delta)) - self.puck_radius_m - self.pusher_radius_m)
-        return (-self.reach_weight * d_pusher
-                + self.contact_weight * (1.0 - math.tanh(d_pusher / self.precision_scale_m))
+        delta = sim.data.site_xpos[state.tip] - self.pushing_point(sim, state)
+        d_b = math.sqrt(float(delta @ delta))
+        return (-self.reach_weight * d_b
+                + self.contact_weight * (1.0 - math.tanh(d_b / self.precision_scale_m))
                 - self.push_weight * error
                 + self.precision_weight * (1.0 - math.tanh(error / self.precision_scale_m))
                 + self.success_bonus * inside - self.action_cost * float(action @ action) / action.size)
