@@ -25,6 +25,11 @@ Hz) and watches them from a third: this benchmark's own monitor node, which subs
    that changes nothing (``stale_after_periods := 5``) through the same service at the same
    times: what the parameter round trip costs without a swap (client, DDS, rclpy's parameter
    service in the node).
+5. only with ``--attribution-rate-hz R``: after each real-time run, the same run with the
+   policy node's live attribution (``attribution_rate_hz:=R``) on; the missed cycles of the
+   two are compared (one-sided exact binomial test on the two Poisson counts, scipy) and
+   the node's published attribution count is checked (issue 14: it must add no missed
+   cycles at 500 Hz).
 
 What the monitor measures, over the steady window (``--warmup`` s after the first command,
 then ``--duration`` s):
@@ -446,7 +451,8 @@ def policy_diag_summary(diag: list, start_ns: int, end_ns: int) -> dict:
            "last": {k: num(last.get(k)) for k in keys}}
     out["worst"] = {k: max((num(v.get(k)) for _, v, _ in inside if num(v.get(k)) is not None), default=None)
                     for k in keys if k != "achieved_rate_hz"}
-    for k in ("cycles", "commands", "missed_cycles", "overruns", "stale_cycles", "swaps", "holds", "rejections"):
+    for k in ("cycles", "commands", "missed_cycles", "overruns", "stale_cycles", "swaps", "holds", "rejections",
+              "attributions"):
         a, b = num(first.get(k)), num(last.get(k))
         out[k] = None if b is None else int(b)
         out[f"{k}_in_window"] = None if a is None or b is None else int(b - a)
@@ -476,6 +482,7 @@ class RunSpec:
     policy_dir: str = ""
     control: bool = False     # swap-control: a parameter set that changes nothing, instead of each swap
     repeat: int = 0           # --swap-repeats index (seeds the swap times)
+    attribution_hz: float = 0.0  # the policy node's live attribution rate (0: off)
 
 
 def swap_schedule(half_ns: int, end_ns: int, swaps: int, drain_ns: int, rng) -> list[int]:
@@ -510,8 +517,8 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
         policy_params["preload_policies"] = f"[{spec.swap_policies[1]}]"  # (preload_policies): no session mid-run
     if spec.policy_dir:
         policy_params["policy_dir"] = spec.policy_dir
-    if args.attribution_rate_hz > 0:  # the live attribution (off by default): does it cost cycles?
-        policy_params["attribution_rate_hz"] = float(args.attribution_rate_hz)
+    if spec.attribution_hz > 0:  # the live attribution (off by default): does it cost cycles?
+        policy_params["attribution_rate_hz"] = float(spec.attribution_hz)
     slug = spec.label.replace(" ", "_")
     monitor.clear()
     children: list[Child] = []
@@ -619,6 +626,7 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
         raise RunFailed(f"'{spec.label}': too few messages in the window ({len(states)} states, "
                         f"{len(commands)} commands)")
     result = {"label": spec.label, "mode": spec.mode, "trigger": spec.trigger, "target_rate_hz": spec.rate_hz,
+              "attribution_hz": spec.attribution_hz,
               "physics_rate_hz": args.physics_rate, "warmup_s": args.warmup, "duration_s": args.duration,
               "exit_codes": codes, "cpu_cores": cpu,
               "loop": loop_stats(states, commands, period if spec.mode == "realtime" else None),
@@ -917,6 +925,8 @@ def targets(results: list[dict]) -> list[tuple[str, bool, str]]:
             p99 = r["loop"]["round_trip_ms"]["p99"]
             out.append((f"{r['label']}: round trip p99 <= {TARGET_RT_P99_MS:g} ms", p99 <= TARGET_RT_P99_MS,
                         f"{p99:.3f} ms"))
+        if r.get("attribution_hz"):
+            out.append(attribution_check(r, results))
         if r.get("swap") and not r["swap"].get("control"):
             s = r["swap"]
             ins, base, first = s["in_swap_windows"], s["outside_swap_windows"], s["no_swap_half"]
@@ -927,6 +937,32 @@ def targets(results: list[dict]) -> list[tuple[str, bool, str]]:
                         f"{first['missed_cycles']} in {first['seconds']:.0f} s); "
                         f"{s['successful']}/{s['requested']} swaps accepted"))
     return out
+
+
+def attribution_check(on: dict, results: list[dict]) -> tuple[str, bool, str]:
+    """The live attribution adds no missed cycles: the run with it against the same run without
+    it (same rate, trigger; run just before). Missed cycles as Poisson counts over the measured
+    seconds: given both counts, the on-run's share is binomial under equal rates (one-sided
+    exact test, scipy); met when p >= 0.05 and the node published its attributions."""
+    from scipy.stats import binomtest
+
+    label = f"{on['label']}: no missed cycles added by the live attribution"
+    off = next((r for r in results if not r.get("attribution_hz") and not r.get("swap") and r["mode"] == "realtime"
+                and r["target_rate_hz"] == on["target_rate_hz"] and r["trigger"] == on["trigger"]), None)
+    if off is None:
+        return label, False, "no run without it to compare with"
+    k_on, k_off = on["loop"]["missed_cycles"], off["loop"]["missed_cycles"]
+    published = on["policy_diagnostics"].get("attributions_in_window")
+    expected_n = on["attribution_hz"] * on["duration_s"]
+    p = binomtest(k_on, k_on + k_off, 0.5, alternative="greater").pvalue if k_on + k_off > 0 else 1.0
+    cpu_on, cpu_off = on["cpu_ms_per_cycle"].get("policy"), off["cpu_ms_per_cycle"].get("policy")
+    cpu = (f"; policy CPU per cycle {cpu_on:.3f} vs {cpu_off:.3f} ms ({cpu_on / cpu_off:.2f}x)"
+           if cpu_on and cpu_off else "")
+    ran = published is not None and published >= 0.5 * expected_n
+    detail = (f"{k_on} missed with it vs {k_off} without in {on['duration_s']:g} s each (p = {p:.3f}, one-sided); "
+              f"{published if published is not None else 'no'} attributions published (~{expected_n:.0f} "
+              f"expected){cpu}")
+    return label, bool(ran and p >= 0.05), detail
 
 
 # --- main -----------------------------------------------------------------------------
@@ -985,8 +1021,9 @@ def main(argv=None) -> int:
                              "each swap, for what the parameter round trip alone costs)")
     parser.add_argument("--policy", default="reach_lstm", help="policy of the non-swap runs")
     parser.add_argument("--attribution-rate-hz", type=float, default=0.0,
-                        help="run the policy node with its live attribution at this rate (0: off, the default); "
-                             "compare the missed cycles of a run with and without it")
+                        help="also run each real-time rate with the policy node's live attribution at this rate "
+                             "(0: off, the default), right after the same run without it, and test whether it "
+                             "adds missed cycles")
     parser.add_argument("--randomization", default="default", help="sim bridge randomization_file")
     parser.add_argument("--seed", type=int, default=0, help="sim bridge seed; also seeds the swap times")
     parser.add_argument("--namespace", default="/bench", help="namespace of the three nodes")
@@ -1041,8 +1078,12 @@ def main(argv=None) -> int:
     if "lockstep" in runs:
         specs.append(RunSpec(f"lockstep {args.lockstep_rate:g}", "lockstep", args.lockstep_rate, "state"))
     if "realtime" in runs:
-        specs += [RunSpec(f"realtime {r:g} {args.realtime_trigger}", "realtime", r, args.realtime_trigger)
-                  for r in rates]
+        for r in rates:
+            specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger}", "realtime", r, args.realtime_trigger))
+            if args.attribution_rate_hz > 0:  # the same run with the live attribution on: the comparison
+                specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger} + attribution "
+                                     f"{args.attribution_rate_hz:g} Hz", "realtime", r, args.realtime_trigger,
+                                     attribution_hz=args.attribution_rate_hz))
     swap_origin = ""
     if runs & {"swap", "swap-control"}:
         pair, policy_dir, swap_origin = choose_swap_policies(args.swap_policies, tmp)

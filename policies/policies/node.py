@@ -149,6 +149,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         self._attribution_pub = None  # ~/attribution, when attribution_rate_hz > 0
         self.attribution: dict[str, float] = {}  # the latest live attribution per observation signal
+        self.attributions = 0  # live attributions published since start
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._aux_group)
         self.create_service(Trigger, "~/list_policies", self._on_list_policies, callback_group=self._aux_group)
         self.create_timer(1.0, self.publish_diagnostics, callback_group=self._aux_group)
@@ -356,6 +357,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         if values is None:
             return
         self.attribution = values
+        self.attributions += 1
         total = sum(values.values())
         status = DiagnosticStatus(name="policy: attribution", hardware_id=ctl.profile.name, level=DiagnosticStatus.OK,
                                   message=f"policy '{ctl.active_name}': occlusion attribution of the current action "
@@ -471,6 +473,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
                 ("rejected_joint_states", c.rejections["joint_state"]),
                 ("rejected_goals", c.rejections["goal"]), ("rejected_policies", c.rejections["policy"]),
                 ("last_rejection", c.last_rejection), ("last_hold", c.last_hold),
+                *((("attributions", self.attributions),) if self._attribution_pub is not None else ()),
                 *((f"attribution/{k}", f"{v:.4g}") for k, v in self.attribution.items()))]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()

@@ -136,3 +136,26 @@ def test_stalls_only_in_the_monitors_receptions_are_not_the_nodes(capsys):
     assert s["received_stalls_in_windows"] == SWAPS
     BENCH["print_swap"]({"label": "synthetic", "swap": s})
     assert f"from the monitor's receptions instead: {SWAPS} stalls inside" in capsys.readouterr().out
+
+
+# --- the live attribution comparison (issue 14) ---------------------------------------------------
+def _rt(missed, *, attribution_hz=0.0, published=None, cpu=0.20):
+    return {"label": "realtime 500 state" + (" + attribution" if attribution_hz else ""), "mode": "realtime",
+            "trigger": "state", "target_rate_hz": 500.0, "duration_s": 30.0, "attribution_hz": attribution_hz,
+            "loop": {"missed_cycles": missed}, "cpu_ms_per_cycle": {"policy": cpu},
+            "policy_diagnostics": {"attributions_in_window": published}}
+
+
+def test_the_attribution_run_is_compared_with_the_same_run_without_it():
+    check = BENCH["attribution_check"]
+    off = _rt(10)
+    label, ok, detail = check(_rt(12, attribution_hz=2.0, published=60, cpu=0.22), [off])
+    assert ok, detail                              # 12 vs 10: chance
+    assert "12 missed with it vs 10 without" in detail and "60 attributions published" in detail
+    assert "1.10x" in detail
+    _, ok, detail = check(_rt(40, attribution_hz=2.0, published=60), [off])
+    assert not ok and "p = 0.000" in detail        # 40 vs 10: the attribution costs cycles
+    _, ok, detail = check(_rt(0, attribution_hz=2.0, published=3), [off])
+    assert not ok                                  # no misses, but it did not run (3 of ~60)
+    _, ok, detail = check(_rt(0, attribution_hz=2.0, published=60), [])
+    assert not ok and "no run without it" in detail

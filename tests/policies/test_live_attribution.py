@@ -78,6 +78,7 @@ def test_the_node_publishes_live_attribution_when_asked_and_nothing_by_default()
         assert sum(values[f"share/{k}"] for k in ("joint_pos", "joint_vel", "prev_action",
                                                   "target_pos")) == pytest.approx(1.0, abs=1e-3)
         assert policy.controller.counters.commands > 0  # the control loop kept commanding
+        assert policy.attributions >= len(received)   # counted (on /diagnostics as 'attributions')
     finally:
         graph[2].remove_node(probe)
         _stop(*graph, probe)
