@@ -80,6 +80,14 @@ class TrainConfig:
     """iterations between checkpoints"""
     eval_episodes: int = 200
     """episodes of the final evaluation (nominal and randomized)"""
+    kickstart_rounds: int = 0
+    """kickstart: DAgger rounds from the task's scripted controller before PPO (one rollout of num_envs x num_steps each; 0 = off; policies/imitation.py)"""
+    kickstart_epochs: int = 20
+    """kickstart: passes over the aggregated data after each round"""
+    kickstart_learning_rate: float = 1e-3
+    """kickstart: Adam learning rate of the regression"""
+    critic_warmup_iterations: int = 0
+    """PPO iterations at the start that fit only the critic (the actor frozen; for a kickstarted actor)"""
     env_kwargs: dict = field(default_factory=lambda: {"terminate_on_success": False})
     """keyword arguments of the env and settings of the task (training keeps episodes running at the goal)"""
 
@@ -91,8 +99,11 @@ class TrainConfig:
             raise ValueError(f"architecture must be 'lstm', 'mlp' or 'mlp_history', got {self.architecture!r}")
         if self.architecture == "mlp_history" and self.history < 2:
             raise ValueError(f"history must be >= 2 for mlp_history, got {self.history}")
+        for name in ("kickstart_rounds", "critic_warmup_iterations"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("total_env_steps", "num_envs", "num_steps", "seq_len", "hidden", "update_epochs",
-                     "num_minibatches"):
+                     "num_minibatches", "kickstart_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.epopt_epsilon <= 1:

@@ -126,7 +126,10 @@ class PPO:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def update(self, batch: Batch, seqs: Sequences, generator: torch.Generator) -> dict[str, float]:
+    def update(self, batch: Batch, seqs: Sequences, generator: torch.Generator, *,
+               value_only: bool = False) -> dict[str, float]:
+        """``value_only``: fit the critic alone (the policy loss left out, the learning rate not
+        adapted: the actor does not move, so there is no KL to adapt on)."""
         cfg, model = self.cfg, self.model
         index = torch.from_numpy(seqs.index)
         mask = torch.from_numpy(seqs.mask)
@@ -154,7 +157,7 @@ class PPO:
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 pg, v, ent, kl, cf = ppo_losses(new_logp, batch.logp[flat], adv, values, batch.returns[flat],
                                                 entropy, w, cfg.clip_coef)
-                loss = pg + cfg.vf_coef * v - cfg.ent_coef * ent
+                loss = cfg.vf_coef * v if value_only else pg + cfg.vf_coef * v - cfg.ent_coef * ent
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -164,7 +167,7 @@ class PPO:
                 epoch_kl += kl.item()
                 epoch_updates += 1
                 updates += 1
-            if cfg.kl_target > 0:  # adaptive learning rate on the epoch's mean KL
+            if cfg.kl_target > 0 and not value_only:  # adaptive learning rate on the epoch's mean KL
                 kl_mean = epoch_kl / epoch_updates
                 if kl_mean > 2.0 * cfg.kl_target:
                     self._set_lr(max(1e-5, self.learning_rate / 1.5))

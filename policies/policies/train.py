@@ -78,6 +78,7 @@ class Trainer:
         self.iteration = 0
         self.env_steps = 0
         self.wall_time_s = 0.0
+        self.kickstarted = False  # the kickstart (cfg.kickstart_rounds) has run
         self.history: list[dict] = []
 
     def _init_weights(self, path: Path) -> None:
@@ -102,7 +103,7 @@ class Trainer:
                 "learning_rate": self.ppo.learning_rate, "iteration": self.iteration,
                 "env_steps": self.env_steps, "wall_time_s": self.wall_time_s,
                 "sample_gen": self.sample_gen.get_state(), "batch_gen": self.batch_gen.get_state(),
-                "privileged_names": list(self.priv_names)}
+                "privileged_names": list(self.priv_names), "kickstarted": self.kickstarted}
 
     def save_checkpoint(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +120,7 @@ class Trainer:
         self.wall_time_s = state["wall_time_s"]
         self.sample_gen.set_state(state["sample_gen"])
         self.batch_gen.set_state(state["batch_gen"])
+        self.kickstarted = bool(state.get("kickstarted", False))
 
     # --- rollouts ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -212,7 +214,10 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         steps_per_iter = cfg.num_envs * cfg.num_steps
-        total_iters = -(-cfg.total_env_steps // steps_per_iter)
+        if cfg.kickstart_rounds > 0 and not self.kickstarted:
+            self._kickstart()
+        # the iterations left to reach total_env_steps (the kickstart's steps count too)
+        total_iters = self.iteration + max(0, -(-(cfg.total_env_steps - self.env_steps) // steps_per_iter))
         log_path = self.out_dir / "progress.csv"
         new_log = not log_path.exists() or self.iteration == 0
         log_file = log_path.open("w" if new_log else "a", newline="")
@@ -229,7 +234,8 @@ class Trainer:
                 t1 = time.perf_counter()
                 torch.set_num_threads(self.cfg.torch_threads)
                 seqs = build_sequences(starts, cfg.seq_len)
-                update = self.ppo.update(batch, seqs, self.batch_gen)
+                update = self.ppo.update(batch, seqs, self.batch_gen,
+                                         value_only=self.iteration < cfg.critic_warmup_iterations)
                 T, N = starts.shape
                 self.model.update_normalizers(batch.obs, batch.priv)
                 t2 = time.perf_counter()
@@ -264,6 +270,39 @@ class Trainer:
                 print(file=sys.stderr)
         self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
         return self.history[-1] if self.history else {}
+
+    def _kickstart(self) -> None:
+        """DAgger from the task's scripted controller (policies/imitation.py); rows in kickstart.csv
+        and TensorBoard (kickstart/*), then a checkpoint (a resumed run does not repeat it)."""
+        from policies.imitation import kickstart  # noqa: PLC0415
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        board = tensorboard_writer(self.out_dir / "tensorboard", purge_step=self.env_steps)
+        with (self.out_dir / "kickstart.csv").open("w", newline="") as f:
+            writer = None
+
+            def on_round(row) -> None:
+                nonlocal writer
+                data = row.to_dict()
+                if writer is None:
+                    writer = csv.DictWriter(f, fieldnames=list(data))
+                    writer.writeheader()
+                writer.writerow(data)
+                f.flush()
+                for key in ("expert_success", "student_success", "loss"):
+                    board.add_scalar(f"kickstart/{key}", data[key], row.env_steps)
+                if not self.quiet:
+                    print(f"kickstart round {row.round + 1}/{self.cfg.kickstart_rounds}: beta {row.beta:.2f}, "
+                          f"expert {100 * row.expert_success:5.1f}% / student {100 * row.student_success:5.1f}% "
+                          f"success ({row.episodes} episodes), fit mse {row.loss:.4f} on {row.samples} steps, "
+                          f"{row.wall_time_s:.0f} s", file=sys.stderr, flush=True)
+
+            try:
+                kickstart(self, on_round=on_round)
+            finally:
+                board.close()
+        self.kickstarted = True
+        self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
 
     def _progress(self, row: dict, total_iters: int) -> None:
         width = 24

@@ -129,3 +129,17 @@ class PushOracle:
         target = self.target(joint_pos, np.asarray(puck_xy, float)[:2], np.asarray(goal_xy, float)[:2])
         delta = self.reach.joint_delta(joint_pos, target, down_gain=0.5)
         return np.clip(delta / self.action_scale_rad, -1.0, 1.0)
+
+
+class ScriptedPolicy:
+    """A scripted controller behind a policy's interface (what ``Task.scripted_controller`` returns)."""
+
+    def __init__(self, oracle, act):
+        self.oracle, self._act = oracle, act
+
+    def reset(self) -> None:
+        self.oracle.reset()
+
+    def act(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """The action in [-1, 1]^n for the observation ``parts`` (signal name -> values)."""
+        return self._act(parts)

@@ -140,3 +140,10 @@ class Task:
     def info(self, sim, state) -> dict[str, Any]:
         """Extra entries of the env's ``info`` (e.g. ``target_pos``, ``ee_pos``)."""
         return {}
+
+    def scripted_controller(self, profile, action_scale_rad: float):
+        """The task's scripted controller (IK on the nominal model, no learning) behind a policy's
+        interface: an object with ``reset()`` (a new episode) and ``act(parts)`` -> action in
+        [-1, 1]^n, where ``parts`` maps each observation signal's name to its slice of the
+        observation. Training can kickstart from it (``kickstart_rounds``). None: the task has none."""
+        return None

@@ -294,3 +294,11 @@ class PushTask(Task):
         pose = self.true_pose(sim, state)
         return {"goal_pos": state.goal.copy(), "object_pos": pose[:3], "object_yaw": float(pose[3]),
                 "ee_pos": sim.end_effector_position(), "pusher_pos": sim.data.site_xpos[state.tip].copy()}
+
+    def scripted_controller(self, profile, action_scale_rad: float):
+        """:class:`sim_bridge.oracle.PushOracle` on the measured joints, the tracked puck and the goal."""
+        from sim_bridge.oracle import PushOracle, ScriptedPolicy  # noqa: PLC0415 - imports mujoco
+
+        oracle = PushOracle(profile, self, action_scale_rad=action_scale_rad)
+        return ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["object_pose"][:2],
+                                                              p["goal_pos"][:2]))

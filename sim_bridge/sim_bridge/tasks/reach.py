@@ -87,3 +87,10 @@ class ReachTask(Task):
 
     def info(self, sim, target: np.ndarray) -> dict[str, Any]:
         return {"target_pos": target.copy(), "ee_pos": sim.end_effector_position()}
+
+    def scripted_controller(self, profile, action_scale_rad: float):
+        """:class:`sim_bridge.oracle.ReachOracle` on the measured joints and the target."""
+        from sim_bridge.oracle import ScriptedPolicy, ReachOracle  # noqa: PLC0415 - imports mujoco
+
+        oracle = ReachOracle(profile, action_scale_rad=action_scale_rad)
+        return ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["target_pos"]))

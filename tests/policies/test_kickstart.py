@@ -1,0 +1,138 @@
+"""Kickstarting PPO from the task's scripted controller (policies/imitation.py): DAgger rounds,
+the critic warm-up, and a resumed run that does not repeat them."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from policies.config import TrainConfig
+from policies.imitation import Experts, fit_actor
+from policies.model import ActorCritic
+from policies.ppo import build_sequences
+from policies.train import Trainer, load_checkpoint_file
+from sim_bridge.envs.task_env import TaskEnv
+from sim_bridge.oracle import PushOracle
+from sim_bridge.profile import load_profile
+from sim_bridge.tasks import make_task
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """torch on one thread: the regressions here are tiny, and two threads beside a busy machine crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(task="push", **overrides) -> TrainConfig:
+    values = dict(task=task, num_envs=4, num_workers=0, num_steps=40, seq_len=20, total_env_steps=4 * 40 * 4,
+                  kickstart_rounds=2, kickstart_epochs=2, critic_warmup_iterations=1, hidden=16,
+                  critic_hidden=(16,), num_minibatches=2, torch_threads=1,
+                  env_kwargs={"max_episode_steps": 40, "terminate_on_success": False})
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_the_experts_label_each_env_with_the_scripted_pusher_on_its_observation():
+    env = TaskEnv(task="push", randomization="none")
+    task, profile = env.task, env.profile
+    experts = Experts(task, profile, 2, env.action_scale_rad, env.observation_layout)
+    obs = np.stack([env.reset(seed=s)[0] for s in (0, 1)])
+    labels = experts.act(obs)
+    for n in range(2):   # the same as the oracle fed by hand
+        oracle = PushOracle(profile, task, action_scale_rad=env.action_scale_rad)
+        j, p, g = (experts.slices[k] for k in ("joint_pos", "object_pose", "goal_pos"))
+        expected = oracle.action(obs[n, j].astype(float), obs[n, p][:2], obs[n, g][:2])
+        np.testing.assert_allclose(labels[n], expected)
+    assert labels.shape == (2, profile.num_joints) and np.all(np.abs(labels) <= 1.0)
+    with pytest.raises(ValueError, match="observation of 3 values"):
+        experts.act(np.zeros((2, 3), np.float32))
+
+
+def test_a_task_without_a_scripted_controller_cannot_kickstart():
+    class NoScript:
+        name = "toy"
+
+        def scripted_controller(self, profile, scale):
+            return None
+
+    with pytest.raises(ValueError, match="task 'toy' has no scripted controller.*kickstart_rounds to 0"):
+        Experts(NoScript(), load_profile("panda_like"), 2, 0.05, make_task("reach").observation_layout(7))
+
+
+@pytest.mark.parametrize("architecture", ["lstm", "mlp", "mlp_history"])
+def test_fit_actor_learns_labels_that_depend_on_the_past(architecture):
+    """The label at t is the observation at t-1 (only memory can give it; the MLP cannot, the others can)."""
+    torch.manual_seed(0)
+    T, N, O = 30, 16, 3
+    obs = torch.randn(T, N, O)
+    labels = torch.zeros(T, N, O)
+    labels[1:] = obs[:-1]
+    starts = np.zeros((T, N), bool)
+    starts[0] = True
+    model = ActorCritic(O, O, 1, architecture=architecture, hidden=32, history=2)
+    model.actor.obs_norm.update(obs.reshape(-1, O))
+    flat_obs, flat_lab = obs.reshape(T * N, O), labels.reshape(T * N, O)
+    before = float((labels - 0).square().mean())
+    log_std = model.actor.log_std.detach().clone()
+    loss = fit_actor(model.actor, flat_obs, flat_lab, starts, epochs=150, minibatch_sequences=8,
+                     learning_rate=1e-2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.actor.log_std, log_std)   # left to PPO
+    if architecture == "mlp":
+        assert loss > 0.5 * before, loss               # no memory: it cannot know o_{t-1}
+    else:
+        assert loss < 0.2 * before, (loss, before)
+
+
+def test_a_value_only_update_leaves_the_actor_and_the_learning_rate_alone(tmp_path):
+    trainer = Trainer(tiny("reach", kickstart_rounds=0), tmp_path, quiet=True)
+    try:
+        batch, starts, _ = trainer.collect()
+        actor = {k: v.clone() for k, v in trainer.model.actor.state_dict().items()}
+        critic = {k: v.clone() for k, v in trainer.model.critic.state_dict().items()}
+        lr = trainer.ppo.learning_rate
+        trainer.ppo.update(batch, build_sequences(starts, 20), trainer.batch_gen, value_only=True)
+        assert all(torch.equal(actor[k], v) for k, v in trainer.model.actor.state_dict().items())
+        assert not all(torch.equal(critic[k], v) for k, v in trainer.model.critic.state_dict().items())
+        assert trainer.ppo.learning_rate == lr
+        trainer.ppo.update(batch, build_sequences(starts, 20), trainer.batch_gen)   # a normal update moves it
+        assert not all(torch.equal(actor[k], v) for k, v in trainer.model.actor.state_dict().items())
+    finally:
+        trainer.close()
+
+
+def test_a_kickstarted_run_counts_its_steps_logs_its_rounds_and_is_not_repeated_on_resume(tmp_path):
+    cfg = tiny()
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    try:
+        trainer.train(stop_after_iterations=1)
+        assert trainer.kickstarted and trainer.iteration == 1
+        # 2 kickstart rounds + 1 PPO iteration, each one rollout of 4 envs x 40 steps
+        assert trainer.env_steps == 3 * 4 * 40
+        rows = list(csv.DictReader((tmp_path / "kickstart.csv").open()))
+        assert [r["round"] for r in rows] == ["0", "1"] and [float(r["beta"]) for r in rows] == [1.0, 0.5]
+        assert rows[0]["student_success"] == "nan" and int(rows[0]["expert_episodes"]) == 4
+        assert int(rows[1]["samples"]) == 2 * 4 * 40 and float(rows[1]["loss"]) >= 0
+        assert load_checkpoint_file(tmp_path / "checkpoints" / "latest.pt")["kickstarted"] is True
+    finally:
+        trainer.close()
+    resumed = Trainer(cfg, tmp_path, quiet=True)
+    try:
+        resumed.load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+        before = (tmp_path / "kickstart.csv").read_text()
+        resumed.train()
+        assert (tmp_path / "kickstart.csv").read_text() == before   # not run again
+        assert resumed.env_steps == cfg.total_env_steps and resumed.iteration == 2
+    finally:
+        resumed.close()
+
+
+def test_bad_kickstart_settings_are_refused():
+    with pytest.raises(ValueError, match="kickstart_rounds must be >= 0"):
+        tiny(kickstart_rounds=-1).validate()
+    with pytest.raises(ValueError, match="kickstart_epochs must be >= 1"):
+        tiny(kickstart_epochs=0).validate()
