@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import signal
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -38,7 +39,19 @@ def add_node_command(subparsers) -> None:
 
 
 def _run_node(args) -> int:
-    main = _entry_points("sim2real.nodes")[args.name].load()
+    # A launcher may stop the node (SIGINT) while it is still importing: a KeyboardInterrupt
+    # raised inside a C extension's initialisation (MuJoCo's) surfaces as "ImportError:
+    # initialization failed". So during the imports SIGINT only sets a flag, checked after.
+    stop: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:   # an ignored SIGINT (a background job) stays ignored
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.append(signum))
+    try:
+        main = _entry_points("sim2real.nodes")[args.name].load()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop:
+        return 0
     return int(main([f"sim2real-{args.name}", *args.ros_args]) or 0)
 
 
