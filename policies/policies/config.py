@@ -54,6 +54,8 @@ class TrainConfig:
     """Adam learning rate (adapted on KL when kl_target > 0)"""
     kl_target: float = 0.01
     """desired KL per update for the adaptive learning rate (0: fixed learning rate)"""
+    kl_stop: float = 0.0
+    """stop an update's remaining minibatches once one's KL exceeds kl_stop x kl_target (0: off; guards a fine-tuned actor against one huge first step)"""
     gamma: float = 0.99
     """discount factor"""
     gae_lambda: float = 0.95
@@ -106,6 +108,8 @@ class TrainConfig:
                      "num_minibatches", "kickstart_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.kl_stop < 0:
+            raise ValueError(f"kl_stop must be >= 0, got {self.kl_stop}")
         if not 0 < self.epopt_epsilon <= 1:
             raise ValueError(f"epopt_epsilon must be in (0, 1], got {self.epopt_epsilon}")
         if self.num_minibatches > self.num_envs * self.num_steps // self.seq_len:

@@ -135,7 +135,8 @@ class PPO:
         mask = torch.from_numpy(seqs.mask)
         start = torch.from_numpy(seqs.start)
         stats = {"pg_loss": 0.0, "v_loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_frac": 0.0}
-        updates = 0
+        updates, stopped = 0, 0.0
+        kl_stop = getattr(cfg, "kl_stop", 0.0) * cfg.kl_target
         for _ in range(cfg.update_epochs):
             epoch_kl, epoch_updates = 0.0, 0
             order = torch.randperm(seqs.count, generator=generator)
@@ -157,6 +158,9 @@ class PPO:
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 pg, v, ent, kl, cf = ppo_losses(new_logp, batch.logp[flat], adv, values, batch.returns[flat],
                                                 entropy, w, cfg.clip_coef)
+                if kl_stop > 0 and not value_only and kl.item() > kl_stop:
+                    stopped = 1.0  # the policy moved too far already: no more steps on this rollout (SB3's target_kl)
+                    break
                 loss = cfg.vf_coef * v if value_only else pg + cfg.vf_coef * v - cfg.ent_coef * ent
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -167,10 +171,15 @@ class PPO:
                 epoch_kl += kl.item()
                 epoch_updates += 1
                 updates += 1
+            if stopped:  # the KL that stopped the update: lower the learning rate for the next one
+                if cfg.kl_target > 0:
+                    self._set_lr(max(1e-5, self.learning_rate / 1.5))
+                break
             if cfg.kl_target > 0 and not value_only:  # adaptive learning rate on the epoch's mean KL
                 kl_mean = epoch_kl / epoch_updates
                 if kl_mean > 2.0 * cfg.kl_target:
                     self._set_lr(max(1e-5, self.learning_rate / 1.5))
                 elif kl_mean < 0.5 * cfg.kl_target:
                     self._set_lr(min(1e-2, self.learning_rate * 1.5))
-        return {k: v / updates for k, v in stats.items()} | {"learning_rate": self.learning_rate}
+        return {k: v / max(1, updates) for k, v in stats.items()} | {"learning_rate": self.learning_rate,
+                                                              "kl_stopped": stopped}

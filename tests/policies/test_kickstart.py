@@ -136,3 +136,17 @@ def test_bad_kickstart_settings_are_refused():
         tiny(kickstart_rounds=-1).validate()
     with pytest.raises(ValueError, match="kickstart_epochs must be >= 1"):
         tiny(kickstart_epochs=0).validate()
+
+
+def test_kl_stop_ends_an_update_once_the_policy_moved_too_far(tmp_path):
+    trainer = Trainer(tiny("reach", kickstart_rounds=0, learning_rate=1e-2, kl_stop=1.5), tmp_path, quiet=True)
+    try:
+        batch, starts, _ = trainer.collect()
+        seqs = build_sequences(starts, 20)
+        lr = trainer.ppo.learning_rate
+        out = trainer.ppo.update(batch, seqs, trainer.batch_gen)   # lr 1e-2 on a fresh actor: far in a step
+        assert out["kl_stopped"] == 1.0 and trainer.ppo.learning_rate == pytest.approx(lr / 1.5)
+        trainer.cfg.kl_stop = 0.0                                   # off: every epoch runs
+        assert trainer.ppo.update(batch, seqs, trainer.batch_gen)["kl_stopped"] == 0.0
+    finally:
+        trainer.close()
