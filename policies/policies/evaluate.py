@@ -14,6 +14,8 @@ import math
 import multiprocessing as mp
 from dataclasses import asdict, dataclass
 
+from pathlib import Path
+
 import numpy as np
 
 from sim_bridge.episode import wilson_interval
@@ -148,6 +150,21 @@ def policy_task(path: str) -> dict:
         return trained_task(TrainConfig.from_dict(load_checkpoint_file(path)["config"])).describe()
     from policies.manifest import load_manifest
     return dict(load_manifest(path).task)
+
+
+def policy_robot(path: str) -> str:
+    """The robot profile a policy was trained for (the env of its evaluation must be that robot):
+    a checkpoint's training config's ``robot_profile`` (a name or a YAML path), for an artifact
+    that of its ``checkpoint.pt`` if it has one, else its manifest's robot name."""
+    from policies.config import TrainConfig
+    from policies.train import load_checkpoint_file
+
+    path = Path(path)
+    checkpoint = path if path.suffix == ".pt" else path / "checkpoint.pt"
+    if checkpoint.is_file():
+        return TrainConfig.from_dict(load_checkpoint_file(checkpoint)["config"]).robot_profile
+    from policies.manifest import load_manifest
+    return load_manifest(path).robot_profile
 
 
 def runtime_policy(artifact_path: str):

@@ -97,7 +97,7 @@ class RealConfig:
     """``sim2real real``: a policy on the arm emulator (or a real ros2_control arm) through the real bridge."""
 
     policy: str | None = None
-    """policy name in policy_dir (None: policy.yaml's 'policy')"""
+    """policy name in policy_dir, or an artifact folder (None: policy.yaml's 'policy')"""
     task: str | None = None
     """task the real bridge runs (None: real_bridge.yaml's 'task'); it must be the policy's task"""
     controller: Literal["policy", "scripted"] = "policy"
@@ -414,6 +414,11 @@ class DeploymentGraph:
                 self.nodes.append(self.scripted)
                 self.policy_name, self.onnx_sha256, self.sim_evaluation = f"scripted_{self.task.name}", "", {}
             else:
+                folder = Path(policy).expanduser() if policy else None
+                if folder is not None and policy_dir is None and folder.is_dir() and (folder / "manifest.json").is_file():
+                    # an artifact folder given as a path (as sim takes it): the node's policy_dir is its
+                    # parent (the node itself only takes names inside its policy_dir)
+                    policy, policy_dir = folder.resolve().name, folder.resolve().parent
                 policy_overrides = ([Parameter("policy", value=policy)] if policy else []) + robot
                 if policy_dir is not None:
                     policy_overrides.append(Parameter("policy_dir",

@@ -126,7 +126,7 @@ def training_milestones(progress_csv: Path, threshold: float = 0.95) -> dict:
 
 
 def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command: str = "") -> dict:
-    from policies.evaluate import evaluate, policy_task, runtime_policy
+    from policies.evaluate import evaluate, policy_robot, policy_task, runtime_policy
     from policies.export import export_checkpoint, update_evaluation
     extra = training_milestones(Path(checkpoint).parent.parent / "progress.csv")
     if command:
@@ -134,9 +134,10 @@ def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command
     out = export_checkpoint(checkpoint, artifact, training_extra=extra)
     print(f"exported {out} (torch/onnxruntime parity checked)")
     results = {}
-    task = policy_task(str(out))
+    task, robot = policy_task(str(out)), policy_robot(str(checkpoint))
     for randomization in ("none", "default"):
-        res = evaluate(partial(runtime_policy, str(out)), episodes=episodes, randomization=randomization, task=task)
+        res = evaluate(partial(runtime_policy, str(out)), episodes=episodes, randomization=randomization, task=task,
+                       robot_profile=robot)
         print(res.line())
         results[randomization] = res.to_dict()
     update_evaluation(out, results)
@@ -161,18 +162,18 @@ def resolve_policy(text: str) -> Path:
 
 
 def run_eval(args: EvalConfig) -> int:
-    from policies.evaluate import checkpoint_policy, evaluate, policy_task, runtime_policy
+    from policies.evaluate import checkpoint_policy, evaluate, policy_robot, policy_task, runtime_policy
     from sim_bridge.tasks import UnknownTaskError, get_task
     path = resolve_policy(args.policy)
     factory = partial(checkpoint_policy if path.suffix == ".pt" else runtime_policy, str(path))
-    task = policy_task(str(path))
+    task, robot = policy_task(str(path)), policy_robot(str(path))
     if args.task is not None and args.task != task["name"]:
         try:
             get_task(args.task)
         except UnknownTaskError as exc:
             raise SystemExit(f"sim2real eval: {exc}") from None
         task = {"name": args.task}
-    print(f"sim2real eval: task '{task['name']}'", flush=True)
+    print(f"sim2real eval: task '{task['name']}', robot '{robot}'", flush=True)
     if args.backend == "ray":  # one Ray session for every randomization
         from policies.ray_backend import connect
         try:
@@ -183,7 +184,8 @@ def run_eval(args: EvalConfig) -> int:
     for randomization in args.randomization:
         try:
             res = evaluate(factory, episodes=args.episodes, randomization=randomization, workers=args.workers,
-                           seed=args.seed, task=task, backend=args.backend, ray_address=args.ray_address)
+                           seed=args.seed, task=task, robot_profile=robot, backend=args.backend,
+                           ray_address=args.ray_address)
         except ImportError as exc:  # --backend ray without Ray
             raise SystemExit(f"sim2real eval: {exc}") from None
         print(res.line(), flush=True)

@@ -135,6 +135,31 @@ def test_real_on_the_imported_arm_refuses_a_policy_trained_for_another_robot(imp
             "this node runs robot profile 'six'") in out.stdout + out.stderr
 
 
+@pytest.mark.ros
+def test_a_policy_trained_on_the_imported_arm_is_evaluated_and_deployed_on_it(imported, tmp_path):
+    """train -> export -> evaluation on the arm it was trained for (not the default panda_like:
+    that evaluation failed on the observation size), then `sim2real real --policy FOLDER`."""
+    from policies.config import TrainConfig
+    from policies.train import Trainer
+    from sim2real.training import export_and_evaluate
+
+    cfg = TrainConfig(robot_profile=str(imported / "six.yaml"), num_envs=2, num_workers=0, num_steps=20, seq_len=10,
+                      total_env_steps=40, hidden=8, critic_hidden=(8,), num_minibatches=1, torch_threads=1,
+                      env_kwargs={"max_episode_steps": 20, "terminate_on_success": False})
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    results = export_and_evaluate(tmp_path / "run" / "checkpoints" / "latest.pt", tmp_path / "six_reach", 2)
+    assert results["none"]["episodes"] == 2 and results["default"]["episodes"] == 2
+    out = run("real", "--robot-profile", str(imported / "six.yaml"), "--emulator-hidden",
+              str(imported / "emulator_hidden.yaml"), "--policy", str(tmp_path / "six_reach"), "--episodes", "1",
+              "--episode-s", "1", "--seed", "1", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "policy 'six_reach'" in out.stdout and "episode 1/1" in out.stdout, out.stdout
+
+
 @pytest.mark.parametrize("sub", ["import", "check"])
 def test_help_documents_each_option_with_its_default_once(sub):
     out = run("robot", sub, "--help")
