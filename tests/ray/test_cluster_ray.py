@@ -52,6 +52,7 @@ def test_env_actors_on_every_node_step_the_local_envs(cluster):
     remote = RayVectorEnv(4, 2, env_kwargs=kwargs)
     try:
         assert {node for _, node in remote.placement()} == cluster
+        assert not remote.compiled_graph   # actors on other nodes: plain actor calls
         local = VectorTaskEnv(4, 0, env_kwargs=kwargs)
         try:
             outs = [(local.reset(seed=11), remote.reset(seed=11))]

@@ -87,7 +87,33 @@ def test_batch_fields_are_compared(local_run):
 def test_ray_backend_gives_the_local_batches_and_curve(local_ray, local_run, tmp_path):
     ray_run = run(small_config(backend="ray"), tmp_path)
     assert ray_run[3].venv.num_workers == 2
+    assert ray_run[3].venv.compiled_graph   # every actor on this machine: one compiled graph per step
     assert_same_run(local_run, ray_run)
+
+
+def test_plain_actor_calls_give_the_same_steps_as_the_compiled_graph(local_ray):
+    from policies.ray_backend import RayVectorEnv
+
+    kwargs = {"max_episode_steps": 5, "terminate_on_success": False}
+    # two envs of 2 actors on the 2-CPU test instance: half a CPU each
+    envs = [RayVectorEnv(4, 2, env_kwargs=kwargs, compiled_graph=c, cpus_per_worker=0.5) for c in (True, False)]
+    try:
+        assert [e.compiled_graph for e in envs] == [True, False]
+        outs = [[e.reset(seed=3) for e in envs]]
+        rng = np.random.default_rng(1)
+        for _ in range(8):
+            actions = rng.uniform(-1, 1, (4, envs[0].single_action_space.shape[0])).astype(np.float32)
+            outs.append([e.step(actions) for e in envs])
+    finally:
+        for e in envs:
+            e.close()
+    for a, b in outs:
+        for x, y in zip(a, b):
+            if isinstance(x, dict):
+                for key in x:
+                    np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+            else:
+                np.testing.assert_array_equal(x, y)
 
 
 def test_a_worker_killed_mid_iteration_is_restarted_and_the_iteration_replayed(local_ray, local_run, tmp_path):
