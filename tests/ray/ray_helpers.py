@@ -23,3 +23,17 @@ def kill_process(pid: int, timeout_s: float = 30.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError(f"process {pid} did not die within {timeout_s} s")
+
+
+def assert_same_steps(outs) -> None:
+    """Each item of ``outs`` holds two vector envs' answers to the same reset or step: equal."""
+    import numpy as np
+
+    for a, b in outs:
+        for x, y in zip(a, b):
+            if isinstance(x, dict):
+                assert x.keys() == y.keys()
+                for key in x:
+                    np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+            else:
+                np.testing.assert_array_equal(x, y)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ray_helpers import OBJECT_STORE_BYTES
+from ray_helpers import OBJECT_STORE_BYTES, assert_same_steps
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -64,14 +64,7 @@ def test_env_actors_on_every_node_step_the_local_envs(cluster):
             local.close()
     finally:
         remote.close()
-    for a, b in outs:
-        for x, y in zip(a, b):
-            if isinstance(x, dict):
-                assert x.keys() == y.keys()
-                for key in x:
-                    np.testing.assert_array_equal(x[key], y[key], err_msg=key)
-            else:
-                np.testing.assert_array_equal(x, y)
+    assert_same_steps(outs)
 
 
 def test_calibration_workers_on_every_node_give_the_local_costs(cluster):

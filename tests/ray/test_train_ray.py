@@ -8,7 +8,7 @@ import torch
 
 from policies.config import TrainConfig
 from policies.train import Trainer
-from ray_helpers import kill_process
+from ray_helpers import assert_same_steps, kill_process
 
 ITERATIONS = 2
 
@@ -107,13 +107,7 @@ def test_plain_actor_calls_give_the_same_steps_as_the_compiled_graph(local_ray):
     finally:
         for e in envs:
             e.close()
-    for a, b in outs:
-        for x, y in zip(a, b):
-            if isinstance(x, dict):
-                for key in x:
-                    np.testing.assert_array_equal(x[key], y[key], err_msg=key)
-            else:
-                np.testing.assert_array_equal(x, y)
+    assert_same_steps(outs)
 
 
 def test_a_worker_killed_mid_iteration_is_restarted_and_the_iteration_replayed(local_ray, local_run, tmp_path):
