@@ -90,6 +90,10 @@ class TrainConfig:
     """kickstart: Adam learning rate of the regression"""
     critic_warmup_iterations: int = 0
     """PPO iterations at the start that fit only the critic (the actor frozen; for a kickstarted actor)"""
+    assist_start_prob: float = 0.0
+    """assisted starts (tasks with Task.assist_target; Push: the pusher starts behind the puck): chance per training episode at the start (0 = off; evaluation never uses them)"""
+    assist_episodes: int = 0
+    """assisted starts: their chance falls linearly to 0 over this many episodes of each env (one per iteration when num_steps is the episode length; 0 = it stays)"""
     env_kwargs: dict = field(default_factory=lambda: {"terminate_on_success": False})
     """keyword arguments of the env and settings of the task (training keeps episodes running at the goal)"""
 
@@ -108,6 +112,9 @@ class TrainConfig:
                      "num_minibatches", "kickstart_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.assist_start_prob <= 1.0 or self.assist_episodes < 0:
+            raise ValueError(f"assist_start_prob must be in [0, 1] and assist_episodes >= 0, "
+                             f"got {self.assist_start_prob} and {self.assist_episodes}")
         if self.kl_stop < 0:
             raise ValueError(f"kl_stop must be >= 0, got {self.kl_stop}")
         if not 0 < self.epopt_epsilon <= 1:

@@ -33,13 +33,28 @@ class RolloutStats:
     mean_length: float
 
 
-def make_vector_env(cfg: TrainConfig):
-    """The training envs: worker processes (``backend='local'``) or Ray actors (``'ray'``), same batches."""
+def assist_kwargs(cfg: TrainConfig, episodes_done: int = 0) -> dict:
+    """The env options of the assisted starts for envs that have already run ``episodes_done``
+    episodes (a resumed run): the same linear schedule, continued."""
+    if cfg.assist_start_prob <= 0:
+        return {}
+    if cfg.assist_episodes == 0:
+        return {"assist_start_prob": cfg.assist_start_prob, "assist_episodes": 0}
+    left = cfg.assist_episodes - episodes_done
+    if left <= 0:
+        return {}
+    return {"assist_start_prob": cfg.assist_start_prob * left / cfg.assist_episodes, "assist_episodes": left}
+
+
+def make_vector_env(cfg: TrainConfig, episodes_done: int = 0):
+    """The training envs: worker processes (``backend='local'``) or Ray actors (``'ray'``), same batches.
+    ``episodes_done``: episodes each env has run before (a resumed run; the assisted starts' schedule)."""
     from sim_bridge.envs.vector import VectorTaskEnv
 
     from sim_bridge.tasks import get_task
 
-    kwargs = {"profile": cfg.robot_profile, "randomization": cfg.randomization, **cfg.env_kwargs}
+    kwargs = {"profile": cfg.robot_profile, "randomization": cfg.randomization, **cfg.env_kwargs,
+              **assist_kwargs(cfg, episodes_done)}
     env_id = get_task(cfg.task).env_id
     if cfg.backend == "ray":
         from policies.ray_backend import RayVectorEnv
@@ -121,6 +136,11 @@ class Trainer:
         self.sample_gen.set_state(state["sample_gen"])
         self.batch_gen.set_state(state["batch_gen"])
         self.kickstarted = bool(state.get("kickstarted", False))
+        if self.cfg.assist_start_prob > 0 and self.iteration > 0:
+            # the envs continue the assisted starts' schedule where the run stopped (one
+            # episode per env and iteration: an iteration starts every env's episode)
+            self.venv.close()
+            self.venv = make_vector_env(self.cfg, episodes_done=self.iteration)
 
     # --- rollouts ---------------------------------------------------------------------------
     @torch.no_grad()

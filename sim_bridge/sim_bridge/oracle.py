@@ -66,6 +66,18 @@ class ReachOracle:
         dq += null @ (self.posture_gain * (self.profile.default_pose_rad - joint_pos))
         return dq
 
+    def solve(self, joint_pos: np.ndarray, target: np.ndarray, *, down_gain: float = 0.0,
+              iterations: int = 100, tolerance_m: float = 0.003) -> np.ndarray | None:
+        """Inverse kinematics: joint positions (within the limits) that put the site at ``target``,
+        iterating :meth:`joint_delta` from ``joint_pos``; None if it ends farther than ``tolerance_m``."""
+        p = self.profile
+        q = np.asarray(joint_pos, dtype=float).copy()
+        self.reset()
+        for _ in range(iterations):
+            q = np.clip(q + self.joint_delta(q, target, down_gain=down_gain), p.position_lower_rad, p.position_upper_rad)
+        self.reset()
+        return q if np.linalg.norm(self.end_effector(q) - target) <= tolerance_m else None
+
     def action(self, joint_pos: np.ndarray, target: np.ndarray) -> np.ndarray:
         """The same step as a policy action in [-1, 1]."""
         return np.clip(self.joint_delta(joint_pos, target) / self.action_scale_rad, -1.0, 1.0)

@@ -259,6 +259,17 @@ class ArmSimulator:
     def end_effector_position(self) -> np.ndarray:
         return self.data.site_xpos[self._ee_site].copy()
 
+    def place_arm(self, joint_pos: np.ndarray) -> JointReading:
+        """Put the arm at rest at ``joint_pos`` (clipped to the limits) with its targets there, as
+        :meth:`reset` does, keeping the episode's dynamics and everything else in the scene."""
+        q0 = clip(np.asarray(joint_pos, dtype=float), self.profile.position_lower_rad, self.profile.position_upper_rad)
+        self.data.qpos[self._qadr] = q0
+        self.data.qvel[self._dadr] = 0.0
+        self.data.ctrl[self._act] = q0
+        self._pending.clear()
+        mujoco.mj_forward(self.model, self.data)
+        return self.read()
+
     def forward(self) -> None:
         """Recompute the derived state (positions, contacts) after a task moved something."""
         mujoco.mj_forward(self.model, self.data)

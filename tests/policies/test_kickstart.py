@@ -150,3 +150,14 @@ def test_kl_stop_ends_an_update_once_the_policy_moved_too_far(tmp_path):
         assert trainer.ppo.update(batch, seqs, trainer.batch_gen)["kl_stopped"] == 0.0
     finally:
         trainer.close()
+
+
+def test_assisted_starts_continue_their_schedule_on_resume_and_bad_settings_are_refused():
+    from policies.train import assist_kwargs
+    cfg = tiny(assist_start_prob=0.8, assist_episodes=100)
+    assert assist_kwargs(cfg) == {"assist_start_prob": 0.8, "assist_episodes": 100}
+    resumed = assist_kwargs(cfg, episodes_done=75)  # 0.8 * (1 - 75/100) now, falling to 0 in 25 more
+    assert resumed["assist_episodes"] == 25 and resumed["assist_start_prob"] == pytest.approx(0.2)
+    assert assist_kwargs(cfg, episodes_done=100) == {} and assist_kwargs(tiny()) == {}
+    with pytest.raises(ValueError, match=r"assist_start_prob must be in \[0, 1\]"):
+        tiny(assist_start_prob=-0.1).validate()

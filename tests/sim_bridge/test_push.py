@@ -319,3 +319,45 @@ def test_tracker_noise_has_the_sampled_std():
     err = observed[:, :3] - true[:, :3]
     assert err.std() == pytest.approx(0.004, rel=0.15)
     assert abs(err.mean()) < 0.001
+
+
+# --- assisted starts (training) ---------------------------------------------------------------
+
+def test_an_assisted_start_puts_the_pusher_at_rest_behind_the_puck_on_the_goal_line():
+    env = push_env(randomization="default", assist_start_prob=1.0)
+    for seed in range(4):
+        obs, info = env.reset(seed=seed)
+        site, point = env.task.assist_target(env.sim, env.task_state)
+        assert site == "pusher_tip"
+        assert np.linalg.norm(info["pusher_pos"] - point) < 0.005
+        puck, goal = info["object_pos"][:2], info["goal_pos"][:2]
+        u = (goal - puck) / np.linalg.norm(goal - puck)
+        rel = info["pusher_pos"][:2] - puck
+        assert rel @ u < -(env.task.puck_radius_m + env.task.pusher_radius_m)  # behind, not touching
+        assert abs(rel[0] * u[1] - rel[1] * u[0]) < 0.005  # on the goal line
+        assert np.allclose(env.sim.true_joint_velocities(), 0.0)
+        assert np.allclose(env.sim.applied_command(), env.sim.true_joint_positions())  # at rest: targets there
+        assert np.allclose(obs_parts(env, obs)["joint_pos"], env.sim.true_joint_positions(), atol=0.03)
+        before = info["object_pos"].copy()
+        for _ in range(5):
+            _, _, _, _, info = env.step(np.zeros(7))
+        assert np.linalg.norm(info["object_pos"][:2] - before[:2]) < 0.003  # placed clear of the puck
+
+
+def test_assisted_starts_fade_out_over_the_episodes_the_env_runs_and_are_off_by_default():
+    def tip_distances(env, episodes):
+        out = []
+        for seed in range(episodes):
+            _, info = env.reset(seed=100 + seed)
+            out.append(float(np.linalg.norm(info["pusher_pos"] - env.task.assist_target(env.sim, env.task_state)[1])))
+            env.step(np.zeros(7))  # an episode counts once it has run
+        return np.array(out)
+
+    plain = tip_distances(push_env(), 3)
+    assert np.all(plain > 0.05)  # the default pose is far from the puck
+    fading = tip_distances(push_env(assist_start_prob=1.0, assist_episodes=2), 5)
+    assert np.all(fading[:1] < 0.005) and np.all(fading[2:] > 0.05)  # chance 1, 0.5, then 0
+    with pytest.raises(ValueError, match="task 'reach' has no assisted start"):
+        TaskEnv(task="reach", assist_start_prob=0.5)
+    with pytest.raises(ValueError, match=r"assist_start_prob must be in \[0, 1\]"):
+        push_env(assist_start_prob=1.5)

@@ -7,6 +7,11 @@ Episode
     Reset samples the task's goal (``task.sample_goal``: Reach's target), a start pose =
     default pose + U(-``start_pose_noise_rad``, +``start_pose_noise_rad``) rad, new dynamics
     (from the randomization file), then sets up the task's episode (``task.reset``).
+    Assisted starts (training only): with probability ``assist_start_prob`` (falling linearly
+    to 0 over the env's first ``assist_episodes`` episodes, if that is > 0) the arm then starts
+    at rest where ``task.assist_target`` says (Push: the pusher behind the puck), by IK from
+    the start pose; so PPO meets the hard part of the task (pushing) in its first iterations
+    instead of only after it has learnt the approach. Evaluation never uses them.
 Observation
     :class:`sim_bridge.observations.ObservationBuilder` over the task's layout: joint
     positions and velocities (with the sampled sensor noise), the previous action, then the
@@ -53,12 +58,24 @@ class TaskEnv(gym.Env):
     def __init__(self, task: str | Task = DEFAULT_TASK, profile: str | RobotProfile = "panda_like",
                  randomization: str | RandomizationSpec | None = "default", action_scale_rad: float = 0.05,
                  terminate_on_success: bool = True, start_pose_noise_rad: float = 0.1,
+                 assist_start_prob: float = 0.0, assist_episodes: int = 0,
                  render_mode: str | None = None, **task_settings):
         """``task_settings`` go to the task's constructor (Reach: ``success_radius_m``,
-        ``max_episode_steps``, reward weights, ... see :class:`sim_bridge.tasks.reach.ReachTask`)."""
+        ``max_episode_steps``, reward weights, ... see :class:`sim_bridge.tasks.reach.ReachTask`).
+        ``assist_start_prob``, ``assist_episodes``: training's assisted starts (module docstring)."""
         if render_mode is not None:
             raise ValueError(f"render_mode {render_mode!r} is not supported")
         self.task = make_task(task, **task_settings)
+        if not 0.0 <= assist_start_prob <= 1.0 or assist_episodes < 0:
+            raise ValueError(f"assist_start_prob must be in [0, 1] and assist_episodes >= 0, "
+                             f"got {assist_start_prob} and {assist_episodes}")
+        if assist_start_prob > 0 and type(self.task).assist_target is Task.assist_target:
+            raise ValueError(f"task '{self.task.name}' has no assisted start (Task.assist_target): "
+                             "set assist_start_prob to 0")
+        self.assist_start_prob, self.assist_episodes = float(assist_start_prob), int(assist_episodes)
+        self._assist_ik = None  # built on the first assisted reset
+        self._episodes = 0  # episodes run (reset and stepped at least once)
+        self._fresh = False
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         if isinstance(randomization, str):  # "default": the task's default (Push: push_default)
             randomization = load_randomization(self.task.randomization_name(randomization))
@@ -111,6 +128,9 @@ class TaskEnv(gym.Env):
         self._reading = self.sim.reset(seed=int(rng.integers(2**31)), dynamics=options.get("dynamics"),
                                        joint_pos=start)
         self._state = self.task.reset(self.sim, rng, goal, options)
+        if self.assist_start_prob > 0 and options.get("joint_pos") is None and rng.random() < self._assist_prob():
+            self._assisted_start(start)
+        self._fresh = True
         self._prev_action = np.zeros(p.num_joints)
         self._dynamics = self.sim.dynamics.astype(np.float32)  # privileged state, fixed per episode
         self._dynamics.setflags(write=False)  # shared by every info of the episode
@@ -121,6 +141,8 @@ class TaskEnv(gym.Env):
     def step(self, action):
         a = clip(np.asarray(action, dtype=float), -1.0, 1.0)
         p = self.profile
+        if self._fresh:
+            self._episodes, self._fresh = self._episodes + 1, False
         # action_to_joint_targets without clipping ``a`` a second time (this runs every step)
         targets = clip(self._reading.position_rad + self.action_scale_rad * a, p.position_lower_rad,
                        p.position_upper_rad)
@@ -141,6 +163,26 @@ class TaskEnv(gym.Env):
         return self._observation(), float(reward), terminated, truncated, self._info(error, blowup=False)
 
     # --- helpers --------------------------------------------------------------------------
+    def _assist_prob(self) -> float:
+        """This episode's chance of an assisted start: ``assist_start_prob``, falling linearly to
+        0 over the first ``assist_episodes`` episodes the env runs (0: it stays)."""
+        if self.assist_episodes == 0:
+            return self.assist_start_prob
+        return self.assist_start_prob * max(0.0, 1.0 - self._episodes / self.assist_episodes)
+
+    def _assisted_start(self, start: np.ndarray) -> None:
+        """Move the arm (at rest) to where the task's :meth:`~sim_bridge.tasks.base.Task.assist_target`
+        puts the site, by IK on the nominal kinematics; if IK does not get there, keep the start."""
+        site, point = self.task.assist_target(self.sim, self._state)
+        if self._assist_ik is None or self._assist_ik[0] != site:
+            from sim_bridge.oracle import ReachOracle  # noqa: PLC0415 (training only)
+            self._assist_ik = (site, ReachOracle(self.profile, gain=1.0, integral_gain=0.0,
+                                                 scene=self.task.add_to_scene, site=site))
+        q = self._assist_ik[1].solve(start, point, down_gain=0.5)
+        if q is not None:
+            self._reading = self.sim.place_arm(q)
+            self.sim.forward()
+
     def _observation(self) -> np.ndarray:
         r = self._reading
         return self._builder.build(r.position_rad, r.velocity_rad_s, self._prev_action,

@@ -141,6 +141,14 @@ class Task:
         """Extra entries of the env's ``info`` (e.g. ``target_pos``, ``ee_pos``)."""
         return {}
 
+    def assist_target(self, sim, state) -> tuple[str, np.ndarray] | None:
+        """Where an *assisted* training episode starts the arm (the env's ``assist_start_prob``):
+        ``(site name, point in the world frame)`` for that site, reached by IK from the start
+        pose after :meth:`reset`. For tasks whose hard part comes after an approach (Push: the
+        pusher behind the puck), so training sees that part from its first iterations. None:
+        the task has no assisted start."""
+        return None
+
     def scripted_controller(self, profile, action_scale_rad: float):
         """The task's scripted controller (IK on the nominal model, no learning) behind a policy's
         interface: an object with ``reset()`` (a new episode) and ``act(parts)`` -> action in
