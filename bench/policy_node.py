@@ -483,6 +483,7 @@ class RunSpec:
     control: bool = False     # swap-control: a parameter set that changes nothing, instead of each swap
     repeat: int = 0           # --swap-repeats index (seeds the swap times)
     attribution_hz: float = 0.0  # the policy node's live attribution rate (0: off)
+    executor: str = "default"  # SIM2REAL_EXECUTOR of both node processes (sim_bridge.executor.make_executor)
 
 
 def swap_schedule(half_ns: int, end_ns: int, swaps: int, drain_ns: int, rng) -> list[int]:
@@ -524,8 +525,9 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
     children: list[Child] = []
     swaps: list[dict] = []
     try:
+        node_env = dict(env, SIM2REAL_EXECUTOR=spec.executor)
         for kind, params in (("sim_bridge", bridge_params), ("policy", policy_params)):
-            children.append(Child(kind, node_cmd(kind, ns, params), log_dir / f"{slug}_{kind}.log", env))
+            children.append(Child(kind, node_cmd(kind, ns, params), log_dir / f"{slug}_{kind}.log", node_env))
 
         def check_alive():
             for c in children:
@@ -626,7 +628,7 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
         raise RunFailed(f"'{spec.label}': too few messages in the window ({len(states)} states, "
                         f"{len(commands)} commands)")
     result = {"label": spec.label, "mode": spec.mode, "trigger": spec.trigger, "target_rate_hz": spec.rate_hz,
-              "attribution_hz": spec.attribution_hz,
+              "attribution_hz": spec.attribution_hz, "executor": spec.executor,
               "physics_rate_hz": args.physics_rate, "warmup_s": args.warmup, "duration_s": args.duration,
               "exit_codes": codes, "cpu_cores": cpu,
               "loop": loop_stats(states, commands, period if spec.mode == "realtime" else None),
@@ -684,11 +686,12 @@ def poisson_upper(observed: int, confidence: float = 0.95) -> float:
     return hi
 
 
-def pooled_swaps(results: list[dict], control: bool) -> dict | None:
-    """The swap runs (or the control runs) of several repeats together: stalls inside all their
-    windows against the sum of what each run's own outside rate predicts, and a 95% upper bound
-    of the excess per swap. None with fewer than two such runs."""
-    runs = [r["swap"] for r in results if r.get("swap") and bool(r["swap"].get("control")) == control]
+def pooled_swaps(results: list[dict], control: bool, executor: str = "default") -> dict | None:
+    """The swap runs (or the control runs) of several repeats with one executor together: stalls
+    inside all their windows against the sum of what each run's own outside rate predicts, and a
+    95% upper bound of the excess per swap. None with fewer than two such runs."""
+    runs = [r["swap"] for r in results if r.get("swap") and bool(r["swap"].get("control")) == control
+            and r.get("executor", "default") == executor]
     if len(runs) < 2:
         return None
     swaps = sum(s["requested"] for s in runs)
@@ -696,7 +699,7 @@ def pooled_swaps(results: list[dict], control: bool) -> dict | None:
     expected_stalls = sum(s["expected_stalls_in_windows"] for s in runs)
     missed = sum(s["in_swap_windows"]["missed_cycles"] for s in runs)
     expected_missed = sum(s["expected_misses_in_windows"] for s in runs)
-    return {"runs": len(runs), "swaps": swaps, "control": control,
+    return {"runs": len(runs), "swaps": swaps, "control": control, "executor": executor,
             "all_accepted": all(s["successful"] == s["requested"] for s in runs),
             "stalls_in_windows": stalls, "expected_stalls_in_windows": expected_stalls,
             "poisson_p_value": poisson_sf(stalls, expected_stalls),
@@ -708,7 +711,9 @@ def pooled_swaps(results: list[dict], control: bool) -> dict | None:
 
 def print_pooled(pooled: dict) -> None:
     what = "parameter sets (control)" if pooled["control"] else "swaps"
-    print(f"\npooled over {pooled['runs']} runs, {pooled['swaps']} {what}: {pooled['stalls_in_windows']} stalls "
+    executor = pooled.get("executor", "default")
+    tag = "" if executor == "default" else f" [{executor}]"
+    print(f"\npooled over {pooled['runs']} runs{tag}, {pooled['swaps']} {what}: {pooled['stalls_in_windows']} stalls "
           f"inside the windows vs {pooled['expected_stalls_in_windows']:.2f} expected from each run's rate outside "
           f"them (one-sided Poisson p = {pooled['poisson_p_value']:.3g}); excess {pooled['excess_stalls_per_swap']:+.3f} "
           f"stalls per swap (95% upper bound {pooled['excess_stalls_per_swap_upper95']:.3f}); missed cycles "
@@ -821,6 +826,43 @@ def swap_analysis(states: np.ndarray, commands: np.ndarray, swaps: list[dict], s
 
 
 # --- reporting ------------------------------------------------------------------------
+
+def executor_ratios(results: list[dict], executors: list[str]) -> list[dict]:
+    """For each real-time rate (no swaps, no attribution): each executor's CPU per cycle and
+    round-trip p99 against the first executor's (the baseline) in the same benchmark run."""
+    rows = []
+    plain = [r for r in results if r.get("mode") == "realtime" and not r.get("swap") and not r.get("attribution_hz")]
+    for rate in sorted({r["target_rate_hz"] for r in plain}):
+        by = {r["executor"]: r for r in plain if r["target_rate_hz"] == rate}
+        base = by.get(executors[0])
+        for ex in executors[1:]:
+            r = by.get(ex)
+            if base is None or r is None:
+                continue
+            row = {"rate_hz": rate, "executor": ex, "baseline": executors[0]}
+            for node in ("sim_bridge", "policy"):
+                a, b = r["cpu_ms_per_cycle"].get(node), base["cpu_ms_per_cycle"].get(node)
+                row[f"{node}_cpu_ms"], row[f"{node}_baseline_cpu_ms"] = a, b
+                row[f"{node}_cpu_ratio"] = a / b if a and b else None
+            row["round_trip_p99_ms"], row["baseline_round_trip_p99_ms"] = (
+                r["loop"]["round_trip_ms"]["p99"], base["loop"]["round_trip_ms"]["p99"])
+            row["command_rate_hz"], row["baseline_command_rate_hz"] = (
+                r["loop"]["command_rate_hz"], base["loop"]["command_rate_hz"])
+            rows.append(row)
+    return rows
+
+
+def print_executor_ratios(results: list[dict], executors: list[str]) -> None:
+    print()
+    print(f"executors against '{executors[0]}' (same benchmark run; ratio < 1: less CPU per cycle):")
+    for row in executor_ratios(results, executors):
+        print(f"  {row['rate_hz']:g} Hz {row['executor']:<8} CPU ms/cycle bridge {fmt(row['sim_bridge_cpu_ms'], '.3f')} "
+              f"vs {fmt(row['sim_bridge_baseline_cpu_ms'], '.3f')} (x{fmt(row['sim_bridge_cpu_ratio'], '.2f')}), "
+              f"policy {fmt(row['policy_cpu_ms'], '.3f')} vs {fmt(row['policy_baseline_cpu_ms'], '.3f')} "
+              f"(x{fmt(row['policy_cpu_ratio'], '.2f')}); commands {row['command_rate_hz']:.1f} vs "
+              f"{row['baseline_command_rate_hz']:.1f} Hz; round trip p99 {row['round_trip_p99_ms']:.3f} vs "
+              f"{row['baseline_round_trip_p99_ms']:.3f} ms")
+
 
 def fmt(value, spec: str = ".2f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
@@ -1019,6 +1061,11 @@ def main(argv=None) -> int:
                         help="which runs: any of lockstep, realtime, swap, swap-control (comma-separated; "
                              "swap-control: the swap run with a parameter set that changes nothing instead of "
                              "each swap, for what the parameter round trip alone costs)")
+    parser.add_argument("--executors", default="default",
+                        help="executors of the node processes, comma-separated: each real-time and swap run is "
+                             "repeated for each (SIM2REAL_EXECUTOR: default = the nodes' own choice, control = "
+                             "ControlExecutor, single = SingleThreadedExecutor); with more than one, "
+                             "the CPU per cycle of each is printed as a ratio to the first")
     parser.add_argument("--policy", default="reach_lstm", help="policy of the non-swap runs")
     parser.add_argument("--attribution-rate-hz", type=float, default=0.0,
                         help="also run each real-time rate with the policy node's live attribution at this rate "
@@ -1040,6 +1087,12 @@ def main(argv=None) -> int:
     if runs - kinds:
         parser.error(f"unknown run(s) {sorted(runs - kinds)}")
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    from sim_bridge.executor import EXECUTORS  # imports rclpy (no init): after argparse's --help
+
+    executors = [e.strip() for e in args.executors.split(",") if e.strip()]
+    unknown = [e for e in executors if e not in EXECUTORS]
+    if unknown or not executors:
+        parser.error(f"--executors: unknown {unknown}; choose from {', '.join(EXECUTORS)}")
     for r in rates + [args.lockstep_rate, args.swap_rate]:
         ratio = args.physics_rate / r
         if ratio < 1 or abs(ratio - round(ratio)) > 1e-6:
@@ -1079,26 +1132,29 @@ def main(argv=None) -> int:
         specs.append(RunSpec(f"lockstep {args.lockstep_rate:g}", "lockstep", args.lockstep_rate, "state"))
     if "realtime" in runs:
         for r in rates:
-            specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger}", "realtime", r, args.realtime_trigger))
-            if args.attribution_rate_hz > 0:  # the same run with the live attribution on: the comparison
-                specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger} + attribution "
-                                     f"{args.attribution_rate_hz:g} Hz", "realtime", r, args.realtime_trigger,
-                                     attribution_hz=args.attribution_rate_hz))
+            for ex in executors:
+                tag = "" if ex == "default" else f" [{ex}]"
+                specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger}{tag}", "realtime", r,
+                                     args.realtime_trigger, executor=ex))
+                if args.attribution_rate_hz > 0:  # the same run with the live attribution on: the comparison
+                    specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger}{tag} + attribution "
+                                         f"{args.attribution_rate_hz:g} Hz", "realtime", r, args.realtime_trigger,
+                                         attribution_hz=args.attribution_rate_hz, executor=ex))
     swap_origin = ""
     if runs & {"swap", "swap-control"}:
         pair, policy_dir, swap_origin = choose_swap_policies(args.swap_policies, tmp)
     if args.swap_repeats < 1:
         parser.error("--swap-repeats must be at least 1")
-    for k in range(args.swap_repeats):
-        tag = f" #{k + 1}" if args.swap_repeats > 1 else ""
+    for k, ex in ((k, ex) for ex in executors for k in range(args.swap_repeats)):
+        tag = (f" #{k + 1}" if args.swap_repeats > 1 else "") + ("" if ex == "default" else f" [{ex}]")
         if "swap" in runs:
             specs.append(RunSpec(f"swaps {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
                                  args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
-                                 policy_dir=policy_dir, repeat=k))
+                                 policy_dir=policy_dir, repeat=k, executor=ex))
         if "swap-control" in runs:
             specs.append(RunSpec(f"swap-control {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
                                  args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
-                                 policy_dir=policy_dir, control=True, repeat=k))
+                                 policy_dir=policy_dir, control=True, repeat=k, executor=ex))
     repeats = f", {args.swap_repeats} times (pooled at the end)" if args.swap_repeats > 1 else ""
     if "swap" in runs:
         print(f"swap run: {args.swaps} swaps between '{pair[0]}' and '{pair[1]}' ({swap_origin}){repeats}")
@@ -1138,14 +1194,17 @@ def main(argv=None) -> int:
         for r in results:
             if r.get("swap"):
                 print_swap(r)
-    pooled = [p for p in (pooled_swaps(results, False), pooled_swaps(results, True)) if p]
+    if len(executors) > 1 and executor_ratios(results, executors):
+        print_executor_ratios(results, executors)
+    pooled = [p for ex in executors for p in (pooled_swaps(results, False, ex), pooled_swaps(results, True, ex)) if p]
     for p in pooled:
         print_pooled(p)
     print()
     checks = targets(results)
     for p in pooled:
         if not p["control"]:
-            checks.append((f"pooled over the {p['runs']} swap runs: zero missed cycles attributable to the "
+            tag = "" if p["executor"] == "default" else f" [{p['executor']}]"
+            checks.append((f"pooled over the {p['runs']} swap runs{tag}: zero missed cycles attributable to the "
                            f"{p['swaps']} swaps", p["all_accepted"] and p["poisson_p_value"] >= 0.05,
                            f"{p['stalls_in_windows']} stalls in the windows vs {p['expected_stalls_in_windows']:.2f} "
                            f"expected (p = {p['poisson_p_value']:.3f}); excess per swap "

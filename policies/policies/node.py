@@ -146,6 +146,9 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         self._control_group = MutuallyExclusiveCallbackGroup()  # the cycle (timer, or state in 'state' mode)
         self._input_group = MutuallyExclusiveCallbackGroup()    # state and goal intake in 'timer' mode
         self._aux_group = MutuallyExclusiveCallbackGroup()      # services, diagnostics
+        # ControlExecutor runs these in its spinning thread (no hand-off to a worker per cycle);
+        # parameters, lifecycle and the aux group stay in workers, so a swap's load runs beside them
+        self.inline_callback_groups = (self._control_group, self._input_group)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
         self._attribution_pub = None  # ~/attribution, when attribution_rate_hz > 0
         self.attribution: dict[str, float] = {}  # the latest live attribution per observation signal

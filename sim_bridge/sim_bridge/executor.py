@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import sys
 import time
 
@@ -21,6 +22,13 @@ class ControlExecutor(MultiThreadedExecutor):
     rebuilding its wait set ~13 times per callback. Here a task already submitted is not
     submitted again; the spinning thread sleeps briefly instead, so a worker can take it.
 
+    Inline groups: a node may list callback groups in ``inline_callback_groups``; their
+    callbacks run in the spinning thread itself, as in rclpy's SingleThreadedExecutor, instead
+    of being handed to a worker (the hand-off, a thread wake-up and a GIL transfer per callback,
+    cost the policy node ~0.2 ms of CPU per 500 Hz cycle: docs/profile.md). Everything else
+    still runs in the workers, so a long callback elsewhere (a policy load in the parameter
+    service) does not hold the inline ones.
+
     Pacing: a node may define ``pace_callback(entity)``. The worker thread calls it before
     the entity's task starts, i.e. before rclpy takes the message or request from the
     middleware and converts it, so the node can hold back callbacks that are not part of
@@ -37,6 +45,9 @@ class ControlExecutor(MultiThreadedExecutor):
             return
         if any(handler is queued for queued in self._futures):
             time.sleep(self.QUEUED_BACKOFF_S)
+        elif entity is not None and entity.callback_group in getattr(node, "inline_callback_groups", ()):
+            handler()  # in this thread, as SingleThreadedExecutor does: no hand-off to a worker
+            handler.result()  # raise any exception
         else:
             pace = getattr(node, "pace_callback", None)
             self._executor.submit(handler if pace is None else functools.partial(_run_paced, pace, entity, handler))
@@ -58,16 +69,51 @@ def _run_paced(pace, entity, handler) -> None:
     handler()
 
 
+EXECUTOR_ENV = "SIM2REAL_EXECUTOR"
+EXECUTORS = ("default", "control", "single")
+
+
+def executor_kind(kind: str | None = None) -> str:
+    """``kind``, or ``SIM2REAL_EXECUTOR`` when None, checked against :data:`EXECUTORS`."""
+    kind = (kind if kind is not None else os.environ.get(EXECUTOR_ENV, "")).strip() or "default"
+    if kind not in EXECUTORS:
+        raise ValueError(f"{EXECUTOR_ENV}={kind!r}: must be one of {', '.join(EXECUTORS)}")
+    return kind
+
+
+def make_executor(num_threads: int = 0, kind: str | None = None):
+    """The executor a node process spins in.
+
+    ``kind`` (default: the environment variable ``SIM2REAL_EXECUTOR``, else ``default``):
+    ``default`` = a :class:`ControlExecutor` with ``num_threads`` workers, or rclpy's
+    SingleThreadedExecutor when ``num_threads`` is 0; ``control`` / ``single`` force one of
+    those (for benchmarks: a single-threaded policy node runs a swap's load inside the control
+    loop). rclpy's ``rclpy.experimental.EventsExecutor`` is not offered: in the Jazzy wheels
+    installed here (rclpy 7.1.6) its ``spin()`` never ran a timer callback and ignored SIGTERM
+    at ~70% of a core (measured; ``docs/profile.md``)."""
+    kind = executor_kind(kind)
+    if kind == "single" or (kind == "default" and not num_threads):
+        from rclpy.executors import SingleThreadedExecutor
+        return SingleThreadedExecutor()
+    return ControlExecutor(num_threads=num_threads or 2)
+
+
 def run_node(label: str, make_node, args: list[str] | None = None, *, num_threads: int = 0) -> int:
     """``main()`` of a node process: init, build (a ConfigError or a bad parameter prints the
     reason and returns 2; so does a lifecycle node with ``autostart`` that did not reach
-    active), spin until Ctrl-C or shutdown (single-threaded, or a ControlExecutor with
-    ``num_threads``), stop dispatching, clean up, return 0."""
+    active), spin until Ctrl-C or shutdown (:func:`make_executor`: single-threaded, or a
+    ControlExecutor with ``num_threads``; ``SIM2REAL_EXECUTOR`` overrides), stop dispatching,
+    clean up, return 0."""
     import rclpy
     from rclpy.exceptions import ParameterException
-    from rclpy.executors import SingleThreadedExecutor
 
     from sim_bridge.config import ConfigError
+
+    try:
+        executor_kind()
+    except ValueError as exc:
+        print(f"{label}: {exc}", file=sys.stderr)
+        return 2
 
     rclpy.init(args=args if args is not None else sys.argv)
     try:
@@ -84,7 +130,7 @@ def run_node(label: str, make_node, args: list[str] | None = None, *, num_thread
         return 2
     executor = None
     try:
-        executor = ControlExecutor(num_threads=num_threads) if num_threads else SingleThreadedExecutor()
+        executor = make_executor(num_threads)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -159,3 +159,28 @@ def test_the_attribution_run_is_compared_with_the_same_run_without_it():
     assert not ok                                  # no misses, but it did not run (3 of ~60)
     _, ok, detail = check(_rt(0, attribution_hz=2.0, published=60), [])
     assert not ok and "no run without it" in detail
+
+
+def test_runs_with_another_executor_pool_apart_and_print_their_cpu_ratio(capsys):
+    """``--executors default,single``: each executor's swap runs are pooled on their own (a
+    stalling executor must not hide in the default's clean runs), and the real-time runs print
+    CPU per cycle as a ratio to the first executor's."""
+    clean = {"label": "swaps", "swap": analyse(), "executor": "default"}
+    stalled = {"label": "swaps [single]", "swap": analyse(extra_stalls_after_request_ns=4_000_000),
+               "executor": "single"}
+    runs = [clean, clean, stalled, stalled]
+    ok, bad = BENCH["pooled_swaps"](runs, False, "default"), BENCH["pooled_swaps"](runs, False, "single")
+    assert ok["runs"] == 2 and ok["stalls_in_windows"] == 0 and ok["executor"] == "default"
+    assert bad["runs"] == 2 and bad["stalls_in_windows"] == 2 * SWAPS and bad["poisson_p_value"] < 1e-6
+
+    def realtime(executor, bridge_ms, policy_ms):
+        return {"mode": "realtime", "target_rate_hz": 500.0, "executor": executor,
+                "cpu_ms_per_cycle": {"sim_bridge": bridge_ms, "policy": policy_ms},
+                "loop": {"round_trip_ms": {"p99": 1.0}, "command_rate_hz": 499.0}}
+    rows = BENCH["executor_ratios"]([realtime("default", 0.8, 0.6), realtime("single", 0.72, 0.45), clean],
+                                    ["default", "single"])
+    assert len(rows) == 1 and rows[0]["executor"] == "single"
+    assert rows[0]["policy_cpu_ratio"] == pytest.approx(0.75) and rows[0]["sim_bridge_cpu_ratio"] == pytest.approx(0.9)
+    BENCH["print_executor_ratios"]([realtime("default", 0.8, 0.6), realtime("single", 0.72, 0.45)],
+                                   ["default", "single"])
+    assert "policy 0.450 vs 0.600 (x0.75)" in capsys.readouterr().out

@@ -60,3 +60,63 @@ def test_pace_callback_holds_back_a_service_while_a_timer_runs_on():
         thread.join(5.0)
         node.destroy_node()
         client_node.destroy_node()
+
+
+def test_the_executor_is_chosen_by_name_and_a_bad_name_is_refused(monkeypatch, capsys):
+    """``SIM2REAL_EXECUTOR`` picks the executor of a node process (benchmarks compare them);
+    an unknown name is refused before rclpy starts, with the names that exist."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from sim_bridge.executor import EXECUTOR_ENV, executor_kind, make_executor, run_node
+
+    monkeypatch.delenv(EXECUTOR_ENV, raising=False)
+    assert executor_kind() == "default"
+    assert isinstance(make_executor(0), SingleThreadedExecutor)
+    assert isinstance(make_executor(3), ControlExecutor)
+    assert isinstance(make_executor(0, "control"), ControlExecutor)
+    monkeypatch.setenv(EXECUTOR_ENV, "single")
+    assert isinstance(make_executor(3), SingleThreadedExecutor), "the environment overrides the node's choice"
+    monkeypatch.setenv(EXECUTOR_ENV, "events")
+    with pytest.raises(ValueError, match="must be one of default, control, single"):
+        make_executor(3)
+    built = []
+    assert run_node("probe", lambda: built.append(1), []) == 2
+    assert not built, "the node must not be built with a bad executor name"
+    assert "probe: SIM2REAL_EXECUTOR='events': must be one of" in capsys.readouterr().err
+
+
+def test_inline_groups_run_in_the_spinning_thread_and_a_long_callback_elsewhere_does_not_hold_them():
+    """``inline_callback_groups``: those callbacks run in the thread that spins (no hand-off to
+    a worker); a callback of another group that blocks (a policy load) runs in a worker while
+    the inline timer keeps ticking."""
+    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+
+    node = rclpy.create_node("inline", namespace="/exec_test")
+    control, slow_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+    node.inline_callback_groups = (control,)
+    ticks, slow_threads, release = [], [], threading.Event()
+
+    def slow():
+        slow_threads.append(threading.get_ident())
+        release.wait(5.0)
+
+    node.create_timer(0.01, lambda: ticks.append(threading.get_ident()), callback_group=control)
+    slow_timer = node.create_timer(0.05, slow, callback_group=slow_group)
+    executor = ControlExecutor(num_threads=2)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: slow_threads, 5.0), "the slow timer never ran"
+        n = len(ticks)
+        assert wait_until(lambda: len(ticks) >= n + 10, 5.0), "the inline timer stopped behind a blocked worker"
+        assert set(ticks) == {thread.ident}, "an inline callback ran outside the spinning thread"
+        assert thread.ident not in slow_threads, "the other group ran in the spinning thread"
+    finally:
+        slow_timer.cancel()
+        release.set()
+        executor.remove_node(node)
+        time.sleep(0.1)  # teardown: callbacks in flight finish (not a discovery wait)
+        executor.shutdown(timeout_sec=5.0)
+        thread.join(5.0)
+        node.destroy_node()
