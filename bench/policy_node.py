@@ -143,6 +143,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 _BENCH_DIR = str(Path(__file__).resolve().parent)
 sys.path.insert(0, _BENCH_DIR)  # bench/ helpers, also under runpy
@@ -230,11 +231,11 @@ def cpu_ms_per_cycle(cpu_cores: dict, loop: dict) -> dict:
     """CPU milliseconds per control cycle of each process: cores / cycles per second.
 
     The bridge's cycles are the states it published (its timer or lockstep steps), the policy
-    node's and the monitor's the commands (one per cycle of the loop); rates as received at
-    the monitor over the window.
+    node's, the composed process's (both nodes) and the monitor's the commands (one per cycle
+    of the loop); rates as received at the monitor over the window.
     """
     per_s = {"sim_bridge": loop.get("state_rate_hz"), "policy": loop.get("command_rate_hz"),
-             "monitor": loop.get("command_rate_hz")}
+             "composed": loop.get("command_rate_hz"), "monitor": loop.get("command_rate_hz")}
     return {name: 1e3 * cpu_cores[name] / rate for name, rate in per_s.items()
             if cpu_cores.get(name) is not None and rate and rate > 0}
 
@@ -484,6 +485,7 @@ class RunSpec:
     repeat: int = 0           # --swap-repeats index (seeds the swap times)
     attribution_hz: float = 0.0  # the policy node's live attribution rate (0: off)
     executor: str = "default"  # SIM2REAL_EXECUTOR of both node processes (sim_bridge.executor.make_executor)
+    composed: bool = False    # both nodes in one process (`sim2real node sim_policy`) instead of two
 
 
 def swap_schedule(half_ns: int, end_ns: int, swaps: int, drain_ns: int, rng) -> list[int]:
@@ -526,8 +528,16 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
     swaps: list[dict] = []
     try:
         node_env = dict(env, SIM2REAL_EXECUTOR=spec.executor)
-        for kind, params in (("sim_bridge", bridge_params), ("policy", policy_params)):
-            children.append(Child(kind, node_cmd(kind, ns, params), log_dir / f"{slug}_{kind}.log", node_env))
+        if spec.composed:  # one process; each node's parameters in a params file (scoped by node name)
+            params_file = log_dir / f"{slug}_composed_params.yaml"
+            params_file.write_text(yaml.safe_dump({
+                f"/**/{name}": {"ros__parameters": {k: yaml.safe_load(str(v)) for k, v in params.items()}}
+                for name, params in (("sim_bridge", bridge_params), ("policy", policy_params))}))
+            cmd = node_cmd("sim_policy", ns, {}) + ["--params-file", str(params_file)]
+            children.append(Child("composed", cmd, log_dir / f"{slug}_composed.log", node_env))
+        else:
+            for kind, params in (("sim_bridge", bridge_params), ("policy", policy_params)):
+                children.append(Child(kind, node_cmd(kind, ns, params), log_dir / f"{slug}_{kind}.log", node_env))
 
         def check_alive():
             for c in children:
@@ -614,7 +624,7 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
                 cpu[name] = (t1 - t0[0]) / (time.monotonic() - t0[1])
         if "idle" in cpu:  # what else ran on the machine meanwhile (other processes, kernel)
             cpu["system"] = (os.cpu_count() or 1) - cpu.pop("idle")
-            cpu["other"] = cpu["system"] - sum(cpu.get(k, 0.0) for k in ("sim_bridge", "policy", "monitor"))
+            cpu["other"] = cpu["system"] - sum(cpu.get(k, 0.0) for k in ("sim_bridge", "policy", "composed", "monitor"))
         monitor.spin(0.0)  # take what has arrived
         # The nodes report once per second: wait for the report that covers the window's end.
         n_diag, tail_end = len(monitor.policy_diag), time.monotonic() + DIAG_TAIL_S
@@ -628,7 +638,7 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
         raise RunFailed(f"'{spec.label}': too few messages in the window ({len(states)} states, "
                         f"{len(commands)} commands)")
     result = {"label": spec.label, "mode": spec.mode, "trigger": spec.trigger, "target_rate_hz": spec.rate_hz,
-              "attribution_hz": spec.attribution_hz, "executor": spec.executor,
+              "attribution_hz": spec.attribution_hz, "executor": spec.executor, "composed": spec.composed,
               "physics_rate_hz": args.physics_rate, "warmup_s": args.warmup, "duration_s": args.duration,
               "exit_codes": codes, "cpu_cores": cpu,
               "loop": loop_stats(states, commands, period if spec.mode == "realtime" else None),
@@ -686,12 +696,12 @@ def poisson_upper(observed: int, confidence: float = 0.95) -> float:
     return hi
 
 
-def pooled_swaps(results: list[dict], control: bool, executor: str = "default") -> dict | None:
+def pooled_swaps(results: list[dict], control: bool, executor: str = "default", composed: bool = False) -> dict | None:
     """The swap runs (or the control runs) of several repeats with one executor together: stalls
     inside all their windows against the sum of what each run's own outside rate predicts, and a
     95% upper bound of the excess per swap. None with fewer than two such runs."""
     runs = [r["swap"] for r in results if r.get("swap") and bool(r["swap"].get("control")) == control
-            and r.get("executor", "default") == executor]
+            and r.get("executor", "default") == executor and bool(r.get("composed")) == composed]
     if len(runs) < 2:
         return None
     swaps = sum(s["requested"] for s in runs)
@@ -699,7 +709,7 @@ def pooled_swaps(results: list[dict], control: bool, executor: str = "default") 
     expected_stalls = sum(s["expected_stalls_in_windows"] for s in runs)
     missed = sum(s["in_swap_windows"]["missed_cycles"] for s in runs)
     expected_missed = sum(s["expected_misses_in_windows"] for s in runs)
-    return {"runs": len(runs), "swaps": swaps, "control": control, "executor": executor,
+    return {"runs": len(runs), "swaps": swaps, "control": control, "executor": executor, "composed": composed,
             "all_accepted": all(s["successful"] == s["requested"] for s in runs),
             "stalls_in_windows": stalls, "expected_stalls_in_windows": expected_stalls,
             "poisson_p_value": poisson_sf(stalls, expected_stalls),
@@ -711,8 +721,7 @@ def pooled_swaps(results: list[dict], control: bool, executor: str = "default") 
 
 def print_pooled(pooled: dict) -> None:
     what = "parameter sets (control)" if pooled["control"] else "swaps"
-    executor = pooled.get("executor", "default")
-    tag = "" if executor == "default" else f" [{executor}]"
+    tag = variant_tag(pooled.get("executor", "default"), pooled.get("composed", False))
     print(f"\npooled over {pooled['runs']} runs{tag}, {pooled['swaps']} {what}: {pooled['stalls_in_windows']} stalls "
           f"inside the windows vs {pooled['expected_stalls_in_windows']:.2f} expected from each run's rate outside "
           f"them (one-sided Poisson p = {pooled['poisson_p_value']:.3g}); excess {pooled['excess_stalls_per_swap']:+.3f} "
@@ -831,7 +840,8 @@ def executor_ratios(results: list[dict], executors: list[str]) -> list[dict]:
     """For each real-time rate (no swaps, no attribution): each executor's CPU per cycle and
     round-trip p99 against the first executor's (the baseline) in the same benchmark run."""
     rows = []
-    plain = [r for r in results if r.get("mode") == "realtime" and not r.get("swap") and not r.get("attribution_hz")]
+    plain = [r for r in results if r.get("mode") == "realtime" and not r.get("swap") and not r.get("attribution_hz")
+             and not r.get("composed")]
     for rate in sorted({r["target_rate_hz"] for r in plain}):
         by = {r["executor"]: r for r in plain if r["target_rate_hz"] == rate}
         base = by.get(executors[0])
@@ -852,6 +862,40 @@ def executor_ratios(results: list[dict], executors: list[str]) -> list[dict]:
     return rows
 
 
+def composed_ratios(results: list[dict]) -> list[dict]:
+    """For each real-time rate (no swaps, no attribution, default executor): the composed
+    process's CPU per cycle against the two node processes' sum, and its round trip, in the
+    same benchmark run."""
+    rows = []
+    plain = [r for r in results if r.get("mode") == "realtime" and not r.get("swap") and not r.get("attribution_hz")
+             and r.get("executor", "default") == "default"]
+    for rate in sorted({r["target_rate_hz"] for r in plain}):
+        two = next((r for r in plain if r["target_rate_hz"] == rate and not r.get("composed")), None)
+        one = next((r for r in plain if r["target_rate_hz"] == rate and r.get("composed")), None)
+        if two is None or one is None:
+            continue
+        b, p = two["cpu_ms_per_cycle"].get("sim_bridge"), two["cpu_ms_per_cycle"].get("policy")
+        c = one["cpu_ms_per_cycle"].get("composed")
+        both = b + p if b is not None and p is not None else None
+        rows.append({"rate_hz": rate, "composed_cpu_ms": c, "two_process_cpu_ms": both,
+                     "cpu_ratio": c / both if c and both else None,
+                     "round_trip_p99_ms": one["loop"]["round_trip_ms"]["p99"],
+                     "two_process_round_trip_p99_ms": two["loop"]["round_trip_ms"]["p99"],
+                     "command_rate_hz": one["loop"]["command_rate_hz"],
+                     "two_process_command_rate_hz": two["loop"]["command_rate_hz"]})
+    return rows
+
+
+def print_composed_ratios(results: list[dict]) -> None:
+    print()
+    print("composed (both nodes in one process) against two processes (same benchmark run):")
+    for row in composed_ratios(results):
+        print(f"  {row['rate_hz']:g} Hz CPU ms/cycle {fmt(row['composed_cpu_ms'], '.3f')} vs "
+              f"{fmt(row['two_process_cpu_ms'], '.3f')} (bridge + policy; x{fmt(row['cpu_ratio'], '.2f')}); commands "
+              f"{row['command_rate_hz']:.1f} vs {row['two_process_command_rate_hz']:.1f} Hz; round trip p99 "
+              f"{row['round_trip_p99_ms']:.3f} vs {row['two_process_round_trip_p99_ms']:.3f} ms")
+
+
 def print_executor_ratios(results: list[dict], executors: list[str]) -> None:
     print()
     print(f"executors against '{executors[0]}' (same benchmark run; ratio < 1: less CPU per cycle):")
@@ -864,13 +908,20 @@ def print_executor_ratios(results: list[dict], executors: list[str]) -> None:
               f"{row['baseline_round_trip_p99_ms']:.3f} ms")
 
 
+def variant_tag(executor: str, composed: bool) -> str:
+    """The label suffix of a run's variant: '' for the default, ' [single]', ' [composed]', ..."""
+    parts = ([] if executor == "default" else [executor]) + (["composed"] if composed else [])
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
 def fmt(value, spec: str = ".2f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
 def print_tables(results: list[dict]) -> None:
+    width = max([20] + [len(r["label"]) + 1 for r in results])
     print()
-    print(f"{'run':<20}{'cmd Hz':>8}{'state Hz':>9}{'err':>7}{'cycle p50/p99/max ms':>23}{'missed':>7}{'bridge':>7}"
+    print(f"{'run':<{width}}{'cmd Hz':>8}{'state Hz':>9}{'err':>7}{'cycle p50/p99/max ms':>23}{'missed':>7}{'bridge':>7}"
           f"{'late':>6}{'round trip p50/p99 ms':>22}{'pub->rx p50/p99':>17}{'CPU b/p/m/other':>22}"
           f"{'CPU ms/cycle b/p/m':>20}")
     for r in results:
@@ -878,30 +929,30 @@ def print_tables(results: list[dict]) -> None:
         ci, rt, bv = lp["command_interval_ms"], lp["round_trip_ms"], lp["state_pub_to_command_rx_ms"]
         err = f"{100 * r['rate_error']:+.1f}%" if "rate_error" in r else "n/a"
         cpu, per_cycle = r["cpu_cores"], r.get("cpu_ms_per_cycle", {})
-        print(f"{r['label']:<20}{lp['command_rate_hz']:8.1f}{lp['state_rate_hz']:9.1f}{err:>7}"
+        print(f"{r['label']:<{width}}{lp['command_rate_hz']:8.1f}{lp['state_rate_hz']:9.1f}{err:>7}"
               f"{ci['p50']:8.3f}{ci['p99']:7.3f}{ci['max']:8.2f}"
               f"{fmt(lp.get('missed_cycles'), 'd', 'n/a'):>7}{fmt(lp.get('state_missed_periods'), 'd', 'n/a'):>7}"
               f"{lp['late_or_unanswered_states']:6d}{rt['p50']:10.3f}{rt['p99']:12.3f}"
               f"{fmt(bv.get('p50'), '.3f'):>8}{fmt(bv.get('p99'), '.3f'):>9}"
-              + "".join(f"{fmt(cpu.get(k), '.2f'):>{w}}" for k, w in (("sim_bridge", 6), ("policy", 5),
-                                                                        ("monitor", 5), ("other", 6)))
-              + "".join(f"{fmt(per_cycle.get(k), '.3f'):>{w}}" for k, w in (("sim_bridge", 8), ("policy", 6),
-                                                                             ("monitor", 6))))
+              + "".join(f"{fmt(cpu.get(k, cpu.get('composed') if k == 'sim_bridge' else None), '.2f'):>{w}}"
+                        for k, w in (("sim_bridge", 6), ("policy", 5), ("monitor", 5), ("other", 6)))
+              + "".join(f"{fmt(per_cycle.get(k, per_cycle.get('composed') if k == 'sim_bridge' else None), '.3f'):>{w}}"
+                        for k, w in (("sim_bridge", 8), ("policy", 6), ("monitor", 6))))
     print()
     print("policy node /diagnostics (last report in the window; worst per-second report in brackets):")
-    print(f"{'run':<22}{'inference p50/p99 us':>26}{'loop latency p50/p99 us':>30}{'missed':>8}{'overruns':>9}"
+    print(f"{'run':<{width + 2}}{'inference p50/p99 us':>26}{'loop latency p50/p99 us':>30}{'missed':>8}{'overruns':>9}"
           f"{'stale':>6}{'swaps':>6}{'holds':>6}   bridge: episodes/blowups/rejected")
     for r in results:
         d, b = r["policy_diagnostics"], r["bridge_diagnostics"]
         if not d.get("reports"):
-            print(f"{r['label']:<22}  (no diagnostics received)")
+            print(f"{r['label']:<{width + 2}}  (no diagnostics received)")
             continue
         last, worst = d["last"], d["worst"]
         inf = f"{fmt(last['inference_p50_us'], '.0f')}/{fmt(last['inference_p99_us'], '.0f')} " \
               f"[{fmt(worst['inference_p99_us'], '.0f')}]"
         loop = f"{fmt(last['loop_latency_p50_us'], '.0f')}/{fmt(last['loop_latency_p99_us'], '.0f')} " \
                f"[{fmt(worst['loop_latency_p99_us'], '.0f')}]"
-        print(f"{r['label']:<22}{inf:>26}{loop:>30}{fmt(d.get('missed_cycles_in_window'), 'd'):>8}"
+        print(f"{r['label']:<{width + 2}}{inf:>26}{loop:>30}{fmt(d.get('missed_cycles_in_window'), 'd'):>8}"
               f"{fmt(d.get('overruns_in_window'), 'd'):>9}{fmt(d.get('stale_cycles_in_window'), 'd'):>6}"
               f"{fmt(d.get('swaps'), 'd'):>6}{fmt(d.get('holds'), 'd'):>6}   "
               f"{b.get('episodes', '-')}/{b.get('blowups', '-')}/{b.get('commands_rejected', '-')}")
@@ -1066,6 +1117,10 @@ def main(argv=None) -> int:
                              "repeated for each (SIM2REAL_EXECUTOR: default = the nodes' own choice, control = "
                              "ControlExecutor, single = SingleThreadedExecutor); with more than one, "
                              "the CPU per cycle of each is printed as a ratio to the first")
+    parser.add_argument("--composed", action="store_true",
+                        help="also run each real-time and swap run with the sim bridge and the policy node in one "
+                             "process (`sim2real node sim_policy`, the composed deployment) and print its CPU per "
+                             "cycle against the two processes' sum")
     parser.add_argument("--policy", default="reach_lstm", help="policy of the non-swap runs")
     parser.add_argument("--attribution-rate-hz", type=float, default=0.0,
                         help="also run each real-time rate with the policy node's live attribution at this rate "
@@ -1093,6 +1148,8 @@ def main(argv=None) -> int:
     unknown = [e for e in executors if e not in EXECUTORS]
     if unknown or not executors:
         parser.error(f"--executors: unknown {unknown}; choose from {', '.join(EXECUTORS)}")
+    # (executor, composed) of each variant: every executor as two processes, then the default composed
+    variants = [(ex, False) for ex in executors] + ([("default", True)] if args.composed else [])
     for r in rates + [args.lockstep_rate, args.swap_rate]:
         ratio = args.physics_rate / r
         if ratio < 1 or abs(ratio - round(ratio)) > 1e-6:
@@ -1132,29 +1189,29 @@ def main(argv=None) -> int:
         specs.append(RunSpec(f"lockstep {args.lockstep_rate:g}", "lockstep", args.lockstep_rate, "state"))
     if "realtime" in runs:
         for r in rates:
-            for ex in executors:
-                tag = "" if ex == "default" else f" [{ex}]"
+            for ex, comp in variants:
+                tag = variant_tag(ex, comp)
                 specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger}{tag}", "realtime", r,
-                                     args.realtime_trigger, executor=ex))
+                                     args.realtime_trigger, executor=ex, composed=comp))
                 if args.attribution_rate_hz > 0:  # the same run with the live attribution on: the comparison
                     specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger}{tag} + attribution "
                                          f"{args.attribution_rate_hz:g} Hz", "realtime", r, args.realtime_trigger,
-                                         attribution_hz=args.attribution_rate_hz, executor=ex))
+                                         attribution_hz=args.attribution_rate_hz, executor=ex, composed=comp))
     swap_origin = ""
     if runs & {"swap", "swap-control"}:
         pair, policy_dir, swap_origin = choose_swap_policies(args.swap_policies, tmp)
     if args.swap_repeats < 1:
         parser.error("--swap-repeats must be at least 1")
-    for k, ex in ((k, ex) for ex in executors for k in range(args.swap_repeats)):
-        tag = (f" #{k + 1}" if args.swap_repeats > 1 else "") + ("" if ex == "default" else f" [{ex}]")
+    for k, ex, comp in ((k, ex, comp) for ex, comp in variants for k in range(args.swap_repeats)):
+        tag = (f" #{k + 1}" if args.swap_repeats > 1 else "") + variant_tag(ex, comp)
         if "swap" in runs:
             specs.append(RunSpec(f"swaps {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
                                  args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
-                                 policy_dir=policy_dir, repeat=k, executor=ex))
+                                 policy_dir=policy_dir, repeat=k, executor=ex, composed=comp))
         if "swap-control" in runs:
             specs.append(RunSpec(f"swap-control {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
                                  args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
-                                 policy_dir=policy_dir, control=True, repeat=k, executor=ex))
+                                 policy_dir=policy_dir, control=True, repeat=k, executor=ex, composed=comp))
     repeats = f", {args.swap_repeats} times (pooled at the end)" if args.swap_repeats > 1 else ""
     if "swap" in runs:
         print(f"swap run: {args.swaps} swaps between '{pair[0]}' and '{pair[1]}' ({swap_origin}){repeats}")
@@ -1196,14 +1253,17 @@ def main(argv=None) -> int:
                 print_swap(r)
     if len(executors) > 1 and executor_ratios(results, executors):
         print_executor_ratios(results, executors)
-    pooled = [p for ex in executors for p in (pooled_swaps(results, False, ex), pooled_swaps(results, True, ex)) if p]
+    if composed_ratios(results):
+        print_composed_ratios(results)
+    pooled = [p for ex, comp in variants for p in (pooled_swaps(results, False, ex, comp),
+                                                   pooled_swaps(results, True, ex, comp)) if p]
     for p in pooled:
         print_pooled(p)
     print()
     checks = targets(results)
     for p in pooled:
         if not p["control"]:
-            tag = "" if p["executor"] == "default" else f" [{p['executor']}]"
+            tag = variant_tag(p["executor"], p["composed"])
             checks.append((f"pooled over the {p['runs']} swap runs{tag}: zero missed cycles attributable to the "
                            f"{p['swaps']} swaps", p["all_accepted"] and p["poisson_p_value"] >= 0.05,
                            f"{p['stalls_in_windows']} stalls in the windows vs {p['expected_stalls_in_windows']:.2f} "
@@ -1219,7 +1279,8 @@ def main(argv=None) -> int:
           "at the monitor (one policy cycle + one DDS hop); pub->rx = state published by the bridge -> its answer "
           "received (the bridge's view: two hops + one cycle); CPU b/p/m/other = cores used by bridge / policy "
           "node / this monitor / everything else on the machine during the window; CPU ms/cycle b/p/m = CPU "
-          "time per control cycle of bridge (per state) / policy node / monitor (per command), = cores x period")
+          "time per control cycle of bridge (per state) / policy node / monitor (per command), = cores x period; "
+          "[composed] runs: both nodes in one process, its CPU in the bridge column")
 
     if args.json:
         out = {"rmw": os.environ["RMW_IMPLEMENTATION"], "ros_domain_id": domain, "namespace": args.namespace,

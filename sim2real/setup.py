@@ -40,6 +40,12 @@ setup(
         "console_scripts": [
             # The project's single CLI (also `ros2 run sim2real sim2real ...` after a colcon build).
             "sim2real = sim2real.cli:main",
+            # `ros2 run sim2real sim_policy_node`: the sim bridge and the policy node in one process
+            "sim_policy_node = sim2real.composed:main",
+        ],
+        # `sim2real node NAME`: the composed deployment (sim2real/composed.py)
+        "sim2real.nodes": [
+            "sim_policy = sim2real.composed:main",
         ],
         # Subcommands: the application's own, listed here; other installed packages may add
         # theirs to the same group (plug-ins), without this package knowing them.

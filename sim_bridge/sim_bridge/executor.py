@@ -103,7 +103,8 @@ def run_node(label: str, make_node, args: list[str] | None = None, *, num_thread
     reason and returns 2; so does a lifecycle node with ``autostart`` that did not reach
     active), spin until Ctrl-C or shutdown (:func:`make_executor`: single-threaded, or a
     ControlExecutor with ``num_threads``; ``SIM2REAL_EXECUTOR`` overrides), stop dispatching,
-    clean up, return 0."""
+    clean up, return 0. ``make_node`` may return several nodes (a composed process): they are
+    built in order, spun by the one executor and destroyed in reverse order."""
     import rclpy
     from rclpy.exceptions import ParameterException
 
@@ -117,21 +118,25 @@ def run_node(label: str, make_node, args: list[str] | None = None, *, num_thread
 
     rclpy.init(args=args if args is not None else sys.argv)
     try:
-        node = make_node()
+        built = make_node()
     except (ConfigError, ParameterException) as exc:
         print(f"{label}: invalid configuration: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    lifecycle = getattr(node, "lifecycle_state", None) is not None
-    if lifecycle and node.get_parameter("autostart").value and node.lifecycle_state != "active":
-        print(f"{label}: cannot start: {node.last_error or 'activation failed'}", file=sys.stderr)
-        node.destroy_node()
-        rclpy.try_shutdown()
-        return 2
+    nodes = list(built) if isinstance(built, (list, tuple)) else [built]
+    for node in nodes:
+        lifecycle = getattr(node, "lifecycle_state", None) is not None
+        if lifecycle and node.get_parameter("autostart").value and node.lifecycle_state != "active":
+            print(f"{label}: cannot start {node.get_name()}: {node.last_error or 'activation failed'}", file=sys.stderr)
+            for other in reversed(nodes):
+                other.destroy_node()
+            rclpy.try_shutdown()
+            return 2
     executor = None
     try:
         executor = make_executor(num_threads)
-        executor.add_node(node)
+        for node in nodes:
+            executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -141,8 +146,10 @@ def run_node(label: str, make_node, args: list[str] | None = None, *, num_thread
         # Ctrl-C during start-up: the context was shut down before spinning began.
     finally:
         if executor is not None:
-            executor.remove_node(node)  # stop dispatching; destroy_node lets a running cycle finish
-        node.destroy_node()
+            for node in nodes:
+                executor.remove_node(node)  # stop dispatching; destroy_node lets a running cycle finish
+        for node in reversed(nodes):
+            node.destroy_node()
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()

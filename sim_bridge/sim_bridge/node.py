@@ -160,6 +160,9 @@ class SimBridgeNode(Node):
             # current state while idle starts the loop and survives a lost message.
             self.create_timer(LOCKSTEP_IDLE_REPUBLISH_S, self._on_lockstep_idle)
         self.create_timer(1.0, self._publish_diagnostics)
+        # In a ControlExecutor (a composed process, `sim2real sim`) every callback of the bridge
+        # runs in the spinning thread, as in its own single-threaded process (executor.py)
+        self.inline_callback_groups = (self.default_callback_group,)
         self.get_logger().info(
             f"sim bridge up: robot '{profile.name}' ({profile.num_joints} joints), {mode} mode, "
             f"{profile.control_rate_hz:g} Hz control over {profile.physics_rate_hz:g} Hz physics, "

@@ -184,3 +184,25 @@ def test_runs_with_another_executor_pool_apart_and_print_their_cpu_ratio(capsys)
     BENCH["print_executor_ratios"]([realtime("default", 0.8, 0.6), realtime("single", 0.72, 0.45)],
                                    ["default", "single"])
     assert "policy 0.450 vs 0.600 (x0.75)" in capsys.readouterr().out
+
+
+def test_a_composed_run_is_compared_with_the_two_processes_sum(capsys):
+    """``--composed``: the one process's CPU per cycle against the sum of the bridge's and the
+    policy node's in the same run; composed swap runs pool apart from two-process ones."""
+    two = {"mode": "realtime", "target_rate_hz": 500.0, "executor": "default", "composed": False,
+           "cpu_ms_per_cycle": {"sim_bridge": 0.7, "policy": 0.5}, "loop": {"round_trip_ms": {"p99": 0.6},
+                                                                           "command_rate_hz": 499.0}}
+    one = dict(two, composed=True, cpu_ms_per_cycle={"composed": 0.9}, loop={"round_trip_ms": {"p99": 0.3},
+                                                                               "command_rate_hz": 499.5})
+    rows = BENCH["composed_ratios"]([two, one])
+    assert len(rows) == 1 and rows[0]["cpu_ratio"] == pytest.approx(0.75)
+    assert rows[0]["two_process_cpu_ms"] == pytest.approx(1.2)
+    assert BENCH["executor_ratios"]([two, one], ["default", "single"]) == [], "composed runs are no executor variant"
+    BENCH["print_composed_ratios"]([two, one])
+    assert "500 Hz CPU ms/cycle 0.900 vs 1.200 (bridge + policy; x0.75)" in capsys.readouterr().out
+    assert BENCH["variant_tag"]("default", True) == " [composed]"
+    assert BENCH["variant_tag"]("single", False) == " [single]" and BENCH["variant_tag"]("default", False) == ""
+    clean = {"swap": analyse(), "executor": "default", "composed": False}
+    stalled = {"swap": analyse(extra_stalls_after_request_ns=4_000_000), "executor": "default", "composed": True}
+    assert BENCH["pooled_swaps"]([clean, clean, stalled], False)["stalls_in_windows"] == 0
+    assert BENCH["pooled_swaps"]([clean, stalled, stalled], False, "default", True)["stalls_in_windows"] == 2 * SWAPS
