@@ -230,12 +230,18 @@ class PushTask(Task):
 
     def true_pose(self, sim, state: PushState) -> np.ndarray:
         """The puck's true (x, y, z, yaw)."""
-        q = sim.data.qpos[state.qadr:state.qadr + 7]
-        return np.array([q[0], q[1], q[2], yaw_of(q[3:7])])
+        return np.array(self._pose(sim, state))
+
+    @staticmethod
+    def _pose(sim, state: PushState) -> tuple[float, float, float, float]:
+        """:meth:`true_pose` as plain floats (every step, twice: no array to build)."""
+        q = sim.data.qpos[state.qadr:state.qadr + 7].tolist()
+        w, x, y, z = q[3:7]
+        return q[0], q[1], q[2], math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
 
     def observe(self, sim, state: PushState) -> tuple[np.ndarray, ...]:
         """The tracker's reading now; each call is one control step of the tracker."""
-        state.history.append(self.true_pose(sim, state))
+        state.history.append(self._pose(sim, state))
         while len(state.history) > state.latency_steps + 1:
             state.history.popleft()
         rng = sim.rng
@@ -244,7 +250,8 @@ class PushTask(Task):
         if not dropped:
             x, y, z, yaw = state.history[0]  # the oldest kept = `latency_steps` steps ago
             if state.noise_pos_m > 0:
-                x, y, z = np.array([x, y, z]) + rng.normal(0.0, state.noise_pos_m, 3)
+                nx, ny, nz = rng.normal(0.0, state.noise_pos_m, 3).tolist()
+                x, y, z = x + nx, y + ny, z + nz
             if state.noise_yaw_rad > 0:
                 yaw += rng.normal(0.0, state.noise_yaw_rad)
             state.observed = np.array([x, y, z, math.sin(yaw), math.cos(yaw)])
@@ -305,8 +312,8 @@ class PushTask(Task):
         return out
 
     def info(self, sim, state: PushState) -> dict[str, Any]:
-        pose = self.true_pose(sim, state)
-        return {"goal_pos": state.goal.copy(), "object_pos": pose[:3], "object_yaw": float(pose[3]),
+        x, y, z, yaw = self._pose(sim, state)
+        return {"goal_pos": state.goal.copy(), "object_pos": np.array([x, y, z]), "object_yaw": yaw,
                 "ee_pos": sim.end_effector_position(), "pusher_pos": sim.data.site_xpos[state.tip].copy()}
 
     def scripted_controller(self, profile, action_scale_rad: float):
