@@ -53,6 +53,21 @@ def spin_until(executor, seconds: float, until=None, step_s: float = 0.005) -> b
     return until is None
 
 
+def stop_process(proc, timeout_s: float = 15.0) -> str:
+    """Stop a node process started with ``stdout=PIPE, text=True`` as a launcher does (SIGINT),
+    killed if it outlives ``timeout_s``; returns its output (its exit code is ``proc.returncode``)."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
 def closing_factory(build, after_close=None):
     """Body of a factory fixture (``yield from closing_factory(Rig)``): the test gets
     ``make(**params) -> build(**params)``; at teardown every object built is closed, then

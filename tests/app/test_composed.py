@@ -3,7 +3,6 @@ one process (sim2real/composed.py), as a process with real rclpy and DDS."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rigs import ros, wait_for_match, wait_until  # noqa: F401 (ros: autouse fixture)
+from rigs import ros, spin_until, stop_process, wait_for_match  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -56,22 +55,16 @@ def test_the_bridge_and_the_policy_close_the_loop_in_one_process_and_stop_on_sig
     executor = SingleThreadedExecutor()
     executor.add_node(probe)
 
-    def spin_until(predicate, timeout):
-        return wait_until(lambda: (executor.spin_once(timeout_sec=0.01), predicate())[1] or proc.poll() is not None,
-                          timeout) and predicate()
+    def spin_for(predicate, timeout):  # until it holds, or the process ended
+        return spin_until(executor, timeout, lambda: predicate() or proc.poll() is not None) and predicate()
     try:
-        assert spin_until(lambda: wait_for_match(state_sub, command_sub, timeout=0.0), 60.0), \
+        assert spin_for(lambda: wait_for_match(state_sub, command_sub, timeout=0.0), 60.0), \
             "the composed process's publishers were never discovered"
-        assert spin_until(lambda: len(commands) >= 50 and len(states) >= 50, 60.0), \
+        assert spin_for(lambda: len(commands) >= 50 and len(states) >= 50, 60.0), \
             f"{len(states)} states, {len(commands)} commands"
         assert proc.poll() is None
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop_process(proc, 20)
         executor.shutdown()
         probe.destroy_node()
     assert proc.returncode == 0, f"exit code {proc.returncode}:\n{out[-2000:]}"

@@ -7,7 +7,6 @@ the node spins in a ControlExecutor (a MultiThreadedExecutor) on a background th
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigs import closing_factory, ros, wait_for_match, wait_until  # noqa: F401 (ros: autouse fixture)
+from rigs import closing_factory, ros, stop_process, wait_for_match, wait_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -646,12 +645,7 @@ def test_node_runs_as_a_process_and_exits_2_on_a_bad_policy(policy_zoo):
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         assert len(commands) >= 20, "no joint_commands from the node process"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop_process(proc, 15)
         executor.shutdown()
         probe.destroy_node()
     assert proc.returncode == 0, f"exit code {proc.returncode}:\n{out[-2000:]}"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigs import closing_factory, ros, spin_until  # noqa: F401 (ros: autouse fixture)
+from rigs import closing_factory, ros, spin_until, stop_process  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -232,12 +231,7 @@ def test_node_runs_as_a_process_from_the_params_file():
         assert states and list(states[-1].name) == ARM + ["finger_joint"]
         assert states[-1].position[0] > 0.15, f"joint1 at {states[-1].position[0]:.3f}, commanded 0.2"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop_process(proc, 15)
         executor.shutdown()
         node.destroy_node()
     assert proc.returncode == 0, f"exit code {proc.returncode}:\n{out[-2000:]}"

@@ -236,8 +236,7 @@ class PushTask(Task):
     def _pose(sim, state: PushState) -> tuple[float, float, float, float]:
         """:meth:`true_pose` as plain floats (every step, twice: no array to build)."""
         q = sim.data.qpos[state.qadr:state.qadr + 7].tolist()
-        w, x, y, z = q[3:7]
-        return q[0], q[1], q[2], math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+        return q[0], q[1], q[2], yaw_of(q[3:7])
 
     def observe(self, sim, state: PushState) -> tuple[np.ndarray, ...]:
         """The tracker's reading now; each call is one control step of the tracker."""
