@@ -272,13 +272,14 @@ class SimBridgeNode(Node):
         name, outcome = done
         if isinstance(outcome, ConfigError):
             kept = self._accepted_randomization
-            self.randomization_status = f"refused '{name}': {outcome.public()}; kept '{kept}'"
             self.get_logger().error(f"randomization_file '{name}' rejected: {outcome}; kept '{kept}'")
             self._reverting = True
             try:
                 self.set_parameters([Parameter("randomization_file", value=kept)])
             finally:
                 self._reverting = False
+            # the status last: whoever sees it settled also finds the parameter restored
+            self.randomization_status = f"refused '{name}': {outcome.public()}; kept '{kept}'"
             return
         self.session.use_randomization(name, outcome)
         self._accepted_randomization = name
