@@ -1115,8 +1115,9 @@ def main(argv=None) -> int:
     parser.add_argument("--executors", default="default",
                         help="executors of the node processes, comma-separated: each real-time and swap run is "
                              "repeated for each (SIM2REAL_EXECUTOR: default = the nodes' own choice, control = "
-                             "ControlExecutor, single = SingleThreadedExecutor); with more than one, "
-                             "the CPU per cycle of each is printed as a ratio to the first")
+                             "ControlExecutor, single = LeanExecutor (single-threaded), stock = the same on "
+                             "rclpy's own wait loop, the baseline); with more than one, the CPU per cycle of "
+                             "each is printed as a ratio to the first (e.g. stock,default)")
     parser.add_argument("--composed", action="store_true",
                         help="also run each real-time and swap run with the sim bridge and the policy node in one "
                              "process (`sim2real node sim_policy`, the composed deployment) and print its CPU per "

@@ -9,10 +9,242 @@ import time
 
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import (ConditionReachedException, ExternalShutdownException, MultiThreadedExecutor,
-                             ShutdownException, TimeoutException)
+                             ShutdownException, SingleThreadedExecutor, TimeoutException, TimeoutObject)
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.utilities import timeout_sec_to_nsec
 
 
-class ControlExecutor(MultiThreadedExecutor):
+class _InlineCall:
+    """The handler of an inline callback: takes the message (or fires the timer) and runs the
+    callback at once, in the thread that calls it. Unlike rclpy's ``Task`` handler it creates no
+    coroutine task, marks nothing pending and triggers no guard condition (each trigger wakes
+    the wait loop once more for nothing)."""
+
+    __slots__ = ("entity", "take", "tracker")
+
+    def __init__(self, entity, take, tracker):
+        self.entity, self.take, self.tracker = entity, take, tracker
+
+    def __call__(self) -> None:
+        with self.tracker:
+            call = self.take(self.entity)
+            if call is None:
+                return
+            coroutine = call()
+            try:
+                coroutine.send(None)
+            except StopIteration:
+                return
+            coroutine.close()
+            raise RuntimeError(f"an inline callback of {type(self.entity).__name__} awaited something: "
+                               "inline callbacks must be plain functions that do not wait")
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> None:
+        return None
+
+    def exception(self) -> None:
+        return None
+
+
+class _Prepared:
+    """What one wait needs, kept while the waited-on entities stay the same."""
+
+    __slots__ = ("key", "wait_set", "handles", "waitables", "by_kind")
+
+    def __init__(self, key, wait_set, handles, waitables, by_kind):
+        self.key, self.wait_set, self.handles, self.waitables, self.by_kind = key, wait_set, handles, waitables, by_kind
+
+
+_KINDS = ("timer", "subscription", "guard_condition", "client", "service")
+
+
+class StaticWaitMixin:
+    """rclpy's wait loop without rebuilding its wait set on every wake.
+
+    rclpy (7.1) builds a new ``rcl`` wait set on every pass of its wait loop: it gathers every
+    node's entities through generators, enters each handle through an ``ExitStack``, allocates
+    the wait set, then scans every entity against the ready lists. Measured here, that is most
+    of the CPU a 500 Hz node spends (0.14-0.22 ms per wake; a raw wait on the same timer: 0.05
+    ms, ``docs/profile.md``). This loop keeps the wait set and a pointer -> entity map while the
+    waited-on entities are the same ones (compared by identity on each pass; any entity
+    created, destroyed, or held back by its callback group makes a new one) and looks the ready
+    entities up by pointer.
+
+    Everything else is rclpy's: a callback's handler is ``self._make_handler`` (a ``Task``
+    that respects callback groups), in-progress tasks are yielded first, guard conditions
+    and waitables (QoS events) behave the same, and handles are entered while waiting so an
+    entity destroyed meanwhile is freed only afterwards. Callbacks of a node's
+    ``inline_callback_groups`` (all callbacks, in :class:`LeanExecutor`) get an
+    :class:`_InlineCall` instead of a ``Task``: the executor runs them at once in its spinning
+    thread.
+    """
+
+    #: wait sets kept (a callback handed to a worker changes the set until it has taken its
+    #: message, so a node alternates between a few)
+    PREPARED_SETS = 8
+
+    @property
+    def _prepared_sets(self) -> dict:
+        sets = self.__dict__.get("_static_wait_sets")
+        if sets is None:
+            sets = self.__dict__["_static_wait_sets"] = {}
+        return sets
+
+    def _runs_inline(self, entity, node) -> bool:
+        return node is not None and entity.callback_group in getattr(node, "inline_callback_groups", ())
+
+    def _make_handler(self, entity, node, take_from_wait_list):
+        if self.static_wait and self._runs_inline(entity, node):
+            return _InlineCall(entity, take_from_wait_list, self._work_tracker)
+        return super()._make_handler(entity, node, take_from_wait_list)
+
+    def _gather(self, nodes):
+        """(entity, node, kind) of everything to wait on now; kind None = a waitable."""
+        can_execute = self.can_execute
+        found = []
+        for node in nodes:
+            inline = getattr(node, "inline_callback_groups", ())
+            for kind, entities in (("timer", node.timers), ("subscription", node.subscriptions),
+                                   ("client", node.clients), ("service", node.services),
+                                   ("guard_condition", node.guards), (None, node.waitables)):
+                for entity in entities:
+                    if (entity.callback_group in inline and not entity._executor_event) or can_execute(entity):
+                        found.append((entity, node, kind))
+        return found
+
+    def _prepare(self, found) -> _Prepared:
+        counts = dict.fromkeys(_KINDS, 0)
+        events = 0
+        handles, waitables = [], []
+        by_kind = {kind: {} for kind in _KINDS}
+        for entity, node, kind in found:
+            if kind is None:
+                number = entity.get_num_entities()
+                counts["subscription"] += number.num_subscriptions
+                counts["guard_condition"] += number.num_guard_conditions
+                counts["timer"] += number.num_timers
+                counts["client"] += number.num_clients
+                counts["service"] += number.num_services
+                events += number.num_events
+                waitables.append((entity, node))
+            else:
+                counts[kind] += 1
+                handles.append((kind, entity.handle))
+                by_kind[kind][entity.handle.pointer] = (entity, node)
+        for guard in (self._guard, self._sigint_gc):
+            counts["guard_condition"] += 1
+            handles.append(("guard_condition", guard.handle))
+        wait_set = _rclpy.WaitSet(counts["subscription"], counts["guard_condition"], counts["timer"],
+                                  counts["client"], counts["service"], events, self._context.handle)
+        key = tuple(entity for entity, _, _ in found)
+        return _Prepared(key, wait_set, handles, waitables, by_kind)
+
+    #: False: rclpy's own wait loop and handlers (the baseline the benchmarks compare with)
+    static_wait = True
+
+    def _wait_for_ready_callbacks(self, timeout_sec=None, nodes=None, condition=lambda: False):
+        if not self.static_wait:
+            yield from super()._wait_for_ready_callbacks(timeout_sec, nodes, condition)
+            return
+        timeout_nsec = timeout_sec_to_nsec(timeout_sec.timeout if isinstance(timeout_sec, TimeoutObject)
+                                           else timeout_sec)
+        deadline = None if timeout_nsec < 0 else time.monotonic_ns() + timeout_nsec
+        yielded_work = False
+        while not yielded_work and not self._is_shutdown and not condition():
+            nodes_to_use = self.get_nodes() if nodes is None else nodes
+            if self._tasks:  # tasks in progress first, as rclpy does
+                with self._tasks_lock:
+                    tasks = list(self._tasks)
+                for task, entity, node in reversed(tasks):
+                    if not task.executing() and not task.done() and (node is None or node in nodes_to_use):
+                        yielded_work = True
+                        yield task, entity, node
+                with self._tasks_lock:
+                    self._tasks = [t for t in self._tasks if not t[0].done() and not t[0].cancelled()]
+
+            found = self._gather(nodes_to_use)
+            for entity, _, kind in found:  # retrigger a guard condition triggered but not handled
+                if kind == "guard_condition" and entity._executor_triggered:
+                    entity.trigger()
+            key = tuple(entity for entity, _, _ in found)
+            prepared = self._prepared_sets.get(key)
+            if prepared is None:
+                if len(self._prepared_sets) >= self.PREPARED_SETS:
+                    self._prepared_sets.clear()
+                prepared = self._prepared_sets[key] = self._prepare(found)
+            wait_set = prepared.wait_set
+            entered = []
+            try:
+                wait_set.clear_entities()
+                for kind, handle in prepared.handles:
+                    try:
+                        handle.__enter__()
+                    except InvalidHandle:  # destroyed since: not waited on (rclpy skips it too)
+                        continue
+                    entered.append(handle)
+                    getattr(wait_set, "add_" + kind)(handle)
+                for waitable, _ in prepared.waitables:
+                    try:
+                        waitable.__enter__()
+                    except InvalidHandle:
+                        continue
+                    entered.append(waitable)
+                    waitable.add_to_wait_set(wait_set)
+                self._context.handle.__enter__()
+                entered.append(self._context.handle)
+                wait_set.wait(-1 if deadline is None else max(0, deadline - time.monotonic_ns()))
+                if self._is_shutdown:
+                    raise ShutdownException()
+                if not self._context.ok():
+                    raise ExternalShutdownException()
+                ready = {kind: wait_set.get_ready_entities(kind) for kind in _KINDS}
+                guards_ready = ready["guard_condition"]
+                for pointer in guards_ready:
+                    entry = prepared.by_kind["guard_condition"].get(pointer)
+                    if entry is not None:
+                        entry[0]._executor_triggered = True
+                ready_waitables = [(w, node) for w, node in prepared.waitables
+                                   if w.is_ready(wait_set) and w.callback_group.can_execute(w)]
+            finally:
+                for handle in reversed(entered):
+                    handle.__exit__(None, None, None)
+
+            for waitable, node in ready_waitables:
+                yielded_work = True
+                yield self._make_handler(waitable, node, self._take_waitable), waitable, node
+            takes = (("timer", self._take_timer), ("subscription", self._take_subscription),
+                     ("client", self._take_client), ("service", self._take_service))
+            for kind, take in takes:
+                pointers = ready[kind]
+                if not pointers:
+                    continue
+                known = prepared.by_kind[kind]
+                for pointer in pointers:
+                    entry = known.get(pointer)
+                    if entry is None:
+                        continue
+                    entity, node = entry
+                    if kind == "timer" and not entity.handle.is_timer_ready():
+                        continue  # rclpy's workaround for cancelled timers
+                    if self._runs_inline(entity, node) or entity.callback_group.can_execute(entity):
+                        yielded_work = True
+                        yield self._make_handler(entity, node, take), entity, node
+            for guard, (entity, node) in prepared.by_kind["guard_condition"].items():
+                if entity._executor_triggered and entity.callback_group.can_execute(entity):
+                    yielded_work = True
+                    yield self._make_handler(entity, node, self._take_guard_condition), entity, node
+            if timeout_nsec == 0 or (deadline is not None and time.monotonic_ns() >= deadline and not yielded_work):
+                raise TimeoutException()
+        if self._is_shutdown:
+            raise ShutdownException()
+        if condition():
+            raise ConditionReachedException()
+
+
+class ControlExecutor(StaticWaitMixin, MultiThreadedExecutor):
     """A MultiThreadedExecutor without rclpy's busy loop on queued callbacks.
 
     rclpy (7.1) yields a callback task that no worker has started yet again on every pass of
@@ -69,8 +301,24 @@ def _run_paced(pace, entity, handler) -> None:
     handler()
 
 
+class StockControlExecutor(ControlExecutor):
+    """:class:`ControlExecutor` on rclpy's own wait loop and ``Task`` handlers (what it was
+    before :class:`StaticWaitMixin`): the baseline of ``bench policy-node --executors``."""
+
+    static_wait = False
+
+
+class LeanExecutor(StaticWaitMixin, SingleThreadedExecutor):
+    """rclpy's SingleThreadedExecutor on :class:`StaticWaitMixin`'s wait loop, every callback
+    run inline (no ``Task`` per callback). For nodes whose callbacks are all short (the sim
+    bridge, the arm emulator, the recorder, the calibration node)."""
+
+    def _runs_inline(self, entity, node) -> bool:
+        return True
+
+
 EXECUTOR_ENV = "SIM2REAL_EXECUTOR"
-EXECUTORS = ("default", "control", "single")
+EXECUTORS = ("default", "control", "single", "stock")
 
 
 def executor_kind(kind: str | None = None) -> str:
@@ -85,16 +333,19 @@ def make_executor(num_threads: int = 0, kind: str | None = None):
     """The executor a node process spins in.
 
     ``kind`` (default: the environment variable ``SIM2REAL_EXECUTOR``, else ``default``):
-    ``default`` = a :class:`ControlExecutor` with ``num_threads`` workers, or rclpy's
-    SingleThreadedExecutor when ``num_threads`` is 0; ``control`` / ``single`` force one of
-    those (for benchmarks: a single-threaded policy node runs a swap's load inside the control
-    loop). rclpy's ``rclpy.experimental.EventsExecutor`` is not offered: in the Jazzy wheels
-    installed here (rclpy 7.1.6) its ``spin()`` never ran a timer callback and ignored SIGTERM
-    at ~70% of a core (measured; ``docs/profile.md``)."""
+    ``default`` = a :class:`ControlExecutor` with ``num_threads`` workers, or a
+    :class:`LeanExecutor` (single-threaded) when ``num_threads`` is 0; ``control`` / ``single``
+    force one of those (for benchmarks: a single-threaded policy node runs a swap's load inside
+    the control loop); ``stock`` = the same on rclpy's own wait loop (rclpy's
+    SingleThreadedExecutor, or :class:`StockControlExecutor`): the baseline the benchmarks
+    compare with. rclpy's ``rclpy.experimental.EventsExecutor`` is not offered: in the Jazzy
+    wheels installed here (rclpy 7.1.6) its ``spin()`` never ran a timer callback and ignored
+    SIGTERM at ~70% of a core (measured; ``docs/profile.md``)."""
     kind = executor_kind(kind)
+    if kind == "stock":
+        return StockControlExecutor(num_threads=num_threads) if num_threads else SingleThreadedExecutor()
     if kind == "single" or (kind == "default" and not num_threads):
-        from rclpy.executors import SingleThreadedExecutor
-        return SingleThreadedExecutor()
+        return LeanExecutor()
     return ControlExecutor(num_threads=num_threads or 2)
 
 
