@@ -59,6 +59,8 @@ class _Prepared:
 
 
 _KINDS = ("timer", "subscription", "guard_condition", "client", "service")
+#: ``inline_callback_groups`` of every node in a :class:`LeanExecutor`
+ALL_GROUPS = object()
 
 
 class StaticWaitMixin:
@@ -82,9 +84,13 @@ class StaticWaitMixin:
     thread.
     """
 
-    #: wait sets kept (a callback handed to a worker changes the set until it has taken its
-    #: message, so a node alternates between a few)
+    #: wait sets kept (the control set and the full one; a callback handed to a worker changes
+    #: the set until it has taken its message, so a node alternates between a few)
     PREPARED_SETS = 8
+    #: the full set (services, clients, QoS events, guard conditions, other groups' timers and
+    #: subscriptions) is waited on at least this often; between, only the control set
+    FULL_WAIT_PERIOD_NS = 10_000_000
+    _next_full_ns = 0
 
     @property
     def _prepared_sets(self) -> dict:
@@ -93,25 +99,41 @@ class StaticWaitMixin:
             sets = self.__dict__["_static_wait_sets"] = {}
         return sets
 
+    def _inline_groups(self, node):
+        """The node's callback groups that run inline (:data:`ALL_GROUPS`: all of them)."""
+        return getattr(node, "inline_callback_groups", ()) if node is not None else ()
+
     def _runs_inline(self, entity, node) -> bool:
-        return node is not None and entity.callback_group in getattr(node, "inline_callback_groups", ())
+        groups = self._inline_groups(node)
+        return groups is ALL_GROUPS or entity.callback_group in groups
 
     def _make_handler(self, entity, node, take_from_wait_list):
         if self.static_wait and self._runs_inline(entity, node):
             return _InlineCall(entity, take_from_wait_list, self._work_tracker)
         return super()._make_handler(entity, node, take_from_wait_list)
 
-    def _gather(self, nodes):
-        """(entity, node, kind) of everything to wait on now; kind None = a waitable."""
+    def _gather(self, nodes, full: bool):
+        """(entity, node, kind) of everything to wait on in this pass; kind None = a waitable.
+        Not ``full``: only the control set of nodes that have inline groups (their inline
+        timers and subscriptions; every entity of a node without inline groups)."""
         can_execute = self.can_execute
         found = []
         for node in nodes:
-            inline = getattr(node, "inline_callback_groups", ())
+            inline = self._inline_groups(node)
+            everything = full or not inline
+            polled = getattr(node, "polled_subscriptions", ())
             for kind, entities in (("timer", node.timers), ("subscription", node.subscriptions),
                                    ("client", node.clients), ("service", node.services),
                                    ("guard_condition", node.guards), (None, node.waitables)):
+                if not everything and kind not in ("timer", "subscription"):
+                    continue
                 for entity in entities:
-                    if (entity.callback_group in inline and not entity._executor_event) or can_execute(entity):
+                    if polled and entity in polled:
+                        continue  # the node takes their messages itself
+                    runs_inline = inline is ALL_GROUPS or entity.callback_group in inline
+                    if not (everything or runs_inline):
+                        continue
+                    if (runs_inline and not entity._executor_event) or can_execute(entity):
                         found.append((entity, node, kind))
         return found
 
@@ -165,7 +187,11 @@ class StaticWaitMixin:
                 with self._tasks_lock:
                     self._tasks = [t for t in self._tasks if not t[0].done() and not t[0].cancelled()]
 
-            found = self._gather(nodes_to_use)
+            now = time.monotonic_ns()
+            full = timeout_nsec == 0 or now >= self._next_full_ns
+            if full:
+                self._next_full_ns = now + self.FULL_WAIT_PERIOD_NS
+            found = self._gather(nodes_to_use, full)
             for entity, _, kind in found:  # retrigger a guard condition triggered but not handled
                 if kind == "guard_condition" and entity._executor_triggered:
                     entity.trigger()
@@ -195,7 +221,8 @@ class StaticWaitMixin:
                     waitable.add_to_wait_set(wait_set)
                 self._context.handle.__enter__()
                 entered.append(self._context.handle)
-                wait_set.wait(-1 if deadline is None else max(0, deadline - time.monotonic_ns()))
+                until = deadline if full else min(deadline or self._next_full_ns, self._next_full_ns)
+                wait_set.wait(-1 if until is None else max(0, until - time.monotonic_ns()))
                 if self._is_shutdown:
                     raise ShutdownException()
                 if not self._context.ok():
@@ -313,8 +340,8 @@ class LeanExecutor(StaticWaitMixin, SingleThreadedExecutor):
     run inline (no ``Task`` per callback). For nodes whose callbacks are all short (the sim
     bridge, the arm emulator, the recorder, the calibration node)."""
 
-    def _runs_inline(self, entity, node) -> bool:
-        return True
+    def _inline_groups(self, node):
+        return ALL_GROUPS
 
 
 EXECUTOR_ENV = "SIM2REAL_EXECUTOR"

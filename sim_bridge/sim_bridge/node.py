@@ -137,7 +137,8 @@ class SimBridgeNode(Node):
             self._task_pubs[task_input.signal] = (self.create_publisher(msg_class, task_input.topic, qos),
                                                   msg_class, fill)
         self._last_measured: dict = {}
-        self.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, self._on_command, interface.COMMAND_QOS)
+        self._command_sub = self.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, self._on_command,
+                                                     interface.COMMAND_QOS)
         self.create_subscription(PointStamped, interface.GOAL, self._on_goal, interface.LATCHED_QOS)
         self.create_service(Trigger, interface.RESET, self._on_reset)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -155,6 +156,10 @@ class SimBridgeNode(Node):
         self.create_timer(VALIDATION_POLL_S, self._on_validation_poll)
         if mode == "realtime":
             self.create_timer(profile.control_period_s, self._on_timer)
+            # A command only matters at the next tick: the tick takes what arrived since, so
+            # the executor wakes once per cycle instead of twice (StaticWaitMixin does not
+            # wait on polled subscriptions; rclpy's own loops still call _on_command)
+            self.polled_subscriptions = (self._command_sub,)
         else:
             # Lockstep waits for a command, the controller for a state: republishing the
             # current state while idle starts the loop and survives a lost message.
@@ -172,7 +177,19 @@ class SimBridgeNode(Node):
 
     # --- callbacks ----------------------------------------------------------------------
     def _on_timer(self) -> None:
+        self._take_commands()
         self._step_and_publish()
+
+    def _take_commands(self) -> None:
+        """Run ``_on_command`` on each command that arrived since the last tick, oldest first
+        (at most the subscription's queue depth: a flood cannot hold the tick)."""
+        sub = self._command_sub
+        for _ in range(interface.COMMAND_QOS.depth):
+            with sub.handle:
+                taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            if taken is None:
+                return
+            self._on_command(taken[0])
 
     def _on_lockstep_idle(self) -> None:
         last = self._ticks.last_s or 0.0
