@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 class Graph:
     """A sim bridge node plus a probe node that records what the bridge publishes."""
 
-    def __init__(self, **params):
+    def __init__(self, executor=SingleThreadedExecutor, **params):
         overrides = [Parameter(k, value=v) for k, v in params.items()]
         self.bridge = SimBridgeNode(parameter_overrides=overrides)
         self.probe = rclpy.create_node("probe")
@@ -53,7 +53,7 @@ class Graph:
         assert wait_for_match(*subscriptions, self.commands, self.goal_pub, timeout=30.0), \
             "the probe and the bridge never matched"
         self.reset_client = self.probe.create_client(Trigger, interface.RESET)
-        self.executor = SingleThreadedExecutor()
+        self.executor = executor()
         self.executor.add_node(self.bridge)
         self.executor.add_node(self.probe)
 
@@ -100,6 +100,34 @@ def test_publishes_joint_state_at_configured_rate(graph_factory):
     assert np.allclose(steps, np.round(steps), atol=1e-4) and (np.round(steps) >= 1).all(), \
         "stamps must advance by whole control periods (sim time)"
     assert np.median(np.round(steps)) == 1 and len(stamps) >= 0.5 * 300, "one state per control period"
+
+
+@pytest.mark.parametrize("executor", ["lean", "rclpy"])
+def test_in_realtime_the_tick_takes_the_commands(graph_factory, executor):
+    """Real-time mode: the tick takes the commands that arrived since the last one (the
+    project's executors do not wait on the command subscription: one wake per cycle); with
+    rclpy's own executor the subscription callback delivers them. Either way a command
+    moves the arm, and a bad one is rejected while the last good one stays in force."""
+    from sim_bridge.executor import LeanExecutor
+
+    g = graph_factory(executor=LeanExecutor if executor == "lean" else SingleThreadedExecutor,
+                      control_rate_hz=100.0, physics_rate_hz=500.0, seed=3, randomization_file="none")
+    assert g.bridge.polled_subscriptions == (g.bridge._command_sub,)
+    assert g.spin(30.0, until=lambda: len(g.states) > 5), "no joint_states received"
+    if executor == "lean":
+        waited = {e for prepared in g.executor._prepared_sets.values() for e in prepared.key}
+        assert g.bridge._command_sub not in waited, "the executor waits on the polled command subscription"
+    target = np.array(g.bridge.profile.default_pose_rad) + 0.2
+    accepted = g.bridge.session.counters.commands_accepted
+    for _ in range(3):
+        g.command(target)
+        g.spin(0.1)
+    assert g.bridge.session.counters.commands_accepted > accepted
+    assert g.spin(10.0, until=lambda: np.abs(np.array(g.states[-1][1].position) - target).max() < 0.05), \
+        "the arm did not reach the commanded pose"
+    g.command([float("nan")] * 7)
+    assert g.spin(5.0, until=lambda: g.bridge.session.counters.commands_rejected >= 1), "a NaN command was taken"
+    np.testing.assert_allclose(g.bridge.session.last_command, target)
 
 
 def test_command_moves_the_arm_in_lockstep(graph_factory):
