@@ -75,6 +75,14 @@ class StaticWaitMixin:
     created, destroyed, or held back by its callback group makes a new one) and looks the ready
     entities up by pointer.
 
+    ``rcl_wait`` itself costs ~2 us per entity (each publisher and subscription brings two QoS
+    event handlers). So for a node with inline groups (every node in a :class:`LeanExecutor`)
+    most passes wait only on the *control set*, its inline timers and subscriptions; the full
+    set (services, clients, QoS events, guard conditions, other groups' callbacks) is waited on
+    at least every ``FULL_WAIT_PERIOD_NS`` (10 ms): a request is served at most that much later,
+    the loop is never delayed. Subscriptions a node lists in ``polled_subscriptions`` are never
+    waited on: the node takes their messages itself (the sim bridge's commands, at its tick).
+
     Everything else is rclpy's: a callback's handler is ``self._make_handler`` (a ``Task``
     that respects callback groups), in-progress tasks are yielded first, guard conditions
     and waitables (QoS events) behave the same, and handles are entered while waiting so an

@@ -57,6 +57,13 @@ class JointReading:
     velocity_rad_s: np.ndarray
 
 
+def _as_slice(indices: np.ndarray):
+    """``indices`` as a slice if they are consecutive, else unchanged."""
+    if len(indices) and np.array_equal(indices, np.arange(indices[0], indices[0] + len(indices))):
+        return slice(int(indices[0]), int(indices[0]) + len(indices))
+    return indices
+
+
 def build_model(profile: RobotProfile, scene=None) -> mujoco.MjModel:
     """Compile the profile's MJCF and write the profile's gains and limits into it.
 
@@ -127,6 +134,8 @@ class ArmSimulator:
         jids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j) for j in profile.joint_names]
         self._qadr = np.array([m.jnt_qposadr[j] for j in jids])
         self._dadr = np.array([m.jnt_dofadr[j] for j in jids])
+        # read() indexes with a slice where the addresses are contiguous (cheaper than an array)
+        self._qread, self._dread = _as_slice(self._qadr), _as_slice(self._dadr)
         self._act = np.array([mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, a)
                               for a in profile.actuator_names])
         self._ee_site = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, profile.end_effector_site)
@@ -197,8 +206,13 @@ class ArmSimulator:
                              f"got shape {target.shape}")
         if not np.isfinite(target).all():
             raise ValueError(f"joint targets must be finite, got {target.tolist()}")
+        self.command_checked(target)
+
+    def command_checked(self, target: np.ndarray) -> None:
+        """:meth:`command` for targets already known to be finite floats of the right shape (the
+        env's, every step: it builds them from a clipped action)."""
         if self.effects.action_noise_std > 0:
-            target = target + self.rng.normal(0.0, self.effects.action_noise_std, n)
+            target = target + self.rng.normal(0.0, self.effects.action_noise_std, target.shape[0])
         clipped = clip(target, self.profile.position_lower_rad, self.profile.position_upper_rad)
         if (clipped != target).any():
             self.commands_clipped += 1
@@ -218,8 +232,9 @@ class ArmSimulator:
         self.control_steps += 1
         warnings = self._warning_count()
         # `not (x < limit)` is also true for NaN.
+        # one reduction each: a sum is NaN/inf if any element is; max |v| via the two extremes
         qvel = d.qvel
-        if (warnings != self._warnings_seen or not np.isfinite(d.qpos.sum())
+        if (warnings != self._warnings_seen or not math.isfinite(d.qpos.sum())
                 or not (qvel.max() < BLOWUP_VELOCITY_RAD_S and -qvel.min() < BLOWUP_VELOCITY_RAD_S)):
             self._warnings_seen = warnings
             self.blew_up = True
@@ -233,14 +248,19 @@ class ArmSimulator:
     # --- reading ------------------------------------------------------------------------
     def read(self) -> JointReading:
         """Joint positions and velocities with the episode's observation noise."""
-        q = self.data.qpos[self._qadr]  # fancy indexing copies
-        qd = self.data.qvel[self._dadr]
+        q = self.data.qpos[self._qread]  # a copy (fancy indexing), or a view while the arm's
+        qd = self.data.qvel[self._dread]  # joints are contiguous: copied below
         std = self.effects.obs_noise_std
-        if std["joint_pos"] > 0:
-            q += self.rng.normal(0.0, std["joint_pos"], q.shape)
-        if std["joint_vel"] > 0:
-            qd += self.rng.normal(0.0, std["joint_vel"], qd.shape)
-        return JointReading(q, qd)
+        pos_std, vel_std = std["joint_pos"], std["joint_vel"]
+        if pos_std > 0 and vel_std > 0:  # one draw for both (the same numbers as two in a row)
+            noise = self.rng.normal(0.0, 1.0, 2 * q.shape[0])
+            n = q.shape[0]
+            return JointReading(q + pos_std * noise[:n], qd + vel_std * noise[n:])
+        if pos_std > 0:
+            q = q + self.rng.normal(0.0, pos_std, q.shape)
+        if vel_std > 0:
+            qd = qd + self.rng.normal(0.0, vel_std, qd.shape)
+        return JointReading(q.copy() if q.base is not None else q, qd.copy() if qd.base is not None else qd)
 
     def true_joint_positions(self) -> np.ndarray:
         return self.data.qpos[self._qadr].copy()

@@ -146,7 +146,7 @@ class TaskEnv(gym.Env):
         # action_to_joint_targets without clipping ``a`` a second time (this runs every step)
         targets = clip(self._reading.position_rad + self.action_scale_rad * a, p.position_lower_rad,
                        p.position_upper_rad)
-        self.sim.command(targets)
+        self.sim.command_checked(targets)  # finite (the action was clipped), the right shape
         ok = self.sim.step()
         self._steps += 1
         self._prev_action = a

@@ -102,9 +102,13 @@ class PushState:
     dropout_prob: float
     noise_pos_m: float
     noise_yaw_rad: float
+    noise_scale: np.ndarray = field(init=False)  # the four standard deviations (x, y, z, yaw)
     history: deque = field(default_factory=deque)  # true (x, y, z, yaw), newest last
     observed: np.ndarray | None = None  # the tracker's last delivered observation
     delivered: bool = False  # whether the last observe() step delivered a new pose
+
+    def __post_init__(self):
+        self.noise_scale = np.array([self.noise_pos_m] * 3 + [self.noise_yaw_rad])
 
 
 class PushTask(Task):
@@ -248,11 +252,9 @@ class PushTask(Task):
         state.delivered = not dropped
         if not dropped:
             x, y, z, yaw = state.history[0]  # the oldest kept = `latency_steps` steps ago
-            if state.noise_pos_m > 0:
-                nx, ny, nz = rng.normal(0.0, state.noise_pos_m, 3).tolist()
-                x, y, z = x + nx, y + ny, z + nz
-            if state.noise_yaw_rad > 0:
-                yaw += rng.normal(0.0, state.noise_yaw_rad)
+            if state.noise_pos_m > 0 or state.noise_yaw_rad > 0:  # one draw for the four
+                nx, ny, nz, nyaw = rng.normal(0.0, state.noise_scale).tolist()
+                x, y, z, yaw = x + nx, y + ny, z + nz, yaw + nyaw
             state.observed = np.array([x, y, z, math.sin(yaw), math.cos(yaw)])
         return state.observed, state.goal
 
