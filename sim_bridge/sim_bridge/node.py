@@ -347,9 +347,10 @@ class SimBridgeNode(Node):
         msg.position = s.position_rad.tolist()
         msg.velocity = s.velocity_rad_s.tolist()
         msg.effort = s.effort_nm.tolist()
-        clock = Clock()
-        _stamp(clock.clock, s.sim_time_s)
-        self._clock_pub.publish(clock)
+        if self._clock_pub.get_subscription_count():  # a publish costs ~30 us even to nobody
+            clock = Clock()
+            _stamp(clock.clock, s.sim_time_s)
+            self._clock_pub.publish(clock)
         self._state_pub.publish(msg)
 
     def _publish_goal(self) -> None:

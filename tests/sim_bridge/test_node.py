@@ -130,6 +130,26 @@ def test_in_realtime_the_tick_takes_the_commands(graph_factory, executor):
     np.testing.assert_allclose(g.bridge.session.last_command, target)
 
 
+def test_clock_carries_sim_time_to_a_subscriber(graph_factory):
+    """``/clock`` (sim time, for ``use_sim_time`` nodes) is published while someone subscribes
+    (the bridge skips it otherwise) and matches the joint states' stamps."""
+    from rosgraph_msgs.msg import Clock
+
+    g = graph_factory(mode="lockstep", seed=4, randomization_file="none")
+    clocks = []
+    sub = g.probe.create_subscription(Clock, interface.CLOCK, clocks.append, 10)
+    assert wait_for_match(sub, timeout=30.0), "the probe never matched /clock"
+    assert g.spin(30.0, until=lambda: len(g.states) > 2), "no joint_states received"
+    for _ in range(5):
+        g.command(g.bridge.profile.default_pose_rad)
+        n = len(g.states)
+        assert g.spin(10.0, until=lambda: len(g.states) > n), "lockstep did not step"
+    assert g.spin(10.0, until=lambda: len(clocks) >= 3), "no /clock while subscribed"
+    stamp = lambda t: t.sec + 1e-9 * t.nanosec  # noqa: E731
+    state_times = {round(stamp(m.header.stamp), 6) for _, m in g.states}
+    assert {round(stamp(c.clock), 6) for c in clocks[-3:]} <= state_times, "clock and state stamps differ"
+
+
 def test_command_moves_the_arm_in_lockstep(graph_factory):
     g = graph_factory(mode="lockstep", seed=2, randomization_file="none")
     assert g.spin(30.0, until=lambda: len(g.states) > 0), "lockstep bridge publishes the reset state"
