@@ -2,10 +2,13 @@
 
 Run as ``sim2real bench env`` (or ``python bench/env.py``). In one run it measures
 
-1. baseline: a bare loop over the same compiled model (the task's scene included: Push's
+1. baseline: a bare loop over the same compiled models (the task's scene included: Push's
    puck and pusher) that sets ``ctrl`` and calls ``mujoco.mj_step(model, data, nstep=decimation)``
    once per control step (the cheapest way to advance MuJoCo by the same physics sub-steps,
-   no Python per sub-step);
+   no Python per sub-step). The target's baseline steps the env's own models: copies of the
+   randomized models of ``--models`` episodes the env sampled, one after the other, an episode
+   length each (a randomized model can step slower than the nominal one: heavier, stiffer
+   contacts); the loop over the nominal model is printed too, as before;
 2. the env of each ``--task`` with the task's default randomization (resets included,
    random actions);
 3. the vectorized env (``VectorTaskEnv``) with 1 worker process and with 2.
@@ -32,18 +35,33 @@ from _machine import machine_info, machine_line
 sys.path.remove(_BENCH_DIR)  # bench/'s module names (env, policy, train, ...) shadow nothing afterwards
 
 
-def bare_loop_steps_per_s(model: mujoco.MjModel, decimation: int, seconds: float, ctrl_low, ctrl_high) -> float:
-    data = mujoco.MjData(model)
+def bare_loop_steps_per_s(models: list[mujoco.MjModel], decimation: int, seconds: float, ctrl_low, ctrl_high,
+                          episode_steps: int = 100) -> float:
+    """Steps/s of the bare loop; with several models, each in turn for ``episode_steps`` steps
+    (a multiple of 100), each from its own state (as the env's episodes)."""
+    pairs = [(m, mujoco.MjData(m)) for m in models]
     rng = np.random.default_rng(0)
-    targets = rng.uniform(ctrl_low, ctrl_high, (1000, model.nu))
+    targets = rng.uniform(ctrl_low, ctrl_high, (1000, models[0].nu))
     steps = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
+        model, data = pairs[(steps // episode_steps) % len(pairs)]
         for k in range(100):
             data.ctrl[:] = targets[(steps + k) % 1000]
             mujoco.mj_step(model, data, nstep=decimation)
         steps += 100
     return steps / (time.perf_counter() - start)
+
+
+def env_models(env, count: int) -> list[mujoco.MjModel]:
+    """Copies of the randomized models of ``count`` episodes of ``env`` (seeds 1000...)."""
+    import copy
+
+    models = []
+    for i in range(count):
+        env.reset(seed=1000 + i)
+        models.append(copy.deepcopy(env.sim.model))
+    return models
 
 
 def env_steps_per_s(env, seconds: float) -> float:
@@ -85,6 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; the best of each is kept")
     parser.add_argument("--task", action="append", choices=["reach", "push"],
                         help="task env(s) to measure (repeat; default: reach and push)")
+    parser.add_argument("--models", type=int, default=8,
+                        help="randomized episode models the same-model baseline steps (one after the other)")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
     machine = machine_info()  # before the measurements, while this process is the only load it adds
@@ -99,20 +119,28 @@ def main(argv=None) -> int:
     for task in args.task or ["reach", "push"]:
         env = gym.make(f"Sim2Real/{task.capitalize()}-v0", randomization="default", disable_env_checker=True).unwrapped
         profile = env.profile
-        bare_model = build_model(profile, env.task.add_to_scene)
-        bare, single = [], []
-        for _ in range(args.repeats):  # alternate so drifts in machine load hit both alike
-            bare.append(bare_loop_steps_per_s(bare_model, profile.decimation, args.seconds,
-                                              profile.position_lower_rad, profile.position_upper_rad))
+        nominal_model = build_model(profile, env.task.add_to_scene)
+        same_models = env_models(env, args.models)
+        episode = max(100, 100 * round(env.max_episode_steps / 100))
+        limits = (profile.position_lower_rad, profile.position_upper_rad)
+        nominal, same, single = [], [], []
+        for _ in range(args.repeats):  # alternate so drifts in machine load hit all alike
+            nominal.append(bare_loop_steps_per_s([nominal_model], profile.decimation, args.seconds, *limits))
+            same.append(bare_loop_steps_per_s(same_models, profile.decimation, args.seconds, *limits, episode))
             single.append(env_steps_per_s(env, args.seconds))
-        bare_best, env_best = max(bare), max(single)
-        overhead = bare_best / env_best
+        nominal_best, same_best, env_best = max(nominal), max(same), max(single)
+        overhead = same_best / env_best
         name = f"{task.capitalize()}-v0"
-        print(f"{name}: bare mj_step loop ({profile.decimation} sub-steps/step): {bare_best:9.0f} steps/s")
-        print(f"{name}: env, its default randomization:      {env_best:9.0f} steps/s")
-        print(f"{name}: overhead ratio (bare / env):         {overhead:9.2f}x   (target <= 1.5x)", flush=True)
-        per_task[task] = {"bare_steps_per_s": bare_best, "env_steps_per_s": env_best, "overhead_ratio": overhead,
-                          "raw": {"bare": bare, "env": single}}
+        print(f"{name}: bare mj_step loop ({profile.decimation} sub-steps/step), nominal model: {nominal_best:9.0f} steps/s")
+        print(f"{name}: bare loop on the env's models ({args.models} randomized):   {same_best:9.0f} steps/s")
+        print(f"{name}: env, its default randomization:                   {env_best:9.0f} steps/s")
+        print(f"{name}: overhead ratio against the nominal model:          {nominal_best / env_best:9.2f}x")
+        print(f"{name}: overhead ratio (bare on the same models / env):    {overhead:9.2f}x   (target <= 1.5x)",
+              flush=True)
+        per_task[task] = {"bare_steps_per_s": same_best, "bare_nominal_steps_per_s": nominal_best,
+                          "env_steps_per_s": env_best, "overhead_ratio": overhead,
+                          "overhead_ratio_nominal": nominal_best / env_best,
+                          "raw": {"bare": same, "bare_nominal": nominal, "env": single}}
 
     one, two = [], []
     for _ in range(args.repeats):
