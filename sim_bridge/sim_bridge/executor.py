@@ -52,13 +52,18 @@ class _InlineCall:
 class _Prepared:
     """What one wait needs, kept while the waited-on entities stay the same."""
 
-    __slots__ = ("key", "wait_set", "handles", "waitables", "by_kind")
+    __slots__ = ("key", "wait_set", "handles", "waitables", "by_kind", "kinds")
 
-    def __init__(self, key, wait_set, handles, waitables, by_kind):
+    def __init__(self, key, wait_set, handles, waitables, by_kind, kinds):
         self.key, self.wait_set, self.handles, self.waitables, self.by_kind = key, wait_set, handles, waitables, by_kind
+        self.kinds = kinds  # the kinds with entities in the set (the others are never ready)
 
 
 _KINDS = ("timer", "subscription", "guard_condition", "client", "service")
+#: (kind, Node attribute) gathered in a full pass (kind None: waitables) and in a control pass
+_ALL_KINDS = (("timer", "timers"), ("subscription", "subscriptions"), ("client", "clients"),
+              ("service", "services"), ("guard_condition", "guards"), (None, "waitables"))
+_CONTROL_KINDS = _ALL_KINDS[:2]
 #: ``inline_callback_groups`` of every node in a :class:`LeanExecutor`
 ALL_GROUPS = object()
 
@@ -130,12 +135,9 @@ class StaticWaitMixin:
             inline = self._inline_groups(node)
             everything = full or not inline
             polled = getattr(node, "polled_subscriptions", ())
-            for kind, entities in (("timer", node.timers), ("subscription", node.subscriptions),
-                                   ("client", node.clients), ("service", node.services),
-                                   ("guard_condition", node.guards), (None, node.waitables)):
-                if not everything and kind not in ("timer", "subscription"):
-                    continue
-                for entity in entities:
+            kinds = _ALL_KINDS if everything else _CONTROL_KINDS
+            for kind, attribute in kinds:
+                for entity in getattr(node, attribute):
                     if polled and entity in polled:
                         continue  # the node takes their messages itself
                     runs_inline = inline is ALL_GROUPS or entity.callback_group in inline
@@ -170,7 +172,9 @@ class StaticWaitMixin:
         wait_set = _rclpy.WaitSet(counts["subscription"], counts["guard_condition"], counts["timer"],
                                   counts["client"], counts["service"], events, self._context.handle)
         key = tuple(entity for entity, _, _ in found)
-        return _Prepared(key, wait_set, handles, waitables, by_kind)
+        handles = [(getattr(wait_set, "add_" + kind), handle) for kind, handle in handles]
+        kinds = tuple(kind for kind in _KINDS if counts[kind])
+        return _Prepared(key, wait_set, handles, waitables, by_kind, kinds)
 
     #: False: rclpy's own wait loop and handlers (the baseline the benchmarks compare with)
     static_wait = True
@@ -213,13 +217,13 @@ class StaticWaitMixin:
             entered = []
             try:
                 wait_set.clear_entities()
-                for kind, handle in prepared.handles:
+                for add, handle in prepared.handles:
                     try:
                         handle.__enter__()
                     except InvalidHandle:  # destroyed since: not waited on (rclpy skips it too)
                         continue
                     entered.append(handle)
-                    getattr(wait_set, "add_" + kind)(handle)
+                    add(handle)
                 for waitable, _ in prepared.waitables:
                     try:
                         waitable.__enter__()
@@ -235,9 +239,10 @@ class StaticWaitMixin:
                     raise ShutdownException()
                 if not self._context.ok():
                     raise ExternalShutdownException()
-                ready = {kind: wait_set.get_ready_entities(kind) for kind in _KINDS}
-                guards_ready = ready["guard_condition"]
-                for pointer in guards_ready:
+                ready = dict.fromkeys(_KINDS, ())
+                for kind in prepared.kinds:
+                    ready[kind] = wait_set.get_ready_entities(kind)
+                for pointer in ready["guard_condition"]:
                     entry = prepared.by_kind["guard_condition"].get(pointer)
                     if entry is not None:
                         entry[0]._executor_triggered = True
