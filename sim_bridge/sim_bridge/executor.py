@@ -112,6 +112,14 @@ class StaticWaitMixin:
             sets = self.__dict__["_static_wait_sets"] = {}
         return sets
 
+    def shutdown(self, timeout_sec=None) -> bool:
+        done = super().shutdown(timeout_sec)
+        # nothing of this executor's waits outlives it: no wait set (each holds the context),
+        # no suspended wait loop
+        self._prepared_sets.clear()
+        self._cb_iter = None
+        return done
+
     def _inline_groups(self, node):
         """The node's callback groups that run inline (:data:`ALL_GROUPS`: all of them)."""
         return getattr(node, "inline_callback_groups", ()) if node is not None else ()
@@ -249,6 +257,9 @@ class StaticWaitMixin:
                 ready_waitables = [(w, node) for w, node in prepared.waitables
                                    if w.is_ready(wait_set) and w.callback_group.can_execute(w)]
             finally:
+                # the kept wait set must not keep what it waited on: a destroyed node's entities
+                # (and with them the node, still in the ROS graph) would live as long as it
+                wait_set.clear_entities()
                 for handle in reversed(entered):
                     handle.__exit__(None, None, None)
 

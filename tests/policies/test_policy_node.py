@@ -6,6 +6,7 @@ the node spins in a ControlExecutor (a MultiThreadedExecutor) on a background th
 """
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -66,14 +67,22 @@ def rollout(path, steps, q=Q, qd=QD, goal=GOAL, prev=None):
     return np.array(out)
 
 
+_RIG_IDS = itertools.count()
+
+
 class Rig:
     """A policy node, a fake bridge (probe) and a multi-threaded executor spinning both."""
 
     def __init__(self, zoo: Path, *, state_hz: float = 50.0, **params):
         params.setdefault("policy_dir", str(zoo))
         params.setdefault("policy", "good_a")
-        self.node = PolicyNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-        self.probe = rclpy.create_node("policy_probe")
+        # Each rig in a namespace of its own: a policy node of an earlier test can stay in the
+        # ROS graph after destroy_node() (seen: one more /policy per rig, with rclpy's own
+        # executor too; cause not found), and a client of this rig then found the service
+        # "not available" once ~14 of them had piled up (CI: /policy/change_state).
+        ns = f"/rig{next(_RIG_IDS)}"
+        self.node = PolicyNode(namespace=ns, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        self.probe = rclpy.create_node("policy_probe", namespace=ns)
         self.q, self.qd, self.names = Q.copy(), QD.copy(), list(JOINTS)
         self.publishing = False   # the fake bridge's states start once DDS discovery matched it and the node
         self.states_sent = 0
@@ -91,10 +100,10 @@ class Rig:
                                   interface.DIAGNOSTICS_QOS)]
         if state_hz:
             p.create_timer(1.0 / state_hz, self._tick)
-        self.lifecycle = p.create_client(ChangeState, "/policy/change_state")
-        self.reset_client = p.create_client(Trigger, "/policy/reset")
-        self.list_client = p.create_client(Trigger, "/policy/list_policies")
-        self.params = AsyncParameterClient(p, "policy")
+        self.lifecycle = p.create_client(ChangeState, f"{ns}/policy/change_state")
+        self.reset_client = p.create_client(Trigger, f"{ns}/policy/reset")
+        self.list_client = p.create_client(Trigger, f"{ns}/policy/list_policies")
+        self.params = AsyncParameterClient(p, f"{ns}/policy")
         self.publish_goal(GOAL)
         # The node gets the multi-threaded executor of main(); the probe its own single-threaded one.
         self.executor = ControlExecutor(num_threads=4)
@@ -147,21 +156,9 @@ class Rig:
     # --- calls ----------------------------------------------------------------------------
     def call(self, client, request, timeout: float = 10.0):
         if not client.wait_for_service(timeout_sec=timeout):
-            # Seen about once in ten runs of tests/policies (Fast DDS): a client that had
-            # reached the running node's service says "not available" for good. Fast DDS counts
-            # a service available once the client's request writer and response reader are
-            # matched; say what the graph shows, then try once with a fresh client.
             name = client.srv_name
-            seen = dict(self.probe.get_service_names_and_types()).get(name)
-            print(f"\n{name}: not available after {timeout:g} s; graph lists it: {seen}; "
-                  f"servers of it: {self.probe.count_services(name)}; trying a fresh client")
-            fresh = self.probe.create_client(client.srv_type, name)
-            assert fresh.wait_for_service(timeout_sec=timeout), \
-                f"{name} not available (graph lists it: {seen}), nor to a fresh client"
-            for attribute in ("lifecycle", "reset_client", "list_client"):
-                if getattr(self, attribute) is client:
-                    setattr(self, attribute, fresh)
-            client = fresh
+            raise AssertionError(f"{name} not available; the graph lists {self.probe.count_services(name)} "
+                                 f"server(s) of it")
         future = client.call_async(request)
         assert wait_until(future.done, timeout), f"{client.srv_name} did not answer"
         return future.result()
