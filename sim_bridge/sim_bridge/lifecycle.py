@@ -34,6 +34,17 @@ class CommandGateMixin:
         self.lifecycle_state = "inactive"
         return super().on_configure(state)
 
+    def destroy_node(self) -> None:
+        # rclpy's LifecycleNode has no destroy_node of its own: its state machine (which owns the
+        # lifecycle services, ~/change_state ...) was freed only when the garbage collector took
+        # the node, i.e. never once freeze_heap() had frozen it, and the destroyed node stayed in
+        # the ROS graph (tests: one more /policy per policy node; new clients then found
+        # /policy/change_state "not available"). Free it here, while the node is still valid.
+        machine = getattr(self, "_state_machine", None)
+        if machine is not None:
+            machine.destroy_when_not_in_use()
+        super().destroy_node()
+
     def _close_gate(self) -> None:
         with self._gate:
             self._active = False

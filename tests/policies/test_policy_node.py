@@ -76,10 +76,10 @@ class Rig:
     def __init__(self, zoo: Path, *, state_hz: float = 50.0, **params):
         params.setdefault("policy_dir", str(zoo))
         params.setdefault("policy", "good_a")
-        # Each rig in a namespace of its own: a policy node of an earlier test can stay in the
-        # ROS graph after destroy_node() (seen: one more /policy per rig, with rclpy's own
-        # executor too; cause not found), and a client of this rig then found the service
-        # "not available" once ~14 of them had piled up (CI: /policy/change_state).
+        # Each rig in a namespace of its own: nothing of an earlier test's graph can answer for
+        # this one (a destroyed policy node used to stay in the graph with its change_state
+        # server, see test_a_destroyed_policy_node_leaves_the_ros_graph; ~14 of them made
+        # /policy/change_state "not available" to new clients in CI).
         ns = f"/rig{next(_RIG_IDS)}"
         self.node = PolicyNode(namespace=ns, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
         self.probe = rclpy.create_node("policy_probe", namespace=ns)
@@ -662,3 +662,26 @@ def test_node_runs_as_a_process_and_exits_2_on_a_bad_policy(policy_zoo):
         probe.destroy_node()
     assert proc.returncode == 0, f"exit code {proc.returncode}:\n{out[-2000:]}"
     assert "configured: policy 'good_a'" in out and "active: policy 'good_a'" in out
+
+
+def test_a_destroyed_policy_node_leaves_the_ros_graph():
+    """rclpy's LifecycleNode frees its state machine (the lifecycle services) only through the
+    garbage collector, which never sees a node ``freeze_heap()`` froze: the node stayed in the
+    graph with its ``~/change_state`` server. ``CommandGateMixin.destroy_node`` frees it."""
+    import gc
+
+    watcher = rclpy.create_node("graph_watcher", namespace="/leave_test")
+    try:
+        for _ in range(2):
+            node = PolicyNode(namespace="/leave_test")
+            gc.collect()
+            gc.freeze()  # as freeze_heap() does at activation
+            try:
+                node.destroy_node()
+            finally:
+                gc.unfreeze()
+        assert wait_until(lambda: watcher.count_services("/leave_test/policy/change_state") == 0, 10.0), \
+            f"{watcher.count_services('/leave_test/policy/change_state')} destroyed policy node(s) still serve change_state"
+        assert not [n for n, ns in watcher.get_node_names_and_namespaces() if n == "policy" and ns == "/leave_test"]
+    finally:
+        watcher.destroy_node()
