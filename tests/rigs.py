@@ -86,3 +86,16 @@ def closing_factory(build, after_close=None):
     if after_close is not None:
         for obj in built:
             after_close(obj)
+
+
+def stop_executor(executor, thread, *nodes, settle_s: float = 0.2) -> None:
+    """Stop an executor spun in ``thread`` and destroy ``nodes``. rclpy's Executor.shutdown()
+    does not wait for callbacks in flight (and a callback that ends after it hits the destroyed
+    guard condition): stop dispatching, let them finish, then shut down and destroy."""
+    for node in nodes:
+        executor.remove_node(node)
+    time.sleep(settle_s)  # teardown: callbacks in flight finish (not a discovery wait)
+    executor.shutdown(timeout_sec=5.0)
+    thread.join(5.0)
+    for node in nodes:
+        node.destroy_node()

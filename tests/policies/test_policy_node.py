@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigs import closing_factory, ros, stop_process, wait_for_match, wait_until  # noqa: F401 (ros: autouse fixture)
+from rigs import closing_factory, ros, stop_process, wait_for_match, wait_until
+from rigs import stop_executor as stop  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -213,19 +214,6 @@ def spin_in_thread(*nodes) -> tuple[ControlExecutor, threading.Thread]:
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     return executor, thread
-
-
-def stop(executor, thread, *nodes) -> None:
-    """rclpy's Executor.shutdown() does not wait for callbacks in flight (and a callback that
-    ends after it hits the destroyed guard condition): stop dispatching, let them finish, then
-    shut down and destroy."""
-    for node in nodes:
-        executor.remove_node(node)
-    time.sleep(0.2)  # teardown: callbacks in flight finish (not a discovery wait)
-    executor.shutdown(timeout_sec=5.0)
-    thread.join(5.0)
-    for node in nodes:
-        node.destroy_node()
 
 
 def max_gap(times: np.ndarray) -> float:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rigs import ros, wait_until  # noqa: F401 (ros: autouse fixture)
+from rigs import ros, stop_executor, wait_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 from std_srvs.srv import Trigger  # noqa: E402
@@ -53,13 +53,7 @@ def test_pace_callback_holds_back_a_service_while_a_timer_runs_on():
         assert wait_until(future.done, 5.0) and future.result().success
         assert len(served) == 1
     finally:
-        executor.remove_node(node)
-        executor.remove_node(client_node)
-        time.sleep(0.1)  # teardown: callbacks in flight finish (not a discovery wait)
-        executor.shutdown(timeout_sec=5.0)
-        thread.join(5.0)
-        node.destroy_node()
-        client_node.destroy_node()
+        stop_executor(executor, thread, node, client_node)
 
 
 def test_the_executor_is_chosen_by_name_and_a_bad_name_is_refused(monkeypatch, capsys):
@@ -119,11 +113,7 @@ def test_inline_groups_run_in_the_spinning_thread_and_a_long_callback_elsewhere_
     finally:
         slow_timer.cancel()
         release.set()
-        executor.remove_node(node)
-        time.sleep(0.1)  # teardown: callbacks in flight finish (not a discovery wait)
-        executor.shutdown(timeout_sec=5.0)
-        thread.join(5.0)
-        node.destroy_node()
+        stop_executor(executor, thread, node)
 
 
 @pytest.mark.parametrize("kind", ["lean", "control"])
@@ -186,13 +176,7 @@ def test_the_static_wait_loop_serves_every_kind_of_entity_and_follows_entities_m
         assert wait_until(lambda: len(ticks) >= n + 20, 10.0), "the timer stopped after the change"
         assert len(first) == count, "the destroyed subscription still got a message"
     finally:
-        executor.remove_node(node)
-        executor.remove_node(client_node)
-        time.sleep(0.1)  # teardown: callbacks in flight finish (not a discovery wait)
-        executor.shutdown(timeout_sec=5.0)
-        thread.join(5.0)
-        node.destroy_node()
-        client_node.destroy_node()
+        stop_executor(executor, thread, node, client_node)
 
 
 def test_spin_once_returns_after_its_timeout_and_an_inline_coroutine_that_waits_is_refused():
