@@ -38,6 +38,7 @@ from mujoco import rollout as mj_rollout
 
 from calibration.episodes import ReferenceEpisode
 from policies.runtime import PolicyRuntime
+from sim_bridge.actions import JOINT_DELTA
 from sim_bridge.observations import ObservationBuilder, clip
 from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec
@@ -65,6 +66,9 @@ class BatchPolicy:
     def __init__(self, path: str | os.PathLike, threads: int = 1):
         self.runtime = PolicyRuntime(path)
         m = self.manifest = self.runtime.manifest
+        if m.action.type != JOINT_DELTA:
+            raise ValueError(f"policy {m.name!r}: batched closed-loop rollouts run joint_position_delta policies; "
+                             f"this one's action is {m.action.type!r}")
         self.recurrent = m.recurrent_state is not None
         self.hidden_shape = tuple(m.recurrent_state.shape) if self.recurrent else None
         self.action_scale_rad = m.action.scale_rad

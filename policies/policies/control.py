@@ -79,6 +79,7 @@ import numpy as np
 
 from policies.manifest import MANIFEST_FILE
 from policies.runtime import NonFiniteObservationError, NonFiniteOutputError, PolicyRuntime
+from sim_bridge.actions import JOINT_DELTA
 from sim_bridge.joints import JointMapper
 from sim_bridge.observations import clip, layout_size
 from sim_bridge.tasks import DEFAULT_TASK, Task, get_task
@@ -239,24 +240,27 @@ def goal_signal_of(task: Task) -> str:
     return next((i.signal for i in task.inputs if i.topic == "current_goal"), task.signals()[0].name)
 
 
-def warmup_inputs(profile: RobotProfile, task: Task, rng: np.random.Generator, count: int) -> list[tuple]:
+def warmup_inputs(profile: RobotProfile, task: Task, rng: np.random.Generator, count: int,
+                  action_size: int | None = None) -> list[tuple]:
     """``count`` representative (label, (joint_pos, joint_vel, prev_action, task_values)) for
     a warm-up: the default pose at rest with a sampled goal, then random joint positions,
     velocities (rad, rad/s, within the profile's limits), previous actions in [-1, 1] and
-    sampled goals. Task signals other than the goal are zero."""
+    sampled goals. Task signals other than the goal are zero. ``action_size``: of the previous
+    action (default one per joint)."""
     n, goal_name = profile.num_joints, goal_signal_of(task)
+    k = n if action_size is None else int(action_size)
 
     def task_values():
         return tuple(task.sample_goal(rng, profile) if sig.name == goal_name else np.zeros(sig.size)
                      for sig in task.signals())
 
     out = [("the default pose at rest with a sampled goal",
-            (profile.default_pose_rad.copy(), np.zeros(n), np.zeros(n), task_values()))]
+            (profile.default_pose_rad.copy(), np.zeros(n), np.zeros(k), task_values()))]
     for i in range(1, count):
         q = rng.uniform(profile.position_lower_rad, profile.position_upper_rad)
         qd = rng.uniform(-profile.velocity_limit_rad_s, profile.velocity_limit_rad_s)
         out.append((f"random state {i} of {count - 1} within the profile's limits",
-                    (q, qd, rng.uniform(-1.0, 1.0, n), task_values())))
+                    (q, qd, rng.uniform(-1.0, 1.0, k), task_values())))
     return out
 
 
@@ -405,7 +409,7 @@ class PolicyController:
         for a non-finite output or a median inference time the control period cannot carry; returns
         a warning when only the slowest runs exceed it."""
         inputs = warmup_inputs(self.profile, get_task(runtime.manifest.task_name)(),
-                               np.random.default_rng(WARMUP_SEED), WARMUP_SAMPLES)
+                               np.random.default_rng(WARMUP_SEED), WARMUP_SAMPLES, runtime.manifest.action.size)
         period = self._policy_period_s(runtime)
         limit = WARMUP_MAX_PERIOD_FRACTION * period
         rounds = []
@@ -507,12 +511,12 @@ class PolicyController:
                 why = f"missing {missing}, unknown {extra}"
             raise PolicyRejected(f"trained for joints {list(m.joint_names)}, robot profile '{p.name}' has "
                                  f"{list(p.joint_names)} ({why})")
-        if m.action.size != p.num_joints:
+        if m.action.type == JOINT_DELTA and m.action.size != p.num_joints:
             raise PolicyRejected(f"action size {m.action.size}, the profile has {p.num_joints} joints")
         if self._task_fixed and m.task_name != self.task.name:
             raise PolicyRejected(f"trained for task '{m.task_name}'; this node runs task '{self.task.name}' "
                                  "(its inputs are fixed when the node is configured)")
-        expected = layout_size(get_task(m.task_name)().observation_layout(p.num_joints))
+        expected = layout_size(get_task(m.task_name)().observation_layout(p.num_joints, m.action))
         if m.observation.size != expected:
             raise PolicyRejected(f"observation size {m.observation.size}, expected {expected} for task "
                                  f"'{m.task_name}' and {p.num_joints} joints")
@@ -530,10 +534,12 @@ class PolicyController:
             warnings.append(f"{text} (allowed by allow_rate_mismatch)")
         trained_period = 1.0 / m.control_rate_hz
         max_step = ACTION_STEP_MARGIN * p.velocity_limit_rad_s * trained_period
-        if m.action.scale_rad > max_step.min():
+        step = m.action.max_joint_step_rad
+        if step > max_step.min():
             i = int(np.argmin(max_step))
+            field = "scale_rad" if m.action.type == JOINT_DELTA else "max_joint_step_rad"
             raise PolicyRejected(
-                f"action.scale_rad {m.action.scale_rad:g} rad per command is more than {ACTION_STEP_MARGIN:g} x "
+                f"action.{field} {step:g} rad per command is more than {ACTION_STEP_MARGIN:g} x "
                 f"{p.joint_names[i]}'s velocity limit {p.velocity_limit_rad_s[i]:g} rad/s x the "
                 f"{1e3 * trained_period:g} ms control period = {max_step[i]:.4g} rad")
         return warnings
@@ -614,6 +620,8 @@ class PolicyController:
 
     def _install(self, loaded: LoadedPolicy) -> None:
         loaded.runtime.reset()  # cold start: zero LSTM state
+        if self.prev_action.shape != (loaded.runtime.manifest.action.size,):  # another action type
+            self.prev_action = np.zeros(loaded.runtime.manifest.action.size)
         self.active = loaded
         self.hold_target = None
         self.disabled = False
@@ -709,7 +717,7 @@ class PolicyController:
         with self._run_lock:
             if self.active is not None:
                 self.active.runtime.reset()
-            self.prev_action = np.zeros(self.profile.num_joints)
+            self.prev_action = np.zeros_like(self.prev_action)
             self.hold_target = None
 
     def attribution(self) -> dict[str, float] | None:
@@ -837,7 +845,7 @@ class PolicyController:
     def _hold(self, kind: str, why: str, q: np.ndarray) -> CycleResult:
         if self.hold_target is None:
             self.hold_target = clip(q, self.profile.position_lower_rad, self.profile.position_upper_rad)
-        self.prev_action = np.zeros(self.profile.num_joints)
+        self.prev_action = np.zeros_like(self.prev_action)
         c = self.counters
         c.holds[kind] += 1
         c.last_hold = why if kind == "policy_disabled" else f"{kind}: {why}; holding the measured joint positions"

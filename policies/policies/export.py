@@ -65,16 +65,26 @@ def trained_task(cfg: TrainConfig):
     return make_task(cfg.task, **task_settings_of(cfg.env_kwargs))
 
 
+def trained_action(cfg: TrainConfig):
+    """The action (:mod:`sim_bridge.actions`) a training config's env used (``env_kwargs``:
+    ``action_type``, ``action_scale_rad``, ``ee_action``)."""
+    from sim_bridge.actions import JOINT_DELTA
+    from sim_bridge.profile import load_profile
+    from sim_bridge.simulator import make_action
+    kw = cfg.env_kwargs
+    return make_action(load_profile(cfg.robot_profile), trained_task(cfg), kw.get("action_type", JOINT_DELTA),
+                       scale_rad=float(kw.get("action_scale_rad", 0.05)), ee=kw.get("ee_action"))
+
+
 def observation_size_for(cfg: TrainConfig) -> int:
     from sim_bridge.observations import layout_size
     from sim_bridge.profile import load_profile
-    return layout_size(trained_task(cfg).observation_layout(load_profile(cfg.robot_profile).num_joints))
+    return layout_size(trained_task(cfg).observation_layout(load_profile(cfg.robot_profile).num_joints,
+                                                            trained_action(cfg)))
 
 
 def _model_for(cfg: TrainConfig, state: dict) -> ActorCritic:
-    from sim_bridge.profile import load_profile
-    n = load_profile(cfg.robot_profile).num_joints
-    return build_model(cfg, observation_size_for(cfg), n, len(state["privileged_names"]))
+    return build_model(cfg, observation_size_for(cfg), trained_action(cfg).size, len(state["privileged_names"]))
 
 
 def export_onnx(actor: nn.Module, path: Path, obs_size: int) -> None:
@@ -131,14 +141,13 @@ def parity_check(actor: nn.Module, onnx_path: Path, cfg: TrainConfig, steps: int
 
 def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg: TrainConfig,
                    training: dict, evaluation: dict) -> dict:
-    from sim_bridge.observations import ACTION_TYPE
     from sim_bridge.profile import load_profile
     from sim_bridge.randomization import load_randomization
 
     profile = load_profile(cfg.robot_profile)
     task = trained_task(cfg)
-    layout = task.observation_layout(profile.num_joints)
-    action_scale = cfg.env_kwargs.get("action_scale_rad", 0.05)
+    action = trained_action(cfg)
+    layout = task.observation_layout(profile.num_joints, action)
     recurrent = actor.recurrent
     return {
         "manifest_version": 1,
@@ -149,8 +158,7 @@ def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg
         "observation": {"size": sum(s.size for s in layout),
                         "layout": [{"name": s.name, "size": s.size, "unit": s.unit, "description": s.description}
                                    for s in layout]},
-        "action": {"type": ACTION_TYPE, "size": profile.num_joints, "scale_rad": float(action_scale),
-                   "low": -1.0, "high": 1.0},
+        "action": {**action.describe(), "low": -1.0, "high": 1.0},
         "joint_names": list(profile.joint_names),
         "task": task.describe(),
         "robot_profile": profile.name,  # the name the policy node checks (cfg may give a YAML path)

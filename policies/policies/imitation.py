@@ -56,12 +56,12 @@ class KickstartRound:
 class Experts:
     """One scripted controller per env, fed the env's observation split into signals."""
 
-    def __init__(self, task, profile, num_envs: int, action_scale_rad: float, layout):
-        first = task.scripted_controller(profile, action_scale_rad)
+    def __init__(self, task, profile, num_envs: int, action, layout):
+        first = task.scripted_controller(profile, action)
         if first is None:
             raise ValueError(f"task '{task.name}' has no scripted controller to kickstart from "
                              "(Task.scripted_controller); set kickstart_rounds to 0")
-        self.experts = [first] + [task.scripted_controller(profile, action_scale_rad) for _ in range(num_envs - 1)]
+        self.experts = [first] + [task.scripted_controller(profile, action) for _ in range(num_envs - 1)]
         self.slices, start = {}, 0
         for signal in layout:
             self.slices[signal.name] = slice(start, start + signal.size)
@@ -110,15 +110,15 @@ def kickstart(trainer, *, on_round=None) -> list[KickstartRound]:
     docstring). Advances ``trainer.env_steps`` and ``trainer.wall_time_s``."""
     from sim_bridge.profile import load_profile
 
-    from policies.export import trained_task
+    from policies.export import trained_action, trained_task
 
     cfg, model, venv = trainer.cfg, trainer.model, trainer.venv
     actor = model.actor
     T, N = cfg.num_steps, cfg.num_envs
     task = trained_task(cfg)
     profile = load_profile(cfg.robot_profile)
-    scale = float(cfg.env_kwargs.get("action_scale_rad", 0.05))
-    experts = Experts(task, profile, N, scale, task.observation_layout(profile.num_joints))
+    action = trained_action(cfg)
+    experts = Experts(task, profile, N, action, task.observation_layout(profile.num_joints, action))
     rng = np.random.default_rng(cfg.seed + 17)
     generator = torch.Generator().manual_seed(cfg.seed + 23)
     data_obs, data_labels, data_starts = [], [], []

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from sim_bridge.config import ConfigError, FieldReader, write_text_atomic
-from sim_bridge.observations import ACTION_TYPE, Signal
+from sim_bridge.actions import EE_DELTA, JOINT_DELTA, action_from_dict
+from sim_bridge.observations import Signal
 from sim_bridge.tasks import DEFAULT_TASK, UnknownTaskError, get_task
 
 MANIFEST_VERSION = 1
@@ -71,11 +72,32 @@ class ObservationSpec:
 
 @dataclass(frozen=True)
 class ActionSpec:
+    """``action`` of the manifest (:mod:`sim_bridge.actions` says what each type means)."""
+
     type: str
     size: int
-    scale_rad: float
+    scale_rad: float | None  # joint_position_delta: rad per action unit (None for other types)
     low: float = ACTION_LOW
     high: float = ACTION_HIGH
+    #: ee_position_delta: scale_m, max_joint_step_rad, damping, down_gain, posture_gain, kinematics
+    settings: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.type == JOINT_DELTA:
+            return {"type": self.type, "size": self.size, "scale_rad": self.scale_rad, "low": self.low,
+                    "high": self.high}
+        return {"type": self.type, "size": self.size, **_plain(self.settings or {}), "low": self.low,
+                "high": self.high}
+
+    def build(self, default_pose_rad, lower_rad, upper_rad):
+        """The action object (``targets(joint_pos, action)``) for these limits."""
+        return action_from_dict(self.to_dict(), num_joints=len(default_pose_rad), default_pose_rad=default_pose_rad,
+                                lower_rad=lower_rad, upper_rad=upper_rad)
+
+    @property
+    def max_joint_step_rad(self) -> float:
+        """The largest joint target offset one command can ask (rad)."""
+        return float(self.scale_rad if self.type == JOINT_DELTA else self.settings["max_joint_step_rad"])
 
 
 @dataclass(frozen=True)
@@ -151,8 +173,7 @@ class PolicyManifest:
             "observation": {"size": self.observation.size,
                             "layout": [{"name": s.name, "size": s.size, "unit": s.unit,
                                         "description": s.description} for s in self.observation.layout]},
-            "action": {"type": self.action.type, "size": self.action.size, "scale_rad": self.action.scale_rad,
-                       "low": self.action.low, "high": self.action.high},
+            "action": self.action.to_dict(),
             "joint_names": list(self.joint_names),
             "task": _plain(self.task),
             "robot_profile": self.robot_profile,
@@ -248,11 +269,11 @@ def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> Pol
     if n == 0:
         raise r.error("joint_names", "at least one joint is required")
     task = _task(r)
-    observation = _observation(r.child("observation"), n, task["name"])
-    action = _action(r.child("action"), n)
+    pose = tuple(r.numbers("default_pose_rad", n))
+    action = _action(r.child("action"), tuple(joints), pose)
+    observation = _observation(r.child("observation"), n, task["name"], action)
     robot_profile = _nonempty(r, "robot_profile")
     rate = r.number("control_rate_hz", positive=True)
-    pose = tuple(r.numbers("default_pose_rad", n))
 
     raw_state = r.raw("recurrent_state")
     if arch in RECURRENT_ARCHITECTURES:
@@ -381,7 +402,7 @@ def _task(r: FieldReader) -> dict[str, Any]:
     return dict(raw)
 
 
-def _observation(o: FieldReader, num_joints: int, task_name: str) -> ObservationSpec:
+def _observation(o: FieldReader, num_joints: int, task_name: str, action: ActionSpec) -> ObservationSpec:
     size = _positive_int(o, "size")
     raw = o.raw("layout")
     if not isinstance(raw, list) or not raw:
@@ -395,29 +416,52 @@ def _observation(o: FieldReader, num_joints: int, task_name: str) -> Observation
     total = sum(s.size for s in layout)
     if total != size:
         raise o.error("size", f"{size} does not equal the sum of the layout sizes ({total})")
-    expected = get_task(task_name)().observation_layout(num_joints)
+    expected = get_task(task_name)().observation_layout(num_joints, action)
     got = [(s.name, s.size, s.unit) for s in layout]
     want = [(s.name, s.size, s.unit) for s in expected]
     if got != want:
         raise o.error("layout", f"(name, size, unit) must be {want} (the observation layout of task "
-                                f"{task_name!r} for {num_joints} joints), got {got}")
+                                f"{task_name!r} for {num_joints} joints and a {action.type} action), got {got}")
     return ObservationSpec(size, tuple(layout))
 
 
-def _action(a: FieldReader, num_joints: int) -> ActionSpec:
+_EE_FIELDS = ("scale_m", "max_joint_step_rad", "damping", "down_gain", "posture_gain")
+
+
+def _action(a: FieldReader, joints: tuple[str, ...], default_pose: tuple[float, ...]) -> ActionSpec:
     kind = a.str("type")
-    if kind != ACTION_TYPE:
-        raise a.error("type", f"unsupported action type {kind!r}; the runtime implements {ACTION_TYPE!r}")
+    n = len(joints)
     size = _positive_int(a, "size")
-    if size != num_joints:
-        raise a.error("size", f"{size} does not equal the number of joint_names ({num_joints})")
-    scale = a.number("scale_rad", positive=True)
+    if kind == JOINT_DELTA:
+        if size != n:
+            raise a.error("size", f"{size} does not equal the number of joint_names ({n})")
+        scale, settings = a.number("scale_rad", positive=True), None
+    elif kind == EE_DELTA:
+        if size != 3:
+            raise a.error("size", f"an {EE_DELTA} action has 3 values (x, y, z), got {size}")
+        settings = {k: a.number(k) for k in _EE_FIELDS}
+        kinematics = a.raw("kinematics")
+        if not isinstance(kinematics, dict):
+            raise a.error("kinematics", f"expected the kinematic chain object, got {type(kinematics).__name__}")
+        if list(kinematics.get("joint_names", [])) != list(joints):
+            raise a.error("kinematics", f"its joint_names {kinematics.get('joint_names')!r} must equal the "
+                                        f"manifest's {list(joints)}")
+        settings["kinematics"] = kinematics
+        scale = None
+        try:  # the chain and the settings as the runtime will build them
+            action_from_dict({"type": kind, **settings}, num_joints=n, default_pose_rad=default_pose,
+                             lower_rad=[-1e9] * n, upper_rad=[1e9] * n)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise a.error("kinematics", f"not a usable chain or settings: {exc}") from None
+    else:
+        raise a.error("type", f"unsupported action type {kind!r}; the runtime implements "
+                              f"{[JOINT_DELTA, EE_DELTA]}")
     low, high = a.number("low"), a.number("high")
     if (low, high) != (ACTION_LOW, ACTION_HIGH):
         raise a.error("low", f"actions are clipped to [{ACTION_LOW}, {ACTION_HIGH}] by the runtime; "
                              f"got low={low}, high={high}")
     a.finish()
-    return ActionSpec(kind, size, scale, low, high)
+    return ActionSpec(kind, size, scale, low, high, settings)
 
 
 def _nonempty(r: FieldReader, key: str) -> str:

@@ -8,7 +8,7 @@ actions turned into joint targets by the same code the training env uses
     policy = PolicyRuntime("policies/policies/zoo/reach_lstm")
     policy.warmup()
     action = policy.act(q, qd, prev_action, target)   # task signals after the arm's (Reach: target)
-                                                      # -> float32 [n], the unclipped mean
+                                                      # -> float32 [k], the unclipped mean
     q_target = policy.joint_targets(action, q, lower, upper)
     prev_action = np.clip(action, -1, 1)              # what the env feeds back (clipped)
 """
@@ -23,7 +23,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from policies.manifest import PolicyManifest, load_manifest, manifest_path_for, verify_artifact
 from sim_bridge.config import ConfigError
-from sim_bridge.observations import ObservationBuilder, action_to_joint_targets
+from sim_bridge.observations import ObservationBuilder
 
 # What onnxruntime raises for a file it cannot load (all plain Exception subclasses).
 _ORT_LOAD_ERRORS = (_ort_errors.InvalidProtobuf, _ort_errors.InvalidGraph, _ort_errors.InvalidArgument,
@@ -107,6 +107,9 @@ class PolicyRuntime:
         self._check_graph()
         self._builder = ObservationBuilder(m.observation.layout)
         self._task_sizes = tuple(sig.size for sig in self._builder.task_signals)
+        # what an action means (sim_bridge.actions); the caller's limits are applied in joint_targets
+        n = m.num_joints
+        self._action = m.action.build(m.default_pose_rad, np.full(n, -np.inf), np.full(n, np.inf))
         self._obs = np.zeros((1, m.observation.size), dtype=np.float32)
         self._obs_row = self._obs[0]
         self._feed = {"obs": self._obs}
@@ -170,19 +173,21 @@ class PolicyRuntime:
         ``prev_action`` is the previous action as the env saw it: clipped to [-1, 1];
         ``task_values`` are the task's signals in the manifest's order (Reach: the target).
         """
-        n = self._manifest.num_joints
+        n, k = self._manifest.num_joints, self._manifest.action.size
         sizes = tuple(len(v) for v in task_values)
-        if not (len(joint_pos) == len(joint_vel) == len(prev_action) == n and sizes == self._task_sizes):
+        if not (len(joint_pos) == len(joint_vel) == n and len(prev_action) == k and sizes == self._task_sizes):
             want = ", ".join(f"{sig.name} [{sig.size}]" for sig in self._builder.task_signals)
-            raise ValueError(f"policy {self.name!r}: expected {n} joint positions, velocities and previous "
+            raise ValueError(f"policy {self.name!r}: expected {n} joint positions and velocities, {k} previous "
                              f"actions and the task signals {want}, got {len(joint_pos)}, {len(joint_vel)}, "
                              f"{len(prev_action)} and sizes {list(sizes)}")
-        self._builder.build(joint_pos, joint_vel, prev_action, task_values, out=self._obs_row)
+        ee = self._action.site_position(joint_pos) if self._builder.has_ee_pos else None
+        self._builder.build(joint_pos, joint_vel, prev_action, task_values, out=self._obs_row, ee_pos=ee)
         return self._run()
 
     def observation(self, joint_pos, joint_vel, prev_action, *task_values) -> np.ndarray:
         """The observation :meth:`act` would build (a new float32 array; nothing is run)."""
-        return self._builder.build(joint_pos, joint_vel, prev_action, task_values)
+        ee = self._action.site_position(joint_pos) if self._builder.has_ee_pos else None
+        return self._builder.build(joint_pos, joint_vel, prev_action, task_values, ee_pos=ee)
 
     def occlusion(self, obs: np.ndarray, baseline: np.ndarray, state=None) -> dict[str, float]:
         """Occlusion attribution of the action for ``obs`` to each observation signal: the L2
@@ -211,8 +216,10 @@ class PolicyRuntime:
 
     def joint_targets(self, action: np.ndarray, joint_pos: np.ndarray, lower: np.ndarray,
                       upper: np.ndarray) -> np.ndarray:
-        """Absolute joint targets for an action (clipped to [-1, 1], scaled, clipped to the limits)."""
-        return action_to_joint_targets(action, joint_pos, self._manifest.action.scale_rad, lower, upper)
+        """Absolute joint targets for an action (clipped to [-1, 1]; then what the manifest's action
+        type says, :mod:`sim_bridge.actions`; within ``lower`` and ``upper``)."""
+        a = np.minimum(np.maximum(np.asarray(action, dtype=float), -1.0), 1.0)
+        return np.minimum(np.maximum(self._action.targets(joint_pos, a), lower), upper)
 
     def warmup(self, n: int = 10) -> None:
         """Run ``n`` steps on a zero observation (first runs are slow), then reset."""

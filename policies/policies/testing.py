@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from policies.manifest import IO_NAMES, parse_manifest, save_manifest, seal_artifact, sha256_file
-from sim_bridge.observations import ACTION_TYPE, layout_size
+from sim_bridge.actions import JOINT_DELTA
+from sim_bridge.observations import layout_size
 from sim_bridge.tasks import DEFAULT_TASK, get_task
 
 
@@ -84,16 +85,20 @@ def export_onnx(module, path: str | os.PathLike, input_names=None, output_names=
 def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm", hidden: int = 8,
                         obs_size: int = 24, act_size: int = 7, nan: bool = False, joint_names=None,
                         input_names=None, *, layers: int = 1, seed: int = 0, name: str | None = None,
-                        module=None, task: str = DEFAULT_TASK) -> Path:
+                        module=None, task: str = DEFAULT_TASK, action=None) -> Path:
     """Write ``NAME.onnx`` and ``manifest.json`` into ``directory``; returns the directory.
 
     The manifest is sealed (``artifact_sha256``) like an exported one. The graph is ``module`` if given (its architecture, hidden and layers then win), else
     ``dummy_module(architecture, hidden, obs_size, act_size, nan, layers, seed)``. The manifest
     describes ``joint_names`` (default ``joint1..joint{act_size}``) with the contract's io
     names, whatever the graph's are, for ``task`` (its observation layout: give the matching
-    ``obs_size``, e.g. 29 for push with 7 joints).
+    ``obs_size``, e.g. 29 for push with 7 joints). ``action``: an action object of
+    :mod:`sim_bridge.actions` the manifest describes (default: joint deltas, one per joint; give
+    ``act_size`` and ``obs_size`` to match it).
     """
     directory = Path(directory)
+    if action is not None and joint_names is None:
+        joint_names = list(action.chain.joint_names) if hasattr(action, "chain") else None
     if module is None:
         module = dummy_module(architecture, hidden, obs_size, act_size, nan=nan, layers=layers, seed=seed)
     architecture, hidden, layers = module.architecture, module.hidden, module.layers
@@ -101,7 +106,7 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
     onnx_path = export_onnx(module, directory / f"{name}.onnx", input_names=input_names)
     data = dummy_manifest_dict(name, architecture, joint_names or [f"joint{i + 1}" for i in range(act_size)],
                                hidden=hidden, layers=layers, onnx_sha256=sha256_file(onnx_path), seed=seed,
-                               task=task)
+                               task=task, action=action)
     save_manifest(parse_manifest(data), directory)
     seal_artifact(directory)  # artifact_sha256, as the real export writes it
     return directory
@@ -109,16 +114,18 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
 
 def dummy_manifest_dict(name: str = "dummy_lstm", architecture: str = "lstm", joint_names=None, *,
                         hidden: int = 8, layers: int = 1, onnx_sha256: str = "0" * 64, seed: int = 0,
-                        task: str = DEFAULT_TASK) -> dict:
+                        task: str = DEFAULT_TASK, action=None) -> dict:
     """A valid manifest JSON object for ``NAME.onnx`` (no manifest is read or written), for the
-    ``panda_like`` robot: its default pose when there are as many joints, else zeros."""
+    ``panda_like`` robot: its default pose when there are as many joints, else zeros; ``action``:
+    an action object of :mod:`sim_bridge.actions` (default: joint deltas of 0.05 rad)."""
     from sim_bridge.profile import load_profile
 
     joints = list(joint_names) if joint_names is not None else [f"joint{i + 1}" for i in range(7)]
     n = len(joints)
     profile = load_profile("panda_like")
     pose = [float(v) for v in profile.default_pose_rad] if profile.num_joints == n else [0.0] * n
-    layout = get_task(task)().observation_layout(n)
+    described = ({"type": JOINT_DELTA, "size": n, "scale_rad": 0.05} if action is None else action.describe())
+    layout = get_task(task)().observation_layout(n, action)
     inputs, outputs = IO_NAMES[architecture]
     return {
         "manifest_version": 1,
@@ -129,7 +136,7 @@ def dummy_manifest_dict(name: str = "dummy_lstm", architecture: str = "lstm", jo
         "observation": {"size": layout_size(layout),
                         "layout": [{"name": s.name, "size": s.size, "unit": s.unit, "description": s.description}
                                    for s in layout]},
-        "action": {"type": ACTION_TYPE, "size": n, "scale_rad": 0.05, "low": -1.0, "high": 1.0},
+        "action": {**described, "low": -1.0, "high": 1.0},
         "joint_names": joints,
         "task": {"name": task},
         "robot_profile": "panda_like",

@@ -9,19 +9,20 @@ by the task, :mod:`sim_bridge.tasks`), concatenated in this order::
 
     joint_pos    [n]  rad     measured joint positions
     joint_vel    [n]  rad/s   measured joint velocities
-    prev_action  [n]  1       the previous policy action, in [-1, 1]
+    prev_action  [k]  1       the previous policy action, in [-1, 1] (k = the action's size:
+                              n for joint deltas, 3 for end-effector steps)
+    ee_pos       [3]  m       only with an end-effector action: the site it moves (Push: the
+                              pusher tip) by the nominal kinematics at the measured joints
     <task signals>            e.g. Reach: target_pos [3] m, the target in the robot base frame
 
-Action: ``a`` in [-1, 1]^n, joint position *deltas* relative to the measured position:
-``q_target = clip(q_measured + action_scale_rad * a, lower, upper)``.
+Action: :mod:`sim_bridge.actions` (the default ``a`` in [-1, 1]^n, joint position *deltas*
+relative to the measured position: ``q_target = clip(q_measured + action_scale_rad * a, lower, upper)``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
-ACTION_TYPE = "joint_position_delta"
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,20 @@ class Signal:
 
 
 ARM_SIGNAL_NAMES = ("joint_pos", "joint_vel", "prev_action")
+EE_SIGNAL = Signal("ee_pos", 3, "m", "the action's site (nominal kinematics at the measured joints), robot base frame")
 
 
-def arm_signals(num_joints: int) -> tuple[Signal, ...]:
-    """The arm's part of every observation, in order."""
-    return (
+def arm_signals(num_joints: int, action=None) -> tuple[Signal, ...]:
+    """The arm's part of every observation, in order. ``action``: the policy's action (an object
+    of :mod:`sim_bridge.actions` or a manifest's ``ActionSpec``: its ``type`` and ``size``);
+    None = joint deltas, one per joint."""
+    size = num_joints if action is None else int(action.size)
+    signals = (
         Signal("joint_pos", num_joints, "rad", "measured joint positions"),
         Signal("joint_vel", num_joints, "rad/s", "measured joint velocities"),
-        Signal("prev_action", num_joints, "1", "previous policy action in [-1, 1]"),
+        Signal("prev_action", size, "1", "previous policy action in [-1, 1]"),
     )
+    return signals + ((EE_SIGNAL,) if action is not None and action.type == "ee_position_delta" else ())
 
 
 def layout_size(layout) -> int:
@@ -55,37 +61,46 @@ class ObservationBuilder:
 
     def __init__(self, layout: tuple[Signal, ...]):
         layout = tuple(layout)
-        if tuple(s.name for s in layout[:3]) != ARM_SIGNAL_NAMES or len({s.size for s in layout[:3]}) != 1:
+        if tuple(s.name for s in layout[:3]) != ARM_SIGNAL_NAMES or layout[0].size != layout[1].size:
             raise ValueError(f"an observation layout starts with the arm's signals {ARM_SIGNAL_NAMES} "
-                             f"(one value per joint each), got {[(s.name, s.size) for s in layout[:3]]}")
+                             f"(one position and velocity per joint), got {[(s.name, s.size) for s in layout[:3]]}")
         self.layout = layout
         self.num_joints = n = layout[0].size
+        self.action_size = k = layout[2].size
         self.size = layout_size(layout)
-        self.task_signals = layout[3:]
-        bounds, start = [], 3 * n
+        self.has_ee_pos = len(layout) > 3 and layout[3] == EE_SIGNAL
+        arm = 4 if self.has_ee_pos else 3
+        self.task_signals = layout[arm:]
+        bounds, start = [], 2 * n + k + (3 if self.has_ee_pos else 0)
         for s in self.task_signals:
             bounds.append((start, start + s.size))
             start += s.size
         self._task_bounds = tuple(bounds)
 
-    def build(self, joint_pos, joint_vel, prev_action, task_values, out: np.ndarray | None = None) -> np.ndarray:
-        """Concatenate the signals (``task_values`` in the layout's task-signal order).
+    def build(self, joint_pos, joint_vel, prev_action, task_values, out: np.ndarray | None = None,
+              ee_pos=None) -> np.ndarray:
+        """Concatenate the signals (``task_values`` in the layout's task-signal order; ``ee_pos``
+        when the layout has it).
 
         One observation ``[size]``, or a batch ``[B, size]`` when ``out`` is 2-D (every
         signal then has a leading batch axis, or broadcasts over it)."""
-        n = self.num_joints
+        n, k = self.num_joints, self.action_size
         if out is None:
             out = np.empty(self.size, dtype=np.float32)
+        if self.has_ee_pos:
+            if ee_pos is None:
+                raise ValueError("this observation layout has ee_pos: pass the end-effector position")
+            out[..., 2 * n + k:2 * n + k + 3] = ee_pos
         if out.ndim == 1:
             out[:n] = joint_pos
             out[n:2 * n] = joint_vel
-            out[2 * n:3 * n] = prev_action
+            out[2 * n:2 * n + k] = prev_action
             for (lo, hi), value in zip(self._task_bounds, task_values):
                 out[lo:hi] = value
         else:
             out[:, :n] = joint_pos
             out[:, n:2 * n] = joint_vel
-            out[:, 2 * n:3 * n] = prev_action
+            out[:, 2 * n:2 * n + k] = prev_action
             for (lo, hi), value in zip(self._task_bounds, task_values):
                 out[:, lo:hi] = value
         return out

@@ -10,8 +10,16 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
+from sim_bridge.actions import EE_DELTA
 from sim_bridge.profile import RobotProfile
 from sim_bridge.simulator import build_model
+
+
+def action_settings(action) -> dict:
+    """The oracles' keyword arguments that make them act in ``action``'s space (:mod:`sim_bridge.actions`)."""
+    if action.type == EE_DELTA:
+        return {"ee_scale_m": action.settings.scale_m}
+    return {"action_scale_rad": action.scale_rad}
 
 
 class ReachOracle:
@@ -19,10 +27,12 @@ class ReachOracle:
 
     def __init__(self, profile: RobotProfile, action_scale_rad: float = 0.05, gain: float = 0.5,
                  integral_gain: float = 0.05, damping: float = 0.05, posture_gain: float = 0.05,
-                 scene=None, site: str | None = None):
+                 scene=None, site: str | None = None, ee_scale_m: float | None = None):
         """``scene``: a task's ``add_to_scene`` hook; ``site``: the point to move (default: the
-        profile's end-effector site; Push: its ``pusher_tip``)."""
+        profile's end-effector site; Push: its ``pusher_tip``); ``ee_scale_m``: act in end-effector
+        steps (an ``ee_position_delta`` action of that scale) instead of joint deltas."""
         self.profile = profile
+        self.ee_scale_m = ee_scale_m
         self.model = build_model(profile, scene)
         self.data = mujoco.MjData(self.model)
         self.action_scale_rad = action_scale_rad
@@ -78,9 +88,12 @@ class ReachOracle:
         self.reset()
         return q if np.linalg.norm(self.end_effector(q) - target) <= tolerance_m else None
 
-    def action(self, joint_pos: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """The same step as a policy action in [-1, 1]."""
-        return np.clip(self.joint_delta(joint_pos, target) / self.action_scale_rad, -1.0, 1.0)
+    def action(self, joint_pos: np.ndarray, target: np.ndarray, down_gain: float = 0.0) -> np.ndarray:
+        """The step toward ``target`` as a policy action in [-1, 1]: joint deltas, or with
+        ``ee_scale_m`` the site's whole way to the target this step (saturated)."""
+        if self.ee_scale_m is not None:
+            return np.clip((np.asarray(target, float) - self.end_effector(joint_pos)) / self.ee_scale_m, -1.0, 1.0)
+        return np.clip(self.joint_delta(joint_pos, target, down_gain=down_gain) / self.action_scale_rad, -1.0, 1.0)
 
 
 class PushOracle:
@@ -95,13 +108,14 @@ class PushOracle:
     """
 
     def __init__(self, profile: RobotProfile, task=None, action_scale_rad: float = 0.05, *,
-                 table_top_z: float = 0.0, hover_m: float = 0.07):
-        """``task``: the :class:`~sim_bridge.tasks.push.PushTask` (its scene and sizes; default settings if None)."""
+                 table_top_z: float = 0.0, hover_m: float = 0.07, ee_scale_m: float | None = None):
+        """``task``: the :class:`~sim_bridge.tasks.push.PushTask` (its scene and sizes; default settings if None);
+        ``ee_scale_m``: act in pusher-tip steps (``ee_position_delta``) instead of joint deltas."""
         from sim_bridge.tasks.push import PUSHER_TIP, PushTask  # noqa: PLC0415
 
         task = task or PushTask()
         self.reach = ReachOracle(profile, action_scale_rad=action_scale_rad, gain=0.6, integral_gain=0.1,
-                                 scene=task.add_to_scene, site=PUSHER_TIP)
+                                 scene=task.add_to_scene, site=PUSHER_TIP, ee_scale_m=ee_scale_m)
         self.action_scale_rad = action_scale_rad
         self.contact_m = task.puck_radius_m + task.pusher_radius_m
         self.push_z = table_top_z + task.pusher_radius_m + 0.012  # the rod clear of the table
@@ -139,8 +153,7 @@ class PushOracle:
 
     def action(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
         target = self.target(joint_pos, np.asarray(puck_xy, float)[:2], np.asarray(goal_xy, float)[:2])
-        delta = self.reach.joint_delta(joint_pos, target, down_gain=0.5)
-        return np.clip(delta / self.action_scale_rad, -1.0, 1.0)
+        return self.reach.action(joint_pos, target, down_gain=0.5)
 
 
 class ScriptedPolicy:

@@ -9,6 +9,7 @@ sampled action noise added. Observations carry the sampled observation noise.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -17,7 +18,10 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from sim_bridge.actions import (ACTION_TYPES, EE_DELTA, JOINT_DELTA, EndEffectorDeltaAction, EndEffectorSettings,
+                                JointDeltaAction)
 from sim_bridge.config import ConfigError
+from sim_bridge.kinematics import KinematicChain
 from sim_bridge.observations import clip
 from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import (DynamicsRandomizer, EpisodeEffects, NominalModel,
@@ -108,6 +112,30 @@ def build_model(profile: RobotProfile, scene=None) -> mujoco.MjModel:
             raise ConfigError(f"target body '{profile.target_body}' must be a mocap body",
                               source=profile.source, field="target_body")
     return model
+
+
+def make_action(profile: RobotProfile, task=None, action_type: str = JOINT_DELTA, *, scale_rad: float = 0.05,
+                ee: dict | None = None):
+    """The policy action (:mod:`sim_bridge.actions`) of ``action_type`` for ``profile`` and ``task``:
+    an end-effector action reads its kinematic chain (to the task's ``action_site``, default the
+    profile's end-effector site) from the nominal model with the task's scene; ``ee``: its
+    :class:`~sim_bridge.actions.EndEffectorSettings` fields."""
+    if action_type == JOINT_DELTA:
+        if ee:
+            raise ValueError(f"ee_action settings {sorted(ee)} given for action type {JOINT_DELTA!r}")
+        return JointDeltaAction(profile.num_joints, scale_rad, profile.position_lower_rad, profile.position_upper_rad)
+    if action_type != EE_DELTA:
+        raise ValueError(f"unknown action_type {action_type!r}; expected one of {list(ACTION_TYPES)}")
+    try:
+        settings = EndEffectorSettings(**(ee or {}))
+    except TypeError:
+        raise ValueError(f"unknown ee_action setting(s) in {sorted(ee)}; known: "
+                         f"{[f.name for f in dataclasses.fields(EndEffectorSettings)]}") from None
+    site = getattr(task, "action_site", None) or profile.end_effector_site
+    model = build_model(profile, getattr(task, "add_to_scene", None))
+    chain = KinematicChain.from_model(model, profile.joint_names, site)
+    return EndEffectorDeltaAction(chain, settings, profile.default_pose_rad, profile.position_lower_rad,
+                                  profile.position_upper_rad)
 
 
 def _name_to_id(model, obj, name, profile, field) -> int:

@@ -40,7 +40,7 @@ def tiny(task="push", **overrides) -> TrainConfig:
 def test_the_experts_label_each_env_with_the_scripted_pusher_on_its_observation():
     env = TaskEnv(task="push", randomization="none")
     task, profile = env.task, env.profile
-    experts = Experts(task, profile, 2, env.action_scale_rad, env.observation_layout)
+    experts = Experts(task, profile, 2, env.action, env.observation_layout)
     obs = np.stack([env.reset(seed=s)[0] for s in (0, 1)])
     labels = experts.act(obs)
     for n in range(2):   # the same as the oracle fed by hand
@@ -57,7 +57,7 @@ def test_a_task_without_a_scripted_controller_cannot_kickstart():
     class NoScript:
         name = "toy"
 
-        def scripted_controller(self, profile, scale):
+        def scripted_controller(self, profile, action):
             return None
 
     with pytest.raises(ValueError, match="task 'toy' has no scripted controller.*kickstart_rounds to 0"):

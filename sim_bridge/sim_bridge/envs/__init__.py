@@ -6,7 +6,8 @@ from __future__ import annotations
 REACH_ID = "Sim2Real/Reach-v0"
 #: keyword arguments TaskEnv keeps for itself; every other one is a setting of the task
 ENV_OPTIONS = frozenset({"task", "profile", "randomization", "action_scale_rad", "terminate_on_success",
-                         "start_pose_noise_rad", "render_mode", "assist_start_prob", "assist_episodes"})
+                         "start_pose_noise_rad", "render_mode", "assist_start_prob", "assist_episodes",
+                         "action_type", "ee_action"})
 
 
 def task_settings_of(env_kwargs: dict) -> dict:

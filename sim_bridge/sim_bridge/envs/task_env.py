@@ -17,8 +17,11 @@ Observation
     positions and velocities (with the sampled sensor noise), the previous action, then the
     task's signals (float32).
 Action
-    Joint position deltas in [-1, 1], scaled by ``action_scale_rad`` and added to the
-    measured position (:func:`sim_bridge.observations.action_to_joint_targets`).
+    ``action_type`` (:mod:`sim_bridge.actions`): ``joint_position_delta`` (default), joint position
+    deltas in [-1, 1]^n, scaled by ``action_scale_rad`` and added to the measured position; or
+    ``ee_position_delta``, a step of the task's ``action_site`` (Push: the pusher tip) in [-1, 1]^3
+    times ``ee_action["scale_m"]``, mapped to joint targets by damped least squares on the nominal
+    kinematics at the measured joints (``ee_action``: the other settings).
 Reward
     ``task.reward`` (each task module states its equation).
 Success / termination
@@ -43,11 +46,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from sim_bridge.actions import JOINT_DELTA
 from sim_bridge.episode import HeldSuccess
 from sim_bridge.observations import ObservationBuilder, clip
 from sim_bridge.profile import RobotProfile, load_profile
 from sim_bridge.randomization import RandomizationSpec, load_randomization
-from sim_bridge.simulator import ArmSimulator
+from sim_bridge.simulator import ArmSimulator, make_action
 from sim_bridge.tasks import DEFAULT_TASK, Task, make_task
 
 
@@ -59,6 +63,7 @@ class TaskEnv(gym.Env):
                  randomization: str | RandomizationSpec | None = "default", action_scale_rad: float = 0.05,
                  terminate_on_success: bool = True, start_pose_noise_rad: float = 0.1,
                  assist_start_prob: float = 0.0, assist_episodes: int = 0,
+                 action_type: str = JOINT_DELTA, ee_action: dict | None = None,
                  render_mode: str | None = None, **task_settings):
         """``task_settings`` go to the task's constructor (Reach: ``success_radius_m``,
         ``max_episode_steps``, reward weights, ... see :class:`sim_bridge.tasks.reach.ReachTask`).
@@ -81,18 +86,19 @@ class TaskEnv(gym.Env):
             randomization = load_randomization(self.task.randomization_name(randomization))
         self.sim = ArmSimulator(self.profile, randomization, scene=self.task.add_to_scene)
         self.action_scale_rad = float(action_scale_rad)
+        self.action = make_action(self.profile, self.task, action_type, scale_rad=self.action_scale_rad, ee=ee_action)
         self.terminate_on_success = bool(terminate_on_success)
         self.start_pose_noise_rad = float(start_pose_noise_rad)
         self.max_episode_steps = self.task.max_episode_steps
         self.success = self.task.success
         n = self.profile.num_joints
-        self.observation_layout = self.task.observation_layout(n)
+        self.observation_layout = self.task.observation_layout(n, self.action)
         self._builder = ObservationBuilder(self.observation_layout)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self._builder.size,), np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (self.action.size,), np.float32)
         self.render_mode = None
         self._counter = HeldSuccess(self.success)
-        self._prev_action = np.zeros(n)
+        self._prev_action = np.zeros(self.action.size)
         self._state = None
         self._reading = None
         self._dynamics = self.sim.dynamics.astype(np.float32)
@@ -131,7 +137,7 @@ class TaskEnv(gym.Env):
         if self.assist_start_prob > 0 and options.get("joint_pos") is None and rng.random() < self._assist_prob():
             self._assisted_start(start)
         self._fresh = True
-        self._prev_action = np.zeros(p.num_joints)
+        self._prev_action = np.zeros(self.action.size)
         self._dynamics = self.sim.dynamics.astype(np.float32)  # privileged state, fixed per episode
         self._dynamics.setflags(write=False)  # shared by every info of the episode
         self._steps = 0
@@ -140,12 +146,9 @@ class TaskEnv(gym.Env):
 
     def step(self, action):
         a = clip(np.asarray(action, dtype=float), -1.0, 1.0)
-        p = self.profile
         if self._fresh:
             self._episodes, self._fresh = self._episodes + 1, False
-        # action_to_joint_targets without clipping ``a`` a second time (this runs every step)
-        targets = clip(self._reading.position_rad + self.action_scale_rad * a, p.position_lower_rad,
-                       p.position_upper_rad)
+        targets = self.action.targets(self._reading.position_rad, a)  # within the limits
         self.sim.command_checked(targets)  # finite (the action was clipped), the right shape
         ok = self.sim.step()
         self._steps += 1
@@ -185,8 +188,9 @@ class TaskEnv(gym.Env):
 
     def _observation(self) -> np.ndarray:
         r = self._reading
+        ee = self.action.site_position(r.position_rad) if self._builder.has_ee_pos else None
         return self._builder.build(r.position_rad, r.velocity_rad_s, self._prev_action,
-                                   self.task.observe(self.sim, self._state))
+                                   self.task.observe(self.sim, self._state), ee_pos=ee)
 
     def _info(self, error: float, *, blowup: bool) -> dict[str, Any]:
         task_priv = self.task.privileged(self.sim, self._state)

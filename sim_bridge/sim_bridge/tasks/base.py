@@ -62,6 +62,9 @@ class Task:
     summary: ClassVar[str] = ""
     #: ROS inputs that fill the task's observation signals on a robot
     inputs: ClassVar[tuple[TaskInput, ...]] = ()
+    #: the site an end-effector action (``ee_position_delta``, :mod:`sim_bridge.actions`) moves;
+    #: None = the robot profile's end-effector site (Push: its pusher tip)
+    action_site: ClassVar[str | None] = None
     #: the shipped randomization the name "default" means for this task (Push: the arm's
     #: ranges plus the object's, "push_default")
     default_randomization: ClassVar[str] = "default"
@@ -79,9 +82,10 @@ class Task:
         """The task's observation signals, after the arm's (name, size, unit, description)."""
         raise NotImplementedError
 
-    def observation_layout(self, num_joints: int) -> tuple[Signal, ...]:
-        """The whole observation: the arm's signals, then the task's."""
-        return arm_signals(num_joints) + self.signals()
+    def observation_layout(self, num_joints: int, action=None) -> tuple[Signal, ...]:
+        """The whole observation: the arm's signals, then the task's (``action``: the policy's action,
+        its ``type`` and ``size``; None = joint deltas, see :func:`sim_bridge.observations.arm_signals`)."""
+        return arm_signals(num_joints, action) + self.signals()
 
     def sample_goal(self, rng: np.random.Generator, profile) -> np.ndarray:
         """The goal of a new episode (what the bridges publish on ``current_goal``)."""
@@ -149,9 +153,9 @@ class Task:
         the task has no assisted start."""
         return None
 
-    def scripted_controller(self, profile, action_scale_rad: float):
+    def scripted_controller(self, profile, action):
         """The task's scripted controller (IK on the nominal model, no learning) behind a policy's
-        interface: an object with ``reset()`` (a new episode) and ``act(parts)`` -> action in
-        [-1, 1]^n, where ``parts`` maps each observation signal's name to its slice of the
+        interface, acting in ``action``'s space (:mod:`sim_bridge.actions`: the env's action object):
+        an object with ``reset()`` (a new episode) and ``act(parts)`` -> action in [-1, 1]^k, where ``parts`` maps each observation signal's name to its slice of the
         observation. Training can kickstart from it (``kickstart_rounds``). None: the task has none."""
         return None

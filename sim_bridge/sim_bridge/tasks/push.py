@@ -118,6 +118,7 @@ class PushTask(Task):
     inputs = (TaskInput("object_pose", "object_pose", POSE_STAMPED, latched=False),
               TaskInput("goal_pos", "current_goal", POINT_STAMPED, latched=True))
     default_randomization = "push_default"
+    action_site = PUSHER_TIP
 
     def __init__(self, *, success_radius_m: float = 0.05, success_hold_steps: int = 10,
                  max_episode_steps: int = 400, puck_radius_m: float = 0.04, puck_height_m: float = 0.03,
@@ -317,12 +318,12 @@ class PushTask(Task):
         return {"goal_pos": state.goal.copy(), "object_pos": np.array([x, y, z]), "object_yaw": yaw,
                 "ee_pos": sim.end_effector_position(), "pusher_pos": sim.data.site_xpos[state.tip].copy()}
 
-    def scripted_controller(self, profile, action_scale_rad: float):
+    def scripted_controller(self, profile, action):
         """:class:`sim_bridge.oracle.PushOracle` on the measured joints, the tracked puck and the goal."""
         # imported by name at call time: the oracle needs MuJoCo, and the robot computer (which
         # imports the task declarations) never calls this (import-linter checks the static imports)
         oracle_module = importlib.import_module("sim_bridge.oracle")
 
-        oracle = oracle_module.PushOracle(profile, self, action_scale_rad=action_scale_rad)
+        oracle = oracle_module.PushOracle(profile, self, **oracle_module.action_settings(action))
         return oracle_module.ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["object_pose"][:2],
                                                               p["goal_pos"][:2]))

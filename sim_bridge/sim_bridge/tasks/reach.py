@@ -89,11 +89,11 @@ class ReachTask(Task):
     def info(self, sim, target: np.ndarray) -> dict[str, Any]:
         return {"target_pos": target.copy(), "ee_pos": sim.end_effector_position()}
 
-    def scripted_controller(self, profile, action_scale_rad: float):
+    def scripted_controller(self, profile, action):
         """:class:`sim_bridge.oracle.ReachOracle` on the measured joints and the target."""
         # imported by name at call time: the oracle needs MuJoCo, and the robot computer (which
         # imports the task declarations) never calls this (import-linter checks the static imports)
         oracle_module = importlib.import_module("sim_bridge.oracle")
 
-        oracle = oracle_module.ReachOracle(profile, action_scale_rad=action_scale_rad)
+        oracle = oracle_module.ReachOracle(profile, **oracle_module.action_settings(action))
         return oracle_module.ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["target_pos"]))

@@ -1,0 +1,157 @@
+"""What a policy's action means: the joint position targets it turns into.
+
+numpy only: the training env, the deployed policy runtime and the calibration's rollouts use
+these classes, so an action means the same everywhere. The manifest records the type and its
+settings (``action`` in ``manifest.json``; :func:`action_from_dict`).
+
+``joint_position_delta`` (every shipped Reach policy)
+    ``a`` in [-1, 1]^n, one per joint: ``q_target = clip(q_measured + scale_rad * a, lower, upper)``.
+``ee_position_delta`` (Push)
+    ``a`` in [-1, 1]^3: a step of the end-effector site (Push: the pusher tip) in the robot base
+    frame, ``dx = scale_m * a``. The joint step comes from damped least squares on the chain's
+    nominal kinematics at the measured joint positions (:class:`sim_bridge.kinematics.KinematicChain`,
+    carried in the manifest: the robot computer needs no simulator)::
+
+        J = [Jp; Jr]  (the tool-axis rows only when down_gain > 0)
+        e = [dx; down_gain * (z_tool x (-z_world))]   (turns the tool axis toward pointing down)
+        z = posture_gain * (q_default - q)            (null-space pull toward the default pose)
+        dq = z + J^T (J J^T + damping^2 I)^-1 (e - J z)
+        q_target = clip(q + clip(dq, -max_joint_step_rad, max_joint_step_rad), lower, upper)
+
+    Why (docs/architecture.md, "Push acts in Cartesian space"): a joint-space policy had not
+    learnt to push in 6.6M env steps; three numbers that move the pusher tip are what the task
+    is about, and the arm's redundancy is resolved the same way on every robot computer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim_bridge.kinematics import KinematicChain
+
+JOINT_DELTA = "joint_position_delta"
+EE_DELTA = "ee_position_delta"
+ACTION_TYPES = (JOINT_DELTA, EE_DELTA)
+
+
+def _clip(x, low, high):
+    return np.minimum(np.maximum(x, low), high)
+
+
+@dataclass(frozen=True)
+class EndEffectorSettings:
+    """The settings of an ``ee_position_delta`` action besides the chain (manifest fields)."""
+
+    scale_m: float = 0.02  # end-effector step per action unit and control step (m): 1 m/s at 50 Hz
+    max_joint_step_rad: float = 0.1  # the largest joint target offset one command asks (rad)
+    damping: float = 0.05  # DLS damping
+    down_gain: float = 0.5  # tool axis toward -z (0: no orientation rows)
+    posture_gain: float = 0.05  # null-space pull toward the default pose
+
+    def validate(self) -> None:
+        for name in ("scale_m", "max_joint_step_rad", "damping"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ee_position_delta: {name} must be > 0, got {getattr(self, name)}")
+        for name in ("down_gain", "posture_gain"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"ee_position_delta: {name} must be >= 0, got {getattr(self, name)}")
+
+
+class JointDeltaAction:
+    """``joint_position_delta``: one action per joint, a step from the measured position."""
+
+    type = JOINT_DELTA
+
+    def __init__(self, num_joints: int, scale_rad: float, lower_rad, upper_rad):
+        if not scale_rad > 0:
+            raise ValueError(f"joint_position_delta: scale_rad must be > 0, got {scale_rad}")
+        self.size = int(num_joints)
+        self.scale_rad = float(scale_rad)
+        self.lower, self.upper = np.asarray(lower_rad, float), np.asarray(upper_rad, float)
+
+    @property
+    def max_joint_step_rad(self) -> float:
+        """The largest joint target offset one command can ask."""
+        return self.scale_rad
+
+    def targets(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Joint position targets for an action already clipped to [-1, 1]."""
+        return _clip(joint_pos + self.scale_rad * action, self.lower, self.upper)
+
+    def describe(self) -> dict:
+        return {"type": self.type, "size": self.size, "scale_rad": self.scale_rad}
+
+
+class EndEffectorDeltaAction:
+    """``ee_position_delta``: a Cartesian step of a site, mapped to joints by damped least squares."""
+
+    type = EE_DELTA
+    size = 3
+
+    def __init__(self, chain: KinematicChain, settings: EndEffectorSettings, default_pose_rad, lower_rad, upper_rad):
+        settings.validate()
+        self.chain, self.settings = chain, settings
+        self.default = np.asarray(default_pose_rad, float)
+        self.lower, self.upper = np.asarray(lower_rad, float), np.asarray(upper_rad, float)
+        n = len(chain.joint_names)
+        if not (self.default.shape == self.lower.shape == self.upper.shape == (n,)):
+            raise ValueError(f"ee_position_delta: the default pose and limits need {n} values (the chain's joints)")
+        rows = 6 if settings.down_gain > 0 else 3
+        self._reg = settings.damping ** 2 * np.eye(rows)
+        self._task = np.zeros(rows)
+        self._cached = (b"", None)  # (joint positions' bytes, chain.jacobian of them)
+
+    @property
+    def max_joint_step_rad(self) -> float:
+        return self.settings.max_joint_step_rad
+
+    def _kinematics(self, joint_pos: np.ndarray):
+        """``chain.jacobian(joint_pos)``, kept for the last joint positions: the observation's
+        ``ee_pos`` and the next command are computed at the same measured joints."""
+        key = np.asarray(joint_pos, dtype=float).tobytes()
+        if self._cached[0] != key:
+            self._cached = (key, self.chain.jacobian(joint_pos))
+        return self._cached[1]
+
+    def site_position(self, joint_pos: np.ndarray) -> np.ndarray:
+        """The site (Push: the pusher tip) by the nominal kinematics at ``joint_pos`` (m, base frame)."""
+        return self._kinematics(joint_pos)[0]
+
+    def joint_step(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """The joint step (rad) for an action already clipped to [-1, 1] (before the step clip)."""
+        s = self.settings
+        _, rot, jp, jr = self._kinematics(joint_pos)
+        task = self._task
+        task[:3] = s.scale_m * np.asarray(action, float)
+        if s.down_gain > 0:
+            x, y, _ = rot[:, 2]  # the tool axis; its cross product with (0, 0, -1)
+            task[3:] = (-s.down_gain * y, s.down_gain * x, 0.0)
+            jac = np.vstack((jp, jr))
+        else:
+            jac = jp
+        z = s.posture_gain * (self.default - joint_pos)
+        return z + jac.T @ np.linalg.solve(jac @ jac.T + self._reg, task - jac @ z)
+
+    def targets(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
+        step = self.settings.max_joint_step_rad
+        return _clip(joint_pos + _clip(self.joint_step(joint_pos, action), -step, step), self.lower, self.upper)
+
+    def describe(self) -> dict:
+        s = self.settings
+        return {"type": self.type, "size": self.size, "scale_m": s.scale_m, "max_joint_step_rad": s.max_joint_step_rad,
+                "damping": s.damping, "down_gain": s.down_gain, "posture_gain": s.posture_gain,
+                "kinematics": self.chain.to_dict()}
+
+
+def action_from_dict(data: dict, *, num_joints: int, default_pose_rad, lower_rad, upper_rad):
+    """The action a manifest's ``action`` object describes (ValueError naming the field)."""
+    kind = data.get("type")
+    if kind == JOINT_DELTA:
+        return JointDeltaAction(num_joints, float(data["scale_rad"]), lower_rad, upper_rad)
+    if kind == EE_DELTA:
+        settings = EndEffectorSettings(**{k: float(data[k]) for k in ("scale_m", "max_joint_step_rad", "damping",
+                                                                      "down_gain", "posture_gain")})
+        return EndEffectorDeltaAction(KinematicChain.from_dict(data["kinematics"]), settings, default_pose_rad,
+                                      lower_rad, upper_rad)
+    raise ValueError(f"unsupported action type {kind!r}; expected one of {list(ACTION_TYPES)}")

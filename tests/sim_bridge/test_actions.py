@@ -1,0 +1,142 @@
+"""Action types (sim_bridge.actions) and the numpy kinematics behind the end-effector action."""
+from __future__ import annotations
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+
+import sim_bridge.envs  # noqa: F401  (registers the envs)
+from sim_bridge.actions import EE_DELTA, JOINT_DELTA, EndEffectorSettings, action_from_dict
+from sim_bridge.kinematics import KinematicChain
+from sim_bridge.profile import load_profile
+from sim_bridge.simulator import build_model, make_action
+from sim_bridge.tasks import make_task
+
+PROFILE = load_profile("panda_like")
+PUSH = make_task("push")
+
+
+def _mujoco_site(model, data, profile, site, q):
+    jids = [model.joint(j).id for j in profile.joint_names]
+    data.qpos[[model.jnt_qposadr[j] for j in jids]] = q
+    mujoco.mj_kinematics(model, data)
+    mujoco.mj_comPos(model, data)
+    jp, jr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
+    sid = model.site(site).id
+    mujoco.mj_jacSite(model, data, jp, jr, sid)
+    dofs = [model.jnt_dofadr[j] for j in jids]
+    return data.site_xpos[sid].copy(), data.site_xmat[sid].reshape(3, 3).copy(), jp[:, dofs], jr[:, dofs]
+
+
+@pytest.mark.parametrize("site", ["pusher_tip", PROFILE.end_effector_site])
+def test_the_numpy_chain_matches_mujoco_kinematics_and_jacobian(site):
+    model = build_model(PROFILE, PUSH.add_to_scene)
+    data = mujoco.MjData(model)
+    chain = KinematicChain.from_dict(KinematicChain.from_model(model, PROFILE.joint_names, site).to_dict())
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        q = rng.uniform(PROFILE.position_lower_rad, PROFILE.position_upper_rad)
+        want = _mujoco_site(model, data, PROFILE, site, q)
+        got = chain.jacobian(q)
+        for w, g in zip(want, got):
+            assert np.allclose(w, g, atol=1e-10)
+
+
+def test_a_chain_with_a_joint_the_arm_does_not_have_is_refused():
+    model = build_model(PROFILE, PUSH.add_to_scene)
+    data = KinematicChain.from_model(model, PROFILE.joint_names, "pusher_tip").to_dict()
+    data["links"][2]["joint"] = "elbow_of_another_arm"
+    with pytest.raises(ValueError, match="elbow_of_another_arm"):
+        KinematicChain.from_dict(data)
+    with pytest.raises(ValueError, match="no site 'nowhere'"):
+        KinematicChain.from_model(model, PROFILE.joint_names, "nowhere")
+
+
+def test_joint_delta_targets_are_the_measured_position_plus_the_scaled_action_within_the_limits():
+    action = make_action(PROFILE, PUSH, JOINT_DELTA, scale_rad=0.05)
+    q = PROFILE.default_pose_rad.copy()
+    a = np.linspace(-1, 1, PROFILE.num_joints)
+    assert np.allclose(action.targets(q, a), q + 0.05 * a)
+    at_limit = PROFILE.position_upper_rad.copy()
+    assert np.all(action.targets(at_limit, np.ones(PROFILE.num_joints)) <= PROFILE.position_upper_rad)
+    assert action.describe() == {"type": JOINT_DELTA, "size": PROFILE.num_joints, "scale_rad": 0.05}
+
+
+def test_an_end_effector_step_moves_the_site_in_the_commanded_direction_within_the_step_limit():
+    action = make_action(PROFILE, PUSH, EE_DELTA, ee={"scale_m": 0.01, "max_joint_step_rad": 0.08})
+    assert action.size == 3 and action.chain.site == "pusher_tip"
+    rng = np.random.default_rng(1)
+    q = PROFILE.default_pose_rad.copy()
+    for direction in np.eye(3).tolist() + (-np.eye(3)).tolist():
+        a = np.array(direction)
+        targets = action.targets(q, a)
+        assert np.all(np.abs(targets - q) <= 0.08 + 1e-12)
+        moved = action.chain.site_position(targets) - action.chain.site_position(q)
+        # a small step: the site moves ~scale_m along the commanded axis, little across it
+        assert moved @ a == pytest.approx(0.01, rel=0.2)
+        assert np.linalg.norm(moved - (moved @ a) * a) < 0.002
+    for _ in range(20):  # anywhere in the limits: targets stay inside, steps within the bound
+        q = rng.uniform(PROFILE.position_lower_rad, PROFILE.position_upper_rad)
+        targets = action.targets(q, rng.uniform(-1, 1, 3))
+        assert np.all(np.isfinite(targets))
+        assert np.all((targets >= PROFILE.position_lower_rad) & (targets <= PROFILE.position_upper_rad))
+        assert np.all(np.abs(targets - q) <= 0.08 + 1e-12)
+
+
+def test_an_action_rebuilt_from_its_description_gives_the_same_targets():
+    action = make_action(PROFILE, PUSH, EE_DELTA, ee={"scale_m": 0.03})
+    again = action_from_dict(action.describe(), num_joints=PROFILE.num_joints,
+                             default_pose_rad=PROFILE.default_pose_rad, lower_rad=PROFILE.position_lower_rad,
+                             upper_rad=PROFILE.position_upper_rad)
+    q, a = PROFILE.default_pose_rad + 0.1, np.array([0.3, -0.7, 0.2])
+    assert np.array_equal(action.targets(q, a), again.targets(q, a))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"action_type": "torque"}, "unknown action_type 'torque'"),
+    ({"action_type": EE_DELTA, "ee_action": {"scale_m": -1.0}}, "scale_m must be > 0"),
+    ({"action_type": EE_DELTA, "ee_action": {"speed": 1.0}}, "unknown ee_action setting"),
+    ({"action_type": JOINT_DELTA, "ee_action": {"scale_m": 0.02}}, "ee_action settings"),
+])
+def test_bad_action_settings_are_refused_naming_the_setting(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gym.make("Sim2Real/Push-v0", **kwargs)
+
+
+def test_the_push_env_with_end_effector_actions_passes_check_env_and_feeds_back_three_actions():
+    from gymnasium.utils.env_checker import check_env
+
+    env = gym.make("Sim2Real/Push-v0", action_type=EE_DELTA).unwrapped
+    check_env(env, skip_render_check=True)
+    assert env.action_space.shape == (3,)
+    layout = {s.name: s.size for s in env.observation_layout}
+    assert layout["prev_action"] == 3 and layout["joint_pos"] == PROFILE.num_joints
+    obs, _ = env.reset(seed=0)
+    start = env.sim.data.site_xpos[env.task_state.tip].copy()
+    for _ in range(20):  # straight down: the pusher tip goes down
+        obs, *_ = env.step(np.array([0.0, 0.0, -1.0]))
+    n = PROFILE.num_joints
+    assert np.array_equal(obs[2 * n:2 * n + 3], np.array([0, 0, -1], np.float32))
+    assert env.sim.data.site_xpos[env.task_state.tip][2] < start[2] - 0.03
+
+
+def test_end_effector_settings_validate():
+    EndEffectorSettings().validate()
+    with pytest.raises(ValueError, match="max_joint_step_rad"):
+        EndEffectorSettings(max_joint_step_rad=0).validate()
+    with pytest.raises(ValueError, match="down_gain"):
+        EndEffectorSettings(down_gain=-1).validate()
+
+
+def test_the_observation_carries_the_pusher_tip_by_nominal_kinematics():
+    """Under nominal physics (no sensor noise) the observed ee_pos is the true pusher tip."""
+    env = gym.make("Sim2Real/Push-v0", action_type=EE_DELTA, randomization="none").unwrapped
+    names = [s.name for s in env.observation_layout]
+    assert names[:4] == ["joint_pos", "joint_vel", "prev_action", "ee_pos"]
+    n = PROFILE.num_joints
+    obs, _ = env.reset(seed=4)
+    for _ in range(5):
+        obs, *_ = env.step(np.array([0.5, -0.5, -1.0]))
+        env.sim.forward()  # site_xpos after mj_step is one physics step old
+        np.testing.assert_allclose(obs[2 * n + 3:2 * n + 6], env.sim.data.site_xpos[env.task_state.tip], atol=1e-6)
