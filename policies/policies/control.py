@@ -846,6 +846,8 @@ class PolicyController:
         if self.hold_target is None:
             self.hold_target = clip(q, self.profile.position_lower_rad, self.profile.position_upper_rad)
         self.prev_action = np.zeros_like(self.prev_action)
+        if self.active is not None:  # after the hold, an integrated (end-effector) command restarts from here
+            self.active.runtime.reset_action()
         c = self.counters
         c.holds[kind] += 1
         c.last_hold = why if kind == "policy_disabled" else f"{kind}: {why}; holding the measured joint positions"

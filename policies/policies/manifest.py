@@ -79,7 +79,7 @@ class ActionSpec:
     scale_rad: float | None  # joint_position_delta: rad per action unit (None for other types)
     low: float = ACTION_LOW
     high: float = ACTION_HIGH
-    #: ee_position_delta: scale_m, max_joint_step_rad, damping, down_gain, posture_gain, kinematics
+    #: ee_position_delta: scale_m, max_joint_step_rad, max_lead_rad, damping, down_gain, posture_gain, kinematics
     settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -425,7 +425,7 @@ def _observation(o: FieldReader, num_joints: int, task_name: str, action: Action
     return ObservationSpec(size, tuple(layout))
 
 
-_EE_FIELDS = ("scale_m", "max_joint_step_rad", "damping", "down_gain", "posture_gain")
+_EE_FIELDS = ("scale_m", "max_joint_step_rad", "max_lead_rad", "damping", "down_gain", "posture_gain")
 
 
 def _action(a: FieldReader, joints: tuple[str, ...], default_pose: tuple[float, ...]) -> ActionSpec:

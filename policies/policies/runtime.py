@@ -152,7 +152,9 @@ class PolicyRuntime:
     # --- stepping ----------------------------------------------------------------
 
     def reset(self) -> None:
-        """Zero the recurrent state (call at the start of every episode)."""
+        """Zero the recurrent state and restart the action from the measured joints (call at
+        the start of every episode)."""
+        self._action.reset()
         if self._h is not None:
             self._h.fill(0.0)
             self._c.fill(0.0)
@@ -218,8 +220,13 @@ class PolicyRuntime:
                       upper: np.ndarray) -> np.ndarray:
         """Absolute joint targets for an action (clipped to [-1, 1]; then what the manifest's action
         type says, :mod:`sim_bridge.actions`; within ``lower`` and ``upper``)."""
-        a = np.minimum(np.maximum(np.asarray(action, dtype=float), -1.0), 1.0)
-        return np.minimum(np.maximum(self._action.targets(joint_pos, a), lower), upper)
+        if self._action.lower is not lower or self._action.upper is not upper:  # the caller's limits
+            self._action.lower, self._action.upper = lower, upper
+        return self._action.targets(joint_pos, np.minimum(np.maximum(np.asarray(action, dtype=float), -1.0), 1.0))
+
+    def reset_action(self) -> None:
+        """The next command starts from the measured joints (after a hold); the recurrent state stays."""
+        self._action.reset()
 
     def warmup(self, n: int = 10) -> None:
         """Run ``n`` steps on a zero observation (first runs are slow), then reset."""

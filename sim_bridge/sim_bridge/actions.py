@@ -8,15 +8,25 @@ settings (``action`` in ``manifest.json``; :func:`action_from_dict`).
     ``a`` in [-1, 1]^n, one per joint: ``q_target = clip(q_measured + scale_rad * a, lower, upper)``.
 ``ee_position_delta`` (Push)
     ``a`` in [-1, 1]^3: a step of the end-effector site (Push: the pusher tip) in the robot base
-    frame, ``dx = scale_m * a``. The joint step comes from damped least squares on the chain's
-    nominal kinematics at the measured joint positions (:class:`sim_bridge.kinematics.KinematicChain`,
-    carried in the manifest: the robot computer needs no simulator)::
+    frame, ``dx = scale_m * a``, added to the *previous command* (an integrated Cartesian target,
+    as Cartesian teleoperation does), which may lead the measured joints by at most
+    ``max_lead_rad`` per joint; the first command after :meth:`~EndEffectorDeltaAction.reset`
+    (episode start, policy start, a hold) starts from the measured joints. The joint step comes
+    from damped least squares on the chain's nominal kinematics at that base
+    (:class:`sim_bridge.kinematics.KinematicChain`, carried in the manifest: the robot computer
+    needs no simulator)::
 
-        J = [Jp; Jr]  (the tool-axis rows only when down_gain > 0)
+        q0 = clip(q_previous_target, q - max_lead_rad, q + max_lead_rad)   (q: measured)
+        J = [Jp; Jr] at q0  (the tool-axis rows only when down_gain > 0)
         e = [dx; down_gain * (z_tool x (-z_world))]   (turns the tool axis toward pointing down)
-        z = posture_gain * (q_default - q)            (null-space pull toward the default pose)
+        z = posture_gain * (q_default - q0)           (null-space pull toward the default pose)
         dq = z + J^T (J J^T + damping^2 I)^-1 (e - J z)
-        q_target = clip(q + clip(dq, -max_joint_step_rad, max_joint_step_rad), lower, upper)
+        q_target = clip(q0 + clip(dq, -max_joint_step_rad, max_joint_step_rad), lower, upper)
+
+    Why the previous command and not the measured joints: under the arm's PD a target placed
+    relative to the measured position loses the gravity sag every step, so the pusher tracked a
+    commanded -x step as -0.19 m x and -0.18 m z over 0.5 s; from the previous command the same
+    steps gave -0.36 m x and 0.00 m z (measured in the Push env, nominal physics).
 
     Why (docs/architecture.md, "Push acts in Cartesian space"): a joint-space policy had not
     learnt to push in 6.6M env steps; three numbers that move the pusher tip are what the task
@@ -44,13 +54,14 @@ class EndEffectorSettings:
     """The settings of an ``ee_position_delta`` action besides the chain (manifest fields)."""
 
     scale_m: float = 0.02  # end-effector step per action unit and control step (m): 1 m/s at 50 Hz
-    max_joint_step_rad: float = 0.1  # the largest joint target offset one command asks (rad)
+    max_joint_step_rad: float = 0.08  # the largest joint step between two commands (rad; the policy node checks it against the velocity limits)
+    max_lead_rad: float = 0.15  # how far the integrated command may lead the measured joints (rad)
     damping: float = 0.05  # DLS damping
     down_gain: float = 0.5  # tool axis toward -z (0: no orientation rows)
     posture_gain: float = 0.05  # null-space pull toward the default pose
 
     def validate(self) -> None:
-        for name in ("scale_m", "max_joint_step_rad", "damping"):
+        for name in ("scale_m", "max_joint_step_rad", "max_lead_rad", "damping"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ee_position_delta: {name} must be > 0, got {getattr(self, name)}")
         for name in ("down_gain", "posture_gain"):
@@ -74,6 +85,9 @@ class JointDeltaAction:
     def max_joint_step_rad(self) -> float:
         """The largest joint target offset one command can ask."""
         return self.scale_rad
+
+    def reset(self) -> None:
+        """Nothing to forget: every target is relative to the measured joints."""
 
     def targets(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
         """Joint position targets for an action already clipped to [-1, 1]."""
@@ -101,6 +115,16 @@ class EndEffectorDeltaAction:
         self._reg = settings.damping ** 2 * np.eye(rows)
         self._task = np.zeros(rows)
         self._cached = (b"", None)  # (joint positions' bytes, chain.jacobian of them)
+        self._last: np.ndarray | None = None  # the previous target (None: start from the measured joints)
+
+    def reset(self) -> None:
+        """The next command starts from the measured joints (episode start, a new policy, a hold)."""
+        self._last = None
+
+    @property
+    def last_target(self) -> np.ndarray | None:
+        """The previous target (None after a reset)."""
+        return None if self._last is None else self._last.copy()
 
     @property
     def max_joint_step_rad(self) -> float:
@@ -134,13 +158,18 @@ class EndEffectorDeltaAction:
         return z + jac.T @ np.linalg.solve(jac @ jac.T + self._reg, task - jac @ z)
 
     def targets(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
-        step = self.settings.max_joint_step_rad
-        return _clip(joint_pos + _clip(self.joint_step(joint_pos, action), -step, step), self.lower, self.upper)
+        """The next target for an action already clipped to [-1, 1] (remembered for the next call)."""
+        s = self.settings
+        base = joint_pos if self._last is None else _clip(self._last, joint_pos - s.max_lead_rad,
+                                                             joint_pos + s.max_lead_rad)
+        step = s.max_joint_step_rad
+        self._last = _clip(base + _clip(self.joint_step(base, action), -step, step), self.lower, self.upper)
+        return self._last.copy()
 
     def describe(self) -> dict:
         s = self.settings
         return {"type": self.type, "size": self.size, "scale_m": s.scale_m, "max_joint_step_rad": s.max_joint_step_rad,
-                "damping": s.damping, "down_gain": s.down_gain, "posture_gain": s.posture_gain,
+                "max_lead_rad": s.max_lead_rad, "damping": s.damping, "down_gain": s.down_gain, "posture_gain": s.posture_gain,
                 "kinematics": self.chain.to_dict()}
 
 
@@ -150,8 +179,8 @@ def action_from_dict(data: dict, *, num_joints: int, default_pose_rad, lower_rad
     if kind == JOINT_DELTA:
         return JointDeltaAction(num_joints, float(data["scale_rad"]), lower_rad, upper_rad)
     if kind == EE_DELTA:
-        settings = EndEffectorSettings(**{k: float(data[k]) for k in ("scale_m", "max_joint_step_rad", "damping",
-                                                                      "down_gain", "posture_gain")})
+        settings = EndEffectorSettings(**{k: float(data[k]) for k in ("scale_m", "max_joint_step_rad", "max_lead_rad",
+                                                                      "damping", "down_gain", "posture_gain")})
         return EndEffectorDeltaAction(KinematicChain.from_dict(data["kinematics"]), settings, default_pose_rad,
                                       lower_rad, upper_rad)
     raise ValueError(f"unsupported action type {kind!r}; expected one of {list(ACTION_TYPES)}")

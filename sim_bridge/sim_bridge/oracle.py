@@ -10,15 +10,18 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from sim_bridge.actions import EE_DELTA
+from sim_bridge.actions import EE_DELTA, action_from_dict
 from sim_bridge.profile import RobotProfile
 from sim_bridge.simulator import build_model
 
 
 def action_settings(action) -> dict:
-    """The oracles' keyword arguments that make them act in ``action``'s space (:mod:`sim_bridge.actions`)."""
+    """The oracles' keyword arguments that make them act in ``action``'s space (:mod:`sim_bridge.actions`):
+    for an end-effector action, a replica of it (the oracle replays its own commands on it)."""
     if action.type == EE_DELTA:
-        return {"ee_scale_m": action.settings.scale_m}
+        return {"ee_action": action_from_dict(action.describe(), num_joints=len(action.default),
+                                              default_pose_rad=action.default, lower_rad=action.lower,
+                                              upper_rad=action.upper)}
     return {"action_scale_rad": action.scale_rad}
 
 
@@ -27,12 +30,12 @@ class ReachOracle:
 
     def __init__(self, profile: RobotProfile, action_scale_rad: float = 0.05, gain: float = 0.5,
                  integral_gain: float = 0.05, damping: float = 0.05, posture_gain: float = 0.05,
-                 scene=None, site: str | None = None, ee_scale_m: float | None = None):
+                 scene=None, site: str | None = None, ee_action=None):
         """``scene``: a task's ``add_to_scene`` hook; ``site``: the point to move (default: the
-        profile's end-effector site; Push: its ``pusher_tip``); ``ee_scale_m``: act in end-effector
-        steps (an ``ee_position_delta`` action of that scale) instead of joint deltas."""
+        profile's end-effector site; Push: its ``pusher_tip``); ``ee_action``: act in end-effector
+        steps: a private replica of the policy's ``ee_position_delta`` action (its site = ``site``)."""
         self.profile = profile
-        self.ee_scale_m = ee_scale_m
+        self.ee_action = ee_action
         self.model = build_model(profile, scene)
         self.data = mujoco.MjData(self.model)
         self.action_scale_rad = action_scale_rad
@@ -49,11 +52,18 @@ class ReachOracle:
 
     def reset(self) -> None:
         self._integral[:] = 0.0
+        if self.ee_action is not None:
+            self.ee_action.reset()
 
     def end_effector(self, joint_pos: np.ndarray) -> np.ndarray:
         self.data.qpos[self._qadr] = joint_pos
         mujoco.mj_kinematics(self.model, self.data)
         return self.data.site_xpos[self._site].copy()
+
+    def commanded(self, joint_pos: np.ndarray) -> np.ndarray:
+        """Where the site is commanded to be: with ``ee_action``, by its last target; else measured."""
+        last = None if self.ee_action is None else self.ee_action.last_target
+        return self.end_effector(joint_pos) if last is None else self.ee_action.site_position(last)
 
     def joint_delta(self, joint_pos: np.ndarray, target: np.ndarray, down_gain: float = 0.0) -> np.ndarray:
         """Joint position change (rad) that moves the end effector toward ``target``;
@@ -90,9 +100,14 @@ class ReachOracle:
 
     def action(self, joint_pos: np.ndarray, target: np.ndarray, down_gain: float = 0.0) -> np.ndarray:
         """The step toward ``target`` as a policy action in [-1, 1]: joint deltas, or with
-        ``ee_scale_m`` the site's whole way to the target this step (saturated)."""
-        if self.ee_scale_m is not None:
-            return np.clip((np.asarray(target, float) - self.end_effector(joint_pos)) / self.ee_scale_m, -1.0, 1.0)
+        ``ee_action`` the commanded site's whole way to the target this step (saturated). An
+        end-effector action integrates its command (:mod:`sim_bridge.actions`), so the oracle
+        steers that command (replayed on its replica: the same function of the measured joints and
+        the actions), not the measured site, which sags under gravity."""
+        if self.ee_action is not None:
+            a = np.clip((np.asarray(target, float) - self.commanded(joint_pos)) / self.ee_action.settings.scale_m, -1.0, 1.0)
+            self.ee_action.targets(np.asarray(joint_pos, float), a)  # the replica takes the same step
+            return a
         return np.clip(self.joint_delta(joint_pos, target, down_gain=down_gain) / self.action_scale_rad, -1.0, 1.0)
 
 
@@ -108,14 +123,14 @@ class PushOracle:
     """
 
     def __init__(self, profile: RobotProfile, task=None, action_scale_rad: float = 0.05, *,
-                 table_top_z: float = 0.0, hover_m: float = 0.07, ee_scale_m: float | None = None):
+                 table_top_z: float = 0.0, hover_m: float = 0.07, ee_action=None):
         """``task``: the :class:`~sim_bridge.tasks.push.PushTask` (its scene and sizes; default settings if None);
-        ``ee_scale_m``: act in pusher-tip steps (``ee_position_delta``) instead of joint deltas."""
+        ``ee_action``: act in pusher-tip steps (a replica of the policy's ``ee_position_delta`` action)."""
         from sim_bridge.tasks.push import PUSHER_TIP, PushTask  # noqa: PLC0415
 
         task = task or PushTask()
         self.reach = ReachOracle(profile, action_scale_rad=action_scale_rad, gain=0.6, integral_gain=0.1,
-                                 scene=task.add_to_scene, site=PUSHER_TIP, ee_scale_m=ee_scale_m)
+                                 scene=task.add_to_scene, site=PUSHER_TIP, ee_action=ee_action)
         self.action_scale_rad = action_scale_rad
         self.contact_m = task.puck_radius_m + task.pusher_radius_m
         self.push_z = table_top_z + task.pusher_radius_m + 0.012  # the rod clear of the table
@@ -139,7 +154,9 @@ class PushOracle:
         if self.phase == "push" and (along > -0.6 * self.contact_m or across > 0.03):
             self.phase = "approach"  # off the line or past the puck: go around again
         if self.phase == "approach":
-            if np.linalg.norm(ee[:2] - behind) < 0.015:
+            # over the pushing point: by the command (an end-effector command integrates; the
+            # measured tip sags a centimetre or two below and beside it) or by the measured tip
+            if np.linalg.norm(self.reach.commanded(joint_pos)[:2] - behind) < 0.015:
                 self.phase = "descend"
             elif ee[2] < self.hover_z - 0.03 and np.linalg.norm(rel) < self.contact_m + 0.03:
                 return np.array([*(puck_xy + rel * 1.5), self.hover_z])  # lift away: never sweep across the puck

@@ -76,6 +76,7 @@ def test_the_controller_commands_what_the_ee_action_says_and_a_swap_changes_the_
     ctl.on_joint_state(JOINTS, list(Q), [0.0] * 7, 0.02)
     result = ctl.cycle(0.02)
     assert result.swapped_to == "push_ee" and result.status == COMMAND
+    EE.reset()
     runtime = PolicyRuntime(zoo / "push_ee")  # what the node must command: zero previous action (another type)
     a = runtime.act(Q, np.zeros(7), np.zeros(3), POSE, GOAL)
     np.testing.assert_allclose(result.command, EE.targets(Q, np.clip(a.astype(float), -1, 1)), atol=1e-9)
@@ -103,6 +104,6 @@ def test_a_trained_ee_push_policy_exports_with_its_kinematics_and_the_runtime_ac
     for _ in range(10):
         action = runtime.step(obs)
         q = env.unwrapped._reading.position_rad.copy()
-        want = env.unwrapped.action.targets(q, np.clip(action.astype(float), -1, 1))
-        np.testing.assert_array_equal(runtime.joint_targets(action, q, lower, upper), want)
-        obs, *_ = env.step(action)
+        got = runtime.joint_targets(action, q, lower, upper)
+        obs, *_ = env.step(action)  # the env's own (integrated) command for the same action
+        np.testing.assert_array_equal(got, env.unwrapped.action.last_target)

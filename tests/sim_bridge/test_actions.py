@@ -70,6 +70,7 @@ def test_an_end_effector_step_moves_the_site_in_the_commanded_direction_within_t
     q = PROFILE.default_pose_rad.copy()
     for direction in np.eye(3).tolist() + (-np.eye(3)).tolist():
         a = np.array(direction)
+        action.reset()
         targets = action.targets(q, a)
         assert np.all(np.abs(targets - q) <= 0.08 + 1e-12)
         moved = action.chain.site_position(targets) - action.chain.site_position(q)
@@ -78,10 +79,27 @@ def test_an_end_effector_step_moves_the_site_in_the_commanded_direction_within_t
         assert np.linalg.norm(moved - (moved @ a) * a) < 0.002
     for _ in range(20):  # anywhere in the limits: targets stay inside, steps within the bound
         q = rng.uniform(PROFILE.position_lower_rad, PROFILE.position_upper_rad)
+        action.reset()
         targets = action.targets(q, rng.uniform(-1, 1, 3))
         assert np.all(np.isfinite(targets))
         assert np.all((targets >= PROFILE.position_lower_rad) & (targets <= PROFILE.position_upper_rad))
         assert np.all(np.abs(targets - q) <= 0.08 + 1e-12)
+
+
+def test_the_end_effector_command_integrates_from_the_previous_target_within_the_lead_bound():
+    """Steps add to the previous command (not to the measured joints, which sag under gravity);
+    the command leads the measured joints by at most max_lead_rad; reset starts from them again."""
+    action = make_action(PROFILE, PUSH, EE_DELTA, ee={"scale_m": 0.01, "max_lead_rad": 0.1})
+    q = PROFILE.default_pose_rad.copy()  # the arm does not move (blocked): the command goes on
+    tips = [action.chain.site_position(action.targets(q, np.array([1.0, 0.0, 0.0])))[0] for _ in range(3)]
+    assert tips[1] - tips[0] == pytest.approx(0.01, rel=0.2) and tips[2] - tips[1] == pytest.approx(0.01, rel=0.2)
+    for _ in range(100):
+        last = action.targets(q, np.array([1.0, 0.0, 0.0]))
+    assert np.abs(last - q).max() <= 0.1 + action.settings.max_joint_step_rad + 1e-12
+    assert np.abs(last - q).max() > 0.1, "it leads up to the bound (plus one step)"
+    action.reset()
+    first = action.targets(q, np.zeros(3))
+    assert np.abs(first - q).max() < 0.02, "after reset the command starts from the measured joints"
 
 
 def test_an_action_rebuilt_from_its_description_gives_the_same_targets():
@@ -140,3 +158,24 @@ def test_the_observation_carries_the_pusher_tip_by_nominal_kinematics():
         obs, *_ = env.step(np.array([0.5, -0.5, -1.0]))
         env.sim.forward()  # site_xpos after mj_step is one physics step old
         np.testing.assert_allclose(obs[2 * n + 3:2 * n + 6], env.sim.data.site_xpos[env.task_state.tip], atol=1e-6)
+
+
+def test_the_scripted_pusher_pushes_with_end_effector_actions():
+    """The task's scripted controller in the end-effector action space (it replays its commands on a
+    replica of the action) pushes the puck to the goal under nominal physics."""
+    env = gym.make("Sim2Real/Push-v0", action_type=EE_DELTA, randomization="none").unwrapped
+    controller = env.task.scripted_controller(env.profile, env.action)
+    slices, start = {}, 0
+    for signal in env.observation_layout:
+        slices[signal.name] = slice(start, start + signal.size)
+        start += signal.size
+    successes = 0
+    for seed in range(6):
+        obs, _ = env.reset(seed=seed)
+        controller.reset()
+        for _ in range(env.max_episode_steps):
+            obs, _, terminated, truncated, info = env.step(controller.act({k: obs[s] for k, s in slices.items()}))
+            if terminated or truncated:
+                break
+        successes += bool(info["is_success"])
+    assert successes >= 4, f"the scripted pusher succeeded in {successes} of 6 nominal episodes"

@@ -137,6 +137,7 @@ class TaskEnv(gym.Env):
         if self.assist_start_prob > 0 and options.get("joint_pos") is None and rng.random() < self._assist_prob():
             self._assisted_start(start)
         self._fresh = True
+        self.action.reset()  # an end-effector action's command starts from the measured joints
         self._prev_action = np.zeros(self.action.size)
         self._dynamics = self.sim.dynamics.astype(np.float32)  # privileged state, fixed per episode
         self._dynamics.setflags(write=False)  # shared by every info of the episode
