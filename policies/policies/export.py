@@ -68,11 +68,10 @@ def trained_task(cfg: TrainConfig):
 def trained_action(cfg: TrainConfig):
     """The action (:mod:`sim_bridge.actions`) a training config's env used (``env_kwargs``:
     ``action_type``, ``action_scale_rad``, ``ee_action``)."""
-    from sim_bridge.actions import JOINT_DELTA
     from sim_bridge.profile import load_profile
     from sim_bridge.simulator import make_action
     kw = cfg.env_kwargs
-    return make_action(load_profile(cfg.robot_profile), trained_task(cfg), kw.get("action_type", JOINT_DELTA),
+    return make_action(load_profile(cfg.robot_profile), trained_task(cfg), kw.get("action_type"),
                        scale_rad=float(kw.get("action_scale_rad", 0.05)), ee=kw.get("ee_action"))
 
 

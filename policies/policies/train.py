@@ -66,6 +66,22 @@ def make_vector_env(cfg: TrainConfig, episodes_done: int = 0):
     return VectorTaskEnv(cfg.num_envs, cfg.num_workers, env_id=env_id, env_kwargs=kwargs)
 
 
+def record_action(cfg: TrainConfig) -> None:
+    """Write the action the run uses into ``cfg.env_kwargs`` (``action_type``, and ``ee_action``
+    or ``action_scale_rad``) when the config leaves it to the task's default, so the checkpoint,
+    a resumed run and the export keep it even if a task's default changes later."""
+    from policies.export import trained_action
+
+    action = trained_action(cfg)
+    described = action.describe()
+    if action.type == "ee_position_delta":
+        settings = {k: v for k, v in described.items() if k not in ("type", "size", "kinematics")}
+        recorded = {"action_type": action.type, "ee_action": settings}
+    else:
+        recorded = {"action_type": action.type, "action_scale_rad": action.scale_rad}
+    cfg.env_kwargs = {**recorded, **cfg.env_kwargs}
+
+
 def build_model(cfg: TrainConfig, obs_size: int, act_size: int, priv_size: int) -> ActorCritic:
     return ActorCritic(obs_size, act_size, priv_size, architecture=cfg.architecture, hidden=cfg.hidden,
                        critic_hidden=cfg.critic_hidden, init_log_std=cfg.init_log_std, history=cfg.history)
@@ -74,6 +90,7 @@ def build_model(cfg: TrainConfig, obs_size: int, act_size: int, priv_size: int) 
 class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: Path, *, quiet: bool = False):
         cfg.validate()
+        record_action(cfg)
         self.cfg, self.out_dir, self.quiet = cfg, Path(out_dir), quiet
         torch.manual_seed(cfg.seed)
         self.venv = make_vector_env(cfg)

@@ -114,12 +114,18 @@ def build_model(profile: RobotProfile, scene=None) -> mujoco.MjModel:
     return model
 
 
-def make_action(profile: RobotProfile, task=None, action_type: str = JOINT_DELTA, *, scale_rad: float = 0.05,
+def make_action(profile: RobotProfile, task=None, action_type: str | None = None, *, scale_rad: float = 0.05,
                 ee: dict | None = None):
-    """The policy action (:mod:`sim_bridge.actions`) of ``action_type`` for ``profile`` and ``task``:
-    an end-effector action reads its kinematic chain (to the task's ``action_site``, default the
-    profile's end-effector site) from the nominal model with the task's scene; ``ee``: its
-    :class:`~sim_bridge.actions.EndEffectorSettings` fields."""
+    """The policy action (:mod:`sim_bridge.actions`) of ``action_type`` for ``profile`` and ``task``
+    (None: the task's ``default_action``, else joint deltas): an end-effector action reads its
+    kinematic chain (to the task's ``action_site``, default the profile's end-effector site) from
+    the nominal model with the task's scene; ``ee``: its
+    :class:`~sim_bridge.actions.EndEffectorSettings` fields (None: the task's default ones)."""
+    default = dict(getattr(task, "default_action", None) or {})
+    if action_type is None:
+        action_type = default.get("action_type", JOINT_DELTA)
+    if ee is None and action_type == default.get("action_type"):
+        ee = default.get("ee_action")
     if action_type == JOINT_DELTA:
         if ee:
             raise ValueError(f"ee_action settings {sorted(ee)} given for action type {JOINT_DELTA!r}")

@@ -14,7 +14,7 @@ from policies.model import ActorCritic
 from policies.ppo import build_sequences
 from policies.train import Trainer, load_checkpoint_file
 from sim_bridge.envs.task_env import TaskEnv
-from sim_bridge.oracle import PushOracle
+from sim_bridge.oracle import PushOracle, action_settings
 from sim_bridge.profile import load_profile
 from sim_bridge.tasks import make_task
 
@@ -43,12 +43,12 @@ def test_the_experts_label_each_env_with_the_scripted_pusher_on_its_observation(
     experts = Experts(task, profile, 2, env.action, env.observation_layout)
     obs = np.stack([env.reset(seed=s)[0] for s in (0, 1)])
     labels = experts.act(obs)
-    for n in range(2):   # the same as the oracle fed by hand
-        oracle = PushOracle(profile, task, action_scale_rad=env.action_scale_rad)
+    for n in range(2):   # the same as the oracle fed by hand (Push acts in end-effector steps)
+        oracle = PushOracle(profile, task, **action_settings(env.action))
         j, p, g = (experts.slices[k] for k in ("joint_pos", "object_pose", "goal_pos"))
         expected = oracle.action(obs[n, j].astype(float), obs[n, p][:2], obs[n, g][:2])
         np.testing.assert_allclose(labels[n], expected)
-    assert labels.shape == (2, profile.num_joints) and np.all(np.abs(labels) <= 1.0)
+    assert labels.shape == (2, 3) and np.all(np.abs(labels) <= 1.0)
     with pytest.raises(ValueError, match="observation of 3 values"):
         experts.act(np.zeros((2, 3), np.float32))
 

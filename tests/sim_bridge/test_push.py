@@ -12,7 +12,6 @@ from gymnasium.utils.env_checker import check_env
 import sim_bridge.envs  # noqa: F401 - registers the envs
 from sim_bridge.config import ConfigError
 from sim_bridge.envs.task_env import TaskEnv
-from sim_bridge.oracle import PushOracle
 from sim_bridge.randomization import DynamicsRandomizer, RandomizationSpec, load_randomization, parse_randomization
 from sim_bridge.tasks import PushTask, UnknownTaskError, make_task
 
@@ -57,8 +56,9 @@ def test_push_env_passes_check_env_under_the_default_randomization():
     assert env.sim.randomizer.spec.source.name == "push_default.yaml"  # "default" = the task's default
     check_env(env, skip_render_check=True)
     names = [s.name for s in env.observation_layout]
-    assert names == ["joint_pos", "joint_vel", "prev_action", "object_pose", "goal_pos"]
-    assert env.observation_space.shape == (3 * 7 + 5 + 3,)
+    # Push acts in end-effector steps (3 actions) and observes the pusher tip (ee_pos)
+    assert names == ["joint_pos", "joint_vel", "prev_action", "ee_pos", "object_pose", "goal_pos"]
+    assert env.action_space.shape == (3,) and env.observation_space.shape == (2 * 7 + 3 + 3 + 5 + 3,)
     assert {"puck_mass/puck", "puck_friction/puck", "puck_damping/puck_joint", "puck_size/puck",
             "table_height/table", "object_latency", "object_dropout"} <= set(env.dynamics_names)
     assert env.privileged_names[-7:] == ("object_vel/x", "object_vel/y", "object_to_goal/x", "object_to_goal/y",
@@ -81,7 +81,7 @@ def test_reset_puts_the_puck_on_the_table_at_the_sampled_distance_from_the_goal(
     _, info = env.reset(seed=3)
     start = info["object_pos"].copy()
     for _ in range(50):
-        _, _, _, _, info = env.step(np.zeros(7))
+        _, _, _, _, info = env.step(np.zeros(env.action_space.shape))
     np.testing.assert_allclose(info["object_pos"], start, atol=1e-3)
 
 
@@ -120,12 +120,12 @@ def test_success_needs_the_puck_within_5_cm_for_10_steps():
     assert info["distance"] == pytest.approx(0.03, abs=1e-3)
     flags = []
     for _ in range(10):
-        _, _, terminated, _, info = env.step(np.zeros(7))
+        _, _, terminated, _, info = env.step(np.zeros(env.action_space.shape))
         flags.append(info["is_success"])
     assert flags == [False] * 9 + [True] and terminated
     _, info = env.reset(seed=0, options={"goal": goal, "object_start": goal[:2] + [0.06, 0.0]})
     for _ in range(30):
-        _, _, terminated, _, info = env.step(np.zeros(7))
+        _, _, terminated, _, info = env.step(np.zeros(env.action_space.shape))
     assert not info["is_success"] and not terminated
 
 
@@ -135,7 +135,7 @@ def test_reward_prefers_the_puck_near_the_goal_and_the_pusher_near_the_puck():
     rewards = []
     for offset in (0.02, 0.10, 0.20):
         env.reset(seed=0, options={"goal": goal, "object_start": goal[:2] + [offset, 0.0]})
-        rewards.append(env.step(np.zeros(7))[1])
+        rewards.append(env.step(np.zeros(env.action_space.shape))[1])
     assert rewards[0] > rewards[1] > rewards[2]
     task, sim = env.task, env.sim
     a = np.zeros(7)
@@ -168,21 +168,19 @@ def test_reward_prefers_the_puck_near_the_goal_and_the_pusher_near_the_puck():
 
 def test_the_scripted_pusher_solves_nominal_push_episodes():
     """The task is solvable by the arm: the scripted pusher (IK, no learning) succeeds."""
-    env = push_env(terminate_on_success=True)
-    oracle = PushOracle(env.profile, env.task)
-    n = env.profile.num_joints
-    successes = 0
-    for seed in range(6):
-        obs, _ = env.reset(seed=seed)
-        oracle.reset()
-        for _ in range(env.max_episode_steps):
-            parts = obs_parts(env, obs)
-            obs, _, terminated, truncated, info = env.step(
-                oracle.action(parts["joint_pos"].astype(float), parts["object_pose"][:2], parts["goal_pos"][:2]))
-            if terminated or truncated:
-                break
-        successes += info["is_success"]
-    assert n == 7 and successes >= 4, f"the scripted pusher succeeded in {successes}/6 episodes"
+    for action_type in ("ee_position_delta", "joint_position_delta"):  # Push's default, and joint space
+        env = push_env(terminate_on_success=True, action_type=action_type)
+        controller = env.task.scripted_controller(env.profile, env.action)
+        successes = 0
+        for seed in range(6):
+            obs, _ = env.reset(seed=seed)
+            controller.reset()
+            for _ in range(env.max_episode_steps):
+                obs, _, terminated, truncated, info = env.step(controller.act(obs_parts(env, obs)))
+                if terminated or truncated:
+                    break
+            successes += info["is_success"]
+        assert successes >= 4, f"the scripted pusher succeeded in {successes}/6 episodes ({action_type})"
 
 
 # --- object randomization kinds -----------------------------------------------------------
@@ -247,7 +245,7 @@ def test_table_height_moves_the_table_and_the_puck_starts_on_it():
         assert top == pytest.approx(offset, abs=1e-12)
         assert info["object_pos"][2] == pytest.approx(top + 1.05 * 0.015, abs=2e-3)
         for _ in range(25):
-            _, _, _, _, info = env.step(np.zeros(7))
+            _, _, _, _, info = env.step(np.zeros(env.action_space.shape))
         assert info["object_pos"][2] == pytest.approx(top + 1.05 * 0.015, abs=2e-3)  # resting on it
 
 
@@ -282,7 +280,7 @@ def run_tracker(env: TaskEnv, steps: int, **dynamics) -> tuple[np.ndarray, np.nd
         observed.append(obs_parts(env, obs)["object_pose"].astype(float))
         true.append(env.task.true_pose(env.sim, state))
         env.sim.data.qvel[state.dadr:state.dadr + 6] = (0.1, 0.05, 0.0, 0.0, 0.0, 1.0)
-        obs, *_ = env.step(np.zeros(7))
+        obs, *_ = env.step(np.zeros(env.action_space.shape))
     return np.array(observed), np.array(true)
 
 
@@ -340,7 +338,7 @@ def test_an_assisted_start_puts_the_pusher_at_rest_behind_the_puck_on_the_goal_l
         assert np.allclose(obs_parts(env, obs)["joint_pos"], env.sim.true_joint_positions(), atol=0.03)
         before = info["object_pos"].copy()
         for _ in range(5):
-            _, _, _, _, info = env.step(np.zeros(7))
+            _, _, _, _, info = env.step(np.zeros(env.action_space.shape))
         assert np.linalg.norm(info["object_pos"][:2] - before[:2]) < 0.003  # placed clear of the puck
 
 
@@ -350,7 +348,7 @@ def test_assisted_starts_fade_out_over_the_episodes_the_env_runs_and_are_off_by_
         for seed in range(episodes):
             _, info = env.reset(seed=100 + seed)
             out.append(float(np.linalg.norm(info["pusher_pos"] - env.task.assist_target(env.sim, env.task_state)[1])))
-            env.step(np.zeros(7))  # an episode counts once it has run
+            env.step(np.zeros(env.action_space.shape))  # an episode counts once it has run
         return np.array(out)
 
     plain = tip_distances(push_env(), 3)

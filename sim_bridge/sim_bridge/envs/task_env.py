@@ -17,7 +17,8 @@ Observation
     positions and velocities (with the sampled sensor noise), the previous action, then the
     task's signals (float32).
 Action
-    ``action_type`` (:mod:`sim_bridge.actions`): ``joint_position_delta`` (default), joint position
+    ``action_type`` (:mod:`sim_bridge.actions`; None: the task's ``default_action``, Reach:
+    ``joint_position_delta``, Push: ``ee_position_delta`` with 2 cm steps): joint position
     deltas in [-1, 1]^n, scaled by ``action_scale_rad`` and added to the measured position; or
     ``ee_position_delta``, a step of the task's ``action_site`` (Push: the pusher tip) in [-1, 1]^3
     times ``ee_action["scale_m"]``, mapped to joint targets by damped least squares on the nominal
@@ -46,7 +47,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from sim_bridge.actions import JOINT_DELTA
 from sim_bridge.episode import HeldSuccess
 from sim_bridge.observations import ObservationBuilder, clip
 from sim_bridge.profile import RobotProfile, load_profile
@@ -63,7 +63,7 @@ class TaskEnv(gym.Env):
                  randomization: str | RandomizationSpec | None = "default", action_scale_rad: float = 0.05,
                  terminate_on_success: bool = True, start_pose_noise_rad: float = 0.1,
                  assist_start_prob: float = 0.0, assist_episodes: int = 0,
-                 action_type: str = JOINT_DELTA, ee_action: dict | None = None,
+                 action_type: str | None = None, ee_action: dict | None = None,
                  render_mode: str | None = None, **task_settings):
         """``task_settings`` go to the task's constructor (Reach: ``success_radius_m``,
         ``max_episode_steps``, reward weights, ... see :class:`sim_bridge.tasks.reach.ReachTask`).

@@ -62,6 +62,9 @@ class Task:
     summary: ClassVar[str] = ""
     #: ROS inputs that fill the task's observation signals on a robot
     inputs: ClassVar[tuple[TaskInput, ...]] = ()
+    #: the action a policy of this task uses unless told otherwise (env keyword arguments
+    #: ``action_type`` and ``ee_action``; empty = joint position deltas)
+    default_action: ClassVar[dict] = {}
     #: the site an end-effector action (``ee_position_delta``, :mod:`sim_bridge.actions`) moves;
     #: None = the robot profile's end-effector site (Push: its pusher tip)
     action_site: ClassVar[str | None] = None

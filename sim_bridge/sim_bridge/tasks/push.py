@@ -119,6 +119,8 @@ class PushTask(Task):
               TaskInput("goal_pos", "current_goal", POINT_STAMPED, latched=True))
     default_randomization = "push_default"
     action_site = PUSHER_TIP
+    # docs/architecture.md, "Push acts in Cartesian space": 2 cm pusher-tip steps (1 m/s at 50 Hz)
+    default_action = {"action_type": "ee_position_delta", "ee_action": {"scale_m": 0.02}}
 
     def __init__(self, *, success_radius_m: float = 0.05, success_hold_steps: int = 10,
                  max_episode_steps: int = 400, puck_radius_m: float = 0.04, puck_height_m: float = 0.03,
