@@ -425,7 +425,7 @@ def _observation(o: FieldReader, num_joints: int, task_name: str, action: Action
     return ObservationSpec(size, tuple(layout))
 
 
-_EE_FIELDS = ("scale_m", "max_joint_step_rad", "max_lead_rad", "damping", "down_gain", "posture_gain")
+_EE_FIELDS = ("scale_m", "max_joint_step_rad", "max_lead_rad", "damping", "down_gain", "posture_gain", "min_z_m")
 
 
 def _action(a: FieldReader, joints: tuple[str, ...], default_pose: tuple[float, ...]) -> ActionSpec:

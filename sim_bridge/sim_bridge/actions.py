@@ -17,7 +17,8 @@ settings (``action`` in ``manifest.json``; :func:`action_from_dict`).
     needs no simulator)::
 
         q0 = clip(q_previous_target, q - max_lead_rad, q + max_lead_rad)   (q: measured)
-        J = [Jp; Jr] at q0  (the tool-axis rows only when down_gain > 0)
+        x0, J = the site and [Jp; Jr] at q0  (the tool-axis rows only when down_gain > 0)
+        dx_z = max(dx_z, min_z_m - x0_z)              (a floor for the commanded site)
         e = [dx; down_gain * (z_tool x (-z_world))]   (turns the tool axis toward pointing down)
         z = posture_gain * (q_default - q0)           (null-space pull toward the default pose)
         dq = z + J^T (J J^T + damping^2 I)^-1 (e - J z)
@@ -27,6 +28,9 @@ settings (``action`` in ``manifest.json``; :func:`action_from_dict`).
     relative to the measured position loses the gravity sag every step, so the pusher tracked a
     commanded -x step as -0.19 m x and -0.18 m z over 0.5 s; from the previous command the same
     steps gave -0.36 m x and 0.00 m z (measured in the Push env, nominal physics).
+    Why a floor (``min_z_m``, Push: the nominal table top + the push height): a command that
+    integrates keeps pressing a pusher that touches the table, which then sticks by friction;
+    trained policies went down first and stayed pressed on the table.
 
     Why (docs/architecture.md, "Push acts in Cartesian space"): a joint-space policy had not
     learnt to push in 6.6M env steps; three numbers that move the pusher tip are what the task
@@ -58,6 +62,7 @@ class EndEffectorSettings:
     max_lead_rad: float = 0.15  # how far the integrated command may lead the measured joints (rad)
     damping: float = 0.05  # DLS damping
     down_gain: float = 0.5  # tool axis toward -z (0: no orientation rows)
+    min_z_m: float = -1e9  # the lowest commanded site height in the base frame (m; -1e9: no floor)
     posture_gain: float = 0.05  # null-space pull toward the default pose
 
     def validate(self) -> None:
@@ -145,9 +150,11 @@ class EndEffectorDeltaAction:
     def joint_step(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
         """The joint step (rad) for an action already clipped to [-1, 1] (before the step clip)."""
         s = self.settings
-        _, rot, jp, jr = self._kinematics(joint_pos)
+        site, rot, jp, jr = self._kinematics(joint_pos)
         task = self._task
         task[:3] = s.scale_m * np.asarray(action, float)
+        if task[2] < s.min_z_m - site[2]:  # the floor: never command the site below min_z_m
+            task[2] = s.min_z_m - site[2]
         if s.down_gain > 0:
             x, y, _ = rot[:, 2]  # the tool axis; its cross product with (0, 0, -1)
             task[3:] = (-s.down_gain * y, s.down_gain * x, 0.0)
@@ -170,6 +177,7 @@ class EndEffectorDeltaAction:
         s = self.settings
         return {"type": self.type, "size": self.size, "scale_m": s.scale_m, "max_joint_step_rad": s.max_joint_step_rad,
                 "max_lead_rad": s.max_lead_rad, "damping": s.damping, "down_gain": s.down_gain, "posture_gain": s.posture_gain,
+                "min_z_m": s.min_z_m,
                 "kinematics": self.chain.to_dict()}
 
 
@@ -180,7 +188,8 @@ def action_from_dict(data: dict, *, num_joints: int, default_pose_rad, lower_rad
         return JointDeltaAction(num_joints, float(data["scale_rad"]), lower_rad, upper_rad)
     if kind == EE_DELTA:
         settings = EndEffectorSettings(**{k: float(data[k]) for k in ("scale_m", "max_joint_step_rad", "max_lead_rad",
-                                                                      "damping", "down_gain", "posture_gain")})
+                                                                      "damping", "down_gain", "posture_gain",
+                                                                      "min_z_m") if k in data})
         return EndEffectorDeltaAction(KinematicChain.from_dict(data["kinematics"]), settings, default_pose_rad,
                                       lower_rad, upper_rad)
     raise ValueError(f"unsupported action type {kind!r}; expected one of {list(ACTION_TYPES)}")

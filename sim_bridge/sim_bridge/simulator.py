@@ -139,6 +139,9 @@ def make_action(profile: RobotProfile, task=None, action_type: str | None = None
                          f"{[f.name for f in dataclasses.fields(EndEffectorSettings)]}") from None
     site = getattr(task, "action_site", None) or profile.end_effector_site
     model = build_model(profile, getattr(task, "add_to_scene", None))
+    floor = task.action_floor_m(model) if task is not None and "min_z_m" not in (ee or {}) else None
+    if floor is not None:
+        settings = dataclasses.replace(settings, min_z_m=float(floor))
     chain = KinematicChain.from_model(model, profile.joint_names, site)
     return EndEffectorDeltaAction(chain, settings, profile.default_pose_rad, profile.position_lower_rad,
                                   profile.position_upper_rad)

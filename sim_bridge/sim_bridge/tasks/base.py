@@ -110,6 +110,12 @@ class Task:
     #: profile's ``target_body``). Push adds a puck and a pusher tip.
     add_to_scene = None
 
+    def action_floor_m(self, model) -> float | None:
+        """The lowest height (base frame, m) an end-effector action may command its site to, on the
+        nominal compiled ``model`` with the task's scene (Push: the table top + the push height);
+        None: no floor. Recorded in the policy's manifest (``action.min_z_m``)."""
+        return None
+
     def reset(self, sim, rng: np.random.Generator, goal: np.ndarray, options: dict[str, Any]) -> Any:
         """Set up a new episode on the reset simulator, for ``goal`` (sampled by :meth:`sample_goal`
         before the arm's start pose and dynamics, or given); returns the episode's task state."""

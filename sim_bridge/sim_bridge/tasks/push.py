@@ -199,6 +199,11 @@ class PushTask(Task):
                              contype=1, conaffinity=0, rgba=[0.2, 0.2, 0.2, 1])
         site.parent.add_site(name=PUSHER_TIP, pos=list(tip), size=[0.005, 0, 0], rgba=[1, 0.5, 0, 1])
 
+    def action_floor_m(self, model) -> float:
+        """The nominal table top + the push height: the pusher tip is never commanded lower."""
+        table = model.geom(self.table_geom).id
+        return float(model.geom_pos[table, 2] + model.geom_size[table, 2]) + self.push_height_m
+
     # --- episode ----------------------------------------------------------------------
     def sample_start(self, rng: np.random.Generator, goal: np.ndarray) -> np.ndarray:
         """The puck's start (x, y): ``push_distance_m`` from the goal, inside ``start_region_m``."""
