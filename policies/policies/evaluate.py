@@ -152,6 +152,19 @@ def policy_task(path: str) -> dict:
     return dict(load_manifest(path).task)
 
 
+def policy_action_kwargs(path: str) -> dict:
+    """The env keyword arguments of a policy's action (``action_type`` and its settings): its
+    manifest's ``action`` (artifact) or its training config's (checkpoint ``.pt``), so it is
+    evaluated with the action it was trained with, not the task's current default."""
+    if str(path).endswith(".pt"):
+        from policies.config import TrainConfig
+        from policies.train import load_checkpoint_file
+        kwargs = TrainConfig.from_dict(load_checkpoint_file(path)["config"]).env_kwargs
+        return {k: kwargs[k] for k in ("action_type", "action_scale_rad", "ee_action") if k in kwargs}
+    from policies.manifest import load_manifest
+    return load_manifest(path).action.env_kwargs()
+
+
 def policy_robot(path: str) -> str:
     """The robot profile a policy was trained for (the env of its evaluation must be that robot):
     a checkpoint's training config's ``robot_profile`` (a name or a YAML path), for an artifact

@@ -94,6 +94,13 @@ class ActionSpec:
         return action_from_dict(self.to_dict(), num_joints=len(default_pose_rad), default_pose_rad=default_pose_rad,
                                 lower_rad=lower_rad, upper_rad=upper_rad)
 
+    def env_kwargs(self) -> dict[str, Any]:
+        """The env keyword arguments that give an env this action (evaluation runs a policy on them)."""
+        if self.type == JOINT_DELTA:
+            return {"action_type": self.type, "action_scale_rad": self.scale_rad}
+        return {"action_type": self.type, "ee_action": {k: v for k, v in (self.settings or {}).items()
+                                                        if k != "kinematics"}}
+
     @property
     def max_joint_step_rad(self) -> float:
         """The largest joint target offset one command can ask (rad)."""

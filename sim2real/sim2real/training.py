@@ -126,7 +126,7 @@ def training_milestones(progress_csv: Path, threshold: float = 0.95) -> dict:
 
 
 def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command: str = "") -> dict:
-    from policies.evaluate import evaluate, policy_robot, policy_task, runtime_policy
+    from policies.evaluate import evaluate, policy_action_kwargs, policy_robot, policy_task, runtime_policy
     from policies.export import export_checkpoint, update_evaluation
     extra = training_milestones(Path(checkpoint).parent.parent / "progress.csv")
     if command:
@@ -137,7 +137,7 @@ def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command
     task, robot = policy_task(str(out)), policy_robot(str(checkpoint))
     for randomization in ("none", "default"):
         res = evaluate(partial(runtime_policy, str(out)), episodes=episodes, randomization=randomization, task=task,
-                       robot_profile=robot)
+                       robot_profile=robot, env_kwargs=policy_action_kwargs(str(out)))
         print(res.line())
         results[randomization] = res.to_dict()
     update_evaluation(out, results)
@@ -162,7 +162,8 @@ def resolve_policy(text: str) -> Path:
 
 
 def run_eval(args: EvalConfig) -> int:
-    from policies.evaluate import checkpoint_policy, evaluate, policy_robot, policy_task, runtime_policy
+    from policies.evaluate import (checkpoint_policy, evaluate, policy_action_kwargs, policy_robot, policy_task,
+                                   runtime_policy)
     from sim_bridge.tasks import UnknownTaskError, get_task
     path = resolve_policy(args.policy)
     factory = partial(checkpoint_policy if path.suffix == ".pt" else runtime_policy, str(path))
@@ -185,7 +186,7 @@ def run_eval(args: EvalConfig) -> int:
         try:
             res = evaluate(factory, episodes=args.episodes, randomization=randomization, workers=args.workers,
                            seed=args.seed, task=task, robot_profile=robot, backend=args.backend,
-                           ray_address=args.ray_address)
+                           ray_address=args.ray_address, env_kwargs=policy_action_kwargs(str(path)))
         except ImportError as exc:  # --backend ray without Ray
             raise SystemExit(f"sim2real eval: {exc}") from None
         print(res.line(), flush=True)

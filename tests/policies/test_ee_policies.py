@@ -97,6 +97,13 @@ def test_a_trained_ee_push_policy_exports_with_its_kinematics_and_the_runtime_ac
     manifest = load_manifest(out)
     assert manifest.action.type == EE_DELTA and manifest.action.settings["scale_m"] == 0.03
     assert manifest.action.settings["kinematics"]["site"] == "pusher_tip"
+    # evaluation builds its env with the policy's own action (whatever the task's default is then)
+    from policies.evaluate import policy_action_kwargs
+    for path in (out, tmp_path / "run" / "checkpoints" / "latest.pt"):
+        kwargs = policy_action_kwargs(str(path))
+        assert kwargs["action_type"] == EE_DELTA and kwargs["ee_action"]["scale_m"] == 0.03
+        rebuilt = make_env("Sim2Real/Push-v0", task="push", **kwargs).unwrapped.action
+        assert rebuilt.describe() == {k: v for k, v in manifest.action.to_dict().items() if k not in ("low", "high")}
     runtime = PolicyRuntime(out)
     env = make_env("Sim2Real/Push-v0", task="push", **env_kwargs)
     obs, _ = env.reset(seed=2)
