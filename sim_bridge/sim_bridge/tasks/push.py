@@ -39,6 +39,10 @@ Reward (per control step; d_b = distance from the pusher tip (site ``pusher_tip`
     goal, the tanh kernel peaking there; while pushing the tip stays at b. The next two reward
     moving the puck to the goal, again with a kernel toward the centre). A first version used the
     gap to the nearest side of the puck: trained policies then touched the puck from any side.
+    Weights: reach 0.5, contact 0.1, push 5, precision 0.5, bonus 1, action cost 0.01. With the
+    earlier contact 0.5 / push 2, a policy learnt to sit at b and not push: a push moves b ahead
+    of a lagging pusher and lost more contact reward (0.5 (tanh(0.6) - tanh(0.2)) = 0.17 per step
+    for d_b 1 -> 3 cm) than a centimetre of puck progress paid (0.02 per step).
 Success
     ``d_g`` below 5 cm for 10 consecutive control steps (Peng used 7 cm); 400 steps (8 s at
     50 Hz) leave time for approach and push (the scripted pusher succeeds in 50% of randomized
@@ -129,7 +133,7 @@ class PushTask(Task):
                  goal_region_m: tuple = ((0.40, -0.20), (0.56, 0.20)),
                  start_region_m: tuple = ((0.33, -0.28), (0.60, 0.28)),
                  push_distance_m: tuple = (0.10, 0.25), push_height_m: float = 0.025,
-                 reach_weight: float = 0.5, contact_weight: float = 0.5, push_weight: float = 2.0,
+                 reach_weight: float = 0.5, contact_weight: float = 0.1, push_weight: float = 5.0,
                  precision_weight: float = 0.5,
                  precision_scale_m: float = 0.05, success_bonus: float = 1.0, action_cost: float = 0.01):
         super().__init__(SuccessCriterion(float(success_radius_m), int(success_hold_steps), "puck to goal"),
