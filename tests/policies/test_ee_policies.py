@@ -114,3 +114,26 @@ def test_a_trained_ee_push_policy_exports_with_its_kinematics_and_the_runtime_ac
         got = runtime.joint_targets(action, q, lower, upper)
         obs, *_ = env.step(action)  # the env's own (integrated) command for the same action
         np.testing.assert_array_equal(got, env.unwrapped.action.last_target)
+
+
+def test_after_a_hold_the_integrated_command_restarts_from_the_measured_joints(zoo):
+    t = [0.0]
+    ctl = PolicyController(PROFILE, zoo, clock=lambda: t[0], task_input_stale_s=0.25)
+    ctl.set_policy(ctl.load_policy("push_ee"))
+    ctl.set_goal(GOAL)
+    for k in range(3):  # three commands: the command leads by three steps
+        t[0] = 0.02 * k
+        ctl.on_joint_state(JOINTS, list(Q), [0.0] * 7, t[0])
+        ctl.set_task_input("object_pose", POSE)
+        assert ctl.cycle(t[0]).status == COMMAND
+    runtime = ctl.active.runtime
+    assert runtime._action.last_target is not None
+    t[0] = 1.0  # the tracker stopped: a hold
+    ctl.on_joint_state(JOINTS, list(Q), [0.0] * 7, t[0])
+    assert ctl.cycle(t[0]).status != COMMAND
+    assert runtime._action.last_target is None, "the hold reset the integrated command"
+    ctl.set_task_input("object_pose", POSE)
+    result = ctl.cycle(t[0])
+    assert result.status == COMMAND
+    assert np.abs(result.command - Q).max() <= EE.settings.max_joint_step_rad + 1e-12, \
+        "the first command after the hold is one step from the measured joints"
