@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sim_bridge.config import ConfigError, FieldReader, write_text_atomic
-from sim_bridge.actions import EE_DELTA, JOINT_DELTA, action_from_dict
+from sim_bridge.actions import EE_DELTA, EE_FIELDS, JOINT_DELTA, action_from_dict, env_kwargs_of
 from sim_bridge.observations import Signal
 from sim_bridge.tasks import DEFAULT_TASK, UnknownTaskError, get_task
 
@@ -96,10 +96,7 @@ class ActionSpec:
 
     def env_kwargs(self) -> dict[str, Any]:
         """The env keyword arguments that give an env this action (evaluation runs a policy on them)."""
-        if self.type == JOINT_DELTA:
-            return {"action_type": self.type, "action_scale_rad": self.scale_rad}
-        return {"action_type": self.type, "ee_action": {k: v for k, v in (self.settings or {}).items()
-                                                        if k != "kinematics"}}
+        return env_kwargs_of(self.to_dict())
 
     @property
     def max_joint_step_rad(self) -> float:
@@ -432,9 +429,6 @@ def _observation(o: FieldReader, num_joints: int, task_name: str, action: Action
     return ObservationSpec(size, tuple(layout))
 
 
-_EE_FIELDS = ("scale_m", "max_joint_step_rad", "max_lead_rad", "damping", "down_gain", "posture_gain", "min_z_m")
-
-
 def _action(a: FieldReader, joints: tuple[str, ...], default_pose: tuple[float, ...]) -> ActionSpec:
     kind = a.str("type")
     n = len(joints)
@@ -446,7 +440,7 @@ def _action(a: FieldReader, joints: tuple[str, ...], default_pose: tuple[float, 
     elif kind == EE_DELTA:
         if size != 3:
             raise a.error("size", f"an {EE_DELTA} action has 3 values (x, y, z), got {size}")
-        settings = {k: a.number(k) for k in _EE_FIELDS}
+        settings = {k: a.number(k) for k in EE_FIELDS}
         kinematics = a.raw("kinematics")
         if not isinstance(kinematics, dict):
             raise a.error("kinematics", f"expected the kinematic chain object, got {type(kinematics).__name__}")

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from policies.manifest import IO_NAMES, parse_manifest, save_manifest, seal_artifact, sha256_file
-from sim_bridge.actions import JOINT_DELTA
+from sim_bridge.actions import EE_DELTA, JOINT_DELTA
 from sim_bridge.observations import layout_size
 from sim_bridge.tasks import DEFAULT_TASK, get_task
 
@@ -98,7 +98,7 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
     """
     directory = Path(directory)
     if action is not None and joint_names is None:
-        joint_names = list(action.chain.joint_names) if hasattr(action, "chain") else None
+        joint_names = list(action.chain.joint_names) if action.type == EE_DELTA else None
     if module is None:
         module = dummy_module(architecture, hidden, obs_size, act_size, nan=nan, layers=layers, seed=seed)
     architecture, hidden, layers = module.architecture, module.hidden, module.layers

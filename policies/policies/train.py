@@ -71,15 +71,9 @@ def record_action(cfg: TrainConfig) -> None:
     or ``action_scale_rad``) when the config leaves it to the task's default, so the checkpoint,
     a resumed run and the export keep it even if a task's default changes later."""
     from policies.export import trained_action
+    from sim_bridge.actions import env_kwargs_of
 
-    action = trained_action(cfg)
-    described = action.describe()
-    if action.type == "ee_position_delta":
-        settings = {k: v for k, v in described.items() if k not in ("type", "size", "kinematics")}
-        recorded = {"action_type": action.type, "ee_action": settings}
-    else:
-        recorded = {"action_type": action.type, "action_scale_rad": action.scale_rad}
-    cfg.env_kwargs = {**recorded, **cfg.env_kwargs}
+    cfg.env_kwargs = {**env_kwargs_of(trained_action(cfg).describe()), **cfg.env_kwargs}
 
 
 def build_model(cfg: TrainConfig, obs_size: int, act_size: int, priv_size: int) -> ActorCritic:

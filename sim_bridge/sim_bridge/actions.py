@@ -38,6 +38,7 @@ settings (``action`` in ``manifest.json``; :func:`action_from_dict`).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,15 +182,25 @@ class EndEffectorDeltaAction:
                 "kinematics": self.chain.to_dict()}
 
 
+#: the settings an ``ee_position_delta`` description holds besides its kinematics (manifest fields)
+EE_FIELDS = tuple(f.name for f in dataclasses.fields(EndEffectorSettings))
+
+
+def env_kwargs_of(described: dict) -> dict:
+    """The env keyword arguments (``action_type`` and its settings) that rebuild the action an
+    action description names (``describe()``, or a manifest's ``action``)."""
+    if described["type"] == JOINT_DELTA:
+        return {"action_type": JOINT_DELTA, "action_scale_rad": float(described["scale_rad"])}
+    return {"action_type": described["type"], "ee_action": {k: described[k] for k in EE_FIELDS if k in described}}
+
+
 def action_from_dict(data: dict, *, num_joints: int, default_pose_rad, lower_rad, upper_rad):
     """The action a manifest's ``action`` object describes (ValueError naming the field)."""
     kind = data.get("type")
     if kind == JOINT_DELTA:
         return JointDeltaAction(num_joints, float(data["scale_rad"]), lower_rad, upper_rad)
     if kind == EE_DELTA:
-        settings = EndEffectorSettings(**{k: float(data[k]) for k in ("scale_m", "max_joint_step_rad", "max_lead_rad",
-                                                                      "damping", "down_gain", "posture_gain",
-                                                                      "min_z_m") if k in data})
+        settings = EndEffectorSettings(**{k: float(data[k]) for k in EE_FIELDS if k in data})
         return EndEffectorDeltaAction(KinematicChain.from_dict(data["kinematics"]), settings, default_pose_rad,
                                       lower_rad, upper_rad)
     raise ValueError(f"unsupported action type {kind!r}; expected one of {list(ACTION_TYPES)}")

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim_bridge.actions import EE_DELTA
+
 
 @dataclass(frozen=True)
 class Signal:
@@ -47,7 +49,7 @@ def arm_signals(num_joints: int, action=None) -> tuple[Signal, ...]:
         Signal("joint_vel", num_joints, "rad/s", "measured joint velocities"),
         Signal("prev_action", size, "1", "previous policy action in [-1, 1]"),
     )
-    return signals + ((EE_SIGNAL,) if action is not None and action.type == "ee_position_delta" else ())
+    return signals + ((EE_SIGNAL,) if action is not None and action.type == EE_DELTA else ())
 
 
 def layout_size(layout) -> int:
