@@ -120,7 +120,6 @@ class EndEffectorDeltaAction:
         rows = 6 if settings.down_gain > 0 else 3
         self._reg = settings.damping ** 2 * np.eye(rows)
         self._task = np.zeros(rows)
-        self._cached = (b"", None)  # (joint positions' bytes, chain.jacobian of them)
         self._last: np.ndarray | None = None  # the previous target (None: start from the measured joints)
 
     def reset(self) -> None:
@@ -136,22 +135,14 @@ class EndEffectorDeltaAction:
     def max_joint_step_rad(self) -> float:
         return self.settings.max_joint_step_rad
 
-    def _kinematics(self, joint_pos: np.ndarray):
-        """``chain.jacobian(joint_pos)``, kept for the last joint positions: the observation's
-        ``ee_pos`` and the next command are computed at the same measured joints."""
-        key = np.asarray(joint_pos, dtype=float).tobytes()
-        if self._cached[0] != key:
-            self._cached = (key, self.chain.jacobian(joint_pos))
-        return self._cached[1]
-
     def site_position(self, joint_pos: np.ndarray) -> np.ndarray:
         """The site (Push: the pusher tip) by the nominal kinematics at ``joint_pos`` (m, base frame)."""
-        return self._kinematics(joint_pos)[0]
+        return self.chain.site_position(joint_pos)
 
     def joint_step(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
         """The joint step (rad) for an action already clipped to [-1, 1] (before the step clip)."""
         s = self.settings
-        site, rot, jp, jr = self._kinematics(joint_pos)
+        site, rot, jp, jr = self.chain.jacobian(joint_pos)
         task = self._task
         task[:3] = s.scale_m * np.asarray(action, float)
         if task[2] < s.min_z_m - site[2]:  # the floor: never command the site below min_z_m

@@ -21,8 +21,9 @@ Action
     ``joint_position_delta``, Push: ``ee_position_delta`` with 2 cm steps): joint position
     deltas in [-1, 1]^n, scaled by ``action_scale_rad`` and added to the measured position; or
     ``ee_position_delta``, a step of the task's ``action_site`` (Push: the pusher tip) in [-1, 1]^3
-    times ``ee_action["scale_m"]``, mapped to joint targets by damped least squares on the nominal
-    kinematics at the measured joints (``ee_action``: the other settings).
+    times ``ee_action["scale_m"]``, added to the previous command and mapped to joint targets by
+    damped least squares on the nominal kinematics (``ee_action``: the other settings; the
+    equations are in :mod:`sim_bridge.actions`).
 Reward
     ``task.reward`` (each task module states its equation).
 Success / termination
