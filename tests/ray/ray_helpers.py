@@ -37,3 +37,15 @@ def assert_same_steps(outs) -> None:
                     np.testing.assert_array_equal(x[key], y[key], err_msg=key)
             else:
                 np.testing.assert_array_equal(x, y)
+
+
+def wait_for_free_cpus(ray, timeout_s: float = 60.0) -> None:
+    """Wait until every CPU of the cluster is free again: actors of an earlier test are killed
+    asynchronously, and while they hold a node's CPUs the scheduler places nothing there."""
+    deadline = time.monotonic() + timeout_s
+    total = ray.cluster_resources().get("CPU", 0.0)
+    while ray.available_resources().get("CPU", 0.0) < total:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"cluster CPUs still busy after {timeout_s} s: "
+                                 f"{ray.available_resources().get('CPU', 0.0)} of {total} free")
+        time.sleep(0.05)
