@@ -183,16 +183,16 @@ class PolicyRuntime:
                              f"actions and the task signals {want}, got {len(joint_pos)}, {len(joint_vel)}, "
                              f"{len(prev_action)} and sizes {list(sizes)}")
         self._builder.build(joint_pos, joint_vel, prev_action, task_values, out=self._obs_row,
-                            ee_pos=self._ee_pos(joint_pos))
+                            ee=self._ee(joint_pos))
         return self._run()
 
     def observation(self, joint_pos, joint_vel, prev_action, *task_values) -> np.ndarray:
         """The observation :meth:`act` would build (a new float32 array; nothing is run)."""
-        return self._builder.build(joint_pos, joint_vel, prev_action, task_values, ee_pos=self._ee_pos(joint_pos))
+        return self._builder.build(joint_pos, joint_vel, prev_action, task_values, ee=self._ee(joint_pos))
 
-    def _ee_pos(self, joint_pos) -> np.ndarray | None:
-        """The observed site of an end-effector action (None when the layout has no ee_pos)."""
-        return self._action.site_position(joint_pos) if self._builder.has_ee_pos else None
+    def _ee(self, joint_pos) -> np.ndarray | None:
+        """``ee_pos`` and ``ee_cmd`` of an end-effector action (None when the layout has none)."""
+        return self._action.observed(joint_pos) if self._builder.has_ee else None
 
     def occlusion(self, obs: np.ndarray, baseline: np.ndarray, state=None) -> dict[str, float]:
         """Occlusion attribution of the action for ``obs`` to each observation signal: the L2

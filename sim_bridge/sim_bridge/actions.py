@@ -156,12 +156,24 @@ class EndEffectorDeltaAction:
         z = s.posture_gain * (self.default - joint_pos)
         return z + jac.T @ np.linalg.solve(jac @ jac.T + self._reg, task - jac @ z)
 
+    def _base(self, joint_pos: np.ndarray) -> np.ndarray:
+        """The command the next step adds to: the previous target kept within ``max_lead_rad``
+        of the measured joints (the measured joints after a reset)."""
+        lead = self.settings.max_lead_rad
+        return joint_pos if self._last is None else _clip(self._last, joint_pos - lead, joint_pos + lead)
+
+    def observed(self, joint_pos: np.ndarray) -> np.ndarray:
+        """The observation's ``ee_pos`` and ``ee_cmd`` (6 values): the site at the measured joints
+        and at the command the next step adds to."""
+        out = np.empty(6)
+        out[:3] = self.chain.site_position(joint_pos)
+        out[3:] = out[:3] if self._last is None else self.chain.site_position(self._base(joint_pos))
+        return out
+
     def targets(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
         """The next target for an action already clipped to [-1, 1] (remembered for the next call)."""
-        s = self.settings
-        base = joint_pos if self._last is None else _clip(self._last, joint_pos - s.max_lead_rad,
-                                                             joint_pos + s.max_lead_rad)
-        step = s.max_joint_step_rad
+        base = self._base(joint_pos)
+        step = self.settings.max_joint_step_rad
         self._last = _clip(base + _clip(self.joint_step(base, action), -step, step), self.lower, self.upper)
         return self._last.copy()
 

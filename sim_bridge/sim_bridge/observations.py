@@ -13,6 +13,11 @@ by the task, :mod:`sim_bridge.tasks`), concatenated in this order::
                               n for joint deltas, 3 for end-effector steps)
     ee_pos       [3]  m       only with an end-effector action: the site it moves (Push: the
                               pusher tip) by the nominal kinematics at the measured joints
+    ee_cmd       [3]  m       only with an end-effector action: the same site at the joint
+                              command the action integrates (where the policy is steering it;
+                              the measured site after a reset). The command is the controller's
+                              own state: without it the next step's effect is not a function of
+                              the observation (the arm sags 1-2 cm below its command)
     <task signals>            e.g. Reach: target_pos [3] m, the target in the robot base frame
 
 Action: :mod:`sim_bridge.actions` (the default ``a`` in [-1, 1]^n, joint position *deltas*
@@ -36,7 +41,10 @@ class Signal:
 
 
 ARM_SIGNAL_NAMES = ("joint_pos", "joint_vel", "prev_action")
-EE_SIGNAL = Signal("ee_pos", 3, "m", "the action's site (nominal kinematics at the measured joints), robot base frame")
+EE_SIGNALS = (
+    Signal("ee_pos", 3, "m", "the action's site (nominal kinematics at the measured joints), robot base frame"),
+    Signal("ee_cmd", 3, "m", "the action's site at its integrated joint command (the measured site after a reset), robot base frame"),
+)
 
 
 def arm_signals(num_joints: int, action=None) -> tuple[Signal, ...]:
@@ -49,7 +57,7 @@ def arm_signals(num_joints: int, action=None) -> tuple[Signal, ...]:
         Signal("joint_vel", num_joints, "rad/s", "measured joint velocities"),
         Signal("prev_action", size, "1", "previous policy action in [-1, 1]"),
     )
-    return signals + ((EE_SIGNAL,) if action is not None and action.type == EE_DELTA else ())
+    return signals + (EE_SIGNALS if action is not None and action.type == EE_DELTA else ())
 
 
 def layout_size(layout) -> int:
@@ -70,29 +78,29 @@ class ObservationBuilder:
         self.num_joints = n = layout[0].size
         self.action_size = k = layout[2].size
         self.size = layout_size(layout)
-        self.has_ee_pos = len(layout) > 3 and layout[3] == EE_SIGNAL
-        arm = 4 if self.has_ee_pos else 3
+        self.has_ee = layout[3:3 + len(EE_SIGNALS)] == EE_SIGNALS
+        arm = 3 + len(EE_SIGNALS) if self.has_ee else 3
         self.task_signals = layout[arm:]
-        bounds, start = [], 2 * n + k + (3 if self.has_ee_pos else 0)
+        bounds, start = [], 2 * n + k + (6 if self.has_ee else 0)
         for s in self.task_signals:
             bounds.append((start, start + s.size))
             start += s.size
         self._task_bounds = tuple(bounds)
 
     def build(self, joint_pos, joint_vel, prev_action, task_values, out: np.ndarray | None = None,
-              ee_pos=None) -> np.ndarray:
-        """Concatenate the signals (``task_values`` in the layout's task-signal order; ``ee_pos``
-        when the layout has it).
+              ee=None) -> np.ndarray:
+        """Concatenate the signals (``task_values`` in the layout's task-signal order; ``ee``:
+        ``ee_pos`` and ``ee_cmd``, 6 values, when the layout has them: the action's ``observed``).
 
         One observation ``[size]``, or a batch ``[B, size]`` when ``out`` is 2-D (every
         signal then has a leading batch axis, or broadcasts over it)."""
         n, k = self.num_joints, self.action_size
         if out is None:
             out = np.empty(self.size, dtype=np.float32)
-        if self.has_ee_pos:
-            if ee_pos is None:
-                raise ValueError("this observation layout has ee_pos: pass the end-effector position")
-            out[..., 2 * n + k:2 * n + k + 3] = ee_pos
+        if self.has_ee:
+            if ee is None:
+                raise ValueError("this observation layout has ee_pos and ee_cmd: pass the action's observed sites")
+            out[..., 2 * n + k:2 * n + k + 6] = ee
         if out.ndim == 1:
             out[:n] = joint_pos
             out[n:2 * n] = joint_vel

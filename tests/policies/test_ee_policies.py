@@ -29,7 +29,7 @@ Q = PROFILE.default_pose_rad.copy()
 GOAL = np.array([0.5, 0.0, 0.015])
 POSE = np.array([0.42, 0.05, 0.015, np.sin(0.3), np.cos(0.3)])
 EE = make_action(PROFILE, make_task("push"), EE_DELTA, ee={"scale_m": 0.03, "max_joint_step_rad": 0.08})
-PUSH_OBS_JOINT, PUSH_OBS_EE = 29, 28  # 7 + 7 + (7 | 3 + ee_pos 3) + 5 + 3
+PUSH_OBS_JOINT, PUSH_OBS_EE = 29, 31  # 7 + 7 + (7 | 3 + ee_pos 3 + ee_cmd 3) + 5 + 3
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,8 @@ def test_an_ee_manifest_round_trips_and_its_kinematics_must_match_the_joints():
     manifest = parse_manifest(data)
     assert manifest.action.type == EE_DELTA and manifest.action.size == 3
     assert manifest.action.max_joint_step_rad == 0.08 and manifest.action.scale_rad is None
-    assert [(s.name, s.size) for s in manifest.observation.layout[:4]] == [("joint_pos", 7), ("joint_vel", 7), ("prev_action", 3), ("ee_pos", 3)]
+    assert [(s.name, s.size) for s in manifest.observation.layout[:5]] == [
+        ("joint_pos", 7), ("joint_vel", 7), ("prev_action", 3), ("ee_pos", 3), ("ee_cmd", 3)]
     assert parse_manifest(manifest.to_dict()) == manifest
 
     other = json.loads(json.dumps(data))

@@ -147,17 +147,25 @@ def test_end_effector_settings_validate():
         EndEffectorSettings(down_gain=-1).validate()
 
 
-def test_the_observation_carries_the_pusher_tip_by_nominal_kinematics():
-    """Under nominal physics (no sensor noise) the observed ee_pos is the true pusher tip."""
+def test_the_observation_carries_the_pusher_tip_and_its_command_by_nominal_kinematics():
+    """Under nominal physics (no sensor noise) the observed ee_pos is the true pusher tip, and
+    ee_cmd is the tip at the joint command the next step adds to (the measured tip after a reset)."""
     env = gym.make("Sim2Real/Push-v0", action_type=EE_DELTA, randomization="none").unwrapped
     names = [s.name for s in env.observation_layout]
-    assert names[:4] == ["joint_pos", "joint_vel", "prev_action", "ee_pos"]
+    assert names[:5] == ["joint_pos", "joint_vel", "prev_action", "ee_pos", "ee_cmd"]
     n = PROFILE.num_joints
     obs, _ = env.reset(seed=4)
+    np.testing.assert_array_equal(obs[2 * n + 6:2 * n + 9], obs[2 * n + 3:2 * n + 6])
     for _ in range(5):
         obs, *_ = env.step(np.array([0.5, -0.5, -1.0]))
         env.sim.forward()  # site_xpos after mj_step is one physics step old
         np.testing.assert_allclose(obs[2 * n + 3:2 * n + 6], env.sim.data.site_xpos[env.task_state.tip], atol=1e-6)
+        joints = obs[:n].astype(float)
+        lead = env.action.settings.max_lead_rad
+        base = np.clip(env.action.last_target, joints - lead, joints + lead)
+        np.testing.assert_allclose(obs[2 * n + 6:2 * n + 9], env.action.site_position(base), atol=1e-6)
+    # the command leads the arm: after five steps down-and-sideways it is apart from the measured tip
+    assert np.linalg.norm(obs[2 * n + 6:2 * n + 9] - obs[2 * n + 3:2 * n + 6]) > 0.005
 
 
 def test_the_scripted_pusher_pushes_with_end_effector_actions():

@@ -56,9 +56,9 @@ def test_push_env_passes_check_env_under_the_default_randomization():
     assert env.sim.randomizer.spec.source.name == "push_default.yaml"  # "default" = the task's default
     check_env(env, skip_render_check=True)
     names = [s.name for s in env.observation_layout]
-    # Push acts in end-effector steps (3 actions) and observes the pusher tip (ee_pos)
-    assert names == ["joint_pos", "joint_vel", "prev_action", "ee_pos", "object_pose", "goal_pos"]
-    assert env.action_space.shape == (3,) and env.observation_space.shape == (2 * 7 + 3 + 3 + 5 + 3,)
+    # Push acts in end-effector steps (3 actions) and observes the pusher tip and its command
+    assert names == ["joint_pos", "joint_vel", "prev_action", "ee_pos", "ee_cmd", "object_pose", "goal_pos"]
+    assert env.action_space.shape == (3,) and env.observation_space.shape == (2 * 7 + 3 + 3 + 3 + 5 + 3,)
     assert {"puck_mass/puck", "puck_friction/puck", "puck_damping/puck_joint", "puck_size/puck",
             "table_height/table", "object_latency", "object_dropout"} <= set(env.dynamics_names)
     assert env.privileged_names[-7:] == ("object_vel/x", "object_vel/y", "object_to_goal/x", "object_to_goal/y",

@@ -190,9 +190,9 @@ class TaskEnv(gym.Env):
 
     def _observation(self) -> np.ndarray:
         r = self._reading
-        ee = self.action.site_position(r.position_rad) if self._builder.has_ee_pos else None
+        ee = self.action.observed(r.position_rad) if self._builder.has_ee else None
         return self._builder.build(r.position_rad, r.velocity_rad_s, self._prev_action,
-                                   self.task.observe(self.sim, self._state), ee_pos=ee)
+                                   self.task.observe(self.sim, self._state), ee=ee)
 
     def _info(self, error: float, *, blowup: bool) -> dict[str, Any]:
         task_priv = self.task.privileged(self.sim, self._state)
