@@ -90,6 +90,10 @@ class TrainConfig:
     """kickstart: Adam learning rate of the regression"""
     critic_warmup_iterations: int = 0
     """PPO iterations at the start that fit only the critic (the actor frozen; for a kickstarted actor)"""
+    teacher_coef: float = 0.0
+    """teacher: weight of the mean squared error between the actor's mean action and the task's scripted controller's action on every rollout step, added to PPO's loss (kickstarting; 0 = off)"""
+    teacher_decay_iterations: int = 0
+    """teacher: the weight falls linearly to 0 over this many PPO iterations (0 = it stays)"""
     assist_start_prob: float = 0.0
     """assisted starts (tasks with Task.assist_target; Push: the pusher starts behind the puck): chance per training episode at the start (0 = off; evaluation never uses them)"""
     assist_episodes: int = 0
@@ -115,6 +119,9 @@ class TrainConfig:
         if not 0.0 <= self.assist_start_prob <= 1.0 or self.assist_episodes < 0:
             raise ValueError(f"assist_start_prob must be in [0, 1] and assist_episodes >= 0, "
                              f"got {self.assist_start_prob} and {self.assist_episodes}")
+        if self.teacher_coef < 0 or self.teacher_decay_iterations < 0:
+            raise ValueError(f"teacher_coef and teacher_decay_iterations must be >= 0, "
+                             f"got {self.teacher_coef} and {self.teacher_decay_iterations}")
         if self.kl_stop < 0:
             raise ValueError(f"kl_stop must be >= 0, got {self.kl_stop}")
         if not 0 < self.epopt_epsilon <= 1:

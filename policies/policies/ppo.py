@@ -94,6 +94,7 @@ class Batch:
     h0: torch.Tensor | None  # [T*N, hidden] actor state before each step
     c0: torch.Tensor | None
     weights: torch.Tensor  # per-step sample weight (EPOpt selection), 0 or 1
+    teacher: torch.Tensor | None = None  # [T*N, act] the scripted controller's action (teacher_coef > 0)
 
 
 def ppo_losses(new_logp, old_logp, advantages, values, returns, entropy, weights, clip_coef: float):
@@ -127,14 +128,17 @@ class PPO:
             group["lr"] = lr
 
     def update(self, batch: Batch, seqs: Sequences, generator: torch.Generator, *,
-               value_only: bool = False) -> dict[str, float]:
+               value_only: bool = False, teacher_coef: float = 0.0) -> dict[str, float]:
         """``value_only``: fit the critic alone (the policy loss left out, the learning rate not
-        adapted: the actor does not move, so there is no KL to adapt on)."""
+        adapted: the actor does not move, so there is no KL to adapt on). ``teacher_coef`` > 0 (and
+        ``batch.teacher`` set): add that weight x the mean squared error between the actor's mean
+        and the teacher's action to the loss (Schmitt et al. 2018, "Kickstarting deep RL")."""
+        teach = teacher_coef > 0 and batch.teacher is not None and not value_only
         cfg, model = self.cfg, self.model
         index = torch.from_numpy(seqs.index)
         mask = torch.from_numpy(seqs.mask)
         start = torch.from_numpy(seqs.start)
-        stats = {"pg_loss": 0.0, "v_loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_frac": 0.0}
+        stats = {"pg_loss": 0.0, "v_loss": 0.0, "entropy": 0.0, "kl": 0.0, "clip_frac": 0.0, "teacher_mse": 0.0}
         updates, stopped = 0, 0.0
         kl_stop = getattr(cfg, "kl_stop", 0.0) * cfg.kl_target
         for _ in range(cfg.update_epochs):
@@ -162,11 +166,14 @@ class PPO:
                     stopped = 1.0  # the policy moved too far already: no more steps on this rollout (SB3's target_kl)
                     break
                 loss = cfg.vf_coef * v if value_only else pg + cfg.vf_coef * v - cfg.ent_coef * ent
+                mse = (mean[m] - batch.teacher[flat]).square().mean() if teach else torch.zeros(())
+                if teach:
+                    loss = loss + teacher_coef * mse
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
-                for key, val in zip(stats, (pg, v, ent, kl, cf)):
+                for key, val in zip(stats, (pg, v, ent, kl, cf, mse)):
                     stats[key] += val.item()
                 epoch_kl += kl.item()
                 epoch_updates += 1

@@ -105,6 +105,7 @@ class Trainer:
         self.env_steps = 0
         self.wall_time_s = 0.0
         self.kickstarted = False  # the kickstart (cfg.kickstart_rounds) has run
+        self._experts = None  # the teacher's scripted controllers (cfg.teacher_coef > 0)
         self.history: list[dict] = []
 
     def _init_weights(self, path: Path) -> None:
@@ -178,8 +179,14 @@ class Trainer:
         state = model.actor.initial_state(N)
         ep_return, ep_len = np.zeros(N), np.zeros(N, int)
         done_returns, done_success, done_lengths = [], [], []
+        teacher = self._teacher() if self.teacher_coef() > 0 else None
+        buf_teach = np.zeros((T, N, A), np.float32) if teacher is not None else None
+        if teacher is not None:
+            teacher.reset(range(N))
         for t in range(T):
             obs_t = torch.from_numpy(obs)
+            if teacher is not None:
+                buf_teach[t] = teacher.act(obs)
             if recurrent:
                 buf_h[t], buf_c[t] = state[0][0].numpy(), state[1][0].numpy()
             mean, next_state = model.actor(obs_t.unsqueeze(0), state)
@@ -207,6 +214,8 @@ class Trainer:
                 ep_return[n], ep_len[n] = 0.0, 0
             if t + 1 < T:
                 starts[t + 1] = done
+            if teacher is not None:
+                teacher.reset(np.flatnonzero(done))
             if recurrent:
                 keep = torch.from_numpy(~done).float().view(1, N, 1)
                 state = (next_state[0] * keep, next_state[1] * keep)
@@ -215,11 +224,27 @@ class Trainer:
         weights = self._epopt_weights(buf_rew, starts, buf_done)
         flat = lambda x: torch.from_numpy(np.ascontiguousarray(x.reshape(T * N, *x.shape[2:])))  # noqa: E731
         batch = Batch(flat(buf_obs), flat(buf_priv), flat(buf_act), flat(buf_logp), flat(adv), flat(ret),
-                      flat(buf_h) if recurrent else None, flat(buf_c) if recurrent else None, flat(weights))
+                      flat(buf_h) if recurrent else None, flat(buf_c) if recurrent else None, flat(weights),
+                      flat(buf_teach) if teacher is not None else None)
         stats = RolloutStats(len(done_returns), float(np.mean(done_returns)) if done_returns else float("nan"),
                              float(np.mean(done_success)) if done_success else float("nan"),
                              float(np.mean(done_lengths)) if done_lengths else float("nan"))
         return batch, starts, stats
+
+    def teacher_coef(self) -> float:
+        """The teacher's weight at this iteration (``teacher_coef`` decaying linearly)."""
+        cfg = self.cfg
+        if cfg.teacher_decay_iterations <= 0:
+            return cfg.teacher_coef
+        done = max(0, self.iteration - cfg.critic_warmup_iterations)
+        return cfg.teacher_coef * max(0.0, 1.0 - done / cfg.teacher_decay_iterations)
+
+    def _teacher(self):
+        """The task's scripted controller per env (built on first use; policies/imitation.py)."""
+        if self._experts is None:
+            from policies.imitation import make_experts  # noqa: PLC0415
+            self._experts = make_experts(self.cfg)
+        return self._experts
 
     def _epopt_weights(self, rewards: np.ndarray, starts: np.ndarray, dones: np.ndarray) -> np.ndarray:
         """EPOpt (Rajeswaran 2017): after warm-up, keep only the worst epsilon-fraction of the
@@ -266,7 +291,8 @@ class Trainer:
                 torch.set_num_threads(self.cfg.torch_threads)
                 seqs = build_sequences(starts, cfg.seq_len)
                 update = self.ppo.update(batch, seqs, self.batch_gen,
-                                         value_only=self.iteration < cfg.critic_warmup_iterations)
+                                         value_only=self.iteration < cfg.critic_warmup_iterations,
+                                         teacher_coef=self.teacher_coef())
                 T, N = starts.shape
                 self.model.update_normalizers(batch.obs, batch.priv)
                 t2 = time.perf_counter()

@@ -161,3 +161,43 @@ def test_assisted_starts_continue_their_schedule_on_resume_and_bad_settings_are_
     assert assist_kwargs(cfg, episodes_done=100) == {} and assist_kwargs(tiny()) == {}
     with pytest.raises(ValueError, match=r"assist_start_prob must be in \[0, 1\]"):
         tiny(assist_start_prob=-0.1).validate()
+
+
+def test_the_teacher_labels_every_rollout_step_decays_and_pulls_the_actor_toward_it(tmp_path):
+    cfg = tiny(kickstart_rounds=0, critic_warmup_iterations=2, teacher_coef=1.0, teacher_decay_iterations=4,
+               learning_rate=3e-3, kl_target=0.0)
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    try:
+        assert [trainer.teacher_coef() for trainer.iteration in (0, 2, 4, 6, 9)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+        trainer.iteration = 0
+        batch, starts, _ = trainer.collect()
+        # the labels are the scripted pusher's actions on the rollout's own observations
+        env = TaskEnv(task="push")
+        experts = Experts(env.task, env.profile, 1, env.action, env.observation_layout)
+        assert batch.teacher.shape == batch.actions.shape
+        experts.reset([0])
+        first_env = batch.obs.view(40, 4, -1)[:, 0]
+        expected = np.stack([experts.act(first_env[t:t + 1].numpy())[0] for t in range(40)])
+        np.testing.assert_allclose(batch.teacher.view(40, 4, -1)[:, 0].numpy(), expected, atol=1e-6)
+        seqs = build_sequences(starts, 20)
+
+        def teacher_mse() -> float:
+            with torch.no_grad():
+                mean, _ = trainer.model.actor(batch.obs.view(40, 4, -1), trainer.model.actor.initial_state(4))
+            return float((mean.reshape(-1, 3) - batch.teacher).square().mean())
+
+        before = teacher_mse()
+        out = {}
+        for _ in range(10):
+            out = trainer.ppo.update(batch, seqs, trainer.batch_gen, teacher_coef=10.0)
+        assert out["teacher_mse"] > 0 and teacher_mse() < 0.7 * before, (before, teacher_mse())
+    finally:
+        trainer.close()
+    off = Trainer(tiny(kickstart_rounds=0), tmp_path / "off", quiet=True)
+    try:
+        assert off.collect()[0].teacher is None   # no teacher: no labels, no scripted controllers built
+        assert off._experts is None
+    finally:
+        off.close()
+    with pytest.raises(ValueError, match="teacher_coef and teacher_decay_iterations must be >= 0"):
+        tiny(teacher_coef=-1.0).validate()
