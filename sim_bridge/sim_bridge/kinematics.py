@@ -144,35 +144,48 @@ class KinematicChain:
     def jacobian(self, q) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(site position [3], site rotation [3, 3], Jp [3, n], Jr [3, n])`` at joint positions ``q``
         (the arm's joint order), in the chain's root (world) frame."""
+        return self._walk(q, with_jacobian=True)
+
+    def site_position(self, q) -> np.ndarray:
+        """The site's position at ``q`` (forward kinematics only: no Jacobian columns)."""
+        return self._walk(q, with_jacobian=False)[0]
+
+    def _walk(self, q, *, with_jacobian: bool):
         q = np.asarray(q, dtype=float).tolist()
         pos, mat = np.zeros(3), np.eye(3)
         n = len(self.joint_names)
-        axes, anchors = np.zeros((n, 3)), np.zeros((n, 3))
-        hinge = np.zeros(n, dtype=bool)
+        if with_jacobian:
+            axes, anchors = np.zeros((n, 3)), np.zeros((n, 3))
+            hinge = np.zeros(n, dtype=bool)
         for offset, rot, axis, anchor, col, is_hinge, qpos0 in self._prepared:
             pos = pos + mat @ offset
             mat = mat @ rot
             if col < 0:
                 continue
             world_axis = mat @ axis
-            axes[col] = world_axis
             if is_hinge:
                 world_anchor = pos + mat @ anchor
                 turn = _axis_angle(world_axis.tolist(), q[col] - qpos0)
                 mat = turn @ mat
                 pos = world_anchor + turn @ (pos - world_anchor)
-                anchors[col] = world_anchor
-                hinge[col] = True
             else:
                 pos = pos + world_axis * (q[col] - qpos0)
+            if with_jacobian:
+                axes[col] = world_axis
+                if is_hinge:
+                    anchors[col], hinge[col] = world_anchor, True
         site = pos + mat @ self.site_pos
+        if not with_jacobian:
+            return site, None, None, None
         # hinge: (axis x (site - anchor), axis); slide: (axis, 0); joints off the path: zero columns
-        jp = np.where(hinge[:, None], np.cross(axes, site - anchors), axes).T
+        d = site - anchors
+        cross = axes[:, _NEXT] * d[:, _PREV] - axes[:, _PREV] * d[:, _NEXT]  # row-wise axis x d
+        jp = np.where(hinge[:, None], cross, axes).T
         jr = axes.T * hinge
         return site, mat @ self.site_mat, jp, jr
 
-    def site_position(self, q) -> np.ndarray:
-        return self.jacobian(q)[0]
+
+_NEXT, _PREV = [1, 2, 0], [2, 0, 1]
 
 
 def _vec(value, size: int, name: str) -> tuple[float, ...]:
