@@ -359,3 +359,23 @@ def test_assisted_starts_fade_out_over_the_episodes_the_env_runs_and_are_off_by_
         TaskEnv(task="reach", assist_start_prob=0.5)
     with pytest.raises(ValueError, match=r"assist_start_prob must be in \[0, 1\]"):
         push_env(assist_start_prob=1.5)
+
+
+def test_push_hard_is_push_default_with_the_puck_and_the_tracker_at_the_hard_edges():
+    """The held-out evaluation distribution: the arm as in training; each puck and tracker range a
+    sub-range of push_default's that touches its hard edge (heavy, sticky, damped, large, noisy, late)."""
+    default = {p.name: p for p in load_randomization("push_default").parameters}
+    hard = {p.name: p for p in load_randomization("push_hard").parameters}
+    assert hard.keys() == default.keys()
+    harder_high = ("puck_mass", "puck_friction", "puck_damping", "puck_size", "object_noise_position",
+                   "object_noise_yaw", "object_latency", "object_dropout")
+    for name, p in hard.items():
+        d = default[name]
+        if name in harder_high:
+            assert (p.kind, p.operation, p.targets) == (d.kind, d.operation, d.targets), name
+            assert d.distribution.low < p.distribution.low < p.distribution.high == d.distribution.high, name
+        else:
+            assert p == d, name   # the arm and the table as in training
+    env = TaskEnv(task="push", randomization="push_hard")
+    env.reset(seed=0)
+    assert env.sim.randomizer.spec.source.name == "push_hard.yaml"
