@@ -98,14 +98,16 @@ class ReachOracle:
         self.reset()
         return q if np.linalg.norm(self.end_effector(q) - target) <= tolerance_m else None
 
-    def action(self, joint_pos: np.ndarray, target: np.ndarray, down_gain: float = 0.0) -> np.ndarray:
+    def action(self, joint_pos: np.ndarray, target: np.ndarray, down_gain: float = 0.0,
+               ee_gain: float = 1.0) -> np.ndarray:
         """The step toward ``target`` as a policy action in [-1, 1]: joint deltas, or with
-        ``ee_action`` the commanded site's whole way to the target this step (saturated). An
+        ``ee_action`` ``ee_gain`` x the commanded site's way to the target this step (saturated). An
         end-effector action integrates its command (:mod:`sim_bridge.actions`), so the oracle
         steers that command (replayed on its replica: the same function of the measured joints and
         the actions), not the measured site, which sags under gravity."""
         if self.ee_action is not None:
-            a = np.clip((np.asarray(target, float) - self.commanded(joint_pos)) / self.ee_action.settings.scale_m, -1.0, 1.0)
+            a = np.clip(ee_gain * (np.asarray(target, float) - self.commanded(joint_pos)) / self.ee_action.settings.scale_m,
+                        -1.0, 1.0)
             self.ee_action.targets(np.asarray(joint_pos, float), a)  # the replica takes the same step
             return a
         return np.clip(self.joint_delta(joint_pos, target, down_gain=down_gain) / self.action_scale_rad, -1.0, 1.0)
@@ -123,9 +125,17 @@ class PushOracle:
     """
 
     def __init__(self, profile: RobotProfile, task=None, action_scale_rad: float = 0.05, *,
-                 table_top_z: float = 0.0, hover_m: float = 0.07, ee_action=None):
+                 table_top_z: float = 0.0, hover_m: float = 0.07, ee_action=None, hold_m: float = 0.02,
+                 ee_gain: float = 0.5):
         """``task``: the :class:`~sim_bridge.tasks.push.PushTask` (its scene and sizes; default settings if None);
-        ``ee_action``: act in pusher-tip steps (a replica of the policy's ``ee_position_delta`` action)."""
+        ``ee_action``: act in pusher-tip steps (a replica of the policy's ``ee_position_delta`` action);
+        ``hold_m``: with the puck this close to the goal, hold the command; ``ee_gain``: the share of
+        the way to its target the commanded tip takes per step (0.5: proportional near the target,
+        saturated far from it). Why the last two: a policy imitates this controller, and both make
+        its actions a smoother function of the observation without costing success (measured: 12,000
+        steps of 30 randomized episodes that run on after success, an MLP regressing its actions:
+        error 0.16 of variance 0.32 without either; 0.065 of 0.16 with the hold (success 77%, 30
+        other episodes); 0.036 of 0.11 with both (success 83%))."""
         from sim_bridge.tasks.push import PUSHER_TIP, PushTask  # noqa: PLC0415
 
         task = task or PushTask()
@@ -135,6 +145,8 @@ class PushOracle:
         self.contact_m = task.puck_radius_m + task.pusher_radius_m
         self.push_z = table_top_z + task.pusher_radius_m + 0.012  # the rod clear of the table
         self.hover_z = table_top_z + hover_m
+        self.hold_m = hold_m
+        self.ee_gain = ee_gain
         self.phase = "approach"
 
     def reset(self) -> None:
@@ -145,6 +157,8 @@ class PushOracle:
         """The end-effector point to move to now (and update the phase)."""
         to_goal = goal_xy - puck_xy
         dist = float(np.linalg.norm(to_goal))
+        if dist < self.hold_m:  # there: stay (the direction to the goal is tracker noise now)
+            return self.reach.commanded(joint_pos)
         u = to_goal / dist if dist > 1e-6 else np.array([1.0, 0.0])
         behind = puck_xy - u * (self.contact_m + 0.02)
         ee = self.reach.end_effector(joint_pos)
@@ -170,7 +184,7 @@ class PushOracle:
 
     def action(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
         target = self.target(joint_pos, np.asarray(puck_xy, float)[:2], np.asarray(goal_xy, float)[:2])
-        return self.reach.action(joint_pos, target, down_gain=0.5)
+        return self.reach.action(joint_pos, target, down_gain=0.5, ee_gain=self.ee_gain)
 
 
 class ScriptedPolicy:
