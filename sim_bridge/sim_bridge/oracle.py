@@ -177,9 +177,11 @@ class PushOracle:
             d_xy = float(np.linalg.norm(self.reach.commanded(joint_pos)[:2] - behind))
             if ee[2] < self.push_z + 0.01 and d_xy < 0.015:
                 self.phase = "push"
-            elif along > -0.5 * self.contact_m and ee[2] < self.hover_z - 0.03 \
+            elif along > -0.5 * self.contact_m and ee[2] < self.hover_z - 0.01 \
                     and np.linalg.norm(rel) < self.contact_m + 0.03:
-                return np.array([*(puck_xy + rel * 1.5), self.hover_z])  # beside or ahead, low: lift away, never sweep across
+                # beside, ahead or on top of the puck and low: lift away (never sweep across it; a
+                # tip resting on the puck while its command sits at the target would stay there)
+                return np.array([*(puck_xy + rel * 1.5), self.hover_z])
             else:
                 w = min(1.0, max(0.0, (d_xy - 0.01) / 0.04))
                 return np.array([*behind, self.push_z + w * (self.hover_z - self.push_z)])
