@@ -49,6 +49,7 @@ class ReachOracle:
         self._jacp = np.zeros((3, m.nv))
         self._jacr = np.zeros((3, m.nv))
         self._integral = np.zeros(3)
+        self.observed_command: np.ndarray | None = None  # this step's ee_cmd, set by action()
 
     def reset(self) -> None:
         self._integral[:] = 0.0
@@ -61,7 +62,10 @@ class ReachOracle:
         return self.data.site_xpos[self._site].copy()
 
     def commanded(self, joint_pos: np.ndarray) -> np.ndarray:
-        """Where the site is commanded to be: with ``ee_action``, by its last target; else measured."""
+        """Where the site is commanded to be: the observed command (``ee_cmd``) when the caller
+        gave one this step; else with ``ee_action`` by the replica's last target; else measured."""
+        if self.observed_command is not None:
+            return self.observed_command
         last = None if self.ee_action is None else self.ee_action.last_target
         return self.end_effector(joint_pos) if last is None else self.ee_action.site_position(last)
 
@@ -99,12 +103,19 @@ class ReachOracle:
         return q if np.linalg.norm(self.end_effector(q) - target) <= tolerance_m else None
 
     def action(self, joint_pos: np.ndarray, target: np.ndarray, down_gain: float = 0.0,
-               ee_gain: float = 1.0) -> np.ndarray:
+               ee_gain: float = 1.0, commanded=None) -> np.ndarray:
         """The step toward ``target`` as a policy action in [-1, 1]: joint deltas, or with
         ``ee_action`` ``ee_gain`` x the commanded site's way to the target this step (saturated). An
         end-effector action integrates its command (:mod:`sim_bridge.actions`), so the oracle
         steers that command (replayed on its replica: the same function of the measured joints and
-        the actions), not the measured site, which sags under gravity."""
+        the actions), not the measured site, which sags under gravity. ``commanded``: the
+        observation's ``ee_cmd`` (the env's own command): used instead of the replica, which
+        only knows this controller's actions: when another policy drives (DAgger, a teacher
+        labelling a student's rollout) the replica's command is not the env's."""
+        self.observed_command = None if commanded is None else np.asarray(commanded, float)
+        if self.ee_action is not None and self.observed_command is not None:
+            return np.clip(ee_gain * (np.asarray(target, float) - self.observed_command)
+                           / self.ee_action.settings.scale_m, -1.0, 1.0)
         if self.ee_action is not None:
             a = np.clip(ee_gain * (np.asarray(target, float) - self.commanded(joint_pos)) / self.ee_action.settings.scale_m,
                         -1.0, 1.0)
@@ -188,9 +199,12 @@ class PushOracle:
         step = min(0.04, dist)  # move the contact point toward the goal
         return np.array([*(puck_xy - u * self.contact_m + u * step), self.push_z])
 
-    def action(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
+    def action(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray, commanded=None) -> np.ndarray:
+        """``commanded``: the observation's ``ee_cmd`` when the policy's layout has it (see
+        :meth:`ReachOracle.action`)."""
+        self.reach.observed_command = None if commanded is None else np.asarray(commanded, float)
         target = self.target(joint_pos, np.asarray(puck_xy, float)[:2], np.asarray(goal_xy, float)[:2])
-        return self.reach.action(joint_pos, target, down_gain=0.5, ee_gain=self.ee_gain)
+        return self.reach.action(joint_pos, target, down_gain=0.5, ee_gain=self.ee_gain, commanded=commanded)
 
 
 class ScriptedPolicy:

@@ -201,3 +201,25 @@ def test_the_teacher_labels_every_rollout_step_decays_and_pulls_the_actor_toward
         off.close()
     with pytest.raises(ValueError, match="teacher_coef and teacher_decay_iterations must be >= 0"):
         tiny(teacher_coef=-1.0).validate()
+
+
+def test_the_scripted_pusher_labels_a_rollout_another_policy_drives_from_the_envs_own_command():
+    """A teacher labelling a student's rollout steers from the command the env integrated (the
+    observation's ee_cmd), not from a replica that only knows the teacher's own labels: with the
+    replica, the labels of every student-driven state pointed from a fictional command."""
+    env = TaskEnv(task="push", randomization="none")
+    experts = Experts(env.task, env.profile, 1, env.action, env.observation_layout)
+    obs, _ = env.reset(seed=3)
+    experts.reset([0])
+    rng = np.random.default_rng(0)
+    for _ in range(15):   # a random "student" drives; the teacher only labels
+        experts.act(obs[None])
+        obs, *_ = env.step(rng.uniform(-1, 1, 3).astype(np.float32))
+    label = experts.act(obs[None])[0]
+    reach = experts.experts[0].oracle.reach
+    cmd = obs[experts.slices["ee_cmd"]]
+    np.testing.assert_allclose(reach.commanded(obs[experts.slices["joint_pos"]].astype(float)), cmd)
+    # the label is half the way from that command to the pusher's target, in 2 cm steps
+    target = experts.experts[0].oracle.target(obs[experts.slices["joint_pos"]].astype(float),
+                                             obs[experts.slices["object_pose"]][:2], obs[experts.slices["goal_pos"]][:2])
+    np.testing.assert_allclose(label, np.clip(0.5 * (target - cmd) / env.action.settings.scale_m, -1, 1), atol=1e-5)

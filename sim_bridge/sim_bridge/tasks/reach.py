@@ -96,4 +96,5 @@ class ReachTask(Task):
         oracle_module = importlib.import_module("sim_bridge.oracle")
 
         oracle = oracle_module.ReachOracle(profile, **oracle_module.action_settings(action))
-        return oracle_module.ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["target_pos"]))
+        return oracle_module.ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["target_pos"],
+                                                                                commanded=p.get("ee_cmd")))
