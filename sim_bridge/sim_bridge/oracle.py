@@ -197,7 +197,10 @@ class PushOracle:
                 w = min(1.0, max(0.0, (d_xy - 0.01) / 0.04))
                 return np.array([*behind, self.push_z + w * (self.hover_z - self.push_z)])
         step = min(0.04, dist)  # move the contact point toward the goal
-        return np.array([*(puck_xy - u * self.contact_m + u * step), self.push_z])
+        # the height by the measured tip: the arm sags ~1 cm under its command, and a command at
+        # push height dragged the rod along the table (friction held the tip 4-5 cm behind it)
+        z = self.reach.commanded(joint_pos)[2] + (self.push_z - ee[2])
+        return np.array([*(puck_xy - u * self.contact_m + u * step), z])
 
     def action(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray, commanded=None) -> np.ndarray:
         """``commanded``: the observation's ``ee_cmd`` when the policy's layout has it (see
