@@ -79,7 +79,11 @@ class TrainConfig:
     torch_threads: int = 2
     """torch intra-op threads for the update"""
     checkpoint_every: int = 10
-    """iterations between checkpoints"""
+    """iterations between checkpoints (checkpoints/latest.pt)"""
+    snapshot_every: int = 0
+    """iterations between kept snapshots (checkpoints/iter_NNNNN.pt, to evaluate or export later; 0 = off)"""
+    best_window: int = 10
+    """checkpoints/best.pt: saved when the training success rate over the last best_window iterations (episode-weighted) beats the best so far (0 = off)"""
     eval_episodes: int = 200
     """episodes of the final evaluation (nominal and randomized)"""
     kickstart_rounds: int = 0
@@ -93,7 +97,9 @@ class TrainConfig:
     teacher_coef: float = 0.0
     """teacher: weight of the mean squared error between the actor's mean action and the task's scripted controller's action on every rollout step, added to PPO's loss (kickstarting; 0 = off)"""
     teacher_decay_iterations: int = 0
-    """teacher: the weight falls linearly to 0 over this many PPO iterations (0 = it stays)"""
+    """teacher: the weight falls linearly to teacher_min_coef over this many PPO iterations (0 = it stays)"""
+    teacher_min_coef: float = 0.0
+    """teacher: the floor the decaying weight stops at (PPO alone can unlearn what the teacher taught; a floor keeps a pull toward it)"""
     assist_start_prob: float = 0.0
     """assisted starts (tasks with Task.assist_target; Push: the pusher starts behind the puck): chance per training episode at the start (0 = off; evaluation never uses them)"""
     assist_episodes: int = 0
@@ -122,6 +128,12 @@ class TrainConfig:
         if self.teacher_coef < 0 or self.teacher_decay_iterations < 0:
             raise ValueError(f"teacher_coef and teacher_decay_iterations must be >= 0, "
                              f"got {self.teacher_coef} and {self.teacher_decay_iterations}")
+        if not 0 <= self.teacher_min_coef <= self.teacher_coef:
+            raise ValueError(f"teacher_min_coef must be in [0, teacher_coef={self.teacher_coef}], "
+                             f"got {self.teacher_min_coef}")
+        for name in ("snapshot_every", "best_window"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_stop < 0:
             raise ValueError(f"kl_stop must be >= 0, got {self.kl_stop}")
         if not 0 < self.epopt_epsilon <= 1:

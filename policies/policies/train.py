@@ -107,6 +107,7 @@ class Trainer:
         self.kickstarted = False  # the kickstart (cfg.kickstart_rounds) has run
         self._experts = None  # the teacher's scripted controllers (cfg.teacher_coef > 0)
         self.history: list[dict] = []
+        self.best_success = -1.0  # best windowed training success so far (checkpoints/best.pt)
 
     def _init_weights(self, path: Path) -> None:
         """Fine-tuning: the model weights (and observation normalizer) of another run."""
@@ -130,7 +131,8 @@ class Trainer:
                 "learning_rate": self.ppo.learning_rate, "iteration": self.iteration,
                 "env_steps": self.env_steps, "wall_time_s": self.wall_time_s,
                 "sample_gen": self.sample_gen.get_state(), "batch_gen": self.batch_gen.get_state(),
-                "privileged_names": list(self.priv_names), "kickstarted": self.kickstarted}
+                "privileged_names": list(self.priv_names), "kickstarted": self.kickstarted,
+                "best_success": self.best_success}
 
     def save_checkpoint(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +150,7 @@ class Trainer:
         self.sample_gen.set_state(state["sample_gen"])
         self.batch_gen.set_state(state["batch_gen"])
         self.kickstarted = bool(state.get("kickstarted", False))
+        self.best_success = float(state.get("best_success", -1.0))
         if self.cfg.assist_start_prob > 0 and self.iteration > 0:
             # the envs continue the assisted starts' schedule where the run stopped (one
             # episode per env and iteration: an iteration starts every env's episode)
@@ -232,12 +235,14 @@ class Trainer:
         return batch, starts, stats
 
     def teacher_coef(self) -> float:
-        """The teacher's weight at this iteration (``teacher_coef`` decaying linearly)."""
+        """The teacher's weight at this iteration: ``teacher_coef`` falling linearly to
+        ``teacher_min_coef`` over ``teacher_decay_iterations`` after the critic's warm-up."""
         cfg = self.cfg
         if cfg.teacher_decay_iterations <= 0:
             return cfg.teacher_coef
         done = max(0, self.iteration - cfg.critic_warmup_iterations)
-        return cfg.teacher_coef * max(0.0, 1.0 - done / cfg.teacher_decay_iterations)
+        left = max(0.0, 1.0 - done / cfg.teacher_decay_iterations)
+        return cfg.teacher_min_coef + (cfg.teacher_coef - cfg.teacher_min_coef) * left
 
     def _teacher(self):
         """The task's scripted controller per env (built on first use; policies/imitation.py)."""
@@ -320,6 +325,7 @@ class Trainer:
                     self._progress(row, total_iters)
                 if self.iteration % cfg.checkpoint_every == 0 or self.iteration == total_iters:
                     self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
+                self._keep_best_and_snapshot()
         finally:
             log_file.close()
             board.close()
@@ -327,6 +333,28 @@ class Trainer:
                 print(file=sys.stderr)
         self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
         return self.history[-1] if self.history else {}
+
+    def windowed_success(self) -> float | None:
+        """Training success over the last ``best_window`` iterations, weighted by their finished
+        episodes (None until that many iterations ran in this process, or none finished)."""
+        window = self.history[-self.cfg.best_window:] if self.cfg.best_window else []
+        if len(window) < self.cfg.best_window or not window:
+            return None
+        episodes = sum(r["episodes"] for r in window)
+        if episodes == 0:
+            return None
+        return sum(r["success_rate"] * r["episodes"] for r in window if r["episodes"]) / episodes
+
+    def _keep_best_and_snapshot(self) -> None:
+        """checkpoints/best.pt when the windowed training success beats the best so far (PPO can
+        lose a skill late in a run); checkpoints/iter_NNNNN.pt every ``snapshot_every``."""
+        folder = self.out_dir / "checkpoints"
+        success = self.windowed_success()
+        if success is not None and success > self.best_success:
+            self.best_success = success
+            self.save_checkpoint(folder / "best.pt")
+        if self.cfg.snapshot_every and self.iteration % self.cfg.snapshot_every == 0:
+            self.save_checkpoint(folder / f"iter_{self.iteration:05d}.pt")
 
     def _kickstart(self) -> None:
         """DAgger from the task's scripted controller (policies/imitation.py); rows in kickstart.csv

@@ -169,6 +169,10 @@ def test_the_teacher_labels_every_rollout_step_decays_and_pulls_the_actor_toward
     trainer = Trainer(cfg, tmp_path, quiet=True)
     try:
         assert [trainer.teacher_coef() for trainer.iteration in (0, 2, 4, 6, 9)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+        trainer.cfg.teacher_min_coef = 0.2   # a floor: the decay ends there
+        assert [trainer.teacher_coef() for trainer.iteration in (0, 2, 4, 6, 9)] == pytest.approx(
+            [1.0, 1.0, 0.6, 0.2, 0.2])
+        trainer.cfg.teacher_min_coef = 0.0
         trainer.iteration = 0
         batch, starts, _ = trainer.collect()
         # the labels are the scripted pusher's actions on the rollout's own observations
@@ -201,6 +205,8 @@ def test_the_teacher_labels_every_rollout_step_decays_and_pulls_the_actor_toward
         off.close()
     with pytest.raises(ValueError, match="teacher_coef and teacher_decay_iterations must be >= 0"):
         tiny(teacher_coef=-1.0).validate()
+    with pytest.raises(ValueError, match=r"teacher_min_coef must be in \[0, teacher_coef=1.0\]"):
+        tiny(teacher_coef=1.0, teacher_min_coef=2.0).validate()
 
 
 def test_the_scripted_pusher_labels_a_rollout_another_policy_drives_from_the_envs_own_command():

@@ -42,6 +42,34 @@ def test_resume_from_a_checkpoint_is_exact(tmp_path):
     assert straight.env_steps == resumed.env_steps == 240
 
 
+def test_best_checkpoint_follows_the_windowed_training_success_and_snapshots_are_kept(tmp_path):
+    trainer = Trainer(tiny_config(snapshot_every=1, best_window=2), tmp_path, quiet=True)
+    trainer.train()
+    trainer.close()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best.pt", "iter_00001.pt", "iter_00002.pt", "iter_00003.pt", "latest.pt"]
+    rows = trainer.history
+
+    def weighted(window):
+        return sum(r["success_rate"] * r["episodes"] for r in window) / sum(r["episodes"] for r in window)
+
+    windows = [weighted(rows[i - 1:i + 1]) for i in (1, 2)]   # the first full window ends at iteration 2
+    best = load_checkpoint_file(tmp_path / "checkpoints" / "best.pt")
+    assert best["best_success"] == pytest.approx(max(windows))
+    assert best["iteration"] == 2 + int(np.argmax(windows))
+    assert load_checkpoint_file(tmp_path / "checkpoints" / "iter_00002.pt")["iteration"] == 2
+    # episode-weighted; an iteration that finished no episode adds nothing
+    trainer.history = [{"episodes": 2, "success_rate": 1.0}, {"episodes": 6, "success_rate": 0.5},
+                       {"episodes": 0, "success_rate": float("nan")}]
+    assert trainer.windowed_success() == pytest.approx(0.5)
+    trainer.cfg.best_window = 3
+    assert trainer.windowed_success() == pytest.approx(5 / 8)
+    trainer.cfg.best_window = 4
+    assert trainer.windowed_success() is None     # fewer iterations than the window
+    with pytest.raises(ValueError, match="snapshot_every must be >= 0"):
+        tiny_config(snapshot_every=-1).validate()
+
+
 @pytest.fixture
 def easy_profile(tmp_path):
     """The shipped arm with a (nearly) fixed target: a task PPO improves on within seconds."""
