@@ -17,7 +17,8 @@ from policies.config import TrainConfig
 @dataclass(frozen=True)
 class TrainCommand:
     """Train with PPO; the options are the fields of policies.config.TrainConfig, plus where the run goes.
-    Writes runs/NAME/ (config.json, progress.csv, checkpoints/latest.pt)."""
+    Writes runs/NAME/ (config.json, command.txt, progress.csv, tensorboard/, checkpoints/latest.pt and
+    best.pt)."""
 
     config: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=TrainConfig)
     out: Path | None = None
@@ -26,6 +27,8 @@ class TrainCommand:
     """continue from OUT/checkpoints/latest.pt"""
     export: Path | None = None
     """after training, export to this artifact folder and evaluate it"""
+    export_checkpoint: Literal["latest", "best"] = "latest"
+    """--export: the final checkpoint, or checkpoints/best.pt (best windowed training success)"""
     json: Path | None = None
     """write the final training row (+ eval) as JSON"""
 
@@ -39,7 +42,9 @@ class ExportConfig:
     out: Path
     """artifact folder, e.g. policies/policies/zoo/NAME"""
     eval_episodes: int = 0
-    """also evaluate the artifact (0: skip)"""
+    """also evaluate the artifact (0: skip); the results go into its manifest"""
+    randomization: tuple[str, ...] = ("none", "default")
+    """--eval-episodes: randomizations to evaluate under (shipped names or YAML paths; e.g. add push_hard for a held-out one)"""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,10 @@ def run_train(args: TrainCommand) -> int:
     except (ValueError, FileNotFoundError, ImportError) as exc:  # ImportError: --backend ray without Ray
         print(f"sim2real train: {exc}", file=sys.stderr)
         return 2
+    command = "sim2real " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / COMMAND_FILE).open("a") as handle:   # a resumed run appends its command
+        handle.write(command + "\n")
     try:
         if args.resume:
             trainer.load_checkpoint(out / "checkpoints" / "latest.pt")
@@ -103,12 +112,14 @@ def run_train(args: TrainCommand) -> int:
           f"checkpoint {out / 'checkpoints' / 'latest.pt'}")
     result = {"train": final}
     if args.export:
-        command = "sim2real " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        result["evaluation"] = export_and_evaluate(out / "checkpoints" / "latest.pt", args.export,
-                                                   cfg.eval_episodes, command=command)
+        result["evaluation"] = export_and_evaluate(out / "checkpoints" / f"{args.export_checkpoint}.pt",
+                                                   args.export, cfg.eval_episodes)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
     return 0
+
+
+COMMAND_FILE = "command.txt"
 
 
 def training_milestones(progress_csv: Path, threshold: float = 0.95) -> dict:
@@ -125,17 +136,21 @@ def training_milestones(progress_csv: Path, threshold: float = 0.95) -> dict:
     return {}
 
 
-def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command: str = "") -> dict:
+def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command: str = "",
+                        randomizations: tuple[str, ...] = ("none", "default")) -> dict:
     from policies.evaluate import evaluate, policy_action_kwargs, policy_robot, policy_task, runtime_policy
     from policies.export import export_checkpoint, update_evaluation
-    extra = training_milestones(Path(checkpoint).parent.parent / "progress.csv")
+    run_dir = Path(checkpoint).parent.parent
+    extra = training_milestones(run_dir / "progress.csv")
+    if not command and (run_dir / COMMAND_FILE).is_file():   # the command(s) that trained it
+        command = " && ".join(line for line in (run_dir / COMMAND_FILE).read_text().splitlines() if line.strip())
     if command:
         extra["command"] = command
     out = export_checkpoint(checkpoint, artifact, training_extra=extra)
     print(f"exported {out} (torch/onnxruntime parity checked)")
     results = {}
     task, robot = policy_task(str(out)), policy_robot(str(checkpoint))
-    for randomization in ("none", "default"):
+    for randomization in randomizations:
         res = evaluate(partial(runtime_policy, str(out)), episodes=episodes, randomization=randomization, task=task,
                        robot_profile=robot, env_kwargs=policy_action_kwargs(str(out)))
         print(res.line())
@@ -146,7 +161,7 @@ def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command
 
 def run_export(args: ExportConfig) -> int:
     if args.eval_episodes > 0:
-        export_and_evaluate(args.checkpoint, args.out, args.eval_episodes)
+        export_and_evaluate(args.checkpoint, args.out, args.eval_episodes, randomizations=args.randomization)
     else:
         from policies.export import export_checkpoint
         print(f"exported {export_checkpoint(args.checkpoint, args.out)} (torch/onnxruntime parity checked)")
