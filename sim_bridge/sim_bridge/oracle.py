@@ -112,7 +112,16 @@ class ReachOracle:
         observation's ``ee_cmd`` (the env's own command): used instead of the replica, which
         only knows this controller's actions: when another policy drives (DAgger, a teacher
         labelling a student's rollout) the replica's command is not the env's."""
+        self.observe_command(commanded)
+        return self.step_toward(joint_pos, target, down_gain=down_gain, ee_gain=ee_gain)
+
+    def observe_command(self, commanded) -> None:
+        """This step's ``ee_cmd`` from the observation (None: the layout has none; the replica is used)."""
         self.observed_command = None if commanded is None else np.asarray(commanded, float)
+
+    def step_toward(self, joint_pos: np.ndarray, target: np.ndarray, down_gain: float = 0.0,
+                    ee_gain: float = 1.0) -> np.ndarray:
+        """:meth:`action` with this step's command already observed (:meth:`observe_command`)."""
         if self.ee_action is not None and self.observed_command is not None:
             return np.clip(ee_gain * (np.asarray(target, float) - self.observed_command)
                            / self.ee_action.settings.scale_m, -1.0, 1.0)
@@ -205,9 +214,9 @@ class PushOracle:
     def action(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray, commanded=None) -> np.ndarray:
         """``commanded``: the observation's ``ee_cmd`` when the policy's layout has it (see
         :meth:`ReachOracle.action`)."""
-        self.reach.observed_command = None if commanded is None else np.asarray(commanded, float)
+        self.reach.observe_command(commanded)   # target() steers from it too
         target = self.target(joint_pos, np.asarray(puck_xy, float)[:2], np.asarray(goal_xy, float)[:2])
-        return self.reach.action(joint_pos, target, down_gain=0.5, ee_gain=self.ee_gain, commanded=commanded)
+        return self.reach.step_toward(joint_pos, target, down_gain=0.5, ee_gain=self.ee_gain)
 
 
 class ScriptedPolicy:
