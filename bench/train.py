@@ -35,7 +35,7 @@ network (LSTM 256, twice, vs one LSTM 64 + MLP critic). ``--sb3-lstm-hidden 64``
 the network gap. The collect-only numbers compare the rollout machinery alone.
 
 ``--task push`` runs both on ``Sim2Real/Push-v0`` (its default randomization, push_default;
-ours with 300 steps per env per iteration, one Push episode, and the LSTM width
+ours with 400 steps per env per iteration, one Push episode, and the LSTM width
 ``--hidden``, 128 as push_lstm was trained).
 
 Finally, if a training log exists (``--progress-csv``, default runs/TASK_lstm/progress.csv),
@@ -67,7 +67,7 @@ from _machine import machine_info, machine_line
 sys.path.remove(_BENCH_DIR)  # bench/'s module names (env, policy, train, ...) shadow nothing afterwards
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EPISODE_STEPS = {"reach": 200, "push": 300}  # steps per env per iteration: one episode of the task
+EPISODE_STEPS = {"reach": 200, "push": 400}  # steps per env per iteration: one episode of the task
 SUCCESS_THRESHOLD = {"reach": 0.95, "push": 0.85}
 
 
