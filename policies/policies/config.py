@@ -100,6 +100,8 @@ class TrainConfig:
     """teacher: the weight falls linearly to teacher_min_coef over this many PPO iterations (0 = it stays)"""
     teacher_min_coef: float = 0.0
     """teacher: the floor the decaying weight stops at (PPO alone can unlearn what the teacher taught; a floor keeps a pull toward it)"""
+    mean_action_envs: int = 0
+    """envs (the last ones) that take the actor's mean action in the rollouts, as an exported policy does: their steps feed only the teacher term (no policy gradient, no value target), so the actor also learns the states its own deterministic actions reach; their success is logged (mean_action_success) and picks best.pt. 0 = off"""
     assist_start_prob: float = 0.0
     """assisted starts (tasks with Task.assist_target; Push: the pusher starts behind the puck): chance per training episode at the start (0 = off; evaluation never uses them)"""
     assist_episodes: int = 0
@@ -131,6 +133,8 @@ class TrainConfig:
         if not 0 <= self.teacher_min_coef <= self.teacher_coef:
             raise ValueError(f"teacher_min_coef must be in [0, teacher_coef={self.teacher_coef}], "
                              f"got {self.teacher_min_coef}")
+        if not 0 <= self.mean_action_envs < self.num_envs:
+            raise ValueError(f"mean_action_envs must be in [0, num_envs={self.num_envs}), got {self.mean_action_envs}")
         for name in ("snapshot_every", "best_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

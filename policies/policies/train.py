@@ -31,6 +31,8 @@ class RolloutStats:
     mean_return: float
     success_rate: float
     mean_length: float
+    mean_action_episodes: int = 0       # episodes of the envs acting with the mean (cfg.mean_action_envs)
+    mean_action_success: float = float("nan")
 
 
 def assist_kwargs(cfg: TrainConfig, episodes_done: int = 0) -> dict:
@@ -182,6 +184,8 @@ class Trainer:
         state = model.actor.initial_state(N)
         ep_return, ep_len = np.zeros(N), np.zeros(N, int)
         done_returns, done_success, done_lengths = [], [], []
+        mean_envs = np.arange(N) >= N - cfg.mean_action_envs   # the last ones act with the mean
+        mean_success = []
         teacher = self._teacher() if self.teacher_coef() > 0 else None
         buf_teach = np.zeros((T, N, A), np.float32) if teacher is not None else None
         if teacher is not None:
@@ -195,6 +199,8 @@ class Trainer:
             mean, next_state = model.actor(obs_t.unsqueeze(0), state)
             dist = model.distribution(mean[0])
             action = dist.mean + dist.stddev * torch.randn(mean[0].shape, generator=self.sample_gen)
+            if cfg.mean_action_envs:
+                action[torch.from_numpy(mean_envs)] = dist.mean[torch.from_numpy(mean_envs)]
             buf_logp[t] = dist.log_prob(action).sum(-1).numpy()
             buf_val[t] = model.value(obs_t, torch.from_numpy(priv)).numpy()
             buf_obs[t], buf_priv[t], buf_act[t] = obs, priv, action.numpy()
@@ -211,9 +217,12 @@ class Trainer:
             ep_return += info_reward(reward, bootstrap, info, cfg.gamma, v_final if bootstrap.any() else None)
             ep_len += 1
             for n in np.flatnonzero(done):
-                done_returns.append(ep_return[n])
-                done_success.append(bool(info["is_success"][n]))
-                done_lengths.append(ep_len[n])
+                if mean_envs[n]:
+                    mean_success.append(bool(info["is_success"][n]))
+                else:
+                    done_returns.append(ep_return[n])
+                    done_success.append(bool(info["is_success"][n]))
+                    done_lengths.append(ep_len[n])
                 ep_return[n], ep_len[n] = 0.0, 0
             if t + 1 < T:
                 starts[t + 1] = done
@@ -225,13 +234,15 @@ class Trainer:
         last_val = model.value(torch.from_numpy(obs), torch.from_numpy(priv)).numpy()
         adv, ret = compute_gae(buf_rew, buf_val, buf_done, last_val, cfg.gamma, cfg.gae_lambda)
         weights = self._epopt_weights(buf_rew, starts, buf_done)
+        weights[:, mean_envs] = 0.0   # mean actions: no policy gradient, no value target; the teacher term only
         flat = lambda x: torch.from_numpy(np.ascontiguousarray(x.reshape(T * N, *x.shape[2:])))  # noqa: E731
         batch = Batch(flat(buf_obs), flat(buf_priv), flat(buf_act), flat(buf_logp), flat(adv), flat(ret),
                       flat(buf_h) if recurrent else None, flat(buf_c) if recurrent else None, flat(weights),
                       flat(buf_teach) if teacher is not None else None)
         stats = RolloutStats(len(done_returns), float(np.mean(done_returns)) if done_returns else float("nan"),
                              float(np.mean(done_success)) if done_success else float("nan"),
-                             float(np.mean(done_lengths)) if done_lengths else float("nan"))
+                             float(np.mean(done_lengths)) if done_lengths else float("nan"),
+                             len(mean_success), float(np.mean(mean_success)) if mean_success else float("nan"))
         return batch, starts, stats
 
     def teacher_coef(self) -> float:
@@ -308,7 +319,8 @@ class Trainer:
                 row = {"iteration": self.iteration, "env_steps": self.env_steps,
                        "wall_time_s": round(self.wall_time_s, 2), "episodes": stats.episodes,
                        "mean_return": stats.mean_return, "success_rate": stats.success_rate,
-                       "mean_length": stats.mean_length, "steps_per_s": steps_per_iter / (t2 - t0),
+                       "mean_length": stats.mean_length, "mean_action_episodes": stats.mean_action_episodes,
+                       "mean_action_success": stats.mean_action_success, "steps_per_s": steps_per_iter / (t2 - t0),
                        "collect_s": t1 - t0, "update_s": t2 - t1,
                        "action_std": self.model.actor.log_std.detach().exp().mean().item(), **update}
                 self.history.append(row)
@@ -336,14 +348,18 @@ class Trainer:
 
     def windowed_success(self) -> float | None:
         """Training success over the last ``best_window`` iterations, weighted by their finished
-        episodes (None until that many iterations ran in this process, or none finished)."""
+        episodes (None until that many iterations ran in this process, or none finished): of the
+        envs acting with the mean action when there are some (``mean_action_envs``: what an
+        exported policy does), else of the sampled actions."""
         window = self.history[-self.cfg.best_window:] if self.cfg.best_window else []
         if len(window) < self.cfg.best_window or not window:
             return None
-        episodes = sum(r["episodes"] for r in window)
+        count, rate = (("mean_action_episodes", "mean_action_success") if self.cfg.mean_action_envs
+                       else ("episodes", "success_rate"))
+        episodes = sum(r[count] for r in window)
         if episodes == 0:
             return None
-        return sum(r["success_rate"] * r["episodes"] for r in window if r["episodes"]) / episodes
+        return sum(r[rate] * r[count] for r in window if r[count]) / episodes
 
     def _keep_best_and_snapshot(self) -> None:
         """checkpoints/best.pt when the windowed training success beats the best so far (PPO can

@@ -229,3 +229,30 @@ def test_the_scripted_pusher_labels_a_rollout_another_policy_drives_from_the_env
     target = experts.experts[0].oracle.target(obs[experts.slices["joint_pos"]].astype(float),
                                              obs[experts.slices["object_pose"]][:2], obs[experts.slices["goal_pos"]][:2])
     np.testing.assert_allclose(label, np.clip(0.5 * (target - cmd) / env.action.settings.scale_m, -1, 1), atol=1e-5)
+
+
+def test_mean_action_envs_act_with_the_mean_feed_only_the_teacher_and_pick_the_best_checkpoint(tmp_path):
+    cfg = tiny(kickstart_rounds=0, critic_warmup_iterations=0, teacher_coef=1.0, mean_action_envs=2, best_window=1)
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    try:
+        batch, _, stats = trainer.collect()
+        T, N = 40, 4
+        with torch.no_grad():
+            mean, _ = trainer.model.actor(batch.obs.view(T, N, -1), trainer.model.actor.initial_state(N))
+        actions = batch.actions.view(T, N, -1)
+        # the last two envs took the actor's mean, the first two a sample around it
+        torch.testing.assert_close(actions[:, 2:], mean[:, 2:], rtol=0, atol=1e-5)
+        assert (actions[:, :2] - mean[:, :2]).abs().mean() > 0.05
+        weights = batch.weights.view(T, N)
+        assert (weights[:, 2:] == 0).all() and (weights[:, :2] == 1).all()
+        assert batch.teacher is not None and batch.teacher.shape == batch.actions.shape   # labels for every env
+        assert stats.episodes == 2 and stats.mean_action_episodes == 2   # one 40-step episode per env
+        trainer.train(stop_after_iterations=2)
+        rows = trainer.history
+        assert all(r["mean_action_episodes"] == 2 for r in rows)
+        best = load_checkpoint_file(tmp_path / "checkpoints" / "best.pt")
+        assert best["best_success"] == max(r["mean_action_success"] for r in rows)   # by the mean-action envs
+    finally:
+        trainer.close()
+    with pytest.raises(ValueError, match=r"mean_action_envs must be in \[0, num_envs=4\)"):
+        tiny(mean_action_envs=4).validate()
