@@ -1,11 +1,13 @@
-"""Benchmark: the policy node closing the loop with the sim bridge, over real rclpy and DDS.
+"""Benchmark: the policy node closing the loop with the sim bridge (or the real bridge), over real rclpy and DDS.
 
 Run as ``sim2real bench policy-node`` (or ``python bench/policy_node.py``). Every run starts
 the sim bridge and the policy node as two separate processes (``sim2real node sim_bridge``
 and ``sim2real node policy``, in a namespace, ``seed:=0``, physics at ``--physics-rate``
 Hz) and watches them from a third: this benchmark's own monitor node, which subscribes
 ``joint_states``, ``joint_commands`` and ``/diagnostics`` and changes nothing in the loop
-(it only calls the policy node's parameter service in the swap run). Runs:
+(it only calls the policy node's parameter service in the swap run). With ``--bridge real``
+the runs start, instead of the sim bridge, the real side as the stack deploys it on hardware
+(``sim2real launch real --emulator``): see "The real bridge" below. Runs:
 
 1. lockstep (``mode:=lockstep``, ``trigger:=state``, control rate ``--lockstep-rate``):
    the bridge steps once per command and the policy runs once per state, so the loop runs
@@ -75,7 +77,8 @@ then ``--duration`` s):
 * CPU time per control cycle of each process, in ms: its cores x the cycle's period, i.e.
   the CPU seconds it used in the window / the cycles it ran there (the bridge's cycle is a
   state it published, the policy node's and the monitor's a command, both at the achieved
-  rates): unlike the cores at a given rate, a figure to compare across rates and runs.
+  rates; the arm emulator's, with ``--bridge real``, a control period it stepped): unlike
+  the cores at a given rate, a figure to compare across rates and runs.
   The benchmark prints the machine it ran on first (CPU model, cores, and the speed of one
   core on a fixed reference loop, bench/_machine.py), recorded in the JSON as ``machine_info``.
 
@@ -113,6 +116,29 @@ One run of 20 swaps only detects a large effect (about 3 stalls are expected in 
 at the usual base rate); ``--swap-repeats N`` repeats the swap run (and the control run) with
 fresh processes and pools the test over all of them: stalls inside every window against the
 sum of each run's own expectation, the excess per swap and its 95% upper bound.
+
+The real bridge (``--bridge real``): each run starts three node processes, in this order,
+each at the control rate of the run: the arm emulator (``sim2real node arm_emulator``, the
+stand-in for a ros2_control arm, with its shipped hidden physics, ``mode:=realtime``,
+``seed`` = ``--seed``), at the root as deployed: ``/joint_states`` out,
+``/forward_position_controller/commands`` in; the real bridge (``sim2real node
+real_bridge``, autostarted, hardware side on those topics, policy side in the namespace:
+the same ``joint_states`` / ``joint_commands`` the sim bridge uses, so the monitor and the
+figures above are unchanged); and the policy node, as in the sim runs. The bridge's cycle is
+its steady-clock timer: it relays the latest hardware state (a state on the policy side) and
+sends the latest policy command through the safety filter to the hardware. The emulator's
+timer is a second clock at the same rate, so the state the bridge relays is 0..1 period old
+and, around phase wrap, one hardware state is relayed twice or one skipped (as on hardware).
+The round trip is the policy side's (relayed state -> command), as in the sim runs; the
+hardware hops (emulator -> bridge -> emulator) are not measured. CPU per cycle: the real
+bridge's cycle is a state it relayed, the emulator's a control period it stepped (the
+``control_steps`` of its /diagnostics over the window). Only real-time runs apply: the real
+bridge has no lockstep mode, there is no composed real-bridge process, and the physics rate
+and randomization are the emulator's hidden ones (the robot profile's physics rate, 500 Hz:
+the control rates must divide it), so ``lockstep`` runs, ``--composed``, ``--physics-rate``
+and ``--randomization`` are refused; swap runs, ``--executors`` (all three processes) and
+``--attribution-rate-hz`` apply as with the sim bridge. Which bridge ran is printed and
+recorded in the JSON (``bridge``, at the top and in each run).
 
 Lockstep caveat: when the loop stalls for 0.1 s the bridge republishes the state (its idle
 rule); if the answer to the old state was merely late, two cycles can then be in flight
@@ -157,6 +183,7 @@ RATE_TOLERANCE = 0.02
 TARGET_RT_P99_MS = 2.0
 TARGET_RT_RATE_HZ = 500.0
 MISS_FACTOR = 1.5
+DEFAULT_PHYSICS_RATE = 500.0  # the sim bridge's physics, Hz (--physics-rate)
 DIAG_TAIL_S = 1.2  # after the window: wait this long at most for the nodes' next /diagnostics report
 DRAIN_PERIOD_S = 0.02  # the monitor takes the samples waiting in its readers this often
 CONTROL_PARAM = "stale_after_periods := 5"  # swap-control: the node's default, so nothing changes
@@ -227,17 +254,29 @@ def system_idle_s() -> float | None:
         return None
 
 
-def cpu_ms_per_cycle(cpu_cores: dict, loop: dict) -> dict:
+def cpu_ms_per_cycle(cpu_cores: dict, loop: dict, emulator_rate_hz: float | None = None) -> dict:
     """CPU milliseconds per control cycle of each process: cores / cycles per second.
 
-    The bridge's cycles are the states it published (its timer or lockstep steps), the policy
-    node's, the composed process's (both nodes) and the monitor's the commands (one per cycle
-    of the loop); rates as received at the monitor over the window.
+    The bridge's cycles (sim or real) are the states it published (its timer or lockstep
+    steps; the real bridge's relayed states), the policy node's, the composed process's (both
+    nodes) and the monitor's the commands (one per cycle of the loop); rates as received at the
+    monitor over the window. The arm emulator's are the control periods it stepped
+    (``emulator_rate_hz``, from its /diagnostics).
     """
-    per_s = {"sim_bridge": loop.get("state_rate_hz"), "policy": loop.get("command_rate_hz"),
+    per_s = {"sim_bridge": loop.get("state_rate_hz"), "real_bridge": loop.get("state_rate_hz"),
+             "arm_emulator": emulator_rate_hz, "policy": loop.get("command_rate_hz"),
              "composed": loop.get("command_rate_hz"), "monitor": loop.get("command_rate_hz")}
     return {name: 1e3 * cpu_cores[name] / rate for name, rate in per_s.items()
             if cpu_cores.get(name) is not None and rate and rate > 0}
+
+
+BRIDGE_PROCESSES = ("sim_bridge", "real_bridge", "composed")  # whichever ran: the "bridge" column
+
+
+def bridge_figure(per_process: dict):
+    """A run's bridge figure (cores or ms per cycle): the sim bridge's, the real bridge's or
+    the composed process's (both nodes), whichever ran; None if none did."""
+    return next((per_process[k] for k in BRIDGE_PROCESSES if per_process.get(k) is not None), None)
 
 
 def node_cmd(kind: str, namespace: str, params: dict) -> list[str]:
@@ -245,6 +284,42 @@ def node_cmd(kind: str, namespace: str, params: dict) -> list[str]:
     for key, value in params.items():
         cmd += ["-p", f"{key}:={value}"]
     return cmd
+
+
+# --- the processes of one run, per bridge kind: [(name, command)] in start order --------------
+
+def sim_children(spec: "RunSpec", args, policy_params: dict, files: Path) -> list[tuple[str, list[str]]]:
+    """The sim bridge and the policy node, or both in one process (``spec.composed``: each
+    node's parameters in a params file ``<files>_composed_params.yaml``, scoped by node name)."""
+    bridge_params = {"mode": spec.mode, "control_rate_hz": float(spec.rate_hz),
+                     "physics_rate_hz": float(args.physics_rate), "seed": args.seed,
+                     "randomization_file": args.randomization}
+    if not spec.composed:
+        return [("sim_bridge", node_cmd("sim_bridge", args.namespace, bridge_params)),
+                ("policy", node_cmd("policy", args.namespace, policy_params))]
+    params_file = files.with_name(f"{files.name}_composed_params.yaml")
+    params_file.write_text(yaml.safe_dump({
+        f"/**/{name}": {"ros__parameters": {k: yaml.safe_load(str(v)) for k, v in params.items()}}
+        for name, params in (("sim_bridge", bridge_params), ("policy", policy_params))}))
+    return [("composed", node_cmd("sim_policy", args.namespace, {}) + ["--params-file", str(params_file)])]
+
+
+def real_children(spec: "RunSpec", args, policy_params: dict, files: Path) -> list[tuple[str, list[str]]]:
+    """The real side as deployed (``sim2real launch real --emulator``): the arm emulator at the
+    root (the ros2_control arm's /joint_states and /forward_position_controller/commands; its
+    shipped hidden physics), the real bridge (autostarted) and the policy node in the namespace,
+    all three at the run's control rate. Only real time: the bridge's timer is its cycle."""
+    rate = float(spec.rate_hz)
+    emulator_params = {"mode": "realtime", "control_rate_hz": rate, "seed": args.seed}
+    bridge_params = {"control_rate_hz": rate, "seed": args.seed, "autostart": "true"}
+    return [("arm_emulator", node_cmd("arm_emulator", "/", emulator_params)),
+            ("real_bridge", node_cmd("real_bridge", args.namespace, bridge_params)),
+            ("policy", node_cmd("policy", args.namespace, policy_params))]
+
+
+CHILDREN = {"sim": sim_children, "real": real_children}
+BRIDGE_LINES = {"sim": "policy node + sim bridge loop",
+                "real": "policy node + real bridge + arm emulator (the deployed real graph) loop"}
 
 
 # --- the monitor ----------------------------------------------------------------------
@@ -297,6 +372,7 @@ class Monitor:
         self.commands: list[tuple[int, int, int, int]] = []
         self.policy_diag: list[tuple[int, dict, str]] = []
         self.bridge_diag: list[tuple[int, dict, str]] = []
+        self.emulator_diag: list[tuple[int, dict, str]] = []
 
     def drain(self) -> int:
         """Take every sample waiting in the two readers; returns how many."""
@@ -320,8 +396,10 @@ class Monitor:
         for status in msg.status:
             if status.name == "policy: control":
                 self.policy_diag.append((now, diag_values(status), status.message))
-            elif status.name == "sim_bridge: health":
+            elif status.name in ("sim_bridge: health", "real_bridge: safety"):
                 self.bridge_diag.append((now, diag_values(status), status.message))
+            elif status.name == "arm_emulator: health":
+                self.emulator_diag.append((now, diag_values(status), status.message))
 
     def spin(self, seconds: float) -> None:
         """Serve diagnostics and the client for up to ``seconds``, then drain the readers."""
@@ -460,14 +538,48 @@ def policy_diag_summary(diag: list, start_ns: int, end_ns: int) -> dict:
     return out
 
 
-def bridge_diag_summary(diag: list, start_ns: int, end_ns: int) -> dict:
+# The counters of each bridge's /diagnostics kept in the summary (as last reported in the window).
+BRIDGE_DIAG_COUNTERS = {
+    "sim": ("episodes", "blowups", "commands_rejected", "commands_clipped", "control_steps"),
+    "real": ("hardware_commands", "hardware_states", "commands_used", "commands_superseded", "commands_rejected",
+             "hold_command_timeout", "stop_state_timeout", "filter_position_limit", "filter_step_limit"),
+}
+
+
+def bridge_diag_summary(diag: list, start_ns: int, end_ns: int, bridge: str = "sim") -> dict:
+    """The last bridge report in the window: its rate and counters (since start-up). The real
+    bridge's also: its mode, the safety filter's p50/p99 time per call, and its counters'
+    increase over the window (``in_window``: last report - first; it also reports at every
+    mode change, e.g. each command-timeout hold and its end)."""
     inside = [v for t, v, _ in diag if start_ns <= t <= end_ns]
     if not inside:
         return {"reports": 0}
     last = inside[-1]
-    return {"reports": len(inside), "achieved_rate_hz": num(last.get("achieved_rate_hz")),
-            **{k: int(num(last.get(k)) or 0) for k in ("episodes", "blowups", "commands_rejected",
-                                                       "commands_clipped", "control_steps")}}
+    counters = BRIDGE_DIAG_COUNTERS[bridge]
+    out = {"reports": len(inside), "achieved_rate_hz": num(last.get("achieved_rate_hz")),
+           **{k: int(num(last.get(k)) or 0) for k in counters}}
+    if bridge == "real":
+        out.update(mode=last.get("mode"), filter_p50_us=num(last.get("filter_p50_us")),
+                   filter_p99_us=num(last.get("filter_p99_us")),
+                   in_window={k: out[k] - int(num(inside[0].get(k)) or 0) for k in counters})
+    return out
+
+
+def emulator_diag_summary(diag: list, start_ns: int, end_ns: int) -> dict:
+    """The arm emulator's reports in the window: control periods stepped per second between the
+    first and the last (its ``control_steps``, over the monitor's reception times), else the
+    last report's own rate (its last ~2 s); catch-up steps and lost periods in the window."""
+    inside = [(t, v) for t, v, _ in diag if start_ns <= t <= end_ns]
+    if not inside:
+        return {"reports": 0}
+    (t0, first), (t1, last) = inside[0], inside[-1]
+    steps = [num(first.get("control_steps")), num(last.get("control_steps"))]
+    rate = ((steps[1] - steps[0]) / ((t1 - t0) / 1e9) if t1 > t0 and None not in steps
+            else num(last.get("achieved_rate_hz")))
+    return {"reports": len(inside), "steps_per_s": rate, "achieved_rate_hz": num(last.get("achieved_rate_hz")),
+            **{f"{k}_in_window": int(num(last.get(k)) - num(first.get(k))) for k in ("catch_up_steps", "lost_periods",
+                                                                                    "commands_accepted")
+               if num(last.get(k)) is not None and num(first.get(k)) is not None}}
 
 
 # --- one run --------------------------------------------------------------------------
@@ -486,6 +598,7 @@ class RunSpec:
     attribution_hz: float = 0.0  # the policy node's live attribution rate (0: off)
     executor: str = "default"  # SIM2REAL_EXECUTOR of both node processes (sim_bridge.executor.make_executor)
     composed: bool = False    # both nodes in one process (`sim2real node sim_policy`) instead of two
+    bridge: str = "sim"       # sim | real: the processes of the run (CHILDREN)
 
 
 def swap_schedule(half_ns: int, end_ns: int, swaps: int, drain_ns: int, rng) -> list[int]:
@@ -509,11 +622,7 @@ def swap_schedule(half_ns: int, end_ns: int, swaps: int, drain_ns: int, rng) -> 
 
 
 def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) -> dict:
-    ns = args.namespace
     period = 1.0 / spec.rate_hz
-    bridge_params = {"mode": spec.mode, "control_rate_hz": float(spec.rate_hz),
-                     "physics_rate_hz": float(args.physics_rate), "seed": args.seed,
-                     "randomization_file": args.randomization}
     policy_params = {"policy": spec.swap_policies[0] if spec.swaps else args.policy,
                      "control_rate_hz": float(spec.rate_hz), "allow_rate_mismatch": "true", "trigger": spec.trigger}
     if spec.swaps and args.swap_preload:  # the operator names the swap candidates at configure
@@ -528,16 +637,8 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
     swaps: list[dict] = []
     try:
         node_env = dict(env, SIM2REAL_EXECUTOR=spec.executor)
-        if spec.composed:  # one process; each node's parameters in a params file (scoped by node name)
-            params_file = log_dir / f"{slug}_composed_params.yaml"
-            params_file.write_text(yaml.safe_dump({
-                f"/**/{name}": {"ros__parameters": {k: yaml.safe_load(str(v)) for k, v in params.items()}}
-                for name, params in (("sim_bridge", bridge_params), ("policy", policy_params))}))
-            cmd = node_cmd("sim_policy", ns, {}) + ["--params-file", str(params_file)]
-            children.append(Child("composed", cmd, log_dir / f"{slug}_composed.log", node_env))
-        else:
-            for kind, params in (("sim_bridge", bridge_params), ("policy", policy_params)):
-                children.append(Child(kind, node_cmd(kind, ns, params), log_dir / f"{slug}_{kind}.log", node_env))
+        for name, cmd in CHILDREN[spec.bridge](spec, args, policy_params, log_dir / slug):
+            children.append(Child(name, cmd, log_dir / f"{slug}_{name}.log", node_env))
 
         def check_alive():
             for c in children:
@@ -624,7 +725,7 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
                 cpu[name] = (t1 - t0[0]) / (time.monotonic() - t0[1])
         if "idle" in cpu:  # what else ran on the machine meanwhile (other processes, kernel)
             cpu["system"] = (os.cpu_count() or 1) - cpu.pop("idle")
-            cpu["other"] = cpu["system"] - sum(cpu.get(k, 0.0) for k in ("sim_bridge", "policy", "composed", "monitor"))
+            cpu["other"] = cpu["system"] - sum(cpu.get(c.name, 0.0) for c in children) - cpu.get("monitor", 0.0)
         monitor.spin(0.0)  # take what has arrived
         # The nodes report once per second: wait for the report that covers the window's end.
         n_diag, tail_end = len(monitor.policy_diag), time.monotonic() + DIAG_TAIL_S
@@ -637,14 +738,20 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
     if len(states) < 2 or len(commands) < 2:
         raise RunFailed(f"'{spec.label}': too few messages in the window ({len(states)} states, "
                         f"{len(commands)} commands)")
-    result = {"label": spec.label, "mode": spec.mode, "trigger": spec.trigger, "target_rate_hz": spec.rate_hz,
-              "attribution_hz": spec.attribution_hz, "executor": spec.executor, "composed": spec.composed,
-              "physics_rate_hz": args.physics_rate, "warmup_s": args.warmup, "duration_s": args.duration,
-              "exit_codes": codes, "cpu_cores": cpu,
+    diag_end_ns = end_ns + int(DIAG_TAIL_S * 1e9)
+    result = {"label": spec.label, "bridge": spec.bridge, "mode": spec.mode, "trigger": spec.trigger,
+              "target_rate_hz": spec.rate_hz, "attribution_hz": spec.attribution_hz, "executor": spec.executor,
+              "composed": spec.composed, "physics_rate_hz": args.physics_rate, "warmup_s": args.warmup,
+              "duration_s": args.duration, "exit_codes": codes, "cpu_cores": cpu,
               "loop": loop_stats(states, commands, period if spec.mode == "realtime" else None),
-              "policy_diagnostics": policy_diag_summary(monitor.policy_diag, start_ns, end_ns + int(DIAG_TAIL_S * 1e9)),
-              "bridge_diagnostics": bridge_diag_summary(monitor.bridge_diag, start_ns, end_ns + int(DIAG_TAIL_S * 1e9))}
-    result["cpu_ms_per_cycle"] = cpu_ms_per_cycle(cpu, result["loop"])
+              "policy_diagnostics": policy_diag_summary(monitor.policy_diag, start_ns, diag_end_ns),
+              "bridge_diagnostics": bridge_diag_summary(monitor.bridge_diag, start_ns, diag_end_ns, spec.bridge)}
+    emulator_hz = None
+    if spec.bridge == "real":
+        # its reports inside the measured window only: the steps between them are the window's
+        result["emulator_diagnostics"] = emulator_diag_summary(monitor.emulator_diag, start_ns, end_ns)
+        emulator_hz = result["emulator_diagnostics"].get("steps_per_s")
+    result["cpu_ms_per_cycle"] = cpu_ms_per_cycle(cpu, result["loop"], emulator_hz)
     if spec.mode == "realtime":
         err = result["loop"]["command_rate_hz"] / spec.rate_hz - 1.0
         result["rate_error"] = err
@@ -850,7 +957,7 @@ def executor_ratios(results: list[dict], executors: list[str]) -> list[dict]:
             if base is None or r is None:
                 continue
             row = {"rate_hz": rate, "executor": ex, "baseline": executors[0]}
-            for node in ("sim_bridge", "policy"):
+            for node in [n for n in RATIO_PROCESSES if n in r["cpu_ms_per_cycle"] or n in base["cpu_ms_per_cycle"]]:
                 a, b = r["cpu_ms_per_cycle"].get(node), base["cpu_ms_per_cycle"].get(node)
                 row[f"{node}_cpu_ms"], row[f"{node}_baseline_cpu_ms"] = a, b
                 row[f"{node}_cpu_ratio"] = a / b if a and b else None
@@ -896,15 +1003,19 @@ def print_composed_ratios(results: list[dict]) -> None:
               f"{row['round_trip_p99_ms']:.3f} vs {row['two_process_round_trip_p99_ms']:.3f} ms")
 
 
+# The processes compared across executors, and their names in the printed lines.
+RATIO_PROCESSES = {"sim_bridge": "bridge", "real_bridge": "real bridge", "arm_emulator": "emulator", "policy": "policy"}
+
+
 def print_executor_ratios(results: list[dict], executors: list[str]) -> None:
     print()
     print(f"executors against '{executors[0]}' (same benchmark run; ratio < 1: less CPU per cycle):")
     for row in executor_ratios(results, executors):
-        print(f"  {row['rate_hz']:g} Hz {row['executor']:<8} CPU ms/cycle bridge {fmt(row['sim_bridge_cpu_ms'], '.3f')} "
-              f"vs {fmt(row['sim_bridge_baseline_cpu_ms'], '.3f')} (x{fmt(row['sim_bridge_cpu_ratio'], '.2f')}), "
-              f"policy {fmt(row['policy_cpu_ms'], '.3f')} vs {fmt(row['policy_baseline_cpu_ms'], '.3f')} "
-              f"(x{fmt(row['policy_cpu_ratio'], '.2f')}); commands {row['command_rate_hz']:.1f} vs "
-              f"{row['baseline_command_rate_hz']:.1f} Hz; round trip p99 {row['round_trip_p99_ms']:.3f} vs "
+        cpu = ", ".join(f"{label} {fmt(row[f'{node}_cpu_ms'], '.3f')} vs {fmt(row[f'{node}_baseline_cpu_ms'], '.3f')} "
+                        f"(x{fmt(row[f'{node}_cpu_ratio'], '.2f')})"
+                        for node, label in RATIO_PROCESSES.items() if f"{node}_cpu_ms" in row)
+        print(f"  {row['rate_hz']:g} Hz {row['executor']:<8} CPU ms/cycle {cpu}; commands {row['command_rate_hz']:.1f} "
+              f"vs {row['baseline_command_rate_hz']:.1f} Hz; round trip p99 {row['round_trip_p99_ms']:.3f} vs "
               f"{row['baseline_round_trip_p99_ms']:.3f} ms")
 
 
@@ -918,12 +1029,39 @@ def fmt(value, spec: str = ".2f", none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
+def cpu_columns(results: list[dict]) -> list[tuple[str, str]]:
+    """(letter, process) of the CPU columns: the bridge (sim, real or composed), the arm
+    emulator when one ran, the policy node, the monitor."""
+    emulator = any("arm_emulator" in r.get("cpu_cores", {}) for r in results)
+    return [("b", "bridge")] + ([("e", "arm_emulator")] if emulator else []) + [("p", "policy"), ("m", "monitor")]
+
+
+def process_figure(per_process: dict, name: str):
+    return bridge_figure(per_process) if name == "bridge" else per_process.get(name)
+
+
+def bridge_diag_brief(b: dict) -> str:
+    """The bridge's counters in the diagnostics table (see its header)."""
+    if "episodes" in b:
+        return f"{b.get('episodes', '-')}/{b.get('blowups', '-')}/{b.get('commands_rejected', '-')}"
+    if "in_window" in b:
+        w = b["in_window"]
+        return (f"{b['mode']} {w['hold_command_timeout']}/{w['stop_state_timeout']}/{w['commands_superseded']}/"
+                f"{w['commands_rejected']} {fmt(b.get('filter_p99_us'), '.0f')}")
+    return "-"
+
+
 def print_tables(results: list[dict]) -> None:
     width = max([20] + [len(r["label"]) + 1 for r in results])
+    cols = cpu_columns(results)
+    letters = "/".join(c for c, _ in cols)
+    cores_head, cycle_head = f"CPU {letters}/other", f"CPU ms/cycle {letters}"
+    core_widths = [6] + [5] * (len(cols) - 1)
+    cycle_widths = [8] + [6] * (len(cols) - 1)
     print()
     print(f"{'run':<{width}}{'cmd Hz':>8}{'state Hz':>9}{'err':>7}{'cycle p50/p99/max ms':>23}{'missed':>7}{'bridge':>7}"
-          f"{'late':>6}{'round trip p50/p99 ms':>22}{'pub->rx p50/p99':>17}{'CPU b/p/m/other':>22}"
-          f"{'CPU ms/cycle b/p/m':>20}")
+          f"{'late':>6}{'round trip p50/p99 ms':>22}{'pub->rx p50/p99':>17}{cores_head:>{sum(core_widths) + 6}}"
+          f"{cycle_head:>{sum(cycle_widths)}}")
     for r in results:
         lp = r["loop"]
         ci, rt, bv = lp["command_interval_ms"], lp["round_trip_ms"], lp["state_pub_to_command_rx_ms"]
@@ -934,14 +1072,17 @@ def print_tables(results: list[dict]) -> None:
               f"{fmt(lp.get('missed_cycles'), 'd', 'n/a'):>7}{fmt(lp.get('state_missed_periods'), 'd', 'n/a'):>7}"
               f"{lp['late_or_unanswered_states']:6d}{rt['p50']:10.3f}{rt['p99']:12.3f}"
               f"{fmt(bv.get('p50'), '.3f'):>8}{fmt(bv.get('p99'), '.3f'):>9}"
-              + "".join(f"{fmt(cpu.get(k, cpu.get('composed') if k == 'sim_bridge' else None), '.2f'):>{w}}"
-                        for k, w in (("sim_bridge", 6), ("policy", 5), ("monitor", 5), ("other", 6)))
-              + "".join(f"{fmt(per_cycle.get(k, per_cycle.get('composed') if k == 'sim_bridge' else None), '.3f'):>{w}}"
-                        for k, w in (("sim_bridge", 8), ("policy", 6), ("monitor", 6))))
+              + "".join(f"{fmt(process_figure(cpu, name), '.2f'):>{w}}" for (_, name), w in zip(cols, core_widths))
+              + f"{fmt(cpu.get('other'), '.2f'):>6}"
+              + "".join(f"{fmt(process_figure(per_cycle, name), '.3f'):>{w}}"
+                        for (_, name), w in zip(cols, cycle_widths)))
+    real = any(r.get("bridge") == "real" for r in results)
+    bridge_head = ("real bridge: mode holds/stops/superseded/rejected (in the window) filter p99 us" if real
+                   else "bridge: episodes/blowups/rejected")
     print()
     print("policy node /diagnostics (last report in the window; worst per-second report in brackets):")
     print(f"{'run':<{width + 2}}{'inference p50/p99 us':>26}{'loop latency p50/p99 us':>30}{'missed':>8}{'overruns':>9}"
-          f"{'stale':>6}{'swaps':>6}{'holds':>6}   bridge: episodes/blowups/rejected")
+          f"{'stale':>6}{'swaps':>6}{'holds':>6}   {bridge_head}")
     for r in results:
         d, b = r["policy_diagnostics"], r["bridge_diagnostics"]
         if not d.get("reports"):
@@ -954,8 +1095,7 @@ def print_tables(results: list[dict]) -> None:
                f"[{fmt(worst['loop_latency_p99_us'], '.0f')}]"
         print(f"{r['label']:<{width + 2}}{inf:>26}{loop:>30}{fmt(d.get('missed_cycles_in_window'), 'd'):>8}"
               f"{fmt(d.get('overruns_in_window'), 'd'):>9}{fmt(d.get('stale_cycles_in_window'), 'd'):>6}"
-              f"{fmt(d.get('swaps'), 'd'):>6}{fmt(d.get('holds'), 'd'):>6}   "
-              f"{b.get('episodes', '-')}/{b.get('blowups', '-')}/{b.get('commands_rejected', '-')}")
+              f"{fmt(d.get('swaps'), 'd'):>6}{fmt(d.get('holds'), 'd'):>6}   {bridge_diag_brief(b)}")
 
 
 def print_swap(r: dict) -> None:
@@ -1089,8 +1229,12 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="measured seconds per run (after --warmup)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds after the first command not measured")
     parser.add_argument("--rates", default="100,250,500", help="real-time control rates, Hz (comma-separated)")
-    parser.add_argument("--physics-rate", type=float, default=500.0,
-                        help="sim physics rate, Hz (an integer multiple of every control rate)")
+    parser.add_argument("--bridge", choices=tuple(CHILDREN), default="sim",
+                        help="sim: the sim bridge (default); real: the real bridge in front of the arm emulator, "
+                             "three processes (see 'The real bridge' above; real-time runs only)")
+    parser.add_argument("--physics-rate", type=float,
+                        help=f"sim physics rate, Hz (an integer multiple of every control rate; default "
+                             f"{DEFAULT_PHYSICS_RATE:g}; sim bridge only: the emulator's is the robot profile's)")
     parser.add_argument("--lockstep-rate", type=float, default=500.0,
                         help="control rate of the lockstep run (sim time per step; the loop runs as fast as it can)")
     parser.add_argument("--realtime-trigger", choices=("state", "timer"), default="state",
@@ -1108,10 +1252,11 @@ def main(argv=None) -> int:
                         help="repeat the swap (and swap-control) run this many times, alternating, each with "
                              "fresh processes, and pool the stall test over the repeats (one 20-swap run can "
                              "only detect a large effect; the pooled figure bounds the excess per swap)")
-    parser.add_argument("--runs", default="lockstep,realtime,swap",
+    parser.add_argument("--runs",
                         help="which runs: any of lockstep, realtime, swap, swap-control (comma-separated; "
                              "swap-control: the swap run with a parameter set that changes nothing instead of "
-                             "each swap, for what the parameter round trip alone costs)")
+                             "each swap, for what the parameter round trip alone costs; default lockstep,realtime,"
+                             "swap, with --bridge real realtime,swap)")
     parser.add_argument("--executors", default="default",
                         help="executors of the node processes, comma-separated: each real-time and swap run is "
                              "repeated for each (SIM2REAL_EXECUTOR: default = the nodes' own choice, control = "
@@ -1127,8 +1272,10 @@ def main(argv=None) -> int:
                         help="also run each real-time rate with the policy node's live attribution at this rate "
                              "(0: off, the default), right after the same run without it, and test whether it "
                              "adds missed cycles")
-    parser.add_argument("--randomization", default="default", help="sim bridge randomization_file")
-    parser.add_argument("--seed", type=int, default=0, help="sim bridge seed; also seeds the swap times")
+    parser.add_argument("--randomization", help="sim bridge randomization_file (default: default; sim bridge only: "
+                                                "the emulator's physics are its hidden ones)")
+    parser.add_argument("--seed", type=int, default=0, help="sim bridge seed (--bridge real: the emulator's noise "
+                                                            "and the real bridge's goals); also seeds the swap times")
     parser.add_argument("--namespace", default="/bench", help="namespace of the three nodes")
     parser.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: $ROS_DOMAIN_ID, else one "
                                                       "derived from the pid, 1..100)")
@@ -1138,10 +1285,28 @@ def main(argv=None) -> int:
                                                      "received ns, source ns, publication sequence, taken ns)")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     args = parser.parse_args(argv)
+    real = args.bridge == "real"
+    if args.runs is None:
+        args.runs = "realtime,swap" if real else "lockstep,realtime,swap"
     runs = {r.strip() for r in args.runs.split(",") if r.strip()}
     kinds = {"lockstep", "realtime", "swap", "swap-control"}
     if runs - kinds:
         parser.error(f"unknown run(s) {sorted(runs - kinds)}")
+    if real:
+        refused = [what for what, given in (
+            ("a lockstep run (the real bridge has no lockstep mode: its timer is its cycle)", "lockstep" in runs),
+            ("--composed (no process composes the real bridge and the policy node)", args.composed),
+            ("--physics-rate (the emulator's physics rate is the robot profile's)", args.physics_rate is not None),
+            ("--randomization (the emulator's physics are its hidden ones)", args.randomization is not None))
+            if given]
+        if refused:
+            parser.error(f"--bridge real runs real-time runs only; drop {'; '.join(refused)}")
+        from sim_bridge.profile import load_profile  # the profile every node of the real graph loads by default
+
+        args.physics_rate = load_profile("panda_like").physics_rate_hz
+    else:
+        args.physics_rate = DEFAULT_PHYSICS_RATE if args.physics_rate is None else args.physics_rate
+        args.randomization = "default" if args.randomization is None else args.randomization
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     from sim_bridge.executor import EXECUTORS  # imports rclpy (no init): after argparse's --help
 
@@ -1151,10 +1316,11 @@ def main(argv=None) -> int:
         parser.error(f"--executors: unknown {unknown}; choose from {', '.join(EXECUTORS)}")
     # (executor, composed) of each variant: every executor as two processes, then the default composed
     variants = [(ex, False) for ex in executors] + ([("default", True)] if args.composed else [])
-    for r in rates + [args.lockstep_rate, args.swap_rate]:
+    for r in rates + ([] if real else [args.lockstep_rate]) + [args.swap_rate]:
         ratio = args.physics_rate / r
         if ratio < 1 or abs(ratio - round(ratio)) > 1e-6:
-            parser.error(f"--physics-rate {args.physics_rate:g} is not an integer multiple of {r:g} Hz")
+            parser.error(f"{'the emulator physics rate' if real else '--physics-rate'} {args.physics_rate:g} is not "
+                         f"an integer multiple of {r:g} Hz")
 
     domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID") or
                                                                    os.getpid() % 100 + 1)
@@ -1178,11 +1344,12 @@ def main(argv=None) -> int:
     load = os.getloadavg()
     machine = machine_info()  # before any node runs
     print(machine_line(machine), flush=True)
-    print(f"policy node + sim bridge loop, real rclpy ({os.environ['RMW_IMPLEMENTATION']}), separate processes; "
-          f"ROS_DOMAIN_ID {domain}, namespace {args.namespace}")
+    print(f"{BRIDGE_LINES[args.bridge]} (--bridge {args.bridge}), real rclpy ({os.environ['RMW_IMPLEMENTATION']}), "
+          f"separate processes; ROS_DOMAIN_ID {domain}, namespace {args.namespace}")
     print(f"{os.cpu_count()} CPU(s), {platform.processor() or platform.machine()}, load average "
           f"{load[0]:.2f}; {'TRAINING RUNNING (measured under load)' if training else 'no training running'}")
-    print(f"runs: {args.warmup:g} s warm-up + {args.duration:g} s measured each; physics {args.physics_rate:g} Hz; "
+    physics = "emulator physics (hidden)" if real else "physics"
+    print(f"runs: {args.warmup:g} s warm-up + {args.duration:g} s measured each; {physics} {args.physics_rate:g} Hz; "
           f"policy '{args.policy}'; logs in {log_dir}")
 
     specs: list[RunSpec] = []
@@ -1193,11 +1360,12 @@ def main(argv=None) -> int:
             for ex, comp in variants:
                 tag = variant_tag(ex, comp)
                 specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger}{tag}", "realtime", r,
-                                     args.realtime_trigger, executor=ex, composed=comp))
+                                     args.realtime_trigger, executor=ex, composed=comp, bridge=args.bridge))
                 if args.attribution_rate_hz > 0:  # the same run with the live attribution on: the comparison
                     specs.append(RunSpec(f"realtime {r:g} {args.realtime_trigger}{tag} + attribution "
                                          f"{args.attribution_rate_hz:g} Hz", "realtime", r, args.realtime_trigger,
-                                         attribution_hz=args.attribution_rate_hz, executor=ex, composed=comp))
+                                         attribution_hz=args.attribution_rate_hz, executor=ex, composed=comp,
+                                         bridge=args.bridge))
     swap_origin = ""
     if runs & {"swap", "swap-control"}:
         pair, policy_dir, swap_origin = choose_swap_policies(args.swap_policies, tmp)
@@ -1208,11 +1376,12 @@ def main(argv=None) -> int:
         if "swap" in runs:
             specs.append(RunSpec(f"swaps {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
                                  args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
-                                 policy_dir=policy_dir, repeat=k, executor=ex, composed=comp))
+                                 policy_dir=policy_dir, repeat=k, executor=ex, composed=comp, bridge=args.bridge))
         if "swap-control" in runs:
             specs.append(RunSpec(f"swap-control {args.swap_rate:g} {args.realtime_trigger}{tag}", "realtime",
                                  args.swap_rate, args.realtime_trigger, swaps=args.swaps, swap_policies=pair,
-                                 policy_dir=policy_dir, control=True, repeat=k, executor=ex, composed=comp))
+                                 policy_dir=policy_dir, control=True, repeat=k, executor=ex, composed=comp,
+                                 bridge=args.bridge))
     repeats = f", {args.swap_repeats} times (pooled at the end)" if args.swap_repeats > 1 else ""
     if "swap" in runs:
         print(f"swap run: {args.swaps} swaps between '{pair[0]}' and '{pair[1]}' ({swap_origin}){repeats}")
@@ -1236,8 +1405,10 @@ def main(argv=None) -> int:
             lp, other = results[-1]["loop"], results[-1]["cpu_cores"].get("other")
             busy = f"; OTHER LOAD: {other:.2f} cores used by other processes" if other and other > 0.25 else ""
             per_cycle = results[-1]["cpu_ms_per_cycle"]
-            cycle_cpu = (f", CPU per cycle: bridge {fmt(per_cycle.get('sim_bridge'), '.3f')} ms, policy "
-                         f"{fmt(per_cycle.get('policy'), '.3f')} ms")
+            emulator = (f", emulator {fmt(per_cycle.get('arm_emulator'), '.3f')} ms" if "arm_emulator" in
+                        results[-1]["cpu_cores"] else "")
+            cycle_cpu = (f", CPU per cycle: {args.bridge} bridge {fmt(bridge_figure(per_cycle), '.3f')} ms{emulator}, "
+                         f"policy {fmt(per_cycle.get('policy'), '.3f')} ms")
             print(f"  {time.monotonic() - t:.0f} s: {lp['command_rate_hz']:.1f} Hz commands, round trip p99 "
                   f"{lp['round_trip_ms']['p99']:.3f} ms{cycle_cpu}{busy}", flush=True)
     except KeyboardInterrupt:
@@ -1281,10 +1452,13 @@ def main(argv=None) -> int:
           "received (the bridge's view: two hops + one cycle); CPU b/p/m/other = cores used by bridge / policy "
           "node / this monitor / everything else on the machine during the window; CPU ms/cycle b/p/m = CPU "
           "time per control cycle of bridge (per state) / policy node / monitor (per command), = cores x period; "
-          "[composed] runs: both nodes in one process, its CPU in the bridge column")
+          "[composed] runs: both nodes in one process, its CPU in the bridge column"
+          + ("; --bridge real: b = the real bridge (per relayed state), e = the arm emulator (per control period "
+             "it stepped)" if real else ""))
 
     if args.json:
-        out = {"rmw": os.environ["RMW_IMPLEMENTATION"], "ros_domain_id": domain, "namespace": args.namespace,
+        out = {"bridge": args.bridge, "rmw": os.environ["RMW_IMPLEMENTATION"], "ros_domain_id": domain,
+               "namespace": args.namespace,
                "cpus": os.cpu_count(), "load_average_start": load, "load_average_end": os.getloadavg(),
                "training_running_at_start": bool(training), "args": {k: (str(v) if isinstance(v, Path) else v)
                                                                       for k, v in vars(args).items()},

@@ -206,3 +206,61 @@ def test_a_composed_run_is_compared_with_the_two_processes_sum(capsys):
     stalled = {"swap": analyse(extra_stalls_after_request_ns=4_000_000), "executor": "default", "composed": True}
     assert BENCH["pooled_swaps"]([clean, clean, stalled], False)["stalls_in_windows"] == 0
     assert BENCH["pooled_swaps"]([clean, stalled, stalled], False, "default", True)["stalls_in_windows"] == 2 * SWAPS
+
+
+# --- --bridge real: the real bridge in front of the arm emulator (issue 18) ------------------------
+@pytest.mark.parametrize("args, refused", [
+    (["--runs", "lockstep,realtime"], "a lockstep run"),
+    (["--composed"], "--composed"),
+    (["--physics-rate", "1000"], "--physics-rate"),
+    (["--randomization", "none"], "--randomization"),
+    (["--runs", "realtime", "--rates", "300"], "the emulator physics rate 500 is not an integer multiple of 300 Hz"),
+])
+def test_bridge_real_refuses_what_does_not_apply_to_it(capsys, args, refused):
+    with pytest.raises(SystemExit) as exc:
+        BENCH["main"](["--bridge", "real", *args])
+    assert exc.value.code == 2
+    assert refused in capsys.readouterr().err
+
+
+def test_bridge_real_starts_the_deployed_real_graph_at_the_run_rate(tmp_path):
+    """Emulator (root: the ros2_control topics), real bridge and policy node, in start order, each at the
+    run's control rate; the sim bridge's processes are unchanged (two, or one composed)."""
+    args = types.SimpleNamespace(namespace="/bench", seed=3, physics_rate=500.0, randomization="default")
+    spec = BENCH["RunSpec"]("realtime 500 state", "realtime", 500.0, "state", bridge="real")
+    policy = {"policy": "reach_lstm", "control_rate_hz": 500.0, "trigger": "state"}
+    children = BENCH["CHILDREN"]["real"](spec, args, policy, tmp_path / "run")
+    assert [name for name, _ in children] == ["arm_emulator", "real_bridge", "policy"]
+    for name, cmd in children:
+        assert cmd[1:3] == ["node", name] and "control_rate_hz:=500.0" in cmd
+    emulator, bridge = dict(children)["arm_emulator"], dict(children)["real_bridge"]
+    assert "__ns:=/" in emulator and "mode:=realtime" in emulator and "seed:=3" in emulator
+    assert "__ns:=/bench" in bridge and "autostart:=true" in bridge
+    sim = BENCH["RunSpec"]("realtime 500 state", "realtime", 500.0, "state")
+    assert [n for n, _ in BENCH["CHILDREN"]["sim"](sim, args, policy, tmp_path / "run")] == ["sim_bridge", "policy"]
+    composed = BENCH["CHILDREN"]["sim"](BENCH["RunSpec"]("c", "realtime", 500.0, "state", composed=True), args,
+                                        policy, tmp_path / "run")
+    assert [n for n, _ in composed] == ["composed"] and (tmp_path / "run_composed_params.yaml").is_file()
+
+
+def test_a_real_run_reports_the_emulator_and_the_real_bridge_per_cycle(capsys):
+    s = 1_000_000_000
+    emulator = BENCH["emulator_diag_summary"](
+        [(k * s, {"control_steps": str(1000 + 498 * k), "achieved_rate_hz": "497.0", "catch_up_steps": str(2 * k),
+                  "lost_periods": "0", "commands_accepted": str(490 * k)}, "") for k in range(4)], 0, 3 * s)
+    assert emulator["steps_per_s"] == pytest.approx(498.0) and emulator["catch_up_steps_in_window"] == 6
+    bridge = BENCH["bridge_diag_summary"](
+        [(k * s, {"achieved_rate_hz": "499.0", "mode": "run", "filter_p99_us": "40", "hold_command_timeout": str(5 + k),
+                  "commands_superseded": str(10 * k)}, "") for k in range(4)], 0, 3 * s, "real")
+    assert bridge["hold_command_timeout"] == 8 and bridge["in_window"]["hold_command_timeout"] == 3
+    cores = {"real_bridge": 0.25, "arm_emulator": 0.2, "policy": 0.15, "monitor": 0.05, "other": 0.1}
+    loop = BENCH["loop_stats"](stream([]), stream([], offset_ns=300_000), PERIOD_NS / 1e9)
+    per_cycle = BENCH["cpu_ms_per_cycle"](cores, loop, emulator["steps_per_s"])
+    assert per_cycle["real_bridge"] == pytest.approx(0.5, rel=1e-3)     # per relayed state, 500 Hz
+    assert per_cycle["arm_emulator"] == pytest.approx(0.2 / 498 * 1e3)  # per control period stepped
+    run = {"label": "realtime 500 state", "bridge": "real", "loop": loop, "cpu_cores": cores, "rate_error": 0.0,
+           "cpu_ms_per_cycle": per_cycle, "policy_diagnostics": {"reports": 0}, "bridge_diagnostics": bridge}
+    BENCH["print_tables"]([run])
+    out = capsys.readouterr().out
+    assert "CPU b/e/p/m/other" in out and "CPU ms/cycle b/e/p/m" in out
+    assert "0.25 0.20 0.15 0.05  0.10   0.500 0.402 0.300 0.100" in out, out
