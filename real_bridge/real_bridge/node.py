@@ -606,9 +606,10 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self.publish_diagnostics()
         if result is not None and result.interventions:
             kind = result.interventions[0]
-            self._log_throttled(f"filter:{kind}", f"safety filter ({decision.mode}): {result.reason}")
+            # lazily formatted: at 500 Hz the step limit clips most commands and the line is throttled
+            self._log_throttled(f"filter:{kind}", lambda: f"safety filter ({decision.mode}): {result.reason}")
         elif decision.mode in (HOLD, STOP) and not decision.changed:
-            self._log_throttled(f"mode:{decision.cause}", core.describe(decision))
+            self._log_throttled(f"mode:{decision.cause}", lambda: core.describe(decision))
 
     # --- diagnostics ----------------------------------------------------------------------
     def publish_diagnostics(self) -> None:

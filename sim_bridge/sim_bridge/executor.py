@@ -476,17 +476,19 @@ def freeze_heap(full: bool = True) -> None:
 
 
 class ThrottledLog:
-    """A log call that lets each key through at most once per ``period_s``."""
+    """A log call that lets each key through at most once per ``period_s``. ``text`` may be a
+    function returning the text: it is only formatted when the line goes out (a per-cycle
+    caller whose lines are mostly throttled then does not format them)."""
 
     def __init__(self, log, period_s: float = 1.0):
         self._log, self.period_s = log, period_s
         self._last: dict[str, float] = {}
 
-    def __call__(self, key: str, text: str) -> None:
+    def __call__(self, key: str, text) -> None:
         now = time.monotonic()
         if now - self._last.get(key, -1e9) >= self.period_s:
             self._last[key] = now
-            self._log(text)
+            self._log(text() if callable(text) else text)
 
     def mark(self, key: str) -> None:
         """Count ``key`` as just logged (by other means): repeats are throttled from now."""

@@ -204,3 +204,18 @@ def test_spin_once_returns_after_its_timeout_and_an_inline_coroutine_that_waits_
     finally:
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
+
+
+def test_throttled_log_formats_a_lazy_line_only_when_it_goes_out():
+    from sim_bridge.executor import ThrottledLog
+    lines, formatted = [], []
+
+    def text():
+        formatted.append(1)
+        return "clipped"
+
+    log = ThrottledLog(lines.append, period_s=60.0)
+    for _ in range(100):
+        log("filter:step", text)
+    log("other", "plain text")
+    assert lines == ["clipped", "plain text"] and len(formatted) == 1
