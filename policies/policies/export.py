@@ -174,9 +174,15 @@ def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg
     }
 
 
+WEIGHTS_NAME = "checkpoint.pt"
+WEIGHTS_KEYS = ("checkpoint_version", "config", "model", "privileged_names", "iteration", "env_steps", "wall_time_s")
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str | None = None,
                       training_extra: dict | None = None, evaluation: dict | None = None) -> Path:
-    """Write ``out_dir/NAME.onnx`` and ``out_dir/manifest.json``; verified before it is kept."""
+    """Write ``out_dir/NAME.onnx``, ``out_dir/manifest.json`` and ``out_dir/checkpoint.pt`` (the
+    training weights without the optimizer: fine-tuning, ``sim2real loop`` and ``sim2real
+    explain`` start from it; the robot computer never reads it); verified before it is kept."""
     from policies.manifest import seal_artifact, sha256_file
     from policies.runtime import PolicyRuntime
 
@@ -200,6 +206,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
                                   evaluation or {})
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         seal_artifact(staging)  # artifact_sha256: one hash over graph + manifest
+        torch.save({key: state[key] for key in WEIGHTS_KEYS if key in state}, staging / WEIGHTS_NAME)
         PolicyRuntime(staging)  # validates manifest against graph, exactly as deployment will
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -5,12 +5,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from policies import export as export_mod
 from policies.evaluate import TorchPolicy
 from policies.export import ExportError, actor_from_checkpoint, export_checkpoint
 from policies.runtime import PolicyRuntime
-from policies.train import Trainer
+from policies.train import Trainer, load_checkpoint_file
 from sim_bridge.envs.vector import make_env
 
 from test_training import tiny_config  # noqa: E402  (tests/policies is on sys.path under pytest)
@@ -27,7 +28,15 @@ def checkpoint(request, tmp_path_factory):
 
 def test_export_writes_a_parity_checked_artifact(checkpoint, tmp_path):
     out = export_checkpoint(checkpoint, tmp_path / "zoo" / "tiny", training_extra={"command": "pytest"})
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tiny.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "manifest.json", "tiny.onnx"]
+    # the artifact ships the training weights (no optimizer): fine-tuning and explain start there
+    weights, full = load_checkpoint_file(out / "checkpoint.pt"), load_checkpoint_file(checkpoint)
+    assert "optimizer" not in weights and weights["config"] == full["config"]
+    for key, value in full["model"].items():
+        assert torch.equal(weights["model"][key], value), key
+    tuned = Trainer(tiny_config(architecture=full["config"]["architecture"], init_from=str(out / "checkpoint.pt")),
+                    tmp_path / "tune", quiet=True)
+    tuned.close()
     manifest = json.loads((out / "manifest.json").read_text())
     actor, cfg, _ = actor_from_checkpoint(checkpoint)
     assert manifest["architecture"] == cfg.architecture
