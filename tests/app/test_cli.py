@@ -126,17 +126,19 @@ def test_loop_dry_run_prints_the_rounds_commands_on_the_policys_task(tmp_path):
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--task", "push"), "no shipped policy 'push_lstm' for task 'push'"),
-    (("--task", "push", "--policy", "reach_mlp"), "policy 'reach_mlp' was trained for task 'reach', not 'push'"),
-])
-def test_sim_refuses_a_policy_of_another_task(args, message):
-    from policies.manifest import shipped_zoo
+def test_sim_refuses_a_policy_of_another_task():
+    out = run("sim", "--task", "push", "--policy", "reach_mlp", "--episodes", "1")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "policy 'reach_mlp' was trained for task 'reach', not 'push'" in out.stderr, out.stderr
 
-    if (shipped_zoo() / "push_lstm").is_dir() and "push_lstm" in message:
-        pytest.skip("push_lstm ships now")
-    out = run("sim", *args, "--episodes", "1")
-    assert out.returncode == 2 and message in out.stderr, out.stdout + out.stderr
+
+@pytest.mark.ros
+def test_sim_task_push_runs_the_shipped_push_lstm(tmp_path):
+    """`make sim SIM_ARGS="--task push"`: the task's shipped LSTM drives the arm over ROS."""
+    out = run("sim", "--task", "push", "--episodes", "1", "--mode", "lockstep", "--out", str(tmp_path), timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "task 'push'" in out.stdout and "policy 'push_lstm'" in out.stdout, out.stdout
+    assert "episode 1/1" in out.stdout and (tmp_path / "object_paths.png").is_file()
 
 
 @pytest.mark.ros

@@ -1,6 +1,7 @@
 """The policies the stack ships: valid artifacts, recorded results, and a quick re-evaluation."""
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
 
@@ -8,13 +9,20 @@ import pytest
 
 from policies.evaluate import evaluate, runtime_policy
 from policies.runtime import PolicyRuntime
+from policies.train import load_checkpoint_file
 
 ZOO = Path(__file__).resolve().parents[2] / "policies" / "policies" / "zoo"
 SHIPPED = {  # name -> (architecture, randomization it was trained under)
     "reach_lstm": ("lstm", "default"),
     "reach_lstm_nominal": ("lstm", "none"),
     "reach_mlp": ("mlp", "default"),
+    "push_lstm": ("lstm", "push_default"),
+    "push_lstm_nominal": ("lstm", "none"),
+    "push_mlp": ("mlp", "push_default"),
+    "push_mlp_history": ("mlp_history", "push_default"),
 }
+PUSH = sorted(name for name in SHIPPED if name.startswith("push_"))
+README = ZOO.parents[2] / "README.md"
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -29,6 +37,28 @@ def test_shipped_artifact_loads_and_records_its_training(name):
     for setting in ("none", "default"):
         result = m.evaluation[setting]
         assert result["episodes"] >= 500, f"{name}: evaluated on {result['episodes']} episodes"
+
+
+@pytest.mark.parametrize("name", PUSH)
+def test_push_policies_ship_their_weights_and_a_held_out_evaluation(name):
+    m = PolicyRuntime(ZOO / name).manifest
+    assert m.task["name"] == "push"
+    assert m.evaluation["push_hard"]["episodes"] >= 500   # the held-out column of the README's table
+    weights = load_checkpoint_file(ZOO / name / "checkpoint.pt")
+    assert "optimizer" not in weights and weights["env_steps"] == m.training["env_steps"]
+
+
+def test_the_readme_push_table_is_the_manifests_evaluations():
+    """The README's side-by-side table quotes each push policy's manifest (success % and its
+    Wilson interval on nominal, randomized and held-out physics), not numbers typed by hand."""
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(push_[a-z_]+)` \|(.*)$", README.read_text(), re.M)}
+    assert sorted(rows) == PUSH
+    for name in PUSH:
+        evaluation = PolicyRuntime(ZOO / name).manifest.evaluation
+        quoted = re.findall(r"([0-9.]+)% \[([0-9.]+), ([0-9.]+)\]", rows[name])
+        expected = [(f"{100 * evaluation[r]['success_rate']:.1f}", *(f"{100 * v:.1f}" for v in evaluation[r]["success_ci95"]))
+                    for r in ("none", "default", "push_hard")]
+        assert quoted == expected, name
 
 
 def test_shipped_reach_lstm_meets_its_target_in_the_manifest():
