@@ -185,6 +185,7 @@ class Trainer:
         ep_return, ep_len = np.zeros(N), np.zeros(N, int)
         done_returns, done_success, done_lengths = [], [], []
         mean_envs = np.arange(N) >= N - cfg.mean_action_envs   # the last ones act with the mean
+        mean_rows = torch.from_numpy(mean_envs)
         mean_success = []
         teacher = self._teacher() if self.teacher_coef() > 0 else None
         buf_teach = np.zeros((T, N, A), np.float32) if teacher is not None else None
@@ -200,7 +201,7 @@ class Trainer:
             dist = model.distribution(mean[0])
             action = dist.mean + dist.stddev * torch.randn(mean[0].shape, generator=self.sample_gen)
             if cfg.mean_action_envs:
-                action[torch.from_numpy(mean_envs)] = dist.mean[torch.from_numpy(mean_envs)]
+                action[mean_rows] = dist.mean[mean_rows]
             buf_logp[t] = dist.log_prob(action).sum(-1).numpy()
             buf_val[t] = model.value(obs_t, torch.from_numpy(priv)).numpy()
             buf_obs[t], buf_priv[t], buf_act[t] = obs, priv, action.numpy()

@@ -136,16 +136,17 @@ def training_milestones(progress_csv: Path, threshold: float = 0.95) -> dict:
     return {}
 
 
-def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int, command: str = "",
+def export_and_evaluate(checkpoint: Path, artifact: Path, episodes: int,
                         randomizations: tuple[str, ...] = ("none", "default")) -> dict:
+    """Export ``checkpoint`` (the manifest records the run's command.txt, if any) and evaluate it
+    under ``randomizations``; the results go into the manifest."""
     from policies.evaluate import evaluate, policy_action_kwargs, policy_robot, policy_task, runtime_policy
     from policies.export import export_checkpoint, update_evaluation
     run_dir = Path(checkpoint).parent.parent
     extra = training_milestones(run_dir / "progress.csv")
-    if not command and (run_dir / COMMAND_FILE).is_file():   # the command(s) that trained it
-        command = " && ".join(line for line in (run_dir / COMMAND_FILE).read_text().splitlines() if line.strip())
-    if command:
-        extra["command"] = command
+    if (run_dir / COMMAND_FILE).is_file():   # the command(s) that trained it
+        extra["command"] = " && ".join(line for line in (run_dir / COMMAND_FILE).read_text().splitlines()
+                                       if line.strip())
     out = export_checkpoint(checkpoint, artifact, training_extra=extra)
     print(f"exported {out} (torch/onnxruntime parity checked)")
     results = {}
