@@ -8,6 +8,7 @@ arm emulator without ROS (benchmarks and tests).
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ import numpy as np
 
 from sim_bridge.joints import JointMapper
 
-__all__ = ["EpisodeError", "ReferenceEpisode", "load_reference_episodes", "drive_emulator", "emulator_episodes"]
+__all__ = ["EpisodeError", "ReferenceEpisode", "load_reference_episodes", "home_emulator", "drive_emulator", "emulator_episodes",
+           "align_object_poses"]
 
 
 class EpisodeError(ValueError):
@@ -28,7 +30,11 @@ class ReferenceEpisode:
     """One real episode as calibration needs it, in the profile's joint order.
 
     ``position``/``velocity`` [T, J]: the joint states; ``command`` [T-1, J]: the absolute
-    joint targets sent after state t (open-loop replay); ``goal`` [3]: the reach target.
+    joint targets sent after state t (open-loop replay); ``goal`` [3]: the task's goal (Reach:
+    the target; Push: where the puck should go). ``object_pose`` [T, 3] (tasks with an object,
+    Push): the object's (x, y, yaw) at each joint state's time, from the tracker's poses placed
+    at their measurement stamps (:func:`align_object_poses`: the tracker's latency and dropouts
+    are taken out), so row t is comparable with a simulated object at row t.
     """
 
     name: str
@@ -36,6 +42,7 @@ class ReferenceEpisode:
     velocity: np.ndarray
     command: np.ndarray
     goal: np.ndarray
+    object_pose: np.ndarray | None = None
 
     def __post_init__(self):
         pos = np.asarray(self.position, dtype=float)
@@ -54,7 +61,17 @@ class ReferenceEpisode:
             raise EpisodeError(f"{self.name}: command must be [{len(pos) - 1}, {pos.shape[1]}], got {cmd.shape}")
         if goal.shape != (3,) or not np.all(np.isfinite(goal)):
             raise EpisodeError(f"{self.name}: goal must be 3 finite numbers, got {goal.tolist()}")
-        for attr, value in (("position", pos), ("velocity", vel), ("command", cmd), ("goal", goal)):
+        values = [("position", pos), ("velocity", vel), ("command", cmd), ("goal", goal)]
+        if self.object_pose is not None:
+            obj = np.asarray(self.object_pose, dtype=float)
+            if obj.shape != (len(pos), 3):
+                raise EpisodeError(f"{self.name}: object_pose must be [{len(pos)}, 3] (x, y, yaw per joint state), "
+                                   f"got {obj.shape}")
+            if not np.all(np.isfinite(obj)):
+                raise EpisodeError(f"{self.name}: object poses are NaN/inf in "
+                                   f"{int(np.sum(~np.all(np.isfinite(obj), axis=1)))} row(s)")
+            values.append(("object_pose", obj))
+        for attr, value in values:
             value.setflags(write=False)
             object.__setattr__(self, attr, value)
 
@@ -66,14 +83,24 @@ class ReferenceEpisode:
     def num_joints(self) -> int:
         return self.position.shape[1]
 
+    @property
+    def has_object(self) -> bool:
+        return self.object_pose is not None
+
     def observed(self, signals: Sequence[str] = ("position",)) -> np.ndarray:
-        """[T, J * len(signals)] of the named signals (``position``, ``velocity``)."""
-        return np.concatenate([getattr(self, s) for s in signals], axis=1)
+        """[T, D] of the named signals: ``position``, ``velocity`` (J columns each), ``object``
+        (the object's x, y: 2 columns)."""
+        if "object" in signals and self.object_pose is None:
+            raise EpisodeError(f"{self.name}: the signal 'object' needs the object's poses; this episode has none "
+                               "(recorded without a tracker, or a task without an object)")
+        return np.concatenate([self.object_pose[:, :2] if s == "object" else getattr(self, s) for s in signals],
+                              axis=1)
 
     def truncated(self, steps: int) -> ReferenceEpisode:
         steps = max(2, min(int(steps), self.steps))
+        obj = None if self.object_pose is None else self.object_pose[:steps]
         return ReferenceEpisode(self.name, self.position[:steps], self.velocity[:steps],
-                                self.command[:steps - 1], self.goal)
+                                self.command[:steps - 1], self.goal, obj)
 
     @classmethod
     def from_recorded(cls, episode, name: str | None = None) -> ReferenceEpisode:
@@ -112,7 +139,46 @@ class ReferenceEpisode:
         finite = np.flatnonzero(np.all(np.isfinite(goals), axis=1))
         if len(finite) == 0:
             raise EpisodeError(f"{name}: no goal was recorded (current_goal); closed-loop rollouts need it")
-        return cls(name, pos, vel, cmd, goals[finite[-1]])
+        obj = None
+        poses = getattr(episode, "object_pose", None)
+        if poses is not None and np.isfinite(np.asarray(poses, dtype=float)).all(axis=1).any():
+            poses = np.asarray(poses, dtype=float)
+            stamps = np.asarray(episode.object_time_s, dtype=float)
+            ok = np.all(np.isfinite(poses), axis=1) & np.isfinite(stamps)
+            yaw = np.arctan2(poses[ok, 3], poses[ok, 4])
+            times = np.asarray(episode.time_s, dtype=float)
+            obj = align_object_poses(times, stamps[ok], np.column_stack([poses[ok, :2], yaw]), name=name)
+            # after the tracker's last pose nothing is known of the object: the episode ends there
+            # (a tracker that stopped mid-episode; normally only its latency's last rows)
+            keep = max(2, int(np.sum(times <= stamps[ok].max() + 1e-9)))
+            pos, vel, cmd, obj = pos[:keep], vel[:keep], cmd[:keep - 1], obj[:keep]
+        return cls(name, pos, vel, cmd, goals[finite[-1]], obj)
+
+
+def align_object_poses(times_s: np.ndarray, stamps_s: np.ndarray, poses: np.ndarray, *,
+                       name: str = "episode") -> np.ndarray:
+    """The object's (x, y, yaw) at each of ``times_s`` from tracker poses [N, 3] measured at
+    ``stamps_s``: a pose repeated by a zero-order hold counts once (its stamp), the rest is
+    linear interpolation in time (yaw unwrapped first); before the first measurement the
+    object is where it was first seen (it rests at an episode's start), after the last it
+    stays where it was last seen. This removes the tracker's latency (a pose describes its
+    stamp's time, not its arrival) and fills dropouts; a tracker that stopped early leaves
+    the rest of the episode at its last pose, which :class:`EpisodeError` reports when more
+    than half the episode has no measurement."""
+    times_s = np.asarray(times_s, dtype=float)
+    stamps_s = np.asarray(stamps_s, dtype=float)
+    poses = np.asarray(poses, dtype=float).reshape(-1, 3)
+    if len(stamps_s) != len(poses) or len(poses) == 0:
+        raise EpisodeError(f"{name}: no object poses to align ({len(poses)} poses, {len(stamps_s)} stamps)")
+    stamps, first = np.unique(stamps_s, return_index=True)  # sorted; a held pose keeps its first row
+    values = poses[first]
+    values[:, 2] = np.unwrap(values[:, 2])
+    covered = np.mean((times_s >= stamps[0] - 1e-9) & (times_s <= stamps[-1] + 1e-9)) if len(times_s) else 0.0
+    if covered < 0.5:
+        raise EpisodeError(f"{name}: the object's poses cover only {100 * covered:.0f}% of the episode's time "
+                           f"({stamps[0]:.3f}-{stamps[-1]:.3f} s of {times_s[0]:.3f}-{times_s[-1]:.3f} s): did the "
+                           "tracker stop, or do its stamps use another clock than the joint states?")
+    return np.column_stack([np.interp(times_s, stamps, values[:, k]) for k in range(3)])
 
 
 
@@ -167,20 +233,39 @@ class _EpisodeList(list):
         self.warnings: list[str] = []
 
 
-def drive_emulator(emu, policy, goal: np.ndarray, steps: int):
+def home_emulator(emu, goal: np.ndarray):
+    """Home the emulator for an episode toward ``goal`` (with an object: placed for the goal);
+    returns the reported joint state."""
+    return emu.reset(goal=goal) if emu.object is not None else emu.reset()
+
+
+def drive_emulator(emu, policy, goal: np.ndarray, steps: int, *, start=None):
     """The deployed loop on the arm emulator, from the home pose: yields, after each control
     period, (command sent, the emulator's new reported joint state). ``policy`` is a
     :class:`policies.runtime.PolicyRuntime`; the observation is built from the reported
-    (quantized) state, as on a real arm."""
+    (quantized) state, as on a real arm. ``start``: the state of a homing the caller did
+    (:func:`home_emulator`); None: home here. With an object (Push; the emulator built with
+    the policy's task): the homing places the object for ``goal``, and the policy sees the
+    tracker stand-in's latest pose (held through dropouts, as the policy node holds it)."""
     p = emu.profile
     joints = JointMapper.for_profile(p)
-    state = emu.reset()
+    state = home_emulator(emu, goal) if start is None else start
     policy.reset()
-    prev = np.zeros(p.num_joints)
+    prev = np.zeros(policy.manifest.action.size)
+    seen = None
     for _ in range(int(steps)):
         q, v = _arm_state(joints, state)
-        prev = np.clip(policy.act(q, v, prev, goal), -1.0, 1.0)
-        target = policy.joint_targets(prev, q, p.position_lower_rad, p.position_upper_rad)
+        if emu.object is None:
+            prev = np.clip(policy.act(q, v, prev, goal), -1.0, 1.0)
+        else:
+            reading = emu.object_pose()
+            seen = reading.pose if reading is not None else seen
+            if seen is None:  # the policy node would hold until a first pose comes: so do we
+                target = emu.last_command
+            else:
+                prev = np.clip(policy.act(q, v, prev, seen, goal), -1.0, 1.0)
+        if emu.object is None or seen is not None:
+            target = policy.joint_targets(prev, q, p.position_lower_rad, p.position_upper_rad)
         emu.command(target)  # controller order = profile order unless configured otherwise
         emu.step()
         state = emu.joint_state()
@@ -190,25 +275,44 @@ def drive_emulator(emu, policy, goal: np.ndarray, steps: int):
 def emulator_episodes(policy_path: str | os.PathLike, count: int, *, steps: int = 100, seed: int = 0,
                       emulator=None) -> list[ReferenceEpisode]:
     """Run the policy on the arm emulator (no ROS) for ``count`` episodes of ``steps``
-    joint states each, from the home pose to random goals in the profile's reach box
-    (:func:`drive_emulator`)."""
+    joint states each, from the home pose to goals the policy's task samples (seeded;
+    :func:`drive_emulator`). With an object (the emulator is then built with the policy's
+    task when not given): each episode also holds the object's poses, aligned from the
+    tracker stand-in's readings at their measurement times (:func:`align_object_poses`)."""
     from policies.runtime import PolicyRuntime  # noqa: PLC0415
     from real_bridge.emulator import ArmEmulator  # noqa: PLC0415
+    from sim_bridge.tasks import task_from_record  # noqa: PLC0415
 
-    emu = emulator or ArmEmulator()
-    p = emu.profile
-    joints = JointMapper.for_profile(p)
     policy = PolicyRuntime(policy_path)
+    task = task_from_record(policy.manifest.task)
+    emu = emulator or ArmEmulator(task=task.name)
+    if emu.task.name != task.name:
+        raise EpisodeError(f"policy {policy.name!r} is for task {task.name!r}; the emulator holds the scene of "
+                           f"{emu.task.name!r} (build it with task={task.name!r})")
+    joints = JointMapper.for_profile(emu.profile)
     rng = np.random.default_rng(seed)
     out = []
     for k in range(int(count)):
-        goal = rng.uniform(p.reach_low_m, p.reach_high_m)
-        q, v = _arm_state(joints, emu.reset())
-        pos, vel, cmd = [q], [v], []
-        for target, state in drive_emulator(emu, policy, goal, int(steps) - 1):
-            cmd.append(target)
+        goal = task.sample_goal(rng, emu.profile)
+        pos, vel, cmd, times, stamps, poses = [], [], [], [], [], []
+
+        def sense(state):
             q, v = _arm_state(joints, state)
             pos.append(q)
             vel.append(v)
-        out.append(ReferenceEpisode(f"emulator#{k}", np.array(pos), np.array(vel), np.array(cmd), goal))
+            times.append(state.stamp_s)
+            reading = emu.object_pose()
+            if reading is not None:
+                stamps.append(reading.stamp_s - reading.age_s)
+                x, y, _, s, c = reading.pose
+                poses.append((x, y, math.atan2(s, c)))
+
+        start = home_emulator(emu, goal)
+        sense(start)
+        for target, state in drive_emulator(emu, policy, goal, int(steps) - 1, start=start):
+            cmd.append(target)
+            sense(state)
+        name = f"emulator#{k}"
+        obj = align_object_poses(times, stamps, poses, name=name) if emu.object is not None else None
+        out.append(ReferenceEpisode(name, np.array(pos), np.array(vel), np.array(cmd), goal, obj))
     return out

@@ -128,6 +128,12 @@ class CalibrationJob:
         if not out.parent.is_dir():
             raise JobError(f"output folder {out.parent} does not exist")
         report("loading", {"bags": [os.fspath(b) for b in self.bags]})
+        recorded = sorted({str(t) for t in (_recorded_metadata(b).get("task") for b in self.bags) if t})
+        if [t for t in recorded if t != (settings.task or "reach")]:
+            raise JobError(f"the bags were recorded on task(s) {recorded}, the settings calibrate "
+                           f"{settings.task or 'the bare arm (reach)'}: "
+                           + ("use --settings push (the puck's physics)" if "push" in recorded
+                              else "use settings without a task"))
         profile = self._profile()
         try:
             episodes = load_reference_episodes(self.bags, profile, max_steps=settings.max_steps)
@@ -162,7 +168,7 @@ class CalibrationJob:
                 "prior": os.fspath(prior.source or self.prior), "robot_profile": profile.name,
                 "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "note": self.note, "settings": settings.to_dict()})
-            _check_loads(spec, profile)
+            _check_loads(spec, profile, settings.task)
             try:
                 version = _write_versioned(spec, out, calib)
             except OSError as exc:  # disk full, no permission, ...: a reason, not a traceback
@@ -230,13 +236,15 @@ def _recorded_policy(bag) -> str | None:
     return str(name) if name else None
 
 
-def _check_loads(spec: RandomizationSpec, profile: RobotProfile) -> None:
-    """What the sim bridge does with the file: parse it and resolve it on the robot's model."""
+def _check_loads(spec: RandomizationSpec, profile: RobotProfile, task: str | None = None) -> None:
+    """What the sim bridge does with the file: parse it and resolve it on the robot's model
+    (with the task's scene: Push's puck)."""
     from sim_bridge.randomization import parse_randomization  # noqa: PLC0415
+    from sim_bridge.tasks import make_task  # noqa: PLC0415
 
     try:
         reparsed = parse_randomization(json.loads(json.dumps(spec.to_dict())))
-        model = build_model(profile)
+        model = build_model(profile, make_task(task).add_to_scene if task else None)
         DynamicsRandomizer(reparsed, model, profile, NominalModel(model))
     except ConfigError as exc:
         raise CalibrationError(f"the result is not a valid randomization file for {profile.name}: {exc}") from None

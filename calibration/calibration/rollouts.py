@@ -21,6 +21,14 @@ reference the batched path is tested against).
 
 Trajectory row t is the joint state after t control periods (row 0: the initial state),
 the same rows a recorded episode has (one per joint state).
+
+**Tasks with an object** (``task="push"``): the models hold the task's scene (the puck), each
+sample's object physics come from the same dynamics vector (puck mass, friction, damping,
+size, table height), the object starts at each episode's first recorded pose (x, y, yaw;
+resting on that sample's table) and every trajectory row also holds the object's (x, y)
+after the joint state: [S, T, 2J + 2]. Such rollouts run open loop (the recorded joint
+commands): the Push policies act in Cartesian space through an inverse-kinematics step per
+row that is not batched here.
 """
 from __future__ import annotations
 
@@ -43,6 +51,7 @@ from sim_bridge.observations import ObservationBuilder, clip
 from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec
 from sim_bridge.simulator import BLOWUP_VELOCITY_RAD_S, ArmSimulator, build_model
+from sim_bridge.tasks import Task, make_task
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +155,17 @@ class BatchSimulator:
     """S copies of the profile's MuJoCo model, each with its own dynamics vector.
 
     ``spec`` defines the dynamics vector (names and semantics, as in training); the
-    values come from :meth:`set_dynamics`. ``threads``: MuJoCo rollout threads.
+    values come from :meth:`set_dynamics`. ``threads``: MuJoCo rollout threads. ``task``:
+    a task whose scene the models hold (name or instance; None: the bare arm).
     """
 
-    def __init__(self, profile: RobotProfile, spec: RandomizationSpec, threads: int = 2):
+    def __init__(self, profile: RobotProfile, spec: RandomizationSpec, threads: int = 2,
+                 task: str | Task | None = None):
         self.profile = profile
-        self.model = build_model(profile)
+        self.task = None if task is None else make_task(task)
+        scene = None if self.task is None else self.task.add_to_scene
+        self.model = build_model(profile, scene)
+        self.object = _ObjectLayout(self.model, self.task) if scene is not None else None
         self.nominal = NominalModel(self.model)
         self.randomizer = DynamicsRandomizer(spec, self.model, profile, self.nominal)
         self.threads = max(1, int(threads))
@@ -173,6 +187,11 @@ class BatchSimulator:
     @property
     def names(self) -> tuple[str, ...]:
         return self.randomizer.names
+
+    @property
+    def columns(self) -> int:
+        """Values per trajectory row: joint positions and velocities, then the object's x, y."""
+        return 2 * self.profile.num_joints + (2 if self.object is not None else 0)
 
     @property
     def samples(self) -> int:
@@ -206,16 +225,25 @@ class BatchSimulator:
         """Per episode e: [S, T_e, 2J] simulated (position, velocity) rows; NaN after a blow-up."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "closed_loop" and policy is None:
-            raise ValueError("closed-loop rollouts need the policy")
         if not self._models:
             raise ValueError("call set_dynamics() first")
         if not episodes:
             raise ValueError("no episodes given")
+        if self.object is not None and mode == "closed_loop":
+            raise ValueError(f"task {self.task.name!r}: batched rollouts with an object run open loop "
+                             "(mode open_loop: the recorded joint commands); closed-loop rollouts of its "
+                             "Cartesian policies are not batched")
+        if mode == "closed_loop" and policy is None:
+            raise ValueError("closed-loop rollouts need the policy")
         j = self.profile.num_joints
         for ep in episodes:
             if ep.num_joints != j:
                 raise ValueError(f"{ep.name}: {ep.num_joints} joints, the profile has {j}")
+        if self.object is not None:
+            missing = [ep.name for ep in episodes if not ep.has_object]
+            if missing:
+                raise ValueError(f"task {self.task.name!r}: episode(s) {missing} hold no object poses; the "
+                                 "simulated object starts where the recording saw it")
         if policy is not None and mode == "closed_loop":
             if tuple(policy.manifest.joint_names) != tuple(self.profile.joint_names):
                 raise ValueError(f"policy {policy.name} is for joints {list(policy.manifest.joint_names)}, "
@@ -234,8 +262,12 @@ class BatchSimulator:
         v0 = np.repeat(np.stack([ep.velocity[0] for ep in episodes]), s_count, axis=0)
         goals = np.repeat(np.stack([ep.goal for ep in episodes]), s_count, axis=0).astype(np.float32)
         state = np.zeros((batch, self._nstate))
+        if self.object is not None:
+            state[:, 1:1 + self.model.nq] = self.model.qpos0  # the object's free joint: a unit quaternion
+            self.object.place(state, models, [ep.object_pose[0] for ep in episodes], s_count)
         state[:, self._q_idx] = clip(q0, lower, upper)
         state[:, self._v_idx] = v0
+        start = state.copy()
         # ctrl at sub-step k of period t = the command issued at period t + offset[b, k]
         # (issued at sub-step dec * t, due dec * t + latency); history rows 0, 1 = initial pose.
         latency = np.tile(self._latency, e_count)
@@ -249,8 +281,11 @@ class BatchSimulator:
                 rows = slice(e * s_count, (e + 1) * s_count)
                 history[lag:lag + len(cmd), rows] = cmd[:, None, :]
                 history[lag + len(cmd):, rows] = cmd[-1]
-        out = np.full((batch, steps, 2 * j), np.nan)
-        out[:, 0, :j], out[:, 0, j:] = state[:, self._q_idx], state[:, self._v_idx]
+        obj = self.object
+        out = np.full((batch, steps, self.columns), np.nan)
+        out[:, 0, :j], out[:, 0, j:2 * j] = state[:, self._q_idx], state[:, self._v_idx]
+        if obj is not None:
+            out[:, 0, 2 * j:] = state[:, obj.xy]
         alive = np.ones(batch, dtype=bool)
         prev_action = np.zeros((batch, j), np.float32)
         hidden = policy.initial_state(batch) if mode == "closed_loop" else None
@@ -280,11 +315,39 @@ class BatchSimulator:
             bad |= ~(np.abs(state[:, 0] - due) < 0.5 * timestep)
             if bad.any():  # a blow-up: NaN from here on, restart the row from its initial state
                 alive &= ~bad
-                state[bad] = 0.0
-                state[np.ix_(np.flatnonzero(bad), self._q_idx)] = q0[bad]
+                state[bad] = start[bad]
             live = alive & (t + 1 < lengths)
-            out[live, t + 1, :j], out[live, t + 1, j:] = q[live], v[live]
+            out[live, t + 1, :j], out[live, t + 1, j:2 * j] = q[live], v[live]
+            if obj is not None:
+                out[live, t + 1, 2 * j:] = state[np.ix_(np.flatnonzero(live), obj.xy)]
         return [out[e * s_count:(e + 1) * s_count, :ep.steps] for e, ep in enumerate(episodes)]
+
+
+class _ObjectLayout:
+    """Where the task's object lives in the models' FULLPHYSICS state, and how it is placed."""
+
+    def __init__(self, model: mujoco.MjModel, task: Task):
+        from sim_bridge.tasks.push import PUCK_GEOM, PUCK_JOINT  # noqa: PLC0415 - the one object scene shipped
+
+        try:
+            joint, self.geom = model.joint(PUCK_JOINT).id, model.geom(PUCK_GEOM).id
+            self.table = model.geom(task.table_geom).id
+        except (KeyError, AttributeError):
+            raise ValueError(f"task {task.name!r}: batched rollouts know the Push scene's puck and table only; "
+                             "this scene has no such object") from None
+        adr = 1 + int(model.jnt_qposadr[joint])    # FULLPHYSICS: [time, qpos, ...]
+        self.pos = adr + np.arange(3)
+        self.quat = adr + 3 + np.arange(4)
+        self.xy = self.pos[:2]
+
+    def place(self, state: np.ndarray, models: Sequence[mujoco.MjModel], poses: Sequence[np.ndarray],
+              samples: int) -> None:
+        """Rows b = e * samples + s: object e's recorded (x, y, yaw), resting on model b's table."""
+        for b, model in enumerate(models):
+            x, y, yaw = poses[b // samples]
+            top = model.geom_pos[self.table, 2] + model.geom_size[self.table, 2]  # table_height randomized
+            state[b, self.pos] = (x, y, top + model.geom_size[self.geom, 1] + 1e-4)  # half height (puck_size)
+            state[b, self.quat] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
 
 
 def naive_rollouts(profile: RobotProfile, spec: RandomizationSpec, values: np.ndarray,

@@ -48,12 +48,12 @@ from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import RandomizationSpec
 
 __all__ = ["CalibrationError", "CalibrationSettings", "SearchEntry", "SearchSpace", "Calibration",
-           "IterationRecord", "load_settings", "default_settings_path"]
+           "IterationRecord", "load_settings", "default_settings_path", "shipped_settings"]
 
 SETTINGS_FILE = "config/simopt.yaml"
 METHODS = ("reps", "cem")
 BACKENDS = ("local", "ray")
-SIGNALS = ("position", "velocity")
+SIGNALS = ("position", "velocity", "object")  # object: the task object's (x, y) (Push's puck)
 _NOISE_KINDS = ("obs_noise_std", "action_noise_std")
 # A search variable whose std falls below this fraction of its prior std has collapsed.
 COLLAPSE_RATIO = 1e-6
@@ -80,6 +80,7 @@ class SearchEntry:
 class CalibrationSettings:
     search: tuple[SearchEntry, ...]
     mode: str = "closed_loop"
+    task: str | None = None       # a task whose scene the rollouts hold (push: the puck); None: the bare arm
     method: str = "reps"
     samples: int = 256
     iterations: int = 5           # the most iterations (the run stops earlier at the noise floor)
@@ -128,12 +129,15 @@ class CalibrationSettings:
         if unknown or not self.signals:
             raise ConfigError(f"signals must be a non-empty subset of {list(SIGNALS)}, got {list(self.signals)}",
                               field="signals")
+        if "object" in self.signals and self.task is None:
+            raise ConfigError("the signal 'object' needs a task with an object (task: push)", field="signals")
 
     def with_overrides(self, **changes) -> CalibrationSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return {"search": [{"name": e.name, "shared": e.shared} for e in self.search], "mode": self.mode,
+                "task": self.task,
                 "method": self.method, "samples": self.samples, "iterations": self.iterations,
                 "stop_factor": self.stop_factor, "sensitivity_spread": self.sensitivity_spread,
                 "epsilon": self.epsilon, "min_eta": self.min_eta, "elite_fraction": self.elite_fraction,
@@ -143,9 +147,19 @@ class CalibrationSettings:
                 "seed": self.seed}
 
 
+def shipped_settings(name: str):
+    """A shipped settings file by name: ``simopt`` (Reach, the default), ``push`` (``simopt_push.yaml``)."""
+    return package_path("calibration", "config/simopt.yaml" if name in ("simopt", "reach")
+                        else f"config/simopt_{name}.yaml")
+
+
 def load_settings(path: str | os.PathLike | None = None) -> CalibrationSettings:
-    """Parse a calibration settings file (default: the shipped one); ConfigError names the field."""
+    """Parse a calibration settings file (default: the shipped one; a bare name such as ``push``
+    that is not a file: the shipped ``config/simopt_push.yaml``); ConfigError names the field."""
     path = default_settings_path() if path is None else path
+    if isinstance(path, str) and os.sep not in path and not path.endswith((".yaml", ".yml")) \
+            and not os.path.exists(path) and shipped_settings(path).is_file():
+        path = shipped_settings(path)
     data = load_yaml_mapping(path)
     r = FieldReader(data, source=path)
     version = r.integer("calibration_version")
@@ -164,16 +178,19 @@ def load_settings(path: str | os.PathLike | None = None) -> CalibrationSettings:
         entries.append(SearchEntry(str(name), shared))
     d = r.child("discrepancy", {})
     weights_r = d.child("signal_weights", {})
-    weights = {s: weights_r.number(s, 1.0 if s == "position" else 0.1) for s in SIGNALS}
+    signals = tuple(d.strings("signals", ["position", "velocity"]))
+    weights = {s: weights_r.number(s, {"position": 1.0, "velocity": 0.1}.get(s, 1.0)) for s in SIGNALS
+               if s != "object" or "object" in signals or weights_r.has("object")}
     weights_r.finish()
     try:
         settings = CalibrationSettings(
-            search=tuple(entries), mode=r.str("mode", "closed_loop"), method=r.str("method", "reps"),
+            search=tuple(entries), mode=r.str("mode", "closed_loop"), task=_task_name(r),
+            method=r.str("method", "reps"),
             samples=r.integer("samples", 256), iterations=r.integer("iterations", 5),
             stop_factor=r.number("stop_factor", 2.0), sensitivity_spread=r.number("sensitivity_spread", 2.0),
             epsilon=r.number("epsilon", 1.0), min_eta=r.number("min_eta", 1e-3),
             elite_fraction=r.number("elite_fraction", 0.1),
-            signals=tuple(d.strings("signals", ["position", "velocity"])), signal_weights=weights,
+            signals=signals, signal_weights=weights,
             w_l1=d.number("w_l1", 0.5), w_l2=d.number("w_l2", 1.0), smooth_std=d.number("smooth_std", 5.0),
             truncate=d.number("truncate", 4.0), max_steps=r.integer("max_steps", 100),
             threads=r.integer("threads", 2), seed=r.integer("seed", 0), backend=r.str("backend", "local"),
@@ -188,6 +205,13 @@ def load_settings(path: str | os.PathLike | None = None) -> CalibrationSettings:
     d.finish()
     r.finish()
     return settings
+
+
+def _task_name(r: FieldReader) -> str | None:
+    task = r.raw("task", None)
+    if task is not None and not isinstance(task, str):
+        raise r.error("task", f"expected a task name (e.g. push) or null, got {task!r}")
+    return task
 
 
 # --- what is searched -------------------------------------------------------------------
@@ -296,7 +320,15 @@ class Calibration:
         self.prior_spec = prior
         self.settings = settings
         self.episodes = [ep.truncated(settings.max_steps) for ep in episodes]
-        self.sim = BatchSimulator(profile, prior, threads=settings.threads)
+        try:
+            self.sim = BatchSimulator(profile, prior, threads=settings.threads, task=settings.task)
+        except (KeyError, ValueError) as exc:  # an unknown task, a scene without its object
+            raise ConfigError(str(exc).strip("'\""), field="task") from None
+        if settings.mode == "closed_loop" and self.sim.object is not None:
+            self.sim.close()
+            raise ConfigError(f"task {settings.task!r} calibrates open loop (the recorded joint commands): its "
+                              "policies act in Cartesian space, which the batched rollouts do not run",
+                              field="mode")
         randomizer = self.sim.randomizer
         params = {p.name: p for p in prior.parameters}
         self.space = SearchSpace(randomizer.names, settings.search, params)
@@ -313,10 +345,13 @@ class Calibration:
                 raise CalibrationError("closed-loop calibration needs the policy that ran on the robot")
             self.policy = BatchPolicy(policy_path)
         j = profile.num_joints
-        self._columns = np.concatenate([np.arange(j) + (0 if s == "position" else j) for s in settings.signals])
+        first = {"position": 0, "velocity": j, "object": 2 * j}  # columns of BatchSimulator's rows
+        width = {"position": j, "velocity": j, "object": 2}
+        self._columns = np.concatenate([first[s] + np.arange(width[s]) for s in settings.signals])
         self.real = [ep.observed(settings.signals) for ep in self.episodes]
         self.scale = real_scale(self.real)
-        self.weights = np.concatenate([np.full(j, settings.signal_weights.get(s, 1.0)) for s in settings.signals])
+        self.weights = np.concatenate([np.full(width[s], settings.signal_weights.get(s, 1.0))
+                                       for s in settings.signals])
         self.rng = np.random.default_rng(settings.seed)
         self.history: list[IterationRecord] = []
         self.rollouts = 0  # simulated episodes so far (the simulation budget)

@@ -3,7 +3,8 @@
 Pure (no ROS): the deployed loop of :func:`calibration.episodes.emulator_episodes`, from
 the home pose to seeded random goals (the policy's task samples them), scored with the
 policy's task's success criterion (Reach: end effector within 2 cm of the goal for 10
-consecutive control steps), measured on the emulator's true end effector. The same goals for every policy with the
+consecutive control steps, on the emulator's true end effector; Push: the puck's true centre
+within 5 cm of the goal for 10 steps, the emulator built with the puck's hidden physics). The same goals for every policy with the
 same seed, so success rates compare side by side.
 """
 from __future__ import annotations
@@ -41,17 +42,21 @@ class EmulatorScore:
                 f"[{100 * lo:.0f}, {100 * hi:.0f}]  mean final error {100 * self.mean_final_error_m:.2f} cm")
 
 
-def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed: int = 0, steps: int = 200,
+def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed: int = 0, steps: int | None = None,
                      success: SuccessCriterion | None = None, emulator=None,
                      label: str | None = None) -> EmulatorScore:
-    """``success``: None = the criterion of the task the policy was trained for (its manifest)."""
+    """``success``: None = the criterion of the task the policy was trained for (its manifest);
+    ``steps``: control steps per episode (None: the task's episode length)."""
     from policies.runtime import PolicyRuntime  # noqa: PLC0415
     from real_bridge.emulator import ArmEmulator  # noqa: PLC0415
 
-    emu = emulator or ArmEmulator()
-    p = emu.profile
     policy = PolicyRuntime(policy_path)
     task = task_from_record(policy.manifest.task)
+    emu = emulator or ArmEmulator(task=task.name)
+    if emu.task.name != task.name:
+        raise ValueError(f"policy {policy.name!r} is for task {task.name!r}; the emulator holds the scene of "
+                         f"{emu.task.name!r}")
+    p = emu.profile
     rng = np.random.default_rng(seed)
     counter = HeldSuccess(success or task.success)
     wins, finals = 0, []
@@ -59,8 +64,9 @@ def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed
         goal = task.sample_goal(rng, p)
         counter.reset()
         dist = np.inf
-        for _ in drive_emulator(emu, policy, goal, steps):
-            dist = float(np.linalg.norm(emu.end_effector_position() - goal))
+        for _ in drive_emulator(emu, policy, goal, task.max_episode_steps if steps is None else int(steps)):
+            dist = (emu.object_error_m() if emu.object is not None  # Push: puck centre to goal
+                    else float(np.linalg.norm(emu.end_effector_position() - goal)))
             if counter.update(dist):
                 break
         wins += counter.succeeded

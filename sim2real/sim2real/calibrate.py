@@ -12,7 +12,8 @@ DESCRIPTION = ("SimOpt: simulate the recorded episodes under samples of the prio
                "the same policy, or open-loop replay), score them against the real trajectories, and move the "
                "distribution (REPS under a KL bound, or CEM). Writes OUT atomically (the prior file with a fitted "
                "joint_gaussian and provenance), keeps every version in OUT_STEM.history/ and plots in "
-               "OUT_STEM.plots/. Settings: calibration/config/simopt.yaml (--settings); the options below "
+               "OUT_STEM.plots/. Settings: calibration/config/simopt.yaml (--settings; '--settings push' for Push "
+               "recordings: the puck's mass, friction, damping and size with the arm factors); the options below "
                "override single fields.")
 
 
@@ -31,7 +32,8 @@ class CalibrateConfig:
     profile: Annotated[str | None, tyro.conf.arg(aliases=("--robot", "--robot-profile"))] = None
     """robot profile: shipped name, imported robot's name or YAML path (None: the one the bags name)"""
     settings: str | None = None
-    """calibration settings YAML (None: the shipped one)"""
+    """calibration settings YAML, or a shipped one by name: 'push' (the puck's physics, open loop; for Push
+    recordings) (None: the shipped Reach settings)"""
     iterations: int | None = None
     """override: SimOpt iterations"""
     samples: int | None = None

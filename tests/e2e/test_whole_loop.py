@@ -191,3 +191,48 @@ def test_sim_and_real_graphs_swap_record_calibrate_and_push(tmp_path, operator):
         sim_rc = sim.stop()
     assert sim_rc == 0, sim.output()[-4000:]
     assert real_rc == 0
+
+
+@pytest.mark.timeout(420)
+def test_push_graphs_record_calibrate_the_puck_and_push_it_into_the_running_sim_bridge(tmp_path, operator):
+    """Push through the loop (issue 13): the push sim graph (sim bridge with the puck + push_lstm)
+    runs while the push real graph (emulator with the hidden puck, real bridge relaying the
+    tracker, push_lstm, recorder) records episodes; a small open-loop calibration of the puck's
+    physics from that bag is pushed into the running sim bridge."""
+    from std_msgs.msg import Float64MultiArray  # noqa: PLC0415
+
+    op = operator
+    ns = "/e2e_push_sim"
+    bag, results = tmp_path / "bag", tmp_path / "real.json"
+    sim = Graph("sim", ["--namespace", ns.strip("/"), "--task", "push", "--policy", "push_lstm",
+                        "--randomization-dir", str(tmp_path)], tmp_path / "sim.log")
+    try:
+        assert op.count_messages(f"{ns}/joint_commands", Float64MultiArray, 60.0, at_least=20) >= 20, \
+            sim.output()[-3000:]
+        real = subprocess.run(
+            [sys.executable, "-m", "sim2real.cli", "real", "--task", "push", "--policy", "push_lstm",
+             "--episodes", "2", "--episode-s", "4", "--seed", "3", "--record", str(bag), "--json", str(results)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+        assert real.returncode == 0, real.stdout[-3000:] + real.stderr[-3000:]
+
+        out = tmp_path / "push_calibrated.yaml"
+        cal = subprocess.run(
+            [sys.executable, "-m", "sim2real.cli", "calibrate", "--bags", str(bag), "--prior", "push_default",
+             "--settings", "push", "--out", str(out), "--samples", "16", "--iterations", "1", "--no-plots",
+             "--push", f"{ns}/sim_bridge"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+        assert cal.returncode == 0, cal.stdout[-3000:] + cal.stderr[-3000:]
+        assert "accepted" in cal.stdout, cal.stdout
+        doc = yaml.safe_load(out.read_text())
+        names = doc["joint_gaussian"]["names"]
+        assert {"puck_mass/puck", "puck_friction/puck", "puck_size/puck"} <= set(names), names
+        prov = doc["provenance"]["calibration"]
+        assert prov["mode"] == "open_loop" and prov["settings"]["task"] == "push" and len(prov["episodes"]) == 2
+
+        # the running push sim bridge took it and runs its next episode from it
+        assert op.get_param(f"{ns}/sim_bridge", "randomization_file").string_value == str(out.resolve())
+        assert op.trigger(f"{ns}/reset").success
+        assert op.count_messages(f"{ns}/joint_commands", Float64MultiArray, 2.0) > 20
+    finally:
+        sim_rc = sim.stop()
+    assert sim_rc == 0, sim.output()[-4000:]
