@@ -15,6 +15,14 @@ Each round runs, as separate processes (so every step is exactly the documented 
 
 The next round deploys the retrained policy and calibrates from its new distribution.
 ``--dry-run`` prints the command sequence without running it (the documented recipe).
+
+Push recordings are calibrated with the shipped Push settings (``--settings push``: the
+puck's physics, open loop). ``--compare`` ends with **the transfer table**: the starting
+policy is also fine-tuned on its own prior with the same budget and options, and every row
+(the task's other zoo policies as baselines, the starting policy, its fine-tune on the prior,
+its fine-tune on the calibration) is scored on the emulator on the same goals, without ROS
+(``--eval-episodes``) and through the ROS graph (``--ros-episodes``, ``sim2real real``),
+with Wilson 95% intervals; written to RUN/transfer.md and RUN/transfer.json.
 """
 from __future__ import annotations
 
@@ -38,8 +46,8 @@ class LoopConfig:
     """loop rounds"""
     episodes: int = 5
     """recorded episodes per round"""
-    episode_s: float = 2.5
-    """seconds per recorded episode"""
+    episode_s: float | None = None
+    """seconds per recorded episode (None: the task's training episode: 4 s Reach, 8 s Push)"""
     train_steps: int | None = None
     """env steps per retraining (None: 2M when fine-tuning, 8M from scratch)"""
     init_from: str = "auto"
@@ -58,6 +66,12 @@ class LoopConfig:
     """seed of the goals, the calibration and the training"""
     dry_run: bool = False
     """print the commands and exit"""
+    compare: bool = False
+    """end with the transfer table: also fine-tune the starting policy on the prior (same budget), score every row"""
+    baselines: tuple[str, ...] | None = None
+    """transfer table: baseline policies (None: the zoo's other policies of the task)"""
+    ros_episodes: int = 10
+    """transfer table: episodes per policy through the ROS graph (sim2real real; 0: skip)"""
 
 
 def add_loop_command(subparsers) -> None:
@@ -80,17 +94,42 @@ def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list
     calibrated = rdir / "calibrated.yaml"
     deploy = [*_sim2real(), "real", "--policy-dir", str(Path(policy).parent), "--policy", Path(policy).name,
               "--task", task, "--episodes", str(args.episodes),
-              "--episode-s", str(args.episode_s), "--seed", str(args.seed + k), "--record", str(bag)]
+              "--episode-s", f"{episode_seconds(args, task):g}", "--seed", str(args.seed + k), "--record", str(bag)]
     if not args.emulator:
         deploy.append("--no-emulator")
     calibrate = [*_sim2real(), "calibrate", "--bags", *bags, str(bag), "--prior", prior, "--policy", policy,
                  "--out", str(calibrated), "--seed", str(args.seed), *shlex.split(args.calibrate_args)]
-    steps = args.train_steps or (2_000_000 if init else 8_000_000)
-    train = [*_sim2real(), "train", "--name", f"loop_round{k}", "--task", task, "--randomization", str(calibrated),
-             "--total-env-steps", str(steps), "--seed", str(args.seed), "--out", str(rdir / "train"),
-             "--export", str(rdir / "policy"), *(["--init-from", init] if init else []),
-             *shlex.split(args.train_args)]
+    if task == "push" and "--settings" not in args.calibrate_args:
+        calibrate += ["--settings", "push"]  # the puck's physics, open loop (the shipped Push settings)
+    train = train_command(args, f"loop_round{k}", task, str(calibrated), rdir / "train", rdir / "policy", init)
     return [("deploy + record", deploy), ("calibrate", calibrate), ("retrain", train)]
+
+
+def train_command(args: LoopConfig, name: str, task: str, randomization: str, out: Path, export: Path,
+                  init: str | None) -> list[str]:
+    """The retraining command: fine-tune ``init`` (None: from scratch) on ``randomization``."""
+    steps = args.train_steps or (2_000_000 if init else 8_000_000)
+    return [*_sim2real(), "train", "--name", name, "--task", task, "--randomization", randomization,
+            "--total-env-steps", str(steps), "--seed", str(args.seed), "--out", str(out),
+            "--export", str(export), *(["--init-from", init] if init else []), *shlex.split(args.train_args)]
+
+
+def episode_seconds(args: LoopConfig, task: str) -> float:
+    if args.episode_s is not None:
+        return float(args.episode_s)
+    from sim_bridge.profile import load_profile  # noqa: PLC0415
+    from sim_bridge.tasks import make_task  # noqa: PLC0415
+
+    return make_task(task).max_episode_steps * load_profile("panda_like").control_period_s
+
+
+def default_baselines(policy: str, task: str) -> list[str]:
+    """The zoo's policies of ``task`` other than ``policy`` (push: push_lstm_nominal, push_mlp, ...)."""
+    from policies.manifest import load_manifest, shipped_zoo  # noqa: PLC0415
+
+    zoo = shipped_zoo()
+    return [str(d) for d in sorted(zoo.iterdir()) if (d / "manifest.json").is_file()
+            and d.resolve() != Path(policy).resolve() and load_manifest(d).task_name == task]
 
 
 def run_loop(args: LoopConfig) -> int:
@@ -119,6 +158,7 @@ def run_loop(args: LoopConfig) -> int:
             print(f"sim2real loop: {policy} ships no checkpoint.pt; retraining from scratch", flush=True)
     else:
         init = args.init_from
+    start, start_init = policy, init
     scores = []
     for k in range(1, args.rounds + 1):
         steps = round_commands(args, k, policy, prior, bags, init, task)
@@ -146,10 +186,79 @@ def run_loop(args: LoopConfig) -> int:
         policy, prior = retrained, str(args.out / f"round{k}" / "calibrated.yaml")
         if init is not None:
             init = str(args.out / f"round{k}" / "train" / "checkpoints" / "latest.pt")
+    rows = None
+    if args.compare:
+        on_prior = args.out / "prior_finetune"
+        cmd = train_command(args, "loop_prior_finetune", task, args.prior, on_prior / "train", on_prior / "policy",
+                            start_init)
+        print(f"\n== transfer table: the same retraining on the prior\n$ {shlex.join(cmd)}", flush=True)
+        if not args.dry_run:
+            rc = subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode
+            if rc != 0:
+                print(f"sim2real loop: the retraining on the prior failed (exit {rc}); stopping", file=sys.stderr)
+                return 1
+            baselines = list(args.baselines) if args.baselines is not None else default_baselines(start, task)
+            rows = [(Path(b).name, str(resolve_policy_path(b))) for b in baselines]
+            rows += [(f"{Path(start).name} (prior)", start), (f"{Path(start).name} fine-tuned on the prior",
+                                                             str(on_prior / "policy")),
+                     (f"{Path(start).name} fine-tuned on the calibration", policy)]
+            rows = transfer_table(args, rows, task)
     if args.dry_run:
         print("\n(dry run; later rounds repeat with the retrained policy and the calibrated prior)")
         return 0
     print(f"\nsim2real loop: {args.rounds} round(s) in {args.out}; final policy {policy}, distribution {prior}")
     for k, before, after in scores:
         print(f"  round {k}: {100 * before.rate:.1f}% -> {100 * after.rate:.1f}% on the emulator")
+    if rows:
+        print("\n" + (args.out / "transfer.md").read_text())
     return 0
+
+
+def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str) -> list[dict]:
+    """Score each (label, policy) on the emulator on the same goals, without ROS and through the
+    ROS graph; write RUN/transfer.md and RUN/transfer.json; returns the rows."""
+    import json  # noqa: PLC0415
+
+    from calibration.transfer import emulator_success  # noqa: PLC0415
+    from sim_bridge.episode import wilson_interval  # noqa: PLC0415
+
+    def cell(successes, n):
+        if not n:
+            return "-"
+        lo, hi = wilson_interval(successes, n)
+        return f"{100 * successes / n:.1f}% [{100 * lo:.0f}, {100 * hi:.0f}] ({successes}/{n})"
+
+    out = []
+    for label, policy in rows:
+        row = {"label": label, "policy": policy}
+        if args.eval_episodes > 0:
+            score = emulator_success(policy, args.eval_episodes, seed=args.seed + 1000, label=label)
+            row["emulator"] = {"successes": score.successes, "episodes": score.episodes,
+                               "mean_final_error_m": score.mean_final_error_m}
+            print("  without ROS: " + score.line(), flush=True)
+        if args.ros_episodes > 0 and args.emulator:
+            result = args.out / "transfer_ros" / f"{len(out):02d}.json"
+            cmd = [*_sim2real(), "real", "--policy-dir", str(Path(policy).parent), "--policy", Path(policy).name,
+                   "--task", task, "--episodes", str(args.ros_episodes), "--episode-s",
+                   f"{episode_seconds(args, task):g}", "--seed", str(args.seed + 1000), "--json", str(result)]
+            print(f"$ {shlex.join(cmd)}", flush=True)
+            if subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode == 0:
+                run = json.loads(result.read_text())["runs"][0]
+                row["ros"] = {"successes": run["successes"], "episodes": len(run["episodes"])}
+            else:
+                row["ros"] = {"error": f"sim2real real failed; see its output above ({shlex.join(cmd[2:5])} ...)"}
+        out.append(row)
+    ros_n, emu_n = args.ros_episodes if args.emulator else 0, args.eval_episodes
+    lines = [f"Transfer to the arm emulator (hidden arm and {task} physics): in each column the same goals for "
+             f"every row (seed {args.seed + 1000}; the ROS graph's bridge draws its own sequence); Wilson 95% "
+             "intervals.", "",
+             "| policy | emulator, no ROS | emulator, through ROS |", "|---|---|---|"]
+    for row in out:
+        emu = row.get("emulator") or {}
+        ros = row.get("ros") or {}
+        lines.append(f"| {row['label']} | {cell(emu.get('successes', 0), emu.get('episodes', 0)) if emu_n else '-'} | "
+                     f"{ros.get('error') or (cell(ros.get('successes', 0), ros.get('episodes', 0)) if ros_n else '-')} |")
+    (args.out / "transfer.md").write_text("\n".join(lines) + "\n")
+    (args.out / "transfer.json").write_text(json.dumps({"task": task, "seed": args.seed + 1000, "rows": out},
+                                                       indent=2))
+    return out

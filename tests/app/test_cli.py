@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 SIM2REAL = str(Path(sys.executable).with_name("sim2real"))
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -124,6 +125,38 @@ def test_loop_dry_run_prints_the_rounds_commands_on_the_policys_task(tmp_path):
     commands = [line for line in out.stdout.splitlines() if line.startswith("$ ")]
     assert len(commands) == 3 and all("--task reach" in c for c in commands if " real " in c or " train " in c)
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_loop_on_push_calibrates_the_puck_and_compare_adds_the_prior_fine_tune(tmp_path):
+    out = subprocess.run([SIM2REAL, "loop", "--policy", "push_lstm", "--prior", "push_default", "--compare",
+                          "--train-steps", "1000", "--dry-run"], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ), stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    commands = [line for line in out.stdout.splitlines() if line.startswith("$ ")]
+    real, calibrate, train, prior_train = commands
+    assert "--task push" in real and "--episode-s 8 " in real  # the Push training episode: 400 steps
+    assert calibrate.endswith("--settings push")
+    assert "--randomization push_default" in prior_train and "--total-env-steps 1000" in prior_train
+    init = train.split("--init-from ")[1].split()[0]
+    assert init.endswith("push_lstm/checkpoint.pt") and f"--init-from {init}" in prior_train  # the same start
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.ros
+def test_transfer_table_scores_every_row_on_the_same_goals_with_and_without_ros(tmp_path):
+    from sim2real.loop import LoopConfig, transfer_table
+
+    args = LoopConfig(policy="push_lstm", prior="push_default", eval_episodes=3, ros_episodes=1, out=tmp_path,
+                      episode_s=2.0, seed=4)
+    zoo = REPO / "policies" / "policies" / "zoo"
+    rows = transfer_table(args, [("nominal", str(zoo / "push_lstm_nominal")), ("prior", str(zoo / "push_lstm"))],
+                          "push")
+    assert [r["label"] for r in rows] == ["nominal", "prior"]
+    for row in rows:
+        assert row["emulator"]["episodes"] == 3 and row["ros"]["episodes"] == 1, row
+    table = (tmp_path / "transfer.md").read_text()
+    assert "| nominal |" in table and "| prior |" in table and "/3)" in table and "/1)" in table, table
+    assert json.loads((tmp_path / "transfer.json").read_text())["seed"] == 1004
 
 
 def test_sim_refuses_a_policy_of_another_task():
