@@ -4,7 +4,9 @@
   at the prior mean (before) and at the fitted mean (after);
 * ``discrepancy.png``: D per iteration (at the distribution mean, and the samples' mean);
 * ``parameters.png``: each searched variable's mean +- std per iteration (iteration 0 =
-  the prior), with the true values when known (benchmarks against the arm emulator).
+  the prior), with the true values when known (benchmarks against the arm emulator);
+* ``object_paths.png`` (episodes with an object, Push): the object's path on the table,
+  recorded vs simulated at the prior mean and at the fitted mean, with the goal.
 """
 from __future__ import annotations
 
@@ -26,9 +28,39 @@ def save_plots(calib, folder: str | Path, truth: Mapping[str, float] | None = No
     """Write the three plots of ``calib`` (a :class:`calibration.simopt.Calibration`) into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return [_trajectories(calib, folder / "trajectories.png"),
-            _discrepancy(calib, folder / "discrepancy.png"),
-            _parameters(calib, folder / "parameters.png", truth)]
+    paths = [_trajectories(calib, folder / "trajectories.png"),
+             _discrepancy(calib, folder / "discrepancy.png"),
+             _parameters(calib, folder / "parameters.png", truth)]
+    if "object" in calib.settings.signals:
+        paths.append(_object_paths(calib, folder / "object_paths.png"))
+    return paths
+
+
+def _object_paths(calib, path: Path) -> Path:
+    episodes = calib.episodes[:MAX_EPISODES]
+    col = 2 * calib.profile.num_joints  # the object's x, y in the simulator's rows
+    before = calib.sim_rows(calib.prior.mean[None], episodes)
+    after = calib.sim_rows(calib.search.mean[None], episodes)
+    fig, axes = plt.subplots(1, len(episodes), figsize=(4.2 * len(episodes), 4.2), squeeze=False)
+    for e, ep in enumerate(episodes):
+        ax = axes[0, e]
+        ax.plot(ep.object_pose[:, 0], ep.object_pose[:, 1], color="black", lw=1.6, label="recorded (tracker)")
+        ax.plot(before[e][0, :, col], before[e][0, :, col + 1], color="tab:red", lw=1.0, ls="--",
+                label="sim, prior mean")
+        ax.plot(after[e][0, :, col], after[e][0, :, col + 1], color="tab:blue", lw=1.0, label="sim, calibrated mean")
+        ax.plot(*ep.object_pose[0, :2], "ko", ms=4)
+        ax.plot(*ep.goal[:2], "g*", ms=12, label="goal")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(ep.name, fontsize=9)
+        ax.set_xlabel("x [m]")
+        ax.tick_params(labelsize=7)
+    axes[0, 0].set_ylabel("y [m]")
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Object path on the table: recorded vs simulated ({calib.settings.mode.replace('_', '-')})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def _trajectories(calib, path: Path) -> Path:

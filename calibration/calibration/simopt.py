@@ -380,11 +380,16 @@ class Calibration:
     def simulate(self, group_values: np.ndarray, episodes: Sequence[ReferenceEpisode] | None = None
                  ) -> list[np.ndarray]:
         """Simulated observed signals per episode (default: all), [N, T_e, dims] each."""
+        return [o[:, :, self._columns] for o in self.sim_rows(group_values, episodes)]
+
+    def sim_rows(self, group_values: np.ndarray, episodes: Sequence[ReferenceEpisode] | None = None
+                 ) -> list[np.ndarray]:
+        """Whole simulated rows per episode: [N, T_e, :attr:`BatchSimulator.columns`] each."""
         episodes = self.episodes if episodes is None else episodes
         self.sim.set_dynamics(self.element_values(group_values))
         out = self.sim.rollout(episodes, self.settings.mode, self.policy)
         self.rollouts += len(np.atleast_2d(group_values)) * len(episodes)
-        return [o[:, :, self._columns] for o in out]
+        return out
 
     def costs(self, group_values: np.ndarray) -> np.ndarray:
         s = self.settings

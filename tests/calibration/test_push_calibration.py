@@ -163,7 +163,7 @@ def test_push_settings_ship_and_the_object_signal_needs_a_task(tmp_path):
         load_settings(path)
 
 
-def test_calibration_recovers_the_friction_and_size_of_a_synthetic_puck(profile, push_prior, push_eps):
+def test_calibration_recovers_the_friction_and_size_of_a_synthetic_puck(profile, push_prior, push_eps, tmp_path):
     """The "real" episodes are simulated under known object physics (open loop, the emulator's
     commands); a short REPS run moves the searched friction and size toward them and D drops."""
     settings = load_settings("push").with_overrides(samples=48, iterations=4, threads=2)
@@ -195,5 +195,9 @@ def test_calibration_recovers_the_friction_and_size_of_a_synthetic_puck(profile,
         assert abs(fit["puck_size"] - 1.04) < abs(prior["puck_size"] - 1.04)
         spec = calib.result_spec()
         assert spec.provenance["calibration"]["mode"] == "open_loop"
+        from calibration.plots import save_plots  # noqa: PLC0415
+
+        paths = save_plots(calib, tmp_path / "plots")
+        assert [p.name for p in paths][-1] == "object_paths.png" and paths[-1].stat().st_size > 10_000
     finally:
         calib.close()
