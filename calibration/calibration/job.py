@@ -28,7 +28,7 @@ from typing import Any
 
 
 from calibration.episodes import EpisodeError, load_reference_episodes
-from calibration.quality import Assessment
+from calibration.quality import Assessment, widen_prior
 from calibration.simopt import (Calibration, CalibrationError, CalibrationSettings, IterationRecord,
                                 load_settings)
 from policies.manifest import find_policy
@@ -38,6 +38,8 @@ from sim_bridge.randomization import DynamicsRandomizer, NominalModel, Randomiza
 from sim_bridge.simulator import build_model
 
 __all__ = ["JobError", "JobResult", "CalibrationJob", "resolve_policy_path", "history_dir", "plots_dir"]
+
+WIDEN_ROUNDS = 2  # --widen: at most this many refits on a widened prior
 
 
 class JobError(RuntimeError):
@@ -108,6 +110,9 @@ class CalibrationJob:
     profile: RobotProfile | str | None = None       # None: the profile named in the bags
     plots: bool = True
     note: str = ""
+    #: > 1: when a fit ends at a bound of the prior, widen that parameter's range by this factor
+    #: beyond the bound (calibration.quality.widen_prior) and fit again, at most WIDEN_ROUNDS times
+    widen: float = 0.0
 
     def run(self, progress: Callable[[str, dict[str, Any]], None] | None = None,
             stop: threading.Event | None = None) -> JobResult:
@@ -144,30 +149,53 @@ class CalibrationJob:
         policy = self._policy(episodes) if settings.mode == "closed_loop" else None
         report("calibrating", {"episodes": len(episodes), "iterations": settings.iterations,
                                "samples": settings.samples, "policy": os.fspath(policy) if policy else None})
-        try:
-            calib = Calibration(profile, prior, episodes, settings, policy)
-        except ConfigError as exc:
-            raise JobError.from_config("cannot set up the calibration: ", exc) from None
-        except (EpisodeError, CalibrationError, ValueError) as exc:
-            raise JobError(f"cannot set up the calibration: {exc}") from None
-        try:
-            report("iteration", {"iteration": 0, "discrepancy_at_mean": calib.initial_discrepancy,
-                                 "noise_floor": calib.noise_floor})
-            calib.stop_reason = f"iteration limit ({settings.iterations})"
+        def setup(prior_spec):
+            try:
+                return Calibration(profile, prior_spec, episodes, settings, policy)
+            except ConfigError as exc:
+                raise JobError.from_config("cannot set up the calibration: ", exc) from None
+            except (EpisodeError, CalibrationError, ValueError) as exc:
+                raise JobError(f"cannot set up the calibration: {exc}") from None
+
+        def fit(c: Calibration) -> Assessment:
+            report("iteration", {"iteration": 0, "discrepancy_at_mean": c.initial_discrepancy,
+                                 "noise_floor": c.noise_floor})
+            c.stop_reason = f"iteration limit ({settings.iterations})"
             for _ in range(settings.iterations):
                 if stop is not None and stop.is_set():
                     raise Cancelled("calibration cancelled; nothing written")
-                record = calib.step()
+                record = c.step()
                 report("iteration", record.to_dict())
-                if calib.converged(record):
+                if c.converged(record):
                     break
-            assessment = calib.assess()  # parameters the data cannot fix keep the prior
-            report("quality", assessment.to_dict())
+            quality = c.assess()  # parameters the data cannot fix keep the prior
+            report("quality", quality.to_dict())
+            return quality
+
+        calib = setup(prior)
+        widened: dict[str, dict] = {}
+        try:
+            assessment = fit(calib)
+            for _ in range(WIDEN_ROUNDS if self.widen > 1.0 else 0):
+                if not assessment.at_bound:
+                    break
+                wider, changes = widen_prior(prior, assessment.at_bound, self.widen)
+                if not changes:  # at the kinds' plausible limits already
+                    break
+                for name, change in changes.items():
+                    old = widened.get(name, change)
+                    widened[name] = {k: [old[k][0], change[k][1]] for k in ("low", "high")}
+                report("widening", {"changes": changes})
+                calib.close()
+                prior = wider
+                calib = setup(prior)
+                assessment = fit(calib)
             spec = calib.result_spec({
                 "bags": [os.path.abspath(os.fspath(b)) for b in self.bags],
                 "prior": os.fspath(prior.source or self.prior), "robot_profile": profile.name,
                 "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "note": self.note, "settings": settings.to_dict()})
+                "note": self.note, "settings": settings.to_dict(),
+                **({"widened": widened} if widened else {})})
             _check_loads(spec, profile, settings.task)
             try:
                 version = _write_versioned(spec, out, calib)

@@ -26,7 +26,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from calibration.discrepancy import discrepancy
 
-__all__ = ["Assessment", "noise_floor", "sensitivity", "bound_warnings", "BOUND_MARGIN"]
+__all__ = ["Assessment", "noise_floor", "sensitivity", "bound_warnings", "bound_hits", "widen_prior", "BOUND_MARGIN"]
 
 BOUND_MARGIN = 0.02  # of the bound-to-bound range: closer than this to a bound = "at the bound"
 COLLAPSED = 0.05     # posterior std below this fraction of the prior std = a collapsed spread
@@ -43,13 +43,14 @@ class Assessment:
     identifiable: dict[str, bool] = field(default_factory=dict)
     kept_prior: list[str] = field(default_factory=list)            # not identifiable: prior kept
     warnings: list[str] = field(default_factory=list)
+    at_bound: dict[str, str] = field(default_factory=dict)         # variable -> "lower" / "upper"
 
     def to_dict(self) -> dict:
         return {"noise_floor": self.noise_floor, "discrepancy_at_mean": self.discrepancy,
                 "stop_reason": self.stop_reason,
                 "sensitivity": {k: float(v) for k, v in self.sensitivity.items()},
                 "identifiable": dict(self.identifiable), "kept_prior": list(self.kept_prior),
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "at_bound": dict(self.at_bound)}
 
 
 def noise_floor(real: list[np.ndarray], *, weights, scale, w_l1: float, w_l2: float, smooth_std: float,
@@ -81,14 +82,25 @@ def sensitivity(costs, mean: np.ndarray, prior_std: np.ndarray, low: np.ndarray,
     return np.maximum(d[1:n + 1], d[n + 1:]) - d[0]
 
 
-def bound_warnings(names, mean, std, prior_std, low, high, margin: float = BOUND_MARGIN) -> list[str]:
-    """One line per variable whose fitted mean sits at a search bound (or whose spread collapsed there)."""
-    out = []
-    for name, m, s, s0, lo, hi in zip(names, mean, std, prior_std, low, high):
+def bound_hits(names, mean, low, high, margin: float = BOUND_MARGIN) -> dict[str, str]:
+    """Variable -> "lower" / "upper" for each fitted mean within ``margin`` of the range of a bound."""
+    out = {}
+    for name, m, lo, hi in zip(names, mean, low, high):
         if not (np.isfinite(lo) and np.isfinite(hi)):
             continue
         width = hi - lo
         side = "lower" if m - lo <= margin * width else "upper" if hi - m <= margin * width else None
+        if side is not None:
+            out[name] = side
+    return out
+
+
+def bound_warnings(names, mean, std, prior_std, low, high, margin: float = BOUND_MARGIN) -> list[str]:
+    """One line per variable whose fitted mean sits at a search bound (or whose spread collapsed there)."""
+    out = []
+    hits = bound_hits(names, mean, low, high, margin)
+    for name, m, s, s0, lo, hi in zip(names, mean, std, prior_std, low, high):
+        side = hits.get(name)
         if side is None:
             continue
         bound = lo if side == "lower" else hi
@@ -96,5 +108,53 @@ def bound_warnings(names, mean, std, prior_std, low, high, margin: float = BOUND
         out.append(f"{name}: fitted mean {m:.4g} is at the prior's {side} bound {bound:.4g}"
                    + (f" with a collapsed spread (std {s:.2g} < {COLLAPSED:g} x the prior's {s0:.2g})" if collapsed
                       else "")
-                   + "; the truth may lie outside the prior: widen its range in the randomization file")
+                   + "; the truth may lie outside the prior: widen its range in the randomization file "
+                     "(sim2real calibrate --widen does it)")
     return out
+
+
+def widen_prior(spec, hits: dict[str, str], factor: float) -> tuple[object, dict[str, dict]]:
+    """``spec`` (a :class:`~sim_bridge.randomization.RandomizationSpec`) with the parameters of
+    the variables in ``hits`` (a parameter or an element name -> the bound its fit reached)
+    widened beyond that bound: the range grows by ``factor - 1`` times its width on that side
+    (log-uniform ranges in log space), never past the kind's plausible range. Returns the new
+    spec and, per widened parameter, its old and new bounds; a parameter already at its
+    plausible limit is left as it is (and not listed)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from sim_bridge.randomization import KINDS  # noqa: PLC0415
+
+    if factor <= 1.0:
+        raise ValueError(f"the widening factor must be > 1, got {factor}")
+    sides: dict[str, set[str]] = {}
+    for name, side in hits.items():
+        sides.setdefault(name.split("/", 1)[0], set()).add(side)
+    changes: dict[str, dict] = {}
+    params = []
+    for p in spec.parameters:
+        d = p.distribution
+        if p.name not in sides or d.low is None or d.high is None:
+            params.append(p)
+            continue
+        lo, hi = float(d.low), float(d.high)
+        limit_lo, limit_hi = KINDS[p.kind].plausible_range(p.operation)
+        if KINDS[p.kind].nonnegative and p.operation in ("abs", "scale"):
+            limit_lo = max(limit_lo, 0.0)
+        new_lo, new_hi = lo, hi
+        if d.type == "loguniform":
+            ratio = (hi / lo) ** (factor - 1.0)
+            new_lo = lo / ratio if "lower" in sides[p.name] else lo
+            new_hi = hi * ratio if "upper" in sides[p.name] else hi
+            limit_lo = max(limit_lo, 1e-12)
+        else:
+            grow = (factor - 1.0) * (hi - lo)
+            new_lo = lo - grow if "lower" in sides[p.name] else lo
+            new_hi = hi + grow if "upper" in sides[p.name] else hi
+        new_lo, new_hi = max(new_lo, limit_lo), min(new_hi, limit_hi)
+        if (new_lo, new_hi) == (lo, hi):
+            params.append(p)
+            continue
+        changes[p.name] = {"low": [lo, new_lo], "high": [hi, new_hi]}
+        params.append(replace(p, distribution=replace(d, low=new_lo, high=new_hi)))
+    widened = replace(spec, parameters=tuple(params))
+    return widened, changes

@@ -40,7 +40,7 @@ import numpy as np
 from calibration.discrepancy import discrepancy, real_scale
 from calibration.episodes import ReferenceEpisode
 from calibration.rollouts import MODES, BatchPolicy, BatchSimulator
-from calibration.quality import Assessment, bound_warnings, noise_floor, sensitivity
+from calibration.quality import Assessment, bound_hits, bound_warnings, noise_floor, sensitivity
 from calibration.search import GaussianSearch
 from calibration.updates import cem_update, reps_update
 from sim_bridge.config import ConfigError, FieldReader, load_yaml_mapping, package_path
@@ -492,8 +492,9 @@ class Calibration:
         fit = [i for i, n in enumerate(names) if identifiable[n]]
         warnings += bound_warnings([names[i] for i in fit], self.search.mean[fit], self.search.std[fit],
                                    prior.std[fit], prior.low[fit], prior.high[fit])
+        at_bound = bound_hits([names[i] for i in fit], self.search.mean[fit], prior.low[fit], prior.high[fit])
         self.assessment = Assessment(floor, d, self.stop_reason, dict(zip(names, map(float, rise))),
-                                     identifiable, kept, warnings)
+                                     identifiable, kept, warnings, at_bound)
         return self.assessment
 
     def _check_health(self, new: GaussianSearch) -> None:

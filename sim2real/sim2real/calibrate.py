@@ -48,6 +48,8 @@ class CalibrateConfig:
     """write the PNG plots (--no-plots: skip them)"""
     note: str = ""
     """free text stored in the provenance"""
+    widen: float = 0.0
+    """> 1: a fit that ends at a bound of the prior widens that parameter's range by this factor beyond the bound (in log space for log-uniform ranges, never past the kind's plausible range) and fits again, at most twice; the output's parameter entries carry the widened ranges and provenance.calibration.widened says which (0: only warn)"""
     push: str | None = None
     """after writing, set this node's randomization_file parameter to OUT over ROS (e.g. /sim2real/sim_bridge; it applies at that bridge's next reset)"""
     backend: Literal["local", "ray"] | None = None
@@ -82,7 +84,7 @@ def run_calibrate(args: CalibrateConfig) -> int:
         print(f"sim2real calibrate: {exc}", file=sys.stderr)
         return 2
     job = CalibrationJob(bags=args.bags, prior=args.prior, out=args.out, policy=args.policy, settings=settings,
-                         profile=args.profile, plots=args.plots, note=args.note)
+                         profile=args.profile, plots=args.plots, note=args.note, widen=args.widen)
     try:
         result = job.run(progress=_print_progress)
     except JobError as exc:
@@ -90,6 +92,9 @@ def run_calibrate(args: CalibrateConfig) -> int:
         return 1
     print(f"wrote {result.out} (version {result.version.name}); D {result.discrepancy_before:.4g} -> "
           f"{result.discrepancy_after:.4g} ({100 * result.reduction:.1f}% lower) in {result.elapsed_s:.1f} s")
+    for name, change in result.spec.provenance.get("calibration", {}).get("widened", {}).items():
+        print(f"widened {name}: [{change['low'][0]:.4g}, {change['high'][0]:.4g}] -> "
+              f"[{change['low'][1]:.4g}, {change['high'][1]:.4g}] (its fit had reached a bound of the prior)")
     a = result.assessment
     fitted = result.spec.provenance.get("calibration", {}).get("search", {}) if result.history else {}
     for name, v in fitted.items():
@@ -123,6 +128,10 @@ def _print_progress(stage: str, info: dict) -> None:
             print(f"skipped episode {reason}", flush=True)
         for text in info["warnings"]:
             print(f"warning: {text}", flush=True)
+    elif stage == "widening":
+        for name, change in info["changes"].items():
+            print(f"widening {name} (its fit reached a bound): [{change['low'][0]:.4g}, {change['high'][0]:.4g}] -> "
+                  f"[{change['low'][1]:.4g}, {change['high'][1]:.4g}]; fitting again", flush=True)
     elif stage == "calibrating":
         print(f"calibrating from {info['episodes']} episode(s): {info['iterations']} iterations x "
               f"{info['samples']} samples; policy {info['policy']}", flush=True)

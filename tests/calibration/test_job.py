@@ -253,3 +253,41 @@ def test_cli_subprocess_reports_a_bad_bag(tmp_path, corrupt_bag):
     assert proc.stderr.startswith("sim2real calibrate: ") and "corrupt or truncated bag" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not out.exists()
+
+
+def test_widen_refits_on_a_wider_prior_when_the_fit_ends_at_its_bound(tmp_path, profile, emulator_eps):
+    """The "real" arm is 1.4x heavier than nominal; the prior allows at most 1.1x. Without
+    --widen the fit sits at 1.1 with a bound warning; with --widen 2 the range grows to 1.7 on
+    that side, the refit lands near 1.4, and the output carries the widened range."""
+    from calib_helpers import synthetic_real
+    from calibration.simopt import Calibration
+
+    data = load_randomization("default").to_dict()
+    data["parameters"]["body_mass"].update(low=0.5, high=1.1)
+    prior_path = tmp_path / "narrow.yaml"
+    prior_path.write_text(yaml.safe_dump(data))
+    prior = load_randomization(prior_path)
+    settings = small_settings(search=(SearchEntry("body_mass", True),), mode="open_loop", samples=24,
+                              iterations=6, stop_factor=0.0)
+    calib = Calibration(profile, prior, emulator_eps, settings)
+    truth = calib.element_values(np.array([[1.4]]))[0]
+    real = synthetic_real(profile, prior, calib.episodes, truth, "open_loop")
+    calib.close()
+    path = tmp_path / "heavy"
+    write_episode_bag(path, real, profile.joint_names, policy=None)
+
+    plain = CalibrationJob([path], prior_path, tmp_path / "plain.yaml", plots=False, settings=settings).run()
+    assert plain.assessment.at_bound == {"body_mass": "upper"}
+    assert any("upper bound 1.1" in w and "--widen" in w for w in plain.assessment.warnings)
+
+    result = CalibrationJob([path], prior_path, tmp_path / "wide.yaml", plots=False, settings=settings,
+                            widen=2.0).run()
+    prov = result.spec.provenance["calibration"]
+    assert list(prov["widened"]) == ["body_mass"]
+    assert prov["widened"]["body_mass"]["high"] == pytest.approx([1.1, 1.7])
+    assert prov["widened"]["body_mass"]["low"] == pytest.approx([0.5, 0.5])
+    assert result.assessment.at_bound == {}
+    assert abs(prov["search"]["body_mass"]["mean"] - 1.4) < 0.05, prov["search"]
+    doc = yaml.safe_load((tmp_path / "wide.yaml").read_text())
+    assert doc["parameters"]["body_mass"]["high"] == pytest.approx(1.7)
+    assert yaml.safe_load(prior_path.read_text())["parameters"]["body_mass"]["high"] == 1.1  # the prior file stays

@@ -336,6 +336,31 @@ def test_a_fit_at_the_prior_bound_is_a_warning():
     assert "collapsed spread" in lines[0] and "widen its range" in lines[0]
 
 
+def test_widen_prior_grows_the_hit_side_in_the_range_s_own_scale_within_the_plausible_limits():
+    from calibration.quality import widen_prior
+
+    prior = load_randomization("default")
+    params = {p.name: p for p in prior.parameters}
+    assert params["actuator_kd"].distribution.type == "loguniform"  # 0.5-2.0
+    wider, changes = widen_prior(prior, {"actuator_kd": "lower", "body_mass/link3": "upper", "gravity/z": "upper"},
+                                 2.0)
+    after = {p.name: p.distribution for p in wider.parameters}
+    assert after["actuator_kd"].low == pytest.approx(0.125) and after["actuator_kd"].high == 2.0  # 0.5 / 4
+    assert after["body_mass"].low == 0.5 and after["body_mass"].high == pytest.approx(2.5)
+    assert after["gravity"].high == pytest.approx(3.6) and after["gravity"].low == -1.2  # a normal's bounds
+    assert set(changes) == {"actuator_kd", "body_mass", "gravity"}
+    assert after["joint_damping"] == params["joint_damping"].distribution  # untouched
+    # never past the kind's plausible range; a range already at it stays (and is not listed)
+    from sim_bridge.randomization import SCALE_RANGE
+
+    lowest, changes = widen_prior(wider, {"body_mass": "lower"}, 2.0)
+    assert {p.name: p for p in lowest.parameters}["body_mass"].distribution.low == SCALE_RANGE[0]
+    _, none = widen_prior(lowest, {"body_mass": "lower"}, 2.0)
+    assert none == {}
+    with pytest.raises(ValueError, match="must be > 1"):
+        widen_prior(prior, {"body_mass": "upper"}, 1.0)
+
+
 def test_noise_floor_grows_with_the_recordings_noise():
     from calibration.quality import noise_floor
 
