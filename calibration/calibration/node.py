@@ -102,6 +102,8 @@ class CalibrationNode(Node):
         self.declare_parameter("push_to", "", _describe("node whose randomization_file gets the output",
                                                         read_only=True))
         self.declare_parameter("plots", True, _describe("write PNG plots next to the output"))
+        self.declare_parameter("widen", 0.0, _describe("> 1: a fit at a bound of the prior widens that parameter's "
+                                                        "range by this factor and fits again (0 = only warn)"))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._lock = threading.Lock()
@@ -248,7 +250,8 @@ class CalibrationNode(Node):
         settings = settings.with_overrides(iterations=value("iterations").value or None,
                                            samples=value("samples").value or None)
         job = CalibrationJob(bags=bags, prior=inputs["prior"] or "default", out=out, policy=inputs["policy"],
-                             settings=settings, profile=inputs["robot_profile"], plots=value("plots").value)
+                             settings=settings, profile=inputs["robot_profile"], plots=value("plots").value,
+                             widen=float(value("widen").value))
         out = str(out)
         self._stop.clear()
         with self._lock:

@@ -222,7 +222,8 @@ class BatchSimulator:
     # --- rollouts ---------------------------------------------------------------------
     def rollout(self, episodes: Sequence[ReferenceEpisode], mode: str = "closed_loop",
                 policy: BatchPolicy | None = None) -> list[np.ndarray]:
-        """Per episode e: [S, T_e, 2J] simulated (position, velocity) rows; NaN after a blow-up."""
+        """Per episode e: [S, T_e, :attr:`columns`] simulated rows (positions, velocities, with an
+        object its x, y); NaN after a blow-up."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not self._models:
