@@ -425,6 +425,16 @@ def run_node(label: str, make_node, args: list[str] | None = None, *, num_thread
         print(f"{label}: invalid configuration: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        rclpy.try_shutdown()
+        return 0
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C while the node is being built: rclpy's signal handler shut the context down
+        # under it (e.g. "RCLError: ... context is not valid"); a stop, not a failure.
+        rclpy.try_shutdown()
+        return 0
     nodes = list(built) if isinstance(built, (list, tuple)) else [built]
     for node in nodes:
         lifecycle = getattr(node, "lifecycle_state", None) is not None
