@@ -21,11 +21,13 @@ Policy side (names relative to the node's namespace, types and QoS of
                  commands_received with what the policy sent.
   joint_commands std_msgs/Float64MultiArray (in)  absolute joint targets, profile order, rad
                  (reliable like COMMAND_QOS; the reader keeps 16, so commands of a burst are
-                 seen and counted as superseded rather than silently replaced by DDS). Bounded
-                 intake: at most 16 commands are taken per control period (pace_callback), so
-                 a flood costs the executor and the GIL a bounded amount per period (DDS's own
-                 threads still receive every message: CPU, no GIL); what a flood sends beyond
-                 that waits in the reader's 16 and DDS replaces the oldest.
+                 seen and counted as superseded rather than silently replaced by DDS). The
+                 control tick takes them (the executor does not wake per command; each
+                 command's age counts from its reception stamp). Bounded intake: at most 16
+                 commands are taken per control period, so a flood costs the executor and the
+                 GIL a bounded amount per period (DDS's own threads still receive every
+                 message: CPU, no GIL); what a flood sends beyond that waits in the reader's 16
+                 and DDS replaces the oldest.
   object_pose    geometry_msgs/PoseStamped (out; tasks with an object: Push) the tracker's pose
                  from ``object_pose_topic``, relayed unchanged (same stamp and frame) as soon as
                  it arrives, if it passes the checks of
@@ -46,7 +48,9 @@ Hardware side (ros2_control conventions, absolute names):
                                    publishers); subscribed only when the task needs it
   <hardware_joint_states>          sensor_msgs/JointState (in) from joint_state_broadcaster;
                                    mapped by name (any order, extra joints ignored); best-effort
-                                   keep-last 1, which matches reliable and best-effort publishers
+                                   keep-last 4, which matches reliable and best-effort publishers;
+                                   the control tick takes the latest (its age from the reception
+                                   stamp), so the executor does not wake for each state
   /<controller>/commands           std_msgs/Float64MultiArray (out, output 'forward') for a
                                    forward_position_controller, in ``controller_joints`` order
   /<controller>/joint_trajectory   trajectory_msgs/JointTrajectory (out, output 'trajectory') for
@@ -86,17 +90,22 @@ counted as superseded), ask the watchdog (run / hold / stop / waiting, see
 (see :mod:`real_bridge.safety`), publish the result to the hardware, relay the joint state to
 the policy. Invalid policy commands (NaN/inf, wrong length) are rejected on arrival and do
 not count as commands. A second steady-clock timer, re-armed by every valid command,
-fires ``command_timeout_periods`` after the last one and starts the hold at once, so the
-hold does not wait up to a period for the next tick. Every intervention is counted,
+fires ``command_timeout_periods`` after the last one (by its reception stamp) and starts
+the hold at once, so the hold does not wait up to a period for the next tick; it first takes
+any command that arrived meanwhile. Every intervention is counted,
 reported on /diagnostics and logged (throttled, per cause) with the cause.
 
 Lifecycle: configure builds the core (filter, watchdog, goal generator) and the topics;
 activate starts commanding (fresh watchdog, the step limit starts from the measured
 position); deactivate stops all hardware commands; cleanup removes the topics. Threads
 (ControlExecutor, main()): the cycle and the hold deadline share one mutually exclusive
-group, hardware states, policy inputs and services/diagnostics have a group each. One lock
-guards the core; a cycle holds it while it publishes, so no command goes out once a
-transition closed the gate.
+group; hardware states, policy commands, object poses, the goal and services/diagnostics have a
+group each. The first four are the control path and run inline, in the executor's spinning
+thread (``inline_callback_groups``: no hand-off to a worker thread per message, which cost
+~0.5 ms of CPU per 500 Hz cycle, docs/profile.md), and the tick takes the hardware states and
+the commands itself (``polled_subscriptions``: one executor wake-up per cycle instead of
+three); the goal, the services and diagnostics run in worker threads. One lock guards the core; a cycle holds it while it publishes, so no
+command goes out once a transition closed the gate.
 """
 from __future__ import annotations
 
@@ -111,7 +120,7 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import InvalidHandle, ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -129,10 +138,13 @@ from sim_bridge.profile import load_profile
 from sim_bridge.tasks import DEFAULT_TASK, UnknownTaskError, make_task
 
 OUTPUTS = ("forward", "trajectory")
-EXECUTOR_THREADS = 5  # cycle, hardware states, policy inputs, object poses, services/diagnostics
-# Hardware joint states: only the latest matters; best-effort matches both a reliable
-# joint_state_broadcaster (its default) and a best-effort (sensor data QoS) driver.
-HARDWARE_STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+EXECUTOR_THREADS = 2  # the goal, services/diagnostics (the control path runs inline: module docstring)
+# Hardware joint states: the latest matters; best-effort matches both a reliable
+# joint_state_broadcaster (its default) and a best-effort (sensor data QoS) driver. The tick
+# takes every state that arrived since the last one (at most this depth): with keep-last 1,
+# another device's states on the same topic (a gripper's broadcaster) would replace the arm's
+# between two ticks.
+HARDWARE_STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=4, reliability=ReliabilityPolicy.BEST_EFFORT,
                                 durability=DurabilityPolicy.VOLATILE)
 # Hardware commands: reliable keep-last 1 (the controllers subscribe reliable; a best-effort
 # subscriber is served too).
@@ -146,18 +158,26 @@ COMMAND_INTAKE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=COMMAND_I
                                 reliability=interface.COMMAND_QOS.reliability,
                                 durability=interface.COMMAND_QOS.durability)
 # Commands taken from the middleware per control period, at most: the reader's depth, 16x what
-# a policy sends. Beyond it, the intake waits for the next control cycle (pace_callback), so a
-# flood costs the process at most this many takes per period, whatever its rate. Not lower: a
+# a policy sends. Beyond it, the intake waits for the next control cycle (the subscription is
+# polled, out of the wait set, until the tick), so a flood costs the process at most this many
+# takes per period, whatever its rate. Not lower: a
 # policy's commands interleaved with a few bad or burst messages must all be taken (with 4, a
 # 50 Hz policy beside 250 Hz of invalid commands was crowded out into command-timeout holds).
 COMMAND_INTAKE_PER_PERIOD = COMMAND_INTAKE_DEPTH
 LOG_THROTTLE_S = 1.0
+MIN_DEADLINE_NS = 100_000   # a command taken after its own timeout: the hold deadline fires 0.1 ms later
 DEFAULT_OBJECT_POSE_TOPIC = "/mocap/puck/pose"
 # Object poses from a tracker: best-effort matches reliable and best-effort (sensor data)
 # publishers; a few deep, so a burst of poses is relayed rather than replaced.
 OBJECT_POSE_INTAKE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                                     reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
+
+
+def _arrival_s(info: dict) -> float:
+    """When a taken message arrived (monotonic s), from its middleware reception stamp (system
+    time, ns): a polled message's age counts from its arrival, not from the take."""
+    return time.monotonic() - max(0.0, (time.time_ns() - info["received_timestamp"]) * 1e-9)
 
 
 class RealBridgeNode(CommandGateMixin, LifecycleNode):
@@ -218,15 +238,23 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self._goal_pub = None
         self._deadline = None
         self._command_sub = None
-        self._intake = threading.Condition()   # the command intake's budget per control period
+        self._state_sub = None
         self._intake_taken = 0                  # commands taken since the last control tick
         self.intake_waits = 0                   # times the intake waited for the next tick (a flood)
+        # subscriptions the executor does not wait on (StaticWaitMixin): the hardware states and
+        # the policy commands, which the control tick takes itself
+        self.polled_subscriptions = ()
         self._log_throttled = ThrottledLog(self.get_logger().warning, LOG_THROTTLE_S)
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._cycle_group = MutuallyExclusiveCallbackGroup()     # control cycle and hold deadline
         self._hardware_group = MutuallyExclusiveCallbackGroup()  # hardware joint states
-        self._policy_group = MutuallyExclusiveCallbackGroup()    # joint_commands, goal
+        self._command_group = MutuallyExclusiveCallbackGroup()   # joint_commands
         self._object_group = MutuallyExclusiveCallbackGroup()    # object poses from the tracker
+        self._policy_group = MutuallyExclusiveCallbackGroup()    # goal
+        # the control path runs in the executor's spinning thread (ControlExecutor): each
+        # callback is short, and a hand-off to a worker per message was most of the CPU per cycle
+        self.inline_callback_groups = (self._cycle_group, self._hardware_group, self._command_group,
+                                       self._object_group)
         self._object_pub = None
         self.object_pose_topic = ""
         self._outages_logged = 0                                 # object pose outages already logged
@@ -322,8 +350,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         self._goal_pub = self.create_publisher(PointStamped, interface.CURRENT_GOAL, interface.LATCHED_QOS)
         self._entities = [
             self._state_pub, self._goal_pub,
-            self.create_subscription(JointState, hw_topic, self._on_hardware_state, HARDWARE_STATE_QOS,
-                                     callback_group=self._hardware_group),
+            self._new_state_subscription(hw_topic),
             self._new_command_subscription(),
             self.create_subscription(PointStamped, interface.GOAL, self._on_goal, interface.LATCHED_QOS,
                                      callback_group=self._policy_group),
@@ -364,7 +391,8 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self._active = False
             entities, self._entities = self._entities, []
             hw_pub, self._hw_pub = self._hw_pub, None
-            self._deadline = self._state_pub = self._goal_pub = self._object_pub = None
+            self._deadline = self._state_pub = self._goal_pub = self._object_pub = self._state_sub = None
+            self.polled_subscriptions = ()
         for entity in entities:
             kind = type(entity).__name__
             if kind == "Timer":
@@ -385,38 +413,93 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         super().destroy_node()
 
     # --- inputs: messages -> the core ---------------------------------------------------------
+    def _new_state_subscription(self, topic: str):
+        # polled: the control tick takes the latest state itself (_take_hardware_states), so the
+        # executor does not wake for it (StaticWaitMixin; rclpy's own loop still calls the callback)
+        self._state_sub = self.create_subscription(JointState, topic, self._on_hardware_state, HARDWARE_STATE_QOS,
+                                                   callback_group=self._hardware_group)
+        return self._state_sub
+
     def _new_command_subscription(self):
+        # polled: the control tick (and the hold deadline) take the commands (_take_commands)
+        self._intake_taken = 0
         self._command_sub = self.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, self._on_command,
-                                                     COMMAND_INTAKE_QOS, callback_group=self._policy_group)
+                                                     COMMAND_INTAKE_QOS, callback_group=self._command_group)
+        self.polled_subscriptions = (self._state_sub, self._command_sub)
         return self._command_sub
 
-    def pace_callback(self, entity) -> None:
-        """ControlExecutor hook, run in a worker thread before a callback's task takes its message.
+    def _take_commands(self) -> None:
+        """Take the policy commands that arrived since the last take, oldest first, each with its
+        arrival time from the middleware's reception stamp, and re-arm the hold deadline from the
+        latest valid one.
 
-        The command intake takes at most :data:`COMMAND_INTAKE_PER_PERIOD` commands per control
-        period; past that it waits for the next control tick (one period at most). Meanwhile
-        the subscription is out of the executor's wait set, so a flood of joint_commands costs
-        the process (the executor's loop, the GIL, other nodes in the same executor) a bounded
-        amount per period, and the cycle and the hardware states keep their timing. The
-        commands DDS keeps meanwhile (the reader's keep-last :data:`COMMAND_INTAKE_DEPTH`) are
-        taken after it; the ones it replaces never reach the bridge and are in no counter.
-        A task that ends up taking nothing (its group busy, no message left) still counts
-        against the budget: the bound errs on the side of taking fewer.
+        Called by the control tick and the hold deadline (the subscription is polled: the
+        executor does not wake for each command, StaticWaitMixin). At most
+        :data:`COMMAND_INTAKE_PER_PERIOD` commands are taken per control period: a flood of
+        joint_commands costs the process (the executor's loop, the GIL, other nodes in the same
+        executor) a bounded amount per period, and the cycle and the hardware states keep their
+        timing. The commands DDS keeps meanwhile (the reader's keep-last
+        :data:`COMMAND_INTAKE_DEPTH`) are taken at the next tick; the ones it replaces never reach
+        the bridge and are in no counter. (rclpy's own wait loop, ``SIM2REAL_EXECUTOR=stock``, a
+        baseline for benchmarks, ignores the polled set and calls :meth:`_on_command` per message:
+        there the intake is not bounded.)
         """
-        if entity is not self._command_sub:  # it exists only while configured, as the control timer does
+        sub = self._command_sub
+        if sub is None:
             return
-        with self._intake:
-            if self._intake_taken >= COMMAND_INTAKE_PER_PERIOD:
-                self.intake_waits += 1
-                self._log_throttled("command:intake", (
-                    f"joint_commands arrive faster than {COMMAND_INTAKE_PER_PERIOD} per control period: the intake "
-                    f"waits for the next cycle ({self.intake_waits} waits so far); only the latest command is used"))
-                self._intake.wait(timeout=self.period_s)
-                self._intake_taken = 0 if self._intake_taken >= COMMAND_INTAKE_PER_PERIOD else self._intake_taken
+        latest = None
+        while self._intake_taken < COMMAND_INTAKE_PER_PERIOD:
+            try:
+                with sub.handle:
+                    taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            except InvalidHandle:  # destroyed by a concurrent cleanup
+                return
+            if taken is None:
+                break
             self._intake_taken += 1
+            arrival = _arrival_s(taken[1])
+            if self._accept_command(taken[0], arrival):
+                latest = arrival
+        else:
+            self.intake_waits += 1
+            self._log_throttled("command:intake", (
+                f"joint_commands arrive faster than {COMMAND_INTAKE_PER_PERIOD} per control period: the intake "
+                f"waits for the next cycle ({self.intake_waits} waits so far); only the latest command is used"))
+        if latest is not None:
+            self._arm_deadline(latest)
 
-    def _on_hardware_state(self, msg: JointState) -> None:
-        arrival = time.monotonic()
+    def _arm_deadline(self, arrival: float) -> None:
+        """The hold deadline fires ``command_timeout`` after the command that arrived at ``arrival``
+        (monotonic s), unless another comes; it fires once (``_on_deadline`` cancels it)."""
+        core, deadline = self.core, self._deadline
+        if core is None or deadline is None:
+            return
+        remaining = core.watchdog.command_timeout_s - (time.monotonic() - arrival)
+        try:
+            deadline.timer_period_ns = max(MIN_DEADLINE_NS, int(remaining * 1e9))
+            deadline.reset()
+        except Exception:  # noqa: BLE001 - destroyed by a concurrent cleanup: nothing to re-arm
+            pass
+
+    def _take_hardware_states(self) -> None:
+        """Take the hardware states that arrived since the last tick (up to the reader's depth),
+        each with its arrival time from the middleware's reception stamp: the watchdog's
+        freshness is measured from when the state arrived, not from when the tick took it."""
+        sub = self._state_sub
+        if sub is None:
+            return
+        for _ in range(HARDWARE_STATE_QOS.depth):
+            try:
+                with sub.handle:
+                    taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            except InvalidHandle:  # destroyed by a concurrent cleanup
+                return
+            if taken is None:
+                return
+            self._on_hardware_state(taken[0], arrival=_arrival_s(taken[1]))
+
+    def _on_hardware_state(self, msg: JointState, arrival: float | None = None) -> None:
+        arrival = time.monotonic() if arrival is None else arrival
         core = self.core
         if core is None:
             return
@@ -428,20 +511,22 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self._log_throttled(f"state:{result.kind}", result.reason)
 
     def _on_command(self, msg: Float64MultiArray) -> None:
+        """The subscription's callback: only rclpy's own wait loop calls it (the project's
+        executors leave the subscription to :meth:`_take_commands`)."""
         arrival = time.monotonic()
+        if self._accept_command(msg, arrival):
+            self._arm_deadline(arrival)
+
+    def _accept_command(self, msg: Float64MultiArray, arrival: float) -> bool:
+        """Give a command to the core; True if it was valid."""
         core = self.core
         if core is None:
-            return
+            return False
         with self._lock:
             result = core.on_command(msg.data, arrival)
-            deadline = self._deadline
         if not result.accepted:
             self._log_throttled(f"command:{result.kind}", result.reason)
-        elif deadline is not None:
-            try:
-                deadline.reset()  # fires command_timeout after this command, unless another comes
-            except Exception:  # noqa: BLE001 - destroyed by a concurrent cleanup: nothing to re-arm
-                pass
+        return result.accepted
 
     def _on_object_pose(self, msg: PoseStamped) -> None:
         arrival = time.monotonic()
@@ -522,19 +607,25 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
 
     # --- the control cycle ------------------------------------------------------------------
     def _on_tick(self) -> None:
+        self._intake_taken = 0             # a new budget for the command intake
+        self._take_commands()
+        self._take_hardware_states()
         now = time.monotonic()
         core = self.core
         if core is not None:
             core.rate.tick(now)
         self._cycle(now, relay=True)
-        with self._intake:                 # a new budget for the command intake
-            self._intake_taken = 0
-            self._intake.notify_all()
 
     def _on_deadline(self) -> None:
-        """Re-armed by every valid command: fires once the command timeout has passed."""
+        """Armed by every valid command (:meth:`_arm_deadline`): fires once the command timeout
+        after it has passed, unless a command that arrived since (not taken yet) re-arms it."""
+        deadline = self._deadline
+        if deadline is not None:
+            deadline.cancel()           # once; the next valid command re-arms it
+        self._take_commands()
         core = self.core
         if core is not None and core.hold_due(time.monotonic()):
+            self._take_hardware_states()  # hold the latest measured position
             self._cycle(time.monotonic(), relay=False)
 
     def _cycle(self, now: float, *, relay: bool) -> None:
