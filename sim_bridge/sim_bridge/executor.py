@@ -278,7 +278,7 @@ class StaticWaitMixin:
                     if entry is None:
                         continue
                     entity, node = entry
-                    if kind == "timer" and not entity.handle.is_timer_ready():
+                    if kind == "timer" and not _timer_ready(entity):
                         continue  # rclpy's workaround for cancelled timers
                     if self._runs_inline(entity, node) or entity.callback_group.can_execute(entity):
                         yielded_work = True
@@ -293,6 +293,17 @@ class StaticWaitMixin:
             raise ShutdownException()
         if condition():
             raise ConditionReachedException()
+
+
+def _timer_ready(timer) -> bool:
+    """A ready timer's re-check (rclpy's workaround for cancelled timers); False for a timer
+    another thread destroyed since the wait (a lifecycle cleanup in a worker): rcl then raises
+    on the freed handle instead of answering."""
+    try:
+        with timer.handle:
+            return timer.handle.is_timer_ready()
+    except (InvalidHandle, _rclpy.RCLError):
+        return False
 
 
 class ControlExecutor(StaticWaitMixin, MultiThreadedExecutor):

@@ -409,24 +409,27 @@ def test_commands_beyond_the_limits_are_clipped_and_step_limited(rig_factory):
 
 
 def test_bursts_faster_than_the_control_rate_use_only_the_latest(rig_factory):
-    """12 commands at once (the bridge's reader keeps 16, so all arrive): the next cycle after
-    the bridge took them all sends the burst's last; the others are counted as superseded."""
+    """12 commands at once (the bridge's reader keeps 16, so all arrive): the cycle of the tick
+    that takes them sends the burst's last; the others are counted as superseded."""
     rig = rig_factory()
     node, total = rig.node, 0
     for burst in range(10):
         received = node.counters["commands"]
-        for k in range(12):
-            rig.command(Q + DELTA * (0.5 + 0.5 * ((burst * 12 + k) % 7) / 6))
+        sent_at = time.monotonic()
+        burst_values = [Q + DELTA * (0.5 + 0.5 * (burst * 12 + k) / 119) for k in range(12)]  # all distinct
+        for value in burst_values:
+            rig.command(value)
         total += 12
         last = rig.policy_sent[-1][1]
         assert wait_until(lambda: node.counters["commands"] >= received + 12, 2.0), "the burst did not arrive"
-        taken = time.monotonic()
-        # the next cycle sends the burst's last command; on a busy machine one cycle that was
-        # already running when the burst was taken may still arrive first (an older command)
-        assert wait_until(lambda: any(np.array_equal(c, last) for _, c in rig.hw_since(taken)), 1.0), \
+        assert wait_until(lambda: any(np.array_equal(c, last) for _, c in rig.hw_since(sent_at)), 1.0), \
             "the cycle uses the latest command"
-        first_latest = next(i for i, (_, c) in enumerate(rig.hw_since(taken)) if np.array_equal(c, last))
-        assert first_latest <= 1, f"{first_latest} cycles after the burst was taken used older commands"
+        # before it, the hardware got older commands (the previous burst's, still in force) and at
+        # most one of this burst's earlier ones: a tick that came while the burst was arriving
+        before = rig.hw_since(sent_at)
+        before = before[:next(i for i, (_, c) in enumerate(before) if np.array_equal(c, last))]
+        earlier = [c for _, c in before if any(np.array_equal(c, v) for v in burst_values[:-1])]
+        assert len(earlier) <= 1, f"{len(earlier)} cycles used earlier commands of the burst than its last"
     # the commands stopped: wait for the hold (2 periods later) to be sent and received
     assert wait_until(lambda: node.watchdog.mode == "hold", 5.0) and rig.drained(), "no hold after the bursts"
     values = [c for _, c in rig.hw_commands]
