@@ -19,7 +19,9 @@ Subscribes:
   /<controller>/commands  std_msgs/Float64MultiArray  absolute joint position targets in the
                   controller's joint order (default the profile's); the last valid command is
                   held. A wrong length or a NaN/inf is ignored and logged (a real controller
-                  rejects it), and the previous command stays in force.
+                  rejects it), and the previous command stays in force. In realtime mode the
+                  physics tick takes the commands that arrived since the last one (as a
+                  ros2_control update reads its command buffer).
 Services:
   ~/reset         std_srvs/Trigger  home the arm: default pose, command = default pose
                   (pending commands dropped); the hidden physics stay (same arm). With the
@@ -151,7 +153,8 @@ class ArmEmulatorNode(Node):
 
         self._state_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, ROS2_CONTROL_QOS)
         self._diag_pub = self.create_publisher(DiagnosticArray, interface.DIAGNOSTICS, interface.DIAGNOSTICS_QOS)
-        self.create_subscription(Float64MultiArray, self.command_topic, self._on_command, ROS2_CONTROL_QOS)
+        self._command_sub = self.create_subscription(Float64MultiArray, self.command_topic, self._on_command,
+                                                     ROS2_CONTROL_QOS)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.goal = None            # the latest goal heard (the puck is placed for it at ~/reset)
         self.object_poses_published = 0
@@ -169,6 +172,11 @@ class ArmEmulatorNode(Node):
         self._periods_done = 0
         if mode == "realtime":
             self.create_timer(self.profile.control_period_s, self._on_timer)
+            # the commands only matter at the next physics step: the tick takes what arrived
+            # since, as a ros2_control update reads its command buffer, so the executor wakes
+            # once per period instead of twice (StaticWaitMixin does not wait on polled
+            # subscriptions; rclpy's own loops still call _on_command)
+            self.polled_subscriptions = (self._command_sub,)
         else:
             self.create_timer(LOCKSTEP_IDLE_REPUBLISH_S, self._on_lockstep_idle)
         self.create_timer(1.0, self.publish_diagnostics)
@@ -187,6 +195,7 @@ class ArmEmulatorNode(Node):
     # --- callbacks ----------------------------------------------------------------------
     def _on_timer(self) -> None:
         """Keep the physics in wall time: step every period that has passed (a few at most)."""
+        self._take_commands()
         period = self.profile.control_period_s
         due = int((time.monotonic() - self._t0) / period + 0.5) - self._periods_done
         steps = max(1, due)
@@ -200,6 +209,17 @@ class ArmEmulatorNode(Node):
             if not self._step():
                 break
         self._publish_state()
+
+    def _take_commands(self) -> None:
+        """Apply the commands that arrived since the last tick, oldest first (at most the
+        reader's depth: a flood cannot hold the tick)."""
+        sub = self._command_sub
+        for _ in range(ROS2_CONTROL_QOS.depth):
+            with sub.handle:
+                taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            if taken is None:
+                return
+            self._on_command(taken[0])
 
     def _on_lockstep_idle(self) -> None:
         last = self._steps.last_s or 0.0
