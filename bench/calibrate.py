@@ -218,6 +218,8 @@ def main(argv=None) -> int:
         quality = row.get("quality") or {}
         if quality.get("kept_prior"):
             print(f"\nREPS: not identifiable from these episodes (prior kept): {quality['kept_prior']}")
+        if quality.get("weakly_identified"):
+            print(f"REPS: weakly identified (fit kept; distrust it): {quality['weakly_identified']}")
         print()
         for label, ok, value in checks:
             print(f"  [{'met' if ok else 'MISSED'}] {label}: {value}")

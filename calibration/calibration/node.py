@@ -316,6 +316,7 @@ class CalibrationNode(Node):
                 self._status["noise_floor"] = info["noise_floor"]
                 self._status["stop_reason"] = info["stop_reason"]
                 self._status["kept_prior"] = ", ".join(info["kept_prior"]) or "none"
+                self._status["weakly_identified"] = ", ".join(info.get("weakly_identified", ())) or "none"
                 self._status["fit_warnings"] = len(info["warnings"])
                 if info["warnings"]:
                     self._status["fit_warning"] = info["warnings"][0]

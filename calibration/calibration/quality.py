@@ -12,7 +12,10 @@ Pure numpy + scipy (no ROS). Three questions a fit must answer before its number
   time by ``spread`` prior standard deviations (inside its bounds) from the fit and measures
   how much the discrepancy rises. A parameter whose rise stays below the noise floor is not
   identifiable from these episodes (e.g. joint damping from reach motions): the result keeps
-  the prior for it and reports it, instead of a confident-looking value.
+  the prior for it and reports it, instead of a confident-looking value. One whose rise is
+  above the floor but within ``WEAK_FACTOR`` of it is *weakly identified*: the fit is kept,
+  with a warning to distrust it (Push's puck mass: a rise of 1.4x the floor, fitted 46% off,
+  because it trades against friction: README, "When to trust the puck's parameters").
 * **Did the fit run into a bound?** :func:`bound_warnings`: a fitted mean within
   ``BOUND_MARGIN`` of a search bound (the prior's support), or a spread collapsed there, means
   the truth may lie outside the prior: widen the prior's range for that parameter.
@@ -26,10 +29,12 @@ from scipy.ndimage import gaussian_filter1d
 
 from calibration.discrepancy import discrepancy
 
-__all__ = ["Assessment", "noise_floor", "sensitivity", "bound_warnings", "bound_hits", "widen_prior", "BOUND_MARGIN"]
+__all__ = ["Assessment", "noise_floor", "sensitivity", "bound_warnings", "bound_hits", "widen_prior", "BOUND_MARGIN",
+           "WEAK_FACTOR"]
 
 BOUND_MARGIN = 0.02  # of the bound-to-bound range: closer than this to a bound = "at the bound"
 COLLAPSED = 0.05     # posterior std below this fraction of the prior std = a collapsed spread
+WEAK_FACTOR = 2.0    # a D rise above the noise floor but at most this multiple of it: weakly identified
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Assessment:
     sensitivity: dict[str, float] = field(default_factory=dict)    # rise of D per variable
     identifiable: dict[str, bool] = field(default_factory=dict)
     kept_prior: list[str] = field(default_factory=list)            # not identifiable: prior kept
+    weak: list[str] = field(default_factory=list)                  # weakly identified: fit kept, distrust it
     warnings: list[str] = field(default_factory=list)
     at_bound: dict[str, str] = field(default_factory=dict)         # variable -> "lower" / "upper"
 
@@ -50,6 +56,7 @@ class Assessment:
                 "stop_reason": self.stop_reason,
                 "sensitivity": {k: float(v) for k, v in self.sensitivity.items()},
                 "identifiable": dict(self.identifiable), "kept_prior": list(self.kept_prior),
+                "weakly_identified": list(self.weak),
                 "warnings": list(self.warnings), "at_bound": dict(self.at_bound)}
 
 

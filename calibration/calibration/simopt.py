@@ -40,7 +40,7 @@ import numpy as np
 from calibration.discrepancy import discrepancy, real_scale
 from calibration.episodes import ReferenceEpisode
 from calibration.rollouts import MODES, BatchPolicy, BatchSimulator
-from calibration.quality import Assessment, bound_hits, bound_warnings, noise_floor, sensitivity
+from calibration.quality import WEAK_FACTOR, Assessment, bound_hits, bound_warnings, noise_floor, sensitivity
 from calibration.search import GaussianSearch
 from calibration.updates import cem_update, reps_update
 from sim_bridge.config import ConfigError, FieldReader, load_yaml_mapping, package_path
@@ -464,13 +464,15 @@ class Calibration:
     def assess(self) -> Assessment:
         """Judge the fit (see :mod:`calibration.quality`): the rise of D per search variable at
         the mean; variables below the noise floor get the prior back (mean, spread, no
-        correlation); fitted means at a bound and an unconverged run become warnings."""
+        correlation); weakly identified ones (a rise within WEAK_FACTOR of the floor), fitted
+        means at a bound and an unconverged run become warnings."""
         s, search, prior = self.settings, self.search, self.prior
         floor = self.noise_floor
         rise = sensitivity(self.costs, search.mean, prior.std, prior.low, prior.high, s.sensitivity_spread)
         names = list(search.names)
         identifiable = {n: bool(r > floor) for n, r in zip(names, rise)}
         kept = [n for n in names if not identifiable[n]]
+        weak = [n for n, r in zip(names, rise) if identifiable[n] and r <= WEAK_FACTOR * floor]
         warnings = []
         d = self.final_discrepancy
         if self.history and s.stop_factor > 0 and not d <= s.stop_factor * floor:
@@ -481,6 +483,11 @@ class Calibration:
                 warnings.append(f"{n}: not identifiable from these episodes (D rises by {r:.3g} across +-"
                                 f"{s.sensitivity_spread:g} prior std, below the noise floor {floor:.3g}); "
                                 "the prior is kept for it")
+            elif n in weak:
+                warnings.append(f"{n}: weakly identified (D rises by {r:.3g} across +-{s.sensitivity_spread:g} prior "
+                                f"std, only {r / max(floor, 1e-300):.1f} x the noise floor {floor:.3g}): the fitted "
+                                "value is kept but may trade against other parameters; distrust it, or record "
+                                "episodes that excite it")
         if kept and self.history:
             idx = [names.index(n) for n in kept]
             mean, cov = search.mean.copy(), search.cov.copy()
@@ -494,7 +501,7 @@ class Calibration:
                                    prior.std[fit], prior.low[fit], prior.high[fit])
         at_bound = bound_hits([names[i] for i in fit], self.search.mean[fit], prior.low[fit], prior.high[fit])
         self.assessment = Assessment(floor, d, self.stop_reason, dict(zip(names, map(float, rise))),
-                                     identifiable, kept, warnings, at_bound)
+                                     identifiable, kept_prior=kept, weak=weak, warnings=warnings, at_bound=at_bound)
         return self.assessment
 
     def _check_health(self, new: GaussianSearch) -> None:

@@ -370,3 +370,33 @@ def test_noise_floor_grows_with_the_recordings_noise():
     floors = [noise_floor([clean + rng.normal(0, sd, clean.shape)], weights=np.ones(2), scale=np.ones(2),
                           w_l1=0.5, w_l2=1.0, smooth_std=5.0, truncate=4.0) for sd in (0.001, 0.01, 0.05)]
     assert floors[0] < floors[1] < floors[2]
+
+
+def test_a_parameter_barely_above_the_noise_floor_is_weakly_identified_and_kept(synthetic, profile, prior,
+                                                                                monkeypatch):
+    """Three tiers of the D rise against the noise floor: below it the prior is kept; up to
+    WEAK_FACTOR x it the fit is kept with a 'weakly identified' warning (Push's puck mass); above
+    it, nothing is said. The rises are set here (the probe itself is tested above)."""
+    import calibration.simopt as simopt
+    from calibration.quality import WEAK_FACTOR
+
+    s = settings(search=TIED + (SearchEntry("joint_damping", True),), iterations=1, stop_factor=0.0)
+    calib = Calibration(profile, prior, synthetic["open_loop"], s)
+    try:
+        calib.run()
+        floor = calib.noise_floor
+        rises = {"body_mass": 10.0 * floor, "actuator_kp": 0.5 * (1.0 + WEAK_FACTOR) * floor, "joint_damping": 0.5 * floor}
+        names = list(calib.search.names)
+        monkeypatch.setattr(simopt, "sensitivity", lambda *a, **k: np.array([rises[n] for n in names]))
+        fitted = calib.search.mean.copy()
+        a = calib.assess()
+        assert a.kept_prior == ["joint_damping"] and a.weak == ["actuator_kp"]
+        kp = names.index("actuator_kp")
+        assert calib.search.mean[kp] == fitted[kp]  # the weak fit is kept, not replaced by the prior
+        weak = [w for w in a.warnings if w.startswith("actuator_kp: weakly identified")]
+        assert len(weak) == 1 and "distrust it" in weak[0] and f"{0.5 * (1.0 + WEAK_FACTOR):.1f} x the noise floor" in weak[0]
+        assert not any(w.startswith("body_mass") for w in a.warnings)
+        assert a.to_dict()["weakly_identified"] == ["actuator_kp"]
+        assert calib.result_spec().provenance["calibration"]["quality"]["weakly_identified"] == ["actuator_kp"]
+    finally:
+        calib.close()
