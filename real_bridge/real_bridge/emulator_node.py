@@ -75,7 +75,7 @@ from real_bridge.emulator import ArmEmulator
 from sim_bridge.task_messages import write_planar_pose
 from sim_bridge.tasks import DEFAULT_TASK
 from sim_bridge import interface
-from sim_bridge.executor import ThrottledLog, run_node
+from sim_bridge.executor import ThrottledLog, run_node, take_polled
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
 from sim_bridge.rates import RateMeter
@@ -215,8 +215,7 @@ class ArmEmulatorNode(Node):
         reader's depth: a flood cannot hold the tick)."""
         sub = self._command_sub
         for _ in range(ROS2_CONTROL_QOS.depth):
-            with sub.handle:
-                taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            taken = take_polled(sub)
             if taken is None:
                 return
             self._on_command(taken[0])

@@ -120,7 +120,7 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import InvalidHandle, ParameterUninitializedException
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -131,7 +131,7 @@ from std_srvs.srv import Trigger
 from real_bridge.core import ERROR, OBJECT_POSE, OK, WARN, BridgeCore, CycleOutput
 from real_bridge.watchdog import HOLD, STOP, WAITING
 from sim_bridge import interface
-from sim_bridge.executor import ThrottledLog, run_node
+from sim_bridge.executor import ThrottledLog, run_node, take_polled
 from sim_bridge.lifecycle import CommandGateMixin
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
@@ -449,11 +449,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             return
         latest = None
         while self._intake_taken < COMMAND_INTAKE_PER_PERIOD:
-            try:
-                with sub.handle:
-                    taken = sub.handle.take_message(sub.msg_type, sub.raw)
-            except InvalidHandle:  # destroyed by a concurrent cleanup
-                return
+            taken = take_polled(sub)
             if taken is None:
                 break
             self._intake_taken += 1
@@ -489,11 +485,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         if sub is None:
             return
         for _ in range(HARDWARE_STATE_QOS.depth):
-            try:
-                with sub.handle:
-                    taken = sub.handle.take_message(sub.msg_type, sub.raw)
-            except InvalidHandle:  # destroyed by a concurrent cleanup
-                return
+            taken = take_polled(sub)
             if taken is None:
                 return
             self._on_hardware_state(taken[0], arrival=_arrival_s(taken[1]))

@@ -295,6 +295,17 @@ class StaticWaitMixin:
             raise ConditionReachedException()
 
 
+def take_polled(subscription):
+    """One message a node takes itself from a subscription in its ``polled_subscriptions``:
+    ``(message, info)`` (info: rclpy's message info, ``received_timestamp`` included), or None
+    when nothing is waiting or another thread destroyed the subscription (a lifecycle cleanup)."""
+    try:
+        with subscription.handle:
+            return subscription.handle.take_message(subscription.msg_type, subscription.raw)
+    except InvalidHandle:
+        return None
+
+
 def _timer_ready(timer) -> bool:
     """A ready timer's re-check (rclpy's workaround for cancelled timers); False for a timer
     another thread destroyed since the wait (a lifecycle cleanup in a worker): rcl then raises
