@@ -12,6 +12,7 @@ through and stay plain argparse).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import runpy
 import signal
@@ -38,19 +39,36 @@ def add_node_command(subparsers) -> None:
     p.set_defaults(func=_run_node)
 
 
+class _DeferredSigint:
+    """SIGINT only sets a flag while a node process is still starting (building the parser,
+    importing its commands and its node). A launcher (sim2real launch, ros2 launch) may stop a
+    node that early: a KeyboardInterrupt raised inside a C extension's initialisation (NumPy's,
+    MuJoCo's) surfaces as an ImportError, which the parser's loop over plug-in commands would
+    report as "command unavailable" and go on: the node then started with its stop lost, and ran
+    until killed (seen in a fresh-clone CI). An ignored SIGINT (a background job) stays ignored."""
+
+    def __init__(self):
+        self.stopped = False
+        self._previous = None
+
+    def __enter__(self) -> "_DeferredSigint":
+        self._previous = signal.getsignal(signal.SIGINT)
+        if self._previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.stopped = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None and self._previous is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def _run_node(args) -> int:
-    # A launcher may stop the node (SIGINT) while it is still importing: a KeyboardInterrupt
-    # raised inside a C extension's initialisation (MuJoCo's) surfaces as "ImportError:
-    # initialization failed". So during the imports SIGINT only sets a flag, checked after.
-    stop: list[int] = []
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.SIG_IGN:   # an ignored SIGINT (a background job) stays ignored
-        signal.signal(signal.SIGINT, lambda signum, frame: stop.append(signum))
-    try:
+    with _DeferredSigint() as deferred:  # the node's imports (main() deferred the parser's)
         main = _entry_points("sim2real.nodes")[args.name].load()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if stop:
+    if deferred.stopped:
         return 0
     return int(main([f"sim2real-{args.name}", *args.ros_args]) or 0)
 
@@ -119,9 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(DISCOVERY_ENV, "LOCALHOST")
     words = sys.argv[1:] if argv is None else list(argv)
+    is_node = words[:1] == ["node"]
     try:
-        parser = build_parser()
-        args, rest = parser.parse_known_args(argv)
+        with _DeferredSigint() if is_node else contextlib.nullcontext() as deferred:
+            parser = build_parser()
+            args, rest = parser.parse_known_args(argv)
+        if deferred is not None and deferred.stopped:
+            return 0
         typed = getattr(args, "typed", None)
         if rest and typed is None:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -132,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Ctrl-C (or a launcher's SIGINT) is how a ROS node is stopped, also while it is still
         # starting: a clean exit, as rclpy nodes do; any other command was interrupted (130)
-        return 0 if words[:1] == ["node"] else 130
+        return 0 if is_node else 130
 
 
 if __name__ == "__main__":
