@@ -17,6 +17,7 @@ import os
 import runpy
 import signal
 import sys
+import threading
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -52,8 +53,9 @@ class _DeferredSigint:
         self._previous = None
 
     def __enter__(self) -> "_DeferredSigint":
-        self._previous = signal.getsignal(signal.SIGINT)
-        if self._previous is not signal.SIG_IGN:
+        previous = signal.getsignal(signal.SIGINT)  # None: a handler not set from Python; left alone
+        if previous not in (signal.SIG_IGN, None) and threading.current_thread() is threading.main_thread():
+            self._previous = previous
             signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
@@ -61,7 +63,7 @@ class _DeferredSigint:
         self.stopped = True
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None and self._previous is not signal.SIG_IGN:
+        if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
 
 
