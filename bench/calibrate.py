@@ -23,9 +23,9 @@ iteration (>= 256 samples x the episodes) <= 30 s.
 
 ``--task push`` (issue 13): push_lstm on the emulator with the puck's hidden physics (and
 its table tilt, which no sample models), the shipped Push settings (``simopt_push.yaml``:
-open loop, the puck's path weighted highest, the puck's mass, friction, damping and size
-searched with the arm factors); the speed comparison has no naive path for the object
-scene (it reports the batched time only). Targets: D drop >= 80 %; puck mass and sliding
+closed loop, the puck's path weighted highest, the puck's mass, friction, damping and size
+searched with the arm factors; ``--mode open_loop`` replays the recorded commands instead); the
+naive loop of the speed comparison holds the puck too. Targets: D drop >= 80 %; puck mass and sliding
 friction within 15 % of the hidden truth; REPS at least as accurate as mujoco.sysid on the
 object's parameters; one iteration <= 30 s.
 """
@@ -77,6 +77,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="joint states per episode (default: the settings' max_steps)")
     ap.add_argument("--samples", type=int, default=256, help="parameter samples per iteration")
     ap.add_argument("--iterations", type=int, default=5)
+    ap.add_argument("--mode", default=None, choices=["closed_loop", "open_loop"],
+                    help="rollouts: the policy on the simulated states, or the recorded commands replayed "
+                         "(default: the settings' mode)")
     ap.add_argument("--naive-samples", type=int, default=16, help="samples timed on the naive path")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", nargs="+", default=["prior", "reps", "cem", "least_squares"],
@@ -100,6 +103,8 @@ def main(argv=None) -> int:
     truth = emu.hidden_dynamics()
     base = load_settings("push" if push else None).with_overrides(samples=args.samples, iterations=args.iterations,
                                                                   seed=args.seed)
+    if args.mode is not None:
+        base = base.with_overrides(mode=args.mode)
     args.steps = args.steps or base.max_steps
     print(f"data: {args.episodes} episodes x {args.steps} steps of {Path(args.policy).name} on the arm emulator "
           f"(hidden physics{', hidden puck and tilted table' if push else ''}); prior '{args.prior}'; "
@@ -119,17 +124,16 @@ def main(argv=None) -> int:
     speed = {"batched_s": batched_s, "rollouts": rollouts,
              "physics_steps_per_s": rollouts * (args.steps - 1) * profile.decimation / batched_s}
     print(f"\nrollouts of one iteration ({args.samples} samples x {len(episodes)} episodes, {base.mode}):")
-    print(f"  batched (mujoco.rollout, {base.threads} threads{'' if push else ' + batched ONNX'}): {batched_s:6.2f} s "
+    closed = base.mode == "closed_loop"
+    print(f"  batched (mujoco.rollout, {base.threads} threads{' + batched ONNX' if closed else ''}): {batched_s:6.2f} s "
           f"({speed['physics_steps_per_s'] / 1e3:.0f}k physics steps/s)")
-    if push:
-        print("  naive per-sample Python loop: not run (the object scene's rollouts are batched only)")
-    else:
-        t0 = time.perf_counter()
-        naive_rollouts(profile, prior, values[:args.naive_samples], calib.episodes, "closed_loop", args.policy)
-        naive_s = (time.perf_counter() - t0) * args.samples / args.naive_samples
-        speed.update(naive_s_extrapolated=naive_s, speedup=naive_s / batched_s)
-        print(f"  naive per-sample Python loop: {naive_s:6.2f} s (timed on {args.naive_samples} samples)"
-              f"  -> speed-up {speed['speedup']:.2f}x")
+    t0 = time.perf_counter()
+    naive_rollouts(profile, prior, values[:args.naive_samples], calib.episodes, base.mode, args.policy,
+                   task=base.task)
+    naive_s = (time.perf_counter() - t0) * args.samples / args.naive_samples
+    speed.update(naive_s_extrapolated=naive_s, speedup=naive_s / batched_s)
+    print(f"  naive per-sample Python loop: {naive_s:6.2f} s (timed on {args.naive_samples} samples)"
+          f"  -> speed-up {speed['speedup']:.2f}x")
     results["speed"] = speed
     calib.close()
 

@@ -26,9 +26,22 @@ the same rows a recorded episode has (one per joint state).
 sample's object physics come from the same dynamics vector (puck mass, friction, damping,
 size, table height), the object starts at each episode's first recorded pose (x, y, yaw;
 resting on that sample's table) and every trajectory row also holds the object's (x, y)
-after the joint state: [S, T, 2J + 2]. Such rollouts run open loop (the recorded joint
-commands): the Push policies act in Cartesian space through an inverse-kinematics step per
-row that is not batched here.
+after the joint state: [S, T, 2J + 2]. In closed loop the policy sees the object's true pose
+``object_latency`` control periods late (the sample's tracker delay; tracker noise and
+dropouts are not simulated, like the joints' noise) and the recorded goal.
+
+**End-effector policies** (Push acts in Cartesian space): every row keeps its own integrated
+joint command, and the Cartesian step becomes joint targets through the same damped
+least-squares step the deployed policy node runs (:mod:`sim_bridge.actions`), evaluated for
+all rows at once (``targets_batch``, batched numpy kinematics).
+
+One difference from :class:`ArmSimulator` is known: ``mujoco.rollout`` starts the constraint
+solver of every call (one control period) cold, where ``ArmSimulator`` warm-starts it from the
+previous step. For the bare arm (Reach: joint friction and limits are its only constraints)
+the two agree within 1e-6; with the puck the cold start moves a solution within the solver's
+tolerance (~1e-6 after 10 periods), which contacts then amplify over tens of periods
+(chaotic, as a real push is). The Push test compares against the naive loop with the same
+cold start (then they agree exactly).
 """
 from __future__ import annotations
 
@@ -46,7 +59,6 @@ from mujoco import rollout as mj_rollout
 
 from calibration.episodes import ReferenceEpisode
 from policies.runtime import PolicyRuntime
-from sim_bridge.actions import JOINT_DELTA
 from sim_bridge.observations import ObservationBuilder, clip
 from sim_bridge.profile import RobotProfile
 from sim_bridge.randomization import DynamicsRandomizer, NominalModel, RandomizationSpec
@@ -58,6 +70,9 @@ log = logging.getLogger(__name__)
 __all__ = ["BatchPolicy", "BatchSimulator", "naive_rollouts", "MODES"]
 
 MODES = ("closed_loop", "open_loop")
+#: the task signals a batched closed-loop rollout can feed a policy: the recorded goal (Reach's
+#: target, Push's goal) and the object's pose as the tracker reports it (Push)
+TASK_SIGNALS = ("target_pos", "goal_pos", "object_pose")
 _FULLPHYSICS = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
 
 
@@ -75,12 +90,8 @@ class BatchPolicy:
     def __init__(self, path: str | os.PathLike, threads: int = 1):
         self.runtime = PolicyRuntime(path)
         m = self.manifest = self.runtime.manifest
-        if m.action.type != JOINT_DELTA:
-            raise ValueError(f"policy {m.name!r}: batched closed-loop rollouts run joint_position_delta policies; "
-                             f"this one's action is {m.action.type!r}")
         self.recurrent = m.recurrent_state is not None
         self.hidden_shape = tuple(m.recurrent_state.shape) if self.recurrent else None
-        self.action_scale_rad = m.action.scale_rad
         self.batched = False
         try:
             graph = onnx.load_model_from_string(m.onnx_path.read_bytes())
@@ -182,6 +193,7 @@ class BatchSimulator:
         self._pool = mj_rollout.Rollout(nthread=self.threads if self.threads > 1 else 0)
         self._models: list[mujoco.MjModel] = []
         self._latency = np.zeros(0, dtype=int)
+        self._object_latency = np.zeros(0, dtype=int)
         self.dynamics = np.zeros((0, self.randomizer.size))
 
     @property
@@ -212,11 +224,13 @@ class BatchSimulator:
             self._models.append(copy.copy(self.model))
         del self._models[len(values):]
         latency = np.empty(len(values), dtype=int)
+        object_latency = np.empty(len(values), dtype=int)
         for s, row in enumerate(values):
             effects = self.randomizer.apply(self._models[s], row)
             mujoco.mj_setConst(self._models[s], self._scratch)
             latency[s] = int(math.floor(effects.action_latency_steps * self.profile.decimation + 0.5))
-        self._latency = latency
+            object_latency[s] = int(math.floor(effects.object_latency_steps + 0.5))  # whole periods, as the task rounds
+        self._latency, self._object_latency = latency, object_latency
         self.dynamics = values.copy()
 
     # --- rollouts ---------------------------------------------------------------------
@@ -230,10 +244,6 @@ class BatchSimulator:
             raise ValueError("call set_dynamics() first")
         if not episodes:
             raise ValueError("no episodes given")
-        if self.object is not None and mode == "closed_loop":
-            raise ValueError(f"task {self.task.name!r}: batched rollouts with an object run open loop "
-                             "(mode open_loop: the recorded joint commands); closed-loop rollouts of its "
-                             "Cartesian policies are not batched")
         if mode == "closed_loop" and policy is None:
             raise ValueError("closed-loop rollouts need the policy")
         j = self.profile.num_joints
@@ -249,6 +259,14 @@ class BatchSimulator:
             if tuple(policy.manifest.joint_names) != tuple(self.profile.joint_names):
                 raise ValueError(f"policy {policy.name} is for joints {list(policy.manifest.joint_names)}, "
                                  f"the profile has {list(self.profile.joint_names)}")
+            signals = [sig.name for sig in ObservationBuilder(policy.manifest.observation.layout).task_signals]
+            unknown = [name for name in signals if name not in TASK_SIGNALS]
+            if unknown:
+                raise ValueError(f"policy {policy.name}: batched closed-loop rollouts know the task signals "
+                                 f"{list(TASK_SIGNALS)}, not {unknown}")
+            if "object_pose" in signals and self.object is None:
+                raise ValueError(f"policy {policy.name} observes an object: the simulator needs its task "
+                                 "(BatchSimulator(..., task=...))")
         return self._run(episodes, mode, policy)
 
     def _run(self, episodes, mode, policy) -> list[np.ndarray]:
@@ -288,21 +306,35 @@ class BatchSimulator:
         if obj is not None:
             out[:, 0, 2 * j:] = state[:, obj.xy]
         alive = np.ones(batch, dtype=bool)
-        prev_action = np.zeros((batch, j), np.float32)
-        hidden = policy.initial_state(batch) if mode == "closed_loop" else None
-        builder = ObservationBuilder(policy.manifest.observation.layout) if mode == "closed_loop" else None
-        obs = np.zeros((batch, builder.size if builder else 0), np.float32)
+        closed = mode == "closed_loop"
+        if closed:
+            m = policy.manifest
+            action = m.action.build(m.default_pose_rad, lower, upper)
+            builder = ObservationBuilder(m.observation.layout)
+            last = np.full((batch, j), np.nan)  # each row's previous target (an end-effector action's state)
+            prev_action = np.zeros((batch, m.action.size), np.float32)
+            hidden = policy.initial_state(batch)
+            obs = np.zeros((batch, builder.size), np.float32)
+            tracked = None
+            if obj is not None:  # the object's true (x, y, z, yaw) after each period; the tracker reads it late
+                tracked = np.empty((steps, batch, 4))
+                tracker_lag = np.tile(self._object_latency, e_count)
         control_full = np.zeros((batch, dec, self.model.nu))
         rows = np.arange(batch)[:, None]
         result = np.empty((batch, dec, self._nstate))
         timestep = float(self.model.opt.timestep)
         for t in range(steps - 1):
             q, v = state[:, self._q_idx], state[:, self._v_idx]
-            if mode == "closed_loop":
-                builder.build(q, v, prev_action, (goals,), out=obs)  # the task's goal: Reach's target
-                action, hidden = policy.step(obs, hidden)
-                a = clip(action.astype(float), -1.0, 1.0)
-                history[lag + t] = clip(q + policy.action_scale_rad * a, lower, upper)
+            if closed:
+                values = {"target_pos": goals, "goal_pos": goals}
+                if tracked is not None:
+                    tracked[t] = obj.pose(state)
+                    values["object_pose"] = obj.observation(tracked[np.maximum(t - tracker_lag, 0), np.arange(batch)])
+                ee = action.observed_batch(q, last) if builder.has_ee else None
+                builder.build(q, v, prev_action, [values[sig.name] for sig in builder.task_signals], out=obs, ee=ee)
+                mean, hidden = policy.step(obs, hidden)
+                a = clip(mean.astype(float), -1.0, 1.0)
+                last = history[lag + t] = action.targets_batch(q, a, last)
                 prev_action = a.astype(np.float32)
             control_full[:, :, self._act] = history[lag + t + offset, rows]
             due = state[:, 0] + dec * timestep
@@ -341,6 +373,19 @@ class _ObjectLayout:
         self.quat = adr + 3 + np.arange(4)
         self.xy = self.pos[:2]
 
+    def pose(self, state: np.ndarray) -> np.ndarray:
+        """The object's true (x, y, z, yaw) per row [B, 4] (yaw as the Push task reads it)."""
+        w, x, y, z = (state[:, i] for i in self.quat)
+        out = np.empty((len(state), 4))
+        out[:, :3] = state[:, self.pos]
+        out[:, 3] = np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+        return out
+
+    @staticmethod
+    def observation(poses: np.ndarray) -> np.ndarray:
+        """The tracker's ``object_pose`` signal [B, 5]: x, y, z, sin(yaw), cos(yaw)."""
+        return np.concatenate((poses[:, :3], np.sin(poses[:, 3:]), np.cos(poses[:, 3:])), axis=1)
+
     def place(self, state: np.ndarray, models: Sequence[mujoco.MjModel], poses: Sequence[np.ndarray],
               samples: int) -> None:
         """Rows b = e * samples + s: object e's recorded (x, y, yaw), resting on model b's table."""
@@ -353,30 +398,54 @@ class _ObjectLayout:
 
 def naive_rollouts(profile: RobotProfile, spec: RandomizationSpec, values: np.ndarray,
                    episodes: Sequence[ReferenceEpisode], mode: str = "closed_loop",
-                   policy_path: str | os.PathLike | None = None) -> list[np.ndarray]:
+                   policy_path: str | os.PathLike | None = None, task: str | Task | None = None) -> list[np.ndarray]:
     """The same rollouts as :class:`BatchSimulator`, one sample and one step at a time:
     an :class:`ArmSimulator` per sample and the batch-1 :class:`PolicyRuntime` (the speed
     baseline of ``sim2real bench calibrate``; the batched path is tested against it).
-    ``values`` must hold zero observation/action noise (batched rollouts simulate none)."""
+    ``values`` must hold zero observation/action noise (batched rollouts simulate none).
+    ``task``: a scene with an object (Push): the object starts at each episode's first recorded
+    pose, the policy sees its true pose ``object_latency`` periods late, rows end with its x, y."""
     values = np.atleast_2d(np.asarray(values, dtype=float))
-    sim = ArmSimulator(profile, spec)
+    task = None if task is None else make_task(task)
+    sim = ArmSimulator(profile, spec, scene=None if task is None else task.add_to_scene)
+    obj = None if task is None else _ObjectLayout(sim.model, task)
     policy = PolicyRuntime(policy_path) if mode == "closed_loop" else None
+    names = [] if policy is None else [sig.name for sig in ObservationBuilder(policy.manifest.observation.layout).task_signals]
     j = profile.num_joints
-    out = [np.full((len(values), ep.steps, 2 * j), np.nan) for ep in episodes]
+    columns = 2 * j + (2 if obj is not None else 0)
+    out = [np.full((len(values), ep.steps, columns), np.nan) for ep in episodes]
+    state = np.zeros((1, mujoco.mj_stateSize(sim.model, _FULLPHYSICS)))
     for e, ep in enumerate(episodes):
         for s, row in enumerate(values):
             sim.reset(dynamics=row, joint_pos=ep.position[0])
             sim.data.qvel[sim._dadr] = ep.velocity[0]
+            if obj is not None:  # the object on this sample's table, at the recorded pose
+                mujoco.mj_getState(sim.model, sim.data, state[0], _FULLPHYSICS)
+                obj.place(state, [sim.model], [ep.object_pose[0]], 1)
+                mujoco.mj_setState(sim.model, sim.data, state[0], _FULLPHYSICS)
+                object_lag, seen = int(math.floor(sim.effects.object_latency_steps + 0.5)), []
             mujoco.mj_forward(sim.model, sim.data)
             if policy is not None:
                 policy.reset()
-            prev = np.zeros(j)
+            prev = np.zeros(policy.manifest.action.size if policy is not None else j)
             traj = out[e][s]
-            traj[0, :j], traj[0, j:] = sim.true_joint_positions(), sim.true_joint_velocities()
+
+            def record(t):
+                traj[t, :j], traj[t, j:2 * j] = sim.true_joint_positions(), sim.true_joint_velocities()
+                if obj is not None:
+                    mujoco.mj_getState(sim.model, sim.data, state[0], _FULLPHYSICS)
+                    traj[t, 2 * j:] = state[0, obj.xy]
+
+            record(0)
             for t in range(ep.steps - 1):
                 q, v = sim.true_joint_positions(), sim.true_joint_velocities()
                 if policy is not None:
-                    a = np.clip(policy.act(q, v, prev, ep.goal), -1.0, 1.0)
+                    signals = {"target_pos": ep.goal, "goal_pos": ep.goal}
+                    if obj is not None:
+                        mujoco.mj_getState(sim.model, sim.data, state[0], _FULLPHYSICS)
+                        seen.append(obj.pose(state))
+                        signals["object_pose"] = obj.observation(seen[max(0, t - object_lag)])[0]
+                    a = np.clip(policy.act(q, v, prev, *(signals[name] for name in names)), -1.0, 1.0)
                     target = policy.joint_targets(a, q, profile.position_lower_rad, profile.position_upper_rad)
                     prev = a
                 else:
@@ -384,6 +453,5 @@ def naive_rollouts(profile: RobotProfile, spec: RandomizationSpec, values: np.nd
                 sim.command(target)
                 if not sim.step():
                     break
-                traj[t + 1, :j], traj[t + 1, j:] = sim.true_joint_positions(), sim.true_joint_velocities()
+                record(t + 1)
     return out
-

@@ -324,11 +324,6 @@ class Calibration:
             self.sim = BatchSimulator(profile, prior, threads=settings.threads, task=settings.task)
         except (KeyError, ValueError) as exc:  # an unknown task, a scene without its object
             raise ConfigError(str(exc).strip("'\""), field="task") from None
-        if settings.mode == "closed_loop" and self.sim.object is not None:
-            self.sim.close()
-            raise ConfigError(f"task {settings.task!r} calibrates open loop (the recorded joint commands): its "
-                              "policies act in Cartesian space, which the batched rollouts do not run",
-                              field="mode")
         randomizer = self.sim.randomizer
         params = {p.name: p for p in prior.parameters}
         self.space = SearchSpace(randomizer.names, settings.search, params)

@@ -32,7 +32,7 @@ class CalibrateConfig:
     profile: Annotated[str | None, tyro.conf.arg(aliases=("--robot", "--robot-profile"))] = None
     """robot profile: shipped name, imported robot's name or YAML path (None: the one the bags name)"""
     settings: str | None = None
-    """calibration settings YAML, or a shipped one by name: 'push' (the puck's physics, open loop; for Push
+    """calibration settings YAML, or a shipped one by name: 'push' (the puck's physics, closed loop; for Push
     recordings) (None: the shipped Reach settings)"""
     iterations: int | None = None
     """override: SimOpt iterations"""

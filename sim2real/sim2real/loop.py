@@ -17,7 +17,7 @@ The next round deploys the retrained policy and calibrates from its new distribu
 ``--dry-run`` prints the command sequence without running it (the documented recipe).
 
 Push recordings are calibrated with the shipped Push settings (``--settings push``: the
-puck's physics, open loop). ``--compare`` ends with **the transfer table**: the starting
+puck's physics, closed loop). ``--compare`` ends with **the transfer table**: the starting
 policy is also fine-tuned on its own prior with the same budget and options, and every row
 (the task's other zoo policies as baselines, the starting policy, its fine-tune on the prior,
 its fine-tune on the calibration) is scored on the emulator on the same goals, without ROS
@@ -100,7 +100,7 @@ def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list
     calibrate = [*_sim2real(), "calibrate", "--bags", *bags, str(bag), "--prior", prior, "--policy", policy,
                  "--out", str(calibrated), "--seed", str(args.seed), *shlex.split(args.calibrate_args)]
     if task == "push" and "--settings" not in args.calibrate_args:
-        calibrate += ["--settings", "push"]  # the puck's physics, open loop (the shipped Push settings)
+        calibrate += ["--settings", "push"]  # the puck's physics, closed loop (the shipped Push settings)
     train = train_command(args, f"loop_round{k}", task, str(calibrated), rdir / "train", rdir / "policy", init)
     return [("deploy + record", deploy), ("calibrate", calibrate), ("retrain", train)]
 

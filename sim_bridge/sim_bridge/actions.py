@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim_bridge.kinematics import KinematicChain
+from sim_bridge.kinematics import KinematicChain, jacobian_batch, site_positions
 
 JOINT_DELTA = "joint_position_delta"
 EE_DELTA = "ee_position_delta"
@@ -97,6 +97,10 @@ class JointDeltaAction:
 
     def targets(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
         """Joint position targets for an action already clipped to [-1, 1]."""
+        return _clip(joint_pos + self.scale_rad * action, self.lower, self.upper)
+
+    def targets_batch(self, joint_pos: np.ndarray, action: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`targets` for a batch [B, n] of rows (``last`` is unused: no command state)."""
         return _clip(joint_pos + self.scale_rad * action, self.lower, self.upper)
 
     def describe(self) -> dict:
@@ -176,6 +180,44 @@ class EndEffectorDeltaAction:
         step = self.settings.max_joint_step_rad
         self._last = _clip(base + _clip(self.joint_step(base, action), -step, step), self.lower, self.upper)
         return self._last.copy()
+
+    # --- batched: closed-loop calibration rollouts, every row with its own command state ----------
+    # ``last`` [B, n] holds each row's previous target (a NaN row: after a reset), the per-row
+    # ``_last``; the same arithmetic as the methods above with a batch axis.
+    def _bases_batch(self, joint_pos: np.ndarray, last: np.ndarray) -> np.ndarray:
+        lead = self.settings.max_lead_rad
+        return np.where(np.isnan(last[:, :1]), joint_pos, _clip(last, joint_pos - lead, joint_pos + lead))
+
+    def observed_batch(self, joint_pos: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """:meth:`observed` per row: [B, 6]."""
+        out = np.empty((len(joint_pos), 6))
+        out[:, :3] = site_positions(self.chain, joint_pos)
+        out[:, 3:] = site_positions(self.chain, self._bases_batch(joint_pos, last))
+        return out
+
+    def joint_step_batch(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """:meth:`joint_step` per row: [B, n]."""
+        s = self.settings
+        site, rot, jp, jr = jacobian_batch(self.chain, joint_pos)
+        rows = len(self._task)
+        task = np.zeros((len(joint_pos), rows))
+        task[:, :3] = s.scale_m * np.asarray(action, float)
+        task[:, 2] = np.maximum(task[:, 2], s.min_z_m - site[:, 2])  # the floor
+        if s.down_gain > 0:
+            task[:, 3], task[:, 4] = -s.down_gain * rot[:, 1, 2], s.down_gain * rot[:, 0, 2]
+            jac = np.concatenate((jp, jr), axis=1)
+        else:
+            jac = jp
+        jac_t = jac.transpose(0, 2, 1)
+        z = s.posture_gain * (self.default - joint_pos)
+        rhs = task - (jac @ z[:, :, None])[:, :, 0]
+        return z + (jac_t @ np.linalg.solve(jac @ jac_t + self._reg, rhs[:, :, None]))[:, :, 0]
+
+    def targets_batch(self, joint_pos: np.ndarray, action: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """:meth:`targets` per row (actions already clipped); the result is the rows' next ``last``."""
+        base = self._bases_batch(joint_pos, last)
+        step = self.settings.max_joint_step_rad
+        return _clip(base + _clip(self.joint_step_batch(base, action), -step, step), self.lower, self.upper)
 
     def describe(self) -> dict:
         s = self.settings

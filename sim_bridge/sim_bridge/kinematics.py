@@ -188,6 +188,60 @@ class KinematicChain:
 _NEXT, _PREV = [1, 2, 0], [2, 0, 1]
 
 
+# --- batched ----------------------------------------------------------------------------------
+def _axis_angle_batch(axes: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Rotation matrices [B, 3, 3] about unit ``axes`` [B, 3] by ``angles`` [B] (Rodrigues)."""
+    x, y, z = axes[:, 0], axes[:, 1], axes[:, 2]
+    c, s = np.cos(angles), np.sin(angles)
+    t = 1.0 - c
+    out = np.empty((len(angles), 3, 3))
+    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = t * x * x + c, t * x * y - s * z, t * x * z + s * y
+    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = t * x * y + s * z, t * y * y + c, t * y * z - s * x
+    out[:, 2, 0], out[:, 2, 1], out[:, 2, 2] = t * x * z - s * y, t * y * z + s * x, t * z * z + c
+    return out
+
+
+def jacobian_batch(chain: KinematicChain, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`KinematicChain.jacobian` for a batch of joint vectors ``q`` [B, n]: site positions
+    [B, 3], rotations [B, 3, 3], Jp and Jr [B, 3, n]. The same walk with a batch axis (batched
+    closed-loop rollouts of an end-effector policy run it every control period for every row)."""
+    q = np.atleast_2d(np.asarray(q, dtype=float))
+    site, mat, axes, anchors, hinge = _walk_batch(chain, q, with_jacobian=True)
+    d = site[:, None, :] - anchors
+    jp = np.where(hinge[None, :, None], np.cross(axes, d), axes).transpose(0, 2, 1)
+    jr = (axes * hinge[None, :, None]).transpose(0, 2, 1)
+    return site, mat @ chain.site_mat, jp, jr
+
+
+def site_positions(chain: KinematicChain, q: np.ndarray) -> np.ndarray:
+    """:meth:`KinematicChain.site_position` for a batch ``q`` [B, n]: [B, 3]."""
+    return _walk_batch(chain, np.atleast_2d(np.asarray(q, dtype=float)), with_jacobian=False)[0]
+
+
+def _walk_batch(chain: KinematicChain, q: np.ndarray, *, with_jacobian: bool):
+    batch, n = len(q), len(chain.joint_names)
+    pos, mat = np.zeros((batch, 3)), np.broadcast_to(np.eye(3), (batch, 3, 3))
+    axes, anchors = np.zeros((batch, n, 3)), np.zeros((batch, n, 3))
+    hinge = np.zeros(n, dtype=bool)
+    for offset, rot, axis, anchor, col, is_hinge, qpos0 in chain._prepared:
+        pos = pos + mat @ offset
+        mat = mat @ rot
+        if col < 0:
+            continue
+        world_axis = mat @ axis
+        if is_hinge:
+            world_anchor = pos + mat @ anchor
+            turn = _axis_angle_batch(world_axis, q[:, col] - qpos0)
+            mat = turn @ mat
+            pos = world_anchor + (turn @ (pos - world_anchor)[:, :, None])[:, :, 0]
+            anchors[:, col], hinge[col] = world_anchor, True
+        else:
+            pos = pos + world_axis * (q[:, col] - qpos0)[:, None]
+        axes[:, col] = world_axis
+    site = pos + mat @ chain.site_pos
+    return site, mat, axes, anchors, hinge
+
+
 def _vec(value, size: int, name: str) -> tuple[float, ...]:
     out = tuple(float(v) for v in value)
     if len(out) != size or not all(math.isfinite(v) for v in out):

@@ -9,15 +9,16 @@ import math
 import numpy as np
 import pytest
 
-from calib_helpers import ZOO
+from calib_helpers import ZOO, zero_noise
 from calibration.episodes import EpisodeError, ReferenceEpisode, align_object_poses, emulator_episodes
-from calibration.rollouts import BatchSimulator
+from calibration.rollouts import BatchPolicy, BatchSimulator, naive_rollouts
 from calibration.simopt import Calibration, load_settings
 from calibration.transfer import emulator_success
 from real_bridge.bagload import Episode
 from real_bridge.emulator import ArmEmulator
 from sim_bridge.config import ConfigError
 from sim_bridge.randomization import load_randomization
+from sim_bridge.simulator import ArmSimulator
 
 PUSH_LSTM = ZOO / "push_lstm"
 
@@ -140,8 +141,6 @@ def test_push_rollouts_start_the_puck_at_the_recorded_pose_on_each_sample_s_tabl
         pushed = int(np.argmax([np.ptp(ep.object_pose[:, :2], axis=0).max() for ep in push_eps]))
         paths = out[pushed][:, :, 2 * j:]
         assert np.linalg.norm(paths[0] - paths[2], axis=1).max() > 0.005
-        with pytest.raises(ValueError, match="run open loop"):
-            sim.rollout(push_eps, "closed_loop")
         bare = [ReferenceEpisode(ep.name, ep.position, ep.velocity, ep.command, ep.goal) for ep in push_eps]
         with pytest.raises(ValueError, match="hold no object poses"):
             sim.rollout(bare, "open_loop")
@@ -149,9 +148,57 @@ def test_push_rollouts_start_the_puck_at_the_recorded_pose_on_each_sample_s_tabl
         sim.close()
 
 
+def test_closed_loop_push_rollouts_run_the_cartesian_policy_as_the_naive_loop_does(profile, push_prior, push_eps,
+                                                                                 monkeypatch):
+    """Closed loop (SimOpt): push_lstm drives each sample's simulated arm and puck from the
+    recorded start, its end-effector steps turned into joint targets per row (batched kinematics)
+    and the puck seen ``object_latency`` periods late. One difference from ArmSimulator is known:
+    mujoco.rollout starts every call's constraint solver cold (the warm start is not carried from
+    one control period to the next); with the naive loop doing the same, the two agree exactly."""
+    sim = BatchSimulator(profile, push_prior, threads=2, task="push")
+    try:
+        names = list(sim.names)
+        values = zero_noise(names, arm_as_emulated(names, sim.randomizer.sample_batch(np.random.default_rng(1), 3)))
+        values[:, names.index("object_latency")] = [0.0, 1.0, 3.0]
+        sim.set_dynamics(values)
+        batched = sim.rollout(push_eps, "closed_loop", BatchPolicy(PUSH_LSTM))
+    finally:
+        sim.close()
+    step = ArmSimulator.step
+
+    def cold_step(self):
+        self.data.qacc_warmstart[:] = 0.0
+        return step(self)
+
+    monkeypatch.setattr(ArmSimulator, "step", cold_step)
+    naive = naive_rollouts(profile, push_prior, values, push_eps, "closed_loop", PUSH_LSTM, task="push")
+    j = profile.num_joints
+    for ep, b, n in zip(push_eps, batched, naive):
+        assert b.shape == n.shape == (3, ep.steps, 2 * j + 2) and np.all(np.isfinite(b))
+        np.testing.assert_allclose(b, n, rtol=0, atol=1e-9)
+    # the comparison means something: the policy pushes the puck, and the tracker's latency
+    # changes what it does
+    moved = max(np.linalg.norm(b[:, -1, 2 * j:] - b[:, 0, 2 * j:], axis=1).max() for b in batched)
+    assert moved > 0.02, f"the puck moved at most {moved:.4f} m"
+    assert max(np.abs(b[0] - b[2]).max() for b in batched) > 1e-3
+
+
+def test_closed_loop_needs_a_policy_whose_signals_the_rollouts_can_feed(profile, prior):
+    """A policy that observes an object needs the object's scene; Reach rollouts refuse it."""
+    sim = BatchSimulator(profile, prior, threads=1)
+    try:
+        sim.set_dynamics(sim.randomizer.nominal_values[None])
+        ep = ReferenceEpisode("e", np.zeros((3, profile.num_joints)), np.zeros((3, profile.num_joints)),
+                              np.zeros((2, profile.num_joints)), np.array([0.5, 0.0, 0.1]))
+        with pytest.raises(ValueError, match="observes an object: the simulator needs its task"):
+            sim.rollout([ep], "closed_loop", BatchPolicy(PUSH_LSTM))
+    finally:
+        sim.close()
+
+
 def test_push_settings_ship_and_the_object_signal_needs_a_task(tmp_path):
     s = load_settings("push")
-    assert s.task == "push" and s.mode == "open_loop" and "object" in s.signals
+    assert s.task == "push" and s.mode == "closed_loop" and "object" in s.signals
     assert {"puck_mass", "puck_friction", "puck_damping", "puck_size"} <= {e.name for e in s.search}
     assert s.signal_weights["object"] > s.signal_weights["position"]  # the task object weighted highest
     path = tmp_path / "s.yaml"
@@ -163,28 +210,31 @@ def test_push_settings_ship_and_the_object_signal_needs_a_task(tmp_path):
         load_settings(path)
 
 
-def test_calibration_recovers_the_friction_and_size_of_a_synthetic_puck(profile, push_prior, push_eps, tmp_path):
-    """The "real" episodes are simulated under known object physics (open loop, the emulator's
-    commands); a short REPS run moves the searched friction and size toward them and D drops."""
-    settings = load_settings("push").with_overrides(samples=48, iterations=4, threads=2)
+@pytest.mark.parametrize("mode", ["closed_loop", "open_loop"])
+def test_calibration_recovers_the_friction_and_size_of_a_synthetic_puck(mode, profile, push_prior, push_eps, tmp_path):
+    """The "real" episodes are simulated under known object physics (closed loop: push_lstm on
+    the simulated arm and puck; open loop: the emulator's commands replayed); a short REPS run
+    moves the searched friction and size toward them and D drops."""
+    settings = load_settings("push").with_overrides(samples=48, iterations=4, threads=2, mode=mode)
+    policy = PUSH_LSTM if mode == "closed_loop" else None
     settings = type(settings)(**{**settings.__dict__, "search": tuple(
         e for e in settings.search if e.name in ("puck_friction", "puck_size", "puck_mass"))})
     truth = {"puck_friction/puck": 0.7, "puck_size/puck": 1.04}
-    calib = Calibration(profile, push_prior, push_eps, settings)
+    calib = Calibration(profile, push_prior, push_eps, settings, policy)
     try:
         names = list(calib.sim.names)
         values = calib.element_values(calib.prior.mean)[0]  # the arm as the calibration holds it
         for name, value in truth.items():
             values[names.index(name)] = value
         calib.sim.set_dynamics(values[None])
-        out = calib.sim.rollout(calib.episodes, "open_loop")
+        out = calib.sim.rollout(calib.episodes, mode, calib.policy)
         j = profile.num_joints
         real = [ReferenceEpisode(f"synthetic#{k}", o[0, :, :j], o[0, :, j:2 * j], ep.command, ep.goal,
                                  np.column_stack([o[0, :, 2 * j:], ep.object_pose[:, 2]]))
                 for k, (o, ep) in enumerate(zip(out, calib.episodes))]
     finally:
         calib.close()
-    calib = Calibration(profile, push_prior, real, settings)
+    calib = Calibration(profile, push_prior, real, settings, policy)
     try:
         before = calib.initial_discrepancy
         calib.run(assess=False)
@@ -194,7 +244,7 @@ def test_calibration_recovers_the_friction_and_size_of_a_synthetic_puck(profile,
         assert abs(fit["puck_friction"] - 0.7) < abs(prior["puck_friction"] - 0.7)
         assert abs(fit["puck_size"] - 1.04) < abs(prior["puck_size"] - 1.04)
         spec = calib.result_spec()
-        assert spec.provenance["calibration"]["mode"] == "open_loop"
+        assert spec.provenance["calibration"]["mode"] == mode
         from calibration.plots import save_plots  # noqa: PLC0415
 
         paths = save_plots(calib, tmp_path / "plots")

@@ -197,7 +197,7 @@ def test_sim_and_real_graphs_swap_record_calibrate_and_push(tmp_path, operator):
 def test_push_graphs_record_calibrate_the_puck_and_push_it_into_the_running_sim_bridge(tmp_path, operator):
     """Push through the loop (issue 13): the push sim graph (sim bridge with the puck + push_lstm)
     runs while the push real graph (emulator with the hidden puck, real bridge relaying the
-    tracker, push_lstm, recorder) records episodes; a small open-loop calibration of the puck's
+    tracker, push_lstm, recorder) records episodes; a small closed-loop calibration of the puck's
     physics from that bag is pushed into the running sim bridge."""
     from std_msgs.msg import Float64MultiArray  # noqa: PLC0415
 
@@ -227,7 +227,7 @@ def test_push_graphs_record_calibrate_the_puck_and_push_it_into_the_running_sim_
         names = doc["joint_gaussian"]["names"]
         assert {"puck_mass/puck", "puck_friction/puck", "puck_size/puck"} <= set(names), names
         prov = doc["provenance"]["calibration"]
-        assert prov["mode"] == "open_loop" and prov["settings"]["task"] == "push" and len(prov["episodes"]) == 2
+        assert prov["mode"] == "closed_loop" and prov["settings"]["task"] == "push" and len(prov["episodes"]) == 2
 
         # the running push sim bridge took it and runs its next episode from it
         assert op.get_param(f"{ns}/sim_bridge", "randomization_file").string_value == str(out.resolve())

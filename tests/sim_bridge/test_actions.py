@@ -8,7 +8,7 @@ import pytest
 
 import sim_bridge.envs  # noqa: F401  (registers the envs)
 from sim_bridge.actions import EE_DELTA, JOINT_DELTA, EndEffectorSettings, action_from_dict
-from sim_bridge.kinematics import KinematicChain
+from sim_bridge.kinematics import KinematicChain, jacobian_batch, site_positions
 from sim_bridge.profile import load_profile
 from sim_bridge.simulator import build_model, make_action
 from sim_bridge.tasks import make_task
@@ -41,6 +41,46 @@ def test_the_numpy_chain_matches_mujoco_kinematics_and_jacobian(site):
         got = chain.jacobian(q)
         for w, g in zip(want, got):
             assert np.allclose(w, g, atol=1e-10)
+
+
+def test_the_batched_chain_gives_each_row_what_the_chain_gives_it():
+    model = build_model(PROFILE, PUSH.add_to_scene)
+    chain = KinematicChain.from_model(model, PROFILE.joint_names, "pusher_tip")
+    q = np.random.default_rng(2).uniform(PROFILE.position_lower_rad, PROFILE.position_upper_rad, (16, PROFILE.num_joints))
+    batch = jacobian_batch(chain, q)
+    assert [b.shape for b in batch] == [(16, 3), (16, 3, 3), (16, 3, PROFILE.num_joints), (16, 3, PROFILE.num_joints)]
+    for row in range(16):
+        for b, one in zip(batch, chain.jacobian(q[row])):
+            np.testing.assert_allclose(b[row], one, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(site_positions(chain, q), batch[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", [EE_DELTA, JOINT_DELTA])
+def test_batched_targets_follow_each_row_s_own_command_state_as_the_single_row_action_does(kind):
+    """Batched closed-loop rollouts keep one command per row (NaN = after a reset); every step
+    gives each row what the per-row action gives it, resets and the lead bound included."""
+    ee = {"max_lead_rad": 0.1} if kind == EE_DELTA else None
+    action = make_action(PROFILE, PUSH, kind, scale_rad=0.05, ee=ee)
+    one = make_action(PROFILE, PUSH, kind, scale_rad=0.05, ee=ee)
+    rng = np.random.default_rng(3)
+    rows, n = 12, PROFILE.num_joints
+    q = PROFILE.default_pose_rad + rng.normal(0, 0.2, (rows, n))
+    last = np.full((rows, n), np.nan)
+    for step in range(8):
+        a = rng.uniform(-1, 1, (rows, action.size))
+        if kind == EE_DELTA:
+            observed = action.observed_batch(q, last)
+        targets = action.targets_batch(q, a, last)
+        for r in range(rows):
+            if kind == EE_DELTA:
+                one._last = None if np.isnan(last[r, 0]) else last[r].copy()
+                np.testing.assert_allclose(observed[r], one.observed(q[r]), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(targets[r], one.targets(q[r], a[r]), rtol=0, atol=1e-12)
+        last = targets.copy()
+        last[step % rows] = np.nan  # a reset row
+        q = q + rng.normal(0, 0.03, q.shape)  # the arm lags its commands
+    if kind == EE_DELTA:
+        assert np.abs(targets - q).max() > 0.05, "the commands integrate (they lead the measured joints)"
 
 
 def test_a_chain_with_a_joint_the_arm_does_not_have_is_refused():
