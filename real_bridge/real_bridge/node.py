@@ -131,7 +131,7 @@ from std_srvs.srv import Trigger
 from real_bridge.core import ERROR, OBJECT_POSE, OK, WARN, BridgeCore, CycleOutput
 from real_bridge.watchdog import HOLD, STOP, WAITING
 from sim_bridge import interface
-from sim_bridge.executor import ThrottledLog, run_node, take_polled
+from sim_bridge.executor import ThrottledLog, freeze_heap, run_node, take_polled
 from sim_bridge.lifecycle import CommandGateMixin
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
@@ -380,6 +380,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._lock:
             self.core.activate()             # fresh watchdog, the first step from the measured position
+        freeze_heap(full=True)               # no full garbage collection (5-20 ms, more in a big process) in the loop
         ret = super().on_activate(state)     # enables the hardware publisher
         self._active = True
         self.lifecycle_state = "active"

@@ -505,7 +505,7 @@ def freeze_heap(full: bool = True) -> None:
     onnxruntime, numpy), 5-20 ms holding the GIL, i.e. several 500 Hz cycles; a policy swap's
     allocations (manifest, session, arrays) make one likely. Control nodes call this once
     their long-lived objects exist (the sim bridge after start-up, the policy node at
-    activation and after each swap). Frozen objects are never
+    activation and after each swap, the real bridge at activation). Frozen objects are never
     scanned again, so later collections only see what the control loop allocates
     (messages, arrays: short-lived). ``full``: collect everything first (before a loop
     runs); otherwise only the youngest generation (0.1 ms), so cyclic garbage of the last
