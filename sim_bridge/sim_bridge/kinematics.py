@@ -206,7 +206,7 @@ def jacobian_batch(chain: KinematicChain, q: np.ndarray) -> tuple[np.ndarray, np
     [B, 3], rotations [B, 3, 3], Jp and Jr [B, 3, n]. The same walk with a batch axis (batched
     closed-loop rollouts of an end-effector policy run it every control period for every row)."""
     q = np.atleast_2d(np.asarray(q, dtype=float))
-    site, mat, axes, anchors, hinge = _walk_batch(chain, q, with_jacobian=True)
+    site, mat, axes, anchors, hinge = _walk_batch(chain, q)
     d = site[:, None, :] - anchors
     jp = np.where(hinge[None, :, None], np.cross(axes, d), axes).transpose(0, 2, 1)
     jr = (axes * hinge[None, :, None]).transpose(0, 2, 1)
@@ -215,10 +215,13 @@ def jacobian_batch(chain: KinematicChain, q: np.ndarray) -> tuple[np.ndarray, np
 
 def site_positions(chain: KinematicChain, q: np.ndarray) -> np.ndarray:
     """:meth:`KinematicChain.site_position` for a batch ``q`` [B, n]: [B, 3]."""
-    return _walk_batch(chain, np.atleast_2d(np.asarray(q, dtype=float)), with_jacobian=False)[0]
+    return _walk_batch(chain, np.atleast_2d(np.asarray(q, dtype=float)))[0]
 
 
-def _walk_batch(chain: KinematicChain, q: np.ndarray, *, with_jacobian: bool):
+def _walk_batch(chain: KinematicChain, q: np.ndarray):
+    """``KinematicChain._walk`` with a batch axis. Kept apart from it on purpose: the per-row
+    walk runs in the policy node's control cycle on Python floats, where [1, 3, 3] array
+    broadcasting would cost more than the walk itself; the tests hold the two equal."""
     batch, n = len(q), len(chain.joint_names)
     pos, mat = np.zeros((batch, 3)), np.broadcast_to(np.eye(3), (batch, 3, 3))
     axes, anchors = np.zeros((batch, n, 3)), np.zeros((batch, n, 3))
