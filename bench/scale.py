@@ -82,14 +82,24 @@ def train_run(backend: str, args, out: Path) -> dict:
 
 
 def transport_run(args) -> dict:
+    """Env stepping alone, ms per step: the local workers; Ray as it runs here (actors on this
+    machine step into the driver's shared buffers, one compiled graph per step); and Ray as an
+    actor on another node is driven (plain actor calls, its rows in every answer), whose bytes
+    per step are what a cluster moves."""
     import numpy as np
 
     from policies.ray_backend import RayVectorEnv
     from sim_bridge.envs.vector import VectorTaskEnv
 
+    import ray
+
     kwargs = {"terminate_on_success": False, "max_episode_steps": args.num_steps}
+    # two Ray vector envs live at once: their actors share the instance's CPUs
+    cpus = min(1.0, ray.cluster_resources().get("CPU", 1.0) / (2 * args.num_workers))
     envs = {"local": VectorTaskEnv(args.num_envs, args.num_workers, env_kwargs=kwargs),
-            "ray": RayVectorEnv(args.num_envs, args.num_workers, env_kwargs=kwargs)}
+            "ray": RayVectorEnv(args.num_envs, args.num_workers, env_kwargs=kwargs, cpus_per_worker=cpus),
+            "ray_remote_path": RayVectorEnv(args.num_envs, args.num_workers, env_kwargs=kwargs, cpus_per_worker=cpus,
+                                            shared_memory=False, compiled_graph=False)}
     try:
         actions = np.zeros((args.num_envs, envs["local"].single_action_space.shape[0]), np.float32)
         ms: dict[str, list[float]] = {k: [] for k in envs}
@@ -100,11 +110,18 @@ def transport_run(args) -> dict:
                 for _ in range(100):
                     venv.step(actions)
                 ms[name].append((time.perf_counter() - t0) * 10.0)  # ms per step
+        remote = envs["ray_remote_path"]
+        # per block: one seeded reset and 100 steps, as one training iteration of 100 steps
+        per_iteration = args.num_steps / 100.0 / args.blocks
+        moved = {"bytes_out_per_iteration": remote.bytes_sent * per_iteration,
+                 "bytes_back_per_iteration": remote.bytes_received * per_iteration}
     finally:
         for venv in envs.values():
             venv.close()
     local, on_ray = statistics.median(ms["local"]), statistics.median(ms["ray"])
-    return {"local_ms_per_step": local, "ray_ms_per_step": on_ray, "ratio": local / on_ray, "blocks": ms}
+    remote_ms = statistics.median(ms["ray_remote_path"])
+    return {"local_ms_per_step": local, "ray_ms_per_step": on_ray, "ratio": local / on_ray,
+            "ray_remote_path_ms_per_step": remote_ms, "remote_path_ratio": local / remote_ms, **moved, "blocks": ms}
 
 
 def summarize(backend: str, runs: list[dict], args) -> dict:
@@ -147,12 +164,15 @@ def calibration_run(backend: str, args, episodes) -> dict:
         calib.close()
 
 
-def projection(local: dict, ray_run: dict, args) -> dict:
-    """Env steps/s for W workers of the benchmark's envs per worker (a model, see the docstring)."""
+def projection(local: dict, ray_run: dict, transport: dict, args) -> dict:
+    """Env steps/s for W workers of the benchmark's envs per worker (a model, see the docstring).
+    On a cluster most actors are on other nodes than the driver: Ray's cost per step is the
+    transport those get (plain calls, their rows in every answer), measured here against the
+    local workers' stepping alone, and so are the bytes."""
     n, w, t = args.num_envs, args.num_workers, args.num_steps
     envs_per_worker = n / w
     env_ms = local["env_wait_ms_per_step"]  # one worker's envs' step (the workers run in parallel)
-    rtt_ms = max(ray_run["env_wait_ms_per_step"] - env_ms, 0.0)  # what Ray adds per step
+    rtt_ms = max(transport["ray_remote_path_ms_per_step"] - transport["local_ms_per_step"], 0.0)
     driver_ms_per_env = (ray_run["collect_s"] * 1e3 / t - ray_run["env_wait_ms_per_step"]) / n  # policy, buffers
     update_ms_per_sample = ray_run["update_s"] * 1e3 / (n * t)
     out = {"model": {"env_ms_per_step_per_worker": env_ms, "ray_round_trip_ms": rtt_ms,
@@ -162,8 +182,8 @@ def projection(local: dict, ray_run: dict, args) -> dict:
         step_ms = env_ms + rtt_ms + driver_ms_per_env * envs
         iteration_s = t * step_ms / 1e3 + update_ms_per_sample * envs * t / 1e3
         out[workers] = {"envs": envs, "steps_per_s": envs * t / iteration_s,
-                        "bytes_per_iteration": (ray_run["bytes_out_per_iteration"]
-                                                + ray_run["bytes_back_per_iteration"]) * workers / w}
+                        "bytes_per_iteration": (transport["bytes_out_per_iteration"]
+                                                + transport["bytes_back_per_iteration"]) * workers / w}
     return out
 
 
@@ -206,7 +226,7 @@ def main(argv=None) -> int:
             collect_ratio = on_ray["collect_steps_per_s"] / local["collect_steps_per_s"]
             transport = transport_run(args)
             results["train"] = {"local": local, "ray": on_ray, "ratio": ratio, "collect_ratio": collect_ratio,
-                                "transport": transport, "projection": projection(local, on_ray, args)}
+                                "transport": transport, "projection": projection(local, on_ray, transport, args)}
             print(f"\ntraining, {args.num_envs} envs over {args.num_workers} workers, {args.num_steps} steps/iteration "
                   f"(medians of {local['iterations_counted']} iterations per backend, {args.rounds} alternating runs):")
             for r in (local, on_ray):
@@ -216,10 +236,15 @@ def main(argv=None) -> int:
             print(f"  ratio ray/local: {ratio:.2f}x per iteration, {collect_ratio:.2f}x in the collect phase "
                   f"(target >= 0.85x)")
             print(f"  env stepping alone (median of {args.blocks} alternating blocks of 100 steps): local "
-                  f"{transport['local_ms_per_step']:.2f} ms/step, ray {transport['ray_ms_per_step']:.2f} ms/step: "
+                  f"{transport['local_ms_per_step']:.2f} ms/step, ray {transport['ray_ms_per_step']:.2f} ms/step "
+                  f"(actors step into the driver's shared buffers, one compiled graph per step): "
                   f"ray at {transport['ratio']:.2f}x the local env steps/s")
-            print(f"  moved per iteration: {on_ray['bytes_out_per_iteration'] / 1e3:.0f} kB of actions out, "
-                  f"{on_ray['bytes_back_per_iteration'] / 1e6:.2f} MB of observations/rewards/infos back")
+            print(f"  the transport of an actor on another node (plain calls, its rows in every answer), here: "
+                  f"{transport['ray_remote_path_ms_per_step']:.2f} ms/step ({transport['remote_path_ratio']:.2f}x); "
+                  f"it moves per iteration {transport['bytes_out_per_iteration'] / 1e3:.0f} kB of actions out, "
+                  f"{transport['bytes_back_per_iteration'] / 1e6:.2f} MB of observations/rewards/infos back "
+                  f"(on this machine, in place: {on_ray['bytes_out_per_iteration'] / 1e3:.0f} kB / "
+                  f"{on_ray['bytes_back_per_iteration'] / 1e6:.2f} MB)")
             proj = results["train"]["projection"]
             m = proj["model"]
             print(f"  scaling model (on paper): per step {m['env_ms_per_step_per_worker']:.2f} ms of env stepping "

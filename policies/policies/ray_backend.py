@@ -3,18 +3,24 @@
 Training (``sim2real train --backend ray``): :class:`RayVectorEnv` is the vector env of
 :mod:`sim_bridge.envs.vector` with Ray actors in place of worker processes. Each actor
 (:class:`EnvWorker`) hosts one :class:`~sim_bridge.envs.vector.EnvBatch`, the same envs a
-local worker hosts (:func:`~sim_bridge.envs.vector.worker_bounds`), stepping them into
-buffers of its own; the learner (policy, sampling, PPO update) stays in the driver. Every
-step the driver sends each actor its rows of the actions and gets its rows of the
-observations, rewards and infos back (of the dynamics and final observations only the rows
-that changed), so with the same seed, ``num_envs`` and
+local worker hosts (:func:`~sim_bridge.envs.vector.worker_bounds`); the learner (policy,
+sampling, PPO update) stays in the driver, so with the same seed, ``num_envs`` and
 ``num_workers`` the batches are the ones the local backend produces, bit for bit.
 
-Transport: when every actor runs on the driver's machine, each step is one execution of a Ray
-compiled graph over the actors' ``handle`` method (shared-memory channels: 1.8 ms per step here
-instead of 3.0 ms with plain actor calls); actors on other nodes get plain actor calls.
+Transport, per step:
+* an actor on the driver's machine steps its envs **in place**, into its rows of the driver's
+  buffers (one named shared-memory segment, :func:`~sim_bridge.envs.vector.named_buffers`, as
+  the local workers share theirs), and reads its actions there; the step's message and answer
+  carry no arrays;
+* an actor on another node steps into buffers of its own and answers with its rows of the
+  observations, rewards and infos (of the dynamics and final observations only the rows that
+  changed); the driver sends it its rows of the actions.
+When every actor runs on the driver's machine, each step is one execution of a Ray compiled
+graph over the actors' ``handle`` method (shared-memory channels); otherwise plain actor calls.
 :meth:`RayVectorEnv.placement` leaves the graph (an actor in a graph runs nothing else) and the
-next step rebuilds it.
+next step rebuilds it. Measured here (``sim2real bench scale``): plain calls with the arrays in
+the answers 3.0 ms per step, the compiled graph with them 1.8 ms, the compiled graph over the
+shared buffers: see the README.
 
 Fault tolerance: actors are created with ``max_restarts``; a step whose actor died is not
 retried by Ray (a fresh actor's envs are not the dead one's), :class:`RayVectorEnv` does
@@ -26,7 +32,8 @@ changed since the last placement are counted as deaths, and every actor replays 
 calls). The replay is exact when the last reset was seeded (training seeds every
 iteration's reset); ``final_observation`` / ``final_privileged`` rows of envs that have not
 finished an episode since that reset (rows the vector env leaves undefined) hold zeros
-afterwards instead of older values. After ``max_restarts`` deaths of one worker the run stops with an error that
+afterwards instead of older values when the actor answers with its rows (in the shared buffers
+they keep theirs). After ``max_restarts`` deaths of one worker the run stops with an error that
 says so; a checkpoint resumes with ``--resume``, on this cluster or another.
 
 Evaluation fan-out: :func:`map_chunks` runs a function over chunks as Ray tasks (retried
@@ -45,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from sim_bridge.envs import REACH_ID
-from sim_bridge.envs.vector import EnvBatch, VectorTaskEnv, plain_buffers, worker_bounds
+from sim_bridge.envs.vector import EnvBatch, VectorTaskEnv, named_buffers, plain_buffers, worker_bounds
 
 INSTALL_HINT = "pip install -r requirements/ray.txt -c requirements/runtime.txt -c requirements/train.txt"
 # how long a restarting env actor may stay unreachable before the run gives up on it
@@ -90,42 +97,61 @@ def node_id() -> str:
 
 
 class EnvWorker:
-    """A Ray actor hosting envs [start, stop): one :class:`EnvBatch` over buffers of its own."""
+    """A Ray actor hosting envs [start, stop): one :class:`EnvBatch`.
 
-    def __init__(self, env_id: str, env_kwargs: dict, start: int, stop: int, dims: tuple[int, int, int, int]):
-        self.buf = plain_buffers(stop - start, *dims)
-        self.batch = EnvBatch(env_id, env_kwargs, start, stop, self.buf, first_row=0)
+    ``shared``: (segment name, num_envs, node id) of the driver's buffers. An actor on that
+    node attaches to the segment and steps its envs into their rows in place (answers carry
+    no arrays); elsewhere it steps into buffers of its own and sends its rows back.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: dict, start: int, stop: int, dims: tuple[int, int, int, int],
+                 shared: tuple[str, int, str] | None = None):
+        self._segment = None
+        if shared is not None and shared[2] == node_id():
+            self._segment, self.buf = named_buffers(shared[1], *dims, name=shared[0])
+            self.batch = EnvBatch(env_id, env_kwargs, start, stop, self.buf)  # rows start..stop-1 of all
+        else:
+            self.buf = plain_buffers(stop - start, *dims)
+            self.batch = EnvBatch(env_id, env_kwargs, start, stop, self.buf, first_row=0)
         self._sent: dict[str, np.ndarray] = {}  # the CHANGED_ROWS_ONLY buffers as the driver has them
 
     def where(self) -> tuple[int, str]:
         """(process id, Ray node id) of this actor."""
         return os.getpid(), node_id()
 
-    def reset(self, seed: int | None) -> dict[str, np.ndarray]:
+    def attached(self) -> bool:
+        """Whether this actor steps into the driver's shared buffers (on the driver's node)."""
+        return self._segment is not None
+
+    def reset(self, seed: int | None) -> dict[str, np.ndarray] | None:
         self.batch.reset(seed)
         return self._rows()
 
-    def step(self, actions: np.ndarray) -> dict[str, np.ndarray]:
-        self.buf.actions[:] = actions
+    def step(self, actions: np.ndarray | None) -> dict[str, np.ndarray] | None:
+        if actions is not None:  # attached: the driver wrote them into the shared rows
+            self.buf.actions[:] = actions
         self.batch.step()
         return self._rows()
 
-    def handle(self, message: tuple[str, Any]) -> dict[str, np.ndarray]:
+    def handle(self, message: tuple[str, Any]) -> dict[str, np.ndarray] | None:
         """The compiled graph's one method: ``("reset", seed)`` or ``("step", actions)``."""
         command, arg = message
         return self.reset(arg) if command == "reset" else self.step(arg)
 
-    def replay(self, seed: int | None, actions: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def replay(self, seed: int | None, actions: Sequence[np.ndarray]) -> dict[str, np.ndarray] | None:
         """Reset with ``seed`` and take the steps ``actions``: the state a lost actor had (all
         rows are sent: the driver may have missed the last answer)."""
         self._sent = {}
         self.batch.reset(seed)
-        for rows in actions:
-            self.buf.actions[:] = rows
+        rows = slice(self.batch.first_row, self.batch.first_row + len(self.batch.envs))
+        for step_actions in actions:
+            self.buf.actions[rows] = step_actions
             self.batch.step()
         return self._rows()
 
-    def _rows(self) -> dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]]:
+    def _rows(self) -> dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]] | None:
+        if self._segment is not None:
+            return None  # the rows are in the driver's buffers already
         out = {}
         for name in RETURNED_FIELDS:
             value = getattr(self.buf, name)
@@ -151,11 +177,15 @@ class RayVectorEnv(VectorTaskEnv):
     ``address``: the Ray cluster (see :func:`connect`); ``max_restarts``: deaths of one worker
     the run survives (each answered by a restart and a replay of the iteration so far);
     ``cpus_per_worker``: the CPUs each actor reserves. Actors are spread over the nodes.
+    ``shared_memory``: actors on the driver's node step into the driver's buffers in place
+    (False: every actor answers with its rows, as actors on other nodes always do);
+    ``compiled_graph``: one Ray compiled graph per step when every actor is on this node.
     """
 
     def __init__(self, num_envs: int, num_workers: int = 2, env_id: str = REACH_ID,
                  env_kwargs: dict[str, Any] | None = None, *, address: str | None = None,
-                 max_restarts: int = 3, cpus_per_worker: float = 1.0, compiled_graph: bool = True):
+                 max_restarts: int = 3, cpus_per_worker: float = 1.0, compiled_graph: bool = True,
+                 shared_memory: bool = True):
         ray = require_ray()
         if num_workers < 1:
             raise ValueError(f"the Ray backend needs num_workers >= 1 (env actors), got {num_workers}")
@@ -164,14 +194,22 @@ class RayVectorEnv(VectorTaskEnv):
         self.closed = True
         self._pipes, self._procs, self._local = [], [], None  # the local transport's fields, unused
         env_kwargs = self._describe(num_envs, num_workers, env_id, env_kwargs)
-        self._buf = plain_buffers(num_envs, *self.buffer_dims)
         self.max_restarts = max_restarts
+        self._segment = None  # the shared buffers' segment (shared_memory), unlinked by close()
+        self._workers = []
         self._started_ray = connect(address)
         self._ray = ray
+        shared = None
+        if shared_memory:
+            self._segment, self._buf = named_buffers(num_envs, *self.buffer_dims)
+            shared = (self._segment.name, num_envs, node_id())
+        else:
+            self._buf = plain_buffers(num_envs, *self.buffer_dims)
         self._bounds = worker_bounds(num_envs, num_workers)
         actor = ray.remote(EnvWorker).options(num_cpus=cpus_per_worker, max_restarts=max_restarts,
                                               max_task_retries=0, scheduling_strategy="SPREAD")
-        self._workers = [actor.remote(env_id, env_kwargs, a, b, self.buffer_dims) for a, b in self._bounds]
+        self._workers = [actor.remote(env_id, env_kwargs, a, b, self.buffer_dims, shared) for a, b in self._bounds]
+        self.attached = [False] * len(self._workers)  # per actor: stepping in the shared buffers
         self.restarts = [0] * len(self._workers)
         self._seed: int | None = None
         self._actions: list[np.ndarray] = []  # the actions sent since the last reset (for a replay)
@@ -181,6 +219,7 @@ class RayVectorEnv(VectorTaskEnv):
         self.closed = False
         try:
             nodes = {node for _, node in self.placement()}  # construction errors surface here
+            self.attached = ray.get([w.attached.remote() for w in self._workers])
         except BaseException:
             self.close()
             raise
@@ -221,13 +260,17 @@ class RayVectorEnv(VectorTaskEnv):
             messages = [("reset", arg)] * len(self._workers)
         else:
             self._actions.append(self._buf.actions.copy())
-            messages = [("step", self._buf.actions[a:b]) for a, b in self._bounds]
-            self.bytes_sent += self._buf.actions.nbytes
+            # an attached actor reads its actions from the shared rows the driver just wrote
+            messages = [("step", None if self.attached[i] else self._buf.actions[a:b])
+                        for i, (a, b) in enumerate(self._bounds)]
+            self.bytes_sent += sum(m[1].nbytes for m in messages if m[1] is not None)
         if self.compiled_graph:
             answers = self._call_compiled(messages)
         else:
             answers = self._call_plain(messages)
         for i, rows in enumerate(answers):
+            if rows is None:  # an attached actor: its rows are in the shared buffers already
+                continue
             a, b = self._bounds[i]
             for name, value in rows.items():
                 if isinstance(value, tuple):  # (indices, rows) of the changed rows only
@@ -239,12 +282,13 @@ class RayVectorEnv(VectorTaskEnv):
 
     def _call_plain(self, messages: list[tuple[str, Any]]) -> list[dict]:
         refs = [w.handle.remote(m) for w, m in zip(self._workers, messages)]
+        lost = object()
         try:
             answers = self._ray.get(refs)
         except self._ray.exceptions.RayActorError:  # a worker died: the others' answers stand
-            answers = [None] * len(refs)
+            answers = [lost] * len(refs)
         for i, ref in enumerate(refs):
-            if answers[i] is None:
+            if answers[i] is lost:
                 try:
                     answers[i] = self._ray.get(ref)
                 except self._ray.exceptions.RayActorError as exc:
@@ -298,7 +342,9 @@ class RayVectorEnv(VectorTaskEnv):
                         f"(max_restarts={self.max_restarts}) is spent, so the run stops. Continue from the last "
                         f"checkpoint with --resume. Last error: {type(error).__name__}: {error}") from error
             try:
-                return ray.get(self._workers[i].replay.remote(self._seed, [act[a:b] for act in self._actions]))
+                answer = ray.get(self._workers[i].replay.remote(self._seed, [act[a:b] for act in self._actions]))
+                self.attached[i] = answer is None  # a restart on another node steps into its own buffers
+                return answer
             except ray.exceptions.ActorUnavailableError as exc:  # still restarting: not a new death
                 error = None
                 waiting_since = waiting_since or time.monotonic()
@@ -322,6 +368,14 @@ class RayVectorEnv(VectorTaskEnv):
             except Exception:  # noqa: BLE001 - an actor that is already gone
                 pass
         self._workers = []
+        if self._segment is not None:
+            self._buf = None  # the views into the segment go first
+            try:
+                self._segment.close()
+            except BufferError:  # a view still held elsewhere: the mapping goes with this process
+                pass
+            self._segment.unlink()
+            self._segment = None
         if self._started_ray:
             ray.shutdown()
 

@@ -3,6 +3,7 @@ a worker killed mid-iteration (restart + replay), the retry budget, --resume."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,6 +114,29 @@ def test_plain_actor_calls_give_the_same_steps_as_the_compiled_graph(local_ray):
         for e in envs:
             e.close()
     assert_same_steps(outs)
+
+
+def test_actors_on_the_drivers_machine_step_into_its_shared_buffers_with_the_same_steps(local_ray):
+    from policies.ray_backend import RayVectorEnv
+
+    kwargs = {"max_episode_steps": 5, "terminate_on_success": False}
+    envs = [RayVectorEnv(4, 2, env_kwargs=kwargs, shared_memory=s, cpus_per_worker=0.5) for s in (True, False)]
+    segment = envs[0]._segment.name
+    try:
+        assert envs[0].attached == [True, True] and envs[1].attached == [False, False]
+        outs = [[e.reset(seed=3) for e in envs]]
+        rng = np.random.default_rng(2)
+        for _ in range(8):  # episodes of 5 steps end and reset inside
+            actions = rng.uniform(-1, 1, (4, envs[0].single_action_space.shape[0])).astype(np.float32)
+            outs.append([e.step(actions) for e in envs])
+        # what crossed Ray: the answering actors' arrays; nothing for the attached ones
+        assert envs[0].bytes_sent == envs[0].bytes_received == 0
+        assert envs[1].bytes_sent > 0 and envs[1].bytes_received > 0
+    finally:
+        for e in envs:
+            e.close()
+    assert_same_steps(outs)
+    assert not (Path("/dev/shm") / segment).exists()  # close() unlinked the segment
 
 
 def test_a_worker_killed_mid_iteration_is_restarted_and_the_iteration_replayed(local_ray, local_run, tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import traceback
+from multiprocessing import resource_tracker, shared_memory
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,29 @@ def plain_buffers(num_envs: int, obs_dim: int, act_dim: int, dyn_dim: int, priv_
     """The same arrays as the shared ones, in this process's memory (a Ray actor's own rows)."""
     return EnvBuffers(**{k: np.zeros(s, t) for k, (s, t) in
                          _shapes(num_envs, obs_dim, act_dim, dyn_dim, priv_dim).items()})
+
+
+def named_buffers(num_envs: int, obs_dim: int, act_dim: int, dyn_dim: int, priv_dim: int,
+                  name: str | None = None) -> tuple[shared_memory.SharedMemory, EnvBuffers]:
+    """The same arrays in one named shared-memory segment: created when ``name`` is None (the
+    creator unlinks it: ``segment.close(); segment.unlink()``), else attached by name from any
+    process on this machine (the Ray backend's actors on the driver's node write their rows
+    in place). Views into the segment: keep the segment object alive while they are used."""
+    shapes = _shapes(num_envs, obs_dim, act_dim, dyn_dim, priv_dim)
+    offsets, size = {}, 0
+    for key, (shape, dtype) in shapes.items():
+        offsets[key] = size
+        size += -(-int(np.prod(shape)) * np.dtype(dtype).itemsize // 8) * 8  # each array 8-byte aligned
+    if name is None:
+        segment = shared_memory.SharedMemory(create=True, size=size)
+    else:
+        segment = shared_memory.SharedMemory(name=name)
+        # Python < 3.13 registers an attached segment with this process's resource tracker too,
+        # which would unlink it when this process exits (the creator owns it): undo that.
+        resource_tracker.unregister(segment._name, "shared_memory")  # noqa: SLF001 - the tracker's own key
+    views = {key: np.ndarray(shape, dtype, buffer=segment.buf, offset=offsets[key])
+             for key, (shape, dtype) in shapes.items()}
+    return segment, EnvBuffers(**views)
 
 
 def worker_bounds(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
