@@ -40,6 +40,8 @@ class TrainConfig:
     """--backend ray: the cluster to join (host:port of the head node); empty: RAY_ADDRESS if set, else a Ray instance started on this machine"""
     ray_max_restarts: int = 3
     """--backend ray: deaths of one env worker a run survives (restart + replay of the iteration); then it stops with an error"""
+    ray_compiled_graph: bool = False
+    """--backend ray: drive the env actors on this machine through one Ray compiled graph per step; its actors and the driver busy-wait (a core each), so only for machines with a core to spare per actor and for the driver"""
     num_steps: int = 200
     """steps per env per iteration; envs are reset at every iteration start (one full episode fits)"""
     seq_len: int = 50

@@ -15,12 +15,16 @@ Transport, per step:
 * an actor on another node steps into buffers of its own and answers with its rows of the
   observations, rewards and infos (of the dynamics and final observations only the rows that
   changed); the driver sends it its rows of the actions.
-When every actor runs on the driver's machine, each step is one execution of a Ray compiled
-graph over the actors' ``handle`` method (shared-memory channels); otherwise plain actor calls.
-:meth:`RayVectorEnv.placement` leaves the graph (an actor in a graph runs nothing else) and the
-next step rebuilds it. Measured here (``sim2real bench scale``): plain calls with the arrays in
-the answers 3.0 ms per step, the compiled graph with them 1.8 ms, the compiled graph over the
-shared buffers: see the README.
+Each step is one plain actor call per actor. A Ray **compiled graph** over the actors'
+``handle`` method (shared-memory channels, one ``execute`` per step) is an option
+(``compiled_graph=True``, ``--ray-compiled-graph``) when every actor runs on the driver's
+machine, but not the default: in Ray 2.60 its readers busy-wait (ray-project/ray#55128), so
+each idle actor holds a core at 100% (measured: 0.98 core each, between steps and through the
+whole PPO update) and the driver spins while the actors step (0.75 core, leaving the two
+actors 0.43 core each on a 2-core machine). Where the driver and the actors have more cores
+than they use it can pay; on this machine plain calls over the shared buffers were faster
+(README, "Scaling out on Ray"). :meth:`RayVectorEnv.placement` leaves a graph (an actor in a
+graph runs nothing else) and the next step rebuilds it.
 
 Fault tolerance: actors are created with ``max_restarts``; a step whose actor died is not
 retried by Ray (a fresh actor's envs are not the dead one's), :class:`RayVectorEnv` does
@@ -179,12 +183,13 @@ class RayVectorEnv(VectorTaskEnv):
     ``cpus_per_worker``: the CPUs each actor reserves. Actors are spread over the nodes.
     ``shared_memory``: actors on the driver's node step into the driver's buffers in place
     (False: every actor answers with its rows, as actors on other nodes always do);
-    ``compiled_graph``: one Ray compiled graph per step when every actor is on this node.
+    ``compiled_graph``: one Ray compiled graph per step when every actor is on this node (off by
+    default: see the module docstring).
     """
 
     def __init__(self, num_envs: int, num_workers: int = 2, env_id: str = REACH_ID,
                  env_kwargs: dict[str, Any] | None = None, *, address: str | None = None,
-                 max_restarts: int = 3, cpus_per_worker: float = 1.0, compiled_graph: bool = True,
+                 max_restarts: int = 3, cpus_per_worker: float = 1.0, compiled_graph: bool = False,
                  shared_memory: bool = True):
         ray = require_ray()
         if num_workers < 1:
@@ -223,9 +228,8 @@ class RayVectorEnv(VectorTaskEnv):
         except BaseException:
             self.close()
             raise
-        # Ray's compiled graph (shared-memory channels) when every actor is on this machine: one
-        # round trip per step cost 3.0 ms with plain actor calls here, 0.3 ms compiled (2 actors).
-        # Actors on other nodes use plain calls.
+        # Ray's compiled graph (shared-memory channels) only when asked for and every actor is on
+        # this machine; its readers busy-wait (module docstring). Actors on other nodes: plain calls.
         self.compiled_graph = bool(compiled_graph) and nodes == {node_id()}
 
     @property

@@ -62,7 +62,8 @@ def make_vector_env(cfg: TrainConfig, episodes_done: int = 0):
         from policies.ray_backend import RayVectorEnv
 
         return RayVectorEnv(cfg.num_envs, cfg.num_workers, env_id=env_id, env_kwargs=kwargs,
-                            address=cfg.ray_address or None, max_restarts=cfg.ray_max_restarts)
+                            address=cfg.ray_address or None, max_restarts=cfg.ray_max_restarts,
+                            compiled_graph=cfg.ray_compiled_graph)
     if cfg.backend != "local":
         raise ValueError(f"backend must be 'local' or 'ray', got {cfg.backend!r}")
     return VectorTaskEnv(cfg.num_envs, cfg.num_workers, env_id=env_id, env_kwargs=kwargs)

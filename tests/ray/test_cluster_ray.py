@@ -50,10 +50,12 @@ def test_the_cluster_has_two_nodes(cluster):
 
 def test_env_actors_on_every_node_step_the_local_envs(cluster):
     kwargs = {"max_episode_steps": 5, "terminate_on_success": False}
-    remote = RayVectorEnv(4, 2, env_kwargs=kwargs)
+    remote = RayVectorEnv(4, 2, env_kwargs=kwargs, compiled_graph=True)
     try:
         assert {node for _, node in remote.placement()} == cluster
         assert not remote.compiled_graph   # actors on other nodes: plain actor calls
+        # mixed: the actor on the driver's node steps in the driver's buffers, the other answers with its rows
+        assert sorted(remote.attached) == [False, True]
         local = VectorTaskEnv(4, 0, env_kwargs=kwargs)
         try:
             outs = [(local.reset(seed=11), remote.reset(seed=11))]

@@ -93,7 +93,9 @@ def test_batch_fields_are_compared(local_run):
 def test_ray_backend_gives_the_local_batches_and_curve(local_ray, local_run, tmp_path):
     ray_run = run(small_config(backend="ray"), tmp_path)
     assert ray_run[3].venv.num_workers == 2
-    assert ray_run[3].venv.compiled_graph   # every actor on this machine: one compiled graph per step
+    venv = ray_run[3].venv
+    assert venv.attached == [True, True]    # every actor on this machine: stepping in the driver's buffers
+    assert not venv.compiled_graph          # plain actor calls unless asked for (the graph's readers spin)
     assert_same_run(local_run, ray_run)
 
 
