@@ -34,7 +34,7 @@ def test_explain_writes_figures_json_markdown_and_html(report):
     assert list(summary["policies"]) == ["reach_lstm", "reach_mlp"]
     lstm = summary["policies"]["reach_lstm"]
     assert lstm["memory"] == "lstm_hc" and summary["policies"]["reach_mlp"]["memory"] == "mlp_last_hidden"
-    assert summary["policies"]["reach_mlp"]["policy"]["weights_from"] == "onnx-reconstruction"
+    assert summary["policies"]["reach_mlp"]["policy"]["weights_from"] == "checkpoint"
     probes = lstm["probes"]
     assert probes["times_s"] == [0.5, 1.0, 2.0, 4.0] and "action_latency" in probes["parameters"]
     assert len(probes["ridge_r2"]["action_latency"]) == 4 and len(probes["logistic_accuracy_shuffled"]["gravity/z"]) == 4

@@ -28,25 +28,35 @@ def test_zoo_graph_reconstructs_to_a_torch_actor_with_onnxruntime_parity(name):
     assert worst < PARITY_TOLERANCE
 
 
-def test_reconstructed_weights_are_the_checkpoints_weights():
-    """reach_lstm ships both: the graph's initializers, re-ordered (gates iofc -> ifco, MatMul
-    transposed), are exactly the checkpoint's parameters."""
+@pytest.mark.parametrize("name", ["reach_lstm", "reach_lstm_nominal", "reach_mlp", "push_lstm", "push_mlp"])
+def test_reconstructed_weights_are_the_checkpoints_weights(name):
+    """The zoo ships both: the graph's initializers, re-ordered (LSTM gates iofc -> ifco, MatMul
+    transposed), are exactly the checkpoint's parameters (the normalizer's variance to float
+    rounding; the log-std and the normalizer's count are not in the graph)."""
     from policies.export import actor_from_checkpoint
-    rebuilt = actor_from_onnx(ZOO / "reach_lstm" / "reach_lstm.onnx").state_dict()
-    trained = actor_from_checkpoint(ZOO / "reach_lstm" / "checkpoint.pt")[0].state_dict()
-    for key in ("lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0",
-                "head.0.weight", "head.2.weight", "head.2.bias", "obs_norm.mean"):
+    rebuilt = actor_from_onnx(ZOO / name / f"{name}.onnx").state_dict()
+    trained = actor_from_checkpoint(ZOO / name / "checkpoint.pt")[0].state_dict()
+    assert rebuilt.keys() == trained.keys()
+    for key in set(rebuilt) - {"log_std", "obs_norm.count", "obs_norm.var"}:
         assert torch.equal(rebuilt[key], trained[key]), key
     np.testing.assert_allclose(rebuilt["obs_norm.var"], trained["obs_norm.var"], rtol=1e-5, atol=1e-7)
 
 
-def test_load_explained_policy_uses_the_checkpoint_when_shipped_and_the_graph_otherwise():
+def _without_checkpoint(tmp_path, name):
+    folder = tmp_path / name
+    shutil.copytree(ZOO / name, folder)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)
+    return folder
+
+
+def test_load_explained_policy_uses_the_checkpoint_when_shipped_and_the_graph_otherwise(tmp_path):
     lstm = load_explained_policy(ZOO / "reach_lstm")
     assert lstm.source == "checkpoint" and lstm.parity_max_abs_diff < PARITY_TOLERANCE
-    mlp = load_explained_policy(ZOO / "reach_mlp")
+    assert load_explained_policy(ZOO / "reach_mlp").source == "checkpoint"
+    mlp = load_explained_policy(_without_checkpoint(tmp_path, "reach_mlp"))  # e.g. an artifact exported elsewhere
     assert mlp.source == "onnx-reconstruction" and mlp.architecture == "mlp"
     assert mlp.task["name"] == "reach" and mlp.randomization == "default"
-    nominal = load_explained_policy(ZOO / "reach_lstm_nominal" / "reach_lstm_nominal.onnx")
+    nominal = load_explained_policy(_without_checkpoint(tmp_path, "reach_lstm_nominal") / "reach_lstm_nominal.onnx")
     assert nominal.randomization == "none" and "reconstructed" in nominal.notes[0]
 
 

@@ -39,13 +39,37 @@ def test_shipped_artifact_loads_and_records_its_training(name):
         assert result["episodes"] >= 500, f"{name}: evaluated on {result['episodes']} episodes"
 
 
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_policy_ships_its_training_weights(name):
+    """Fine-tuning (`sim2real loop`, `--init-from`) and `sim2real explain` start from them."""
+    m = PolicyRuntime(ZOO / name).manifest
+    weights = load_checkpoint_file(ZOO / name / "checkpoint.pt")
+    assert "optimizer" not in weights and weights["env_steps"] == m.training["env_steps"]
+
+
 @pytest.mark.parametrize("name", PUSH)
-def test_push_policies_ship_their_weights_and_a_held_out_evaluation(name):
+def test_push_policies_ship_a_held_out_evaluation(name):
     m = PolicyRuntime(ZOO / name).manifest
     assert m.task["name"] == "push"
     assert m.evaluation["push_hard"]["episodes"] >= 500   # the held-out column of the README's table
-    weights = load_checkpoint_file(ZOO / name / "checkpoint.pt")
-    assert "optimizer" not in weights and weights["env_steps"] == m.training["env_steps"]
+
+
+def test_the_readme_reach_table_is_the_manifests_evaluations():
+    """The README's table of shipped Reach policies quotes each manifest: success % and its
+    Wilson interval on nominal and randomized physics, and the training wall time."""
+    reach = sorted(name for name in SHIPPED if name.startswith("reach_"))
+    text = README.read_text()
+    table = text[text.index("| policy | actor | trained under | nominal physics | randomized physics |"):].split("\n\n")[0]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(reach_[a-z_]+)` \|(.*)$", table, re.M)}
+    assert sorted(rows) == reach
+    for name in reach:
+        m = PolicyRuntime(ZOO / name).manifest
+        quoted = re.findall(r"([0-9.]+)% \[([0-9.]+), ([0-9.]+)\]", rows[name])
+        expected = [(f"{100 * m.evaluation[r]['success_rate']:.1f}",
+                     *(f"{100 * v:.1f}".replace("100.0", "100") for v in m.evaluation[r]["success_ci95"]))
+                    for r in ("none", "default")]
+        assert quoted == expected, name
+        assert f"| {m.training['wall_time_s']:.0f} s" in rows[name], name
 
 
 def test_the_readme_push_table_is_the_manifests_evaluations():
