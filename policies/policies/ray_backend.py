@@ -49,7 +49,14 @@ needs no Ray, and the deployed runtime never imports it (.importlinter).
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
+import socket
+import struct
+import tempfile
 import time
+import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,6 +74,143 @@ RETURNED_FIELDS = ("obs", "final_obs", "rewards", "terminated", "truncated", "su
 # buffers whose rows rarely change (the episode's dynamics; the final observation and privileged
 # state of an episode that just ended): only their changed rows travel, as (row indices, rows)
 CHANGED_ROWS_ONLY = ("final_obs", "dynamics", "final_privileged")
+
+
+_FRAME = struct.Struct("<I")  # a socket frame: its pickle's length, then the pickle
+
+
+def send_frame(sock: socket.socket, obj) -> None:
+    """Send ``obj`` as one length-prefixed pickle."""
+    payload = pickle.dumps(obj, protocol=5)
+    sock.sendall(_FRAME.pack(len(payload)) + payload)
+
+
+def recv_frame(sock: socket.socket):
+    """The next object :func:`send_frame` sent, or None when the peer closed the socket
+    between frames (a close inside a frame raises ConnectionError)."""
+    header = _recv_exactly(sock, _FRAME.size)
+    if header is None:
+        return None
+    payload = _recv_exactly(sock, _FRAME.unpack(header)[0])
+    if payload is None:
+        raise ConnectionError("the peer closed the socket inside a frame")
+    return pickle.loads(payload)
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytearray | None:
+    buf = bytearray(size)
+    view, got = memoryview(buf), 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            if got:
+                raise ConnectionError("the peer closed the socket inside a frame")
+            return None
+        got += n
+    return buf
+
+
+class _Lost(Exception):
+    """An attached actor's socket link broke: ``error`` says why (a death, or a restart)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _StepLink:
+    """The driver's end of an attached actor's step signals: a Unix socket in a private
+    temporary folder, which the actor connects to from its long-running
+    :meth:`EnvWorker.serve` call. Opening it waits for the connection (the call may queue
+    behind a restart); a death (the serve call fails with a Ray actor error, the socket
+    closes) raises :class:`_Lost`, and so does a process other than ``expected_pid``."""
+
+    ACCEPT_POLL_S = 0.05
+
+    def __init__(self, ray, worker, expected_pid: int | None):
+        self._ray = ray
+        self._folder = tempfile.mkdtemp(prefix="s2r-ray-")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock: socket.socket | None = None
+        self.pid: int | None = None
+        try:
+            path = os.path.join(self._folder, "steps")
+            self._listener.bind(path)
+            self._listener.listen(1)
+            self._listener.settimeout(self.ACCEPT_POLL_S)
+            self.ref = worker.serve.remote(path)
+            self.sock = self._accept()
+            try:
+                self.pid = recv_frame(self.sock)
+            except OSError:
+                self.pid = None
+            if self.pid is None:
+                raise _Lost(self._why_closed())
+            if expected_pid is not None and self.pid != expected_pid:
+                raise _Lost(RuntimeError(f"its process {expected_pid} died; Ray restarted it as process {self.pid}"))
+        except BaseException:
+            self.close()
+            raise
+
+    def _accept(self) -> socket.socket:
+        ray, since = self._ray, time.monotonic()
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+                sock.settimeout(None)
+                return sock
+            except TimeoutError:
+                done, _ = ray.wait([self.ref], timeout=0)
+                if done:  # the serve call ended without connecting
+                    raise _Lost(self._why_closed())
+                if time.monotonic() - since > RESTART_TIMEOUT_S:
+                    raise _Lost(RuntimeError(f"did not connect within {RESTART_TIMEOUT_S:.0f} s")) from None
+
+    def _why_closed(self) -> Exception:
+        """The serve call ended (or its socket closed): the Ray actor error of a death, else
+        raise what the call raised (not a death: a fault to report)."""
+        ray = self._ray
+        try:
+            ray.get(self.ref, timeout=RESTART_TIMEOUT_S)
+        except ray.exceptions.RayActorError as exc:
+            return exc
+        except ray.exceptions.GetTimeoutError:
+            return RuntimeError("its socket closed while its serve call went on")
+        return RuntimeError("its serve call returned before the driver stopped it")
+
+    def send(self, message) -> None:
+        try:
+            send_frame(self.sock, message)
+        except OSError as exc:  # a broken pipe or reset: the actor's process is gone
+            raise _Lost(self._why_closed()) from exc
+
+    def receive(self):
+        """The actor's answer to the message sent (an exception it raised is raised here)."""
+        try:
+            reply = recv_frame(self.sock)
+        except OSError as exc:
+            raise _Lost(self._why_closed()) from exc
+        if reply is None:
+            raise _Lost(self._why_closed())
+        status, value = reply
+        if status == "error":
+            raise value
+        return value
+
+    def close(self, stop: bool = True) -> None:
+        """Stop the serve call (``stop``: say so and wait for it to end, so the actor takes
+        calls again) and remove the socket."""
+        if self.sock is not None:
+            if stop:
+                try:
+                    send_frame(self.sock, ("stop", None))
+                    self._ray.wait([self.ref], timeout=RESTART_TIMEOUT_S)
+                except OSError:
+                    pass
+            self.sock.close()
+            self.sock = None
+        self._listener.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
 
 
 class RayNotInstalled(ImportError):
@@ -142,6 +286,28 @@ class EnvWorker:
         command, arg = message
         return self.reset(arg) if command == "reset" else self.step(arg)
 
+    def serve(self, path: str) -> None:
+        """Take :meth:`handle` messages over the Unix socket the driver listens on at ``path``
+        until it says ``("stop", None)`` or closes it: one long-running actor call instead of
+        one Ray call per step (an attached actor's messages and answers carry no arrays). The
+        actor runs nothing else meanwhile. First frame out: this process's id (the driver
+        checks it is the actor it knows, not a restart it has not replayed yet)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)
+            send_frame(sock, os.getpid())
+            while True:
+                message = recv_frame(sock)
+                if message is None or message[0] == "stop":
+                    return
+                try:
+                    reply = ("ok", self.handle(message))
+                except Exception as exc:  # noqa: BLE001 - the driver raises it
+                    reply = ("error", exc)
+                try:
+                    send_frame(sock, reply)
+                except (pickle.PicklingError, TypeError, AttributeError):  # an exception that does not pickle
+                    send_frame(sock, ("error", RuntimeError(traceback.format_exc())))
+
     def replay(self, seed: int | None, actions: Sequence[np.ndarray]) -> dict[str, np.ndarray] | None:
         """Reset with ``seed`` and take the steps ``actions``: the state a lost actor had (all
         rows are sent: the driver may have missed the last answer)."""
@@ -184,13 +350,14 @@ class RayVectorEnv(VectorTaskEnv):
     ``shared_memory``: actors on the driver's node step into the driver's buffers in place
     (False: every actor answers with its rows, as actors on other nodes always do);
     ``compiled_graph``: one Ray compiled graph per step when every actor is on this node (off by
-    default: see the module docstring).
+    default: see the module docstring); ``socket_signals``: an attached actor takes its steps
+    over a Unix socket from one long-running call (False: one plain Ray call per step).
     """
 
     def __init__(self, num_envs: int, num_workers: int = 2, env_id: str = REACH_ID,
                  env_kwargs: dict[str, Any] | None = None, *, address: str | None = None,
                  max_restarts: int = 3, cpus_per_worker: float = 1.0, compiled_graph: bool = False,
-                 shared_memory: bool = True):
+                 shared_memory: bool = True, socket_signals: bool = True):
         ray = require_ray()
         if num_workers < 1:
             raise ValueError(f"the Ray backend needs num_workers >= 1 (env actors), got {num_workers}")
@@ -220,6 +387,9 @@ class RayVectorEnv(VectorTaskEnv):
         self._actions: list[np.ndarray] = []  # the actions sent since the last reset (for a replay)
         self.bytes_sent = self.bytes_received = 0  # array payload to / from the actors (replays excluded)
         self._dag = None  # the compiled graph over every actor's `handle` (see _call)
+        self.socket_signals = bool(socket_signals)
+        self._links: list[_StepLink | None] = [None] * len(self._workers)  # attached actors' sockets
+        self._plain_only: set[int] = set()  # attached actors whose serve call could not connect
         self._pids: list[int] = []  # each actor's process at the last placement() (deaths in the graph)
         self.closed = False
         try:
@@ -236,6 +406,12 @@ class RayVectorEnv(VectorTaskEnv):
     def num_workers(self) -> int:
         return len(self._bounds)
 
+    @property
+    def on_socket(self) -> list[bool]:
+        """Per actor: whether its steps go over an open socket link now (attached actors with
+        ``socket_signals``, from their first step after a placement or a replay)."""
+        return [link is not None for link in self._links]
+
     def placement(self) -> list[tuple[int, str]]:
         """(process id, node id) of each env actor."""
         self._teardown()  # an actor in a compiled graph runs nothing else; the next step recompiles
@@ -250,7 +426,13 @@ class RayVectorEnv(VectorTaskEnv):
             dag = MultiOutputNode([w.handle.bind(inp[i]) for i, w in enumerate(self._workers)])
         self._dag = dag.experimental_compile()
 
-    def _teardown(self) -> None:
+    def _teardown(self, stop: bool = True) -> None:
+        """Leave the compiled graph and stop the socket links (``stop``: wait until each
+        actor's serve call ended, so it takes Ray calls again)."""
+        links, self._links = getattr(self, "_links", []), [None] * len(getattr(self, "_links", []))
+        for link in links:
+            if link is not None:
+                link.close(stop=stop)
         dag, self._dag = getattr(self, "_dag", None), None
         if dag is not None:
             try:
@@ -285,18 +467,41 @@ class RayVectorEnv(VectorTaskEnv):
                     self.bytes_received += value.nbytes
 
     def _call_plain(self, messages: list[tuple[str, Any]]) -> list[dict]:
-        refs = [w.handle.remote(m) for w, m in zip(self._workers, messages)]
-        lost = object()
-        try:
-            answers = self._ray.get(refs)
-        except self._ray.exceptions.RayActorError:  # a worker died: the others' answers stand
-            answers = [lost] * len(refs)
-        for i, ref in enumerate(refs):
-            if answers[i] is lost:
-                try:
-                    answers[i] = self._ray.get(ref)
-                except self._ray.exceptions.RayActorError as exc:
-                    answers[i] = self._recover(i, exc)
+        """One step or reset on every actor: attached actors over their socket links (opened
+        at their first step, after a placement or a replay), the others with a Ray call each."""
+        n = len(self._workers)
+        socketed = [i for i in range(n) if self.socket_signals and self.attached[i] and i not in self._plain_only]
+        deaths: dict[int, Exception] = {}
+        sent = []
+        for i in socketed:  # every signal goes out before any answer is awaited
+            try:
+                if self._links[i] is None:
+                    self._links[i] = _StepLink(self._ray, self._workers[i], self._pids[i])
+                self._links[i].send(messages[i])
+                sent.append(i)
+            except _Lost as lost:
+                deaths[i] = lost.error
+            except self._ray.exceptions.RayTaskError as exc:  # its serve call failed: no socket between us
+                warnings.warn(f"Ray env worker {i} cannot reach the driver's socket ({exc}); it takes its steps "
+                              "as plain Ray calls from now on", RuntimeWarning, stacklevel=3)
+                self._plain_only.add(i)
+        refs = {i: self._workers[i].handle.remote(messages[i]) for i in range(n) if i not in sent and i not in deaths}
+        answers: list[Any] = [None] * n
+        for i in sent:
+            try:
+                answers[i] = self._links[i].receive()
+            except _Lost as lost:
+                deaths[i] = lost.error
+        for i, ref in refs.items():
+            try:
+                answers[i] = self._ray.get(ref)
+            except self._ray.exceptions.RayActorError as exc:  # a worker died: the others' answers stand
+                deaths[i] = exc
+        for i, error in deaths.items():
+            link, self._links[i] = self._links[i], None
+            if link is not None:
+                link.close(stop=False)  # a dead actor's, or a restart's that must replay first
+            answers[i] = self._recover(i, error)
         return answers
 
     def _call_compiled(self, messages: list[tuple[str, Any]]) -> list[dict]:
@@ -348,6 +553,7 @@ class RayVectorEnv(VectorTaskEnv):
             try:
                 answer = ray.get(self._workers[i].replay.remote(self._seed, [act[a:b] for act in self._actions]))
                 self.attached[i] = answer is None  # a restart on another node steps into its own buffers
+                self._pids[i] = self._pid_of(i)
                 return answer
             except ray.exceptions.ActorUnavailableError as exc:  # still restarting: not a new death
                 error = None
@@ -360,11 +566,18 @@ class RayVectorEnv(VectorTaskEnv):
             except ray.exceptions.RayActorError as exc:
                 error, waiting_since = exc, None
 
+    def _pid_of(self, i: int) -> int | None:
+        """Actor ``i``'s process now (None when it cannot say: the next step finds out why)."""
+        try:
+            return self._ray.get(self._workers[i].where.remote())[0]
+        except self._ray.exceptions.RayActorError:
+            return None
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        self._teardown()
+        self._teardown(stop=False)  # the actors are killed next: no need to wait for their serve calls
         ray = self._ray
         for worker in self._workers:
             try:

@@ -141,6 +141,34 @@ def test_actors_on_the_drivers_machine_step_into_its_shared_buffers_with_the_sam
     assert not (Path("/dev/shm") / segment).exists()  # close() unlinked the segment
 
 
+def test_socket_signals_give_the_plain_calls_steps_and_survive_a_death_while_serving(local_ray):
+    """Attached actors take their steps over a Unix socket (one long-running serve call each);
+    a worker SIGKILLed while serving is noticed on its socket, restarted and replayed."""
+    from policies.ray_backend import RayVectorEnv
+
+    kwargs = {"max_episode_steps": 5, "terminate_on_success": False}
+    envs = [RayVectorEnv(4, 2, env_kwargs=kwargs, socket_signals=s, cpus_per_worker=0.5) for s in (True, False)]
+    try:
+        pids = [pid for pid, _ in envs[0].placement()]
+        assert envs[0].attached == envs[1].attached == [True, True]
+        outs = [[e.reset(seed=3) for e in envs]]
+        assert envs[0].on_socket == [True, True] and envs[1].on_socket == [False, False]
+        rng = np.random.default_rng(4)
+        for t in range(9):
+            if t == 4:
+                kill_process(pids[1])  # its serve call is running: the socket closes under the driver
+            actions = rng.uniform(-1, 1, (4, envs[0].single_action_space.shape[0])).astype(np.float32)
+            outs.append([e.step(actions) for e in envs])
+        assert envs[0].restarts == [0, 1] and envs[1].restarts == [0, 0]
+        assert envs[0].on_socket == [True, True], "the restarted actor serves again after its replay"
+        assert envs[0].placement()[1][0] != pids[1] and envs[0].on_socket == [False, False]
+        outs.append([e.step(actions) for e in envs])  # placement() stopped the links; they reopen
+    finally:
+        for e in envs:
+            e.close()
+    assert_same_steps(outs)
+
+
 def test_a_worker_killed_mid_iteration_is_restarted_and_the_iteration_replayed(local_ray, local_run, tmp_path):
     killed = []
 
