@@ -83,10 +83,11 @@ def train_run(backend: str, args, out: Path) -> dict:
 
 def transport_run(args) -> dict:
     """Env stepping alone, ms per step: the local workers; Ray as it runs here (actors on this
-    machine step into the driver's shared buffers, plain actor calls); Ray as an actor on another
-    node is driven (its rows in every answer), whose bytes per step are what a cluster moves; and,
-    alone afterwards (its idle actors busy-wait, which would slow the others), the opt-in
-    compiled graph over the shared buffers."""
+    machine step into the driver's shared buffers and take their steps over a Unix socket); the
+    same actors driven with one plain Ray call per step (the baseline the socket replaced); Ray
+    as an actor on another node is driven (plain calls, its rows in every answer), whose bytes
+    per step are what a cluster moves; and, alone afterwards (its idle actors busy-wait, which
+    would slow the others), the opt-in compiled graph over the shared buffers."""
     import numpy as np
     import ray
 
@@ -94,10 +95,12 @@ def transport_run(args) -> dict:
     from sim_bridge.envs.vector import VectorTaskEnv
 
     kwargs = {"terminate_on_success": False, "max_episode_steps": args.num_steps}
-    # two Ray vector envs live at once: their actors share the instance's CPUs
-    cpus = min(1.0, ray.cluster_resources().get("CPU", 1.0) / (2 * args.num_workers))
+    # three Ray vector envs live at once: their actors share the instance's CPUs
+    cpus = min(1.0, ray.cluster_resources().get("CPU", 1.0) / (3 * args.num_workers))
     envs = {"local": VectorTaskEnv(args.num_envs, args.num_workers, env_kwargs=kwargs),
             "ray": RayVectorEnv(args.num_envs, args.num_workers, env_kwargs=kwargs, cpus_per_worker=cpus),
+            "ray_plain_calls": RayVectorEnv(args.num_envs, args.num_workers, env_kwargs=kwargs,
+                                            cpus_per_worker=cpus, socket_signals=False),
             "ray_remote_path": RayVectorEnv(args.num_envs, args.num_workers, env_kwargs=kwargs, cpus_per_worker=cpus,
                                             shared_memory=False)}
     actions = np.zeros((args.num_envs, envs["local"].single_action_space.shape[0]), np.float32)
@@ -131,7 +134,9 @@ def transport_run(args) -> dict:
     local, on_ray = statistics.median(ms["local"]), statistics.median(ms["ray"])
     remote_ms = statistics.median(ms["ray_remote_path"])
     compiled_ms = statistics.median(ms["ray_compiled_graph"])
+    plain_ms = statistics.median(ms["ray_plain_calls"])
     return {"local_ms_per_step": local, "ray_ms_per_step": on_ray, "ratio": local / on_ray,
+            "ray_plain_calls_ms_per_step": plain_ms, "plain_calls_ratio": local / plain_ms,
             "ray_remote_path_ms_per_step": remote_ms, "remote_path_ratio": local / remote_ms,
             "ray_compiled_graph_ms_per_step": compiled_ms, "compiled_graph_ratio": local / compiled_ms,
             **moved, "blocks": ms}
@@ -250,8 +255,10 @@ def main(argv=None) -> int:
                   f"(target >= 0.85x)")
             print(f"  env stepping alone (median of {args.blocks} alternating blocks of 100 steps): local "
                   f"{transport['local_ms_per_step']:.2f} ms/step, ray {transport['ray_ms_per_step']:.2f} ms/step "
-                  f"(actors step into the driver's shared buffers, plain actor calls): "
-                  f"ray at {transport['ratio']:.2f}x the local env steps/s; the opt-in compiled graph, measured "
+                  f"(actors step into the driver's shared buffers, steps signalled over Unix sockets): "
+                  f"ray at {transport['ratio']:.2f}x the local env steps/s; the same actors with one plain Ray "
+                  f"call per step: {transport['ray_plain_calls_ms_per_step']:.2f} ms/step "
+                  f"({transport['plain_calls_ratio']:.2f}x); the opt-in compiled graph, measured "
                   f"alone: {transport['ray_compiled_graph_ms_per_step']:.2f} ms/step "
                   f"({transport['compiled_graph_ratio']:.2f}x)")
             print(f"  the transport of an actor on another node (plain calls, its rows in every answer), here: "
