@@ -55,6 +55,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -94,8 +95,19 @@ TASK_MESSAGE_READERS = READERS
 class PolicyNode(CommandGateMixin, LifecycleNode):
     CONFIGURE_ERRORS = (ConfigError, PolicyRejected)  # configure FAILURE with the reason
 
-    def __init__(self, *, autostart: bool = False, **kwargs):
+    def __init__(self, *, autostart: bool = False, linked_topics: Iterable[str] = (),
+                 linked_latest: Callable | None = None, **kwargs):
+        """``linked_topics`` (the composed deployment, ``sim2real/composed.py``): the inputs on
+        these topics (joint states, the task's inputs) come from a bridge in this process through
+        :meth:`take_linked` instead of subscriptions (not created for them), and every command
+        published also goes to the callables in ``command_listeners``. ``linked_latest(topic)``:
+        the bridge's last message on a topic (None if none), read at configure for the latched
+        inputs (the goal), as a latched subscription gets it on joining."""
         super().__init__("policy", **kwargs)
+        self.linked_topics = frozenset(linked_topics)
+        self._linked_latest = linked_latest
+        self._linked: dict[str, Callable] = {}  # topic -> the input callback a subscription would run
+        self.command_listeners: list = []  # callables taking each published command (intra-process)
 
         def describe(text: str, read_only: bool = False, **extra) -> ParameterDescriptor:
             return ParameterDescriptor(description=text, read_only=read_only, **extra)
@@ -278,18 +290,32 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         inputs = self._input_group if trigger == "timer" else self._control_group
         self._pub = self.create_lifecycle_publisher(Float64MultiArray, interface.JOINT_COMMANDS,
                                                     interface.COMMAND_QOS)
-        self._entities = [
-            self.create_subscription(JointState, interface.JOINT_STATES, self._on_state, interface.STATE_QOS,
-                                     callback_group=inputs)]
+        self._entities = []
+        self._linked = {}
+
+        latched_links = []
+
+        def subscribe(msg_class, topic: str, callback, qos) -> None:
+            if topic in self.linked_topics:
+                self._linked[topic] = callback
+                if qos is interface.LATCHED_QOS:
+                    latched_links.append(topic)
+            else:
+                self._entities.append(self.create_subscription(msg_class, topic, callback, qos, callback_group=inputs))
+
+        subscribe(JointState, interface.JOINT_STATES, self._on_state, interface.STATE_QOS)
         for task_input in ctl.task.inputs:  # the task's signals that arrive over ROS (Reach: current_goal)
             if task_input.msg_type not in TASK_MESSAGE_READERS:
                 raise PolicyRejected(f"task '{ctl.task.name}': input {task_input.signal} on {task_input.topic} has "
                                      f"message type {task_input.msg_type}; the policy node reads "
                                      f"{sorted(TASK_MESSAGE_READERS)}")
             msg_class, read = TASK_MESSAGE_READERS[task_input.msg_type]
-            self._entities.append(self.create_subscription(
-                msg_class, task_input.topic, self._task_input_callback(task_input.signal, read),
-                interface.LATCHED_QOS if task_input.latched else interface.STATE_QOS, callback_group=inputs))
+            subscribe(msg_class, task_input.topic, self._task_input_callback(task_input.signal, read),
+                      interface.LATCHED_QOS if task_input.latched else interface.STATE_QOS)
+        for topic in latched_links:  # what a latched subscription would get on joining
+            msg = self._linked_latest(topic) if self._linked_latest is not None else None
+            if msg is not None:
+                self._linked[topic](msg)
         if trigger == "timer":
             self._entities.append(self.create_timer(ctl.period_s, self._on_timer, callback_group=self._control_group))
         rate = self.get_parameter("attribution_rate_hz").value
@@ -321,6 +347,7 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
             else:
                 self.destroy_subscription(entity)
         self._entities = []
+        self._linked = {}
         if self._pub is not None:
             self.destroy_lifecycle_publisher(self._pub)
             self._pub = None
@@ -383,6 +410,16 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         elif self.trigger == "state" and self._active:
             self._run_cycle(ctl, now)
 
+    def take_linked(self, topic: str, msg) -> None:
+        """A message the bridge this node is composed with published on ``topic`` (one of
+        ``linked_topics``): what the subscription's callback would do with it (the same checks;
+        a joint state with trigger 'state' runs the cycle), in the caller's thread (the bridge's
+        tick, inline in the executor's spinning thread, like the callback it replaces). Ignored
+        while unconfigured or when this policy's task does not read the topic."""
+        callback = self._linked.get(topic)
+        if callback is not None:
+            callback(msg)
+
     def _task_input_callback(self, signal: str, read):
         def on_input(msg) -> None:
             ctl = self.controller
@@ -404,6 +441,8 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
             with self._publish_lock:
                 if self._active and self._pub is not None:
                     self._pub.publish(msg)
+                    for deliver in self.command_listeners:
+                        deliver(msg)
         # The command is out: a policy load waiting in the parameter thread may take its next
         # step now, in the idle part of the period. (A swap is logged by the parameter thread.)
         ctl.end_cycle()

@@ -7,18 +7,63 @@ reaches both nodes, and ``-p node:name:=value`` only matches in the root namespa
 callbacks run in its spinning thread one after the other (``inline_callback_groups``), so a
 cycle costs no process switch and one executor's wake-up instead of one per process; the
 policy node's parameter and lifecycle services still run in worker threads, so a swap's load
-does not hold the loop. The messages still go through DDS (rclpy has no intra-process path);
-Fast DDS delivers them within the process. What it saves against two processes is measured
-by ``sim2real bench policy-node --composed`` (docs/profile.md).
+does not hold the loop.
+
+**Intra-process path** (the default; rclpy has none of its own): the bridge hands each joint
+state, goal and task input it publishes straight to the policy node's input callbacks
+(:meth:`PolicyNode.take_linked`), and the policy node hands each command it publishes straight
+to the bridge (:meth:`SimBridgeNode.take_linked_command`): no DDS delivery, no take, no wake-up
+in between, the same checks on both sides. Both nodes still publish every topic for recorders
+and monitors, but neither subscribes to what its partner delivers directly, so the bridge takes
+commands only from its policy node. The bridge's tick runs the policy cycle (trigger 'state')
+inside its own callback. Lockstep mode keeps the topics (a command steps the simulation, which
+would recurse inside the state's delivery). ``SIM2REAL_COMPOSED_TRANSPORT=dds`` composes the
+two nodes over DDS instead (the baseline of ``sim2real bench policy-node --composed``).
 """
 from __future__ import annotations
+
+import functools
+import os
+
+TRANSPORT_ENV = "SIM2REAL_COMPOSED_TRANSPORT"
+TRANSPORTS = ("intra", "dds")
+
+
+def transport() -> str:
+    """``SIM2REAL_COMPOSED_TRANSPORT`` ('intra' when unset), checked against :data:`TRANSPORTS`."""
+    kind = os.environ.get(TRANSPORT_ENV, "").strip() or "intra"
+    if kind not in TRANSPORTS:
+        raise ValueError(f"{TRANSPORT_ENV}={kind!r}: must be one of {', '.join(TRANSPORTS)}")
+    return kind
+
+
+def build(intra_process: bool = True, *, bridge_kwargs: dict | None = None, policy_kwargs: dict | None = None):
+    """The two nodes (``*_kwargs``: passed to their constructors), linked intra-process when
+    ``intra_process`` and the bridge runs in real time."""
+    from policies.node import PolicyNode
+    from sim_bridge.node import SimBridgeNode
+
+    bridge = SimBridgeNode(intra_process=intra_process, **(bridge_kwargs or {}))
+    if not bridge.intra_process:
+        return bridge, PolicyNode(autostart=True, **(policy_kwargs or {}))
+    policy = PolicyNode(autostart=True, linked_topics=bridge.linked_topics, linked_latest=bridge.latest,
+                        **(policy_kwargs or {}))
+    for topic in bridge.linked_topics:
+        bridge.listeners.setdefault(topic, []).append(functools.partial(policy.take_linked, topic))
+    policy.command_listeners.append(bridge.take_linked_command)
+    return bridge, policy
 
 
 def main(args: list[str] | None = None) -> int:
     """Entry point for ``sim2real node sim_policy``."""
-    from policies.node import EXECUTOR_THREADS, PolicyNode
-    from sim_bridge.executor import run_node
-    from sim_bridge.node import SimBridgeNode
+    import sys
 
-    return run_node("sim_policy", lambda: (SimBridgeNode(), PolicyNode(autostart=True)), args,
-                    num_threads=EXECUTOR_THREADS)
+    from policies.node import EXECUTOR_THREADS
+    from sim_bridge.executor import run_node
+
+    try:
+        intra = transport() == "intra"
+    except ValueError as exc:
+        print(f"sim_policy: {exc}", file=sys.stderr)
+        return 2
+    return run_node("sim_policy", lambda: build(intra), args, num_threads=EXECUTOR_THREADS)

@@ -82,10 +82,18 @@ def _stamp(msg_stamp, seconds: float) -> None:
 
 
 class SimBridgeNode(Node):
-    def __init__(self, task: Task | None = None, **kwargs):
+    def __init__(self, task: Task | None = None, *, intra_process: bool = False, **kwargs):
         """``task``: a task instance (in-process composition, e.g. with settings from a policy's
-        manifest); None = the ``task`` parameter's registered task with its default settings."""
+        manifest); None = the ``task`` parameter's registered task with its default settings.
+
+        ``intra_process`` (the composed deployment, ``sim2real/composed.py``; real-time mode
+        only, ignored in lockstep): the commands come from a policy node in this process through
+        :meth:`take_linked_command` instead of the ``joint_commands`` subscription (not created),
+        and each message published on one of :attr:`linked_topics` also goes to the callables in
+        ``listeners[topic]``. The topics are published as always, for recorders and monitors."""
         super().__init__("sim_bridge", **kwargs)
+        self.listeners: dict[str, list] = {}  # topic -> callables taking each message published there
+        self._latest: dict = {}  # topic -> the last message published there (linked topics)
         ro = ParameterDescriptor(read_only=True)
         self.declare_parameter("robot_profile", "panda_like", ro)
         self.declare_parameter("task", task.name if task is not None else DEFAULT_TASK, ro)
@@ -135,10 +143,13 @@ class SimBridgeNode(Node):
             msg_class, fill = WRITERS[task_input.msg_type]
             qos = interface.LATCHED_QOS if task_input.latched else interface.STATE_QOS
             self._task_pubs[task_input.signal] = (self.create_publisher(msg_class, task_input.topic, qos),
-                                                  msg_class, fill)
+                                                  msg_class, fill, task_input.topic)
         self._last_measured: dict = {}
-        self._command_sub = self.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, self._on_command,
-                                                     interface.COMMAND_QOS)
+        # lockstep steps on each command: a command delivered inside the state's own delivery
+        # would recurse, so lockstep keeps the topic
+        self.intra_process = bool(intra_process) and mode == "realtime"
+        self._command_sub = None if self.intra_process else self.create_subscription(
+            Float64MultiArray, interface.JOINT_COMMANDS, self._on_command, interface.COMMAND_QOS)
         self.create_subscription(PointStamped, interface.GOAL, self._on_goal, interface.LATCHED_QOS)
         self.create_service(Trigger, interface.RESET, self._on_reset)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -159,7 +170,7 @@ class SimBridgeNode(Node):
             # A command only matters at the next tick: the tick takes what arrived since, so
             # the executor wakes once per cycle instead of twice (StaticWaitMixin does not
             # wait on polled subscriptions; rclpy's own loops still call _on_command)
-            self.polled_subscriptions = (self._command_sub,)
+            self.polled_subscriptions = (self._command_sub,) if self._command_sub is not None else ()
         else:
             # Lockstep waits for a command, the controller for a state: republishing the
             # current state while idle starts the loop and survives a lost message.
@@ -184,6 +195,8 @@ class SimBridgeNode(Node):
         """Run ``_on_command`` on each command that arrived since the last tick, oldest first
         (at most the subscription's queue depth: a flood cannot hold the tick)."""
         sub = self._command_sub
+        if sub is None:  # intra-process: the linked policy node delivers its commands itself
+            return
         for _ in range(interface.COMMAND_QOS.depth):
             with sub.handle:
                 taken = sub.handle.take_message(sub.msg_type, sub.raw)
@@ -194,8 +207,8 @@ class SimBridgeNode(Node):
     def _on_lockstep_idle(self) -> None:
         last = self._ticks.last_s or 0.0
         if time.monotonic() - last >= LOCKSTEP_IDLE_REPUBLISH_S:
-            self._publish_state()
             self._publish_task_inputs(measure=False)
+            self._publish_state()
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         result = self.session.submit_command(msg.data)
@@ -206,6 +219,11 @@ class SimBridgeNode(Node):
             self._log_throttled("clip", f"joint_commands {result.reason}")
         if self.mode == "lockstep":
             self._step_and_publish()
+
+    def take_linked_command(self, msg: Float64MultiArray) -> None:
+        """A command from the policy node this bridge is composed with (``intra_process``): the
+        same checks as one from the topic; it applies at the next tick."""
+        self._on_command(msg)
 
     def _on_goal(self, msg: PointStamped) -> None:
         try:
@@ -313,13 +331,15 @@ class SimBridgeNode(Node):
                 f"({self.session.counters.blowups} blow-ups so far; logged at most every {BLOWUP_LOG_PERIOD_S:g} s)"))
             self._after_reset()
             return
-        self._publish_state()
+        # the task's inputs first: the state triggers a policy cycle (trigger 'state'; at once
+        # when composed intra-process), which should see this step's inputs
         self._publish_task_inputs()
+        self._publish_state()
 
     def _after_reset(self) -> None:
         self._publish_goal()
-        self._publish_state()
         self._publish_task_inputs()
+        self._publish_state()
         self._publish_diagnostics()
 
     def _publish_task_inputs(self, measure: bool = True) -> None:
@@ -332,12 +352,30 @@ class SimBridgeNode(Node):
                                    for signal, (value, age) in self.session.measure_task_inputs().items()}
         frame = self.get_parameter("frame_id").value
         for signal, (value, stamp_s) in self._last_measured.items():
-            publisher, msg_class, fill = self._task_pubs[signal]
+            publisher, msg_class, fill, topic = self._task_pubs[signal]
             msg = msg_class()
             _stamp(msg.header.stamp, max(0.0, stamp_s))
             msg.header.frame_id = frame
             fill(msg, value)
             publisher.publish(msg)
+            self._deliver(topic, msg)
+
+    @property
+    def linked_topics(self) -> tuple[str, ...]:
+        """The topics whose messages an intra-process link delivers (``listeners``): the joint
+        states, the goal and the task's sensed inputs."""
+        return (interface.JOINT_STATES, interface.CURRENT_GOAL,
+                *(topic for *_, topic in self._task_pubs.values()))
+
+    def latest(self, topic: str):
+        """The last message published on a linked topic, or None: what a latched (transient
+        local) subscription would get on joining, for an intra-process partner."""
+        return self._latest.get(topic)
+
+    def _deliver(self, topic: str, msg) -> None:
+        self._latest[topic] = msg
+        for deliver in self.listeners.get(topic, ()):
+            deliver(msg)
 
     def _publish_state(self) -> None:
         s = self.session.joint_state()
@@ -352,6 +390,7 @@ class SimBridgeNode(Node):
             _stamp(clock.clock, s.sim_time_s)
             self._clock_pub.publish(clock)
         self._state_pub.publish(msg)
+        self._deliver(interface.JOINT_STATES, msg)
 
     def _publish_goal(self) -> None:
         msg = PointStamped()
@@ -359,6 +398,7 @@ class SimBridgeNode(Node):
         msg.header.frame_id = self.get_parameter("frame_id").value
         msg.point.x, msg.point.y, msg.point.z = (float(v) for v in self.session.goal)
         self._goal_pub.publish(msg)
+        self._deliver(interface.CURRENT_GOAL, msg)
 
     def achieved_rate_hz(self) -> float:
         """Control steps per wall-clock second over the last ~2 s."""

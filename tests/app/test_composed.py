@@ -41,14 +41,24 @@ def test_a_bad_policy_stops_the_composed_process_with_exit_2_and_the_node_that_f
     assert "sim_policy: cannot start policy" in bad.stderr and "no policy 'nope'" in bad.stderr, bad.stderr
 
 
-def test_the_bridge_and_the_policy_close_the_loop_in_one_process_and_stop_on_sigint(tmp_path):
+def test_a_bad_transport_is_refused_before_rclpy_starts():
+    bad = subprocess.run([EXE, "node", "sim_policy"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "SIM2REAL_COMPOSED_TRANSPORT": "shm"})
+    assert bad.returncode == 2 and "SIM2REAL_COMPOSED_TRANSPORT='shm': must be one of intra, dds" in bad.stderr
+
+
+@pytest.mark.parametrize("transport", ["intra", "dds"])
+def test_the_bridge_and_the_policy_close_the_loop_in_one_process_and_stop_on_sigint(tmp_path, transport):
+    """Intra-process (the default) or over DDS: the loop closes, and the topics are published
+    for others either way (the probe here sees both)."""
     if not (shipped_policy_dir() / "reach_lstm" / "manifest.json").is_file():
         pytest.skip("no shipped reach_lstm (run `make train`)")
     params = params_file(tmp_path, {"randomization_file": "none", "mode": "realtime"},
                          {"policy": "reach_lstm", "trigger": "state"})
-    proc = subprocess.Popen([EXE, "node", "sim_policy", "--ros-args", "-r", f"__ns:={NS}", "--params-file", params],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
-    probe = rclpy.create_node("composed_probe", namespace=NS)
+    proc = subprocess.Popen([EXE, "node", "sim_policy", "--ros-args", "-r", f"__ns:={NS}_{transport}",
+                             "--params-file", params], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "SIM2REAL_COMPOSED_TRANSPORT": transport})
+    probe = rclpy.create_node("composed_probe", namespace=f"{NS}_{transport}")
     states, commands = [], []
     state_sub = probe.create_subscription(JointState, interface.JOINT_STATES, states.append, 50)
     command_sub = probe.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, commands.append, 50)

@@ -105,3 +105,44 @@ def test_sim_bridge_publishes_the_tracked_pose_and_the_policy_node_uses_it(push_
         thread.join(timeout=2.0)
         policy.destroy_node()
         bridge.destroy_node()
+
+
+@pytest.mark.parametrize("mode", ["realtime", "lockstep"])
+def test_composed_intra_process_hands_state_goal_pose_and_commands_over_directly(push_zoo, mode):
+    """``sim2real node sim_policy``'s intra-process path (sim2real/composed.py): the policy node
+    subscribes to none of what the bridge delivers, the bridge not to the commands, and the loop
+    closes; lockstep keeps the topics (a command steps the simulation: no recursion)."""
+    from sim2real.composed import build
+
+    bridge, policy = build(bridge_kwargs={"task": make_task("push"), "parameter_overrides": [
+        Parameter("randomization_file", value="none"), Parameter("seed", value=3), Parameter("mode", value=mode)]},
+        policy_kwargs={"parameter_overrides": [Parameter("policy_dir", value=str(push_zoo)),
+                                               Parameter("policy", value="dummy_push"),
+                                               Parameter("trigger", value="state")]})
+    executor = ControlExecutor(num_threads=4)
+    executor.add_node(bridge)
+    executor.add_node(policy)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        assert policy.lifecycle_state == "active", policy.last_error
+        subscribed = {sub.topic_name.rsplit("/", 1)[-1] for node in (bridge, policy) for sub in node.subscriptions}
+        linked = {"joint_states", "current_goal", "object_pose", "joint_commands"}
+        if mode == "realtime":
+            assert bridge.intra_process and subscribed.isdisjoint(linked), subscribed
+        else:
+            assert not bridge.intra_process and linked <= subscribed, subscribed
+        ctl = policy.controller
+        assert wait_until(lambda: ctl.counters.commands > 20 and bridge.session.counters.commands_accepted > 20,
+                          timeout=30.0), (ctl.counters, bridge.session.counters)
+        true = bridge.session.task.true_pose(bridge.session.sim, bridge.session.task_state)
+        np.testing.assert_allclose(ctl.task_values["object_pose"][:3], true[:3], atol=0.02)
+        np.testing.assert_allclose(ctl.task_values["goal_pos"], bridge.session.goal)
+        assert ctl.counters.holds["stale_task_input"] == 0 and bridge.session.counters.commands_rejected == 0
+    finally:
+        executor.remove_node(policy)
+        executor.remove_node(bridge)
+        executor.shutdown(timeout_sec=2.0)
+        thread.join(timeout=2.0)
+        policy.destroy_node()
+        bridge.destroy_node()
