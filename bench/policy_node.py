@@ -274,6 +274,7 @@ def cpu_ms_per_cycle(cpu_cores: dict, loop: dict, emulator_rate_hz: float | None
             if cpu_cores.get(name) is not None and rate and rate > 0}
 
 
+COMPOSED_TRANSPORTS = ("intra", "dds")  # sim2real.composed.TRANSPORTS (not imported: it is not the bench's)
 BRIDGE_PROCESSES = ("sim_bridge", "real_bridge", "composed")  # whichever ran: the "bridge" column
 
 
@@ -601,7 +602,8 @@ class RunSpec:
     repeat: int = 0           # --swap-repeats index (seeds the swap times)
     attribution_hz: float = 0.0  # the policy node's live attribution rate (0: off)
     executor: str = "default"  # SIM2REAL_EXECUTOR of both node processes (sim_bridge.executor.make_executor)
-    composed: bool = False    # both nodes in one process (`sim2real node sim_policy`) instead of two
+    composed: bool | str = False  # both nodes in one process (`sim2real node sim_policy`): its transport
+    #                                 ('intra' or True: the intra-process handoff; 'dds'), False: two processes
     bridge: str = "sim"       # sim | real: the processes of the run (CHILDREN)
 
 
@@ -641,6 +643,8 @@ def run_loop(spec: RunSpec, args, monitor: Monitor, env: dict, log_dir: Path) ->
     swaps: list[dict] = []
     try:
         node_env = dict(env, SIM2REAL_EXECUTOR=spec.executor)
+        if spec.composed:
+            node_env["SIM2REAL_COMPOSED_TRANSPORT"] = composed_kind(spec.composed)
         for name, cmd in CHILDREN[spec.bridge](spec, args, policy_params, log_dir / slug):
             children.append(Child(name, cmd, log_dir / f"{slug}_{name}.log", node_env))
 
@@ -812,7 +816,8 @@ def pooled_swaps(results: list[dict], control: bool, executor: str = "default", 
     inside all their windows against the sum of what each run's own outside rate predicts, and a
     95% upper bound of the excess per swap. None with fewer than two such runs."""
     runs = [r["swap"] for r in results if r.get("swap") and bool(r["swap"].get("control")) == control
-            and r.get("executor", "default") == executor and bool(r.get("composed")) == composed]
+            and r.get("executor", "default") == executor
+            and composed_kind(r.get("composed")) == composed_kind(composed)]
     if len(runs) < 2:
         return None
     swaps = sum(s["requested"] for s in runs)
@@ -973,22 +978,29 @@ def executor_ratios(results: list[dict], executors: list[str]) -> list[dict]:
     return rows
 
 
+def composed_kind(composed) -> str:
+    """A run's composed transport: '' (two processes), 'intra' (True counts as 'intra') or 'dds'."""
+    return "" if not composed else ("intra" if composed is True else str(composed))
+
+
 def composed_ratios(results: list[dict]) -> list[dict]:
-    """For each real-time rate (no swaps, no attribution, default executor): the composed
-    process's CPU per cycle against the two node processes' sum, and its round trip, in the
-    same benchmark run."""
+    """For each real-time rate and composed transport (no swaps, no attribution, default
+    executor): the composed process's CPU per cycle against the two node processes' sum, and
+    its round trip, in the same benchmark run."""
     rows = []
     plain = [r for r in results if r.get("mode") == "realtime" and not r.get("swap") and not r.get("attribution_hz")
              and r.get("executor", "default") == "default"]
-    for rate in sorted({r["target_rate_hz"] for r in plain}):
+    kinds = sorted({composed_kind(r.get("composed")) for r in plain} - {""}, key=COMPOSED_TRANSPORTS.index)
+    for rate, kind in ((rate, kind) for rate in sorted({r["target_rate_hz"] for r in plain}) for kind in kinds):
         two = next((r for r in plain if r["target_rate_hz"] == rate and not r.get("composed")), None)
-        one = next((r for r in plain if r["target_rate_hz"] == rate and r.get("composed")), None)
+        one = next((r for r in plain if r["target_rate_hz"] == rate and composed_kind(r.get("composed")) == kind),
+                   None)
         if two is None or one is None:
             continue
         b, p = two["cpu_ms_per_cycle"].get("sim_bridge"), two["cpu_ms_per_cycle"].get("policy")
         c = one["cpu_ms_per_cycle"].get("composed")
         both = b + p if b is not None and p is not None else None
-        rows.append({"rate_hz": rate, "composed_cpu_ms": c, "two_process_cpu_ms": both,
+        rows.append({"rate_hz": rate, "transport": kind, "composed_cpu_ms": c, "two_process_cpu_ms": both,
                      "cpu_ratio": c / both if c and both else None,
                      "round_trip_p99_ms": one["loop"]["round_trip_ms"]["p99"],
                      "two_process_round_trip_p99_ms": two["loop"]["round_trip_ms"]["p99"],
@@ -999,9 +1011,10 @@ def composed_ratios(results: list[dict]) -> list[dict]:
 
 def print_composed_ratios(results: list[dict]) -> None:
     print()
-    print("composed (both nodes in one process) against two processes (same benchmark run):")
+    print("composed (both nodes in one process; intra = the intra-process handoff, dds = its messages over DDS) "
+          "against two processes (same benchmark run):")
     for row in composed_ratios(results):
-        print(f"  {row['rate_hz']:g} Hz CPU ms/cycle {fmt(row['composed_cpu_ms'], '.3f')} vs "
+        print(f"  {row['rate_hz']:g} Hz {row['transport']:>5}: CPU ms/cycle {fmt(row['composed_cpu_ms'], '.3f')} vs "
               f"{fmt(row['two_process_cpu_ms'], '.3f')} (bridge + policy; x{fmt(row['cpu_ratio'], '.2f')}); commands "
               f"{row['command_rate_hz']:.1f} vs {row['two_process_command_rate_hz']:.1f} Hz; round trip p99 "
               f"{row['round_trip_p99_ms']:.3f} vs {row['two_process_round_trip_p99_ms']:.3f} ms")
@@ -1025,7 +1038,9 @@ def print_executor_ratios(results: list[dict], executors: list[str]) -> None:
 
 def variant_tag(executor: str, composed: bool) -> str:
     """The label suffix of a run's variant: '' for the default, ' [single]', ' [composed]', ..."""
-    parts = ([] if executor == "default" else [executor]) + (["composed"] if composed else [])
+    kind = composed_kind(composed)
+    parts = ([] if executor == "default" else [executor]) + ([] if not kind else
+                                                             ["composed" if kind == "intra" else f"composed {kind}"])
     return f" [{', '.join(parts)}]" if parts else ""
 
 
@@ -1273,10 +1288,12 @@ def main(argv=None) -> int:
                              "ControlExecutor, single = LeanExecutor (single-threaded), stock = the same on "
                              "rclpy's own wait loop, the baseline); with more than one, the CPU per cycle of "
                              "each is printed as a ratio to the first (e.g. stock,default)")
-    parser.add_argument("--composed", action="store_true",
+    parser.add_argument("--composed", nargs="?", const="intra", default="",
                         help="also run each real-time and swap run with the sim bridge and the policy node in one "
                              "process (`sim2real node sim_policy`, the composed deployment) and print its CPU per "
-                             "cycle against the two processes' sum")
+                             "cycle against the two processes' sum; optionally the transports, comma-separated: "
+                             "intra (the default: the intra-process handoff), dds (its messages over DDS, the "
+                             "composition before the handoff)")
     parser.add_argument("--policy", default="reach_lstm", help="policy of the non-swap runs")
     parser.add_argument("--attribution-rate-hz", type=float, default=0.0,
                         help="also run each real-time rate with the policy node's live attribution at this rate "
@@ -1325,7 +1342,10 @@ def main(argv=None) -> int:
     if unknown or not executors:
         parser.error(f"--executors: unknown {unknown}; choose from {', '.join(EXECUTORS)}")
     # (executor, composed) of each variant: every executor as two processes, then the default composed
-    variants = [(ex, False) for ex in executors] + ([("default", True)] if args.composed else [])
+    kinds = [k.strip() for k in args.composed.split(",") if k.strip()]
+    if any(k not in COMPOSED_TRANSPORTS for k in kinds):
+        parser.error(f"--composed: transports are {', '.join(COMPOSED_TRANSPORTS)}, got {args.composed!r}")
+    variants = [(ex, False) for ex in executors] + [("default", k) for k in kinds]
     for r in rates + ([] if real else [args.lockstep_rate]) + [args.swap_rate]:
         ratio = args.physics_rate / r
         if ratio < 1 or abs(ratio - round(ratio)) > 1e-6:
@@ -1462,7 +1482,8 @@ def main(argv=None) -> int:
           "received (the bridge's view: two hops + one cycle); CPU b/p/m/other = cores used by bridge / policy "
           "node / this monitor / everything else on the machine during the window; CPU ms/cycle b/p/m = CPU "
           "time per control cycle of bridge (per state) / policy node / monitor (per command), = cores x period; "
-          "[composed] runs: both nodes in one process, its CPU in the bridge column"
+          "[composed] runs: both nodes in one process (intra-process handoff; [composed dds]: over DDS), its CPU "
+          "in the bridge column"
           + ("; --bridge real: b = the real bridge (per relayed state), e = the arm emulator (per control period "
              "it stepped)" if real else ""))
 

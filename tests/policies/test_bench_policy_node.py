@@ -199,13 +199,25 @@ def test_a_composed_run_is_compared_with_the_two_processes_sum(capsys):
     assert rows[0]["two_process_cpu_ms"] == pytest.approx(1.2)
     assert BENCH["executor_ratios"]([two, one], ["default", "single"]) == [], "composed runs are no executor variant"
     BENCH["print_composed_ratios"]([two, one])
-    assert "500 Hz CPU ms/cycle 0.900 vs 1.200 (bridge + policy; x0.75)" in capsys.readouterr().out
-    assert BENCH["variant_tag"]("default", True) == " [composed]"
+    assert "500 Hz intra: CPU ms/cycle 0.900 vs 1.200 (bridge + policy; x0.75)" in capsys.readouterr().out
+    assert BENCH["variant_tag"]("default", True) == " [composed]" == BENCH["variant_tag"]("default", "intra")
+    assert BENCH["variant_tag"]("default", "dds") == " [composed dds]"
+    # both transports in one run: a row each against the same two processes
+    dds = dict(one, composed="dds", cpu_ms_per_cycle={"composed": 1.08})
+    rows = BENCH["composed_ratios"]([two, dds, one])
+    assert [(r["transport"], round(r["cpu_ratio"], 2)) for r in rows] == [("intra", 0.75), ("dds", 0.9)]
     assert BENCH["variant_tag"]("single", False) == " [single]" and BENCH["variant_tag"]("default", False) == ""
     clean = {"swap": analyse(), "executor": "default", "composed": False}
     stalled = {"swap": analyse(extra_stalls_after_request_ns=4_000_000), "executor": "default", "composed": True}
     assert BENCH["pooled_swaps"]([clean, clean, stalled], False)["stalls_in_windows"] == 0
     assert BENCH["pooled_swaps"]([clean, stalled, stalled], False, "default", True)["stalls_in_windows"] == 2 * SWAPS
+    assert BENCH["pooled_swaps"]([clean, stalled, stalled], False, "default", "dds") is None, "dds pools apart"
+
+
+def test_composed_transports_are_checked(capsys):
+    with pytest.raises(SystemExit) as exc:
+        BENCH["main"](["--composed", "intra,shm"])
+    assert exc.value.code == 2 and "--composed: transports are intra, dds" in capsys.readouterr().err
 
 
 # --- --bridge real: the real bridge in front of the arm emulator (issue 18) ------------------------
