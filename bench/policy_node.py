@@ -133,11 +133,12 @@ The round trip is the policy side's (relayed state -> command), as in the sim ru
 hardware hops (emulator -> bridge -> emulator) are not measured. CPU per cycle: the real
 bridge's cycle is a state it relayed, the emulator's a control period it stepped (the
 ``control_steps`` of its /diagnostics over the window). Only real-time runs apply: the real
-bridge has no lockstep mode, there is no composed real-bridge process, and the physics rate
-and randomization are the emulator's hidden ones (the robot profile's physics rate, 500 Hz:
-the control rates must divide it), so ``lockstep`` runs, ``--composed``, ``--physics-rate``
-and ``--randomization`` are refused; swap runs, ``--executors`` (all three processes) and
-``--attribution-rate-hz`` apply as with the sim bridge. Which bridge ran is printed and
+bridge has no lockstep mode, and the physics rate and randomization are the emulator's hidden
+ones (the robot profile's physics rate, 500 Hz: the control rates must divide it), so
+``lockstep`` runs, ``--physics-rate`` and ``--randomization`` are refused; swap runs,
+``--executors`` (all three processes), ``--attribution-rate-hz`` and ``--composed`` (the real
+bridge and the policy node in one process, ``sim2real node real_policy``, beside the emulator)
+apply as with the sim bridge. Which bridge ran is printed and
 recorded in the JSON (``bridge``, at the top and in each run).
 
 Lockstep caveat: when the loop stalls for 0.1 s the bridge republishes the state (its idle
@@ -302,11 +303,17 @@ def sim_children(spec: "RunSpec", args, policy_params: dict, files: Path) -> lis
     if not spec.composed:
         return [("sim_bridge", node_cmd("sim_bridge", args.namespace, bridge_params)),
                 ("policy", node_cmd("policy", args.namespace, policy_params))]
+    return [composed_child("sim_policy", args, files, {"sim_bridge": bridge_params, "policy": policy_params})]
+
+
+def composed_child(kind: str, args, files: Path, params: dict[str, dict]) -> tuple[str, list[str]]:
+    """The composed process ``sim2real node KIND``: each node's parameters in a params file
+    ``<files>_composed_params.yaml``, scoped by node name."""
     params_file = files.with_name(f"{files.name}_composed_params.yaml")
     params_file.write_text(yaml.safe_dump({
-        f"/**/{name}": {"ros__parameters": {k: yaml.safe_load(str(v)) for k, v in params.items()}}
-        for name, params in (("sim_bridge", bridge_params), ("policy", policy_params))}))
-    return [("composed", node_cmd("sim_policy", args.namespace, {}) + ["--params-file", str(params_file)])]
+        f"/**/{name}": {"ros__parameters": {k: yaml.safe_load(str(v)) for k, v in node_params.items()}}
+        for name, node_params in params.items()}))
+    return ("composed", node_cmd(kind, args.namespace, {}) + ["--params-file", str(params_file)])
 
 
 def real_children(spec: "RunSpec", args, policy_params: dict, files: Path) -> list[tuple[str, list[str]]]:
@@ -317,8 +324,11 @@ def real_children(spec: "RunSpec", args, policy_params: dict, files: Path) -> li
     rate = float(spec.rate_hz)
     emulator_params = {"mode": "realtime", "control_rate_hz": rate, "seed": args.seed}
     bridge_params = {"control_rate_hz": rate, "seed": args.seed, "autostart": "true"}
-    return [("arm_emulator", node_cmd("arm_emulator", "/", emulator_params)),
-            ("real_bridge", node_cmd("real_bridge", args.namespace, bridge_params)),
+    emulator = ("arm_emulator", node_cmd("arm_emulator", "/", emulator_params))
+    if spec.composed:  # the robot computer's side in one process (`sim2real node real_policy`)
+        return [emulator, composed_child("real_policy", args, files,
+                                         {"real_bridge": bridge_params, "policy": policy_params})]
+    return [emulator, ("real_bridge", node_cmd("real_bridge", args.namespace, bridge_params)),
             ("policy", node_cmd("policy", args.namespace, policy_params))]
 
 
@@ -997,7 +1007,8 @@ def composed_ratios(results: list[dict]) -> list[dict]:
                    None)
         if two is None or one is None:
             continue
-        b, p = two["cpu_ms_per_cycle"].get("sim_bridge"), two["cpu_ms_per_cycle"].get("policy")
+        b = two["cpu_ms_per_cycle"].get("sim_bridge", two["cpu_ms_per_cycle"].get("real_bridge"))
+        p = two["cpu_ms_per_cycle"].get("policy")
         c = one["cpu_ms_per_cycle"].get("composed")
         both = b + p if b is not None and p is not None else None
         rows.append({"rate_hz": rate, "transport": kind, "composed_cpu_ms": c, "two_process_cpu_ms": both,
@@ -1322,7 +1333,6 @@ def main(argv=None) -> int:
     if real:
         refused = [what for what, given in (
             ("a lockstep run (the real bridge has no lockstep mode: its timer is its cycle)", "lockstep" in runs),
-            ("--composed (no process composes the real bridge and the policy node)", args.composed),
             ("--physics-rate (the emulator's physics rate is the robot profile's)", args.physics_rate is not None),
             ("--randomization (the emulator's physics are its hidden ones)", args.randomization is not None))
             if given]

@@ -42,10 +42,13 @@ setup(
             "sim2real = sim2real.cli:main",
             # `ros2 run sim2real sim_policy_node`: the sim bridge and the policy node in one process
             "sim_policy_node = sim2real.composed:main",
+            # `ros2 run sim2real real_policy_node`: the real bridge and the policy node in one process
+            "real_policy_node = sim2real.composed:main_real",
         ],
         # `sim2real node NAME`: the composed deployment (sim2real/composed.py)
         "sim2real.nodes": [
             "sim_policy = sim2real.composed:main",
+            "real_policy = sim2real.composed:main_real",
         ],
         # Subcommands: the application's own, listed here; other installed packages may add
         # theirs to the same group (plug-ins), without this package knowing them.

@@ -112,7 +112,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -132,6 +132,7 @@ from real_bridge.core import ERROR, OBJECT_POSE, OK, WARN, BridgeCore, CycleOutp
 from real_bridge.watchdog import HOLD, STOP, WAITING
 from sim_bridge import interface
 from sim_bridge.executor import ThrottledLog, freeze_heap, run_node, take_polled
+from sim_bridge.handoff import HandoffSource
 from sim_bridge.lifecycle import CommandGateMixin
 from sim_bridge.config import ConfigError
 from sim_bridge.profile import load_profile
@@ -180,12 +181,23 @@ def _arrival_s(info: dict) -> float:
     return time.monotonic() - max(0.0, (time.time_ns() - info["received_timestamp"]) * 1e-9)
 
 
-class RealBridgeNode(CommandGateMixin, LifecycleNode):
+class RealBridgeNode(HandoffSource, CommandGateMixin, LifecycleNode):
     INACTIVE_MESSAGE = "inactive: no commands are sent to the hardware"
     CONFIGURE_ERRORS = (ConfigError, ValueError)  # configure FAILURE with the reason
 
-    def __init__(self, *, autostart: bool = False, **kwargs):
+    def __init__(self, *, autostart: bool = False, intra_process: bool = False, **kwargs):
+        """``intra_process`` (the composed deployment with a policy node, ``sim2real/composed.py``):
+        the policy commands come through :meth:`take_linked_command` instead of the
+        ``joint_commands`` subscription (not created), and the relayed joint states and object
+        poses also go to the listeners of :class:`~sim_bridge.handoff.HandoffSource` (the goal
+        stays on its topic: ``~/reset`` publishes it from a worker thread)."""
         super().__init__("real_bridge", **kwargs)
+        self.intra_process = bool(intra_process)
+        self._init_handoff()
+        # commands handed over by the linked policy node, with their arrival (monotonic s): the
+        # tick takes them like the subscription's (same budget; the oldest go beyond the depth,
+        # as DDS's keep-last replaces them)
+        self._handed: deque = deque(maxlen=COMMAND_INTAKE_DEPTH)
 
         def ro(text: str, **extra) -> ParameterDescriptor:
             return ParameterDescriptor(description=text, read_only=True, **extra)
@@ -357,6 +369,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self.create_service(Trigger, interface.RESET, self._on_reset, callback_group=self._aux_group),
             self.create_timer(core.period_s, self._on_tick, callback_group=self._cycle_group, clock=self._steady),
         ]
+        self._entities = [entity for entity in self._entities if entity is not None]  # intra_process: no commands sub
         self._deadline = self.create_timer(core.watchdog.command_timeout_s, self._on_deadline,
                                            callback_group=self._cycle_group, clock=self._steady)
         self._entities.append(self._deadline)
@@ -394,6 +407,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             hw_pub, self._hw_pub = self._hw_pub, None
             self._deadline = self._state_pub = self._goal_pub = self._object_pub = self._state_sub = None
             self.polled_subscriptions = ()
+            self._handed.clear()
         for entity in entities:
             kind = type(entity).__name__
             if kind == "Timer":
@@ -421,9 +435,29 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
                                                    callback_group=self._hardware_group)
         return self._state_sub
 
+    @property
+    def linked_topics(self) -> tuple[str, ...]:
+        """What an intra-process link hands over (``intra_process`` only): the relayed joint
+        states, and the relayed object poses when the task has them (both published from the
+        spinning thread: the control path's callbacks run there)."""
+        if not self.intra_process:
+            return ()
+        return (interface.JOINT_STATES, *((OBJECT_POSE,) if self.object_pose_topic else ()))
+
+    def take_linked_command(self, msg: Float64MultiArray) -> None:
+        """A command from the policy node this bridge is composed with: taken at the next tick
+        (or hold deadline) with the same checks and counters as one from the topic, its age
+        counted from now."""
+        self._handed.append((msg, time.monotonic()))
+
     def _new_command_subscription(self):
         # polled: the control tick (and the hold deadline) take the commands (_take_commands)
         self._intake_taken = 0
+        self._handed.clear()
+        if self.intra_process:  # the linked policy node hands them over (take_linked_command)
+            self._command_sub = None
+            self.polled_subscriptions = (self._state_sub,)
+            return None
         self._command_sub = self.create_subscription(Float64MultiArray, interface.JOINT_COMMANDS, self._on_command,
                                                      COMMAND_INTAKE_QOS, callback_group=self._command_group)
         self.polled_subscriptions = (self._state_sub, self._command_sub)
@@ -446,16 +480,21 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         there the intake is not bounded.)
         """
         sub = self._command_sub
-        if sub is None:
+        if sub is None and not self.intra_process:
             return
         latest = None
         while self._intake_taken < COMMAND_INTAKE_PER_PERIOD:
-            taken = take_polled(sub)
-            if taken is None:
-                break
+            if sub is None:  # intra_process: what the linked policy node handed over
+                if not self._handed:
+                    break
+                msg, arrival = self._handed.popleft()
+            else:
+                taken = take_polled(sub)
+                if taken is None:
+                    break
+                msg, arrival = taken[0], _arrival_s(taken[1])
             self._intake_taken += 1
-            arrival = _arrival_s(taken[1])
-            if self._accept_command(taken[0], arrival):
+            if self._accept_command(msg, arrival):
                 latest = arrival
         else:
             self.intake_waits += 1
@@ -537,6 +576,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
             self._log_throttled(f"object:{result.kind}", result.reason)
         elif pub is not None:
             pub.publish(msg)   # unchanged: the tracker's stamp and frame
+            self._deliver(OBJECT_POSE, msg)
 
     def _on_goal(self, msg: PointStamped) -> None:
         core = self.core
@@ -623,26 +663,30 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
 
     def _cycle(self, now: float, *, relay: bool) -> None:
         try:
-            self._cycle_unguarded(now, relay=relay)
+            relayed = self._cycle_unguarded(now, relay=relay)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the executor thread silently
             with self._lock:
                 fault = self.core.record_fault(exc)
             self.get_logger().error(f"FAULT in the control cycle, no more hardware commands until re-activation: "
                                     f"{fault}")
+            return
+        if relayed is not None:  # a linked policy node's cycle runs here: outside the lock and the fault guard
+            self._deliver(interface.JOINT_STATES, relayed)
 
-    def _cycle_unguarded(self, now: float, *, relay: bool) -> None:
+    def _cycle_unguarded(self, now: float, *, relay: bool) -> JointState | None:
+        """One cycle; returns the joint state it relayed (None if none)."""
         core = self.core
         with self._lock:
             if not self._active or core is None or self._hw_pub is None:
-                return
+                return None
             out = core.cycle(now, relay=relay)
             if out is None:  # faulted
-                return
+                return None
             if out.hardware_command is not None:
                 self._publish_hardware(out.hardware_command.tolist())
-            if out.relay is not None:
-                self._relay_state(out.relay)
+            relayed = self._relay_state(out.relay) if out.relay is not None else None
         self._report(core, out)
+        return relayed
 
     def _publish_hardware(self, values: list[float]) -> None:
         """``values``: the filtered command in the controller's joint order (rad)."""
@@ -654,7 +698,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         point = point_type(positions=values, time_from_start=Duration(sec=sec, nanosec=nsec))
         self._hw_pub.publish(trajectory(joint_names=self.controller_joints, points=[point]))
 
-    def _relay_state(self, state) -> None:
+    def _relay_state(self, state) -> JointState:
         msg = JointState()
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(state.stamp_ns, 1_000_000_000)
         msg.name = list(self.profile.joint_names)
@@ -663,6 +707,7 @@ class RealBridgeNode(CommandGateMixin, LifecycleNode):
         if state.effort is not None:
             msg.effort = state.effort.tolist()
         self._state_pub.publish(msg)
+        return msg
 
     def _report(self, core: BridgeCore, out: CycleOutput) -> None:
         """Log a mode change (and publish the diagnostics), a filter intervention, or a

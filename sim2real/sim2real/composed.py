@@ -19,6 +19,11 @@ commands only from its policy node. The bridge's tick runs the policy cycle (tri
 inside its own callback. Lockstep mode keeps the topics (a command steps the simulation, which
 would recurse inside the state's delivery). ``SIM2REAL_COMPOSED_TRANSPORT=dds`` composes the
 two nodes over DDS instead (the baseline of ``sim2real bench policy-node --composed``).
+
+``sim2real node real_policy`` does the same for the robot computer: the real bridge (in front
+of ros2_control) and the policy node; the relayed joint states and object poses go to the policy
+node, its commands into the bridge's intake (taken at the next tick with their arrival time, the
+same checks, counters and hold deadline as from the topic).
 """
 from __future__ import annotations
 
@@ -48,14 +53,36 @@ def build(intra_process: bool = True, *, bridge_kwargs: dict | None = None, poli
         return bridge, PolicyNode(autostart=True, **(policy_kwargs or {}))
     policy = PolicyNode(autostart=True, linked_topics=bridge.linked_topics, linked_latest=bridge.latest,
                         **(policy_kwargs or {}))
-    for topic in bridge.linked_topics:
-        bridge.listeners.setdefault(topic, []).append(functools.partial(policy.take_linked, topic))
-    policy.command_listeners.append(bridge.take_linked_command)
+    link(bridge, policy)
     return bridge, policy
 
 
-def main(args: list[str] | None = None) -> int:
-    """Entry point for ``sim2real node sim_policy``."""
+def link(bridge, policy) -> None:
+    """Hand the bridge's linked topics to the policy node and its commands back."""
+    for topic in bridge.linked_topics:
+        bridge.link(topic, functools.partial(policy.take_linked, topic))
+    policy.command_listeners.append(bridge.take_linked_command)
+
+
+def build_real(intra_process: bool = True, *, bridge_kwargs: dict | None = None,
+               policy_kwargs: dict | None = None):
+    """The real bridge and the policy node, both autostarted (``*_kwargs``: passed to their
+    constructors), linked intra-process when ``intra_process``: the relayed joint states and
+    object poses to the policy node, its commands to the bridge's intake (the goal stays on its
+    latched topic: the bridge's ``~/reset`` publishes it from a worker thread)."""
+    from policies.node import PolicyNode
+    from real_bridge.node import RealBridgeNode
+
+    bridge = RealBridgeNode(autostart=True, intra_process=intra_process, **(bridge_kwargs or {}))
+    if not intra_process or not bridge.linked_topics:  # not configured: run_node reports why
+        return bridge, PolicyNode(autostart=True, **(policy_kwargs or {}))
+    policy = PolicyNode(autostart=True, linked_topics=bridge.linked_topics, linked_latest=bridge.latest,
+                        **(policy_kwargs or {}))
+    link(bridge, policy)
+    return bridge, policy
+
+
+def _main(label: str, builder, args: list[str] | None) -> int:
     import sys
 
     from policies.node import EXECUTOR_THREADS
@@ -64,6 +91,17 @@ def main(args: list[str] | None = None) -> int:
     try:
         intra = transport() == "intra"
     except ValueError as exc:
-        print(f"sim_policy: {exc}", file=sys.stderr)
+        print(f"{label}: {exc}", file=sys.stderr)
         return 2
-    return run_node("sim_policy", lambda: build(intra), args, num_threads=EXECUTOR_THREADS)
+    return run_node(label, lambda: builder(intra), args, num_threads=EXECUTOR_THREADS)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point for ``sim2real node sim_policy``."""
+    return _main("sim_policy", build, args)
+
+
+def main_real(args: list[str] | None = None) -> int:
+    """Entry point for ``sim2real node real_policy``: the robot computer's side of the real
+    graph (the real bridge in front of ros2_control, and the policy node) in one process."""
+    return _main("real_policy", build_real, args)

@@ -61,6 +61,7 @@ from std_srvs.srv import Trigger
 
 from sim_bridge import interface
 from sim_bridge.executor import ThrottledLog, freeze_heap, run_node
+from sim_bridge.handoff import HandoffSource
 from sim_bridge.config import ConfigError, check_regular_file, confine_path
 from sim_bridge.profile import load_profile
 from sim_bridge.randomization import is_randomization_file_path, load_randomization, randomization_path
@@ -81,7 +82,7 @@ def _stamp(msg_stamp, seconds: float) -> None:
     msg_stamp.sec, msg_stamp.nanosec = divmod(total_ns, 1_000_000_000)
 
 
-class SimBridgeNode(Node):
+class SimBridgeNode(HandoffSource, Node):
     def __init__(self, task: Task | None = None, *, intra_process: bool = False, **kwargs):
         """``task``: a task instance (in-process composition, e.g. with settings from a policy's
         manifest); None = the ``task`` parameter's registered task with its default settings.
@@ -90,10 +91,10 @@ class SimBridgeNode(Node):
         only, ignored in lockstep): the commands come from a policy node in this process through
         :meth:`take_linked_command` instead of the ``joint_commands`` subscription (not created),
         and each message published on one of :attr:`linked_topics` also goes to the callables in
-        ``listeners[topic]``. The topics are published as always, for recorders and monitors."""
+        ``listeners[topic]`` (:class:`~sim_bridge.handoff.HandoffSource`). The topics are
+        published as always, for recorders and monitors."""
         super().__init__("sim_bridge", **kwargs)
-        self.listeners: dict[str, list] = {}  # topic -> callables taking each message published there
-        self._latest: dict = {}  # topic -> the last message published there (linked topics)
+        self._init_handoff()
         ro = ParameterDescriptor(read_only=True)
         self.declare_parameter("robot_profile", "panda_like", ro)
         self.declare_parameter("task", task.name if task is not None else DEFAULT_TASK, ro)
@@ -362,20 +363,11 @@ class SimBridgeNode(Node):
 
     @property
     def linked_topics(self) -> tuple[str, ...]:
-        """The topics whose messages an intra-process link delivers (``listeners``): the joint
-        states, the goal and the task's sensed inputs."""
+        """The topics an intra-process link hands over (:class:`HandoffSource`): the joint
+        states, the goal and the task's sensed inputs (all published from the spinning thread:
+        every callback of this node runs there)."""
         return (interface.JOINT_STATES, interface.CURRENT_GOAL,
                 *(topic for *_, topic in self._task_pubs.values()))
-
-    def latest(self, topic: str):
-        """The last message published on a linked topic, or None: what a latched (transient
-        local) subscription would get on joining, for an intra-process partner."""
-        return self._latest.get(topic)
-
-    def _deliver(self, topic: str, msg) -> None:
-        self._latest[topic] = msg
-        for deliver in self.listeners.get(topic, ()):
-            deliver(msg)
 
     def _publish_state(self) -> None:
         s = self.session.joint_state()

@@ -223,7 +223,6 @@ def test_composed_transports_are_checked(capsys):
 # --- --bridge real: the real bridge in front of the arm emulator (issue 18) ------------------------
 @pytest.mark.parametrize("args, refused", [
     (["--runs", "lockstep,realtime"], "a lockstep run"),
-    (["--composed"], "--composed"),
     (["--physics-rate", "1000"], "--physics-rate"),
     (["--randomization", "none"], "--randomization"),
     (["--runs", "realtime", "--rates", "300"], "the emulator physics rate 500 is not an integer multiple of 300 Hz"),
