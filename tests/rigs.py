@@ -88,6 +88,21 @@ def closing_factory(build, after_close=None):
             after_close(obj)
 
 
+def spin_in_thread(*nodes, num_threads: int = 4):
+    """A ControlExecutor (``num_threads`` workers) spinning ``nodes`` in a daemon thread:
+    ``(executor, thread)``, for :func:`stop_executor`."""
+    import threading
+
+    from sim_bridge.executor import ControlExecutor
+
+    executor = ControlExecutor(num_threads=num_threads)
+    for node in nodes:
+        executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    return executor, thread
+
+
 def stop_executor(executor, thread, *nodes, settle_s: float = 0.2) -> None:
     """Stop an executor spun in ``thread`` and destroy ``nodes``. rclpy's Executor.shutdown()
     does not wait for callbacks in flight (and a callback that ends after it hits the destroyed

@@ -20,6 +20,7 @@ class HandoffSource:
     each publish on a linked topic)."""
 
     linked_topics: tuple[str, ...] = ()
+    intra_process = False  # the node sets it: only then are messages kept and handed over
 
     def _init_handoff(self) -> None:
         self.listeners: dict[str, list[Callable]] = {}  # topic -> callables taking each message
@@ -37,6 +38,8 @@ class HandoffSource:
         return self._latest.get(topic)
 
     def _deliver(self, topic: str, msg) -> None:
+        if not self.intra_process:  # a node on its own: nothing to keep on the publish path
+            return
         self._latest[topic] = msg
         for listener in self.listeners.get(topic, ()):
             listener(msg)

@@ -366,6 +366,8 @@ class SimBridgeNode(HandoffSource, Node):
         """The topics an intra-process link hands over (:class:`HandoffSource`): the joint
         states, the goal and the task's sensed inputs (all published from the spinning thread:
         every callback of this node runs there)."""
+        if not self.intra_process:
+            return ()
         return (interface.JOINT_STATES, interface.CURRENT_GOAL,
                 *(topic for *_, topic in self._task_pubs.values()))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rigs import closing_factory, ros, stop_process, wait_for_match, wait_until
+from rigs import closing_factory, ros, spin_in_thread, stop_process, wait_for_match, wait_until
 from rigs import stop_executor as stop  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
@@ -205,15 +205,6 @@ class Rig:
 @pytest.fixture
 def rig_factory(policy_zoo):
     yield from closing_factory(lambda **params: Rig(policy_zoo, **params))
-
-
-def spin_in_thread(*nodes) -> tuple[ControlExecutor, threading.Thread]:
-    executor = ControlExecutor(num_threads=4)
-    for node in nodes:
-        executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    return executor, thread
 
 
 def max_gap(times: np.ndarray) -> float:

@@ -2,12 +2,11 @@
 policy node reads it into the observation, and holds when the tracker goes stale."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
-from rigs import ros, wait_until  # noqa: F401 (ros: autouse fixture)
+from rigs import ros, spin_in_thread, stop_executor, wait_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("torch")
@@ -17,7 +16,6 @@ from rclpy.parameter import Parameter  # noqa: E402
 from policies.control import COMMAND, HOLD, WAITING, PolicyController  # noqa: E402
 from policies.node import PolicyNode  # noqa: E402
 from policies.testing import export_dummy_policy  # noqa: E402
-from sim_bridge.executor import ControlExecutor  # noqa: E402
 from sim_bridge.node import SimBridgeNode  # noqa: E402
 from sim_bridge.profile import load_profile  # noqa: E402
 from sim_bridge.task_messages import read_planar_pose, write_planar_pose  # noqa: E402
@@ -81,11 +79,7 @@ def test_sim_bridge_publishes_the_tracked_pose_and_the_policy_node_uses_it(push_
         Parameter("randomization_file", value="none"), Parameter("seed", value=3)])
     policy = PolicyNode(autostart=True, parameter_overrides=[
         Parameter("policy_dir", value=str(push_zoo)), Parameter("policy", value="dummy_push")])
-    executor = ControlExecutor(num_threads=4)
-    executor.add_node(bridge)
-    executor.add_node(policy)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    executor, thread = spin_in_thread(bridge, policy)
     try:
         assert policy.lifecycle_state == "active", policy.last_error
         ctl = policy.controller
@@ -99,12 +93,7 @@ def test_sim_bridge_publishes_the_tracked_pose_and_the_policy_node_uses_it(push_
         np.testing.assert_allclose(ctl.task_values["goal_pos"], bridge.session.goal)
         assert ctl.counters.holds["stale_task_input"] == 0
     finally:
-        executor.remove_node(policy)
-        executor.remove_node(bridge)
-        executor.shutdown(timeout_sec=2.0)
-        thread.join(timeout=2.0)
-        policy.destroy_node()
-        bridge.destroy_node()
+        stop_executor(executor, thread, policy, bridge)
 
 
 @pytest.mark.parametrize("mode", ["realtime", "lockstep"])
@@ -119,11 +108,7 @@ def test_composed_intra_process_hands_state_goal_pose_and_commands_over_directly
         policy_kwargs={"parameter_overrides": [Parameter("policy_dir", value=str(push_zoo)),
                                                Parameter("policy", value="dummy_push"),
                                                Parameter("trigger", value="state")]})
-    executor = ControlExecutor(num_threads=4)
-    executor.add_node(bridge)
-    executor.add_node(policy)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    executor, thread = spin_in_thread(bridge, policy)
     try:
         assert policy.lifecycle_state == "active", policy.last_error
         subscribed = {sub.topic_name.rsplit("/", 1)[-1] for node in (bridge, policy) for sub in node.subscriptions}
@@ -140,9 +125,4 @@ def test_composed_intra_process_hands_state_goal_pose_and_commands_over_directly
         np.testing.assert_allclose(ctl.task_values["goal_pos"], bridge.session.goal)
         assert ctl.counters.holds["stale_task_input"] == 0 and bridge.session.counters.commands_rejected == 0
     finally:
-        executor.remove_node(policy)
-        executor.remove_node(bridge)
-        executor.shutdown(timeout_sec=2.0)
-        thread.join(timeout=2.0)
-        policy.destroy_node()
-        bridge.destroy_node()
+        stop_executor(executor, thread, policy, bridge)

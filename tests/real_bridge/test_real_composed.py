@@ -2,11 +2,9 @@
 intra-process handoff (sim2real/composed.py), in front of the arm emulator, with real rclpy."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from rigs import ros, wait_until  # noqa: F401 (ros: autouse fixture)
+from rigs import ros, spin_in_thread, stop_executor, wait_until  # noqa: F401 (ros: autouse fixture)
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("onnxruntime")
@@ -14,7 +12,6 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from policies.node import shipped_policy_dir  # noqa: E402
 from real_bridge.emulator_node import ArmEmulatorNode  # noqa: E402
-from sim_bridge.executor import ControlExecutor  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NS = "/real_composed_test"
@@ -30,11 +27,7 @@ def test_the_real_bridge_and_the_policy_close_the_loop_through_the_handoff(intra
     bridge, policy = build_real(intra, bridge_kwargs={"namespace": NS}, policy_kwargs={
         "namespace": NS, "parameter_overrides": [Parameter("policy", value="reach_lstm"),
                                                  Parameter("trigger", value="state")]})
-    executor = ControlExecutor(num_threads=4)
-    for node in (emulator, bridge, policy):
-        executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    executor, thread = spin_in_thread(emulator, bridge, policy)
     try:
         assert bridge.lifecycle_state == "active" and policy.lifecycle_state == "active", \
             (bridge.last_error, policy.last_error)
@@ -54,12 +47,7 @@ def test_the_real_bridge_and_the_policy_close_the_loop_through_the_handoff(intra
         assert not any(k.startswith("commands_rejected") for k in counters if counters[k]), counters
         assert counters.get("faults", 0) == 0, counters
     finally:
-        for node in (policy, bridge, emulator):
-            executor.remove_node(node)
-        executor.shutdown(timeout_sec=2.0)
-        thread.join(timeout=2.0)
-        for node in (policy, bridge, emulator):
-            node.destroy_node()
+        stop_executor(executor, thread, policy, bridge, emulator)
 
 
 def test_push_through_the_handoff_relays_the_tracked_pose_to_the_policy():
@@ -77,11 +65,7 @@ def test_push_through_the_handoff_relays_the_tracked_pose_to_the_policy():
         Parameter("task", value="push"), Parameter("object_pose_topic", value=tracker)]}, policy_kwargs={
         "namespace": f"{NS}_push", "parameter_overrides": [Parameter("policy", value="push_lstm"),
                                                            Parameter("trigger", value="state")]})
-    executor = ControlExecutor(num_threads=4)
-    for node in (emulator, bridge, policy):
-        executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    executor, thread = spin_in_thread(emulator, bridge, policy)
     try:
         assert policy.lifecycle_state == "active", policy.last_error
         assert bridge.linked_topics == ("joint_states", "object_pose")
@@ -92,9 +76,4 @@ def test_push_through_the_handoff_relays_the_tracked_pose_to_the_policy():
         assert bridge.counters["object_poses"] > 0 and ctl.task_values.get("object_pose") is not None
         assert ctl.counters.holds["stale_task_input"] == 0, ctl.counters
     finally:
-        for node in (policy, bridge, emulator):
-            executor.remove_node(node)
-        executor.shutdown(timeout_sec=2.0)
-        thread.join(timeout=2.0)
-        for node in (policy, bridge, emulator):
-            node.destroy_node()
+        stop_executor(executor, thread, policy, bridge, emulator)
