@@ -45,23 +45,25 @@ def transport() -> str:
 def build(intra_process: bool = True, *, bridge_kwargs: dict | None = None, policy_kwargs: dict | None = None):
     """The two nodes (``*_kwargs``: passed to their constructors), linked intra-process when
     ``intra_process`` and the bridge runs in real time."""
-    from policies.node import PolicyNode
     from sim_bridge.node import SimBridgeNode
 
     bridge = SimBridgeNode(intra_process=intra_process, **(bridge_kwargs or {}))
-    if not bridge.intra_process:
-        return bridge, PolicyNode(autostart=True, **(policy_kwargs or {}))
+    return bridge, linked_policy(bridge, policy_kwargs)
+
+
+def linked_policy(bridge, policy_kwargs: dict | None = None):
+    """An autostarted policy node for ``bridge``: linked to it (the bridge's linked topics to
+    the node, its commands back) when the bridge has linked topics, else on DDS alone."""
+    from policies.node import PolicyNode
+
+    if not bridge.linked_topics:  # over DDS, lockstep, or a bridge that did not configure
+        return PolicyNode(autostart=True, **(policy_kwargs or {}))
     policy = PolicyNode(autostart=True, linked_topics=bridge.linked_topics, linked_latest=bridge.latest,
                         **(policy_kwargs or {}))
-    link(bridge, policy)
-    return bridge, policy
-
-
-def link(bridge, policy) -> None:
-    """Hand the bridge's linked topics to the policy node and its commands back."""
     for topic in bridge.linked_topics:
         bridge.link(topic, functools.partial(policy.take_linked, topic))
     policy.command_listeners.append(bridge.take_linked_command)
+    return policy
 
 
 def build_real(intra_process: bool = True, *, bridge_kwargs: dict | None = None,
@@ -70,16 +72,10 @@ def build_real(intra_process: bool = True, *, bridge_kwargs: dict | None = None,
     constructors), linked intra-process when ``intra_process``: the relayed joint states and
     object poses to the policy node, its commands to the bridge's intake (the goal stays on its
     latched topic: the bridge's ``~/reset`` publishes it from a worker thread)."""
-    from policies.node import PolicyNode
     from real_bridge.node import RealBridgeNode
 
     bridge = RealBridgeNode(autostart=True, intra_process=intra_process, **(bridge_kwargs or {}))
-    if not intra_process or not bridge.linked_topics:  # not configured: run_node reports why
-        return bridge, PolicyNode(autostart=True, **(policy_kwargs or {}))
-    policy = PolicyNode(autostart=True, linked_topics=bridge.linked_topics, linked_latest=bridge.latest,
-                        **(policy_kwargs or {}))
-    link(bridge, policy)
-    return bridge, policy
+    return bridge, linked_policy(bridge, policy_kwargs)
 
 
 def _main(label: str, builder, args: list[str] | None) -> int:
