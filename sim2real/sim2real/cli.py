@@ -18,13 +18,17 @@ import runpy
 import signal
 import sys
 import threading
-from importlib.metadata import entry_points
 from pathlib import Path
 
 DISCOVERY_ENV = "ROS_AUTOMATIC_DISCOVERY_RANGE"
 
 
 def _entry_points(group: str) -> dict:
+    # imported here, not at the top: it is the slowest import of a node's start (email, zipfile,
+    # ...), and main() reads the entry points inside _DeferredSigint, where a launcher's early
+    # SIGINT is a clean stop rather than a KeyboardInterrupt in the module's imports
+    from importlib.metadata import entry_points
+
     return {ep.name: ep for ep in entry_points(group=group)}
 
 
