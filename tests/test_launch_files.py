@@ -31,7 +31,8 @@ LAUNCH = REPO / "launch"
 GRAPHS = {g: LAUNCH / "graphs" / f"{g}.yaml" for g in ("sim", "real", "calibrate")}
 LAUNCH_FILES = {g: LAUNCH / f"{g}.launch.py" for g in GRAPHS}
 COMMON_ARGS = {"robot_profile", "policy", "namespace", "use_sim_time", "record", "params_dir"}
-EXPECTED_ARGS = {"sim": COMMON_ARGS | {"randomization_file", "task", "randomization_dir"}, "real": COMMON_ARGS | {"emulator", "task"},
+EXPECTED_ARGS = {"sim": COMMON_ARGS | {"randomization_file", "task", "randomization_dir", "composed"},
+                 "real": COMMON_ARGS | {"emulator", "task", "composed"},
                  "calibrate": {"bags", "prior", "output", "policy", "robot_profile", "randomization_file",
                                "namespace", "params_dir", "data_dir", "output_dir"}}
 
@@ -64,13 +65,17 @@ def test_graph_arguments_and_references(graph):
     console = {ep.name for ep in entry_points(group="console_scripts")}
     nodes = {ep.name for ep in entry_points(group="sim2real.nodes")}
     for node in g.nodes:
-        assert (LAUNCH / "config" / node.params_file).is_file(), node.params_file
+        assert all((LAUNCH / "config" / f).is_file() for f in node.params_files), node.params_files
         assert node.entry_point in nodes, f"{node.entry_point} is no sim2real.nodes entry point"
         assert node.executable in console, f"{node.executable} is no console script"
         setup_py = (REPO / node.package / "setup.py").read_text()
         assert f'"{node.executable} = ' in setup_py, f"{node.executable} not a console script of {node.package}"
-        # the parameter file's key matches the node's name in any namespace
-        assert f"/**/{node.name}:" in (LAUNCH / "config" / node.params_file).read_text()
+        # each parameter file's key matches its node's name in any namespace (a composed
+        # process: one file per node it holds, in the same order)
+        names = node.composes or (node.name,)
+        assert len(names) == len(node.params_files), node
+        for name, file in zip(names, node.params_files):
+            assert f"/**/{name}:" in (LAUNCH / "config" / file).read_text(), (name, file)
     lifecycle = {n.name for n in g.nodes if n.lifecycle}
     assert lifecycle == {"sim": {"policy"}, "real": {"policy", "real_bridge"}, "calibrate": set()}[graph]
     assert all(g.nodes[[n.name for n in g.nodes].index(x)].parameters.get("autostart") is True for x in lifecycle)
@@ -88,7 +93,7 @@ def test_resolve_conditions_namespaces_and_overrides(tmp_path):
     assert nodes["sim_bridge"].parameters == {"randomization_file": "none"}
     assert nodes["recorder"].parameters["output"] == str((tmp_path / "bag").resolve())
     assert nodes["recorder"].parameters["policy_name"] == "reach_mlp"
-    assert nodes["policy"].params_file == (LAUNCH / "config" / "policy.yaml").resolve()
+    assert nodes["policy"].params_files == ((LAUNCH / "config" / "policy.yaml").resolve(),)
 
     real = load_graph(GRAPHS["real"])
     assert [n.name for n in resolve(real)] == ["real_bridge", "policy"]
@@ -100,6 +105,22 @@ def test_resolve_conditions_namespaces_and_overrides(tmp_path):
         "--params-file", str((LAUNCH / "config" / "real_bridge.yaml").resolve()),
         "-p", "autostart:=true", "-p", "use_sim_time:=false"]
     assert resolve(real, {"policy": "true"})[1].ros_args()[-4:-2] == ["-p", "policy:='true'"]  # stays a string
+
+    # composed: one process holding both nodes under their own names (no __node remap), both
+    # parameter files, and every parameter passed to the process (each node takes its own)
+    for graph, process, held in (("sim", "sim_policy", ("sim_bridge", "policy")),
+                                 ("real", "real_policy", ("real_bridge", "policy"))):
+        g = load_graph(GRAPHS[graph])
+        (composed,) = resolve(g, {"composed": "true", "policy": "reach_mlp"})
+        assert (composed.name, composed.composes, composed.node_name, composed.lifecycle) == (process, held, None, False)
+        assert composed.fqn == f"/sim2real/{process}"
+        assert composed.parameters == {"autostart": True, "trigger": "state", "policy": "reach_mlp"} | (
+            {"use_sim_time": False} if graph == "real" else {})  # real: every node follows use_sim_time
+        args = composed.ros_args()
+        assert "__node:=" not in " ".join(args) and args[:3] == ["--ros-args", "-r", "__ns:=/sim2real"]
+        assert [args[i + 1] for i, a in enumerate(args) if a == "--params-file"] == \
+            [str((LAUNCH / "config" / f"{n}.yaml").resolve()) for n in held]
+    assert [n.name for n in resolve(real, {"composed": "true", "emulator": "true"})] == ["arm_emulator", "real_policy"]
 
     cal = load_graph(GRAPHS["calibrate"])
     nodes = {n.name: n for n in resolve(cal, {"bags": f"{tmp_path}/a, {tmp_path}/b", "namespace": "arm2"})}
@@ -125,6 +146,15 @@ def test_graph_file_errors_name_the_field(tmp_path):
         load_graph(bad)
     bad.write_text("graph_version: 2\n")
     with pytest.raises(GraphError, match="graph_version"):
+        load_graph(bad)
+    bad.write_text("graph_version: 1\narguments: {}\nnodes:\n  - {name: a, package: p, executable: e, "
+                   "entry_point: e, namespace: /, params_file: [a.yaml, b.yaml], composes: [x, y], "
+                   "lifecycle: true}\n")
+    with pytest.raises(GraphError, match=r"nodes\[0\] \(a\): a composed process is not one lifecycle node"):
+        load_graph(bad)
+    bad.write_text("graph_version: 1\narguments: {}\nnodes:\n  - {name: a, package: p, executable: e, "
+                   "entry_point: e, namespace: /, params_file: a.yaml, unless: composed}\n")
+    with pytest.raises(GraphError, match=r"nodes\[0\] \(a\): undeclared arguments \['composed'\]"):
         load_graph(bad)
 
 
@@ -173,6 +203,8 @@ def _run_launch_file(path: Path, monkeypatch, arguments: dict) -> tuple[list, li
 @pytest.mark.parametrize("graph,arguments", [
     ("sim", {}),
     ("sim", {"record": "/nonexistent-sim2real-test/bag", "policy": "reach_mlp", "namespace": "arm1"}),
+    ("sim", {"composed": "true", "policy": "reach_mlp"}),
+    ("real", {"composed": "true", "emulator": "true"}),
     ("real", {}),
     ("real", {"emulator": "true", "record": "/nonexistent-sim2real-test/bag", "use_sim_time": "false"}),
     ("calibrate", {}),
@@ -197,8 +229,8 @@ def test_launch_file_starts_what_the_graph_and_the_cli_start(graph, arguments, m
         assert type(shutdown).__name__ == "Shutdown" and f"{n.fqn} exited with code 2" in shutdown.kwargs["reason"]
     got = [(type(a).__name__, a.kwargs) for a in nodes]
     assert got == [("LifecycleNode" if n.lifecycle else "Node",
-                    {"package": n.package, "executable": n.executable, "name": n.name, "namespace": n.namespace,
-                     "parameters": [str(n.params_file), n.parameters], "remappings": list(n.remappings),
+                    {"package": n.package, "executable": n.executable, "name": n.node_name, "namespace": n.namespace,
+                     "parameters": [*map(str, n.params_files), n.parameters], "remappings": list(n.remappings),
                      "output": "screen", "emulate_tty": True}) for n in expected]
 
     # `sim2real launch` resolves the same graph file into the same nodes and commands
@@ -259,7 +291,7 @@ def test_colcon_installs_launch_files_config_and_executables(tmp_path):
          "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
          "import sim2real.launch_graph as lg; assert lg.__file__.startswith(sys.argv[1]), lg.__file__; "
          "g = lg.load_graph(Path(sys.argv[2]) / 'graphs' / 'real.yaml'); "
-         "print([str(n.params_file) for n in lg.resolve(g, {'emulator': 'true'}, base_dir=Path(sys.argv[2]))])",
+         "print([str(f) for n in lg.resolve(g, {'emulator': 'true'}, base_dir=Path(sys.argv[2])) for f in n.params_files])",
          str(site), str(share)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
     assert str(share / "config" / "arm_emulator.yaml") in check.stdout
@@ -271,6 +303,8 @@ def test_colcon_installs_launch_files_config_and_executables(tmp_path):
 @pytest.mark.parametrize("graph,flags,started,marker", [
     ("sim", [], 2, "active: policy"),   # the lifecycle policy node reached active
     ("real", ["--emulator"], 3, "active: policy"),
+    ("sim", ["--composed"], 1, "active: policy"),   # one process: bridge + policy (sim_policy)
+    ("real", ["--emulator", "--composed"], 2, "active: policy"),   # emulator + real_policy
     ("calibrate", [], 2, "calibration node ready"),
 ])
 def test_sim2real_launch_runs_and_stops_cleanly(graph, flags, started, marker):
@@ -283,4 +317,7 @@ def test_sim2real_launch_runs_and_stops_cleanly(graph, flags, started, marker):
     assert f"all {started} node(s) stopped cleanly" in out, out[-4000:]
     assert marker in out, out[-4000:]
     if graph == "real":
-        assert "arm emulator up" in out and "/sim2real/real_bridge" in out
+        assert "arm emulator up" in out
+        assert ("/sim2real/real_policy" if "--composed" in flags else "/sim2real/real_bridge") in out, out[-4000:]
+    if "--composed" in flags:  # the graph's fixed parameters reached the policy node inside the process
+        assert "trigger 'state'" in out and "composed with the policy node intra-process" in out, out[-4000:]

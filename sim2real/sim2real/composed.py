@@ -57,12 +57,15 @@ def linked_policy(bridge, policy_kwargs: dict | None = None):
     from policies.node import PolicyNode
 
     if not bridge.linked_topics:  # over DDS, lockstep, or a bridge that did not configure
+        bridge.get_logger().info("composed with the policy node over DDS (no intra-process handoff)")
         return PolicyNode(autostart=True, **(policy_kwargs or {}))
     policy = PolicyNode(autostart=True, linked_topics=bridge.linked_topics, linked_latest=bridge.latest,
                         **(policy_kwargs or {}))
     for topic in bridge.linked_topics:
         bridge.link(topic, functools.partial(policy.take_linked, topic))
     policy.command_listeners.append(bridge.take_linked_command)
+    bridge.get_logger().info(f"composed with the policy node intra-process: hands it {', '.join(bridge.linked_topics)}"
+                             f"; takes its commands directly")
     return policy
 
 

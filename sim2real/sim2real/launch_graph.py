@@ -21,14 +21,20 @@ Graph format (``graph_version: 1``)::
         executable: policy_node
         entry_point: policy       # sim2real launch: `sim2real node <entry_point>` (sim2real.nodes)
         namespace: "{namespace}"  # "{ARG}" is replaced by an argument's value; "/" = root
-        params_file: policy.yaml  # in params_dir (default: launch/config next to the graphs)
+        params_file: policy.yaml  # in params_dir (default: launch/config next to the graphs); or a
+                                  # list of files, applied in order
         lifecycle: true           # a lifecycle node (activated through `parameters: {autostart: true}`)
         condition: record         # optional: started only if this argument is true / non-empty
+        unless: composed          # optional: started only if this argument is false / empty
+        composes: [sim_bridge, policy]   # optional: one process holding these nodes (their own
+                                  # names; `name` only labels the process, no __node remap, which
+                                  # would rename every node in it); parameters and overrides reach
+                                  # each node that declares them
         parameters: {autostart: true}              # fixed values on top of the parameter file
         overrides: {policy: policy}                # parameter <- argument, when the argument is not ''
         remappings: [["from", "to"]]               # optional, "{ARG}" substituted
 
-Parameter precedence (same in both launchers): parameter file, then ``parameters``, then
+Parameter precedence (same in both launchers): parameter file(s), then ``parameters``, then
 ``overrides``.
 """
 from __future__ import annotations
@@ -48,7 +54,7 @@ GRAPHS = ("sim", "real", "calibrate")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 _NODE_KEYS = {"name", "package", "executable", "entry_point", "namespace", "params_file", "lifecycle",
-              "condition", "parameters", "overrides", "remappings"}
+              "condition", "unless", "parameters", "overrides", "remappings", "composes"}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -84,12 +90,14 @@ class NodeSpec:
     executable: str
     entry_point: str
     namespace: str
-    params_file: str
+    params_files: tuple        # file names in params_dir, applied in order
     lifecycle: bool = False
     condition: str | None = None
+    unless: str | None = None
     parameters: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
     remappings: tuple = ()
+    composes: tuple = ()       # node names of a composed process (empty: one node, `name`)
 
 
 @dataclass(frozen=True)
@@ -109,20 +117,29 @@ class ResolvedNode:
     executable: str
     entry_point: str
     namespace: str             # absolute ("/" or "/sim2real")
-    params_file: Path          # absolute
-    parameters: dict           # fixed parameters + overrides (typed), applied after the file
+    params_files: tuple        # absolute paths, applied in order
+    parameters: dict           # fixed parameters + overrides (typed), applied after the files
     remappings: tuple          # ((from, to), ...)
     lifecycle: bool
+    composes: tuple = ()       # the nodes of a composed process (their names are their own)
 
     @property
     def fqn(self) -> str:
         return f"{self.namespace.rstrip('/')}/{self.name}"
 
+    @property
+    def node_name(self) -> str | None:
+        """The ``__node`` remap: the node's name, or None for a composed process (a remap
+        would give every node in it the same name)."""
+        return None if self.composes else self.name
+
     def ros_args(self) -> list[str]:
         """``--ros-args`` for ``sim2real node <entry_point>`` (or ``ros2 run``): the same name,
-        namespace, file, parameters and remappings the launch file gives launch_ros."""
-        args = ["--ros-args", "-r", f"__node:={self.name}", "-r", f"__ns:={self.namespace}",
-                "--params-file", str(self.params_file)]
+        namespace, files, parameters and remappings the launch file gives launch_ros."""
+        args = ["--ros-args"] + (["-r", f"__node:={self.node_name}"] if self.node_name else [])
+        args += ["-r", f"__ns:={self.namespace}"]
+        for path in self.params_files:
+            args += ["--params-file", str(path)]
         for key, value in self.parameters.items():
             args += ["-p", f"{key}:={_param_text(value)}"]
         for src, dst in self.remappings:
@@ -199,17 +216,24 @@ def load_graph(graph: str | Path, graphs_dir: Path | None = None) -> Graph:
         missing = {"name", "package", "executable", "entry_point", "namespace", "params_file"} - set(spec)
         if unknown or missing:
             raise GraphError(f"{where}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        files = spec["params_file"] if isinstance(spec["params_file"], list) else [spec["params_file"]]
+        composes = spec.get("composes") or []
+        if not files or not isinstance(composes, list):
+            raise GraphError(f"{where}: params_file must name a file (or a list of files), composes a list")
         node = NodeSpec(
             name=str(spec["name"]), package=str(spec["package"]), executable=str(spec["executable"]),
             entry_point=str(spec["entry_point"]), namespace=str(spec["namespace"]),
-            params_file=str(spec["params_file"]), lifecycle=bool(spec.get("lifecycle", False)),
-            condition=spec.get("condition"), parameters=dict(spec.get("parameters") or {}),
-            overrides=dict(spec.get("overrides") or {}),
-            remappings=tuple((str(a), str(b)) for a, b in (spec.get("remappings") or [])))
+            params_files=tuple(map(str, files)), lifecycle=bool(spec.get("lifecycle", False)),
+            condition=spec.get("condition"), unless=spec.get("unless"),
+            parameters=dict(spec.get("parameters") or {}), overrides=dict(spec.get("overrides") or {}),
+            remappings=tuple((str(a), str(b)) for a, b in (spec.get("remappings") or [])),
+            composes=tuple(map(str, composes)))
+        if node.composes and node.lifecycle:
+            raise GraphError(f"{where} ({node.name}): a composed process is not one lifecycle node "
+                             "(its nodes start through their autostart parameter); drop lifecycle")
         used = set(node.overrides.values()) | set(_PLACEHOLDER.findall(node.namespace))
         used |= {a for pair in node.remappings for s in pair for a in _PLACEHOLDER.findall(s)}
-        if node.condition is not None:
-            used.add(node.condition)
+        used |= {a for a in (node.condition, node.unless) if a is not None}
         if used - set(arguments):
             raise GraphError(f"{where} ({node.name}): undeclared arguments {sorted(used - set(arguments))}")
         if (node.namespace, node.name) in names:
@@ -254,11 +278,12 @@ def resolve(graph: Graph, values: dict | None = None, *, base_dir: Path | None =
 
     out = []
     for node in graph.nodes:
-        if node.condition is not None and not args[node.condition]:
+        if (node.condition is not None and not args[node.condition]) or (node.unless is not None and args[node.unless]):
             continue
-        params_file = (params_dir / node.params_file).resolve()
-        if not params_file.is_file():
-            raise GraphError(f"node {node.name}: parameter file {params_file} not found")
+        params_files = tuple((params_dir / name).resolve() for name in node.params_files)
+        for path in params_files:
+            if not path.is_file():
+                raise GraphError(f"node {node.name}: parameter file {path} not found")
         parameters = dict(node.parameters)
         for param, arg in node.overrides.items():
             value = args[arg]
@@ -267,9 +292,9 @@ def resolve(graph: Graph, values: dict | None = None, *, base_dir: Path | None =
             parameters[param] = str(Path(value).expanduser().resolve()) if param == "output" else value
         out.append(ResolvedNode(
             name=node.name, package=node.package, executable=node.executable, entry_point=node.entry_point,
-            namespace=_namespace(sub(node.namespace)), params_file=params_file, parameters=parameters,
+            namespace=_namespace(sub(node.namespace)), params_files=params_files, parameters=parameters,
             remappings=tuple((_slashes(sub(a)), _slashes(sub(b))) for a, b in node.remappings),
-            lifecycle=node.lifecycle))
+            lifecycle=node.lifecycle, composes=node.composes))
     return out
 
 
@@ -313,8 +338,8 @@ def launch_description(graph_file: str | Path):
         actions = []
         for node in resolve(graph, values, base_dir=base):
             action = (LifecycleNode if node.lifecycle else Node)(
-                package=node.package, executable=node.executable, name=node.name, namespace=node.namespace,
-                parameters=[str(node.params_file), node.parameters], remappings=list(node.remappings),
+                package=node.package, executable=node.executable, name=node.node_name, namespace=node.namespace,
+                parameters=[*map(str, node.params_files), node.parameters], remappings=list(node.remappings),
                 output="screen", emulate_tty=True)
             actions += [action, RegisterEventHandler(OnProcessExit(target_action=action,
                                                                    on_exit=shutdown_when_it_exits(node.fqn)))]

@@ -9,6 +9,12 @@ sees only ``joint_states`` and ``current_goal`` and publishes ``joint_commands``
 episode starts with the bridge's ``reset`` service (new dynamics sample and goal) and,
 for a policy, the policy's ``~/reset`` (zero recurrent state). One line per episode, a
 summary, and a plot.
+
+In real time the bridge and the policy node are composed as ``sim2real node sim_policy``
+composes them (sim2real/composed.py): the bridge hands each state to the policy node
+intra-process and the policy's cycle runs on it (trigger 'state'); the topics are still
+published for recorders. ``SIM2REAL_COMPOSED_TRANSPORT=dds`` keeps them on DDS (the
+policy node then runs on its own timer), as does lockstep mode.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import tyro
 
 import numpy as np
 
+from sim2real import composed
 from sim_bridge.episode import EpisodeResult, EpisodeSummary, EpisodeTracker, episode_line, summary_line
 from sim_bridge.tasks import Task, UnknownTaskError, make_task, task_from_record
 
@@ -212,21 +219,27 @@ def run_sim(args: SimConfig) -> int:
     if args.controller == "scripted" and task.name not in ("reach", "push"):
         print(f"sim2real sim: no scripted controller for task '{task.name}'; use --controller policy", file=sys.stderr)
         return 2
+    try:  # the policy in real time: composed with the bridge, intra-process unless the env asks for DDS
+        intra = args.controller == "policy" and args.mode == "realtime" and composed.transport() == "intra"
+    except ValueError as exc:
+        print(f"sim2real sim: {exc}", file=sys.stderr)
+        return 2
     rclpy.init()
-    bridge = SimBridgeNode(task=task, parameter_overrides=[
+    bridge = SimBridgeNode(task=task, intra_process=intra, parameter_overrides=[
         Parameter("robot_profile", value=args.robot_profile),
         Parameter("randomization_file", value=args.randomization),
         Parameter("mode", value=args.mode), Parameter("seed", value=args.seed)])
     if args.controller == "policy":
-        from policies.node import PolicyNode  # optional dependency, see the module docstring
         # an artifact folder given as a path: the node's policy_dir is its parent (the node itself
         # only takes names inside its policy_dir)
         folder = Path(resolve_policy(args))
         where = ([Parameter("policy_dir", value=str(folder.resolve().parent)), Parameter("policy", value=folder.name)]
                  if folder.is_dir() else [Parameter("policy", value=resolve_policy(args))])
-        controller = PolicyNode(autostart=True, parameter_overrides=[
+        # one cycle per state in lockstep (a command steps the sim) and intra-process (the bridge's
+        # tick runs the policy's cycle); else the policy's own timer
+        controller = composed.linked_policy(bridge, {"parameter_overrides": [
             *where, Parameter("robot_profile", value=args.robot_profile),
-            Parameter("trigger", value="state" if args.mode == "lockstep" else "timer")])
+            Parameter("trigger", value="state" if args.mode == "lockstep" or intra else "timer")]})
         if controller.lifecycle_state != "active":
             print(f"sim2real sim: policy node did not start: {controller.last_error}")
             return 2
@@ -254,7 +267,8 @@ def run_sim(args: SimConfig) -> int:
     results, traces = [], []
     try:
         client.wait_for_service(timeout_sec=10.0)
-        driver = f"policy '{resolve_policy(args)}'" if policy_reset else f"scripted {task.name} controller"
+        driver = (f"policy '{resolve_policy(args)}' ({'intra-process' if intra else 'over DDS'})" if policy_reset
+                  else f"scripted {task.name} controller")
         print(f"sim2real sim: {args.episodes} episode(s) of task '{task.name}', robot '{bridge.profile.name}', "
               f"randomization '{args.randomization}', {args.mode} mode, {driver}")
         for ep in range(1, args.episodes + 1):
