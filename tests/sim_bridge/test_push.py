@@ -183,6 +183,29 @@ def test_the_scripted_pusher_solves_nominal_push_episodes():
         assert successes >= 4, f"the scripted pusher succeeded in {successes}/6 episodes ({action_type})"
 
 
+def test_the_scripted_pushers_action_is_a_function_of_the_observation_alone():
+    """A student imitates it: the same observation must get the same label, whatever came before
+    (a phase kept across steps gave one observation two labels; students stalled at their mean)."""
+    env = push_env("default", terminate_on_success=True)
+    driver = env.task.scripted_controller(env.profile, env.action)
+    fresh = env.task.scripted_controller(env.profile, env.action)
+    obs, _ = env.reset(seed=3)
+    driver.reset()
+    pushed = compared = 0
+    for t in range(env.max_episode_steps):
+        parts = obs_parts(env, obs)
+        action = driver.act(parts)
+        pushed += driver.oracle.phase == "push"
+        if t % 5 == 0:  # a controller that has seen nothing before gives the same action
+            fresh.reset()
+            np.testing.assert_allclose(fresh.act(parts), action, atol=1e-12, err_msg=f"step {t}")
+            compared += 1
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert info["is_success"] and pushed >= 10 and compared >= 10, (info["is_success"], pushed, compared)
+
+
 # --- object randomization kinds -----------------------------------------------------------
 
 def test_push_default_samples_stay_in_bounds_with_the_expected_statistics():
