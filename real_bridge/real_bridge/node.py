@@ -479,20 +479,14 @@ class RealBridgeNode(HandoffSource, CommandGateMixin, LifecycleNode):
         baseline for benchmarks, ignores the polled set and calls :meth:`_on_command` per message:
         there the intake is not bounded.)
         """
-        sub = self._command_sub
-        if sub is None and not self.intra_process:
+        if self._command_sub is None and not self.intra_process:
             return
         latest = None
         while self._intake_taken < COMMAND_INTAKE_PER_PERIOD:
-            if sub is None:  # intra_process: what the linked policy node handed over
-                if not self._handed:
-                    break
-                msg, arrival = self._handed.popleft()
-            else:
-                taken = take_polled(sub)
-                if taken is None:
-                    break
-                msg, arrival = taken[0], _arrival_s(taken[1])
+            command = self._next_command()
+            if command is None:
+                break
+            msg, arrival = command
             self._intake_taken += 1
             if self._accept_command(msg, arrival):
                 latest = arrival
@@ -503,6 +497,14 @@ class RealBridgeNode(HandoffSource, CommandGateMixin, LifecycleNode):
                 f"waits for the next cycle ({self.intake_waits} waits so far); only the latest command is used"))
         if latest is not None:
             self._arm_deadline(latest)
+
+    def _next_command(self):
+        """The next command waiting and its arrival (monotonic s), or None: from the linked policy
+        node's handoff (``intra_process``), else taken from the subscription."""
+        if self.intra_process:
+            return self._handed.popleft() if self._handed else None
+        taken = take_polled(self._command_sub)
+        return None if taken is None else (taken[0], _arrival_s(taken[1]))
 
     def _arm_deadline(self, arrival: float) -> None:
         """The hold deadline fires ``command_timeout`` after the command that arrived at ``arrival``

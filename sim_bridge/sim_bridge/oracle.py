@@ -148,9 +148,10 @@ class PushOracle:
     No memory: its action is a function of the observation (with ``ee_cmd``), so a policy
     imitating it learns labels that the observation determines. An earlier version entered the
     push phase near the pushing point and kept it until the tip left the line (hysteresis): the
-    same observation then had two labels, "move to the pushing point" and "push", and students
-    stalled beside the puck at their average (docs/push_training.md). Measured on the same 80
-    push_default episodes (2026-12-06): 72/80 either way (median 105 vs 113.5 steps to success).
+    same observation could then have two labels, "move to the pushing point" and "push". Measured
+    on the same 80 push_default episodes (2026-12-06): 72/80 either way (median 105 vs 113.5
+    steps to success). It did not close the students' mean-action gap, though: one training run
+    with it reached the shipped policy's success, not more (docs/push_training.md).
     """
 
     def __init__(self, profile: RobotProfile, task=None, action_scale_rad: float = 0.05, *,
