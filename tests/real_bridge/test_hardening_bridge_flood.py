@@ -19,6 +19,10 @@ side:
   (used, superseded, rejected, discarded, or the one pending). The rest of what was sent
   was replaced in the middleware's queue before the bridge took it: no node can count that.
 
+The window starts when the flooder has started and matched (its start-up loads the machine for
+a second or two; a CI run once counted a STOP whose 365 ms without a state began before the
+first command of the flood) and the bridge is in RUN with fresh states.
+
 The fake arm's states come from this process, so the rig's 10-period state timeout applies
 (see ``test_real_bridge_node.Rig``); a STOP would still show a starved state intake.
 """
@@ -71,6 +75,8 @@ nan = Float64MultiArray(data=(base + delta).tolist())
 nan.data[3] = float("nan")
 short = Float64MultiArray(data=base[:5].tolist())
 sent = {"valid": 0, "non_finite": 0, "wrong_length": 0}
+print("ready", flush=True)
+sys.stdin.readline()   # the test's go: this process's start-up and discovery are over by then
 print("flooding", flush=True)
 start = time.perf_counter()
 k = 0
@@ -130,12 +136,25 @@ def flood_and_measure(rig, label: str) -> None:
     node._publish_hardware = _timed(published, node._publish_hardware)
     core.on_joint_state = _timed(states, core.on_joint_state)
     core.on_command = _timed(taken, core.on_command)
-    with node._lock:
-        entries_before = core.watchdog.counts()
+
+    def states_fresh() -> bool:   # hardware states taken in the last 2 control periods
+        return bool(states) and time.monotonic() - states[-1] <= 2 * PERIOD
     flood = subprocess.Popen(
         [sys.executable, "-c", FLOOD, rig.ns, str(FLOOD_HZ), str(FLOOD_S), json.dumps(Q.tolist()),
-         json.dumps(DELTA.tolist())], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         json.dumps(DELTA.tolist())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
     try:
+        ready = flood.stdout.readline()
+        assert ready.startswith("ready"), ready + flood.stdout.read()
+        # The flooder's start-up (imports, a new DDS participant to discover) loads this 2-core
+        # machine for a second or two: the window starts once it is over and the bridge is in
+        # RUN with a fresh hardware state, so a STOP counted below is one the flood caused.
+        assert wait_until(lambda: core.watchdog.mode == "run" and states_fresh(), 30.0), \
+            f"not in RUN with fresh hardware states before the flood: {core.watchdog.mode} ({core.watchdog.reason})"
+        with node._lock:
+            entries_before = core.watchdog.counts()
+        flood.stdin.write("go\n")
+        flood.stdin.flush()
         first = flood.stdout.readline()
         assert first.startswith("flooding"), first + flood.stdout.read()
         start, cpu_start = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
