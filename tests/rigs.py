@@ -1,6 +1,7 @@
 """Helper for the ROS node tests' factory fixtures (tests/ is on sys.path: rootdir conftest)."""
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -56,7 +57,6 @@ def spin_until(executor, seconds: float, until=None, step_s: float = 0.005) -> b
 def stop_process(proc, timeout_s: float = 15.0) -> str:
     """Stop a node process started with ``stdout=PIPE, text=True`` as a launcher does (SIGINT),
     killed if it outlives ``timeout_s``; returns its output (its exit code is ``proc.returncode``)."""
-    import signal
     import subprocess
 
     proc.send_signal(signal.SIGINT)
@@ -66,6 +66,36 @@ def stop_process(proc, timeout_s: float = 15.0) -> str:
         proc.kill()
         out, _ = proc.communicate()
     return out
+
+
+def run_until_logged(cmd, wanted, *, timeout_s: float = 120.0, then_s: float = 0.0,
+                     stop_timeout_s: float = 90.0) -> tuple[bool, int, str]:
+    """Start ``cmd`` (a launcher or node process), wait until every string of ``wanted`` is in
+    its output (or it exits, or ``timeout_s``), let it run ``then_s`` more, then SIGINT it as a
+    user's Ctrl-C. Returns (all logged, exit code, output). Tests of processes that must come
+    up use this rather than a fixed duration, which a loaded machine overruns."""
+    import subprocess
+    import threading
+
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        logged = wait_until(lambda: all(w in "".join(lines) for w in wanted) or proc.poll() is not None, timeout_s)
+        logged = logged and proc.poll() is None
+        if logged and then_s > 0:
+            time.sleep(then_s)  # intentional: the caller's window (e.g. a recording) after start-up
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=stop_timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    out = "".join(lines)
+    return all(w in out for w in wanted), proc.returncode, out
 
 
 def closing_factory(build, after_close=None):

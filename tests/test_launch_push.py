@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from rigs import run_until_logged
 from sim2real.launch_graph import launch_dir, load_graph, resolve
 
 
@@ -83,14 +84,15 @@ def test_sim2real_launch_real_push_graph_as_processes_records_object_poses(tmp_p
     data["/**/policy"]["ros__parameters"].update(policy="dummy_push", policy_dir=str(tmp_path / "policies"))
     policy_yaml.write_text(yaml.safe_dump(data))
     bag = tmp_path / "bag"
-    proc = subprocess.run([sys.executable, "-m", "sim2real.cli", "launch", "real", "--emulator", "--task", "push",
-                           "--record", str(bag), "--params-dir", str(params), "--duration-s", "15"],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
+    wanted = ["relayed to /sim2real/object_pose", "a push object tracked on /mocap/puck/pose", "policy 'dummy_push'"]
+    # 3 s of recording once the four nodes are up (not a fixed duration from the start: start-up
+    # time on a loaded machine varies by seconds)
+    logged, returncode, out = run_until_logged(
+        [sys.executable, "-m", "sim2real.cli", "launch", "real", "--emulator", "--task", "push", "--record", str(bag),
+         "--params-dir", str(params), "--stop-timeout-s", "30"], wanted, then_s=3.0)
+    assert logged, ([w for w in wanted if w not in out], out[-4000:])
+    assert returncode == 0, out[-4000:]
     assert "all 4 node(s) stopped cleanly" in out, out[-4000:]
-    assert "relayed to /sim2real/object_pose" in out and "a push object tracked on /mocap/puck/pose" in out
-    assert "policy 'dummy_push'" in out, out[-4000:]
     (episode,) = load_episodes(bag)   # no episode markers: the whole bag
     assert episode.metadata["metadata"]["task"] == "push"
     assert episode.topics["object_pose"] == "/sim2real/object_pose"

@@ -108,6 +108,8 @@ class TrainConfig:
     """assisted starts (tasks with Task.assist_target; Push: the pusher starts behind the puck): chance per training episode at the start (0 = off; evaluation never uses them)"""
     assist_episodes: int = 0
     """assisted starts: their chance falls linearly to 0 over this many episodes of each env (one per iteration when num_steps is the episode length; 0 = it stays)"""
+    observe_prev_action: bool = True
+    """the actor observes its previous action (the task setting observe_prev_action; off: the signal is left out, size 0). Push's randomized LSTM trains without it: with it, the exported mean action stalled at the puck (docs/push_training.md)"""
     env_kwargs: dict = field(default_factory=lambda: {"terminate_on_success": False})
     """keyword arguments of the env and settings of the task (training keeps episodes running at the goal)"""
 

@@ -82,7 +82,7 @@ from policies.runtime import NonFiniteObservationError, NonFiniteOutputError, Po
 from sim_bridge.actions import JOINT_DELTA
 from sim_bridge.joints import JointMapper
 from sim_bridge.observations import clip, layout_size
-from sim_bridge.tasks import DEFAULT_TASK, Task, get_task
+from sim_bridge.tasks import DEFAULT_TASK, Task, get_task, task_from_record
 from sim_bridge.profile import RobotProfile
 from sim_bridge.rates import RateMeter
 
@@ -408,7 +408,7 @@ class PolicyController:
         """Measured runs on representative observations (see the module docstring); PolicyRejected
         for a non-finite output or a median inference time the control period cannot carry; returns
         a warning when only the slowest runs exceed it."""
-        inputs = warmup_inputs(self.profile, get_task(runtime.manifest.task_name)(),
+        inputs = warmup_inputs(self.profile, task_from_record(runtime.manifest.task),
                                np.random.default_rng(WARMUP_SEED), WARMUP_SAMPLES, runtime.manifest.action.size)
         period = self._policy_period_s(runtime)
         limit = WARMUP_MAX_PERIOD_FRACTION * period
@@ -516,7 +516,7 @@ class PolicyController:
         if self._task_fixed and m.task_name != self.task.name:
             raise PolicyRejected(f"trained for task '{m.task_name}'; this node runs task '{self.task.name}' "
                                  "(its inputs are fixed when the node is configured)")
-        expected = layout_size(get_task(m.task_name)().observation_layout(p.num_joints, m.action))
+        expected = layout_size(task_from_record(m.task).observation_layout(p.num_joints, m.action))
         if m.observation.size != expected:
             raise PolicyRejected(f"observation size {m.observation.size}, expected {expected} for task "
                                  f"'{m.task_name}' and {p.num_joints} joints")
@@ -553,7 +553,7 @@ class PolicyController:
             if self.control_rate_hz is None:
                 self.control_rate_hz = loaded.runtime.manifest.control_rate_hz
             if not self._task_fixed:
-                self._set_task(get_task(loaded.runtime.manifest.task_name)())
+                self._set_task(task_from_record(loaded.runtime.manifest.task))
                 self._task_fixed = True
             self._install(loaded)
             self.previous = None

@@ -44,7 +44,7 @@ from typing import Any
 from sim_bridge.config import ConfigError, FieldReader, write_text_atomic
 from sim_bridge.actions import EE_DELTA, EE_FIELDS, JOINT_DELTA, action_from_dict, env_kwargs_of
 from sim_bridge.observations import Signal
-from sim_bridge.tasks import DEFAULT_TASK, UnknownTaskError, get_task
+from sim_bridge.tasks import DEFAULT_TASK, UnknownTaskError, get_task, task_from_record
 
 MANIFEST_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -275,7 +275,7 @@ def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> Pol
     task = _task(r)
     pose = tuple(r.numbers("default_pose_rad", n))
     action = _action(r.child("action"), tuple(joints), pose)
-    observation = _observation(r.child("observation"), n, task["name"], action)
+    observation = _observation(r.child("observation"), n, _task_instance(r, task), action)
     robot_profile = _nonempty(r, "robot_profile")
     rate = r.number("control_rate_hz", positive=True)
 
@@ -406,7 +406,15 @@ def _task(r: FieldReader) -> dict[str, Any]:
     return dict(raw)
 
 
-def _observation(o: FieldReader, num_joints: int, task_name: str, action: ActionSpec) -> ObservationSpec:
+def _task_instance(r: FieldReader, record: dict[str, Any]):
+    """The task the record describes, with its settings (some shape the observation layout)."""
+    try:
+        return task_from_record(record)
+    except (TypeError, ValueError) as exc:   # an unknown or invalid setting
+        raise r.error("task", f"its settings do not make a {record['name']!r} task: {exc}") from None
+
+
+def _observation(o: FieldReader, num_joints: int, task, action: ActionSpec) -> ObservationSpec:
     size = _positive_int(o, "size")
     raw = o.raw("layout")
     if not isinstance(raw, list) or not raw:
@@ -414,13 +422,17 @@ def _observation(o: FieldReader, num_joints: int, task_name: str, action: Action
     layout = []
     for i, item in enumerate(raw):
         s = FieldReader(item, source=o.source, prefix=f"{o.prefix}.layout[{i}]")
-        layout.append(Signal(_nonempty(s, "name"), _positive_int(s, "size"), s.str("unit"), s.str("description")))
+        signal_size = s.integer("size")   # 0: a signal the task's settings leave out (prev_action)
+        if signal_size < 0:
+            raise s.error("size", f"must be >= 0, got {signal_size}")
+        layout.append(Signal(_nonempty(s, "name"), signal_size, s.str("unit"), s.str("description")))
         s.finish()
     o.finish()
     total = sum(s.size for s in layout)
     if total != size:
         raise o.error("size", f"{size} does not equal the sum of the layout sizes ({total})")
-    expected = get_task(task_name)().observation_layout(num_joints, action)
+    expected = task.observation_layout(num_joints, action)
+    task_name = task.name
     got = [(s.name, s.size, s.unit) for s in layout]
     want = [(s.name, s.size, s.unit) for s in expected]
     if got != want:

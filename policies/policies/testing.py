@@ -85,7 +85,7 @@ def export_onnx(module, path: str | os.PathLike, input_names=None, output_names=
 def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm", hidden: int = 8,
                         obs_size: int = 24, act_size: int = 7, nan: bool = False, joint_names=None,
                         input_names=None, *, layers: int = 1, seed: int = 0, name: str | None = None,
-                        module=None, task: str = DEFAULT_TASK, action=None) -> Path:
+                        module=None, task: str = DEFAULT_TASK, action=None, task_settings: dict | None = None) -> Path:
     """Write ``NAME.onnx`` and ``manifest.json`` into ``directory``; returns the directory.
 
     The manifest is sealed (``artifact_sha256``) like an exported one. The graph is ``module`` if given (its architecture, hidden and layers then win), else
@@ -94,7 +94,8 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
     names, whatever the graph's are, for ``task`` (its observation layout: give the matching
     ``obs_size``, e.g. 29 for push with 7 joints). ``action``: an action object of
     :mod:`sim_bridge.actions` the manifest describes (default: joint deltas, one per joint; give
-    ``act_size`` and ``obs_size`` to match it).
+    ``act_size`` and ``obs_size`` to match it). ``task_settings``: the task's settings the
+    manifest records (some shape the layout: ``observe_prev_action``).
     """
     directory = Path(directory)
     if action is not None and joint_names is None:
@@ -106,7 +107,7 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
     onnx_path = export_onnx(module, directory / f"{name}.onnx", input_names=input_names)
     data = dummy_manifest_dict(name, architecture, joint_names or [f"joint{i + 1}" for i in range(act_size)],
                                hidden=hidden, layers=layers, onnx_sha256=sha256_file(onnx_path), seed=seed,
-                               task=task, action=action)
+                               task=task, action=action, task_settings=task_settings)
     save_manifest(parse_manifest(data), directory)
     seal_artifact(directory)  # artifact_sha256, as the real export writes it
     return directory
@@ -114,7 +115,7 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
 
 def dummy_manifest_dict(name: str = "dummy_lstm", architecture: str = "lstm", joint_names=None, *,
                         hidden: int = 8, layers: int = 1, onnx_sha256: str = "0" * 64, seed: int = 0,
-                        task: str = DEFAULT_TASK, action=None) -> dict:
+                        task: str = DEFAULT_TASK, action=None, task_settings: dict | None = None) -> dict:
     """A valid manifest JSON object for ``NAME.onnx`` (no manifest is read or written), for the
     ``panda_like`` robot: its default pose when there are as many joints, else zeros; ``action``:
     an action object of :mod:`sim_bridge.actions` (default: joint deltas of 0.05 rad)."""
@@ -125,7 +126,7 @@ def dummy_manifest_dict(name: str = "dummy_lstm", architecture: str = "lstm", jo
     profile = load_profile("panda_like")
     pose = [float(v) for v in profile.default_pose_rad] if profile.num_joints == n else [0.0] * n
     described = ({"type": JOINT_DELTA, "size": n, "scale_rad": 0.05} if action is None else action.describe())
-    layout = get_task(task)().observation_layout(n, action)
+    layout = get_task(task)(**dict(task_settings or {})).observation_layout(n, action)
     inputs, outputs = IO_NAMES[architecture]
     return {
         "manifest_version": 1,
@@ -138,7 +139,7 @@ def dummy_manifest_dict(name: str = "dummy_lstm", architecture: str = "lstm", jo
                                    for s in layout]},
         "action": {**described, "low": -1.0, "high": 1.0},
         "joint_names": joints,
-        "task": {"name": task},
+        "task": {"name": task, **({"settings": dict(task_settings)} if task_settings else {})},
         "robot_profile": "panda_like",
         "control_rate_hz": 50.0,
         "default_pose_rad": pose,

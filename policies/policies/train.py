@@ -71,11 +71,13 @@ def make_vector_env(cfg: TrainConfig, episodes_done: int = 0):
 
 def record_action(cfg: TrainConfig) -> None:
     """Write the action the run uses into ``cfg.env_kwargs`` (``action_type``, and ``ee_action``
-    or ``action_scale_rad``) when the config leaves it to the task's default, so the checkpoint,
+    or ``action_scale_rad``; ``observe_prev_action`` when off) when the config leaves it to the task's default, so the checkpoint,
     a resumed run and the export keep it even if a task's default changes later."""
     from policies.export import trained_action
     from sim_bridge.actions import env_kwargs_of
 
+    if not cfg.observe_prev_action:   # a task setting: it shapes the observation layout
+        cfg.env_kwargs = {**cfg.env_kwargs, "observe_prev_action": False}
     cfg.env_kwargs = {**env_kwargs_of(trained_action(cfg).describe()), **cfg.env_kwargs}
 
 

@@ -10,7 +10,8 @@ by the task, :mod:`sim_bridge.tasks`), concatenated in this order::
     joint_pos    [n]  rad     measured joint positions
     joint_vel    [n]  rad/s   measured joint velocities
     prev_action  [k]  1       the previous policy action, in [-1, 1] (k = the action's size:
-                              n for joint deltas, 3 for end-effector steps)
+                              n for joint deltas, 3 for end-effector steps; 0 when the task's
+                              ``observe_prev_action`` is false: the signal stays, empty)
     ee_pos       [3]  m       only with an end-effector action: the site it moves (Push: the
                               pusher tip) by the nominal kinematics at the measured joints
     ee_cmd       [3]  m       only with an end-effector action: the same site at the joint
@@ -47,15 +48,17 @@ EE_SIGNALS = (
 )
 
 
-def arm_signals(num_joints: int, action=None) -> tuple[Signal, ...]:
+def arm_signals(num_joints: int, action=None, prev_action: bool = True) -> tuple[Signal, ...]:
     """The arm's part of every observation, in order. ``action``: the policy's action (an object
     of :mod:`sim_bridge.actions` or a manifest's ``ActionSpec``: its ``type`` and ``size``);
-    None = joint deltas, one per joint."""
+    None = joint deltas, one per joint. ``prev_action``: False = the policy does not observe its
+    previous action (the signal has size 0)."""
     size = num_joints if action is None else int(action.size)
     signals = (
         Signal("joint_pos", num_joints, "rad", "measured joint positions"),
         Signal("joint_vel", num_joints, "rad/s", "measured joint velocities"),
-        Signal("prev_action", size, "1", "previous policy action in [-1, 1]"),
+        Signal("prev_action", size, "1", "previous policy action in [-1, 1]") if prev_action else
+        Signal("prev_action", 0, "1", "not observed (the task's observe_prev_action is false)"),
     )
     return signals + (EE_SIGNALS if action is not None and action.type == EE_DELTA else ())
 
@@ -76,7 +79,7 @@ class ObservationBuilder:
                              f"(one position and velocity per joint), got {[(s.name, s.size) for s in layout[:3]]}")
         self.layout = layout
         self.num_joints = n = layout[0].size
-        self.action_size = k = layout[2].size
+        self.prev_action_size = k = layout[2].size   # the action's size, or 0: not observed
         self.size = layout_size(layout)
         self.has_ee = layout[3:3 + len(EE_SIGNALS)] == EE_SIGNALS
         arm = 3 + len(EE_SIGNALS) if self.has_ee else 3
@@ -93,8 +96,9 @@ class ObservationBuilder:
         ``ee_pos`` and ``ee_cmd``, 6 values, when the layout has them: the action's ``observed``).
 
         One observation ``[size]``, or a batch ``[B, size]`` when ``out`` is 2-D (every
-        signal then has a leading batch axis, or broadcasts over it)."""
-        n, k = self.num_joints, self.action_size
+        signal then has a leading batch axis, or broadcasts over it). ``prev_action`` is not
+        read when the layout does not observe it (its size is 0)."""
+        n, k = self.num_joints, self.prev_action_size
         if out is None:
             out = np.empty(self.size, dtype=np.float32)
         if self.has_ee:
@@ -104,13 +108,15 @@ class ObservationBuilder:
         if out.ndim == 1:
             out[:n] = joint_pos
             out[n:2 * n] = joint_vel
-            out[2 * n:2 * n + k] = prev_action
+            if k:
+                out[2 * n:2 * n + k] = prev_action
             for (lo, hi), value in zip(self._task_bounds, task_values):
                 out[lo:hi] = value
         else:
             out[:, :n] = joint_pos
             out[:, n:2 * n] = joint_vel
-            out[:, 2 * n:2 * n + k] = prev_action
+            if k:
+                out[:, 2 * n:2 * n + k] = prev_action
             for (lo, hi), value in zip(self._task_bounds, task_values):
                 out[:, lo:hi] = value
         return out

@@ -40,12 +40,14 @@ class SignalGroup:
 
 
 def signal_groups(layout) -> list[SignalGroup]:
-    """The observation layout's named signals as index ranges (layout: ``Signal`` or dicts)."""
+    """The observation layout's named signals as index ranges (layout: ``Signal`` or dicts).
+    A signal of size 0 (``prev_action`` when the task does not observe it) has no group."""
     groups, start = [], 0
     for s in layout:
         name, size, unit = (s["name"], s["size"], s.get("unit", "")) if isinstance(s, dict) \
             else (s.name, s.size, s.unit)
-        groups.append(SignalGroup(name, start, int(size), unit))
+        if int(size) > 0:
+            groups.append(SignalGroup(name, start, int(size), unit))
         start += int(size)
     return groups
 

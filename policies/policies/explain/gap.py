@@ -45,7 +45,7 @@ def rebuild_observations(layout, position: np.ndarray, velocity: np.ndarray, com
                            f"(a bag from another robot?)")
     steps = len(cmd)
     actions = np.clip((cmd - q[:steps]) / scale_rad, -1.0, 1.0)
-    prev = np.vstack([np.zeros((1, q.shape[1])), actions[:-1]])
+    prev = np.vstack([np.zeros((1, q.shape[1])), actions[:-1]])[:, :layout[2].size]  # none if not observed
     obs = np.hstack([q[:steps], v[:steps], prev, np.broadcast_to(goal, (steps, len(goal)))])
     return obs.astype(np.float32), actions.astype(np.float32)
 

@@ -72,11 +72,19 @@ class Task:
     #: ranges plus the object's, "push_default")
     default_randomization: ClassVar[str] = "default"
 
-    def __init__(self, success: SuccessCriterion, max_episode_steps: int):
+    def __init__(self, success: SuccessCriterion, max_episode_steps: int, *, observe_prev_action: bool = True):
+        """``observe_prev_action``: whether the policy observes its previous action (the
+        ``prev_action`` signal; False: the signal is in the layout with size 0). Why a policy may
+        do without it: an LSTM trained with sampled actions sees a noisy previous action; its
+        deterministic (exported) mean then sees a noise-free one it never saw in training, and on
+        Push that alone locked it into a stall at the puck (docs/push_training.md)."""
         if int(max_episode_steps) < 1:
             raise ValueError(f"task {self.name!r}: max_episode_steps must be >= 1, got {max_episode_steps}")
+        if not isinstance(observe_prev_action, bool):
+            raise ValueError(f"task {self.name!r}: observe_prev_action must be true or false, got {observe_prev_action!r}")
         self.success = success
         self.max_episode_steps = int(max_episode_steps)
+        self.observe_prev_action = observe_prev_action
         #: the constructor settings that reproduce this task (set by ``make_task``; recorded in manifests)
         self.settings: dict[str, Any] = {}
 
@@ -88,7 +96,7 @@ class Task:
     def observation_layout(self, num_joints: int, action=None) -> tuple[Signal, ...]:
         """The whole observation: the arm's signals, then the task's (``action``: the policy's action,
         its ``type`` and ``size``; None = joint deltas, see :func:`sim_bridge.observations.arm_signals`)."""
-        return arm_signals(num_joints, action) + self.signals()
+        return arm_signals(num_joints, action, prev_action=self.observe_prev_action) + self.signals()
 
     def sample_goal(self, rng: np.random.Generator, profile) -> np.ndarray:
         """The goal of a new episode (what the bridges publish on ``current_goal``)."""

@@ -136,9 +136,10 @@ class PushTask(Task):
                  push_distance_m: tuple = (0.10, 0.25), push_height_m: float = 0.025,
                  reach_weight: float = 0.5, contact_weight: float = 0.1, push_weight: float = 5.0,
                  precision_weight: float = 0.5,
-                 precision_scale_m: float = 0.05, success_bonus: float = 1.0, action_cost: float = 0.01):
+                 precision_scale_m: float = 0.05, success_bonus: float = 1.0, action_cost: float = 0.01,
+                 observe_prev_action: bool = True):
         super().__init__(SuccessCriterion(float(success_radius_m), int(success_hold_steps), "puck to goal"),
-                         max_episode_steps)
+                         max_episode_steps, observe_prev_action=observe_prev_action)
         for key, value in (("puck_radius_m", puck_radius_m), ("puck_height_m", puck_height_m),
                            ("puck_mass_kg", puck_mass_kg), ("pusher_radius_m", pusher_radius_m),
                            ("pusher_length_m", pusher_length_m)):

@@ -37,11 +37,11 @@ class ReachTask(Task):
     def __init__(self, *, success_radius_m: float = 0.02, success_hold_steps: int = 10,
                  max_episode_steps: int = 200, success_bonus: float = 1.0, action_cost: float = 0.01,
                  precision_weight: float = 0.5, precision_scale_m: float = 0.05,
-                 region_m: tuple | None = None):
+                 region_m: tuple | None = None, observe_prev_action: bool = True):
         """``region_m`` = ((x, y, z) low, (x, y, z) high) of the targets; None = the profile's
         ``reach_workspace``."""
         super().__init__(SuccessCriterion(float(success_radius_m), int(success_hold_steps), "end effector to target"),
-                         max_episode_steps)
+                         max_episode_steps, observe_prev_action=observe_prev_action)
         self.success_bonus = float(success_bonus)
         self.action_cost = float(action_cost)
         self.precision_weight = float(precision_weight)
