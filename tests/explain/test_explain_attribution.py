@@ -106,3 +106,10 @@ def test_ablations_act_on_the_named_parts(reach_lstm_recording):
     assert rec.success.mean() >= 0.8 and broken.success.mean() < rec.success.mean()
     with pytest.raises(ValueError, match="unknown layers"):
         ActorStepper(policy.actor, Intervention(zero_layers=("body.tanh0",)))
+
+
+def test_a_signal_the_policy_does_not_observe_has_no_group_and_the_rest_keep_their_indices():
+    layout = LAYOUT[:2] + (Signal("prev_action", 0, "1", "not observed"),) + LAYOUT[3:]
+    groups = signal_groups(layout)
+    assert [(g.name, g.start, g.size) for g in groups] == [("joint_pos", 0, 7), ("joint_vel", 7, 7),
+                                                           ("target_pos", 14, 3)]

@@ -11,8 +11,10 @@ from sim_bridge.envs.vector import make_env
 from sim_bridge.observations import Signal, action_to_joint_targets
 
 
-def test_rebuilt_observations_are_the_envs():
-    env = make_env("Sim2Real/Reach-v0", randomization="none", terminate_on_success=False)
+@pytest.mark.parametrize("observe_prev_action", [True, False])
+def test_rebuilt_observations_are_the_envs(observe_prev_action):
+    env = make_env("Sim2Real/Reach-v0", randomization="none", terminate_on_success=False,
+                   observe_prev_action=observe_prev_action)
     obs, _ = env.reset(seed=3)
     p = env.profile
     rng = np.random.default_rng(0)
