@@ -58,6 +58,8 @@ def run_episodes(policy, env, seeds) -> list[tuple[bool, float, float, int]]:
     for seed in seeds:
         obs, info = env.reset(seed=int(seed))
         policy.reset()
+        if hasattr(policy, "seed_episode"):   # a sampling policy: its noise seeded per episode, so
+            policy.seed_episode(int(seed))      # results do not depend on how episodes split over workers
         total, steps = 0.0, 0
         while True:
             obs, reward, terminated, truncated, info = env.step(policy.step(obs))
@@ -117,27 +119,35 @@ def evaluate(policy_factory, *, episodes: int, randomization: str = "default", r
 
 
 class TorchPolicy:
-    """A torch actor behind the runtime's interface (deterministic mean action, batch 1)."""
+    """A torch actor behind the runtime's interface (batch 1): its deterministic mean action, or
+    with ``sample`` the Gaussian it was trained with (mean + its std x N(0, 1), seeded per
+    episode by :func:`run_episodes`): what PPO optimised, where an exported policy runs the mean."""
 
-    def __init__(self, actor):
+    def __init__(self, actor, sample: bool = False):
         import torch
         self.torch, self.actor = torch, actor.eval()
+        self.std = actor.log_std.detach().exp().numpy().astype(np.float32) if sample else None
+        self.rng = np.random.default_rng(0)
         self.reset()
 
     def reset(self) -> None:
         self.state = self.actor.initial_state(1)
 
+    def seed_episode(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
     def step(self, obs: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
             mean, self.state = self.actor(self.torch.as_tensor(obs, dtype=self.torch.float32).view(1, 1, -1),
                                           self.state)
-        return mean.view(-1).numpy()
+        mean = mean.view(-1).numpy()
+        return mean if self.std is None else mean + self.std * self.rng.standard_normal(mean.shape, np.float32)
 
 
-def checkpoint_policy(checkpoint_path: str) -> TorchPolicy:
+def checkpoint_policy(checkpoint_path: str, sample: bool = False) -> TorchPolicy:
     """A TorchPolicy from a training checkpoint (module-level so workers can build it)."""
     from policies.export import actor_from_checkpoint
-    return TorchPolicy(actor_from_checkpoint(checkpoint_path)[0])
+    return TorchPolicy(actor_from_checkpoint(checkpoint_path)[0], sample=sample)
 
 
 def policy_task(path: str) -> dict:

@@ -69,6 +69,8 @@ class EvalConfig:
     """evaluate on this registered task (None: the one the policy was trained for)"""
     json: Path | None = None
     """write results as JSON"""
+    sample_actions: bool = False
+    """act with samples of the policy's Gaussian (its mean + its trained std, seeded per episode) instead of the deterministic mean an exported policy runs: what PPO optimised. Needs the std: a training checkpoint (.pt) or an artifact that ships checkpoint.pt (every zoo policy)"""
 
 
 def add_train_command(subparsers) -> None:
@@ -183,6 +185,13 @@ def run_eval(args: EvalConfig) -> int:
     from sim_bridge.tasks import UnknownTaskError, get_task
     path = resolve_policy(args.policy)
     factory = partial(checkpoint_policy if path.suffix == ".pt" else runtime_policy, str(path))
+    if args.sample_actions:   # the Gaussian's std is in the training weights, not in the ONNX graph
+        weights = path if path.suffix == ".pt" else (path if path.is_dir() else path.parent) / "checkpoint.pt"
+        if not weights.is_file():
+            print(f"sim2real eval: --sample-actions needs the policy's action std, kept in its training "
+                  f"weights: no {weights} (give a training checkpoint .pt)", file=sys.stderr)
+            return 2
+        factory = partial(checkpoint_policy, str(weights), sample=True)
     task, robot = policy_task(str(path)), policy_robot(str(path))
     if args.task is not None and args.task != task["name"]:
         try:
@@ -190,7 +199,8 @@ def run_eval(args: EvalConfig) -> int:
         except UnknownTaskError as exc:
             raise SystemExit(f"sim2real eval: {exc}") from None
         task = {"name": args.task}
-    print(f"sim2real eval: task '{task['name']}', robot '{robot}'", flush=True)
+    print(f"sim2real eval: task '{task['name']}', robot '{robot}'"
+          + (", sampled actions (mean + the policy's std)" if args.sample_actions else ""), flush=True)
     if args.backend == "ray":  # one Ray session for every randomization
         from policies.ray_backend import connect
         try:
