@@ -291,8 +291,11 @@ class PolicyController:
     def __init__(self, profile: RobotProfile, policy_dir: str | os.PathLike, *,
                  control_rate_hz: float | None = None, stale_after_periods: int = 5,
                  allow_rate_mismatch: bool = False, periodic: bool = True, window: int = 500,
-                 clock=time.monotonic, task_input_stale_s: float = 0.25):
+                 clock=time.monotonic, task_input_stale_s: float = 0.25, sample_seed: int | None = None):
+        """``sample_seed``: load every policy sampling its trained Gaussian from a generator seeded
+        with it (:class:`~policies.runtime.PolicyRuntime`); None: the deterministic mean."""
         self.profile = profile
+        self.sample_seed = None if sample_seed is None else int(sample_seed)
         self.policy_dir = Path(policy_dir).resolve()
         self.control_rate_hz = float(control_rate_hz) if control_rate_hz else None  # None: the first policy's
         self.stale_after_periods = int(stale_after_periods)
@@ -383,7 +386,7 @@ class PolicyController:
             runtime = self._cached_runtime(path, key)
             if runtime is None:
                 self.yield_to_control()
-                runtime = PolicyRuntime(path, pause=self.yield_to_control)
+                runtime = PolicyRuntime(path, pause=self.yield_to_control, sample_seed=self.sample_seed)
                 warnings = self._validate(runtime, allow)
                 self.yield_to_control()
                 runtime.warmup(WARMUP_STEPS)

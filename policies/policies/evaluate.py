@@ -190,7 +190,8 @@ def policy_robot(path: str) -> str:
     return load_manifest(path).robot_profile
 
 
-def runtime_policy(artifact_path: str):
-    """The deployed ONNX runtime (module-level so workers can build it)."""
+def runtime_policy(artifact_path: str, sample: bool = False):
+    """The deployed ONNX runtime (module-level so workers can build it); ``sample``: it samples
+    the policy's Gaussian (the manifest's ``action_std``; seeded per episode by run_episodes)."""
     from policies.runtime import PolicyRuntime
-    return PolicyRuntime(artifact_path)
+    return PolicyRuntime(artifact_path, sample_seed=0 if sample else None)

@@ -158,6 +158,7 @@ def build_manifest(name: str, onnx_file: str, sha256: str, actor: nn.Module, cfg
                         "layout": [{"name": s.name, "size": s.size, "unit": s.unit, "description": s.description}
                                    for s in layout]},
         "action": {**action.describe(), "low": -1.0, "high": 1.0},
+        "action_std": [float(v) for v in actor.log_std.detach().exp()],   # the trained Gaussian, for sampling
         "joint_names": list(profile.joint_names),
         "task": task.describe(),
         "robot_profile": profile.name,  # the name the policy node checks (cfg may give a YAML path)

@@ -6,7 +6,9 @@ without one is a Reach policy, as every policy was before tasks became plug-ins)
 observation layout (it must equal the task's layout for the policy's joints,
 :meth:`sim_bridge.tasks.Task.observation_layout`), the action
 semantics, the joints and rates the policy was trained for, the graph's input/output
-names, the sha256 of the ONNX file, and free-form training and evaluation records.
+names, the sha256 of the ONNX file, free-form training and evaluation records, and
+(optional) ``action_std``: the std of the Gaussian the policy was trained with, per action,
+for a runtime asked to sample instead of running the mean the graph gives.
 
 Integrity: ``artifact_sha256`` seals graph and manifest together. Every manifest value
 changes what the robot does (``action.scale_rad`` scales every command, ``default_pose_rad``
@@ -143,6 +145,9 @@ class PolicyManifest:
     created_utc: str
     manifest_version: int = MANIFEST_VERSION
     artifact_sha256: str | None = None  # None: not sealed (a runtime refuses it)
+    #: the std of the Gaussian the policy was trained with, per action (the ONNX graph gives its
+    #: mean); None: not recorded. Used only by a runtime asked to sample (``sample_seed``).
+    action_std: tuple[float, ...] | None = None
     source: Path | None = field(default=None, compare=False)
     # The canonical JSON of the manifest as read, without artifact_sha256 (what the hash covers).
     canonical: bytes = field(default=b"", compare=False, repr=False)
@@ -178,6 +183,7 @@ class PolicyManifest:
                             "layout": [{"name": s.name, "size": s.size, "unit": s.unit,
                                         "description": s.description} for s in self.observation.layout]},
             "action": self.action.to_dict(),
+            **({} if self.action_std is None else {"action_std": list(self.action_std)}),
             "joint_names": list(self.joint_names),
             "task": _plain(self.task),
             "robot_profile": self.robot_profile,
@@ -278,6 +284,11 @@ def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> Pol
     observation = _observation(r.child("observation"), n, _task_instance(r, task), action)
     robot_profile = _nonempty(r, "robot_profile")
     rate = r.number("control_rate_hz", positive=True)
+    action_std = None
+    if r.raw("action_std", None) is not None:
+        action_std = tuple(r.numbers("action_std", action.size))
+        if min(action_std) <= 0:
+            raise r.error("action_std", f"every std must be > 0, got {list(action_std)}")
 
     raw_state = r.raw("recurrent_state")
     if arch in RECURRENT_ARCHITECTURES:
@@ -312,7 +323,7 @@ def parse_manifest(data: Any, *, source: str | os.PathLike | None = None) -> Pol
         action=action, joint_names=tuple(joints), task=task, robot_profile=robot_profile, control_rate_hz=rate,
         default_pose_rad=pose, recurrent_state=state, io=IoSpec(inputs, outputs), training=training,
         evaluation=evaluation, created_utc=created, manifest_version=version, artifact_sha256=sealed,
-        source=source, canonical=canonical_json(data))
+        action_std=action_std, source=source, canonical=canonical_json(data))
 
 
 def canonical_json(data: dict[str, Any]) -> bytes:

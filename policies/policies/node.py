@@ -141,6 +141,13 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
         self.declare_parameter("preload_policies", [""], describe(
             "policies to load at configure so that swapping to them creates no onnxruntime session "
             "(a session's creation can stall the control thread for milliseconds)", read_only=True))
+        self.declare_parameter("sample_actions", False, describe(
+            "act with samples of each policy's trained Gaussian (the graph's mean + the manifest's "
+            "action_std) instead of its mean; a policy without action_std is then refused. Off by "
+            "default: a deterministic policy is what most deployments want; Push's LSTM does ~20 points "
+            "better sampled (README)", read_only=True))
+        self.declare_parameter("sample_seed", 0, describe(
+            "sample_actions: the seed of the sampler (one per loaded policy)", read_only=True))
         self.declare_parameter("autostart", autostart, describe(
             "configure and activate right after construction", read_only=True))
 
@@ -275,7 +282,9 @@ class PolicyNode(CommandGateMixin, LifecycleNode):
                                stale_after_periods=self.get_parameter("stale_after_periods").value,
                                task_input_stale_s=self.get_parameter("task_input_stale_s").value,
                                allow_rate_mismatch=self.get_parameter("allow_rate_mismatch").value,
-                               periodic=trigger == "timer")
+                               periodic=trigger == "timer",
+                               sample_seed=(self.get_parameter("sample_seed").value
+                                            if self.get_parameter("sample_actions").value else None))
         available = self._refresh_available()
         loaded = ctl.load_policy(self.get_parameter("policy").value)
         ctl.set_policy(loaded)

@@ -54,12 +54,17 @@ class PolicyRuntime:
     """One policy, stepped one observation at a time (batch 1), recurrent state kept inside."""
 
     def __init__(self, path: str | os.PathLike, intra_op_threads: int = 1, inter_op_threads: int = 1,
-                 pause=None):
+                 pause=None, sample_seed: int | None = None):
         """Load, check and probe the artifact at ``path`` (its folder, manifest or ONNX file).
 
         ``pause``, if given, is called between the loading steps (manifest, hash, session
         creation, graph checks and probe run): the policy node passes a function that waits
         for the end of a control cycle, so that no step's GIL time delays the control thread.
+        ``sample_seed``: act with samples of the Gaussian the policy was trained with (the
+        graph's mean + the manifest's ``action_std`` x N(0, 1), from a generator seeded with it)
+        instead of the mean; the manifest must record ``action_std``. Why one would: a
+        recurrent policy trained with sampled actions can do much better with them than with
+        its mean (Push: 74.5% against 54.2%, README).
         """
         pause = pause or _no_pause
         manifest_path = manifest_path_for(path)
@@ -69,6 +74,12 @@ class PolicyRuntime:
             m = load_manifest(manifest_path)
         except ConfigError as exc:
             raise _as_load_error(exc) from None
+        if sample_seed is not None and m.action_std is None:
+            raise PolicyLoadError("sampled actions were asked for, but the manifest records no action_std (the "
+                                  "trained Gaussian's std; a re-export writes it)", source=manifest_path,
+                                  field="action_std")
+        self._std = None if sample_seed is None else np.asarray(m.action_std, dtype=np.float32)
+        self._rng = np.random.default_rng(sample_seed)
         onnx_path = m.onnx_path
         given = Path(path)
         if given.suffix == ".onnx" and given.name != m.onnx_file:
@@ -151,6 +162,21 @@ class PolicyRuntime:
 
     # --- stepping ----------------------------------------------------------------
 
+    @property
+    def sampling(self) -> bool:
+        """Whether actions are samples of the policy's Gaussian (``sample_seed``), not its mean."""
+        return self._std is not None
+
+    def seed_episode(self, seed: int) -> None:
+        """Restart the sampler from ``seed`` (evaluation: the same noise per episode however the
+        episodes are split over workers); nothing when not sampling."""
+        self._rng = np.random.default_rng(seed)
+
+    def _sampled(self, mean: np.ndarray) -> np.ndarray:
+        if self._std is None:
+            return mean
+        return mean + self._std * self._rng.standard_normal(mean.shape, dtype=np.float32)
+
     def reset(self) -> None:
         """Zero the recurrent state and restart the action from the measured joints (call at
         the start of every episode)."""
@@ -160,13 +186,14 @@ class PolicyRuntime:
             self._c.fill(0.0)
 
     def step(self, obs: np.ndarray) -> np.ndarray:
-        """The action (float32 [act_size], unclipped mean) for one observation [obs_size]."""
+        """The action (float32 [act_size], unclipped: the mean, or a sample with ``sample_seed``)
+        for one observation [obs_size]."""
         obs = np.asarray(obs)
         if obs.shape != self._obs_row.shape:
             raise ValueError(f"policy {self.name!r}: observation has shape {obs.shape}, "
                              f"expected {self._obs_row.shape}")
         self._obs_row[:] = obs
-        return self._run()
+        return self._sampled(self._run())
 
     def act(self, joint_pos: np.ndarray, joint_vel: np.ndarray, prev_action: np.ndarray,
             *task_values: np.ndarray) -> np.ndarray:
@@ -184,7 +211,7 @@ class PolicyRuntime:
                              f"{len(prev_action)} and sizes {list(sizes)}")
         self._builder.build(joint_pos, joint_vel, prev_action, task_values, out=self._obs_row,
                             ee=self._ee(joint_pos))
-        return self._run()
+        return self._sampled(self._run())
 
     def observation(self, joint_pos, joint_vel, prev_action, *task_values) -> np.ndarray:
         """The observation :meth:`act` would build (a new float32 array; nothing is run)."""

@@ -85,7 +85,8 @@ def export_onnx(module, path: str | os.PathLike, input_names=None, output_names=
 def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm", hidden: int = 8,
                         obs_size: int = 24, act_size: int = 7, nan: bool = False, joint_names=None,
                         input_names=None, *, layers: int = 1, seed: int = 0, name: str | None = None,
-                        module=None, task: str = DEFAULT_TASK, action=None, task_settings: dict | None = None) -> Path:
+                        module=None, task: str = DEFAULT_TASK, action=None, task_settings: dict | None = None,
+                        action_std=None) -> Path:
     """Write ``NAME.onnx`` and ``manifest.json`` into ``directory``; returns the directory.
 
     The manifest is sealed (``artifact_sha256``) like an exported one. The graph is ``module`` if given (its architecture, hidden and layers then win), else
@@ -95,7 +96,8 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
     ``obs_size``, e.g. 29 for push with 7 joints). ``action``: an action object of
     :mod:`sim_bridge.actions` the manifest describes (default: joint deltas, one per joint; give
     ``act_size`` and ``obs_size`` to match it). ``task_settings``: the task's settings the
-    manifest records (some shape the layout: ``observe_prev_action``).
+    manifest records (some shape the layout: ``observe_prev_action``); ``action_std``: the
+    manifest's ``action_std`` (none by default).
     """
     directory = Path(directory)
     if action is not None and joint_names is None:
@@ -108,6 +110,8 @@ def export_dummy_policy(directory: str | os.PathLike, architecture: str = "lstm"
     data = dummy_manifest_dict(name, architecture, joint_names or [f"joint{i + 1}" for i in range(act_size)],
                                hidden=hidden, layers=layers, onnx_sha256=sha256_file(onnx_path), seed=seed,
                                task=task, action=action, task_settings=task_settings)
+    if action_std is not None:   # the trained Gaussian's std the manifest records (sampling)
+        data["action_std"] = [float(v) for v in action_std]
     save_manifest(parse_manifest(data), directory)
     seal_artifact(directory)  # artifact_sha256, as the real export writes it
     return directory

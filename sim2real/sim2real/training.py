@@ -70,7 +70,7 @@ class EvalConfig:
     json: Path | None = None
     """write results as JSON"""
     sample_actions: bool = False
-    """act with samples of the policy's Gaussian (its mean + its trained std, seeded per episode) instead of the deterministic mean an exported policy runs: what PPO optimised. Needs the std: a training checkpoint (.pt) or an artifact that ships checkpoint.pt (every zoo policy)"""
+    """act with samples of the policy's Gaussian (its mean + its trained std, seeded per episode) instead of the deterministic mean: what PPO optimised. Needs the std: a manifest with action_std (the export writes it), an artifact that ships checkpoint.pt, or a training checkpoint (.pt)"""
 
 
 def add_train_command(subparsers) -> None:
@@ -185,13 +185,20 @@ def run_eval(args: EvalConfig) -> int:
     from sim_bridge.tasks import UnknownTaskError, get_task
     path = resolve_policy(args.policy)
     factory = partial(checkpoint_policy if path.suffix == ".pt" else runtime_policy, str(path))
-    if args.sample_actions:   # the Gaussian's std is in the training weights, not in the ONNX graph
-        weights = path if path.suffix == ".pt" else (path if path.is_dir() else path.parent) / "checkpoint.pt"
-        if not weights.is_file():
-            print(f"sim2real eval: --sample-actions needs the policy's action std, kept in its training "
-                  f"weights: no {weights} (give a training checkpoint .pt)", file=sys.stderr)
+    if args.sample_actions and path.suffix == ".pt":
+        factory = partial(checkpoint_policy, str(path), sample=True)
+    elif args.sample_actions:   # the Gaussian's std: the manifest's action_std, else the training weights
+        from policies.manifest import load_manifest, manifest_path_for
+        weights = (path if path.is_dir() else path.parent) / "checkpoint.pt"
+        if load_manifest(manifest_path_for(path)).action_std is not None:
+            factory = partial(runtime_policy, str(path), sample=True)
+        elif weights.is_file():
+            factory = partial(checkpoint_policy, str(weights), sample=True)
+        else:
+            print(f"sim2real eval: --sample-actions needs the policy's action std: its manifest records no "
+                  f"action_std and there is no {weights} (re-export it, or give a training checkpoint .pt)",
+                  file=sys.stderr)
             return 2
-        factory = partial(checkpoint_policy, str(weights), sample=True)
     task, robot = policy_task(str(path)), policy_robot(str(path))
     if args.task is not None and args.task != task["name"]:
         try:

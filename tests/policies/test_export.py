@@ -48,13 +48,21 @@ def test_export_writes_a_parity_checked_artifact(checkpoint, tmp_path):
                                                                      "target_pos"]
     assert (manifest["recurrent_state"] is None) == (cfg.architecture == "mlp")
 
-    # The deployed runtime and the torch actor agree on a real episode with state fed back.
+    # the trained Gaussian's std, for a runtime asked to sample
+    np.testing.assert_allclose(manifest["action_std"], actor.log_std.detach().exp().numpy(), rtol=1e-6)
+
+    # The deployed runtime and the torch actor agree on a real episode with state fed back,
+    # acting with the mean and, seeded alike, with samples.
     runtime, torch_policy = PolicyRuntime(out), TorchPolicy(actor)
+    sampling, torch_sampling = PolicyRuntime(out, sample_seed=0), TorchPolicy(actor, sample=True)
+    sampling.seed_episode(3)
+    torch_sampling.seed_episode(3)
     env = make_env(randomization="default")
     obs, _ = env.reset(seed=3)
     for _ in range(60):
         a_rt, a_torch = runtime.step(obs), torch_policy.step(obs)
         np.testing.assert_allclose(a_rt, a_torch, atol=1e-5)
+        np.testing.assert_allclose(sampling.step(obs), torch_sampling.step(obs), atol=1e-5)
         obs, *_ = env.step(a_torch)
 
 
