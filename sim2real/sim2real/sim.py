@@ -59,6 +59,8 @@ class SimConfig:
     """shipped policy name (policies/policies/zoo) or an artifact folder; None: the task's shipped LSTM (TASK_lstm; reach_lstm without --task)"""
     swap_to: str | None = None
     """switch the running policy node to this policy before the second half of the episodes"""
+    sample_actions: bool = False
+    """the policy node acts with samples of the policy's trained Gaussian (its manifest's action_std; the node's sample_actions parameter) instead of its mean"""
     gui: bool = False
     """open the MuJoCo viewer on the simulation (where a display exists; else headless)"""
     out: Path = Path("runs/sim")
@@ -216,6 +218,9 @@ def run_sim(args: SimConfig) -> int:
     except (UnknownTaskError, ValueError) as exc:
         print(f"sim2real sim: {exc}", file=sys.stderr)
         return 2
+    if args.sample_actions and args.controller != "policy":
+        print("sim2real sim: --sample-actions applies to the policy node (--controller policy)", file=sys.stderr)
+        return 2
     if args.controller == "scripted" and task.name not in ("reach", "push"):
         print(f"sim2real sim: no scripted controller for task '{task.name}'; use --controller policy", file=sys.stderr)
         return 2
@@ -239,6 +244,7 @@ def run_sim(args: SimConfig) -> int:
         # tick runs the policy's cycle); else the policy's own timer
         controller = composed.linked_policy(bridge, {"parameter_overrides": [
             *where, Parameter("robot_profile", value=args.robot_profile),
+            Parameter("sample_actions", value=args.sample_actions), Parameter("sample_seed", value=max(args.seed, 0)),
             Parameter("trigger", value="state" if args.mode == "lockstep" or intra else "timer")]})
         if controller.lifecycle_state != "active":
             print(f"sim2real sim: policy node did not start: {controller.last_error}")
@@ -267,7 +273,8 @@ def run_sim(args: SimConfig) -> int:
     results, traces = [], []
     try:
         client.wait_for_service(timeout_sec=10.0)
-        driver = (f"policy '{resolve_policy(args)}' ({'intra-process' if intra else 'over DDS'})" if policy_reset
+        driver = (f"policy '{resolve_policy(args)}' ({'intra-process' if intra else 'over DDS'}"
+                  f"{', sampled actions' if args.sample_actions else ''})" if policy_reset
                   else f"scripted {task.name} controller")
         print(f"sim2real sim: {args.episodes} episode(s) of task '{task.name}', robot '{bridge.profile.name}', "
               f"randomization '{args.randomization}', {args.mode} mode, {driver}")

@@ -115,6 +115,21 @@ def test_sim_in_real_time_composes_the_policy_intra_process_and_swaps(tmp_path):
 
 @pytest.mark.ros
 @pytest.mark.slow
+def test_sim_with_sampled_actions_runs_the_policy_node_sampling(tmp_path):
+    """`--sample-actions`: the policy node samples the policy's trained Gaussian (manifest
+    action_std); the episodes run through it. With the scripted controller it is refused."""
+    out = run("sim", "--episodes", "1", "--episode-s", "2", "--sample-actions", "--out", str(tmp_path),
+              "--json", str(tmp_path / "results.json"), timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "policy 'reach_lstm' (intra-process, sampled actions)" in out.stdout.splitlines()[0], out.stdout
+    (episode,) = json.loads((tmp_path / "results.json").read_text())["episodes"]
+    assert episode["steps"] > 0 and episode["final_error_m"] < 0.10, out.stdout
+    bad = run("sim", "--episodes", "1", "--sample-actions", "--controller", "scripted")
+    assert bad.returncode == 2 and "--sample-actions applies to the policy node" in bad.stderr, bad.stderr
+
+
+@pytest.mark.ros
+@pytest.mark.slow
 def test_sim_with_the_scripted_controller(tmp_path):
     out = run("sim", "--episodes", "1", "--mode", "lockstep", "--controller", "scripted", "--out", str(tmp_path),
               timeout=120)
