@@ -126,22 +126,28 @@ class TorchPolicy:
     def __init__(self, actor, sample: bool = False):
         import torch
         self.torch, self.actor = torch, actor.eval()
-        self.std = actor.log_std.detach().exp().numpy().astype(np.float32) if sample else None
-        self.rng = np.random.default_rng(0)
+        from policies.runtime import ActionSampler
+        self.sampler = ActionSampler(actor.log_std.detach().exp().numpy(), 0) if sample else None
         self.reset()
 
     def reset(self) -> None:
         self.state = self.actor.initial_state(1)
 
+    @property
+    def std(self) -> np.ndarray | None:
+        """The std it samples with (None: the mean)."""
+        return None if self.sampler is None else self.sampler.std
+
     def seed_episode(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
+        if self.sampler is not None:
+            self.sampler.seed(seed)
 
     def step(self, obs: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
             mean, self.state = self.actor(self.torch.as_tensor(obs, dtype=self.torch.float32).view(1, 1, -1),
                                           self.state)
         mean = mean.view(-1).numpy()
-        return mean if self.std is None else mean + self.std * self.rng.standard_normal(mean.shape, np.float32)
+        return mean if self.sampler is None else self.sampler(mean)
 
 
 def checkpoint_policy(checkpoint_path: str, sample: bool = False) -> TorchPolicy:

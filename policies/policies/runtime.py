@@ -50,6 +50,21 @@ class NonFiniteObservationError(ValueError):
     """
 
 
+class ActionSampler:
+    """Samples of a policy's Gaussian: ``mean + std x N(0, 1)`` from a seeded generator (float32).
+    Shared by the ONNX runtime and evaluation's torch policy, so both draw the same noise."""
+
+    def __init__(self, std, seed: int):
+        self.std = np.asarray(std, dtype=np.float32)
+        self.seed(seed)
+
+    def seed(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, mean: np.ndarray) -> np.ndarray:
+        return mean + self.std * self._rng.standard_normal(mean.shape, dtype=np.float32)
+
+
 class PolicyRuntime:
     """One policy, stepped one observation at a time (batch 1), recurrent state kept inside."""
 
@@ -78,8 +93,7 @@ class PolicyRuntime:
             raise PolicyLoadError("sampled actions were asked for, but the manifest records no action_std (the "
                                   "trained Gaussian's std; a re-export writes it)", source=manifest_path,
                                   field="action_std")
-        self._std = None if sample_seed is None else np.asarray(m.action_std, dtype=np.float32)
-        self._rng = np.random.default_rng(sample_seed)
+        self._sampler = None if sample_seed is None else ActionSampler(m.action_std, sample_seed)
         onnx_path = m.onnx_path
         given = Path(path)
         if given.suffix == ".onnx" and given.name != m.onnx_file:
@@ -165,17 +179,13 @@ class PolicyRuntime:
     @property
     def sampling(self) -> bool:
         """Whether actions are samples of the policy's Gaussian (``sample_seed``), not its mean."""
-        return self._std is not None
+        return self._sampler is not None
 
     def seed_episode(self, seed: int) -> None:
         """Restart the sampler from ``seed`` (evaluation: the same noise per episode however the
         episodes are split over workers); nothing when not sampling."""
-        self._rng = np.random.default_rng(seed)
-
-    def _sampled(self, mean: np.ndarray) -> np.ndarray:
-        if self._std is None:
-            return mean
-        return mean + self._std * self._rng.standard_normal(mean.shape, dtype=np.float32)
+        if self._sampler is not None:
+            self._sampler.seed(seed)
 
     def reset(self) -> None:
         """Zero the recurrent state and restart the action from the measured joints (call at
@@ -193,7 +203,8 @@ class PolicyRuntime:
             raise ValueError(f"policy {self.name!r}: observation has shape {obs.shape}, "
                              f"expected {self._obs_row.shape}")
         self._obs_row[:] = obs
-        return self._sampled(self._run())
+        mean = self._run()
+        return mean if self._sampler is None else self._sampler(mean)
 
     def act(self, joint_pos: np.ndarray, joint_vel: np.ndarray, prev_action: np.ndarray,
             *task_values: np.ndarray) -> np.ndarray:
@@ -211,7 +222,8 @@ class PolicyRuntime:
                              f"{len(prev_action)} and sizes {list(sizes)}")
         self._builder.build(joint_pos, joint_vel, prev_action, task_values, out=self._obs_row,
                             ee=self._ee(joint_pos))
-        return self._sampled(self._run())
+        mean = self._run()
+        return mean if self._sampler is None else self._sampler(mean)
 
     def observation(self, joint_pos, joint_vel, prev_action, *task_values) -> np.ndarray:
         """The observation :meth:`act` would build (a new float32 array; nothing is run)."""
