@@ -104,6 +104,10 @@ class TrainConfig:
     """teacher: the floor the decaying weight stops at (PPO alone can unlearn what the teacher taught; a floor keeps a pull toward it)"""
     mean_action_envs: int = 0
     """envs (the last ones) that take the actor's mean action in the rollouts, as an exported policy does: their steps feed only the teacher term (no policy gradient, no value target), so the actor also learns the states its own deterministic actions reach; their success is logged (mean_action_success) and picks best.pt. 0 = off"""
+    mean_prefix_envs: int = 0
+    """envs (just before the mean-action ones) that act with the mean for a random first part of each episode (uniform over 0..mean_prefix_max_steps steps, drawn per episode) and sample from then on: PPO learns from the sampled part only, which starts in the states the deterministic policy reaches (where an exported policy stalls, noisy rollouts never go); the prefix feeds only the teacher term. Their episodes count with the sampled envs' success. 0 = off"""
+    mean_prefix_max_steps: int = 300
+    """mean_prefix_envs: the longest mean-action prefix of an episode"""
     assist_start_prob: float = 0.0
     """assisted starts (tasks with Task.assist_target; Push: the pusher starts behind the puck): chance per training episode at the start (0 = off; evaluation never uses them)"""
     assist_episodes: int = 0
@@ -139,6 +143,12 @@ class TrainConfig:
                              f"got {self.teacher_min_coef}")
         if not 0 <= self.mean_action_envs < self.num_envs:
             raise ValueError(f"mean_action_envs must be in [0, num_envs={self.num_envs}), got {self.mean_action_envs}")
+        if self.mean_prefix_envs < 0 or self.mean_action_envs + self.mean_prefix_envs >= self.num_envs:
+            raise ValueError(f"mean_prefix_envs must be >= 0 and leave envs that sample from the start: "
+                             f"mean_action_envs + mean_prefix_envs < num_envs={self.num_envs}, "
+                             f"got {self.mean_action_envs} + {self.mean_prefix_envs}")
+        if self.mean_prefix_max_steps < 1:
+            raise ValueError(f"mean_prefix_max_steps must be >= 1, got {self.mean_prefix_max_steps}")
         for name in ("snapshot_every", "best_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

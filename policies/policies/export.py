@@ -179,6 +179,24 @@ WEIGHTS_NAME = "checkpoint.pt"
 WEIGHTS_KEYS = ("checkpoint_version", "config", "model", "privileged_names", "iteration", "env_steps", "wall_time_s")
 
 
+def fine_tune_parent(cfg: TrainConfig) -> dict | None:
+    """Provenance of the policy a fine-tune started from (``init_from``), when that checkpoint
+    is an artifact's ``checkpoint.pt``: its name, seal, training command, env steps and time. A
+    fine-tuned artifact's own ``wall_time_s`` counts only the fine-tune, so this is how a reader
+    adds up what the policy cost. Read at export time: the export may replace that artifact."""
+    if not cfg.init_from:
+        return None
+    parent = Path(cfg.init_from).parent / MANIFEST_NAME
+    if not parent.is_file():
+        return {"checkpoint": str(cfg.init_from)}
+    manifest = json.loads(parent.read_text())
+    training = manifest.get("training", {})
+    return {"checkpoint": str(cfg.init_from), "name": manifest.get("name"),
+            "artifact_sha256": manifest.get("artifact_sha256"),
+            **{key: training[key] for key in ("command", "env_steps", "wall_time_s", "fine_tuned_from")
+               if key in training}}
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str | None = None,
                       training_extra: dict | None = None, evaluation: dict | None = None) -> Path:
     """Write ``out_dir/NAME.onnx``, ``out_dir/manifest.json`` and ``out_dir/checkpoint.pt`` (the
@@ -203,6 +221,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, name: str 
         training = {"env_steps": state["env_steps"], "iterations": state["iteration"],
                     "wall_time_s": round(state["wall_time_s"], 1), "seed": cfg.seed,
                     "export_parity_max_abs_diff": worst, **(training_extra or {})}
+        parent = fine_tune_parent(cfg)
+        if parent is not None:
+            training["fine_tuned_from"] = parent
         manifest = build_manifest(name, onnx_path.name, sha256_file(onnx_path), actor, cfg, training,
                                   evaluation or {})
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")

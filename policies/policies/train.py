@@ -188,7 +188,11 @@ class Trainer:
         ep_return, ep_len = np.zeros(N), np.zeros(N, int)
         done_returns, done_success, done_lengths = [], [], []
         mean_envs = np.arange(N) >= N - cfg.mean_action_envs   # the last ones act with the mean
-        mean_rows = torch.from_numpy(mean_envs)
+        # the envs before them act with the mean for a random first part of each episode, then sample
+        prefix_envs = ~mean_envs & (np.arange(N) >= N - cfg.mean_action_envs - cfg.mean_prefix_envs)
+        prefix_gen = np.random.default_rng([cfg.seed, self.iteration, 17])
+        prefix_left = np.where(prefix_envs, prefix_gen.integers(0, cfg.mean_prefix_max_steps + 1, N), 0)
+        acted_mean = np.zeros((T, N), bool)
         mean_success = []
         teacher = self._teacher() if self.teacher_coef() > 0 else None
         buf_teach = np.zeros((T, N, A), np.float32) if teacher is not None else None
@@ -203,8 +207,11 @@ class Trainer:
             mean, next_state = model.actor(obs_t.unsqueeze(0), state)
             dist = model.distribution(mean[0])
             action = dist.mean + dist.stddev * torch.randn(mean[0].shape, generator=self.sample_gen)
-            if cfg.mean_action_envs:
-                action[mean_rows] = dist.mean[mean_rows]
+            acted_mean[t] = mean_envs | (prefix_left > 0)
+            if acted_mean[t].any():
+                rows = torch.from_numpy(acted_mean[t])
+                action[rows] = dist.mean[rows]
+            prefix_left = np.maximum(prefix_left - 1, 0)
             buf_logp[t] = dist.log_prob(action).sum(-1).numpy()
             buf_val[t] = model.value(obs_t, torch.from_numpy(priv)).numpy()
             buf_obs[t], buf_priv[t], buf_act[t] = obs, priv, action.numpy()
@@ -232,13 +239,15 @@ class Trainer:
                 starts[t + 1] = done
             if teacher is not None:
                 teacher.reset(np.flatnonzero(done))
+            restart = np.flatnonzero(done & prefix_envs)
+            prefix_left[restart] = prefix_gen.integers(0, cfg.mean_prefix_max_steps + 1, len(restart))
             if recurrent:
                 keep = torch.from_numpy(~done).float().view(1, N, 1)
                 state = (next_state[0] * keep, next_state[1] * keep)
         last_val = model.value(torch.from_numpy(obs), torch.from_numpy(priv)).numpy()
         adv, ret = compute_gae(buf_rew, buf_val, buf_done, last_val, cfg.gamma, cfg.gae_lambda)
         weights = self._epopt_weights(buf_rew, starts, buf_done)
-        weights[:, mean_envs] = 0.0   # mean actions: no policy gradient, no value target; the teacher term only
+        weights[acted_mean] = 0.0   # mean actions: no policy gradient, no value target; the teacher term only
         flat = lambda x: torch.from_numpy(np.ascontiguousarray(x.reshape(T * N, *x.shape[2:])))  # noqa: E731
         batch = Batch(flat(buf_obs), flat(buf_priv), flat(buf_act), flat(buf_logp), flat(adv), flat(ret),
                       flat(buf_h) if recurrent else None, flat(buf_c) if recurrent else None, flat(weights),

@@ -36,8 +36,17 @@ def test_export_writes_a_parity_checked_artifact(checkpoint, tmp_path):
         assert torch.equal(weights["model"][key], value), key
     tuned = Trainer(tiny_config(architecture=full["config"]["architecture"], init_from=str(out / "checkpoint.pt")),
                     tmp_path / "tune", quiet=True)
-    tuned.close()
+    try:
+        tuned.train(stop_after_iterations=1)
+    finally:
+        tuned.close()
     manifest = json.loads((out / "manifest.json").read_text())
+    # a fine-tune's export names what it started from (its own wall time counts only the fine-tune)
+    assert "fine_tuned_from" not in manifest["training"]
+    child = export_checkpoint(tmp_path / "tune" / "checkpoints" / "latest.pt", tmp_path / "zoo" / "tuned")
+    parent = json.loads((child / "manifest.json").read_text())["training"]["fine_tuned_from"]
+    assert parent["name"] == "tiny" and parent["artifact_sha256"] == manifest["artifact_sha256"]
+    assert parent["command"] == "pytest" and parent["env_steps"] == manifest["training"]["env_steps"]
     actor, cfg, _ = actor_from_checkpoint(checkpoint)
     assert manifest["architecture"] == cfg.architecture
     assert manifest["training"]["export_parity_max_abs_diff"] <= 1e-5

@@ -256,3 +256,32 @@ def test_mean_action_envs_act_with_the_mean_feed_only_the_teacher_and_pick_the_b
         trainer.close()
     with pytest.raises(ValueError, match=r"mean_action_envs must be in \[0, num_envs=4\)"):
         tiny(mean_action_envs=4).validate()
+
+
+def test_mean_prefix_envs_act_with_the_mean_first_then_sample_and_train_only_on_the_sampled_part(tmp_path):
+    cfg = tiny(kickstart_rounds=0, critic_warmup_iterations=0, teacher_coef=1.0, mean_action_envs=1,
+               mean_prefix_envs=2, mean_prefix_max_steps=30)
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    try:
+        T, N = 40, 4
+        prefixes = []
+        for _ in range(3):   # the prefix lengths are drawn per episode (one 40-step episode per iteration)
+            batch, _, stats = trainer.collect()
+            with torch.no_grad():
+                mean, _ = trainer.model.actor(batch.obs.view(T, N, -1), trainer.model.actor.initial_state(N))
+            gap = (batch.actions.view(T, N, -1) - mean).abs().amax(-1)
+            weights = batch.weights.view(T, N)
+            assert (gap[:, 3] < 1e-5).all() and (weights[:, 3] == 0).all()   # the mean-action env
+            assert (gap[:, 0] > 1e-4).all() and (weights[:, 0] == 1).all()   # sampled from the start
+            for n in (1, 2):
+                k = int((weights[:, n] == 0).sum())
+                assert 0 <= k <= 30 and (weights[:k, n] == 0).all() and (weights[k:, n] == 1).all()
+                assert (gap[:k, n] < 1e-5).all() and (gap[k:, n] > 1e-4).all()   # mean, then samples
+                prefixes.append(k)
+            assert stats.episodes == 3 and stats.mean_action_episodes == 1   # prefix envs count as sampled
+            trainer.iteration += 1
+        assert len(set(prefixes)) > 1
+    finally:
+        trainer.close()
+    with pytest.raises(ValueError, match="mean_prefix_envs must be >= 0 and leave envs that sample"):
+        tiny(mean_action_envs=2, mean_prefix_envs=2).validate()
