@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from pathlib import Path
 
@@ -32,9 +32,13 @@ class EvalResult:
     mean_final_distance_m: float
     final_distance_ci95: tuple[float, float]
     median_steps_to_success: float | None
+    successes: tuple[bool, ...] = field(default=(), repr=False)
+    """per episode, in seed order (episode i used seed + i); not in to_dict (manifests keep the summary)"""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["successes"]
+        return out
 
     def line(self) -> str:
         lo, hi = self.success_ci95
@@ -115,7 +119,33 @@ def evaluate(policy_factory, *, episodes: int, randomization: str = "default", r
     mean_dist, dist_ci = mean_ci(dist)
     return EvalResult(episodes, str(randomization), float(success.mean()),
                       wilson_interval(int(success.sum()), len(success)), mean_ret, ret_ci, mean_dist, dist_ci,
-                      float(np.median(steps[success])) if success.any() else None)
+                      float(np.median(steps[success])) if success.any() else None,
+                      tuple(bool(x) for x in success))
+
+
+def paired_comparison(a: EvalResult, b: EvalResult) -> dict:
+    """Compare two policies evaluated on the same seeded episodes (same seed, episodes and
+    randomization): McNemar's exact test on the episodes only one of them solved (scipy's
+    binomial test of the discordant pairs against 1/2). Pairing removes the spread that the
+    episodes themselves put into two independent success rates, so it detects smaller
+    differences than two overlapping Wilson intervals do."""
+    from scipy.stats import binomtest  # noqa: PLC0415
+
+    if a.randomization != b.randomization or len(a.successes) != len(b.successes) or not a.successes:
+        raise ValueError(f"a paired comparison needs the same episodes: {len(a.successes)} under "
+                         f"{a.randomization!r} against {len(b.successes)} under {b.randomization!r}")
+    sa, sb = np.array(a.successes), np.array(b.successes)
+    only_a, only_b = int(np.sum(sa & ~sb)), int(np.sum(~sa & sb))
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"episodes": len(sa), "randomization": a.randomization, "a_successes": int(sa.sum()),
+            "b_successes": int(sb.sum()), "only_a": only_a, "only_b": only_b, "both": int(np.sum(sa & sb)),
+            "mcnemar_exact_p": float(p)}
+
+
+def paired_line(name_a: str, name_b: str, cmp: dict) -> str:
+    return (f"{cmp['randomization']:>10}: {name_a} {cmp['a_successes']}/{cmp['episodes']} vs {name_b} "
+            f"{cmp['b_successes']}/{cmp['episodes']} on the same episodes: solved only by {name_a} "
+            f"{cmp['only_a']}, only by {name_b} {cmp['only_b']}, McNemar exact p = {cmp['mcnemar_exact_p']:.3g}")
 
 
 class TorchPolicy:

@@ -71,6 +71,8 @@ class EvalConfig:
     """write results as JSON"""
     sample_actions: bool = False
     """act with samples of the policy's Gaussian (its mean + its trained std, seeded per episode) instead of the deterministic mean: what PPO optimised. Needs the std: a manifest with action_std (the export writes it), an artifact that ships checkpoint.pt, or a training checkpoint (.pt)"""
+    against: str | None = None
+    """a second policy (same forms as POLICY) evaluated on the same seeded episodes: prints both and McNemar's exact test on the episodes only one solved (paired: detects smaller differences than two intervals); --json adds the comparison"""
 
 
 def add_train_command(subparsers) -> None:
@@ -179,27 +181,44 @@ def resolve_policy(text: str) -> Path:
         raise SystemExit(f"sim2real: {exc}") from None
 
 
+def _eval_policy_factory(path: Path, sample_actions: bool):
+    """What each evaluation worker builds for ``path``: the ONNX runtime for an artifact, the
+    torch actor for a training checkpoint; with ``sample_actions``, their Gaussian (the
+    std from the manifest's action_std, else the artifact's checkpoint.pt). None (after saying
+    why) when sampling is asked of a policy with no std anywhere."""
+    from policies.evaluate import checkpoint_policy, runtime_policy
+    if path.suffix == ".pt":
+        return partial(checkpoint_policy, str(path), sample=sample_actions)
+    if not sample_actions:
+        return partial(runtime_policy, str(path))
+    from policies.manifest import load_manifest, manifest_path_for
+    weights = (path if path.is_dir() else path.parent) / "checkpoint.pt"
+    if load_manifest(manifest_path_for(path)).action_std is not None:
+        return partial(runtime_policy, str(path), sample=True)
+    if weights.is_file():
+        return partial(checkpoint_policy, str(weights), sample=True)
+    print(f"sim2real eval: --sample-actions needs the policy's action std: its manifest records no "
+          f"action_std and there is no {weights} (re-export it, or give a training checkpoint .pt)",
+          file=sys.stderr)
+    return None
+
+
 def run_eval(args: EvalConfig) -> int:
-    from policies.evaluate import (checkpoint_policy, evaluate, policy_action_kwargs, policy_robot, policy_task,
-                                   runtime_policy)
+    from policies.evaluate import (evaluate, paired_comparison, paired_line, policy_action_kwargs, policy_robot,
+                                   policy_task)
     from sim_bridge.tasks import UnknownTaskError, get_task
     path = resolve_policy(args.policy)
-    factory = partial(checkpoint_policy if path.suffix == ".pt" else runtime_policy, str(path))
-    if args.sample_actions and path.suffix == ".pt":
-        factory = partial(checkpoint_policy, str(path), sample=True)
-    elif args.sample_actions:   # the Gaussian's std: the manifest's action_std, else the training weights
-        from policies.manifest import load_manifest, manifest_path_for
-        weights = (path if path.is_dir() else path.parent) / "checkpoint.pt"
-        if load_manifest(manifest_path_for(path)).action_std is not None:
-            factory = partial(runtime_policy, str(path), sample=True)
-        elif weights.is_file():
-            factory = partial(checkpoint_policy, str(weights), sample=True)
-        else:
-            print(f"sim2real eval: --sample-actions needs the policy's action std: its manifest records no "
-                  f"action_std and there is no {weights} (re-export it, or give a training checkpoint .pt)",
-                  file=sys.stderr)
-            return 2
+    factory = _eval_policy_factory(path, args.sample_actions)
+    other = resolve_policy(args.against) if args.against else None
+    other_factory = _eval_policy_factory(other, args.sample_actions) if other is not None else None
+    if factory is None or (other is not None and other_factory is None):
+        return 2
     task, robot = policy_task(str(path)), policy_robot(str(path))
+    if other is not None and (policy_task(str(other))["name"], policy_robot(str(other))) != (task["name"], robot):
+        print(f"sim2real eval: --against {args.against} was trained for task {policy_task(str(other))['name']!r} "
+              f"on {policy_robot(str(other))!r}; {args.policy} for {task['name']!r} on {robot!r}: a paired "
+              f"comparison needs the same episodes", file=sys.stderr)
+        return 2
     if args.task is not None and args.task != task["name"]:
         try:
             get_task(args.task)
@@ -224,6 +243,14 @@ def run_eval(args: EvalConfig) -> int:
             raise SystemExit(f"sim2real eval: {exc}") from None
         print(res.line(), flush=True)
         results[randomization] = res.to_dict()
+        if other_factory is not None:
+            base = evaluate(other_factory, episodes=args.episodes, randomization=randomization, workers=args.workers,
+                            seed=args.seed, task=task, robot_profile=robot, backend=args.backend,
+                            ray_address=args.ray_address, env_kwargs=policy_action_kwargs(str(other)))
+            print(base.line() + f"  <- {args.against}", flush=True)
+            cmp = paired_comparison(res, base)
+            print(paired_line(args.policy, args.against, cmp), flush=True)
+            results[randomization]["against"] = {"policy": args.against, **base.to_dict(), "paired": cmp}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
