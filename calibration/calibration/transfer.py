@@ -27,6 +27,8 @@ class EmulatorScore:
     successes: int
     episodes: int
     mean_final_error_m: float
+    per_episode: tuple[bool, ...] = ()
+    """success of each episode in goal order (the same goals for every policy with the same seed)"""
 
     @property
     def rate(self) -> float:
@@ -59,7 +61,7 @@ def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed
     p = emu.profile
     rng = np.random.default_rng(seed)
     counter = HeldSuccess(success or task.success)
-    wins, finals = 0, []
+    wins, finals, outcomes = 0, [], []
     for _ in range(int(episodes)):
         goal = task.sample_goal(rng, p)
         counter.reset()
@@ -70,5 +72,6 @@ def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed
             if counter.update(dist):
                 break
         wins += counter.succeeded
+        outcomes.append(bool(counter.succeeded))
         finals.append(dist)
-    return EmulatorScore(label or policy.name, wins, int(episodes), float(np.mean(finals)))
+    return EmulatorScore(label or policy.name, wins, int(episodes), float(np.mean(finals)), tuple(outcomes))

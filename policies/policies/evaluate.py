@@ -129,17 +129,24 @@ def paired_comparison(a: EvalResult, b: EvalResult) -> dict:
     binomial test of the discordant pairs against 1/2). Pairing removes the spread that the
     episodes themselves put into two independent success rates, so it detects smaller
     differences than two overlapping Wilson intervals do."""
-    from scipy.stats import binomtest  # noqa: PLC0415
-
     if a.randomization != b.randomization or len(a.successes) != len(b.successes) or not a.successes:
         raise ValueError(f"a paired comparison needs the same episodes: {len(a.successes)} under "
                          f"{a.randomization!r} against {len(b.successes)} under {b.randomization!r}")
-    sa, sb = np.array(a.successes), np.array(b.successes)
+    return {"randomization": a.randomization, **mcnemar_exact(a.successes, b.successes)}
+
+
+def mcnemar_exact(a, b) -> dict:
+    """McNemar's exact test for two success sequences over the same episodes: the counts, and
+    the two-sided binomial p of the discordant ones against 1/2 (scipy)."""
+    from scipy.stats import binomtest  # noqa: PLC0415
+
+    sa, sb = np.asarray(a, bool), np.asarray(b, bool)
+    if sa.shape != sb.shape or not sa.size:
+        raise ValueError(f"a paired comparison needs the same episodes: {sa.size} against {sb.size}")
     only_a, only_b = int(np.sum(sa & ~sb)), int(np.sum(~sa & sb))
     p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-    return {"episodes": len(sa), "randomization": a.randomization, "a_successes": int(sa.sum()),
-            "b_successes": int(sb.sum()), "only_a": only_a, "only_b": only_b, "both": int(np.sum(sa & sb)),
-            "mcnemar_exact_p": float(p)}
+    return {"episodes": int(sa.size), "a_successes": int(sa.sum()), "b_successes": int(sb.sum()),
+            "only_a": only_a, "only_b": only_b, "both": int(np.sum(sa & sb)), "mcnemar_exact_p": float(p)}
 
 
 def paired_line(name_a: str, name_b: str, cmp: dict) -> str:

@@ -202,7 +202,9 @@ def run_loop(args: LoopConfig) -> int:
             rows += [(f"{Path(start).name} (prior)", start), (f"{Path(start).name} fine-tuned on the prior",
                                                              str(on_prior / "policy")),
                      (f"{Path(start).name} fine-tuned on the calibration", policy)]
-            rows = transfer_table(args, rows, task)
+            rows = transfer_table(args, rows, task, paired=(
+                (f"{Path(start).name} fine-tuned on the calibration", f"{Path(start).name} fine-tuned on the prior"),
+                (f"{Path(start).name} fine-tuned on the prior", f"{Path(start).name} (prior)")))
     if args.dry_run:
         print("\n(dry run; later rounds repeat with the retrained policy and the calibrated prior)")
         return 0
@@ -214,12 +216,16 @@ def run_loop(args: LoopConfig) -> int:
     return 0
 
 
-def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str) -> list[dict]:
+def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str,
+                   paired: tuple[tuple[str, str], ...] = ()) -> list[dict]:
     """Score each (label, policy) on the emulator on the same goals, without ROS and through the
-    ROS graph; write RUN/transfer.md and RUN/transfer.json; returns the rows."""
+    ROS graph; write RUN/transfer.md and RUN/transfer.json; returns the rows. ``paired``: pairs of
+    labels (A, B) compared on the same goals without ROS with McNemar's exact test (the episodes
+    only one of them solved), which detects smaller differences than two overlapping intervals."""
     import json  # noqa: PLC0415
 
     from calibration.transfer import emulator_success  # noqa: PLC0415
+    from policies.evaluate import mcnemar_exact  # noqa: PLC0415
     from sim_bridge.episode import wilson_interval  # noqa: PLC0415
 
     def cell(successes, n):
@@ -234,7 +240,7 @@ def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str) -> 
         if args.eval_episodes > 0:
             score = emulator_success(policy, args.eval_episodes, seed=args.seed + 1000, label=label)
             row["emulator"] = {"successes": score.successes, "episodes": score.episodes,
-                               "mean_final_error_m": score.mean_final_error_m}
+                               "mean_final_error_m": score.mean_final_error_m, "per_episode": list(score.per_episode)}
             print("  without ROS: " + score.line(), flush=True)
         if args.ros_episodes > 0 and args.emulator:
             result = args.out / "transfer_ros" / f"{len(out):02d}.json"
@@ -258,7 +264,18 @@ def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str) -> 
         ros = row.get("ros") or {}
         lines.append(f"| {row['label']} | {cell(emu.get('successes', 0), emu.get('episodes', 0)) if emu_n else '-'} | "
                      f"{ros.get('error') or (cell(ros.get('successes', 0), ros.get('episodes', 0)) if ros_n else '-')} |")
+    by_label = {row["label"]: (row.get("emulator") or {}).get("per_episode") for row in out}
+    comparisons = []
+    for a, b in paired:
+        if by_label.get(a) and by_label.get(b):
+            cmp = {"a": a, "b": b, **mcnemar_exact(by_label[a], by_label[b])}
+            comparisons.append(cmp)
+            if len(comparisons) == 1:
+                lines += ["", "Paired on the same goals without ROS (McNemar's exact test on the goals only one solved):"]
+            lines.append(f"- {a}: {cmp['a_successes']}/{cmp['episodes']} against {b}: {cmp['b_successes']}/"
+                         f"{cmp['episodes']}; solved only by the first {cmp['only_a']}, only by the second "
+                         f"{cmp['only_b']}; p = {cmp['mcnemar_exact_p']:.3g}")
     (args.out / "transfer.md").write_text("\n".join(lines) + "\n")
-    (args.out / "transfer.json").write_text(json.dumps({"task": task, "seed": args.seed + 1000, "rows": out},
-                                                       indent=2))
+    (args.out / "transfer.json").write_text(json.dumps({"task": task, "seed": args.seed + 1000, "rows": out,
+                                                        "paired": comparisons}, indent=2))
     return out

@@ -185,13 +185,22 @@ def test_transfer_table_scores_every_row_on_the_same_goals_with_and_without_ros(
                       episode_s=2.0, seed=4)
     zoo = REPO / "policies" / "policies" / "zoo"
     rows = transfer_table(args, [("nominal", str(zoo / "push_lstm_nominal")), ("prior", str(zoo / "push_lstm"))],
-                          "push")
+                          "push", paired=(("prior", "nominal"), ("prior", "no such row")))
     assert [r["label"] for r in rows] == ["nominal", "prior"]
     for row in rows:
         assert row["emulator"]["episodes"] == 3 and row["ros"]["episodes"] == 1, row
     table = (tmp_path / "transfer.md").read_text()
     assert "| nominal |" in table and "| prior |" in table and "/3)" in table and "/1)" in table, table
-    assert json.loads((tmp_path / "transfer.json").read_text())["seed"] == 1004
+    saved = json.loads((tmp_path / "transfer.json").read_text())
+    assert saved["seed"] == 1004
+    # the paired test on the same goals (a pair naming a missing row is left out)
+    per = {r["label"]: r["emulator"]["per_episode"] for r in rows}
+    assert [len(v) for v in per.values()] == [3, 3] and all(sum(per[r["label"]]) == r["emulator"]["successes"]
+                                                           for r in rows)
+    (cmp,) = saved["paired"]
+    assert (cmp["a"], cmp["b"], cmp["episodes"]) == ("prior", "nominal", 3)
+    assert cmp["only_a"] == sum(a and not b for a, b in zip(per["prior"], per["nominal"]))
+    assert "- prior: " in table and "McNemar" in table, table
 
 
 def test_sim_refuses_a_policy_of_another_task():
