@@ -63,8 +63,12 @@ def stop_process(proc, timeout_s: float = 15.0) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
+        proc.send_signal(signal.SIGUSR1)   # a node process (run_node) prints every thread's stack
+        try:
+            out, _ = proc.communicate(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
     return out
 
 

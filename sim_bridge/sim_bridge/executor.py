@@ -1,9 +1,11 @@
 """Executors, process entry points and runtime helpers shared by the stack's ROS nodes."""
 from __future__ import annotations
 
+import faulthandler
 import functools
 import gc
 import os
+import signal
 import sys
 import time
 
@@ -448,7 +450,9 @@ def run_node(label: str, make_node, args: list[str] | None = None, *, num_thread
     active), spin until Ctrl-C or shutdown (:func:`make_executor`: single-threaded, or a
     ControlExecutor with ``num_threads``; ``SIM2REAL_EXECUTOR`` overrides), stop dispatching,
     clean up, return 0. ``make_node`` may return several nodes (a composed process): they are
-    built in order, spun by the one executor and destroyed in reverse order."""
+    built in order, spun by the one executor and destroyed in reverse order. SIGUSR1 prints
+    every thread's stack (faulthandler) without stopping the process: what a node that does not
+    stop is doing."""
     import rclpy
     from rclpy.exceptions import ParameterException
 
@@ -460,6 +464,8 @@ def run_node(label: str, make_node, args: list[str] | None = None, *, num_thread
         print(f"{label}: {exc}", file=sys.stderr)
         return 2
 
+    if hasattr(signal, "SIGUSR1"):   # `kill -USR1 PID`: every thread's stack to stderr (a hung stop)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=args if args is not None else sys.argv)
     try:
         built = make_node()
