@@ -214,9 +214,10 @@ def run_eval(args: EvalConfig) -> int:
     if factory is None or (other is not None and other_factory is None):
         return 2
     task, robot = policy_task(str(path)), policy_robot(str(path))
-    if other is not None and (policy_task(str(other))["name"], policy_robot(str(other))) != (task["name"], robot):
-        print(f"sim2real eval: --against {args.against} was trained for task {policy_task(str(other))['name']!r} "
-              f"on {policy_robot(str(other))!r}; {args.policy} for {task['name']!r} on {robot!r}: a paired "
+    other_trained = (policy_task(str(other))["name"], policy_robot(str(other))) if other is not None else None
+    if other_trained is not None and other_trained != (task["name"], robot):
+        print(f"sim2real eval: --against {args.against} was trained for task {other_trained[0]!r} on "
+              f"{other_trained[1]!r}; {args.policy} for {task['name']!r} on {robot!r}: a paired "
               f"comparison needs the same episodes", file=sys.stderr)
         return 2
     if args.task is not None and args.task != task["name"]:

@@ -23,8 +23,9 @@ The window starts when the flooder has started and matched (its start-up loads t
 a second or two; a CI run once counted a STOP whose 365 ms without a state began before the
 first command of the flood) and the bridge is in RUN with fresh states.
 
-The measurement runs with this process's garbage collector frozen (``gc.freeze()`` after a full
-collection, undone after). Both CI failures of these tests were one ~350 ms stall of this
+The measurement runs with this process's garbage collector frozen (a full collection, then
+``gc.freeze()``: ``sim_bridge.executor.freeze_heap``, as the nodes do; undone after). Both CI
+failures of these tests were one ~350 ms stall of this
 process that never shows when the file runs alone (a STOP after 365 ms without a state; later a
 first gap of 333 ms between hardware commands, then 20 ms gaps throughout). The likely cause: in
 the full suite this pytest process holds the objects of ~1,000 earlier tests, and a full
@@ -50,6 +51,7 @@ import time
 import numpy as np
 import pytest
 from real_bridge.node import COMMAND_INTAKE_PER_PERIOD
+from sim_bridge.executor import freeze_heap
 from rigs import ros, wait_until  # noqa: F401 (ros: autouse fixture)
 from test_real_bridge_node import DELTA, PERIOD, Q, rig_factory  # noqa: F401 (rig_factory: fixture)
 
@@ -151,8 +153,7 @@ def flood_and_measure(rig, label: str) -> None:
 
     def states_fresh() -> bool:   # hardware states taken in the last 2 control periods
         return bool(states) and time.monotonic() - states[-1] <= 2 * PERIOD
-    gc.collect()
-    gc.freeze()   # the earlier tests' objects out of the collector's way (module docstring)
+    freeze_heap()   # the earlier tests' objects out of the collector's way (module docstring)
     try:
         _flood_and_measure(rig, label, node, core, ticks, published, states, taken, states_fresh)
     finally:
