@@ -46,13 +46,16 @@ class EmulatorScore:
 
 def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed: int = 0, steps: int | None = None,
                      success: SuccessCriterion | None = None, emulator=None,
-                     label: str | None = None) -> EmulatorScore:
+                     label: str | None = None, sample_actions: bool = False) -> EmulatorScore:
     """``success``: None = the criterion of the task the policy was trained for (its manifest);
-    ``steps``: control steps per episode (None: the task's episode length)."""
+    ``steps``: control steps per episode (None: the task's episode length); ``sample_actions``:
+    act with samples of the policy's trained Gaussian (the policy node's ``sample_actions``),
+    the noise seeded per episode from ``seed`` and the episode's index (the goals stay those of
+    the mean action)."""
     from policies.runtime import PolicyRuntime  # noqa: PLC0415
     from real_bridge.emulator import ArmEmulator  # noqa: PLC0415
 
-    policy = PolicyRuntime(policy_path)
+    policy = PolicyRuntime(policy_path, sample_seed=0 if sample_actions else None)
     task = task_from_record(policy.manifest.task)
     emu = emulator or ArmEmulator(task=task.name)
     if emu.task.name != task.name:
@@ -62,8 +65,9 @@ def emulator_success(policy_path: str | os.PathLike, episodes: int = 50, *, seed
     rng = np.random.default_rng(seed)
     counter = HeldSuccess(success or task.success)
     wins, finals, outcomes = 0, [], []
-    for _ in range(int(episodes)):
+    for episode in range(int(episodes)):
         goal = task.sample_goal(rng, p)
+        policy.seed_episode(int(np.random.SeedSequence([int(seed), episode]).generate_state(1)[0]))
         counter.reset()
         dist = np.inf
         for _ in drive_emulator(emu, policy, goal, task.max_episode_steps if steps is None else int(steps)):

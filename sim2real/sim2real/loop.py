@@ -72,6 +72,8 @@ class LoopConfig:
     """transfer table: baseline policies (None: the zoo's other policies of the task)"""
     ros_episodes: int = 10
     """transfer table: episodes per policy through the ROS graph (sim2real real; 0: skip)"""
+    sample_actions: bool = False
+    """deploy, record and score every policy with samples of its trained Gaussian (sim2real real --sample-actions) instead of its mean"""
 
 
 def add_loop_command(subparsers) -> None:
@@ -97,6 +99,8 @@ def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list
               "--episode-s", f"{episode_seconds(args, task):g}", "--seed", str(args.seed + k), "--record", str(bag)]
     if not args.emulator:
         deploy.append("--no-emulator")
+    if args.sample_actions:
+        deploy.append("--sample-actions")
     calibrate = [*_sim2real(), "calibrate", "--bags", *bags, str(bag), "--prior", prior, "--policy", policy,
                  "--out", str(calibrated), "--seed", str(args.seed), *shlex.split(args.calibrate_args)]
     if task == "push" and "--settings" not in args.calibrate_args:
@@ -178,8 +182,10 @@ def run_loop(args: LoopConfig) -> int:
             from calibration.transfer import emulator_success  # noqa: PLC0415
 
             print(f"\n== round {k}: emulator score ({args.eval_episodes} episodes, same goals)", flush=True)
-            before = emulator_success(policy, args.eval_episodes, seed=args.seed + 1000, label=f"before ({Path(policy).name})")
-            after = emulator_success(retrained, args.eval_episodes, seed=args.seed + 1000, label=f"round {k} retrained")
+            before = emulator_success(policy, args.eval_episodes, seed=args.seed + 1000,
+                                      label=f"before ({Path(policy).name})", sample_actions=args.sample_actions)
+            after = emulator_success(retrained, args.eval_episodes, seed=args.seed + 1000,
+                                     label=f"round {k} retrained", sample_actions=args.sample_actions)
             for s in (before, after):
                 print("  " + s.line(), flush=True)
             scores.append((k, before, after))
@@ -238,7 +244,8 @@ def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str,
     for label, policy in rows:
         row = {"label": label, "policy": policy}
         if args.eval_episodes > 0:
-            score = emulator_success(policy, args.eval_episodes, seed=args.seed + 1000, label=label)
+            score = emulator_success(policy, args.eval_episodes, seed=args.seed + 1000, label=label,
+                                     sample_actions=args.sample_actions)
             row["emulator"] = {"successes": score.successes, "episodes": score.episodes,
                                "mean_final_error_m": score.mean_final_error_m, "per_episode": list(score.per_episode)}
             print("  without ROS: " + score.line(), flush=True)
@@ -246,7 +253,8 @@ def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str,
             result = args.out / "transfer_ros" / f"{len(out):02d}.json"
             cmd = [*_sim2real(), "real", "--policy-dir", str(Path(policy).parent), "--policy", Path(policy).name,
                    "--task", task, "--episodes", str(args.ros_episodes), "--episode-s",
-                   f"{episode_seconds(args, task):g}", "--seed", str(args.seed + 1000), "--json", str(result)]
+                   f"{episode_seconds(args, task):g}", "--seed", str(args.seed + 1000), "--json", str(result),
+                   *(["--sample-actions"] if args.sample_actions else [])]
             print(f"$ {shlex.join(cmd)}", flush=True)
             if subprocess.run(cmd, stdin=subprocess.DEVNULL).returncode == 0:
                 run = json.loads(result.read_text())["runs"][0]
@@ -257,7 +265,8 @@ def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str,
     ros_n, emu_n = args.ros_episodes if args.emulator else 0, args.eval_episodes
     lines = [f"Transfer to the arm emulator (hidden arm and {task} physics): in each column the same goals for "
              f"every row (seed {args.seed + 1000}; the ROS graph's bridge draws its own sequence); Wilson 95% "
-             "intervals.", "",
+             "intervals" + ("; every policy acts with samples of its trained Gaussian (--sample-actions), not "
+                            "its mean" if args.sample_actions else "") + ".", "",
              "| policy | emulator, no ROS | emulator, through ROS |", "|---|---|---|"]
     for row in out:
         emu = row.get("emulator") or {}
@@ -276,6 +285,7 @@ def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str,
                          f"{cmp['episodes']}; solved only by the first {cmp['only_a']}, only by the second "
                          f"{cmp['only_b']}; p = {cmp['mcnemar_exact_p']:.3g}")
     (args.out / "transfer.md").write_text("\n".join(lines) + "\n")
-    (args.out / "transfer.json").write_text(json.dumps({"task": task, "seed": args.seed + 1000, "rows": out,
+    (args.out / "transfer.json").write_text(json.dumps({"task": task, "seed": args.seed + 1000,
+                                                        "sample_actions": args.sample_actions, "rows": out,
                                                         "paired": comparisons}, indent=2))
     return out

@@ -128,6 +128,8 @@ class RealConfig:
     """record a rosbag2 bag to this folder (must not exist; with --compare: DIR/<policy>)"""
     json: Path | None = None
     """also write the results as JSON to this path"""
+    sample_actions: bool = False
+    """the policy node acts with samples of the policy's trained Gaussian (its manifest's action_std; the node's sample_actions parameter, seeded with --seed) instead of its mean"""
 
 
 def add_real_command(subparsers) -> None:
@@ -359,7 +361,8 @@ class DeploymentGraph:
     def __init__(self, *, policy: str | None, seed: int, params_dir: Path, namespace: str, emulator: bool,
                  record: Path | None, policy_dir: Path | None = None, task: str | None = None,
                  robot_profile: str | None = None, emulator_hidden: str | None = None,
-                 emulator_object_hidden: str | None = None, scripted: bool = False):
+                 emulator_object_hidden: str | None = None, scripted: bool = False,
+                 sample_actions: bool = False):
         from rclpy.exceptions import ParameterException  # noqa: PLC0415
         from rclpy.lifecycle import TransitionCallbackReturn  # noqa: PLC0415
         from rclpy.parameter import Parameter  # noqa: PLC0415
@@ -375,6 +378,7 @@ class DeploymentGraph:
 
         self.nodes: list = []
         self.emulator = self.recorder = self.monitor = self.policy = self.scripted = None
+        self.sampling = False
         self.executor = None
         self._spinner = None
         self._success = TransitionCallbackReturn.SUCCESS
@@ -420,6 +424,9 @@ class DeploymentGraph:
                     # parent (the node itself only takes names inside its policy_dir)
                     policy, policy_dir = folder.resolve().name, folder.resolve().parent
                 policy_overrides = ([Parameter("policy", value=policy)] if policy else []) + robot
+                if sample_actions:  # seeded like the goal sequence: a rerun draws the same noise
+                    policy_overrides += [Parameter("sample_actions", value=True),
+                                         Parameter("sample_seed", value=int(seed))]
                 if policy_dir is not None:
                     policy_overrides.append(Parameter("policy_dir",
                                                       value=str(Path(policy_dir).expanduser().resolve())))
@@ -432,6 +439,7 @@ class DeploymentGraph:
                 if self.policy.trigger_configure() != self._success:
                     raise DeployError(f"policy: configure failed: {self.policy.last_error}")
                 loaded = self.policy.controller.active
+                self.sampling = loaded.runtime.sampling  # what the node does, not what was asked
                 self.onnx_sha256 = loaded.sha256
                 self.sim_evaluation = dict(loaded.runtime.manifest.evaluation or {})
                 self.task = task_from_record(loaded.runtime.manifest.task)
@@ -634,7 +642,7 @@ def run_policy(args: RealConfig, policy: str | None, seed: int, params_dir: Path
                             emulator=args.emulator, record=record, policy_dir=args.policy_dir,
                             robot_profile=args.robot_profile, emulator_hidden=args.emulator_hidden,
                             emulator_object_hidden=args.emulator_object_hidden,
-                            scripted=args.controller == "scripted")
+                            scripted=args.controller == "scripted", sample_actions=args.sample_actions)
     run = RunResult(graph.policy_name, graph.onnx_sha256, seed, [], graph.sim_evaluation,
                     str(graph.recorder.output) if graph.recorder is not None else None, success=graph.task.success,
                     task=graph.task.name, measured_by=measured_by(graph.task))
@@ -652,7 +660,7 @@ def run_policy(args: RealConfig, policy: str | None, seed: int, params_dir: Path
         else:
             hardware = "the ros2_control arm (NOT homed between episodes)"
         print(f"sim2real real: {args.episodes} episode(s) of {args.episode_s:g} s, policy '{run.policy}' "
-              f"({run.onnx_sha256[:12]}), {hardware}; hardware "
+              f"({run.onnx_sha256[:12]}{', sampled actions' if graph.sampling else ''}), {hardware}; hardware "
               f"{graph.bridge.get_parameter('hardware_joint_states').value} -> {graph.bridge.hardware_topic}, "
               f"policy side in {args.namespace}; parameters from {params_dir}; seed {seed}", flush=True)
         for ep in range(1, args.episodes + 1):
@@ -684,6 +692,9 @@ def run_real(args: RealConfig) -> int:
         return 2
     if args.controller == "scripted" and (args.compare or args.policy):
         print("sim2real real: --controller scripted runs no policy: drop --policy / --compare", file=sys.stderr)
+        return 2
+    if args.controller == "scripted" and args.sample_actions:
+        print("sim2real real: --sample-actions applies to the policy node (--controller policy)", file=sys.stderr)
         return 2
     params_dir = (args.params_dir or default_params_dir()).expanduser()
     records = [None] * len(policies)
@@ -723,7 +734,7 @@ def run_real(args: RealConfig) -> int:
             "command": "sim2real real", "hardware": "arm_emulator" if args.emulator else "ros2_control",
             "namespace": args.namespace, "params_dir": str(params_dir.resolve()),
             "seed": runs[0].seed if runs else None,
-            "episode_s": args.episode_s,
+            "episode_s": args.episode_s, "sample_actions": args.sample_actions,
             "success_criterion": {**(runs[0].success.to_dict() if runs else {}),
                                   "measured_by": (runs[0].measured_by if runs and runs[0].measured_by != MEASURED_BY
                                                   else "nominal forward kinematics of the joint states relayed by "

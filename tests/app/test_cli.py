@@ -174,7 +174,14 @@ def test_loop_on_push_calibrates_the_puck_and_compare_adds_the_prior_fine_tune(t
     assert "--randomization push_default" in prior_train and "--total-env-steps 1000" in prior_train
     init = train.split("--init-from ")[1].split()[0]
     assert init.endswith("push_lstm/checkpoint.pt") and f"--init-from {init}" in prior_train  # the same start
+    assert "--sample-actions" not in real
     assert not (tmp_path / "runs").exists()
+    out = subprocess.run([SIM2REAL, "loop", "--policy", "push_lstm", "--prior", "push_default", "--sample-actions",
+                          "--dry-run"], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ), stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    real = next(line for line in out.stdout.splitlines() if line.startswith("$ ") and " real " in line)
+    assert real.endswith("--sample-actions")   # the deployment (and the scores) act as the robot will
 
 
 @pytest.mark.ros
@@ -192,7 +199,7 @@ def test_transfer_table_scores_every_row_on_the_same_goals_with_and_without_ros(
     table = (tmp_path / "transfer.md").read_text()
     assert "| nominal |" in table and "| prior |" in table and "/3)" in table and "/1)" in table, table
     saved = json.loads((tmp_path / "transfer.json").read_text())
-    assert saved["seed"] == 1004
+    assert saved["seed"] == 1004 and saved["sample_actions"] is False
     # the paired test on the same goals (a pair naming a missing row is left out)
     per = {r["label"]: r["emulator"]["per_episode"] for r in rows}
     assert [len(v) for v in per.values()] == [3, 3] and all(sum(per[r["label"]]) == r["emulator"]["successes"]

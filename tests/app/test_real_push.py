@@ -89,6 +89,35 @@ def test_sim2real_real_refuses_a_reach_policy_on_the_push_graph(tmp_path):
     assert "trained for task 'reach'" in proc.stderr and "runs task 'push'" in proc.stderr, proc.stderr
 
 
+@pytest.mark.ros
+@pytest.mark.timeout(120)
+def test_sim2real_real_sample_actions_has_the_policy_node_sample_and_refuses_a_policy_without_a_std(tmp_path):
+    """--sample-actions sets the policy node's sample_actions (seeded with --seed); the start line
+    says what the loaded runtime does; a manifest without action_std is refused with the reason."""
+    pytest.importorskip("torch")
+    from policies.testing import export_dummy_policy
+
+    results = tmp_path / "results.json"
+    proc = subprocess.run([SIM2REAL, "real", "--task", "push", "--policy", "push_lstm", "--sample-actions",
+                           "--episodes", "1", "--episode-s", "1", "--seed", "3", "--json", str(results)],
+                          cwd=REPO, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sampled actions)" in proc.stdout, proc.stdout
+    assert json.loads(results.read_text())["sample_actions"] is True
+
+    policies = tmp_path / "policies"
+    export_dummy_policy(policies / "dummy_push", obs_size=29, task="push", name="dummy_push")
+    proc = subprocess.run([SIM2REAL, "real", "--task", "push", "--policy", "dummy_push", "--policy-dir", str(policies),
+                           "--sample-actions", "--episodes", "1", "--episode-s", "1", "--seed", "3"],
+                          cwd=REPO, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "action_std" in proc.stderr, proc.stderr
+
+    proc = subprocess.run([SIM2REAL, "real", "--task", "push", "--controller", "scripted", "--sample-actions"],
+                          cwd=REPO, capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 2 and "--sample-actions applies to the policy node" in proc.stderr, proc.stderr
+
+
 def test_on_a_real_arm_the_operator_is_asked_to_place_the_puck(capsys, monkeypatch):
     """--no-emulator: nothing places the puck; the runner prints the goal (and waits for Enter on a terminal)."""
     from types import SimpleNamespace

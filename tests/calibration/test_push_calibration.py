@@ -124,6 +124,16 @@ def test_emulator_success_scores_push_on_the_puck():
         emulator_success(PUSH_LSTM, 1, emulator=ArmEmulator())
 
 
+def test_emulator_success_with_sampled_actions_is_seeded_per_episode():
+    """sample_actions: the policy's Gaussian, its noise seeded by the seed and the episode's
+    index: a rerun is identical, the mean action's episodes differ, the goals are the same."""
+    sampled = emulator_success(PUSH_LSTM, 2, seed=1, steps=40, sample_actions=True)
+    again = emulator_success(PUSH_LSTM, 2, seed=1, steps=40, sample_actions=True)
+    mean = emulator_success(PUSH_LSTM, 2, seed=1, steps=40)
+    assert sampled == again
+    assert sampled.mean_final_error_m != mean.mean_final_error_m
+
+
 # --- batched rollouts of the Push scene -------------------------------------------------------
 def test_push_rollouts_start_the_puck_at_the_recorded_pose_on_each_sample_s_table(profile, push_prior, push_eps):
     sim = BatchSimulator(profile, push_prior, threads=2, task="push")
