@@ -52,6 +52,8 @@ class TrainConfig:
     """critic MLP widths"""
     init_log_std: float = -1.0
     """initial log standard deviation of the Gaussian policy"""
+    final_action_std: float = 0.0
+    """anneal the Gaussian's standard deviation instead of learning it: each action dimension's log-std moves linearly from its value at the run's start (init_log_std, or the --init-from checkpoint's) to log(final_action_std) at the run's last iteration (by env steps toward total_env_steps), so the sampled policy PPO optimises converges on the mean an exported policy acts with. 0 = off (the std is learned)"""
     learning_rate: float = 1e-3
     """Adam learning rate (adapted on KL when kl_target > 0)"""
     kl_target: float = 0.01
@@ -152,6 +154,8 @@ class TrainConfig:
         for name in ("snapshot_every", "best_window"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.final_action_std >= 0 and self.final_action_std < float("inf")):
+            raise ValueError(f"final_action_std must be >= 0 and finite (0: the std is learned), got {self.final_action_std}")
         if self.kl_stop < 0:
             raise ValueError(f"kl_stop must be >= 0, got {self.kl_stop}")
         if not 0 < self.epopt_epsilon <= 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -103,6 +104,11 @@ class Trainer:
             except BaseException:
                 self.venv.close()
                 raise
+        # cfg.final_action_std: the std follows a schedule from where this run starts, not the optimiser
+        self.std_start = None
+        if cfg.final_action_std > 0:
+            self.model.actor.log_std.requires_grad_(False)
+            self.std_start = self.model.actor.log_std.detach().clone()
         self.ppo = PPO(self.model, cfg)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -137,7 +143,7 @@ class Trainer:
                 "env_steps": self.env_steps, "wall_time_s": self.wall_time_s,
                 "sample_gen": self.sample_gen.get_state(), "batch_gen": self.batch_gen.get_state(),
                 "privileged_names": list(self.priv_names), "kickstarted": self.kickstarted,
-                "best_success": self.best_success}
+                "best_success": self.best_success, "std_start": self.std_start}
 
     def save_checkpoint(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +162,8 @@ class Trainer:
         self.batch_gen.set_state(state["batch_gen"])
         self.kickstarted = bool(state.get("kickstarted", False))
         self.best_success = float(state.get("best_success", -1.0))
+        if self.std_start is not None and state.get("std_start") is not None:
+            self.std_start = state["std_start"].clone()   # the schedule continues from the run's own start
         if self.cfg.assist_start_prob > 0 and self.iteration > 0:
             # the envs continue the assisted starts' schedule where the run stopped (one
             # episode per env and iteration: an iteration starts every env's episode)
@@ -314,6 +322,7 @@ class Trainer:
                 if stop_after_iterations is not None and done_here >= stop_after_iterations:
                     break
                 t0 = time.perf_counter()
+                self._anneal_std(steps_per_iter)
                 torch.set_num_threads(1)
                 batch, starts, stats = self.collect()
                 t1 = time.perf_counter()
@@ -358,6 +367,18 @@ class Trainer:
                 print(file=sys.stderr)
         self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
         return self.history[-1] if self.history else {}
+
+    def _anneal_std(self, steps_per_iter: int) -> None:
+        """``final_action_std``: set the actor's log-std for the coming iteration, linear in log space
+        from the run's start (``std_start``) to ``log(final_action_std)``, reached by the iteration
+        that ends at ``total_env_steps``."""
+        if self.std_start is None:
+            return
+        span = max(1, self.cfg.total_env_steps - steps_per_iter)
+        frac = min(1.0, self.env_steps / span)
+        target = self.std_start + frac * (math.log(self.cfg.final_action_std) - self.std_start)
+        with torch.no_grad():
+            self.model.actor.log_std.copy_(target)
 
     def windowed_success(self) -> float | None:
         """Training success over the last ``best_window`` iterations, weighted by their finished

@@ -1,5 +1,6 @@
 """Kickstarting PPO from the task's scripted controller (policies/imitation.py): DAgger rounds,
-the critic warm-up, and a resumed run that does not repeat them."""
+the critic warm-up, and a resumed run that does not repeat them; and the training options aimed at
+the exported mean action (mean-action and mean-prefix envs, an annealed action std)."""
 from __future__ import annotations
 
 import csv
@@ -285,3 +286,43 @@ def test_mean_prefix_envs_act_with_the_mean_first_then_sample_and_train_only_on_
         trainer.close()
     with pytest.raises(ValueError, match="mean_prefix_envs must be >= 0 and leave envs that sample"):
         tiny(mean_action_envs=2, mean_prefix_envs=2).validate()
+
+
+def test_an_annealed_std_follows_its_schedule_from_the_runs_start_through_a_resume(tmp_path):
+    """--final-action-std: the log-std is not learnt; it moves linearly in log space from where the
+    run starts (here a fine-tune's checkpoint) to the final std at the last iteration, and a resumed
+    run continues the same schedule."""
+    source = Trainer(tiny(kickstart_rounds=0, critic_warmup_iterations=0, init_log_std=-0.5), tmp_path / "src",
+                     quiet=True)
+    try:
+        source.save_checkpoint(tmp_path / "src" / "start.pt")
+    finally:
+        source.close()
+    cfg = tiny(kickstart_rounds=0, critic_warmup_iterations=0, final_action_std=0.05,
+               init_from=str(tmp_path / "src" / "start.pt"))   # 4 iterations of 160 env steps
+    expected = np.exp(-0.5 + np.arange(4) / 3 * (np.log(0.05) + 0.5))
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True)
+    try:
+        trainer.train(stop_after_iterations=2)
+        assert not trainer.model.actor.log_std.requires_grad   # the optimiser leaves it alone
+    finally:
+        trainer.close()
+    resumed = Trainer(cfg, tmp_path / "run", quiet=True)
+    try:
+        resumed.load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+        resumed.train()
+        assert resumed.iteration == 4
+    finally:
+        resumed.close()
+    rows = list(csv.DictReader((tmp_path / "run" / "progress.csv").open()))
+    np.testing.assert_allclose([float(r["action_std"]) for r in rows], expected, rtol=1e-5)
+    learnt = Trainer(tiny(kickstart_rounds=0, critic_warmup_iterations=0), tmp_path / "learnt", quiet=True)
+    try:   # off (the default): PPO learns the std
+        learnt.train(stop_after_iterations=2)
+        assert learnt.model.actor.log_std.requires_grad and learnt.std_start is None
+        assert float(learnt.model.actor.log_std.detach().mean()) != -1.0
+    finally:
+        learnt.close()
+    for bad in (-0.1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="final_action_std must be >= 0 and finite"):
+            tiny(final_action_std=bad).validate()
