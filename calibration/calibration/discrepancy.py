@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["discrepancy", "real_scale", "residuals"]
+__all__ = ["discrepancy", "episode_discrepancies", "real_scale", "residuals"]
 
 # Ranges at or below this are treated as constant dimensions (scale 1).
 _MIN_RANGE = 1e-12
@@ -51,6 +51,15 @@ def discrepancy(sim, real, *, weights=None, scale=None, w_l1: float = 0.5, w_l2:
     ``weights``: [D] per-dimension weights W (default ones). ``scale``: [D] divisor per
     dimension (default: the real range per dimension, see :func:`real_scale`).
     """
+    per_episode = episode_discrepancies(sim, real, weights=weights, scale=scale, w_l1=w_l1, w_l2=w_l2,
+                                        smooth_std=smooth_std, truncate=truncate)
+    return per_episode.sum(axis=1) / per_episode.shape[1]
+
+
+def episode_discrepancies(sim, real, *, weights=None, scale=None, w_l1: float = 0.5, w_l2: float = 1.0,
+                          smooth_std: float = 5.0, truncate: float = 4.0) -> np.ndarray:
+    """:func:`discrepancy` before the mean over episodes: [S, E] (E = 1 for one trajectory),
+    every episode in the same units (the scale over all of them)."""
     multi = not (isinstance(real, np.ndarray) and real.ndim == 2)
     if multi:
         real_eps = [_as_real(e) for e in real]
@@ -87,10 +96,8 @@ def discrepancy(sim, real, *, weights=None, scale=None, w_l1: float = 0.5, w_l2:
         raise ValueError("weights must be >= 0")
     if smooth_std < 0:
         raise ValueError(f"smooth_std must be >= 0, got {smooth_std}")
-    total = np.zeros(counts.pop())
-    for s, r in zip(sim_eps, real_eps):
-        total += _episode_cost(s, r, w, c, w_l1, w_l2, smooth_std, truncate)
-    return total / len(real_eps)
+    return np.stack([_episode_cost(s, r, w, c, w_l1, w_l2, smooth_std, truncate)
+                     for s, r in zip(sim_eps, real_eps)], axis=1)
 
 
 def _episode_cost(sim: np.ndarray, real: np.ndarray, w: np.ndarray, c: np.ndarray,

@@ -317,6 +317,8 @@ class CalibrationNode(Node):
                 self._status["stop_reason"] = info["stop_reason"]
                 self._status["kept_prior"] = ", ".join(info["kept_prior"]) or "none"
                 self._status["weakly_identified"] = ", ".join(info.get("weakly_identified", ())) or "none"
+                self._status["rests_on_one_episode"] = ", ".join(
+                    f"{k} ({v})" for k, v in info.get("rests_on_one_episode", {}).items()) or "none"
                 self._status["fit_warnings"] = len(info["warnings"])
                 if info["warnings"]:
                     self._status["fit_warning"] = info["warnings"][0]

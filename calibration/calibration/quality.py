@@ -16,6 +16,11 @@ Pure numpy + scipy (no ROS). Three questions a fit must answer before its number
   above the floor but within ``WEAK_FACTOR`` of it is *weakly identified*: the fit is kept,
   with a warning to distrust it (Push's puck mass: a rise of 1.4x the floor, fitted 46% off,
   because it trades against friction: README, "When to trust the puck's parameters").
+* **Does the fit rest on one episode?** :func:`evidence_shares`: the same probes, per recorded
+  episode: how much of a parameter's rise comes from its most telling episode. Above
+  ``DOMINANT_SHARE`` the value is what one recording says (Push's puck friction in one loop run:
+  92% of its evidence from one long push, fitted 0.27 against a hidden 0.55, where the other four
+  episodes were flat in it): the fit is kept with a warning to record more episodes that move it.
 * **Did the fit run into a bound?** :func:`bound_warnings`: a fitted mean within
   ``BOUND_MARGIN`` of a search bound (the prior's support), or a spread collapsed there, means
   the truth may lie outside the prior: widen the prior's range for that parameter.
@@ -29,12 +34,13 @@ from scipy.ndimage import gaussian_filter1d
 
 from calibration.discrepancy import discrepancy
 
-__all__ = ["Assessment", "noise_floor", "sensitivity", "bound_warnings", "bound_hits", "widen_prior", "BOUND_MARGIN",
-           "WEAK_FACTOR"]
+__all__ = ["Assessment", "noise_floor", "probes", "rises", "sensitivity", "evidence_shares", "bound_warnings",
+           "bound_hits", "widen_prior", "BOUND_MARGIN", "WEAK_FACTOR", "DOMINANT_SHARE"]
 
 BOUND_MARGIN = 0.02  # of the bound-to-bound range: closer than this to a bound = "at the bound"
 COLLAPSED = 0.05     # posterior std below this fraction of the prior std = a collapsed spread
 WEAK_FACTOR = 2.0    # a D rise above the noise floor but at most this multiple of it: weakly identified
+DOMINANT_SHARE = 0.75  # one episode carrying more than this share of a parameter's rise: the fit rests on it
 
 
 @dataclass
@@ -50,6 +56,8 @@ class Assessment:
     weak: list[str] = field(default_factory=list)                  # weakly identified: fit kept, distrust it
     warnings: list[str] = field(default_factory=list)
     at_bound: dict[str, str] = field(default_factory=dict)         # variable -> "lower" / "upper"
+    evidence_share: dict[str, float] = field(default_factory=dict)  # largest one-episode share of the rise
+    one_episode: dict[str, str] = field(default_factory=dict)      # variable -> the episode its fit rests on
 
     def to_dict(self) -> dict:
         return {"noise_floor": self.noise_floor, "discrepancy_at_mean": self.discrepancy,
@@ -57,7 +65,9 @@ class Assessment:
                 "sensitivity": {k: float(v) for k, v in self.sensitivity.items()},
                 "identifiable": dict(self.identifiable), "kept_prior": list(self.kept_prior),
                 "weakly_identified": list(self.weak),
-                "warnings": list(self.warnings), "at_bound": dict(self.at_bound)}
+                "warnings": list(self.warnings), "at_bound": dict(self.at_bound),
+                "evidence_share": {k: float(v) for k, v in self.evidence_share.items()},
+                "rests_on_one_episode": dict(self.one_episode)}
 
 
 def noise_floor(real: list[np.ndarray], *, weights, scale, w_l1: float, w_l2: float, smooth_std: float,
@@ -74,19 +84,45 @@ def noise_floor(real: list[np.ndarray], *, weights, scale, w_l1: float, w_l2: fl
     return float(np.mean(values))
 
 
+def probes(mean: np.ndarray, prior_std: np.ndarray, low: np.ndarray, high: np.ndarray,
+           spread: float = 2.0) -> np.ndarray:
+    """[2n + 1, n]: ``mean``, then each variable alone ``spread`` prior stds up, then down (kept
+    inside its bounds)."""
+    mean = np.asarray(mean, dtype=float)
+    step = spread * np.asarray(prior_std, dtype=float)
+    up = np.minimum(mean + step, high) - mean
+    down = mean - np.maximum(mean - step, low)
+    return np.concatenate([mean[None], mean[None] + np.diag(up), mean[None] - np.diag(down)])
+
+
+def rises(d: np.ndarray) -> np.ndarray:
+    """From the discrepancies at :func:`probes` ([2n + 1], or [2n + 1, E] per episode): the rise
+    ``max(D(m +- d e_i)) - D(m)`` per variable ([n], or [n, E])."""
+    d = np.asarray(d, dtype=float)
+    d = np.where(np.isfinite(d), d, np.inf)
+    n = (len(d) - 1) // 2
+    return np.maximum(d[1:n + 1], d[n + 1:]) - d[0]
+
+
 def sensitivity(costs, mean: np.ndarray, prior_std: np.ndarray, low: np.ndarray, high: np.ndarray,
                 spread: float = 2.0) -> np.ndarray:
     """Rise of the discrepancy when each variable alone moves ``spread`` prior stds (kept
     inside its bounds) up and down from ``mean``: ``max(D(m +- d e_i)) - D(m)`` per variable.
     ``costs`` maps [K, n] vectors to [K] discrepancies (one batched call here)."""
-    n = len(mean)
-    step = spread * np.asarray(prior_std, dtype=float)
-    up = np.minimum(mean + step, high) - mean
-    down = mean - np.maximum(mean - step, low)
-    probes = np.concatenate([mean[None], mean[None] + np.diag(up), mean[None] - np.diag(down)])
-    d = np.asarray(costs(probes), dtype=float)
-    d = np.where(np.isfinite(d), d, np.inf)
-    return np.maximum(d[1:n + 1], d[n + 1:]) - d[0]
+    return rises(costs(probes(mean, prior_std, low, high, spread)))
+
+
+def evidence_shares(episode_rises: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per variable (rows of ``episode_rises`` [n, E], :func:`rises` per episode): the share of
+    the positive rise that its most telling episode carries, and that episode's index. Episodes
+    that prefer the moved value (a negative rise) count 0; a variable no episode constrains gets
+    share NaN. Shares near 1/E: every episode says the same; near 1: one episode decides."""
+    r = np.clip(np.nan_to_num(np.asarray(episode_rises, dtype=float), posinf=0.0), 0.0, None)
+    total = r.sum(axis=1)
+    top = r.argmax(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, r.max(axis=1) / np.where(total > 0, total, 1.0), np.nan)
+    return share, top
 
 
 def bound_hits(names, mean, low, high, margin: float = BOUND_MARGIN) -> dict[str, str]:

@@ -37,10 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from calibration.discrepancy import discrepancy, real_scale
+from calibration.discrepancy import discrepancy, episode_discrepancies, real_scale
 from calibration.episodes import ReferenceEpisode
 from calibration.rollouts import MODES, BatchPolicy, BatchSimulator
-from calibration.quality import WEAK_FACTOR, Assessment, bound_hits, bound_warnings, noise_floor, sensitivity
+from calibration.quality import (DOMINANT_SHARE, WEAK_FACTOR, Assessment, bound_hits, bound_warnings, evidence_shares,
+                                 noise_floor, probes, rises)
 from calibration.search import GaussianSearch
 from calibration.updates import cem_update, reps_update
 from sim_bridge.config import ConfigError, FieldReader, load_yaml_mapping, package_path
@@ -391,6 +392,13 @@ class Calibration:
         return discrepancy(self.simulate(group_values), self.real, weights=self.weights, scale=self.scale,
                            w_l1=s.w_l1, w_l2=s.w_l2, smooth_std=s.smooth_std, truncate=s.truncate)
 
+    def episode_costs(self, group_values: np.ndarray) -> np.ndarray:
+        """:meth:`costs` before the mean over the real episodes: [K, E]."""
+        s = self.settings
+        return episode_discrepancies(self.simulate(group_values), self.real, weights=self.weights,
+                                     scale=self.scale, w_l1=s.w_l1, w_l2=s.w_l2, smooth_std=s.smooth_std,
+                                     truncate=s.truncate)
+
     def discrepancy_at(self, group_values: np.ndarray) -> float:
         return float(self.costs(np.atleast_2d(group_values))[0])
 
@@ -463,7 +471,10 @@ class Calibration:
         means at a bound and an unconverged run become warnings."""
         s, search, prior = self.settings, self.search, self.prior
         floor = self.noise_floor
-        rise = sensitivity(self.costs, search.mean, prior.std, prior.low, prior.high, s.sensitivity_spread)
+        per_episode = self.episode_costs(probes(search.mean, prior.std, prior.low, prior.high, s.sensitivity_spread))
+        E = per_episode.shape[1]
+        rise = rises(per_episode.sum(axis=1) / E)   # the mean over episodes: what costs() gives
+        share, top = evidence_shares(rises(per_episode))
         names = list(search.names)
         identifiable = {n: bool(r > floor) for n, r in zip(names, rise)}
         kept = [n for n in names if not identifiable[n]]
@@ -483,6 +494,15 @@ class Calibration:
                                 f"std, only {r / max(floor, 1e-300):.1f} x the noise floor {floor:.3g}): the fitted "
                                 "value is kept but may trade against other parameters; distrust it, or record "
                                 "episodes that excite it")
+        one_episode = {}
+        if E >= 3:   # with one or two episodes every fit rests on one of them; nothing to compare
+            for i, n in enumerate(names):
+                if identifiable[n] and share[i] > DOMINANT_SHARE:
+                    one_episode[n] = self.episodes[top[i]].name
+                    warnings.append(f"{n}: the fit rests on one episode: {share[i]:.0%} of its D rise across +-"
+                                    f"{s.sensitivity_spread:g} prior std comes from {self.episodes[top[i]].name}, "
+                                    f"the other {E - 1} barely constrain it; distrust the value, or record more "
+                                    "episodes that move it")
         if kept and self.history:
             idx = [names.index(n) for n in kept]
             mean, cov = search.mean.copy(), search.cov.copy()
@@ -496,7 +516,9 @@ class Calibration:
                                    prior.std[fit], prior.low[fit], prior.high[fit])
         at_bound = bound_hits([names[i] for i in fit], self.search.mean[fit], prior.low[fit], prior.high[fit])
         self.assessment = Assessment(floor, d, self.stop_reason, dict(zip(names, map(float, rise))),
-                                     identifiable, kept_prior=kept, weak=weak, warnings=warnings, at_bound=at_bound)
+                                     identifiable, kept_prior=kept, weak=weak, warnings=warnings, at_bound=at_bound,
+                                     evidence_share={n: float(v) for n, v in zip(names, share)},
+                                     one_episode=one_episode)
         return self.assessment
 
     def _check_health(self, new: GaussianSearch) -> None:

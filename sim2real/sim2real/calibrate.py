@@ -100,7 +100,8 @@ def run_calibrate(args: CalibrateConfig) -> int:
     for name, v in fitted.items():
         rise = f"  D rise +-{args_spread(result)} prior std {a.sensitivity[name]:.3g}" if a else ""
         kept = ("  (not identifiable: prior kept)" if a and name in a.kept_prior
-                else "  (weakly identified: distrust)" if a and name in a.weak else "")
+                else "  (weakly identified: distrust)" if a and name in a.weak
+                else f"  (rests on one episode, {a.one_episode[name]}: distrust)" if a and name in a.one_episode else "")
         print(f"  {name:<24} mean {v['mean']:.4g}  std {v['std']:.3g}{rise}{kept}")
     if a is not None:
         print(f"stopped: {a.stop_reason}; noise floor {a.noise_floor:.4g} (D of the recordings against "

@@ -372,12 +372,26 @@ def test_noise_floor_grows_with_the_recordings_noise():
     assert floors[0] < floors[1] < floors[2]
 
 
+def probe_costs(rises, episodes: int, shares=None):
+    """A stand-in for Calibration.episode_costs at the identifiability probes: D = 1 in every
+    episode at the mean and one step down; one step up, variable i rises by ``rises[i]`` on the
+    mean over episodes, split over the episodes by ``shares[i]`` (default: evenly)."""
+    n = len(rises)
+    shares = np.full((n, episodes), 1.0 / episodes) if shares is None else np.asarray(shares, dtype=float)
+
+    def costs(vectors):
+        assert vectors.shape == (2 * n + 1, n)
+        d = np.ones((2 * n + 1, episodes))
+        d[1:n + 1] += np.asarray(rises, dtype=float)[:, None] * shares * episodes
+        return d
+    return costs
+
+
 def test_a_parameter_barely_above_the_noise_floor_is_weakly_identified_and_kept(synthetic, profile, prior,
                                                                                 monkeypatch):
     """Three tiers of the D rise against the noise floor: below it the prior is kept; up to
     WEAK_FACTOR x it the fit is kept with a 'weakly identified' warning (Push's puck mass); above
     it, nothing is said. The rises are set here (the probe itself is tested above)."""
-    import calibration.simopt as simopt
     from calibration.quality import WEAK_FACTOR
 
     s = settings(search=TIED + (SearchEntry("joint_damping", True),), iterations=1, stop_factor=0.0)
@@ -387,7 +401,7 @@ def test_a_parameter_barely_above_the_noise_floor_is_weakly_identified_and_kept(
         floor = calib.noise_floor
         rises = {"body_mass": 10.0 * floor, "actuator_kp": 0.5 * (1.0 + WEAK_FACTOR) * floor, "joint_damping": 0.5 * floor}
         names = list(calib.search.names)
-        monkeypatch.setattr(simopt, "sensitivity", lambda *a, **k: np.array([rises[n] for n in names]))
+        monkeypatch.setattr(calib, "episode_costs", probe_costs([rises[n] for n in names], len(calib.episodes)))
         fitted = calib.search.mean.copy()
         a = calib.assess()
         assert a.kept_prior == ["joint_damping"] and a.weak == ["actuator_kp"]
@@ -400,3 +414,54 @@ def test_a_parameter_barely_above_the_noise_floor_is_weakly_identified_and_kept(
         assert calib.result_spec().provenance["calibration"]["quality"]["weakly_identified"] == ["actuator_kp"]
     finally:
         calib.close()
+
+
+def test_evidence_shares_say_how_much_of_a_rise_one_episode_carries():
+    from calibration.quality import evidence_shares
+
+    share, top = evidence_shares(np.array([[0.1, 0.1, 0.1, 0.1],     # every episode alike: 1/E
+                                           [0.0, 0.9, 0.05, 0.05],   # one decides
+                                           [-0.5, 0.2, 0.2, 0.0],    # an episode preferring the move counts 0
+                                           [0.0, -0.1, np.inf, 0.0],  # a blow-up is not evidence; none left
+                                           ]))
+    np.testing.assert_allclose(share[:3], [0.25, 0.9, 0.5])
+    assert list(top[:3]) == [0, 1, 1] and np.isnan(share[3])
+
+
+def test_a_fit_that_rests_on_one_episode_is_kept_with_a_warning(synthetic, profile, prior, monkeypatch):
+    """Push's puck friction in one loop run: 92% of its D rise came from one long push and the
+    fit (0.27) was half the hidden 0.55. The probes per episode say so; with three or more
+    episodes a share above DOMINANT_SHARE is a warning naming the episode (the fit is kept)."""
+    from dataclasses import replace
+
+    from calibration.quality import DOMINANT_SHARE
+
+    episodes = list(synthetic["open_loop"])
+    episodes.append(replace(episodes[0], name="third"))
+    calib = Calibration(profile, prior, episodes, settings(iterations=1, stop_factor=0.0))
+    try:
+        calib.run()
+        floor = calib.noise_floor
+        names = list(calib.search.names)   # body_mass, actuator_kp
+        dominant = 0.5 * (1.0 + DOMINANT_SHARE)
+        shares = [[0.5 * (1 - dominant), dominant, 0.5 * (1 - dominant)], [0.4, 0.3, 0.3]]
+        monkeypatch.setattr(calib, "episode_costs", probe_costs([10.0 * floor, 10.0 * floor], 3, shares))
+        fitted = calib.search.mean.copy()
+        a = calib.assess()
+        assert a.one_episode == {"body_mass": episodes[1].name}
+        assert a.evidence_share["body_mass"] == pytest.approx(dominant) and a.evidence_share["actuator_kp"] == pytest.approx(0.4)
+        lines = [w for w in a.warnings if w.startswith("body_mass: the fit rests on one episode")]
+        assert len(lines) == 1 and f"{dominant:.0%}" in lines[0] and episodes[1].name in lines[0]
+        assert not any(w.startswith("actuator_kp") for w in a.warnings)
+        np.testing.assert_array_equal(calib.search.mean, fitted)   # kept, not replaced by the prior
+        quality = calib.result_spec().provenance["calibration"]["quality"]
+        assert quality["rests_on_one_episode"] == {"body_mass": episodes[1].name}
+    finally:
+        calib.close()
+    two = Calibration(profile, prior, synthetic["open_loop"], settings(iterations=1, stop_factor=0.0))
+    try:   # with two episodes every fit rests on one of them: nothing to compare, no warning
+        two.run()
+        monkeypatch.setattr(two, "episode_costs", probe_costs([10.0 * two.noise_floor] * 2, 2, [[0.0, 1.0], [0.5, 0.5]]))
+        assert two.assess().one_episode == {}
+    finally:
+        two.close()
