@@ -108,6 +108,9 @@ def test_run_writes_versions_pushes_to_the_sim_bridge_and_survives_bad_bags(tmp_
         # progress and outcome on /diagnostics
         assert h.spin(15.0, lambda: any(d[2].get("state") == "done" for d in h.diagnostics))  # 1 Hz
         assert any(d[2].get("iteration") == "2" for d in h.diagnostics)
+        done = [d[2] for d in h.diagnostics if d[2].get("state") == "done"][-1]
+        # the fit's quality: two episodes, so no parameter can be said to rest on one of them
+        assert done["rests_on_one_episode"] == "none" and "kept_prior" in done and "noise_floor" in done
 
         # a corrupt bag: the run fails with the reason, the output stays, the node keeps going
         before = out.read_bytes()
