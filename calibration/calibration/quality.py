@@ -19,7 +19,7 @@ Pure numpy + scipy (no ROS). Three questions a fit must answer before its number
 * **Does the fit rest on one episode?** :func:`evidence_shares`: the same probes, per recorded
   episode: how much of a parameter's rise comes from its most telling episode. Above
   ``DOMINANT_SHARE`` the value is what one recording says (Push's puck friction in one loop run:
-  92% of its evidence from one long push, fitted 0.27 against a hidden 0.55, where the other four
+  93% of its evidence from one long push, fitted 0.27 against a hidden 0.55, where the other four
   episodes were flat in it): the fit is kept with a warning to record more episodes that move it.
 * **Did the fit run into a bound?** :func:`bound_warnings`: a fitted mean within
   ``BOUND_MARGIN`` of a search bound (the prior's support), or a spread collapsed there, means

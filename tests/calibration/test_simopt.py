@@ -429,7 +429,7 @@ def test_evidence_shares_say_how_much_of_a_rise_one_episode_carries():
 
 
 def test_a_fit_that_rests_on_one_episode_is_kept_with_a_warning(synthetic, profile, prior, monkeypatch):
-    """Push's puck friction in one loop run: 92% of its D rise came from one long push and the
+    """Push's puck friction in one loop run: 93% of its D rise came from one long push and the
     fit (0.27) was half the hidden 0.55. The probes per episode say so; with three or more
     episodes a share above DOMINANT_SHARE is a warning naming the episode (the fit is kept)."""
     from dataclasses import replace
