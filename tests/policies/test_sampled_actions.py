@@ -1,6 +1,7 @@
 """Sampled actions: the policy's Gaussian (its mean + its trained std), what PPO optimised, next to
-the deterministic mean an exported policy runs by default. On Push the two differ by 10-20 points
-(push_lstm, 500 randomized episodes: 80.2% sampled, 66.6% mean; README), so the runtime
+the deterministic mean an exported policy runs by default. On Push they differed by 10-20 points
+with a learnt std (push_lstm's second stage, 500 randomized episodes: 80.2% sampled, 66.6% mean;
+README), so the runtime
 can sample (``sample_seed``, the manifest's ``action_std``) and ``sim2real eval --sample-actions``
 measures it."""
 from __future__ import annotations
