@@ -8,7 +8,7 @@ Pure numpy + scipy (no ROS). Three questions a fit must answer before its number
   (the residual of a small Gaussian smoothing, per signal dimension), averaged over draws.
   :meth:`calibration.simopt.Calibration.run` stops once the discrepancy at the fitted mean
   is within ``stop_factor`` of it; a fit that reaches its iteration limit above it says so.
-* **Can the data fix each parameter?** :func:`sensitivity` moves one search variable at a
+* **Can the data fix each parameter?** :func:`probes` moves one search variable at a
   time by ``spread`` prior standard deviations (inside its bounds) from the fit and measures
   how much the discrepancy rises. A parameter whose rise stays below the noise floor is not
   identifiable from these episodes (e.g. joint damping from reach motions): the result keeps
@@ -34,7 +34,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from calibration.discrepancy import discrepancy
 
-__all__ = ["Assessment", "noise_floor", "probes", "rises", "sensitivity", "evidence_shares", "bound_warnings",
+__all__ = ["Assessment", "noise_floor", "probes", "rises", "evidence_shares", "bound_warnings",
            "bound_hits", "widen_prior", "BOUND_MARGIN", "WEAK_FACTOR", "DOMINANT_SHARE"]
 
 BOUND_MARGIN = 0.02  # of the bound-to-bound range: closer than this to a bound = "at the bound"
@@ -102,14 +102,6 @@ def rises(d: np.ndarray) -> np.ndarray:
     d = np.where(np.isfinite(d), d, np.inf)
     n = (len(d) - 1) // 2
     return np.maximum(d[1:n + 1], d[n + 1:]) - d[0]
-
-
-def sensitivity(costs, mean: np.ndarray, prior_std: np.ndarray, low: np.ndarray, high: np.ndarray,
-                spread: float = 2.0) -> np.ndarray:
-    """Rise of the discrepancy when each variable alone moves ``spread`` prior stds (kept
-    inside its bounds) up and down from ``mean``: ``max(D(m +- d e_i)) - D(m)`` per variable.
-    ``costs`` maps [K, n] vectors to [K] discrepancies (one batched call here)."""
-    return rises(costs(probes(mean, prior_std, low, high, spread)))
 
 
 def evidence_shares(episode_rises: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

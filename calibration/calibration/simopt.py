@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.discrepancy import discrepancy, episode_discrepancies, real_scale
+from calibration.discrepancy import episode_discrepancies, real_scale
 from calibration.episodes import ReferenceEpisode
 from calibration.rollouts import MODES, BatchPolicy, BatchSimulator
 from calibration.quality import (DOMINANT_SHARE, WEAK_FACTOR, Assessment, bound_hits, bound_warnings, evidence_shares,
@@ -388,9 +388,8 @@ class Calibration:
         return out
 
     def costs(self, group_values: np.ndarray) -> np.ndarray:
-        s = self.settings
-        return discrepancy(self.simulate(group_values), self.real, weights=self.weights, scale=self.scale,
-                           w_l1=s.w_l1, w_l2=s.w_l2, smooth_std=s.smooth_std, truncate=s.truncate)
+        """The discrepancy of each vector over all real episodes (their mean): [K]."""
+        return self.episode_costs(group_values).mean(axis=1)
 
     def episode_costs(self, group_values: np.ndarray) -> np.ndarray:
         """:meth:`costs` before the mean over the real episodes: [K, E]."""
@@ -473,7 +472,7 @@ class Calibration:
         floor = self.noise_floor
         per_episode = self.episode_costs(probes(search.mean, prior.std, prior.low, prior.high, s.sensitivity_spread))
         E = per_episode.shape[1]
-        rise = rises(per_episode.sum(axis=1) / E)   # the mean over episodes: what costs() gives
+        rise = rises(per_episode.mean(axis=1))   # the mean over episodes: what costs() gives
         share, top = evidence_shares(rises(per_episode))
         names = list(search.names)
         identifiable = {n: bool(r > floor) for n, r in zip(names, rise)}

@@ -179,13 +179,9 @@ def run_loop(args: LoopConfig) -> int:
         bags.append(str(args.out / f"round{k}" / "bag"))
         retrained = str(args.out / f"round{k}" / "policy")
         if args.eval_episodes > 0 and args.emulator:
-            from calibration.transfer import emulator_success  # noqa: PLC0415
-
             print(f"\n== round {k}: emulator score ({args.eval_episodes} episodes, same goals)", flush=True)
-            before = emulator_success(policy, args.eval_episodes, seed=args.seed + 1000,
-                                      label=f"before ({Path(policy).name})", sample_actions=args.sample_actions)
-            after = emulator_success(retrained, args.eval_episodes, seed=args.seed + 1000,
-                                     label=f"round {k} retrained", sample_actions=args.sample_actions)
+            before = emulator_score(args, policy, f"before ({Path(policy).name})")
+            after = emulator_score(args, retrained, f"round {k} retrained")
             for s in (before, after):
                 print("  " + s.line(), flush=True)
             scores.append((k, before, after))
@@ -222,6 +218,15 @@ def run_loop(args: LoopConfig) -> int:
     return 0
 
 
+def emulator_score(args: LoopConfig, policy: str, label: str):
+    """``policy`` on the arm emulator without ROS: ``--eval-episodes`` goals of the run's score seed
+    (the same for every policy), with its mean action or, with ``--sample-actions``, samples."""
+    from calibration.transfer import emulator_success  # noqa: PLC0415
+
+    return emulator_success(policy, args.eval_episodes, seed=args.seed + 1000, label=label,
+                            sample_actions=args.sample_actions)
+
+
 def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str,
                    paired: tuple[tuple[str, str], ...] = ()) -> list[dict]:
     """Score each (label, policy) on the emulator on the same goals, without ROS and through the
@@ -230,7 +235,6 @@ def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str,
     only one of them solved), which detects smaller differences than two overlapping intervals."""
     import json  # noqa: PLC0415
 
-    from calibration.transfer import emulator_success  # noqa: PLC0415
     from policies.evaluate import mcnemar_exact  # noqa: PLC0415
     from sim_bridge.episode import wilson_interval  # noqa: PLC0415
 
@@ -244,8 +248,7 @@ def transfer_table(args: LoopConfig, rows: list[tuple[str, str]], task: str,
     for label, policy in rows:
         row = {"label": label, "policy": policy}
         if args.eval_episodes > 0:
-            score = emulator_success(policy, args.eval_episodes, seed=args.seed + 1000, label=label,
-                                     sample_actions=args.sample_actions)
+            score = emulator_score(args, policy, label)
             row["emulator"] = {"successes": score.successes, "episodes": score.episodes,
                                "mean_final_error_m": score.mean_final_error_m, "per_episode": list(score.per_episode)}
             print("  without ROS: " + score.line(), flush=True)
