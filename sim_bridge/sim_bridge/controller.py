@@ -83,7 +83,7 @@ class ScriptedPushNode(ScriptedReachNode):
         return self.goal is not None and self.object_pose is not None
 
     def _action(self, q: np.ndarray) -> np.ndarray:
-        return self.oracle.action(q, self.object_pose[:2], self.goal[:2])
+        return self.oracle.action(q, self.object_pose[:2], self.goal[:2], puck_z=float(self.object_pose[2]))
 
 
 def scripted_controller(task, profile: RobotProfile, **kwargs) -> Node:

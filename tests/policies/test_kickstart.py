@@ -47,7 +47,7 @@ def test_the_experts_label_each_env_with_the_scripted_pusher_on_its_observation(
     for n in range(2):   # the same as the oracle fed by hand (Push acts in end-effector steps)
         oracle = PushOracle(profile, task, **action_settings(env.action))
         j, p, g = (experts.slices[k] for k in ("joint_pos", "object_pose", "goal_pos"))
-        expected = oracle.action(obs[n, j].astype(float), obs[n, p][:2], obs[n, g][:2])
+        expected = oracle.action(obs[n, j].astype(float), obs[n, p][:2], obs[n, g][:2], puck_z=float(obs[n, p][2]))
         np.testing.assert_allclose(labels[n], expected)
     assert labels.shape == (2, 3) and np.all(np.abs(labels) <= 1.0)
     with pytest.raises(ValueError, match="observation of 3 values"):

@@ -137,7 +137,7 @@ def test_push_runs_on_the_imported_arm_and_the_scripted_pusher_solves_it(six):
         oracle.reset()
         for _ in range(env.max_episode_steps):
             pose, goal = obs[3 * n:3 * n + 5], obs[3 * n + 5:3 * n + 8]
-            obs, _, terminated, truncated, info = env.step(oracle.action(obs[:n].astype(float), pose[:2], goal[:2]))
+            obs, _, terminated, truncated, info = env.step(oracle.action(obs[:n].astype(float), pose[:2], goal[:2], puck_z=float(pose[2])))
             if terminated or truncated:
                 break
         successes += info["is_success"]

@@ -206,6 +206,32 @@ def test_the_scripted_pushers_action_is_a_function_of_the_observation_alone():
     assert info["is_success"] and pushed >= 10 and compared >= 10, (info["is_success"], pushed, compared)
 
 
+@pytest.mark.parametrize("table_offset_m", [-0.018, 0.018])
+def test_the_scripted_pusher_pushes_at_the_height_of_the_table_it_tracks(table_offset_m):
+    """push_default moves the table by up to 2 cm; at the nominal table's push height the rod
+    passed over the puck on a lower table (tip 4.5 cm over it) and dragged on a higher one (tip
+    1.45 cm over it, less than the rod's radius: the episode failed). The tracked puck's height
+    tells where the table is, and the pusher follows it."""
+    spec = parse_randomization({"randomization_version": 1, "parameters": {
+        "table_height": {"operation": "add", "distribution": "normal", "mean": table_offset_m, "std": 0.0}}})
+    env = push_env(spec, terminate_on_success=True)
+    controller = env.task.scripted_controller(env.profile, env.action)
+    obs, _ = env.reset(seed=0)
+    controller.reset()
+    heights = []   # the tip over the table top under the puck, while pushing
+    for _ in range(env.max_episode_steps):
+        action = controller.act(obs_parts(env, obs))
+        if controller.oracle.phase == "push":
+            heights.append(env.sim.data.site_xpos[env._state.tip][2] - env._state.table_top_z)
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    task = env.task
+    low, high = task.pusher_radius_m + 0.002, task.pusher_radius_m + task.puck_height_m - 0.005
+    assert len(heights) >= 10 and low < np.median(heights) < high, (len(heights), np.median(heights), low, high)
+    assert info["is_success"]
+
+
 # --- object randomization kinds -----------------------------------------------------------
 
 def test_push_default_samples_stay_in_bounds_with_the_expected_statistics():

@@ -339,4 +339,5 @@ class PushTask(Task):
 
         oracle = oracle_module.PushOracle(profile, self, **oracle_module.action_settings(action))
         return oracle_module.ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["object_pose"][:2],
-                                                              p["goal_pos"][:2], commanded=p.get("ee_cmd")))
+                                                              p["goal_pos"][:2], commanded=p.get("ee_cmd"),
+                                                              puck_z=float(p["object_pose"][2])))
