@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.episodes import emulator_episodes
+from calibration.episodes import emulator_episodes, strike_episodes
 from calibration.rollouts import naive_rollouts
 from calibration.simopt import Calibration, load_settings
 from calibration.sysid import least_squares_mean
@@ -74,6 +74,9 @@ def main(argv=None) -> int:
     ap.add_argument("--prior", default=None,
                     help="prior randomization, what the policy was trained on (default: default / push_default)")
     ap.add_argument("--episodes", type=int, default=5, help="recorded emulator episodes (<= 5 for the target)")
+    ap.add_argument("--strikes", type=int, default=0,
+                    help="push: also record this many identification strikes (the scripted PushStrike: the puck "
+                         "slides free) and calibrate with them replayed open loop beside the policy's episodes")
     ap.add_argument("--steps", type=int, default=None, help="joint states per episode (default: the settings' max_steps)")
     ap.add_argument("--samples", type=int, default=256, help="parameter samples per iteration")
     ap.add_argument("--iterations", type=int, default=5)
@@ -110,7 +113,12 @@ def main(argv=None) -> int:
           f"(hidden physics{', hidden puck and tilted table' if push else ''}); prior '{args.prior}'; "
           f"search {[e.name for e in base.search]}")
     episodes = emulator_episodes(args.policy, args.episodes, steps=args.steps, seed=args.seed, emulator=emu)
-    results: dict = {"settings": base.to_dict(), "episodes": args.episodes, "steps": args.steps,
+    if args.strikes:
+        if not push:
+            ap.error("--strikes needs the push task (an object to strike)")
+        episodes += strike_episodes(args.strikes, steps=args.steps, seed=args.seed, emulator=emu)
+        print(f"      + {args.strikes} identification strikes (PushStrike), replayed open loop")
+    results: dict = {"settings": base.to_dict(), "episodes": args.episodes, "strikes": args.strikes, "steps": args.steps,
                      "machine_info": machine}
 
     # --- speed: batched vs naive ------------------------------------------------------

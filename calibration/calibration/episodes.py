@@ -8,6 +8,7 @@ arm emulator without ROS (benchmarks and tests).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -17,8 +18,8 @@ import numpy as np
 
 from sim_bridge.joints import JointMapper
 
-__all__ = ["EpisodeError", "ReferenceEpisode", "load_reference_episodes", "home_emulator", "drive_emulator", "emulator_episodes",
-           "align_object_poses"]
+__all__ = ["EpisodeError", "EpisodeList", "ReferenceEpisode", "load_reference_episodes", "home_emulator",
+           "drive_emulator", "emulator_episodes", "strike_episodes", "align_object_poses"]
 
 
 class EpisodeError(ValueError):
@@ -34,7 +35,10 @@ class ReferenceEpisode:
     the target; Push: where the puck should go). ``object_pose`` [T, 3] (tasks with an object,
     Push): the object's (x, y, yaw) at each joint state's time, from the tracker's poses placed
     at their measurement stamps (:func:`align_object_poses`: the tracker's latency and dropouts
-    are taken out), so row t is comparable with a simulated object at row t.
+    are taken out), so row t is comparable with a simulated object at row t. ``replay``: the
+    episode was driven by something calibration cannot re-run (a scripted identification strike,
+    :class:`sim_bridge.oracle.PushStrike`): its rollouts replay its commands open loop even when
+    the others run the policy closed loop.
     """
 
     name: str
@@ -43,6 +47,7 @@ class ReferenceEpisode:
     command: np.ndarray
     goal: np.ndarray
     object_pose: np.ndarray | None = None
+    replay: bool = False
 
     def __post_init__(self):
         pos = np.asarray(self.position, dtype=float)
@@ -100,7 +105,7 @@ class ReferenceEpisode:
         steps = max(2, min(int(steps), self.steps))
         obj = None if self.object_pose is None else self.object_pose[:steps]
         return ReferenceEpisode(self.name, self.position[:steps], self.velocity[:steps],
-                                self.command[:steps - 1], self.goal, obj)
+                                self.command[:steps - 1], self.goal, obj, self.replay)
 
     @classmethod
     def from_recorded(cls, episode, name: str | None = None) -> ReferenceEpisode:
@@ -183,8 +188,10 @@ def align_object_poses(times_s: np.ndarray, stamps_s: np.ndarray, poses: np.ndar
 
 
 def load_reference_episodes(bags: Sequence[str | os.PathLike], profile, *, max_steps: int | None = None,
-                            min_steps: int = 10, complete_only: bool = True) -> list[ReferenceEpisode]:
-    """Every usable episode of the given bags, in the profile's joint order.
+                            min_steps: int = 10, complete_only: bool = True,
+                            replay: bool = False) -> list[ReferenceEpisode]:
+    """Every usable episode of the given bags, in the profile's joint order (``replay``: marked
+    :attr:`ReferenceEpisode.replay`, e.g. bags of scripted identification strikes).
 
     Episodes without an end marker (``complete_only``) or shorter than ``min_steps`` are
     skipped with a reason in the returned list's ``skipped`` attribute; a bag that cannot
@@ -195,7 +202,7 @@ def load_reference_episodes(bags: Sequence[str | os.PathLike], profile, *, max_s
 
     if not bags:
         raise BagLoadError("no bags given")
-    out = _EpisodeList()
+    out = EpisodeList()
     for bag in bags:
         for ep in load_episodes(bag, profile.joint_names):
             name = f"{os.path.basename(os.fspath(bag).rstrip('/'))}#{ep.index}"
@@ -210,7 +217,7 @@ def load_reference_episodes(bags: Sequence[str | os.PathLike], profile, *, max_s
                                     "calibration assumes the policy started (zero recurrent state) at its first "
                                     "joint state (record with sim2real real --record, or mark episodes with "
                                     "the recorder's ~/start_episode)")
-            ref = ReferenceEpisode.from_recorded(ep, name)
+            ref = dataclasses.replace(ReferenceEpisode.from_recorded(ep, name), replay=replay)
             out.append(ref.truncated(max_steps) if max_steps else ref)
     if not out:
         raise BagLoadError(f"no usable episodes in {[os.fspath(b) for b in bags]}: " + "; ".join(out.skipped))
@@ -224,7 +231,7 @@ def _arm_state(joints: JointMapper, state) -> tuple[np.ndarray, np.ndarray]:
     return m.take(state.position_rad, "positions"), m.take(state.velocity_rad_s, "velocities")
 
 
-class _EpisodeList(list):
+class EpisodeList(list):
     """A list of episodes that also says which ones were skipped and why, and what to mind."""
 
     def __init__(self, *args):
@@ -251,7 +258,7 @@ def drive_emulator(emu, policy, goal: np.ndarray, steps: int, *, start=None):
     joints = JointMapper.for_profile(p)
     state = home_emulator(emu, goal) if start is None else start
     policy.reset()
-    prev = np.zeros(policy.manifest.action.size)
+    prev = np.zeros(getattr(policy, "action_size", None) or policy.manifest.action.size)
     seen = None
     for _ in range(int(steps)):
         q, v = _arm_state(joints, state)
@@ -289,6 +296,56 @@ def emulator_episodes(policy_path: str | os.PathLike, count: int, *, steps: int 
     if emu.task.name != task.name:
         raise EpisodeError(f"policy {policy.name!r} is for task {task.name!r}; the emulator holds the scene of "
                            f"{emu.task.name!r} (build it with task={task.name!r})")
+    return _record(emu, task, policy, count, steps, seed, "emulator")
+
+
+def strike_episodes(count: int, *, steps: int = 200, seed: int = 0, emulator=None,
+                    strike_steps: int = 8) -> list[ReferenceEpisode]:
+    """Identification strikes (:class:`sim_bridge.oracle.PushStrike`, end-effector steps as
+    ``sim2real real --controller strike`` sends them) on the arm emulator with the push task's
+    object, no ROS: ``count`` episodes of ``steps`` joint states, marked
+    :attr:`ReferenceEpisode.replay` (calibration replays them open loop); the emulator homes the
+    puck for goals sampled as :func:`emulator_episodes` samples them (same ``seed``: same starts)."""
+    from real_bridge.emulator import ArmEmulator  # noqa: PLC0415
+    from sim_bridge.tasks import make_task  # noqa: PLC0415
+
+    emu = emulator or ArmEmulator(task="push")
+    if emu.object is None:
+        raise EpisodeError(f"identification strikes need an object to strike: the emulator holds the scene of "
+                           f"{emu.task.name!r} (build it with task='push')")
+    task = make_task(emu.task.name)
+    return [dataclasses.replace(ep, replay=True)
+            for ep in _record(emu, task, _StrikeDriver(emu.profile, task, strike_steps), count, steps, seed, "strike")]
+
+
+class _StrikeDriver:
+    """PushStrike behind :func:`drive_emulator`'s policy interface, acting in the task's own action
+    space (end-effector steps), as the ROS node does (sim_bridge.controller.ScriptedPushNode)."""
+
+    def __init__(self, profile, task, strike_steps: int):
+        from sim_bridge.oracle import PushStrike, action_settings  # noqa: PLC0415
+        from sim_bridge.simulator import make_action  # noqa: PLC0415
+
+        self.action = make_action(profile, task)
+        self.oracle = PushStrike(profile, task, strike_steps=strike_steps, **action_settings(self.action))
+        self.action_size = self.action.size
+
+    def reset(self) -> None:
+        self.oracle.reset()
+        self.action.reset()
+
+    def act(self, q, v, prev, pose, goal) -> np.ndarray:
+        last = self.action.last_target
+        commanded = None if last is None else self.action.site_position(last)
+        return self.oracle.action(np.asarray(q, float), np.asarray(pose[:2], float), np.asarray(goal[:2], float),
+                                  commanded=commanded, puck_z=float(pose[2]))
+
+    def joint_targets(self, action, joint_pos, lower, upper) -> np.ndarray:
+        return self.action.targets(np.asarray(joint_pos, float), np.asarray(action, float))
+
+
+def _record(emu, task, policy, count: int, steps: int, seed: int, prefix: str) -> list[ReferenceEpisode]:
+    """``count`` episodes of ``policy`` (a PolicyRuntime, or a driver with its interface) on ``emu``."""
     joints = JointMapper.for_profile(emu.profile)
     rng = np.random.default_rng(seed)
     out = []
@@ -312,7 +369,7 @@ def emulator_episodes(policy_path: str | os.PathLike, count: int, *, steps: int 
         for target, state in drive_emulator(emu, policy, goal, int(steps) - 1, start=start):
             cmd.append(target)
             sense(state)
-        name = f"emulator#{k}"
+        name = f"{prefix}#{k}"
         obj = align_object_poses(times, stamps, poses, name=name) if emu.object is not None else None
         out.append(ReferenceEpisode(name, np.array(pos), np.array(vel), np.array(cmd), goal, obj))
     return out

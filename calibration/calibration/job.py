@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 
-from calibration.episodes import EpisodeError, load_reference_episodes
+from calibration.episodes import EpisodeError, EpisodeList, load_reference_episodes
 from calibration.quality import Assessment, widen_prior
 from calibration.simopt import (Calibration, CalibrationError, CalibrationSettings, IterationRecord,
                                 load_settings)
@@ -113,6 +113,10 @@ class CalibrationJob:
     #: > 1: when a fit ends at a bound of the prior, widen that parameter's range by this factor
     #: beyond the bound (calibration.quality.widen_prior) and fit again, at most WIDEN_ROUNDS times
     widen: float = 0.0
+    #: bags replayed open loop whatever the settings' mode (ReferenceEpisode.replay): recordings of a
+    #: scripted controller calibration cannot re-run, e.g. identification strikes (sim2real real
+    #: --controller strike)
+    replay_bags: Sequence[str | os.PathLike] = ()
 
     def run(self, progress: Callable[[str, dict[str, Any]], None] | None = None,
             stop: threading.Event | None = None) -> JobResult:
@@ -132,21 +136,37 @@ class CalibrationJob:
             raise JobError("invalid input: out of memory while reading the prior or the settings") from None
         if not out.parent.is_dir():
             raise JobError(f"output folder {out.parent} does not exist")
-        report("loading", {"bags": [os.fspath(b) for b in self.bags]})
-        recorded = sorted({str(t) for t in (_recorded_metadata(b).get("task") for b in self.bags) if t})
+        every_bag = [*self.bags, *self.replay_bags]
+        report("loading", {"bags": [os.fspath(b) for b in every_bag]})
+        recorded = sorted({str(t) for t in (_recorded_metadata(b).get("task") for b in every_bag) if t})
         if [t for t in recorded if t != (settings.task or "reach")]:
             raise JobError(f"the bags were recorded on task(s) {recorded}, the settings calibrate "
                            f"{settings.task or 'the bare arm (reach)'}: "
                            + ("use --settings push (the puck's physics)" if "push" in recorded
                               else "use settings without a task"))
         profile = self._profile()
+        if settings.mode == "closed_loop":
+            scripted = scripted_bags(self.bags)
+            if scripted:
+                raise JobError(f"{scripted} were recorded by a scripted controller ({_recorded_policy(scripted[0])}), "
+                               "which closed-loop calibration cannot re-run: pass them with --replay-bags "
+                               "(replayed open loop)")
+        if not self.bags and not self.replay_bags:
+            raise JobError("no bags given")
         try:
-            episodes = load_reference_episodes(self.bags, profile, max_steps=settings.max_steps)
+            episodes = load_reference_episodes(self.bags, profile, max_steps=settings.max_steps) if self.bags \
+                else EpisodeList()
+            if self.replay_bags:
+                replayed = load_reference_episodes(self.replay_bags, profile, max_steps=settings.max_steps, replay=True)
+                episodes.extend(replayed)
+                episodes.skipped.extend(replayed.skipped)
+                episodes.warnings.extend(replayed.warnings)
         except (ValueError, OSError) as exc:  # BagLoadError and EpisodeError are ValueErrors
             raise JobError(str(exc)) from None
         if episodes.skipped or episodes.warnings:
             report("warnings", {"skipped": list(episodes.skipped), "warnings": list(episodes.warnings)})
-        policy = self._policy(episodes) if settings.mode == "closed_loop" else None
+        closed = settings.mode == "closed_loop" and any(not ep.replay for ep in episodes)
+        policy = self._policy(episodes) if closed else None
         report("calibrating", {"episodes": len(episodes), "iterations": settings.iterations,
                                "samples": settings.samples, "policy": os.fspath(policy) if policy else None})
         def setup(prior_spec):
@@ -192,6 +212,7 @@ class CalibrationJob:
                 assessment = fit(calib)
             spec = calib.result_spec({
                 "bags": [os.path.abspath(os.fspath(b)) for b in self.bags],
+                **({"replay_bags": [os.path.abspath(os.fspath(b)) for b in self.replay_bags]} if self.replay_bags else {}),
                 "prior": os.fspath(prior.source or self.prior), "robot_profile": profile.name,
                 "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "note": self.note, "settings": settings.to_dict(),
@@ -221,7 +242,7 @@ class CalibrationJob:
             return self.profile
         name = self.profile
         if name is None:
-            name = _recorded_profile(self.bags) or "panda_like"
+            name = _recorded_profile([*self.bags, *self.replay_bags]) or "panda_like"
         try:
             return load_profile(name)
         except ConfigError as exc:
@@ -237,6 +258,15 @@ class CalibrationJob:
             raise JobError("closed-loop calibration needs the policy that ran on the robot: pass --policy "
                            f"(the bags name {names or 'none'})")
         return resolve_policy_path(names[0])
+
+
+#: the recorded "policy" of a bag driven by a scripted controller (sim2real real --controller scripted/strike)
+SCRIPTED_PREFIXES = ("scripted_", "strike_")
+
+
+def scripted_bags(bags) -> list[str]:
+    """The bags whose recorder metadata names a scripted controller as the policy (to replay)."""
+    return [os.fspath(b) for b in bags if str(_recorded_policy(b) or "").startswith(SCRIPTED_PREFIXES)]
 
 
 def _recorded_metadata(bag) -> dict:

@@ -19,7 +19,8 @@ Parameters:
   prior (str)             distribution the policy was trained under (shipped name or YAML path)
   output (str)            calibrated file to write, inside output_dir (default calibrated.yaml);
                           versions in <stem>.history/, plots in <stem>.plots/ next to it
-  bags (str[])            bags to calibrate from; ~/new_bag appends to it
+  bags (str[])            bags to calibrate from; ~/new_bag appends to it (bags a scripted controller
+                          recorded, e.g. identification strikes, are replayed open loop)
   policy (str)            '' = the policy the bags name
   robot_profile (str)     '' = the profile the bags name
   settings_file (str)     '' = calibration/config/simopt.yaml
@@ -66,7 +67,7 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from calibration.job import CalibrationJob, Cancelled, JobError, history_dir, plots_dir
+from calibration.job import CalibrationJob, Cancelled, JobError, history_dir, plots_dir, scripted_bags
 from calibration.simopt import load_settings
 from sim_bridge import interface
 from sim_bridge.config import ConfigError, confine_path
@@ -249,7 +250,9 @@ class CalibrationNode(Node):
             return False, f"not started: cannot create {self.output_dir()} ({exc.strerror})"
         settings = settings.with_overrides(iterations=value("iterations").value or None,
                                            samples=value("samples").value or None)
-        job = CalibrationJob(bags=bags, prior=inputs["prior"] or "default", out=out, policy=inputs["policy"],
+        replay = scripted_bags(bags)  # recorded by a scripted controller (identification strikes): replayed
+        job = CalibrationJob(bags=[b for b in bags if os.fspath(b) not in replay], replay_bags=replay,
+                             prior=inputs["prior"] or "default", out=out, policy=inputs["policy"],
                              settings=settings, profile=inputs["robot_profile"], plots=value("plots").value,
                              widen=float(value("widen").value))
         out = str(out)

@@ -244,7 +244,8 @@ class BatchSimulator:
             raise ValueError("call set_dynamics() first")
         if not episodes:
             raise ValueError("no episodes given")
-        if mode == "closed_loop" and policy is None:
+        closed = [e for e, ep in enumerate(episodes) if mode == "closed_loop" and not ep.replay]
+        if closed and policy is None:
             raise ValueError("closed-loop rollouts need the policy")
         j = self.profile.num_joints
         for ep in episodes:
@@ -255,7 +256,7 @@ class BatchSimulator:
             if missing:
                 raise ValueError(f"task {self.task.name!r}: episode(s) {missing} hold no object poses; the "
                                  "simulated object starts where the recording saw it")
-        if policy is not None and mode == "closed_loop":
+        if policy is not None and closed:
             if tuple(policy.manifest.joint_names) != tuple(self.profile.joint_names):
                 raise ValueError(f"policy {policy.name} is for joints {list(policy.manifest.joint_names)}, "
                                  f"the profile has {list(self.profile.joint_names)}")
@@ -267,7 +268,16 @@ class BatchSimulator:
             if "object_pose" in signals and self.object is None:
                 raise ValueError(f"policy {policy.name} observes an object: the simulator needs its task "
                                  "(BatchSimulator(..., task=...))")
-        return self._run(episodes, mode, policy)
+        if not closed or len(closed) == len(episodes):
+            return self._run(episodes, "closed_loop" if closed else "open_loop", policy)
+        # closed loop with some episodes that only replay (ReferenceEpisode.replay: a scripted
+        # identification strike no policy produced): one batch per mode, in the episodes' order
+        replayed = [e for e in range(len(episodes)) if e not in closed]
+        out: list = [None] * len(episodes)
+        for group, group_mode in ((closed, "closed_loop"), (replayed, "open_loop")):
+            for e, rows in zip(group, self._run([episodes[e] for e in group], group_mode, policy)):
+                out[e] = rows
+        return out
 
     def _run(self, episodes, mode, policy) -> list[np.ndarray]:
         p, s_count, e_count = self.profile, len(self._models), len(episodes)
@@ -425,9 +435,10 @@ def naive_rollouts(profile: RobotProfile, spec: RandomizationSpec, values: np.nd
                 mujoco.mj_setState(sim.model, sim.data, state[0], _FULLPHYSICS)
                 object_lag, seen = int(math.floor(sim.effects.object_latency_steps + 0.5)), []
             mujoco.mj_forward(sim.model, sim.data)
-            if policy is not None:
-                policy.reset()
-            prev = np.zeros(policy.manifest.action.size if policy is not None else j)
+            drive = policy if policy is not None and not ep.replay else None  # replayed episodes: their commands
+            if drive is not None:
+                drive.reset()
+            prev = np.zeros(drive.manifest.action.size if drive is not None else j)
             traj = out[e][s]
 
             def record(t):
@@ -439,14 +450,14 @@ def naive_rollouts(profile: RobotProfile, spec: RandomizationSpec, values: np.nd
             record(0)
             for t in range(ep.steps - 1):
                 q, v = sim.true_joint_positions(), sim.true_joint_velocities()
-                if policy is not None:
+                if drive is not None:
                     signals = {"target_pos": ep.goal, "goal_pos": ep.goal}
                     if obj is not None:
                         mujoco.mj_getState(sim.model, sim.data, state[0], _FULLPHYSICS)
                         seen.append(obj.pose(state))
                         signals["object_pose"] = obj.observation(seen[max(0, t - object_lag)])[0]
-                    a = np.clip(policy.act(q, v, prev, *(signals[name] for name in names)), -1.0, 1.0)
-                    target = policy.joint_targets(a, q, profile.position_lower_rad, profile.position_upper_rad)
+                    a = np.clip(drive.act(q, v, prev, *(signals[name] for name in names)), -1.0, 1.0)
+                    target = drive.joint_targets(a, q, profile.position_lower_rad, profile.position_upper_rad)
                     prev = a
                 else:
                     target = ep.command[t]

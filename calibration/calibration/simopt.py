@@ -336,7 +336,7 @@ class Calibration:
         self.prior = self.space.initial(self._element_prior)
         self.search = self.prior
         self.policy = None
-        if settings.mode == "closed_loop":
+        if settings.mode == "closed_loop" and not all(ep.replay for ep in self.episodes):
             if policy_path is None:
                 raise CalibrationError("closed-loop calibration needs the policy that ran on the robot")
             self.policy = BatchPolicy(policy_path)

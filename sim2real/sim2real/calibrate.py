@@ -21,12 +21,14 @@ DESCRIPTION = ("SimOpt: simulate the recorded episodes under samples of the prio
 class CalibrateConfig:
     """``sim2real calibrate``: fit the randomization distribution to recorded real episodes (SimOpt)."""
 
-    bags: tuple[str, ...]
-    """recorded bag folders (sim2real record / real --record)"""
     prior: str
     """the distribution the policy was trained under (shipped name like 'default', or a YAML path)"""
     out: Path
     """calibrated randomization file to write"""
+    bags: tuple[str, ...] = ()
+    """recorded bag folders (sim2real record / real --record)"""
+    replay_bags: tuple[str, ...] = ()
+    """bags replayed open loop whatever the mode: recordings of a scripted controller, e.g. push's identification strikes (sim2real real --controller strike), whose sliding puck fixes its friction"""
     policy: str | None = None
     """policy that ran on the robot (shipped name or path; None: the one the bags name)"""
     profile: Annotated[str | None, tyro.conf.arg(aliases=("--robot", "--robot-profile"))] = None
@@ -83,7 +85,7 @@ def run_calibrate(args: CalibrateConfig) -> int:
     except (ConfigError, OSError, ImportError) as exc:
         print(f"sim2real calibrate: {exc}", file=sys.stderr)
         return 2
-    job = CalibrationJob(bags=args.bags, prior=args.prior, out=args.out, policy=args.policy, settings=settings,
+    job = CalibrationJob(bags=args.bags, replay_bags=args.replay_bags, prior=args.prior, out=args.out, policy=args.policy, settings=settings,
                          profile=args.profile, plots=args.plots, note=args.note, widen=args.widen)
     try:
         result = job.run(progress=_print_progress)

@@ -4,9 +4,12 @@ Each round runs, as separate processes (so every step is exactly the documented 
 
 1. ``sim2real real --policy P --episodes N --record RUN/round<k>/bag``: deploy the current
    policy on the arm emulator (the real-arm stand-in; ``--no-emulator`` for a real arm)
-   through the real bridge, recording every episode;
+   through the real bridge, recording every episode; with ``--strikes M`` (push) also
+   ``sim2real real --controller strike --episodes M --record RUN/round<k>/strike_bag``: scripted
+   identification strikes after which the puck slides free (its friction shows);
 2. ``sim2real calibrate --bags ... --prior D --policy P --out RUN/round<k>/calibrated.yaml``:
-   SimOpt from the recorded episodes (all rounds' bags so far);
+   SimOpt from the recorded episodes (all rounds' bags so far; the strike bags with
+   ``--replay-bags``: replayed open loop, no policy drove them);
 3. ``sim2real train --randomization RUN/round<k>/calibrated.yaml --init-from CKPT --export
    RUN/round<k>/policy``: retrain on the calibrated distribution, by default fine-tuning the
    deployed policy's weights (its artifact's ``checkpoint.pt``, or the previous round's
@@ -72,6 +75,8 @@ class LoopConfig:
     """transfer table: baseline policies (None: the zoo's other policies of the task)"""
     ros_episodes: int = 10
     """transfer table: episodes per policy through the ROS graph (sim2real real; 0: skip)"""
+    strikes: int = 0
+    """push: also record this many identification strikes per round (sim2real real --controller strike: the puck slides free, which fixes its friction) and calibrate with them replayed open loop (--replay-bags)"""
     sample_actions: bool = False
     """deploy, record and score every policy with samples of its trained Gaussian (sim2real real --sample-actions) instead of its mean"""
 
@@ -88,9 +93,11 @@ def _sim2real() -> list[str]:
 
 
 def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list[str],
-                   init: str | None = None, task: str = "reach") -> list[tuple[str, list[str]]]:
+                   init: str | None = None, task: str = "reach",
+                   strike_bags: list[str] | None = None) -> list[tuple[str, list[str]]]:
     """(label, argv) of round ``k`` (1-based); ``init``: the checkpoint to fine-tune (None: scratch);
-    ``task``: the starting policy's task (every round deploys and retrains on it)."""
+    ``task``: the starting policy's task (every round deploys and retrains on it); ``strike_bags``:
+    the earlier rounds' strike recordings (``--strikes``)."""
     rdir = args.out / f"round{k}"
     bag = rdir / "bag"
     calibrated = rdir / "calibrated.yaml"
@@ -101,12 +108,22 @@ def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list
         deploy.append("--no-emulator")
     if args.sample_actions:
         deploy.append("--sample-actions")
-    calibrate = [*_sim2real(), "calibrate", "--bags", *bags, str(bag), "--prior", prior, "--policy", policy,
+    commands = [("deploy + record", deploy)]
+    replay = list(strike_bags or [])
+    if args.strikes > 0:
+        strike_bag = rdir / "strike_bag"
+        commands.append(("identification strikes", [
+            *_sim2real(), "real", "--task", task, "--controller", "strike", "--episodes", str(args.strikes),
+            "--episode-s", f"{episode_seconds(args, task):g}", "--seed", str(args.seed + k),
+            "--record", str(strike_bag), *([] if args.emulator else ["--no-emulator"])]))
+        replay.append(str(strike_bag))
+    calibrate = [*_sim2real(), "calibrate", "--bags", *bags, str(bag), *(["--replay-bags", *replay] if replay else []),
+                 "--prior", prior, "--policy", policy,
                  "--out", str(calibrated), "--seed", str(args.seed), *shlex.split(args.calibrate_args)]
     if task == "push" and "--settings" not in args.calibrate_args:
         calibrate += ["--settings", "push"]  # the puck's physics, closed loop (the shipped Push settings)
     train = train_command(args, f"loop_round{k}", task, str(calibrated), rdir / "train", rdir / "policy", init)
-    return [("deploy + record", deploy), ("calibrate", calibrate), ("retrain", train)]
+    return [*commands, ("calibrate", calibrate), ("retrain", train)]
 
 
 def train_command(args: LoopConfig, name: str, task: str, randomization: str, out: Path, export: Path,
@@ -142,6 +159,9 @@ def run_loop(args: LoopConfig) -> int:
     if args.rounds < 1 or args.episodes < 1 or (args.train_steps is not None and args.train_steps < 1):
         print("sim2real loop: --rounds, --episodes and --train-steps must be >= 1", file=sys.stderr)
         return 2
+    if args.strikes < 0:
+        print("sim2real loop: --strikes must be >= 0", file=sys.stderr)
+        return 2
     if args.out is None:
         args = replace(args, out=Path("runs/loop") / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     if not args.dry_run:
@@ -151,8 +171,12 @@ def run_loop(args: LoopConfig) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     from policies.manifest import load_manifest  # noqa: PLC0415
 
-    policy, prior, bags = str(resolve_policy_path(args.policy)), args.prior, []
+    policy, prior, bags, strike_bags = str(resolve_policy_path(args.policy)), args.prior, [], []
     task = load_manifest(policy).task_name
+    if args.strikes and task != "push":
+        print(f"sim2real loop: --strikes needs an object to strike (push); {Path(policy).name} is a {task} policy",
+              file=sys.stderr)
+        return 2
     if args.init_from == "none":
         init = None
     elif args.init_from == "auto":
@@ -165,7 +189,7 @@ def run_loop(args: LoopConfig) -> int:
     start, start_init = policy, init
     scores = []
     for k in range(1, args.rounds + 1):
-        steps = round_commands(args, k, policy, prior, bags, init, task)
+        steps = round_commands(args, k, policy, prior, bags, init, task, strike_bags)
         for label, cmd in steps:
             print(f"\n== round {k}: {label}\n$ {shlex.join(cmd)}", flush=True)
             if args.dry_run:
@@ -177,6 +201,8 @@ def run_loop(args: LoopConfig) -> int:
         if args.dry_run:
             break
         bags.append(str(args.out / f"round{k}" / "bag"))
+        if args.strikes > 0:
+            strike_bags.append(str(args.out / f"round{k}" / "strike_bag"))
         retrained = str(args.out / f"round{k}" / "policy")
         if args.eval_episodes > 0 and args.emulator:
             print(f"\n== round {k}: emulator score ({args.eval_episodes} episodes, same goals)", flush=True)

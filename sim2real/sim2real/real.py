@@ -100,8 +100,10 @@ class RealConfig:
     """policy name in policy_dir, or an artifact folder (None: policy.yaml's 'policy')"""
     task: str | None = None
     """task the real bridge runs (None: real_bridge.yaml's 'task'); it must be the policy's task"""
-    controller: Literal["policy", "scripted"] = "policy"
-    """policy: the policy node; scripted: the task's scripted controller instead (IK reach, or the scripted pusher), a baseline with no policy"""
+    controller: Literal["policy", "scripted", "strike"] = "policy"
+    """policy: the policy node; scripted: the task's scripted controller instead (IK reach, or the scripted pusher), a baseline with no policy; strike (push): scripted identification strikes that make the puck slide free, recorded for calibration (sim2real calibrate --replay-bags)"""
+    strike_steps: int = 8
+    """--controller strike: control steps of the fast push before the arm stops"""
     compare: tuple[str, str] | None = None
     """two policies: run both on the same goal sequence and print the gap table"""
     episodes: int = 3
@@ -361,7 +363,7 @@ class DeploymentGraph:
     def __init__(self, *, policy: str | None, seed: int, params_dir: Path, namespace: str, emulator: bool,
                  record: Path | None, policy_dir: Path | None = None, task: str | None = None,
                  robot_profile: str | None = None, emulator_hidden: str | None = None,
-                 emulator_object_hidden: str | None = None, scripted: bool = False,
+                 emulator_object_hidden: str | None = None, scripted: bool = False, strike_steps: int = 0,
                  sample_actions: bool = False):
         from rclpy.exceptions import ParameterException  # noqa: PLC0415
         from rclpy.lifecycle import TransitionCallbackReturn  # noqa: PLC0415
@@ -412,11 +414,13 @@ class DeploymentGraph:
                 self.task = make_task(self.task_name)
                 try:  # a plain node: it commands whenever it has a goal, a state (and an object pose)
                     self.policy = None
-                    self.scripted = scripted_controller(self.task, self.bridge.profile, namespace=namespace)
+                    self.scripted = scripted_controller(self.task, self.bridge.profile, strike_steps=strike_steps,
+                                                        namespace=namespace)
                 except ValueError as exc:
                     raise DeployError(str(exc)) from None
                 self.nodes.append(self.scripted)
-                self.policy_name, self.onnx_sha256, self.sim_evaluation = f"scripted_{self.task.name}", "", {}
+                self.policy_name = f"strike_{self.task.name}" if strike_steps else f"scripted_{self.task.name}"
+                self.onnx_sha256, self.sim_evaluation = "", {}
             else:
                 folder = Path(policy).expanduser() if policy else None
                 if folder is not None and policy_dir is None and folder.is_dir() and (folder / "manifest.json").is_file():
@@ -642,7 +646,8 @@ def run_policy(args: RealConfig, policy: str | None, seed: int, params_dir: Path
                             emulator=args.emulator, record=record, policy_dir=args.policy_dir,
                             robot_profile=args.robot_profile, emulator_hidden=args.emulator_hidden,
                             emulator_object_hidden=args.emulator_object_hidden,
-                            scripted=args.controller == "scripted", sample_actions=args.sample_actions)
+                            scripted=args.controller != "policy", sample_actions=args.sample_actions,
+                            strike_steps=args.strike_steps if args.controller == "strike" else 0)
     run = RunResult(graph.policy_name, graph.onnx_sha256, seed, [], graph.sim_evaluation,
                     str(graph.recorder.output) if graph.recorder is not None else None, success=graph.task.success,
                     task=graph.task.name, measured_by=measured_by(graph.task))
@@ -690,10 +695,13 @@ def run_real(args: RealConfig) -> int:
     if args.compare and args.policy:
         print("sim2real real: use either --policy or --compare", file=sys.stderr)
         return 2
-    if args.controller == "scripted" and (args.compare or args.policy):
-        print("sim2real real: --controller scripted runs no policy: drop --policy / --compare", file=sys.stderr)
+    if args.controller != "policy" and (args.compare or args.policy):
+        print(f"sim2real real: --controller {args.controller} runs no policy: drop --policy / --compare", file=sys.stderr)
         return 2
-    if args.controller == "scripted" and args.sample_actions:
+    if args.controller == "strike" and args.strike_steps < 1:
+        print("sim2real real: --strike-steps must be >= 1", file=sys.stderr)
+        return 2
+    if args.controller != "policy" and args.sample_actions:
         print("sim2real real: --sample-actions applies to the policy node (--controller policy)", file=sys.stderr)
         return 2
     params_dir = (args.params_dir or default_params_dir()).expanduser()

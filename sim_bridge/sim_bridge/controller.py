@@ -51,25 +51,37 @@ class ScriptedReachNode(Node):
         except JointMappingError as exc:
             self.get_logger().warning(f"joint_states skipped: {exc}")
             return
-        action = self._action(q)
-        target = action_to_joint_targets(action, q, self.oracle.action_scale_rad,
-                                         self.profile.position_lower_rad, self.profile.position_upper_rad)
-        self._pub.publish(Float64MultiArray(data=target.tolist()))
+        self._pub.publish(Float64MultiArray(data=self._targets(self._action(q), q).tolist()))
+
+    def _targets(self, action: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Absolute joint targets for the oracle's action (joint deltas)."""
+        return action_to_joint_targets(action, q, self.oracle.action_scale_rad,
+                                       self.profile.position_lower_rad, self.profile.position_upper_rad)
 
 
 class ScriptedPushNode(ScriptedReachNode):
     """The scripted pusher (:class:`sim_bridge.oracle.PushOracle`) as a ROS 2 node: also
     subscribes the task's ``object_pose`` (geometry_msgs/PoseStamped) and commands nothing
-    until a pose has arrived."""
+    until a pose has arrived. It acts in the task's own action space, as Push's policies and the
+    training env's scripted pusher do (end-effector steps integrated into a command; measured on
+    the arm emulator, joint steps left the strike's approach unfinished after 4 s in 3 of 3
+    episodes). ``strike_steps`` > 0: identification strikes instead of pushes to the goal
+    (:class:`sim_bridge.oracle.PushStrike`, for calibration recordings)."""
 
-    def __init__(self, profile: RobotProfile, task=None, **kwargs):
+    def __init__(self, profile: RobotProfile, task=None, strike_steps: int = 0, **kwargs):
         from geometry_msgs.msg import PoseStamped  # noqa: PLC0415
 
-        from sim_bridge.oracle import PushOracle  # noqa: PLC0415
+        from sim_bridge.oracle import PushOracle, PushStrike, action_settings  # noqa: PLC0415
+        from sim_bridge.simulator import make_action  # noqa: PLC0415
         from sim_bridge.task_messages import read_planar_pose  # noqa: PLC0415
+        from sim_bridge.tasks import PushTask  # noqa: PLC0415
 
         super().__init__(profile, **kwargs)
-        self.oracle = PushOracle(profile, task)
+        task = task or PushTask()
+        self.action = make_action(profile, task)
+        settings = action_settings(self.action)
+        self.oracle = (PushStrike(profile, task, strike_steps=strike_steps, **settings) if strike_steps
+                       else PushOracle(profile, task, **settings))
         self.object_pose: np.ndarray | None = None
         self._read_pose = read_planar_pose
         self.create_subscription(PoseStamped, "object_pose", self._on_pose, interface.STATE_QOS)
@@ -82,15 +94,29 @@ class ScriptedPushNode(ScriptedReachNode):
     def _ready(self) -> bool:
         return self.goal is not None and self.object_pose is not None
 
+    def reset(self) -> None:
+        super().reset()
+        self.action.reset()
+
     def _action(self, q: np.ndarray) -> np.ndarray:
-        return self.oracle.action(q, self.object_pose[:2], self.goal[:2], puck_z=float(self.object_pose[2]))
+        last = getattr(self.action, "last_target", None)
+        commanded = None if last is None else self.action.site_position(last)
+        return self.oracle.action(q, self.object_pose[:2], self.goal[:2], commanded=commanded,
+                                  puck_z=float(self.object_pose[2]))
+
+    def _targets(self, action: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return self.action.targets(q, action)
 
 
-def scripted_controller(task, profile: RobotProfile, **kwargs) -> Node:
-    """The scripted controller node of a task (reach, push); ValueError for other tasks."""
+def scripted_controller(task, profile: RobotProfile, strike_steps: int = 0, **kwargs) -> Node:
+    """The scripted controller node of a task (reach, push); ValueError for other tasks.
+    ``strike_steps`` > 0: push's identification strikes (ValueError for a task without an object)."""
+    if strike_steps and task.name != "push":
+        raise ValueError(f"identification strikes (--controller strike) need an object to strike: task "
+                         f"'{task.name}' has none (push has)")
     if task.name == "reach":
         return ScriptedReachNode(profile, **kwargs)
     if task.name == "push":
-        return ScriptedPushNode(profile, task, **kwargs)
+        return ScriptedPushNode(profile, task, strike_steps=strike_steps, **kwargs)
     raise ValueError(f"no scripted controller for task '{task.name}' (reach and push have one); "
                      "use --controller policy")

@@ -243,6 +243,62 @@ class PushOracle:
         return self.reach.step_toward(joint_pos, target, down_gain=0.5, ee_gain=self.ee_gain)
 
 
+class PushStrike(PushOracle):
+    """An identification strike for calibration: the pusher tip goes over the point just behind
+    the puck, down to push height, then pushes fast (``strike_steps`` control steps with the
+    command running ahead at full speed) and the command is held where it was, so the arm stops
+    and the puck slides on alone. The push goes straight away from where the tip is when the
+    episode starts (through the puck's centre), not toward the goal: the approach never has to go
+    around the puck. Heights are held by the measured tip (the emulator's heavy arm sags 1.5 cm
+    under its command: a command at push height dragged the tip along the table).
+
+    Why: a policy pushes the puck along until it is at the goal, and a pushed puck moves with
+    the pusher whatever its friction; such recordings hardly constrain friction (the
+    calibration's friction in three loop runs: +23, -50 and -33% of the emulator's truth). A
+    puck that slides free decelerates at mu g (plus its damping): its slide length fixes mu.
+    Episodes recorded with it are replayed open loop in calibration (``sim2real calibrate
+    --replay-bags``): no policy produced them. ``settle_steps``: steps at the pushing point
+    before the strike starts."""
+
+    def __init__(self, profile: RobotProfile, task=None, *, strike_steps: int = 8, settle_steps: int = 3, **kwargs):
+        if strike_steps < 1 or settle_steps < 1:
+            raise ValueError(f"strike_steps and settle_steps must be >= 1, got {strike_steps} and {settle_steps}")
+        super().__init__(profile, task, **kwargs)
+        self.strike_steps, self.settle_steps = int(strike_steps), int(settle_steps)
+        self._start()
+
+    def _start(self) -> None:
+        self.phase = "approach"  # approach -> strike -> hold
+        self._ready = self._struck = 0
+        self._direction = self._hold = None
+
+    def reset(self) -> None:
+        super().reset()
+        self._start()
+
+    def target(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
+        ee, command = self.reach.end_effector(joint_pos), self.reach.commanded(joint_pos)
+        if self._direction is None:  # the episode's first step: away from the tip, through the puck
+            away = puck_xy - ee[:2]
+            self._direction = away / max(float(np.linalg.norm(away)), 1e-9)
+        if self.phase == "approach":
+            behind = puck_xy - self._direction * (self.contact_m + 0.01)
+            over = float(np.linalg.norm(command[:2] - behind)) < 0.015
+            height = self.push_z if over else self.hover_z  # over the point first, then down
+            low = abs(ee[2] - self.push_z) < 0.015  # the rod meets the puck anywhere in this band
+            self._ready = self._ready + 1 if over and low else 0
+            if self._ready < self.settle_steps:  # the command's height moves by a tenth of the measured
+                # tip's error per step (more, with the arm's lag, oscillated by +-4 cm)
+                return np.array([*behind, command[2] + 0.1 / self.ee_gain * (height - ee[2])])
+            self.phase = "strike"
+        if self.phase == "strike":
+            self._struck += 1
+            if self._struck <= self.strike_steps:   # far enough ahead that every step saturates
+                return np.array([*(command[:2] + 0.1 * self._direction), command[2]])
+            self.phase, self._hold = "hold", command.copy()
+        return self._hold
+
+
 class ScriptedPolicy:
     """A scripted controller behind a policy's interface (what ``Task.scripted_controller`` returns)."""
 

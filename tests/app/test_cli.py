@@ -184,6 +184,22 @@ def test_loop_on_push_calibrates_the_puck_and_compare_adds_the_prior_fine_tune(t
     assert real.endswith("--sample-actions")   # the deployment (and the scores) act as the robot will
 
 
+def test_loop_with_strikes_records_them_and_calibrates_them_replayed(tmp_path):
+    def dry(*extra):
+        return subprocess.run([SIM2REAL, "loop", *extra, "--dry-run"], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ), stdin=subprocess.DEVNULL, cwd=tmp_path)
+
+    out = dry("--policy", "push_lstm", "--prior", "push_default", "--strikes", "3")
+    assert out.returncode == 0, out.stdout + out.stderr
+    real, strikes, calibrate, _ = [line for line in out.stdout.splitlines() if line.startswith("$ ")]
+    assert "--controller strike" in strikes and "--episodes 3" in strikes and "--policy" not in strikes
+    strike_bag = strikes.split("--record ")[1].split()[0]
+    assert strike_bag.endswith("round1/strike_bag") and f"--replay-bags {strike_bag}" in calibrate
+    assert "--controller" not in real and "--replay-bags" not in real
+    out = dry("--strikes", "2")   # reach_lstm: nothing to strike
+    assert out.returncode == 2 and "--strikes needs an object to strike (push)" in out.stderr, out.stderr
+
+
 @pytest.mark.ros
 def test_transfer_table_scores_every_row_on_the_same_goals_with_and_without_ros(tmp_path):
     from sim2real.loop import LoopConfig, transfer_table

@@ -119,6 +119,28 @@ def test_open_loop_job_needs_no_policy(tmp_path, profile, emulator_eps):
         CalibrationJob([path], "default", tmp_path / "out.yaml", settings=small_settings(), plots=False).run()
 
 
+def test_a_scripted_controllers_bag_is_replayed_beside_the_policys(tmp_path, bag, profile, emulator_eps):
+    """A bag recorded by a scripted controller (sim2real real --controller strike/scripted) names
+    it as its policy: closed-loop calibration refuses it in --bags (it cannot re-run it) and
+    replays it with --replay-bags, alone (no policy needed) or beside the policy's bags."""
+    strikes = tmp_path / "strikes"
+    write_episode_bag(strikes, emulator_eps[:2], profile.joint_names, policy="strike_push")
+    out = tmp_path / "out.yaml"
+    with pytest.raises(JobError, match=r"recorded by a scripted controller \(strike_push\).*--replay-bags"):
+        CalibrationJob([strikes], "default", out, settings=small_settings(), plots=False).run()
+    assert not out.exists()
+    alone = CalibrationJob([], "default", out, replay_bags=[strikes], settings=small_settings(iterations=1),
+                           plots=False).run()
+    assert alone.spec.provenance["calibration"]["policy"] is None and len(alone.episodes) == 2
+    both = CalibrationJob([bag], "default", tmp_path / "both.yaml", replay_bags=[strikes],
+                          settings=small_settings(iterations=1), plots=False).run()
+    prov = both.spec.provenance["calibration"]
+    assert prov["replay_bags"] == [str(strikes.resolve())] and prov["policy"]
+    assert len(both.episodes) == len(emulator_eps) + 2
+    with pytest.raises(JobError, match="no bags given"):
+        CalibrationJob([], "default", out, settings=small_settings(), plots=False).run()
+
+
 def _bad_prior_files(folder: Path) -> dict[str, Path]:
     data = load_randomization("default").to_dict()
     non_psd = dict(data, joint_gaussian={"names": ["body_mass/link1", "body_mass/link2"], "mean": [1.0, 1.0],

@@ -263,3 +263,47 @@ def test_calibration_recovers_the_friction_and_size_of_a_synthetic_puck(mode, pr
         assert [p.name for p in paths][-1] == "object_paths.png" and paths[-1].stat().st_size > 10_000
     finally:
         calib.close()
+
+
+def test_replayed_episodes_run_open_loop_beside_the_policys_closed_loop_ones(profile, push_prior, push_eps):
+    """A recording no policy produced (ReferenceEpisode.replay: an identification strike) is
+    replayed in a closed-loop calibration, each episode as its own mode would run it alone."""
+    strike = dataclasses.replace(push_eps[1], replay=True)
+    assert strike.truncated(50).replay
+    sim = BatchSimulator(profile, push_prior, threads=2, task="push")
+    try:
+        names = list(sim.names)
+        sim.set_dynamics(zero_noise(names, arm_as_emulated(names, sim.randomizer.sample_batch(np.random.default_rng(2), 2))))
+        policy = BatchPolicy(PUSH_LSTM)
+        mixed = sim.rollout([push_eps[0], strike], "closed_loop", policy)
+        closed = sim.rollout([push_eps[0]], "closed_loop", policy)[0]
+        replayed = sim.rollout([push_eps[1]], "open_loop")[0]
+        with pytest.raises(ValueError, match="closed-loop rollouts need the policy"):
+            sim.rollout([push_eps[0], strike], "closed_loop")
+        assert len(sim.rollout([strike], "closed_loop")) == 1   # replays alone need no policy
+    finally:
+        sim.close()
+    np.testing.assert_array_equal(mixed[0], closed)
+    np.testing.assert_array_equal(mixed[1], replayed)
+    assert np.abs(mixed[1] - sim_closed_of(profile, push_prior, push_eps[1], sim)).max() > 1e-3
+
+
+def sim_closed_of(profile, prior, episode, sim):
+    """``episode`` rolled out closed loop (push_lstm) under ``sim``'s dynamics, for contrast."""
+    other = BatchSimulator(profile, prior, threads=2, task="push")
+    try:
+        other.set_dynamics(sim.dynamics)
+        return other.rollout([episode], "closed_loop", BatchPolicy(PUSH_LSTM))[0]
+    finally:
+        other.close()
+
+
+def test_strike_episodes_on_the_emulator_set_the_puck_sliding_and_are_marked_for_replay():
+    from calibration.episodes import strike_episodes
+
+    eps = strike_episodes(2, steps=150, seed=0)
+    assert [ep.name for ep in eps] == ["strike#0", "strike#1"] and all(ep.replay for ep in eps)
+    moved = [float(np.linalg.norm(ep.object_pose[-1, :2] - ep.object_pose[0, :2])) for ep in eps]
+    assert max(moved) > 0.03, moved
+    with pytest.raises(EpisodeError, match="need an object to strike"):
+        strike_episodes(1, steps=10, emulator=ArmEmulator())
