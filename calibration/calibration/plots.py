@@ -36,8 +36,28 @@ def save_plots(calib, folder: str | Path, truth: Mapping[str, float] | None = No
     return paths
 
 
+def _shown(calib) -> list:
+    """The episodes the plots show: the first MAX_EPISODES, with the first replayed one (an
+    identification strike) in the last panel when the first ones hold none."""
+    shown = list(calib.episodes[:MAX_EPISODES])
+    replayed = [ep for ep in calib.episodes if ep.replay]
+    if replayed and not any(ep.replay for ep in shown):
+        shown[-1] = replayed[0]
+    return shown
+
+
+def _mode(calib) -> str:
+    mode = calib.settings.mode.replace("_", "-")
+    return f"{mode}; replayed episodes open-loop" if mode == "closed-loop" and any(ep.replay for ep in calib.episodes) \
+        else mode
+
+
+def _title(ep) -> str:
+    return f"{ep.name} (replayed)" if ep.replay else ep.name
+
+
 def _object_paths(calib, path: Path) -> Path:
-    episodes = calib.episodes[:MAX_EPISODES]
+    episodes = _shown(calib)
     col = 2 * calib.profile.num_joints  # the object's x, y in the simulator's rows
     before = calib.sim_rows(calib.prior.mean[None], episodes)
     after = calib.sim_rows(calib.search.mean[None], episodes)
@@ -51,12 +71,12 @@ def _object_paths(calib, path: Path) -> Path:
         ax.plot(*ep.object_pose[0, :2], "ko", ms=4)
         ax.plot(*ep.goal[:2], "g*", ms=12, label="goal")
         ax.set_aspect("equal", adjustable="datalim")
-        ax.set_title(ep.name, fontsize=9)
+        ax.set_title(_title(ep), fontsize=9)
         ax.set_xlabel("x [m]")
         ax.tick_params(labelsize=7)
     axes[0, 0].set_ylabel("y [m]")
     axes[0, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Object path on the table: recorded vs simulated ({calib.settings.mode.replace('_', '-')})")
+    fig.suptitle(f"Object path on the table: recorded vs simulated ({_mode(calib)})")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -64,7 +84,7 @@ def _object_paths(calib, path: Path) -> Path:
 
 
 def _trajectories(calib, path: Path) -> Path:
-    episodes = calib.episodes[:MAX_EPISODES]
+    episodes = _shown(calib)
     j = calib.profile.num_joints
     before = calib.simulate(calib.prior.mean[None], episodes)
     after = calib.simulate(calib.search.mean[None], episodes)
@@ -84,10 +104,10 @@ def _trajectories(calib, path: Path) -> Path:
             if e == 0:
                 ax.set_ylabel(f"{calib.profile.joint_names[k]}\n[rad]", fontsize=8)
             ax.tick_params(labelsize=7)
-        axes[0, e].set_title(ep.name, fontsize=9)
+        axes[0, e].set_title(_title(ep), fontsize=9)
         axes[-1, e].set_xlabel("time [s]")
     axes[0, 0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Joint positions: real vs simulated ({calib.settings.mode.replace('_', '-')}); "
+    fig.suptitle(f"Joint positions: real vs simulated ({_mode(calib)}); "
                  f"D {calib.initial_discrepancy:.4g} -> {calib.final_discrepancy:.4g}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
