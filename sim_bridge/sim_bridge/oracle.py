@@ -286,15 +286,18 @@ class PushStrike(PushOracle):
             over = float(np.linalg.norm(command[:2] - behind)) < 0.015
             height = self.push_z if over else self.hover_z  # over the point first, then down
             low = abs(ee[2] - self.push_z) < 0.015  # the rod meets the puck anywhere in this band
-            self._ready = self._ready + 1 if over and low else 0
+            near = float(np.linalg.norm(ee[:2] - behind)) < 0.03  # the measured tip too (it lags its command)
+            self._ready = self._ready + 1 if over and low and near else 0
             if self._ready < self.settle_steps:  # the command's height moves by a tenth of the measured
                 # tip's error per step (more, with the arm's lag, oscillated by +-4 cm)
                 return np.array([*behind, command[2] + 0.1 / self.ee_gain * (height - ee[2])])
             self.phase = "strike"
         if self.phase == "strike":
             self._struck += 1
-            if self._struck <= self.strike_steps:   # far enough ahead that every step saturates
-                return np.array([*(command[:2] + 0.1 * self._direction), command[2]])
+            if self._struck <= self.strike_steps:  # full speed along the line: an end-effector action
+                # of exactly the unit direction (a longer step clipped per axis turned the push aside)
+                ahead = 0.1 if self.reach.ee_action is None else self.reach.ee_action.settings.scale_m / self.ee_gain
+                return np.array([*(command[:2] + ahead * self._direction), command[2]])
             self.phase, self._hold = "hold", command.copy()
         return self._hold
 
