@@ -81,6 +81,31 @@ def test_sim2real_real_push_runs_the_scripted_pusher(tmp_path):
 
 
 @pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_sim2real_real_strike_records_a_sliding_puck_for_calibration_to_replay(tmp_path):
+    """--controller strike through the real bridge on the emulator: the bag names the strike
+    controller, its puck moved (the strike), and its episodes load marked for replay."""
+    from calibration.episodes import load_reference_episodes
+    from calibration.job import scripted_bags
+    from sim_bridge.profile import load_profile
+
+    bag = tmp_path / "strikes"
+    proc = subprocess.run([SIM2REAL, "real", "--task", "push", "--controller", "strike", "--episodes", "1",
+                           "--episode-s", "4", "--seed", "2", "--record", str(bag)],
+                          cwd=REPO, capture_output=True, text=True, timeout=130)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "summary: policy 'strike_push'" in proc.stdout, proc.stdout
+    assert scripted_bags([bag]) == [str(bag)]
+    (ep,) = load_reference_episodes([bag], load_profile("panda_like"), replay=True)
+    moved = float(np.linalg.norm(ep.object_pose[-1, :2] - ep.object_pose[0, :2]))
+    assert ep.replay and moved > 0.02, moved
+    bad = subprocess.run([SIM2REAL, "real", "--task", "reach", "--controller", "strike", "--episodes", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "need an object to strike" in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+
+
+@pytest.mark.ros
 @pytest.mark.timeout(60)
 def test_sim2real_real_refuses_a_reach_policy_on_the_push_graph(tmp_path):
     proc = subprocess.run([SIM2REAL, "real", "--task", "push", "--policy", "reach_lstm", "--episodes", "1",
