@@ -319,29 +319,23 @@ def strike_episodes(count: int, *, steps: int = 200, seed: int = 0, emulator=Non
 
 
 class _StrikeDriver:
-    """PushStrike behind :func:`drive_emulator`'s policy interface, acting in the task's own action
-    space (end-effector steps), as the ROS node does (sim_bridge.controller.ScriptedPushNode)."""
+    """:class:`sim_bridge.oracle.ActingPusher` striking, behind :func:`drive_emulator`'s policy
+    interface (as the ROS node drives it: sim_bridge.controller.ScriptedPushNode)."""
 
     def __init__(self, profile, task, strike_steps: int):
-        from sim_bridge.oracle import PushStrike, action_settings  # noqa: PLC0415
-        from sim_bridge.simulator import make_action  # noqa: PLC0415
+        from sim_bridge.oracle import ActingPusher  # noqa: PLC0415
 
-        self.action = make_action(profile, task)
-        self.oracle = PushStrike(profile, task, strike_steps=strike_steps, **action_settings(self.action))
-        self.action_size = self.action.size
+        self.pusher = ActingPusher(profile, task, strike_steps)
+        self.action_size = self.pusher.action.size
 
     def reset(self) -> None:
-        self.oracle.reset()
-        self.action.reset()
+        self.pusher.reset()
 
     def act(self, q, v, prev, pose, goal) -> np.ndarray:
-        last = self.action.last_target
-        commanded = None if last is None else self.action.site_position(last)
-        return self.oracle.action(np.asarray(q, float), np.asarray(pose[:2], float), np.asarray(goal[:2], float),
-                                  commanded=commanded, puck_z=float(pose[2]))
+        return self.pusher.act(q, pose, goal)
 
     def joint_targets(self, action, joint_pos, lower, upper) -> np.ndarray:
-        return self.action.targets(np.asarray(joint_pos, float), np.asarray(action, float))
+        return self.pusher.targets(joint_pos, action)
 
 
 def _record(emu, task, policy, count: int, steps: int, seed: int, prefix: str) -> list[ReferenceEpisode]:

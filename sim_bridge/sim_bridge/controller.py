@@ -71,17 +71,13 @@ class ScriptedPushNode(ScriptedReachNode):
     def __init__(self, profile: RobotProfile, task=None, strike_steps: int = 0, **kwargs):
         from geometry_msgs.msg import PoseStamped  # noqa: PLC0415
 
-        from sim_bridge.oracle import PushOracle, PushStrike, action_settings  # noqa: PLC0415
-        from sim_bridge.simulator import make_action  # noqa: PLC0415
+        from sim_bridge.oracle import ActingPusher  # noqa: PLC0415
         from sim_bridge.task_messages import read_planar_pose  # noqa: PLC0415
         from sim_bridge.tasks import PushTask  # noqa: PLC0415
 
         super().__init__(profile, **kwargs)
-        task = task or PushTask()
-        self.action = make_action(profile, task)
-        settings = action_settings(self.action)
-        self.oracle = (PushStrike(profile, task, strike_steps=strike_steps, **settings) if strike_steps
-                       else PushOracle(profile, task, **settings))
+        self.pusher = ActingPusher(profile, task or PushTask(), strike_steps)
+        self.oracle = self.pusher.oracle
         self.object_pose: np.ndarray | None = None
         self._read_pose = read_planar_pose
         self.create_subscription(PoseStamped, "object_pose", self._on_pose, interface.STATE_QOS)
@@ -95,17 +91,13 @@ class ScriptedPushNode(ScriptedReachNode):
         return self.goal is not None and self.object_pose is not None
 
     def reset(self) -> None:
-        super().reset()
-        self.action.reset()
+        self.pusher.reset()
 
     def _action(self, q: np.ndarray) -> np.ndarray:
-        last = getattr(self.action, "last_target", None)
-        commanded = None if last is None else self.action.site_position(last)
-        return self.oracle.action(q, self.object_pose[:2], self.goal[:2], commanded=commanded,
-                                  puck_z=float(self.object_pose[2]))
+        return self.pusher.act(q, self.object_pose, self.goal)
 
     def _targets(self, action: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return self.action.targets(q, action)
+        return self.pusher.targets(q, action)
 
 
 def scripted_controller(task, profile: RobotProfile, strike_steps: int = 0, **kwargs) -> Node:

@@ -12,7 +12,7 @@ import numpy as np
 
 from sim_bridge.actions import EE_DELTA, action_from_dict
 from sim_bridge.profile import RobotProfile
-from sim_bridge.simulator import build_model
+from sim_bridge.simulator import build_model, make_action
 
 
 def action_settings(action) -> dict:
@@ -300,6 +300,34 @@ class PushStrike(PushOracle):
                 return np.array([*(command[:2] + ahead * self._direction), command[2]])
             self.phase, self._hold = "hold", command.copy()
         return self._hold
+
+
+class ActingPusher:
+    """A push oracle (:class:`PushOracle`, or :class:`PushStrike` with ``strike_steps`` > 0) acting
+    through the task's own action (push: end-effector steps integrated into a command), which it
+    owns: the oracle steers from that command, and :meth:`targets` turns its actions into joint
+    targets. What drives an arm without a policy's runtime: the ROS node
+    (:class:`sim_bridge.controller.ScriptedPushNode`) and the emulator episodes of calibration."""
+
+    def __init__(self, profile: RobotProfile, task, strike_steps: int = 0):
+        self.action = make_action(profile, task)
+        settings = action_settings(self.action)
+        self.oracle = (PushStrike(profile, task, strike_steps=strike_steps, **settings) if strike_steps
+                       else PushOracle(profile, task, **settings))
+
+    def reset(self) -> None:
+        self.oracle.reset()
+        self.action.reset()
+
+    def act(self, joint_pos: np.ndarray, puck_pose, goal) -> np.ndarray:
+        """The action for the measured joints, the tracked puck (x, y, z, ...) and the goal."""
+        last = getattr(self.action, "last_target", None)  # joint-delta actions keep no command
+        commanded = None if last is None else self.action.site_position(last)
+        return self.oracle.action(np.asarray(joint_pos, float), np.asarray(puck_pose[:2], float),
+                                  np.asarray(goal[:2], float), commanded=commanded, puck_z=float(puck_pose[2]))
+
+    def targets(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
+        return self.action.targets(np.asarray(joint_pos, float), np.asarray(action, float))
 
 
 class ScriptedPolicy:
