@@ -92,15 +92,49 @@ def _sim2real() -> list[str]:
     return [sys.executable, "-m", "sim2real.cli"]
 
 
+@dataclass(frozen=True)
+class RoundFiles:
+    """Where round ``k`` of a loop run writes each of its files (the one place that names them)."""
+
+    dir: Path
+
+    @classmethod
+    def of(cls, out: Path, k: int) -> RoundFiles:
+        return cls(out / f"round{k}")
+
+    @property
+    def bag(self) -> Path:
+        """the deployed policy's recording"""
+        return self.dir / "bag"
+
+    @property
+    def strike_bag(self) -> Path:
+        """the identification strikes' recording (``--strikes``)"""
+        return self.dir / "strike_bag"
+
+    @property
+    def calibrated(self) -> Path:
+        """the calibrated distribution"""
+        return self.dir / "calibrated.yaml"
+
+    @property
+    def train(self) -> Path:
+        return self.dir / "train"
+
+    @property
+    def policy(self) -> Path:
+        """the retrained policy's artifact"""
+        return self.dir / "policy"
+
+
 def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list[str],
                    init: str | None = None, task: str = "reach",
                    strike_bags: list[str] | None = None) -> list[tuple[str, list[str]]]:
     """(label, argv) of round ``k`` (1-based); ``init``: the checkpoint to fine-tune (None: scratch);
     ``task``: the starting policy's task (every round deploys and retrains on it); ``strike_bags``:
     the earlier rounds' strike recordings (``--strikes``)."""
-    rdir = args.out / f"round{k}"
-    bag = rdir / "bag"
-    calibrated = rdir / "calibrated.yaml"
+    files = RoundFiles.of(args.out, k)
+    bag, calibrated = files.bag, files.calibrated
     deploy = [*_sim2real(), "real", "--policy-dir", str(Path(policy).parent), "--policy", Path(policy).name,
               "--task", task, "--episodes", str(args.episodes),
               "--episode-s", f"{episode_seconds(args, task):g}", "--seed", str(args.seed + k), "--record", str(bag)]
@@ -111,7 +145,7 @@ def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list
     commands = [("deploy + record", deploy)]
     replay = list(strike_bags or [])
     if args.strikes > 0:
-        strike_bag = rdir / "strike_bag"
+        strike_bag = files.strike_bag
         commands.append(("identification strikes", [
             *_sim2real(), "real", "--task", task, "--controller", "strike", "--episodes", str(args.strikes),
             "--episode-s", f"{episode_seconds(args, task):g}", "--seed", str(args.seed + k),
@@ -122,7 +156,7 @@ def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list
                  "--out", str(calibrated), "--seed", str(args.seed), *shlex.split(args.calibrate_args)]
     if task == "push" and "--settings" not in args.calibrate_args:
         calibrate += ["--settings", "push"]  # the puck's physics, closed loop (the shipped Push settings)
-    train = train_command(args, f"loop_round{k}", task, str(calibrated), rdir / "train", rdir / "policy", init)
+    train = train_command(args, f"loop_round{k}", task, str(calibrated), files.train, files.policy, init)
     return [*commands, ("calibrate", calibrate), ("retrain", train)]
 
 
@@ -200,10 +234,11 @@ def run_loop(args: LoopConfig) -> int:
                 return 1
         if args.dry_run:
             break
-        bags.append(str(args.out / f"round{k}" / "bag"))
+        files = RoundFiles.of(args.out, k)
+        bags.append(str(files.bag))
         if args.strikes > 0:
-            strike_bags.append(str(args.out / f"round{k}" / "strike_bag"))
-        retrained = str(args.out / f"round{k}" / "policy")
+            strike_bags.append(str(files.strike_bag))
+        retrained = str(files.policy)
         if args.eval_episodes > 0 and args.emulator:
             print(f"\n== round {k}: emulator score ({args.eval_episodes} episodes, same goals)", flush=True)
             before = emulator_score(args, policy, f"before ({Path(policy).name})")
@@ -211,9 +246,9 @@ def run_loop(args: LoopConfig) -> int:
             for s in (before, after):
                 print("  " + s.line(), flush=True)
             scores.append((k, before, after))
-        policy, prior = retrained, str(args.out / f"round{k}" / "calibrated.yaml")
+        policy, prior = retrained, str(files.calibrated)
         if init is not None:
-            init = str(args.out / f"round{k}" / "train" / "checkpoints" / "latest.pt")
+            init = str(files.train / "checkpoints" / "latest.pt")
     rows = None
     if args.compare:
         on_prior = args.out / "prior_finetune"
