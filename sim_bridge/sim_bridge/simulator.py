@@ -114,6 +114,46 @@ def build_model(profile: RobotProfile, scene=None) -> mujoco.MjModel:
     return model
 
 
+class ModelChain(KinematicChain):
+    """A :class:`~sim_bridge.kinematics.KinematicChain` evaluated by MuJoCo's own kinematics
+    (``mj_kinematics``, ``mj_comPos``, ``mj_jacSite``) on the model it was read from.
+
+    Where the model is at hand (the env, the scripted pushers, training) this computes the same
+    numbers as the numpy walk (tested to 1e-12) about ten times faster: the walk was 44% of a
+    Push training worker's time (py-spy, three walks per env step). The manifest still carries
+    the chain as numbers (:meth:`to_dict`, inherited), and the robot computer, which has no
+    model, evaluates it with the numpy walk; the batched functions of
+    :mod:`sim_bridge.kinematics` keep using the walk too."""
+
+    def __init__(self, model: mujoco.MjModel, joint_names, site: str):
+        read = KinematicChain.from_model(model, joint_names, site)
+        super().__init__(read.joint_names, read.links, read.site_pos, read._site_quat, site=read.site)
+        self._model, self._data = model, mujoco.MjData(model)
+        ids = [model.joint(name).id for name in self.joint_names]
+        self._qadr = np.array([model.jnt_qposadr[j] for j in ids])
+        self._dofadr = np.array([model.jnt_dofadr[j] for j in ids])
+        self._site_id = model.site(site).id
+        self._jacp, self._jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
+
+    def __reduce__(self):  # rebuilt from the model in another process (an MjData is per process)
+        return ModelChain, (self._model, self.joint_names, self.site)
+
+    def _place(self, q) -> None:
+        self._data.qpos[self._qadr] = q
+        mujoco.mj_kinematics(self._model, self._data)
+
+    def site_position(self, q) -> np.ndarray:
+        self._place(q)
+        return self._data.site_xpos[self._site_id].copy()
+
+    def jacobian(self, q) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self._place(q)
+        mujoco.mj_comPos(self._model, self._data)
+        mujoco.mj_jacSite(self._model, self._data, self._jacp, self._jacr, self._site_id)
+        return (self._data.site_xpos[self._site_id].copy(), self._data.site_xmat[self._site_id].reshape(3, 3).copy(),
+                self._jacp[:, self._dofadr], self._jacr[:, self._dofadr])
+
+
 def make_action(profile: RobotProfile, task=None, action_type: str | None = None, *, scale_rad: float = 0.05,
                 ee: dict | None = None):
     """The policy action (:mod:`sim_bridge.actions`) of ``action_type`` for ``profile`` and ``task``
@@ -142,7 +182,7 @@ def make_action(profile: RobotProfile, task=None, action_type: str | None = None
     floor = task.action_floor_m(model) if task is not None and "min_z_m" not in (ee or {}) else None
     if floor is not None:
         settings = dataclasses.replace(settings, min_z_m=float(floor))
-    chain = KinematicChain.from_model(model, profile.joint_names, site)
+    chain = ModelChain(model, profile.joint_names, site)
     return EndEffectorDeltaAction(chain, settings, profile.default_pose_rad, profile.position_lower_rad,
                                   profile.position_upper_rad)
 

@@ -10,7 +10,7 @@ import sim_bridge.envs  # noqa: F401  (registers the envs)
 from sim_bridge.actions import EE_DELTA, JOINT_DELTA, EndEffectorSettings, action_from_dict
 from sim_bridge.kinematics import KinematicChain, jacobian_batch, site_positions
 from sim_bridge.profile import load_profile
-from sim_bridge.simulator import build_model, make_action
+from sim_bridge.simulator import ModelChain, build_model, make_action
 from sim_bridge.tasks import make_task
 
 PROFILE = load_profile("panda_like")
@@ -41,6 +41,28 @@ def test_the_numpy_chain_matches_mujoco_kinematics_and_jacobian(site):
         got = chain.jacobian(q)
         for w, g in zip(want, got):
             assert np.allclose(w, g, atol=1e-10)
+
+
+@pytest.mark.parametrize("site", ["pusher_tip", PROFILE.end_effector_site])
+def test_the_model_chain_the_env_uses_gives_the_numpy_chain_s_numbers_and_travels_as_it(site):
+    """ModelChain (MuJoCo's kinematics, in the env and the scripted pushers) against the numpy
+    walk the robot computer runs from the manifest: the same site, rotation and Jacobian, the same
+    manifest numbers, and a pickled copy (a vector env's worker) computes the same."""
+    import pickle
+
+    model = build_model(PROFILE, PUSH.add_to_scene)
+    fast = ModelChain(model, PROFILE.joint_names, site)
+    walk = KinematicChain.from_dict(fast.to_dict())
+    assert fast.to_dict() == KinematicChain.from_model(model, PROFILE.joint_names, site).to_dict()
+    copy = pickle.loads(pickle.dumps(fast))
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        q = rng.uniform(PROFILE.position_lower_rad, PROFILE.position_upper_rad)
+        for got, want, again in zip(fast.jacobian(q), walk.jacobian(q), copy.jacobian(q)):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+            np.testing.assert_array_equal(again, got)
+        np.testing.assert_allclose(fast.site_position(q), walk.site_position(q), rtol=0, atol=1e-10)
+    assert isinstance(make_action(PROFILE, PUSH, EE_DELTA).chain, ModelChain)
 
 
 def test_the_batched_chain_gives_each_row_what_the_chain_gives_it():
@@ -74,8 +96,8 @@ def test_batched_targets_follow_each_row_s_own_command_state_as_the_single_row_a
         for r in range(rows):
             if kind == EE_DELTA:
                 one._last = None if np.isnan(last[r, 0]) else last[r].copy()
-                np.testing.assert_allclose(observed[r], one.observed(q[r]), rtol=0, atol=1e-12)
-            np.testing.assert_allclose(targets[r], one.targets(q[r], a[r]), rtol=0, atol=1e-12)
+                np.testing.assert_allclose(observed[r], one.observed(q[r]), rtol=0, atol=1e-10)
+            np.testing.assert_allclose(targets[r], one.targets(q[r], a[r]), rtol=0, atol=1e-10)
         last = targets.copy()
         last[step % rows] = np.nan  # a reset row
         q = q + rng.normal(0, 0.03, q.shape)  # the arm lags its commands
@@ -148,7 +170,9 @@ def test_an_action_rebuilt_from_its_description_gives_the_same_targets():
                              default_pose_rad=PROFILE.default_pose_rad, lower_rad=PROFILE.position_lower_rad,
                              upper_rad=PROFILE.position_upper_rad)
     q, a = PROFILE.default_pose_rad + 0.1, np.array([0.3, -0.7, 0.2])
-    assert np.array_equal(action.targets(q, a), again.targets(q, a))
+    # the env's action evaluates its chain with MuJoCo (ModelChain), the rebuilt one (the robot
+    # computer's) with the numpy walk: the same to float rounding
+    np.testing.assert_allclose(action.targets(q, a), again.targets(q, a), rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("kwargs, match", [
