@@ -84,9 +84,11 @@ def test_sim2real_launch_real_push_graph_as_processes_records_object_poses(tmp_p
     data["/**/policy"]["ros__parameters"].update(policy="dummy_push", policy_dir=str(tmp_path / "policies"))
     policy_yaml.write_text(yaml.safe_dump(data))
     bag = tmp_path / "bag"
-    wanted = ["relayed to /sim2real/object_pose", "a push object tracked on /mocap/puck/pose", "policy 'dummy_push'"]
-    # 3 s of recording once the four nodes are up (not a fixed duration from the start: start-up
-    # time on a loaded machine varies by seconds)
+    wanted = ["relayed to /sim2real/object_pose", "a push object tracked on /mocap/puck/pose", "policy 'dummy_push'",
+              "topic(s) to "]
+    # 3 s of recording once the four nodes are up, the recorder's subscriptions included (not a
+    # fixed duration from the start: start-up time on a loaded machine varies by seconds; on a slow
+    # host the recorder came up last and recorded no joint state within 3 s of the others)
     logged, returncode, out = run_until_logged(
         [sys.executable, "-m", "sim2real.cli", "launch", "real", "--emulator", "--task", "push", "--record", str(bag),
          "--params-dir", str(params), "--stop-timeout-s", "30"], wanted, then_s=3.0)
