@@ -94,37 +94,20 @@ def _sim2real() -> list[str]:
 
 @dataclass(frozen=True)
 class RoundFiles:
-    """Where round ``k`` of a loop run writes each of its files (the one place that names them)."""
+    """Where round ``k`` of a loop run writes each of its files (the one place that names them):
+    the deployed policy's recording, the identification strikes' recording (``--strikes``), the
+    calibrated distribution, the retraining's run folder and the retrained policy's artifact."""
 
-    dir: Path
+    bag: Path
+    strike_bag: Path
+    calibrated: Path
+    train: Path
+    policy: Path
 
     @classmethod
     def of(cls, out: Path, k: int) -> RoundFiles:
-        return cls(out / f"round{k}")
-
-    @property
-    def bag(self) -> Path:
-        """the deployed policy's recording"""
-        return self.dir / "bag"
-
-    @property
-    def strike_bag(self) -> Path:
-        """the identification strikes' recording (``--strikes``)"""
-        return self.dir / "strike_bag"
-
-    @property
-    def calibrated(self) -> Path:
-        """the calibrated distribution"""
-        return self.dir / "calibrated.yaml"
-
-    @property
-    def train(self) -> Path:
-        return self.dir / "train"
-
-    @property
-    def policy(self) -> Path:
-        """the retrained policy's artifact"""
-        return self.dir / "policy"
+        d = out / f"round{k}"
+        return cls(d / "bag", d / "strike_bag", d / "calibrated.yaml", d / "train", d / "policy")
 
 
 def round_commands(args: LoopConfig, k: int, policy: str, prior: str, bags: list[str],
