@@ -54,6 +54,8 @@ class TrainConfig:
     """initial log standard deviation of the Gaussian policy"""
     final_action_std: float = 0.0
     """anneal the Gaussian's standard deviation instead of learning it: each action dimension's log-std moves linearly from its value at the run's start (init_log_std, or the --init-from checkpoint's) to log(final_action_std) at the run's last iteration (by env steps toward total_env_steps), so the sampled policy PPO optimises converges on the mean an exported policy acts with. 0 = off (the std is learned)"""
+    anneal_start_env_steps: int = 0
+    """with final_action_std: PPO learns the std until this many env steps, then the schedule takes it from its value there to final_action_std (0: annealed from the run's start). Why: annealed over a whole run from scratch, the std shrank while the policy was still learning to push and PPO's signal shrank with it (docs/push_training.md)"""
     learning_rate: float = 1e-3
     """Adam learning rate (adapted on KL when kl_target > 0)"""
     kl_target: float = 0.01
@@ -156,6 +158,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.final_action_std >= 0 and self.final_action_std < float("inf")):
             raise ValueError(f"final_action_std must be >= 0 and finite (0: the std is learned), got {self.final_action_std}")
+        if self.anneal_start_env_steps < 0:
+            raise ValueError(f"anneal_start_env_steps must be >= 0, got {self.anneal_start_env_steps}")
+        if self.anneal_start_env_steps and not self.final_action_std:
+            raise ValueError("anneal_start_env_steps needs final_action_std > 0 (the std to anneal to)")
         if self.kl_stop < 0:
             raise ValueError(f"kl_stop must be >= 0, got {self.kl_stop}")
         if not 0 < self.epopt_epsilon <= 1:

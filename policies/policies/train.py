@@ -104,11 +104,11 @@ class Trainer:
             except BaseException:
                 self.venv.close()
                 raise
-        # cfg.final_action_std: the std follows a schedule from where this run starts, not the optimiser
+        # cfg.final_action_std: the std follows a schedule from where this run starts (or from
+        # cfg.anneal_start_env_steps on), not the optimiser; std_start is None until it does
         self.std_start = None
-        if cfg.final_action_std > 0:
-            self.model.actor.log_std.requires_grad_(False)
-            self.std_start = self.model.actor.log_std.detach().clone()
+        if cfg.final_action_std > 0 and cfg.anneal_start_env_steps == 0:
+            self._freeze_std()
         self.ppo = PPO(self.model, cfg)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -162,8 +162,8 @@ class Trainer:
         self.batch_gen.set_state(state["batch_gen"])
         self.kickstarted = bool(state.get("kickstarted", False))
         self.best_success = float(state.get("best_success", -1.0))
-        if self.std_start is not None and state.get("std_start") is not None:
-            self.std_start = state["std_start"].clone()   # the schedule continues from the run's own start
+        if self.cfg.final_action_std > 0 and state.get("std_start") is not None:
+            self._freeze_std(state["std_start"])   # the schedule continues from the run's own start
         if self.cfg.assist_start_prob > 0 and self.iteration > 0:
             # the envs continue the assisted starts' schedule where the run stopped (one
             # episode per env and iteration: an iteration starts every env's episode)
@@ -368,14 +368,24 @@ class Trainer:
         self.save_checkpoint(self.out_dir / "checkpoints" / "latest.pt")
         return self.history[-1] if self.history else {}
 
+    def _freeze_std(self, start: torch.Tensor | None = None) -> None:
+        """Take the actor's log-std from the optimiser; the schedule starts at ``start`` (default:
+        its value now)."""
+        self.model.actor.log_std.requires_grad_(False)
+        self.std_start = (self.model.actor.log_std.detach() if start is None else start).clone()
+
     def _anneal_std(self, steps_per_iter: int) -> None:
         """``final_action_std``: set the actor's log-std for the coming iteration, linear in log space
-        from the run's start (``std_start``) to ``log(final_action_std)``, reached by the iteration
-        that ends at ``total_env_steps``."""
-        if self.std_start is None:
+        from the run's start, or its value at ``anneal_start_env_steps`` (``std_start``), to
+        ``log(final_action_std)``, reached by the iteration that ends at ``total_env_steps``."""
+        cfg = self.cfg
+        if cfg.final_action_std <= 0 or self.env_steps < cfg.anneal_start_env_steps:
             return
-        span = max(1, self.cfg.total_env_steps - steps_per_iter)
-        frac = min(1.0, self.env_steps / span)
+        if self.std_start is None:   # anneal_start_env_steps reached: from the learnt std on
+            self._freeze_std()
+        start = cfg.anneal_start_env_steps
+        span = max(1, cfg.total_env_steps - steps_per_iter - start)
+        frac = min(1.0, (self.env_steps - start) / span)
         target = self.std_start + frac * (math.log(self.cfg.final_action_std) - self.std_start)
         with torch.no_grad():
             self.model.actor.log_std.copy_(target)

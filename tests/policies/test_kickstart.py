@@ -326,3 +326,38 @@ def test_an_annealed_std_follows_its_schedule_from_the_runs_start_through_a_resu
     for bad in (-0.1, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="final_action_std must be >= 0 and finite"):
             tiny(final_action_std=bad).validate()
+
+
+def test_a_delayed_anneal_learns_the_std_first_then_anneals_from_its_learnt_value_through_a_resume(tmp_path):
+    """--anneal-start-env-steps: PPO learns the std for the run's first part; from that many env
+    steps on the schedule takes it from the learnt value to the final std at the last iteration,
+    and a run resumed after the switch continues the schedule from the same value."""
+    cfg = tiny(kickstart_rounds=0, critic_warmup_iterations=0, final_action_std=0.05,
+               anneal_start_env_steps=320)   # 4 iterations of 160 env steps: two learnt, two annealed
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True)
+    try:
+        trainer.train(stop_after_iterations=2)
+        assert trainer.model.actor.log_std.requires_grad and trainer.std_start is None
+        learnt = trainer.model.actor.log_std.detach().clone()
+        assert not torch.allclose(learnt, torch.full_like(learnt, -1.0))   # PPO moved it
+        trainer.train(stop_after_iterations=1)
+        assert not trainer.model.actor.log_std.requires_grad
+        torch.testing.assert_close(trainer.std_start, learnt)
+    finally:
+        trainer.close()
+    resumed = Trainer(cfg, tmp_path / "run", quiet=True)
+    try:
+        resumed.load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+        assert not resumed.model.actor.log_std.requires_grad
+        torch.testing.assert_close(resumed.std_start, learnt)
+        resumed.train()
+        assert resumed.iteration == 4
+    finally:
+        resumed.close()
+    rows = list(csv.DictReader((tmp_path / "run" / "progress.csv").open()))
+    stds = [float(r["action_std"]) for r in rows]
+    np.testing.assert_allclose(stds[2:], [float(learnt.exp().mean()), 0.05], rtol=1e-5)
+    with pytest.raises(ValueError, match="anneal_start_env_steps needs final_action_std"):
+        tiny(anneal_start_env_steps=100).validate()
+    with pytest.raises(ValueError, match="anneal_start_env_steps must be >= 0"):
+        tiny(final_action_std=0.1, anneal_start_env_steps=-1).validate()
