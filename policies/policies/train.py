@@ -118,6 +118,8 @@ class Trainer:
         self.kickstarted = False  # the kickstart (cfg.kickstart_rounds) has run
         self._experts = None  # the teacher's scripted controllers (cfg.teacher_coef > 0)
         self.history: list[dict] = []
+        self._update_times: list[float] = []   # this process's policy updates (contended_update)
+        self._contended_warnings = 0
         self.best_success = -1.0  # best windowed training success so far (checkpoints/best.pt)
 
     def _init_weights(self, path: Path) -> None:
@@ -334,6 +336,12 @@ class Trainer:
                 T, N = starts.shape
                 self.model.update_normalizers(batch.obs, batch.priv)
                 t2 = time.perf_counter()
+                if self.iteration >= cfg.critic_warmup_iterations:   # policy updates only
+                    warning = contended_update(self._update_times, t2 - t1, cfg.torch_threads)
+                    if warning and self._contended_warnings < 3:
+                        self._contended_warnings += 1
+                        print(f"\nwarning: iteration {self.iteration + 1}: {warning}", file=sys.stderr, flush=True)
+                    self._update_times.append(t2 - t1)
                 self.iteration += 1
                 done_here += 1
                 self.env_steps += steps_per_iter
@@ -461,6 +469,32 @@ class Trainer:
 
     def close(self) -> None:
         self.venv.close()
+
+
+#: an update this many times the median of the run's earlier ones is reported as contended
+CONTENDED_UPDATE_FACTOR = 5.0
+
+
+def contended_update(previous: list[float], current: float, torch_threads: int) -> str | None:
+    """A warning when this policy update took far longer than the run's earlier ones (at least
+    5 of them) while torch runs the update on several threads, else None.
+
+    Why: torch's intra-op threads meet at the end of every small parallel region (each LSTM time
+    step is several), so with another process busy on one of the cores every region waits for
+    the descheduled thread. Measured on the 2-core machine (2026-12-07): a Push update of ~1.0 s
+    took 44-55 s while one other Python process ran (``nice`` did not help: with Linux's autogroup
+    scheduling the CPU is shared per session, not per niceness); a small Push run's update (8 envs
+    x 200 steps, LSTM 128) took 0.32 s on 2 threads and 0.38 s on 1 when idle, and beside one
+    ``yes`` loop 1.44 s on 2 threads and 0.41 s on 1."""
+    if torch_threads <= 1 or len(previous) < 5:
+        return None
+    median = float(np.median(previous))
+    if current <= CONTENDED_UPDATE_FACTOR * median:
+        return None
+    return (f"update took {current:.1f} s, {current / median:.0f}x the run's median of {median:.2f} s: another "
+            f"process is probably competing for the CPU, and torch's {torch_threads} intra-op threads wait "
+            "for each other at every step while one of them is descheduled; stop the other work, or train "
+            "with --torch-threads 1")
 
 
 def tensorboard_writer(log_dir: Path, purge_step: int):

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from policies.config import TrainConfig
-from policies.train import Trainer, load_checkpoint_file
+from policies.train import Trainer, contended_update, load_checkpoint_file
 from sim_bridge.profile import shipped_profile_path
 
 
@@ -149,3 +149,15 @@ def test_push_training_smoke_run_with_tensorboard_and_object_physics_for_the_cri
     returns = events.Scalars("train/mean_return")
     assert [e.step for e in returns] == [80, 160, 240]
     assert returns[-1].value == pytest.approx(last["mean_return"], rel=1e-5)
+
+
+def test_an_update_far_slower_than_the_runs_earlier_ones_is_reported_as_contended_cpu():
+    """Several torch threads and an update > 5x the median of at least 5 earlier ones: a warning
+    that names the figures and the way out (--torch-threads 1); otherwise nothing."""
+    earlier = [1.0, 1.1, 0.9, 1.0, 1.05]
+    warning = contended_update(earlier, 44.5, torch_threads=2)
+    assert warning is not None
+    assert "44.5 s" in warning and "median of 1.00 s" in warning and "--torch-threads 1" in warning
+    assert contended_update(earlier, 4.9, torch_threads=2) is None          # within 5x
+    assert contended_update(earlier[:4], 44.5, torch_threads=2) is None     # too few to judge
+    assert contended_update(earlier, 44.5, torch_threads=1) is None         # one thread waits for no one
