@@ -79,6 +79,30 @@ def env_steps_per_s(env, seconds: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def env_physics_per_step(env, seconds: float) -> tuple[float, float]:
+    """(env steps/s, seconds of ``mujoco.mj_step`` per env step) of one timed run of ``env``: the
+    env's own physics on the states its episodes reach (pushing means contacts that a bare loop
+    of random joint targets does not have), each ``mj_step`` call timed. The rest of an env step
+    is the env's own work (Python, the end-effector action's kinematics, resets)."""
+    real = mujoco.mj_step
+    spent = 0.0
+
+    def timed(*args, **kwargs):
+        nonlocal spent
+        t0 = time.perf_counter()
+        real(*args, **kwargs)
+        spent += time.perf_counter() - t0
+
+    mujoco.mj_step = timed   # the env's simulator calls mujoco.mj_step through the module
+    try:
+        start = time.perf_counter()
+        rate = env_steps_per_s(env, seconds)
+        steps = rate * (time.perf_counter() - start)
+    finally:
+        mujoco.mj_step = real
+    return rate, spent / max(steps, 1.0)
+
+
 def vector_steps_per_s(num_envs: int, num_workers: int, seconds: float) -> float:
     from sim_bridge.envs.vector import VectorTaskEnv
 
@@ -128,6 +152,7 @@ def main(argv=None) -> int:
             nominal.append(bare_loop_steps_per_s([nominal_model], profile.decimation, args.seconds, *limits))
             same.append(bare_loop_steps_per_s(same_models, profile.decimation, args.seconds, *limits, episode))
             single.append(env_steps_per_s(env, args.seconds))
+        timed_rate, physics_s = env_physics_per_step(env, args.seconds)
         nominal_best, same_best, env_best = max(nominal), max(same), max(single)
         overhead = same_best / env_best
         name = f"{task.capitalize()}-v0"
@@ -137,9 +162,15 @@ def main(argv=None) -> int:
         print(f"{name}: overhead ratio against the nominal model:          {nominal_best / env_best:9.2f}x")
         print(f"{name}: overhead ratio (bare on the same models / env):    {overhead:9.2f}x   (target <= 1.5x)",
               flush=True)
+        step_us, physics_us = 1e6 / timed_rate, 1e6 * physics_s
+        print(f"{name}: of an env step ({step_us:.0f} us, a timed run), mj_step on the env's own states: "
+              f"{physics_us:.0f} us (the bare loop: {1e6 / same_best:.0f} us) -> env / its own physics "
+              f"{step_us / physics_us:.2f}x", flush=True)
         per_task[task] = {"bare_steps_per_s": same_best, "bare_nominal_steps_per_s": nominal_best,
                           "env_steps_per_s": env_best, "overhead_ratio": overhead,
                           "overhead_ratio_nominal": nominal_best / env_best,
+                          "env_physics_us_per_step": physics_us, "env_timed_steps_per_s": timed_rate,
+                          "overhead_ratio_own_physics": step_us / physics_us,
                           "raw": {"bare": same, "bare_nominal": nominal, "env": single}}
 
     one, two = [], []
