@@ -10,7 +10,9 @@ Run as ``sim2real bench env`` (or ``python bench/env.py``). In one run it measur
    length each (a randomized model can step slower than the nominal one: heavier, stiffer
    contacts); the loop over the nominal model is printed too, as before;
 2. the env of each ``--task`` with the task's default randomization (resets included,
-   random actions);
+   random actions), and one more run of it with every ``mj_step`` call timed: the env's step
+   against its own physics on the states its episodes reach (is the gap Python, or dearer
+   physics?);
 3. the vectorized env (``VectorTaskEnv``) with 1 worker process and with 2.
 
 It prints env steps/s and the ratios. Targets (issue 2): overhead ratio baseline/env
