@@ -104,11 +104,10 @@ class Trainer:
             except BaseException:
                 self.venv.close()
                 raise
-        # cfg.final_action_std: the std follows a schedule from where this run starts (or from
-        # cfg.anneal_start_env_steps on), not the optimiser; std_start is None until it does
+        # cfg.final_action_std: the std follows a schedule (from the first iteration, or from
+        # cfg.anneal_start_env_steps on), not the optimiser; std_start is None until _anneal_std
+        # takes it over
         self.std_start = None
-        if cfg.final_action_std > 0 and cfg.anneal_start_env_steps == 0:
-            self._freeze_std()
         self.ppo = PPO(self.model, cfg)
         self.sample_gen = torch.Generator().manual_seed(cfg.seed)
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
