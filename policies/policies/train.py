@@ -213,15 +213,14 @@ class Trainer:
                 buf_teach[t] = teacher.act(obs)
             if recurrent:
                 buf_h[t], buf_c[t] = state[0][0].numpy(), state[1][0].numpy()
-            mean, next_state = model.actor(obs_t.unsqueeze(0), state)
-            dist = model.distribution(mean[0])
-            action = dist.mean + dist.stddev * torch.randn(mean[0].shape, generator=self.sample_gen)
+            mean, next_state = model.actor.step(obs_t, state)
+            action = mean + model.actor.log_std.exp() * torch.randn(mean.shape, generator=self.sample_gen)
             acted_mean[t] = mean_envs | (prefix_left > 0)
             if acted_mean[t].any():
                 rows = torch.from_numpy(acted_mean[t])
-                action[rows] = dist.mean[rows]
+                action[rows] = mean[rows]
             prefix_left = np.maximum(prefix_left - 1, 0)
-            buf_logp[t] = dist.log_prob(action).sum(-1).numpy()
+            buf_logp[t] = model.log_prob(action, mean).numpy()
             buf_val[t] = model.value(obs_t, torch.from_numpy(priv)).numpy()
             buf_obs[t], buf_priv[t], buf_act[t] = obs, priv, action.numpy()
             obs, reward, term, trunc, info = venv.step(buf_act[t])

@@ -54,6 +54,25 @@ def test_the_experts_label_each_env_with_the_scripted_pusher_on_its_observation(
         experts.act(np.zeros((2, 3), np.float32))
 
 
+def test_one_pusher_labels_every_env_in_one_call_with_the_labels_of_one_pusher_per_env():
+    """Training's teacher labels all its envs with one batched call (PushOracle.actions): the same
+    labels, to the last bit, as a pusher per env asked row by row, in every phase (approach, push,
+    hold at the goal), on states the teacher and random actions drive."""
+    envs = [TaskEnv(task="push", randomization="default", terminate_on_success=False, max_episode_steps=150)
+            for _ in range(4)]
+    experts = Experts(envs[0].task, envs[0].profile, 4, envs[0].action, envs[0].observation_layout)
+    obs = np.stack([env.reset(seed=s)[0] for s, env in enumerate(envs)])
+    rng, phases = np.random.default_rng(0), set()
+    for _ in range(150):
+        labels = experts.act(obs)
+        one_by_one = [e.act({k: o[s] for k, s in experts.slices.items()}) for e, o in zip(experts.experts, obs)]
+        np.testing.assert_allclose(labels, np.stack(one_by_one), rtol=0, atol=1e-12)
+        phases |= {e.oracle.phase for e in experts.experts}
+        actions = np.where(rng.random((4, 1)) < 0.2, rng.uniform(-1, 1, (4, 3)), labels)
+        obs = np.stack([env.step(a)[0] for env, a in zip(envs, actions)])
+    assert phases == {"approach", "push", "hold"}, phases
+
+
 def test_a_task_without_a_scripted_controller_cannot_kickstart():
     class NoScript:
         name = "toy"
@@ -223,6 +242,9 @@ def test_the_scripted_pusher_labels_a_rollout_another_policy_drives_from_the_env
         experts.act(obs[None])
         obs, *_ = env.step(rng.uniform(-1, 1, 3).astype(np.float32))
     label = experts.act(obs[None])[0]
+    # one pusher asked for this env alone gives the same label (and keeps this step's command and table)
+    np.testing.assert_allclose(experts.experts[0].act({k: obs[s] for k, s in experts.slices.items()}), label,
+                               rtol=0, atol=1e-12)
     reach = experts.experts[0].oracle.reach
     cmd = obs[experts.slices["ee_cmd"]]
     np.testing.assert_allclose(reach.commanded(obs[experts.slices["joint_pos"]].astype(float)), cmd)

@@ -136,3 +136,23 @@ def test_history_mlp_stacks_the_last_observations_newest_first_and_carries_them_
     torch.testing.assert_close(torch.stack(steps), whole)
     torch.testing.assert_close(step_state[0], whole_state[0])
     assert whole_state[0].shape == (1, 2, 9) and actor.hidden == 9
+
+
+@pytest.mark.parametrize("architecture", ["lstm", "mlp", "mlp_history"])
+def test_the_rollouts_one_step_call_and_log_density_match_the_sequence_forward_and_torchs_normal(architecture):
+    """The rollout steps the actor with ``actor.step`` and scores actions with ``model.log_prob``
+    (cheaper calls); PPO's update replays sequences with ``forward`` and ``torch.distributions``:
+    both must give the same numbers, or the update's probability ratios start off 1."""
+    torch.manual_seed(0)
+    model = ActorCritic(6, 3, 2, architecture=architecture, hidden=16, init_log_std=-0.7)
+    model.actor.obs_norm.update(torch.randn(50, 6) * 3 + 1)
+    obs = torch.randn(5, 4, 6)
+    state = model.actor.initial_state(4)
+    with torch.no_grad():
+        whole, _ = model.actor(obs, state)
+        for t in range(5):
+            mean, state = model.actor.step(obs[t], state)
+            torch.testing.assert_close(mean, whole[t], rtol=0, atol=1e-6)
+        action = mean + torch.randn(4, 3)
+        torch.testing.assert_close(model.log_prob(action, mean), model.distribution(mean).log_prob(action).sum(-1),
+                                   rtol=0, atol=1e-6)

@@ -339,6 +339,12 @@ class PushTask(Task):
         oracle_module = importlib.import_module("sim_bridge.oracle")
 
         oracle = oracle_module.PushOracle(profile, self, **oracle_module.action_settings(action))
+
+        def act_batch(p):  # one call for many envs: with an end-effector action whose command is observed
+            if oracle.reach.ee_action is None or p.get("ee_cmd") is None:
+                return None
+            return oracle.actions(p["joint_pos"], p["object_pose"], p["goal_pos"], p["ee_cmd"])
+
         return oracle_module.ScriptedPolicy(oracle, lambda p: oracle.action(p["joint_pos"].astype(float), p["object_pose"][:2],
                                                               p["goal_pos"][:2], commanded=p.get("ee_cmd"),
-                                                              puck_z=float(p["object_pose"][2])))
+                                                              puck_z=float(p["object_pose"][2])), act_batch)
