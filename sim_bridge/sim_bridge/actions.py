@@ -146,17 +146,16 @@ class EndEffectorDeltaAction:
     def joint_step(self, joint_pos: np.ndarray, action: np.ndarray) -> np.ndarray:
         """The joint step (rad) for an action already clipped to [-1, 1] (before the step clip)."""
         s = self.settings
-        site, rot, jp, jr = self.chain.jacobian(joint_pos)
+        site, rot, jac = self.chain.stacked_jacobian(joint_pos)
         task = self._task
         task[:3] = s.scale_m * np.asarray(action, float)
-        if task[2] < s.min_z_m - site[2]:  # the floor: never command the site below min_z_m
-            task[2] = s.min_z_m - site[2]
-        if s.down_gain > 0:
-            x, y, _ = rot[:, 2]  # the tool axis; its cross product with (0, 0, -1)
-            task[3:] = (-s.down_gain * y, s.down_gain * x, 0.0)
-            jac = np.vstack((jp, jr))
+        floor = s.min_z_m - site[2]
+        if task[2] < floor:  # the floor: never command the site below min_z_m
+            task[2] = floor
+        if s.down_gain > 0:  # the tool axis rot[:, 2] crossed with (0, 0, -1); task[5] stays 0
+            task[3], task[4] = -s.down_gain * rot[1, 2], s.down_gain * rot[0, 2]
         else:
-            jac = jp
+            jac = jac[:3]
         z = s.posture_gain * (self.default - joint_pos)
         return z + jac.T @ np.linalg.solve(jac @ jac.T + self._reg, task - jac @ z)
 

@@ -146,6 +146,13 @@ class KinematicChain:
         (the arm's joint order), in the chain's root (world) frame."""
         return self._walk(q, with_jacobian=True)
 
+    def stacked_jacobian(self, q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(site position [3], site rotation [3, 3], [Jp; Jr] [6, n])``: :meth:`jacobian` with its
+        two blocks stacked, what the end-effector action solves with. The arrays may be views
+        that the chain's next call overwrites (``simulator.ModelChain``): use them before then."""
+        site, rot, jp, jr = self.jacobian(q)
+        return site, rot, np.vstack((jp, jr))
+
     def site_position(self, q) -> np.ndarray:
         """The site's position at ``q`` (forward kinematics only: no Jacobian columns)."""
         return self._walk(q, with_jacobian=False)[0]

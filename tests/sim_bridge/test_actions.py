@@ -62,6 +62,12 @@ def test_the_model_chain_the_env_uses_gives_the_numpy_chain_s_numbers_and_travel
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
             np.testing.assert_array_equal(again, got)
         np.testing.assert_allclose(fast.site_position(q), walk.site_position(q), rtol=0, atol=1e-10)
+        # the stacked form the action solves with: [Jp; Jr], the same site and rotation
+        site, rot, jp, jr = fast.jacobian(q)
+        for got, want in zip(fast.stacked_jacobian(q), (site, rot, np.vstack((jp, jr)))):
+            np.testing.assert_array_equal(got, want)
+        for got, want in zip(walk.stacked_jacobian(q), (site, rot, np.vstack((jp, jr)))):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
     assert isinstance(make_action(PROFILE, PUSH, EE_DELTA).chain, ModelChain)
 
 
