@@ -84,7 +84,7 @@ class Experts:
         if obs.shape[1] != self.size:
             raise ValueError(f"observation of {obs.shape[1]} values, the task's layout has {self.size}")
         # one call for all envs where the controller keeps no state between steps (Push with its
-        # observed command: ~5x cheaper for 12 envs, the same labels); else one controller per env
+        # observed command: 232 vs 928 us for 12 envs, the same labels); else one controller per env
         act_batch = getattr(self.experts[0], "act_batch", None)  # a plug-in task's controller may lack it
         batch = None if act_batch is None else act_batch({k: obs[:, s] for k, s in self.slices.items()})
         if batch is not None:

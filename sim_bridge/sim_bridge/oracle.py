@@ -251,7 +251,7 @@ class PushOracle:
         (x, y, z, ...), the goal, the observation's ``ee_cmd``), for an end-effector action
         whose command the observation gives: training's teacher labels all its envs with one
         oracle, which keeps no state between calls then. The same numbers as :meth:`action` row by
-        row (a test holds them to 1e-12), ~5x cheaper for 12 envs."""
+        row (a test holds them to 1e-12): 232 us for 12 envs, where the per-env loop took 928 us."""
         if self.reach.ee_action is None:
             raise ValueError("PushOracle.actions needs an end-effector action (ee_position_delta)")
         commanded = np.asarray(commanded, float)
@@ -309,6 +309,9 @@ class PushStrike(PushOracle):
     def reset(self) -> None:
         super().reset()
         self._start()
+
+    def actions(self, *args, **kwargs) -> np.ndarray:
+        raise ValueError("PushStrike keeps its strike's state per episode: act one env at a time (action)")
 
     def target(self, joint_pos: np.ndarray, puck_xy: np.ndarray, goal_xy: np.ndarray) -> np.ndarray:
         ee, command = self.reach.end_effector(joint_pos), self.reach.commanded(joint_pos)

@@ -259,6 +259,8 @@ def test_the_identification_strike_sets_the_puck_sliding_on_its_own():
     assert slid >= 3, f"the puck slid on alone in {slid} of 4 strikes"  # seed 2, near the base, is weak (2 mm)
     with pytest.raises(ValueError, match="strike_steps and settle_steps must be >= 1"):
         PushStrike(env.profile, env.task, strike_steps=0)
+    with pytest.raises(ValueError, match="one env at a time"):  # the batched labels are stateless
+        strike.actions(p["joint_pos"][None], p["object_pose"][None], p["goal_pos"][None], p["ee_cmd"][None])
 
 
 # --- object randomization kinds -----------------------------------------------------------
