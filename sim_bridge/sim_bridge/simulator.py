@@ -134,8 +134,7 @@ class ModelChain(KinematicChain):
         self._qadr = np.array([model.jnt_qposadr[j] for j in ids])
         self._dofadr = np.array([model.jnt_dofadr[j] for j in ids])
         self._site_id = model.site(site).id
-        self._jacp, self._jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
-        self._jac = np.zeros((6, model.nv))  # stacked_jacobian's [Jp; Jr], written in place
+        self._jac = np.zeros((6, model.nv))  # [Jp; Jr] over every dof, written in place
         self._arm_dofs = _as_slice(self._dofadr)
 
     def __reduce__(self):  # rebuilt from the model in another process (an MjData is per process)
@@ -150,11 +149,9 @@ class ModelChain(KinematicChain):
         return self._data.site_xpos[self._site_id].copy()
 
     def jacobian(self, q) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        self._place(q)
-        mujoco.mj_comPos(self._model, self._data)
-        mujoco.mj_jacSite(self._model, self._data, self._jacp, self._jacr, self._site_id)
-        return (self._data.site_xpos[self._site_id].copy(), self._data.site_xmat[self._site_id].reshape(3, 3).copy(),
-                self._jacp[:, self._dofadr], self._jacr[:, self._dofadr])
+        site, rot, jac = self.stacked_jacobian(q)
+        jac = jac.copy()  # stacked_jacobian's arrays are this chain's buffers: the caller keeps these
+        return site.copy(), rot.copy(), jac[:3], jac[3:]
 
     def stacked_jacobian(self, q) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`jacobian` stacked, written into this chain's own buffers (the site and rotation
